@@ -1,0 +1,194 @@
+/**
+ * The one contracts module: names, ids, message definitions and the plain-data types that cross
+ * the workflow boundary. Workflows, activities, the Koa app, the worker, the typed sender client
+ * and the tests all import it. It imports only `@temporalio/workflow` and `@temporalio/common` (definitions are plain
+ * data, safe in and out of the sandbox).
+ */
+import { SearchAttributeType, defineSearchAttributeKey } from '@temporalio/common';
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+
+/** Default task queue of the worker; overridable with TEMPORAL_TASK_QUEUE. */
+export const DEFAULT_TASK_QUEUE = 'coexist-relay';
+
+// ---------------------------------------------------------------------------------------------
+// Workflow ids: readable, derived from business ids, one place.
+
+/** The per-WABA lifecycle workflow: at most one open run per WABA. */
+export const wabaWorkflowId = (wabaId: string): string => `waba-reconnect/${wabaId}`;
+/** One send workflow per accepted message. */
+export const sendWorkflowId = (messageId: string): string => `send/${messageId}`;
+
+// ---------------------------------------------------------------------------------------------
+// Search attributes (registered on the dev server by the launchers; see SEARCH_ATTRIBUTES).
+
+export const WabaIdKey = defineSearchAttributeKey('WabaId', SearchAttributeType.KEYWORD);
+export const WabaStateKey = defineSearchAttributeKey('WabaState', SearchAttributeType.KEYWORD);
+export const EscalationLevelKey = defineSearchAttributeKey('EscalationLevel', SearchAttributeType.INT);
+export const MessageStatusKey = defineSearchAttributeKey('MessageStatus', SearchAttributeType.KEYWORD);
+
+/** `name=Type` pairs for `temporal server start-dev --search-attribute` and `operator search-attribute create`. */
+export const SEARCH_ATTRIBUTES: Record<string, 'Keyword' | 'Int'> = {
+  WabaId: 'Keyword',
+  WabaState: 'Keyword',
+  EscalationLevel: 'Int',
+  MessageStatus: 'Keyword',
+};
+
+// ---------------------------------------------------------------------------------------------
+// WABA lifecycle.
+
+/**
+ * The WABA's state as operators see it.
+ * - `connected`: the send gate is open.
+ * - `offboarded`: Meta offboarded the Cloud API companion (or a send proved the account unusable);
+ *   sends queue; escalation timers run.
+ * - `draining`: reconnected; queued messages are going out in order; new sends queue behind them.
+ * - `reconnect_abandoned`: the final escalation level passed without a reconnection. A later
+ *   ACCOUNT_RECONNECTED still drains and reopens.
+ * - `partner_removed`: our access is gone for good; sends are refused.
+ */
+export type WabaState = 'connected' | 'offboarded' | 'draining' | 'reconnect_abandoned' | 'partner_removed';
+
+/**
+ * What the lifecycle workflow reacts to. The first three come from Meta's `account_update`
+ * webhook; `SEND_ACCOUNT_UNUSABLE` from a send (synchronous error or `failed` status) whose error
+ * means the account cannot send; `QUEUE_STRAY` from a sender that queued a message while the gate
+ * was reopening (the workflow drains it).
+ */
+export type LifecycleEventType =
+  | 'ACCOUNT_OFFBOARDED'
+  | 'ACCOUNT_RECONNECTED'
+  | 'PARTNER_REMOVED'
+  | 'SEND_ACCOUNT_UNUSABLE'
+  | 'QUEUE_STRAY';
+
+export interface LifecycleEvent {
+  /** Dedupe key: the same delivery (or retry) always carries the same key. */
+  key: string;
+  type: LifecycleEventType;
+  wabaId: string;
+  /** Meta's `entry[].time` in Unix seconds, when Meta sent one. Used to order events. */
+  metaTime?: number;
+  /** ISO time the service received it. */
+  receivedAt: string;
+  source: 'webhook' | 'send' | 'status' | 'operator';
+  /** Free text for operators: Meta's disconnection reason, the error that closed the gate, … */
+  detail?: string;
+}
+
+/** One row of the WABA's recent-event log (kept short, newest last). */
+export interface EventLogEntry {
+  type: LifecycleEventType | 'OPERATOR_FORCE_RESUME' | 'OPERATOR_FORCE_ABANDON' | 'ESCALATED';
+  at: string;
+  metaTime?: number;
+  /** What the workflow did with it: applied, duplicate, stale, ignored, … */
+  outcome: string;
+  detail?: string;
+}
+
+/** One escalation level: raised when the WABA has been offboarded for `afterMs`. */
+export interface EscalationLevel {
+  level: number;
+  afterMs: number;
+  severity: 'warning' | 'page' | 'critical';
+}
+
+/** Settings the lifecycle workflow needs; passed as input so replays see the same values. */
+export interface LifecycleSettings {
+  /** Ascending by `afterMs`; the last one is final (marks `reconnect_abandoned`). */
+  escalation: EscalationLevel[];
+  /** At the final level: fail queued messages with `reconnect_timeout`, or keep them queued. */
+  onAbandon: 'fail' | 'keep';
+}
+
+export interface LifecycleInput {
+  wabaId: string;
+  settings: LifecycleSettings;
+}
+
+/** Answer of the `state` query. */
+export interface WabaLifecycleView {
+  wabaId: string;
+  state: WabaState;
+  since: string;
+  escalationLevel: number;
+  queued: number;
+  lastEvent?: EventLogEntry;
+  events: EventLogEntry[];
+}
+
+/** Operator steering, sent as an update (validated: refused when it does not apply). */
+export interface OperatorAction {
+  action: 'force_resume' | 'force_abandon';
+  reason: string;
+  operator?: string;
+}
+
+export interface OperatorActionResult {
+  accepted: true;
+  state: WabaState;
+}
+
+export const lifecycleEventSignal = defineSignal<[LifecycleEvent]>('lifecycleEvent');
+export const stateQuery = defineQuery<WabaLifecycleView>('state');
+export const operatorActionUpdate = defineUpdate<OperatorActionResult, [OperatorAction]>('operatorAction');
+
+// ---------------------------------------------------------------------------------------------
+// Sending.
+
+export type MessageStatus = 'accepted' | 'queued' | 'sending' | 'sent' | 'failed' | 'expired' | 'cancelled';
+
+/** The Cloud API message body we accept (a subset: text and template). */
+export type MessageContent =
+  | { type: 'text'; text: { body: string; preview_url?: boolean } }
+  | {
+      type: 'template';
+      template: { name: string; language: { code: string }; components?: unknown[] };
+    };
+
+/** What a sender asks for. Plain data: it is the send workflow's input. */
+export type SendRequest = {
+  /** Unique per message; the send workflow id is derived from it. */
+  messageId: string;
+  phoneNumberId: string;
+  /** Recipient phone number or WhatsApp id. */
+  to: string;
+  /** ISO time after which the message must not be sent. */
+  expiresAt?: string;
+  /** ISO time the service accepted it. */
+  acceptedAt: string;
+} & MessageContent;
+
+/** Meta's error, as recorded on a failed message. */
+export interface MetaErrorInfo {
+  code: number;
+  subcode?: number;
+  message: string;
+  details?: string;
+  fbtraceId?: string;
+  httpStatus?: number;
+}
+
+/** Final (or current) outcome of a send; the send workflow's result. */
+export interface SendOutcome {
+  messageId: string;
+  status: MessageStatus;
+  wamid?: string;
+  /** Why it failed, expired or was cancelled: Meta's error or our reason code. */
+  reason?: string;
+  error?: MetaErrorInfo;
+  at: string;
+}
+
+/** Sent by the drain (and the queue's other settlers) to a waiting send workflow. */
+export const messageSettledSignal = defineSignal<[SendOutcome]>('messageSettled');
+/** Current status of a send workflow's message. */
+export const messageStatusQuery = defineQuery<SendOutcome>('messageStatus');
+
+/** Reason codes we put on messages we fail or expire ourselves. */
+export const REASONS = {
+  reconnectTimeout: 'reconnect_timeout',
+  partnerRemoved: 'partner_removed',
+  expired: 'expired',
+  retriesExhausted: 'retries_exhausted',
+} as const;
