@@ -24,14 +24,12 @@ export const sendWorkflowId = (messageId: string): string => `send/${messageId}`
 export const WabaIdKey = defineSearchAttributeKey('WabaId', SearchAttributeType.KEYWORD);
 export const WabaStateKey = defineSearchAttributeKey('WabaState', SearchAttributeType.KEYWORD);
 export const EscalationLevelKey = defineSearchAttributeKey('EscalationLevel', SearchAttributeType.INT);
-export const MessageStatusKey = defineSearchAttributeKey('MessageStatus', SearchAttributeType.KEYWORD);
 
 /** `name=Type` pairs for `temporal server start-dev --search-attribute` and `operator search-attribute create`. */
 export const SEARCH_ATTRIBUTES: Record<string, 'Keyword' | 'Int'> = {
   WabaId: 'Keyword',
   WabaState: 'Keyword',
   EscalationLevel: 'Int',
-  MessageStatus: 'Keyword',
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -99,7 +97,12 @@ export interface LifecycleSettings {
   escalation: EscalationLevel[];
   /** At the final level: fail queued messages with `reconnect_timeout`, or keep them queued. */
   onAbandon: 'fail' | 'keep';
+  /** Where alerts go: the log always, plus the configured webhook sinks. */
+  alertSinks: AlertSink[];
 }
+
+/** An alert destination: the service log, a generic JSON webhook, a Slack-compatible webhook. */
+export type AlertSink = 'log' | 'webhook' | 'slack';
 
 export interface LifecycleInput {
   wabaId: string;

@@ -1,0 +1,296 @@
+import { Context } from '@temporalio/activity';
+import type { Client } from '@temporalio/client';
+import type { Config } from '../src/config';
+import type { GraphClient } from '../src/graph/client';
+import { isGraphApiError, pairLimitBackoffMs } from '../src/graph/errors';
+import type { Logger } from '../src/logger';
+import type { Collections, QueueDoc } from '../src/store/db';
+import { nextEntries, recordSettlements, type Settlement } from '../src/store/queue';
+import { PairLimiter, realClock, type RateLimiters } from '../src/sending/pacing';
+import { REASONS, messageSettledSignal, sendWorkflowId, type SendOutcome } from '../workflows/contracts';
+import type { DrainInput, DrainResult, FailQueueInput } from './types';
+
+export interface DrainDeps {
+  c: Collections;
+  graph: GraphClient;
+  limiters: RateLimiters;
+  temporal: Client;
+  config: Config;
+  logger: Logger;
+  /** Tuning; defaults suit production. */
+  tuning?: Partial<DrainTuning>;
+}
+
+export interface DrainTuning {
+  /** Queue entries read per page. */
+  pageSize: number;
+  /** Sends started and not yet answered, at most (also bounds memory). */
+  maxInFlight: number;
+  /** Settlements are written when this many are waiting, or after `flushMs`. */
+  flushSize: number;
+  flushMs: number;
+  /** Attempts per message for retryable errors before it fails. */
+  maxAttempts: number;
+  /** Concurrent settle signals to waiting send workflows. */
+  notifyConcurrency: number;
+}
+
+const DEFAULT_TUNING: DrainTuning = {
+  pageSize: 500,
+  maxInFlight: 512,
+  flushSize: 200,
+  flushMs: 250,
+  maxAttempts: 8,
+  notifyConcurrency: 8,
+};
+
+interface Progress {
+  sent: number;
+  failed: number;
+  expired: number;
+  alreadySettled: number;
+}
+
+/**
+ * Tells waiting send workflows their message's outcome, off the send path: a bounded number of
+ * signals at a time, failures ignored (a send workflow also polls the database).
+ */
+function createNotifier(temporal: Client, concurrency: number, logger: Logger) {
+  const waiting: SendOutcome[] = [];
+  let active = 0;
+  let idle: (() => void) | undefined;
+
+  function pump(): void {
+    while (active < concurrency && waiting.length > 0) {
+      const outcome = waiting.shift()!;
+      active++;
+      temporal.workflow
+        .getHandle(sendWorkflowId(outcome.messageId))
+        .signal(messageSettledSignal, outcome)
+        .catch((err: unknown) => logger.debug({ messageId: outcome.messageId, err: String(err) }, 'settle signal not delivered'))
+        .finally(() => {
+          active--;
+          pump();
+        });
+    }
+    if (active === 0 && waiting.length === 0) idle?.();
+  }
+
+  return {
+    push(outcomes: SendOutcome[]): void {
+      waiting.push(...outcomes);
+      pump();
+    },
+    /** Resolves when every pushed signal has been attempted. */
+    drained(): Promise<void> {
+      if (active === 0 && waiting.length === 0) return Promise.resolve();
+      return new Promise((resolve) => {
+        idle = () => {
+          idle = undefined;
+          resolve();
+        };
+      });
+    },
+  };
+}
+
+const toOutcome = (s: Settlement): SendOutcome => ({
+  messageId: s.messageId,
+  status: s.status,
+  at: s.at,
+  ...(s.wamid ? { wamid: s.wamid } : {}),
+  ...(s.reason ? { reason: s.reason } : {}),
+  ...(s.error ? { error: s.error } : {}),
+});
+
+/** Writes settlements, retrying a few times: losing them would resend messages on resume. */
+async function persist(c: Collections, batch: Settlement[], logger: Logger): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await recordSettlements(c, batch);
+      return;
+    } catch (err) {
+      if (attempt >= 5) throw err;
+      logger.warn({ err: String(err), attempt }, 'writing settlements failed; retrying');
+      await realClock.sleep(200 * 2 ** attempt);
+    }
+  }
+}
+
+export function createDrainActivities(deps: DrainDeps) {
+  const { c, graph, limiters, config } = deps;
+  const tuning: DrainTuning = { ...DEFAULT_TUNING, ...deps.tuning };
+
+  return {
+    /**
+     * Sends a WABA's queued messages in sequence order, paced under each number's cap and the
+     * per-recipient pair limit, until the queue is empty, Meta says the account is unusable
+     * (`stopped`; the rest stays queued), or the workflow cancels it.
+     *
+     * Order: requests leave in sequence order, except that a recipient's message waits for that
+     * recipient's previous one (so a retried message is never overtaken by a later one to the
+     * same person, while other recipients go on).
+     *
+     * Durability: settlements are written in batches, then the entries are removed; heartbeats
+     * report progress. If the worker dies, the retried activity skips entries whose messages were
+     * already settled; messages that Meta accepted but whose settlement was not yet written (at
+     * most `maxInFlight` + `flushSize`) are sent again: that is the documented crash window.
+     */
+    async drainQueue(input: DrainInput): Promise<DrainResult> {
+      const ctx = Context.current();
+      const { wabaId } = input;
+      const log = deps.logger.child({ wabaId, activity: 'drainQueue', attempt: ctx.info.attempt });
+      const signal = ctx.cancellationSignal;
+      const resumed = ctx.info.attempt > 1;
+      const progress: Progress = { sent: 0, failed: 0, expired: 0, alreadySettled: 0, ...(ctx.info.heartbeatDetails as Partial<Progress> | undefined) };
+      const numbers = new Map((await c.phoneNumbers.find({ wabaId }).toArray()).map((n) => [n._id, n]));
+      const pairs = new PairLimiter(config.sending.pairLimitBurst, config.sending.pairLimitIntervalMs);
+      const notifier = createNotifier(deps.temporal, tuning.notifyConcurrency, log);
+
+      let stop: string | undefined;
+      let pending: Settlement[] = [];
+      let flushing: Promise<void> = Promise.resolve();
+      let flushTimer: NodeJS.Timeout | undefined;
+      const inFlight = new Set<Promise<void>>();
+      const recipientTail = new Map<string, Promise<void>>();
+      const halted = (): boolean => stop !== undefined || signal.aborted;
+
+      function flush(): Promise<void> {
+        if (flushTimer) clearTimeout(flushTimer);
+        flushTimer = undefined;
+        const batch = pending;
+        pending = [];
+        flushing = flushing.then(async () => {
+          if (batch.length > 0) await persist(c, batch, log);
+          notifier.push(batch.filter((s) => s.notify !== false).map(toOutcome));
+          ctx.heartbeat(progress);
+        });
+        return flushing;
+      }
+
+      function settle(s: Settlement): void {
+        if (s.status === 'sent') progress.sent++;
+        else if (s.status === 'expired') progress.expired++;
+        else progress.failed++;
+        pending.push(s);
+        if (pending.length >= tuning.flushSize) void flush();
+        else flushTimer ??= setTimeout(() => void flush(), tuning.flushMs);
+      }
+
+      async function sendOne(entry: QueueDoc): Promise<void> {
+        const number = numbers.get(entry.phoneNumberId);
+        const limiter = limiters.for(entry.phoneNumberId, number?.mps ?? config.sending.defaultMps);
+        const base = { messageId: entry.messageId, queueId: entry._id, notify: entry.notify };
+        for (let attempt = 1; attempt <= tuning.maxAttempts; attempt++) {
+          await realClock.sleep(pairs.reserve(entry.to), signal);
+          await limiter.take(signal);
+          if (halted()) return;
+          if (entry.expiresAt && Date.parse(entry.expiresAt) <= Date.now()) {
+            return settle({ ...base, status: 'expired', reason: REASONS.expired, at: new Date().toISOString() });
+          }
+          try {
+            const sent = await graph.sendMessage({ wabaId, phoneNumberId: entry.phoneNumberId, to: entry.to, content: entry.content });
+            return settle({ ...base, status: 'sent', wamid: sent.wamid, at: new Date().toISOString(), attempts: attempt });
+          } catch (err) {
+            if (!isGraphApiError(err)) throw err;
+            const at = new Date().toISOString();
+            if (err.errorClass === 'permanent') {
+              return settle({ ...base, status: 'failed', reason: err.reason, error: err.toMetaErrorInfo(), at, attempts: attempt });
+            }
+            if (err.errorClass === 'account_unusable') {
+              stop ??= `${err.reason} (Meta code ${err.code}${err.subcode ? `/${err.subcode}` : ''}): ${err.message}`;
+              return; // stays queued
+            }
+            if (err.code === 130429) limiter.pause(err.retryAfterMs ?? 1_000);
+            else if (err.scope === 'recipient') pairs.penalize(entry.to, pairLimitBackoffMs(attempt));
+            else await realClock.sleep(Math.min(30_000, (err.retryAfterMs ?? 1_000) * 2 ** (attempt - 1)), signal);
+            if (attempt === tuning.maxAttempts) {
+              return settle({ ...base, status: 'failed', reason: REASONS.retriesExhausted, error: err.toMetaErrorInfo(), at, attempts: attempt });
+            }
+          }
+        }
+      }
+
+      /** Entries an interrupted attempt already settled: remove them without sending. */
+      async function dropSettled(page: QueueDoc[]): Promise<QueueDoc[]> {
+        const docs = await Promise.all(page.map((e) => c.messages.findOne({ _id: e.messageId }, { projection: { status: 1 } })));
+        const keep: QueueDoc[] = [];
+        const done: Settlement[] = [];
+        page.forEach((entry, i) => {
+          const status = docs[i]?.status;
+          if (status === 'sent' || status === 'failed' || status === 'expired' || status === 'cancelled') {
+            done.push({ messageId: entry.messageId, queueId: entry._id, status, at: new Date().toISOString() });
+          } else keep.push(entry);
+        });
+        if (done.length > 0) {
+          await c.queue.bulkWrite(done.map((d) => ({ deleteOne: { filter: { _id: d.queueId! } } })), { ordered: false });
+          progress.alreadySettled += done.length;
+        }
+        return keep;
+      }
+
+      log.info({ mode: input.mode, resumed }, 'drain started');
+      const heartbeatTimer = setInterval(() => ctx.heartbeat(progress), 5_000);
+      let cursor = 0;
+      let checkedForResume = 0;
+      try {
+        while (!halted()) {
+          let page = await nextEntries(c, wabaId, cursor, tuning.pageSize);
+          if (page.length === 0) break;
+          cursor = page[page.length - 1]!.seq;
+          if (resumed && checkedForResume < tuning.maxInFlight + tuning.flushSize) {
+            checkedForResume += page.length;
+            page = await dropSettled(page);
+          }
+          for (const entry of page) {
+            if (halted()) break;
+            const previous = recipientTail.get(entry.to) ?? Promise.resolve();
+            const task: Promise<void> = previous.then(() => (halted() ? undefined : sendOne(entry)));
+            recipientTail.set(entry.to, task);
+            inFlight.add(task);
+            void task.finally(() => {
+              inFlight.delete(task);
+              if (recipientTail.get(entry.to) === task) recipientTail.delete(entry.to);
+            });
+            while (inFlight.size >= tuning.maxInFlight) await Promise.race(inFlight);
+          }
+        }
+        await Promise.all(inFlight);
+      } finally {
+        clearInterval(heartbeatTimer);
+        await Promise.allSettled(inFlight);
+        await flush();
+        await notifier.drained();
+      }
+      if (signal.aborted) {
+        log.info(progress, 'drain cancelled');
+        await ctx.cancelled; // throws the cancellation, so the workflow sees it as such
+      }
+      log.info({ ...progress, stopped: stop }, 'drain finished');
+      return { ...progress, ...(stop ? { stopped: 'account_unusable' as const, detail: stop } : {}) };
+    },
+
+    /**
+     * Fails every message in a WABA's queue with `reason` (partner removed, reconnection
+     * abandoned) and tells their send workflows. Returns how many it failed. Safe to retry.
+     */
+    async failQueue(input: FailQueueInput): Promise<number> {
+      const ctx = Context.current();
+      const notifier = createNotifier(deps.temporal, tuning.notifyConcurrency, deps.logger);
+      let failed = 0;
+      for (;;) {
+        const page = await nextEntries(c, input.wabaId, 0, tuning.pageSize);
+        if (page.length === 0) break;
+        const at = new Date().toISOString();
+        const batch: Settlement[] = page.map((e) => ({ messageId: e.messageId, queueId: e._id, status: 'failed', reason: input.reason, at }));
+        await persist(c, batch, deps.logger);
+        notifier.push(batch.filter((_, i) => page[i]!.notify).map(toOutcome));
+        failed += batch.length;
+        ctx.heartbeat(failed);
+      }
+      await notifier.drained();
+      deps.logger.info({ wabaId: input.wabaId, failed, reason: input.reason }, 'queue failed');
+      return failed;
+    },
+  };
+}

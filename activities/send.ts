@@ -1,0 +1,217 @@
+import { ApplicationFailure } from '@temporalio/activity';
+import type { Config } from '../src/config';
+import { isGraphApiError } from '../src/graph/errors';
+import type { GraphClient } from '../src/graph/client';
+import type { Logger } from '../src/logger';
+import { isDuplicateKey, type Collections, type MessageDoc, type PhoneNumberDoc } from '../src/store/db';
+import { enqueue, recordSettlements, type Settlement } from '../src/store/queue';
+import { gateOpen } from '../src/store/wabas';
+import type { RateLimiters } from '../src/sending/pacing';
+import { deliverLifecycleEvent, type LauncherDeps } from '../src/temporal/launchers';
+import { REASONS, type SendOutcome, type SendRequest } from '../workflows/contracts';
+import type { AdmitResult } from './types';
+
+export interface SendDeps {
+  c: Collections;
+  graph: GraphClient;
+  limiters: RateLimiters;
+  launcher: LauncherDeps;
+  config: Config;
+  logger: Logger;
+}
+
+const TERMINAL = new Set(['sent', 'failed', 'expired', 'cancelled']);
+
+/** The outcome a message document shows. */
+export function outcomeOf(doc: MessageDoc): SendOutcome {
+  return {
+    messageId: doc._id,
+    status: doc.status,
+    ...(doc.wamid ? { wamid: doc.wamid } : {}),
+    ...(doc.reason ? { reason: doc.reason } : {}),
+    ...(doc.error ? { error: doc.error } : {}),
+    at: doc.updatedAt,
+  };
+}
+
+/** Looks a phone number up in the registry, with a short per-process cache (registrations rarely change). */
+export function createPhoneNumberLookup(c: Collections, ttlMs = 5_000) {
+  const cache = new Map<string, { doc: PhoneNumberDoc | null; until: number }>();
+  return async (phoneNumberId: string): Promise<PhoneNumberDoc | null> => {
+    const hit = cache.get(phoneNumberId);
+    if (hit && hit.until > Date.now()) return hit.doc;
+    const doc = await c.phoneNumbers.findOne({ _id: phoneNumberId });
+    cache.set(phoneNumberId, { doc, until: Date.now() + ttlMs });
+    return doc;
+  };
+}
+
+/**
+ * Send-path activities. `admit` is the heart: it decides, from the WABA's state read at that
+ * moment, whether the message goes out now or joins the queue.
+ */
+export function createSendActivities(deps: SendDeps) {
+  const { c, graph, limiters, config } = deps;
+  const phoneNumber = createPhoneNumberLookup(c);
+
+  async function settle(s: Settlement): Promise<SendOutcome> {
+    await recordSettlements(c, [s]);
+    return {
+      messageId: s.messageId,
+      status: s.status,
+      at: s.at,
+      ...(s.wamid ? { wamid: s.wamid } : {}),
+      ...(s.reason ? { reason: s.reason } : {}),
+      ...(s.error ? { error: s.error } : {}),
+    };
+  }
+
+  /** Puts the message in its WABA's queue; asks for a drain if the gate reopened meanwhile. */
+  async function queue(req: SendRequest, wabaId: string, doc: MessageDoc): Promise<SendOutcome> {
+    const now = new Date().toISOString();
+    // Status first, entry second: a retry that finds `queued` and no entry knows the drain took it.
+    await c.messages.updateOne({ _id: req.messageId }, { $set: { status: 'queued', queuedAt: now, updatedAt: now } });
+    const { type, to, phoneNumberId, expiresAt, messageId } = req;
+    const seq = await enqueue(c, {
+      wabaId,
+      messageId,
+      phoneNumberId,
+      to,
+      content: doc.content,
+      ...(expiresAt ? { expiresAt } : {}),
+      enqueuedAt: now,
+      notify: true,
+    });
+    await c.messages.updateOne({ _id: messageId }, { $set: { seq } });
+    // The gate may have opened between our read and our insert; the drain might have missed us.
+    const after = await c.wabas.findOne({ _id: wabaId }, { projection: { state: 1 } });
+    if (gateOpen(after?.state)) {
+      await deliverLifecycleEvent(deps.launcher, {
+        key: `stray:${messageId}`,
+        type: 'QUEUE_STRAY',
+        wabaId,
+        receivedAt: now,
+        source: 'send',
+        detail: `message ${messageId} (${type}) queued while the gate reopened`,
+      });
+    }
+    deps.logger.debug({ wabaId, messageId, seq }, 'message queued');
+    return { messageId, status: 'queued', at: now };
+  }
+
+  return {
+    /**
+     * Admits one message: records it (idempotent), then sends it now when the WABA's gate is open,
+     * or queues it. Retryable Meta errors are thrown as retryable failures (Temporal retries this
+     * activity, re-reading the gate each time); permanent ones fail the message; "account
+     * unusable" queues it and closes the gate through the lifecycle workflow. Safe to retry: a
+     * message already settled or queued is not sent or queued again (except the Cloud API's own
+     * ambiguity: a send whose answer was lost may have gone out).
+     */
+    async admit(req: SendRequest): Promise<AdmitResult> {
+      const now = new Date().toISOString();
+      let doc = await c.messages.findOne({ _id: req.messageId });
+      if (doc && (TERMINAL.has(doc.status) || doc.status === 'queued')) {
+        if (doc.status !== 'queued' || (await c.queue.findOne({ messageId: req.messageId }))) return outcomeOf(doc);
+        const again = await c.messages.findOne({ _id: req.messageId });
+        if (again && again.status !== 'queued') return outcomeOf(again);
+        // Queued status but no entry and not settled: the earlier attempt stopped before inserting.
+      }
+
+      const number = await phoneNumber(req.phoneNumberId);
+      if (!number) {
+        throw ApplicationFailure.create({
+          type: 'UnknownPhoneNumber',
+          message: `phone number ${req.phoneNumberId} is not registered`,
+          nonRetryable: true,
+        });
+      }
+      const wabaId = number.wabaId;
+      const log = deps.logger.child({ wabaId, messageId: req.messageId });
+
+      if (!doc) {
+        const { messageId, phoneNumberId, to, expiresAt, acceptedAt } = req;
+        const content = req.type === 'text' ? { type: req.type, text: req.text } : { type: req.type, template: req.template };
+        doc = {
+          _id: messageId,
+          wabaId,
+          phoneNumberId,
+          to,
+          content,
+          status: 'accepted',
+          acceptedAt,
+          ...(expiresAt ? { expiresAt } : {}),
+          updatedAt: now,
+          attempts: 0,
+        };
+        try {
+          await c.messages.insertOne(doc);
+        } catch (err) {
+          if (!isDuplicateKey(err)) throw err;
+        }
+      }
+
+      if (req.expiresAt && Date.parse(req.expiresAt) <= Date.now()) {
+        return settle({ messageId: req.messageId, status: 'expired', reason: REASONS.expired, at: now });
+      }
+
+      const waba = await c.wabas.findOne({ _id: wabaId }, { projection: { state: 1 } });
+      if (waba?.state === 'partner_removed') {
+        return settle({ messageId: req.messageId, status: 'failed', reason: REASONS.partnerRemoved, at: now });
+      }
+      if (waba?.state === 'reconnect_abandoned' && config.lifecycle.onAbandon === 'fail') {
+        return settle({ messageId: req.messageId, status: 'failed', reason: REASONS.reconnectTimeout, at: now });
+      }
+      if (!gateOpen(waba?.state)) return queue(req, wabaId, doc);
+
+      await limiters.for(req.phoneNumberId, number.mps).take();
+      try {
+        const sent = await graph.sendMessage({ wabaId, phoneNumberId: req.phoneNumberId, to: req.to, content: doc.content });
+        return settle({ messageId: req.messageId, status: 'sent', wamid: sent.wamid, at: new Date().toISOString(), attempts: doc.attempts + 1 });
+      } catch (err) {
+        if (!isGraphApiError(err)) throw err;
+        const at = new Date().toISOString();
+        if (err.errorClass === 'permanent') {
+          log.info({ code: err.code, reason: err.reason }, 'send failed permanently');
+          return settle({ messageId: req.messageId, status: 'failed', reason: err.reason, error: err.toMetaErrorInfo(), at });
+        }
+        if (err.errorClass === 'account_unusable') {
+          log.warn({ code: err.code, subcode: err.subcode, reason: err.reason }, 'account unusable: queueing and closing the gate');
+          await deliverLifecycleEvent(deps.launcher, {
+            key: `unusable:${req.messageId}:${at}`,
+            type: 'SEND_ACCOUNT_UNUSABLE',
+            wabaId,
+            receivedAt: at,
+            source: 'send',
+            detail: `${err.reason} (Meta code ${err.code}${err.subcode ? `/${err.subcode}` : ''}): ${err.message}`,
+          });
+          return queue(req, wabaId, doc);
+        }
+        if (err.code === 130429) limiters.for(req.phoneNumberId, number.mps).pause(err.retryAfterMs ?? 1_000);
+        await c.messages.updateOne({ _id: req.messageId }, { $set: { status: 'sending', updatedAt: at }, $inc: { attempts: 1 } });
+        log.info({ code: err.code, reason: err.reason }, 'send failed; will retry');
+        throw ApplicationFailure.create({
+          type: 'MetaRetryable',
+          message: `${err.reason}: ${err.message}`,
+          details: [err.toMetaErrorInfo()],
+          nextRetryDelay: err.retryAfterMs,
+        });
+      }
+    },
+
+    /** Records the final outcome of a message the send workflow gave up on (not queued). */
+    async settleDirect(outcome: Omit<Settlement, 'queueId'>): Promise<SendOutcome> {
+      const existing = await c.messages.findOne({ _id: outcome.messageId });
+      if (existing && (TERMINAL.has(existing.status) || existing.status === 'queued')) return outcomeOf(existing);
+      if (!existing) return { messageId: outcome.messageId, status: outcome.status, reason: outcome.reason, at: outcome.at };
+      return settle(outcome);
+    },
+
+    /** The message's outcome as recorded (the queued send workflow's safety-net poll). */
+    async getMessageOutcome(messageId: string): Promise<SendOutcome> {
+      const doc = await c.messages.findOne({ _id: messageId });
+      if (!doc) throw ApplicationFailure.create({ type: 'UnknownMessage', message: `no message ${messageId}`, nonRetryable: true });
+      return outcomeOf(doc);
+    },
+  };
+}

@@ -1,0 +1,41 @@
+import type { AlertSink, SendOutcome, WabaState } from '../workflows/contracts';
+
+/** An operator alert, as the lifecycle workflow raises it. Plain data. */
+export interface AlertInput {
+  wabaId: string;
+  /** Escalation level (0 for alerts that are not escalation levels). */
+  level: number;
+  severity: 'warning' | 'page' | 'critical';
+  title: string;
+  text: string;
+  state: WabaState;
+  queued: number;
+  at: string;
+}
+
+export type { AlertSink };
+
+export interface DrainInput {
+  wabaId: string;
+  /** `reconnected`: the WABA came back (or an operator forced it); `stray`: entries queued while the gate reopened. */
+  mode: 'reconnected' | 'stray';
+}
+
+/** What a drain did; `stopped` when Meta proved the account unusable (the rest stays queued). */
+export interface DrainResult {
+  sent: number;
+  failed: number;
+  expired: number;
+  /** Entries skipped because an earlier, interrupted attempt had already settled them. */
+  alreadySettled: number;
+  stopped?: 'account_unusable';
+  detail?: string;
+}
+
+export interface FailQueueInput {
+  wabaId: string;
+  reason: string;
+}
+
+/** The admit activity's answer: a terminal outcome, or `queued` (the drain will settle it). */
+export type AdmitResult = SendOutcome;

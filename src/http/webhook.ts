@@ -1,0 +1,289 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type { Logger } from 'pino';
+import { SIGNATURE_HEADER, verifySignature } from '../meta/signature';
+import { WABA_OBJECT, WebhookPayloadError, parseWebhookBody, type ParsedWebhook } from '../meta/webhook-payload';
+import { HttpError, badRequest, forbidden, readRawBody, requestIdOf, unauthorized, unavailable } from './errors';
+
+/**
+ * Meta's webhook endpoint. It acknowledges; it does not process: verify the signature over the
+ * exact bytes, project the body (`parseWebhookBody`), hand the result to the sink, answer. The
+ * answer is 200 only once the sink has accepted the delivery, so a delivery the sink could not
+ * record is answered 503 and Meta redelivers it (at-least-once: the sink must be idempotent, see
+ * `AccountUpdate.key`).
+ */
+
+/**
+ * Receives every verified, parsed `whatsapp_business_account` delivery, in body order. Called
+ * once per POST, including deliveries with no account updates and no statuses (inbound messages,
+ * history…): it should return quickly for those. Must be idempotent: Meta redelivers on any
+ * non-200 and sometimes without reason. A rejection (or not settling within `sinkTimeoutMs`)
+ * answers 503 so Meta retries.
+ */
+export interface WebhookSink {
+  accept(update: ParsedWebhook): Promise<void>;
+}
+
+/** Plain in-memory counters for `/metrics`. Deliveries are counted as received, redeliveries included. */
+export interface WebhookCounters {
+  /** Webhook POSTs that reached the handler. */
+  received: number;
+  /** POSTs with a missing or wrong `X-Hub-Signature-256` (answered 401). */
+  badSignature: number;
+  /** POSTs over the body cap (413). */
+  tooLarge: number;
+  /** Verified POSTs whose body is not JSON (400). */
+  invalidJson: number;
+  /** Verified JSON that is not a webhook envelope (400). */
+  invalidPayload: number;
+  /** Verified envelopes whose `object` is not `whatsapp_business_account` (200, dropped). */
+  nonWabaObjects: number;
+  /** Deliveries the sink accepted (200). */
+  accepted: number;
+  /** Deliveries the sink failed or timed out on (503). */
+  sinkFailures: number;
+  /** Changes or statuses left out because their shape was wrong. */
+  skipped: number;
+  /** Changes of WABA deliveries by `field`. */
+  byField: Map<string, number>;
+  /** `account_update` events by `event`. */
+  byAccountUpdateEvent: Map<string, number>;
+  /** Message statuses by `status`. */
+  byStatus: Map<string, number>;
+  /** Prometheus text exposition of all of the above. */
+  toPrometheus(): string;
+}
+
+/** Distinct label values kept per labelled counter; further values are counted under `other`. */
+const MAX_LABEL_VALUES = 50;
+
+function incLabel(map: Map<string, number>, label: string, by = 1): void {
+  const key = map.has(label) || map.size < MAX_LABEL_VALUES ? label : 'other';
+  map.set(key, (map.get(key) ?? 0) + by);
+}
+
+const escapeLabel = (v: string): string => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+
+/** New zeroed counters (one set per app; tests create their own). */
+export function createCounters(prefix = 'coexist_relay_webhook'): WebhookCounters {
+  const counters: WebhookCounters = {
+    received: 0,
+    badSignature: 0,
+    tooLarge: 0,
+    invalidJson: 0,
+    invalidPayload: 0,
+    nonWabaObjects: 0,
+    accepted: 0,
+    sinkFailures: 0,
+    skipped: 0,
+    byField: new Map(),
+    byAccountUpdateEvent: new Map(),
+    byStatus: new Map(),
+    toPrometheus() {
+      const lines: string[] = [];
+      const scalar = (name: string, help: string, value: number) => {
+        lines.push(
+          `# HELP ${prefix}_${name} ${help}`,
+          `# TYPE ${prefix}_${name} counter`,
+          `${prefix}_${name} ${value}`,
+        );
+      };
+      const labelled = (name: string, help: string, label: string, map: Map<string, number>) => {
+        lines.push(`# HELP ${prefix}_${name} ${help}`, `# TYPE ${prefix}_${name} counter`);
+        for (const [k, v] of [...map].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+          lines.push(`${prefix}_${name}{${label}="${escapeLabel(k)}"} ${v}`);
+        }
+      };
+      scalar('received_total', 'Webhook POSTs received.', counters.received);
+      scalar('bad_signature_total', 'Webhook POSTs refused for a missing or wrong signature.', counters.badSignature);
+      scalar('too_large_total', 'Webhook POSTs refused for exceeding the body cap.', counters.tooLarge);
+      scalar('invalid_json_total', 'Signed webhook POSTs whose body is not JSON.', counters.invalidJson);
+      scalar('invalid_payload_total', 'Signed webhook POSTs that are not a webhook envelope.', counters.invalidPayload);
+      scalar('non_waba_objects_total', 'Webhook deliveries for another object, dropped.', counters.nonWabaObjects);
+      scalar('accepted_total', 'Webhook deliveries handed over and acknowledged.', counters.accepted);
+      scalar('sink_failures_total', 'Webhook deliveries answered 503 because the sink failed.', counters.sinkFailures);
+      scalar('skipped_total', 'Changes or statuses left out for a wrong shape.', counters.skipped);
+      labelled('changes_total', 'Changes in WABA deliveries by field.', 'field', counters.byField);
+      labelled('account_updates_total', 'account_update events by event.', 'event', counters.byAccountUpdateEvent);
+      labelled('statuses_total', 'Message statuses by status.', 'status', counters.byStatus);
+      return lines.join('\n') + '\n';
+    },
+  };
+  return counters;
+}
+
+export interface WebhookRouterOptions {
+  /** Callback path, e.g. `/webhooks/meta`. */
+  path: string;
+  /** The verify token configured in the Meta app dashboard. */
+  verifyToken: string;
+  /** App secrets accepted for `X-Hub-Signature-256` (several during a rotation). At least one. */
+  appSecrets: string[];
+  /** Body cap in bytes (Meta sends up to 3 MB; `history` deliveries are the large ones). */
+  maxBodyBytes: number;
+  sink: WebhookSink;
+  logger: Logger;
+  counters: WebhookCounters;
+  /** Answer 503 when the sink has not settled after this long (Meta redelivers; the sink keeps
+   *  running and must tolerate the redelivery). Default 10 s. 0 disables. */
+  sinkTimeoutMs?: number;
+}
+
+const OK_BODY = '{"ok":true}';
+const MAX_CHALLENGE_CHARS = 256;
+
+const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
+
+/** Constant-time equality of two strings (lengths are hidden by hashing first). */
+function safeEqual(a: string, b: string): boolean {
+  return timingSafeEqual(digest(a), digest(b));
+}
+
+/** A single query value; repeated parameters count as absent. */
+function queryValue(ctx: Context, name: string): string | undefined {
+  const v = ctx.query[name];
+  return typeof v === 'string' ? v : undefined;
+}
+
+class SinkTimeoutError extends Error {
+  override name = 'SinkTimeoutError';
+}
+
+function withTimeout(promise: Promise<void>, ms: number): Promise<void> {
+  if (!(ms > 0)) return promise;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new SinkTimeoutError(`sink did not settle within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function wabaIdsOf(parsed: ParsedWebhook): string[] {
+  const ids = new Set<string>();
+  for (const u of parsed.accountUpdates) ids.add(u.wabaId);
+  for (const s of parsed.statuses) ids.add(s.wabaId);
+  return [...ids];
+}
+
+/**
+ * The webhook routes: `GET path` answers Meta's verification handshake, `POST path` receives
+ * deliveries. Mount with `app.use(router.routes())` behind `errorMiddleware()`; nothing may read
+ * the request body before it (no body parser on this path).
+ */
+export function createWebhookRouter(options: WebhookRouterOptions): Router {
+  const { path, verifyToken, appSecrets, maxBodyBytes, sink, logger, counters } = options;
+  const sinkTimeoutMs = options.sinkTimeoutMs ?? 10_000;
+  if (appSecrets.length === 0) throw new Error('createWebhookRouter: at least one app secret is required');
+  if (!verifyToken) throw new Error('createWebhookRouter: a verify token is required');
+  const log = logger.child({ component: 'webhook' });
+  const router = new Router();
+
+  router.get(path, (ctx) => {
+    const mode = queryValue(ctx, 'hub.mode');
+    const token = queryValue(ctx, 'hub.verify_token');
+    const challenge = queryValue(ctx, 'hub.challenge');
+    if (mode !== 'subscribe' || token === undefined || !safeEqual(token, verifyToken)) {
+      log.warn({ mode, requestId: requestIdOf(ctx) }, 'webhook verification refused');
+      throw forbidden('verification_failed', 'hub.mode or hub.verify_token is wrong');
+    }
+    if (!challenge || challenge.length > MAX_CHALLENGE_CHARS) {
+      throw badRequest('invalid_challenge', 'hub.challenge is missing or too long');
+    }
+    log.info('webhook verification answered');
+    ctx.status = 200;
+    ctx.type = 'text/plain';
+    ctx.set('X-Content-Type-Options', 'nosniff');
+    ctx.body = challenge;
+  });
+
+  router.post(path, async (ctx) => {
+    counters.received++;
+    let raw: Buffer;
+    try {
+      raw = await readRawBody(ctx, maxBodyBytes);
+    } catch (err) {
+      if (err instanceof HttpError && err.status === 413) {
+        counters.tooLarge++;
+        log.warn(
+          { requestId: requestIdOf(ctx), contentLength: ctx.get('content-length') },
+          'webhook body over the cap',
+        );
+      }
+      throw err;
+    }
+
+    const signature = ctx.get(SIGNATURE_HEADER);
+    if (!verifySignature(raw, signature || undefined, appSecrets)) {
+      counters.badSignature++;
+      log.warn({ requestId: requestIdOf(ctx), hasSignature: signature !== '' }, 'webhook signature refused');
+      throw signature
+        ? unauthorized('invalid_signature', 'X-Hub-Signature-256 does not match the body')
+        : unauthorized('missing_signature', 'X-Hub-Signature-256 is required');
+    }
+
+    let json: unknown;
+    try {
+      json = JSON.parse(raw.toString('utf8'));
+    } catch {
+      counters.invalidJson++;
+      log.warn({ requestId: requestIdOf(ctx), bytes: raw.length }, 'signed webhook body is not JSON');
+      throw badRequest('invalid_json', 'the body is not valid JSON');
+    }
+
+    let parsed: ParsedWebhook;
+    try {
+      parsed = parseWebhookBody(json);
+    } catch (err) {
+      if (!(err instanceof WebhookPayloadError)) throw err;
+      counters.invalidPayload++;
+      log.warn({ requestId: requestIdOf(ctx), reason: err.reason }, 'signed webhook body is not an envelope');
+      throw badRequest('invalid_payload', err.reason);
+    }
+
+    if (parsed.object !== WABA_OBJECT) {
+      counters.nonWabaObjects++;
+      log.info({ requestId: requestIdOf(ctx), object: parsed.object }, 'webhook for another object ignored');
+      ctx.type = 'application/json';
+      ctx.body = OK_BODY;
+      return;
+    }
+
+    for (const field in parsed.changesByField) incLabel(counters.byField, field, parsed.changesByField[field]);
+    for (const u of parsed.accountUpdates) incLabel(counters.byAccountUpdateEvent, u.event);
+    for (const s of parsed.statuses) incLabel(counters.byStatus, s.status);
+    if (parsed.skipped.length > 0) {
+      counters.skipped += parsed.skipped.length;
+      log.warn({ requestId: requestIdOf(ctx), skipped: parsed.skipped.slice(0, 20) }, 'webhook changes left out');
+    }
+
+    try {
+      await withTimeout(sink.accept(parsed), sinkTimeoutMs);
+    } catch (err) {
+      counters.sinkFailures++;
+      log.error(
+        {
+          err,
+          requestId: requestIdOf(ctx),
+          wabaIds: wabaIdsOf(parsed),
+          events: parsed.accountUpdates.map((u) => ({ wabaId: u.wabaId, event: u.event, key: u.key })),
+          statuses: parsed.statuses.length,
+        },
+        'webhook sink failed; answering 503 so Meta redelivers',
+      );
+      throw unavailable('sink_unavailable', 'the delivery could not be recorded; retry later');
+    }
+
+    counters.accepted++;
+    for (const u of parsed.accountUpdates) {
+      log.debug(
+        { wabaId: u.wabaId, event: u.event, metaTime: u.metaTime, key: u.key, detail: u.detail },
+        'account_update accepted',
+      );
+    }
+    ctx.type = 'application/json';
+    ctx.body = OK_BODY;
+  });
+
+  return router;
+}

@@ -1,0 +1,166 @@
+import { parseArgs } from 'node:util';
+import { accountUpdatePayload, type AccountUpdateEvent, type AccountUpdateOptions } from './payloads';
+import { sendWebhook, startMetaSimulator } from './server';
+
+/**
+ * `npm run meta-sim -- <command>`: run the Cloud API simulator, or play Meta's `account_update`
+ * webhooks against a running service. Exit codes: 0 done (webhooks answered 200), 1 the service
+ * answered something else or could not be reached, 2 bad arguments.
+ */
+
+const USAGE = `Usage: meta-sim <command> [options]
+
+Commands:
+  serve                       Run the Cloud API simulator until Ctrl-C; prints its URL.
+      --port <n>                port on 127.0.0.1 (default 4010; 0 = any free port)
+      --cap <msg/s>             throughput cap per phone number (default 20, as for coexistence; 0 = none)
+      --token <token>           bearer token sends must carry (default: any token is accepted)
+      --latency <ms>            fixed delay added to every answer (default 0)
+  offboard <wabaId>           Send a signed ACCOUNT_OFFBOARDED account_update webhook.
+  reconnect <wabaId>          Send a signed ACCOUNT_RECONNECTED account_update webhook.
+  partner-removed <wabaId>    Send a signed PARTNER_REMOVED webhook (waba_info.waba_id = <wabaId>).
+      --reason <reason>         add disconnection_info (e.g. ACCOUNT_DISCONNECTED, PRIMARY_INACTIVITY)
+  scenario <wabaId>           offboard, wait --gap, reconnect.
+      --gap <duration>          500ms, 5s, 2m (default 5s)
+
+Webhook options:
+  --target <url>              default http://127.0.0.1:3000/webhooks/meta
+  --secret <secret>           app secret to sign with (default: env META_APP_SECRET, first of a comma list)
+
+Examples:
+  npm run meta-sim -- serve --port 4010 --cap 20 --token dev-token
+  META_APP_SECRET=s3cret npm run meta-sim -- scenario 102290129340398 --gap 10s`;
+
+const DEFAULT_TARGET = 'http://127.0.0.1:3000/webhooks/meta';
+
+/** Thrown for bad command lines; printed with the usage text, exit code 2. */
+class UsageError extends Error {}
+
+const OPTIONS = {
+  port: { type: 'string' },
+  cap: { type: 'string' },
+  token: { type: 'string' },
+  latency: { type: 'string' },
+  target: { type: 'string' },
+  secret: { type: 'string' },
+  gap: { type: 'string' },
+  reason: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
+
+/** Runs one command line (without `node script`); resolves to the process exit code. */
+export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+    const [command, ...rest] = positionals;
+    if (values.help || command === 'help') {
+      console.log(USAGE);
+      return 0;
+    }
+    if (command === 'serve') return await serve(values, rest);
+    const wabaId = rest[0];
+    if (!command) throw new UsageError('missing command');
+    if (!['offboard', 'reconnect', 'partner-removed', 'scenario'].includes(command)) {
+      throw new UsageError(`unknown command "${command}"`);
+    }
+    if (!wabaId || rest.length > 1) throw new UsageError(`${command} takes exactly one <wabaId>`);
+    return await playWebhooks(command, wabaId, values, env);
+  } catch (err) {
+    if (!(err instanceof UsageError) && !isParseArgsError(err)) throw err;
+    console.error(`meta-sim: ${(err as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+}
+
+function isParseArgsError(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS');
+}
+
+async function serve(values: Values, rest: string[]): Promise<number> {
+  if (rest.length > 0) throw new UsageError('serve takes no positional arguments');
+  const sim = await startMetaSimulator({
+    port: intOption('port', values.port, 4010),
+    token: values.token,
+    defaults: { throughputPerSec: intOption('cap', values.cap, 20), latencyMs: intOption('latency', values.latency, 0) },
+  });
+  console.log(`meta-sim listening on ${sim.url}`);
+  console.log(`  send:    POST ${sim.url}/v25.0/<phoneNumberId>/messages`);
+  console.log(`  log:     GET  ${sim.url}/_sim/log?phoneNumberId=<id>`);
+  console.log(`  control: POST ${sim.url}/_sim/numbers/<id>  e.g. {"mode":"offboarded"}`);
+  console.log('Ctrl-C to stop.');
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  await sim.stop();
+  return 0;
+}
+
+/** Sends the command's webhook(s); exit 0 only when every one was answered 200. */
+async function playWebhooks(command: string, wabaId: string, values: Values, env: NodeJS.ProcessEnv): Promise<number> {
+  const secret = values.secret ?? env.META_APP_SECRET?.split(',')[0]?.trim();
+  if (!secret) throw new UsageError('no app secret: pass --secret or set META_APP_SECRET');
+  const target = values.target ?? DEFAULT_TARGET;
+  if (!URL.canParse(target)) throw new UsageError(`--target "${target}" is not a URL`);
+  const send = (event: AccountUpdateEvent, extra: AccountUpdateOptions = {}) =>
+    post(target, secret, event, accountUpdatePayload(wabaId, event, extra));
+
+  if (command === 'offboard') return (await send('ACCOUNT_OFFBOARDED')) ? 0 : 1;
+  if (command === 'reconnect') return (await send('ACCOUNT_RECONNECTED')) ? 0 : 1;
+  if (command === 'partner-removed') {
+    const disconnectionInfo = values.reason ? { reason: values.reason, initiated_by: 'USER' } : undefined;
+    return (await send('PARTNER_REMOVED', { disconnectionInfo })) ? 0 : 1;
+  }
+  const gapMs = parseGap(values.gap ?? '5s');
+  const offboardTime = nowSeconds();
+  if (!(await send('ACCOUNT_OFFBOARDED', { time: offboardTime }))) return 1;
+  console.log(`waiting ${gapMs} ms…`);
+  await new Promise((resolve) => setTimeout(resolve, gapMs));
+  // Strictly later `entry.time` than the offboard, even for sub-second gaps, so the service can order them.
+  return (await send('ACCOUNT_RECONNECTED', { time: Math.max(nowSeconds(), offboardTime + 1) })) ? 0 : 1;
+}
+
+/** Posts one signed webhook and prints what the service answered; true on HTTP 200. */
+async function post(target: string, secret: string, event: string, body: unknown): Promise<boolean> {
+  try {
+    const result = await sendWebhook({ targetUrl: target, appSecret: secret, body });
+    const answer = result.responseBody ? ` ${result.responseBody.slice(0, 200)}` : '';
+    console.log(`${event} → ${target}: HTTP ${result.status}${answer}`);
+    return result.status === 200;
+  } catch (err) {
+    const cause = (err as { cause?: Error & { code?: string } }).cause;
+    console.error(`${event} → ${target}: no answer (${cause?.code ?? cause?.message ?? String(err)})`);
+    return false;
+  }
+}
+
+const nowSeconds = (): number => Math.floor(Date.now() / 1000);
+
+function intOption(name: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a non-negative integer, got "${text}"`);
+  return n;
+}
+
+const GAP_UNITS_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000 };
+
+/** `500ms`, `5s`, `2m`, or a bare number of seconds. */
+function parseGap(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
+  if (!m) throw new UsageError(`--gap must look like 500ms, 5s or 2m, got "${text}"`);
+  return Math.round(Number(m[1]) * (GAP_UNITS_MS[m[2] ?? 's'] ?? 1_000));
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}

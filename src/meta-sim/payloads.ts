@@ -1,0 +1,139 @@
+/**
+ * Builders for Meta-shaped webhook payloads, as in /work/shared/reference/payloads/. Used by the
+ * simulator's CLI and by tests that need a realistic `account_update` or `messages.statuses`
+ * webhook. Pure functions: they return plain objects; sign and send them with `sendWebhook`.
+ */
+
+/** Meta's placeholder ids from the documentation examples. */
+export const SAMPLE_IDS = {
+  wabaId: '102290129340398',
+  phoneNumberId: '106540352242922',
+  displayPhoneNumber: '15550783881',
+  partnerBusinessId: '2949482758682047',
+  ownerBusinessId: '2329417887457253',
+} as const;
+
+/** `account_update` events the service reacts to; any other Meta event name is accepted too. */
+export type AccountUpdateEvent =
+  | 'ACCOUNT_OFFBOARDED'
+  | 'ACCOUNT_RECONNECTED'
+  | 'PARTNER_REMOVED'
+  | 'PARTNER_ADDED'
+  | (string & {});
+
+export interface DisconnectionInfo {
+  reason: string;
+  initiated_by: 'USER' | 'SYSTEM' | (string & {});
+}
+
+export interface AccountUpdateOptions {
+  /** `entry[].time`, Unix seconds. Defaults to now. */
+  time?: number;
+  /**
+   * Extra `value.waba_info` fields. For `PARTNER_*` events `waba_info` is always present with
+   * `waba_id` = the WABA and a default `owner_business_id`; for other events only when given.
+   */
+  wabaInfo?: Record<string, unknown>;
+  disconnectionInfo?: DisconnectionInfo;
+  /**
+   * `entry[].id`. Defaults like Meta's examples: the partner's business id for `PARTNER_*`
+   * events, the WABA id otherwise.
+   */
+  entryId?: string;
+}
+
+/** The webhook envelope every Meta WhatsApp webhook shares. */
+export interface WebhookEnvelope {
+  object: 'whatsapp_business_account';
+  entry: Array<{
+    id: string;
+    time?: number;
+    changes: Array<{ field: string; value: Record<string, unknown> }>;
+  }>;
+}
+
+const nowSeconds = (): number => Math.floor(Date.now() / 1000);
+
+/**
+ * An `account_update` webhook for one WABA, shaped like Meta's samples: offboard / reconnect carry
+ * only `value.event` with `entry[].id` = WABA; `PARTNER_REMOVED` (and other partner events) carry
+ * `value.waba_info.waba_id` = WABA under the partner's `entry[].id`, plus `disconnection_info`
+ * when given.
+ */
+export function accountUpdatePayload(
+  wabaId: string,
+  event: AccountUpdateEvent,
+  options: AccountUpdateOptions = {},
+): WebhookEnvelope {
+  const isPartnerEvent = event.startsWith('PARTNER_');
+  const value: Record<string, unknown> = { event };
+  if (isPartnerEvent || options.wabaInfo) {
+    value.waba_info = {
+      waba_id: wabaId,
+      ...(isPartnerEvent ? { owner_business_id: SAMPLE_IDS.ownerBusinessId } : {}),
+      ...options.wabaInfo,
+    };
+  }
+  if (options.disconnectionInfo) value.disconnection_info = options.disconnectionInfo;
+  const entryId = options.entryId ?? (isPartnerEvent ? SAMPLE_IDS.partnerBusinessId : wabaId);
+  return {
+    object: 'whatsapp_business_account',
+    entry: [{ id: entryId, time: options.time ?? nowSeconds(), changes: [{ field: 'account_update', value }] }],
+  };
+}
+
+/** One status to report, in our names; `statusPayload` turns it into Meta's shape. */
+export interface StatusInput {
+  /** The wamid the send returned. */
+  id: string;
+  status: 'sent' | 'delivered' | 'read' | 'failed' | (string & {});
+  /** Recipient WhatsApp id (digits). */
+  recipientId: string;
+  /** Unix seconds (number or string, Meta sends strings). Defaults to now. */
+  timestamp?: number | string;
+  /** For `failed`: Meta's error(s). `title` and `message` default to a generic text. */
+  errors?: Array<{ code: number; title?: string; message?: string; details?: string }>;
+}
+
+/**
+ * A `messages` webhook carrying `statuses[]` for one phone number, shaped like
+ * messages_status_sent.json / messages_status_failed.json (`entry[].id` = WABA).
+ */
+export function statusPayload(
+  wabaId: string,
+  phoneNumberId: string,
+  statuses: StatusInput[],
+  options: { displayPhoneNumber?: string } = {},
+): WebhookEnvelope {
+  const value = {
+    messaging_product: 'whatsapp',
+    metadata: {
+      display_phone_number: options.displayPhoneNumber ?? SAMPLE_IDS.displayPhoneNumber,
+      phone_number_id: phoneNumberId,
+    },
+    statuses: statuses.map(toMetaStatus),
+  };
+  return { object: 'whatsapp_business_account', entry: [{ id: wabaId, changes: [{ field: 'messages', value }] }] };
+}
+
+function toMetaStatus(s: StatusInput): Record<string, unknown> {
+  const status: Record<string, unknown> = {
+    id: s.id,
+    status: s.status,
+    timestamp: String(s.timestamp ?? nowSeconds()),
+    recipient_id: s.recipientId,
+  };
+  if (s.errors) status.errors = s.errors.map(toMetaStatusError);
+  return status;
+}
+
+function toMetaStatusError(e: NonNullable<StatusInput['errors']>[number]): Record<string, unknown> {
+  const title = e.title ?? e.message ?? `Error ${e.code}`;
+  return {
+    code: e.code,
+    title,
+    message: e.message ?? title,
+    error_data: { details: e.details ?? title },
+    href: '/documentation/business-messaging/whatsapp/support/error-codes',
+  };
+}

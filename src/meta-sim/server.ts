@@ -1,0 +1,658 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { z } from 'zod';
+import { SIGNATURE_HEADER, signBody } from '../meta/signature';
+
+/**
+ * A local stand-in for Meta's Cloud API, used by tests, benchmarks and people trying the service
+ * by hand (`npm run meta-sim serve`). It is a real HTTP server on 127.0.0.1 that answers like
+ * Meta: the same URLs, success and error shapes, codes and HTTP statuses (see
+ * /work/shared/reference/meta-whatsapp.md), with per-phone-number behaviour a test can steer:
+ * throughput cap (130429), pair rate limit (131056), offboarded / partner-removed modes, latency,
+ * server errors and scripted errors. It records every accepted and rejected send.
+ *
+ * Steering works in process (`sim.setNumber(...)`) and over HTTP (`POST /_sim/numbers/:id`), so a
+ * test or a person in another process can drive it. The send path does no I/O besides the
+ * answer and keeps its work O(1) so it stays far from being a benchmark's bottleneck.
+ *
+ * Routes:
+ * - `POST /:version/:phoneNumberId/messages`      send (Cloud API)
+ * - `GET  /:version/:phoneNumberId`               `{ id, is_on_biz_app, platform_type }`
+ * - `GET  /_sim/log?phoneNumberId=&since=<seq>`   `{ accepted: [...], rejected: [...] }`
+ * - `DELETE /_sim/log`                            clears the log
+ * - `GET|POST|DELETE /_sim/numbers/:id`           read / patch (JSON `NumberConfigPatch`) / reset a number
+ * - `GET  /_sim/stats`                            connections, requests, log sizes
+ */
+
+// ---------------------------------------------------------------------------------------------
+// Configuration.
+
+/** An error the simulator answers with, in Meta's terms. */
+export interface SimError {
+  code: number;
+  subcode?: number;
+  /** Defaults to 401 for code 190, 500 for 1, 503 for 2, 400 otherwise. */
+  httpStatus?: number;
+  /** Defaults to Meta's usual message for known codes. */
+  message?: string;
+  details?: string;
+  /** Answer this text (as text/html) instead of Meta's JSON shape: a proxy page, a broken body. */
+  rawBody?: string;
+}
+
+export type NumberMode = 'normal' | 'offboarded' | 'partner_removed';
+
+/** How one phone number behaves. Unset numbers use the simulator's defaults. */
+export interface NumberConfig {
+  /** Accepted sends per second (token bucket with a 1 s window); over it → 130429. 0 = no cap. */
+  throughputPerSec: number;
+  /** Pair limit: burst of sends allowed to one recipient; over it → 131056. 0 = no pair limit. */
+  pairBurst: number;
+  /** Pair limit: one more send to a recipient is allowed every this many ms. */
+  pairRefillMs: number;
+  /** `offboarded`: every send answers `offboardedError`. `partner_removed`: sends and reads answer 100/33. */
+  mode: NumberMode;
+  /** The error every send gets while `offboarded` (default 133010; 100/33 is the other documented candidate). */
+  offboardedError: SimError;
+  /** Added to every answer of this number: fixed part. */
+  latencyMs: number;
+  /** Added to every answer of this number: uniform random part in [0, jitterMs). */
+  jitterMs: number;
+  /** Probability (0..1) that a send answers a server error. */
+  serverErrorRate: number;
+  /** Status of injected server errors: 500 → JSON code 1, 503 → JSON code 2, 502 → an HTML page. */
+  serverErrorStatus: 500 | 502 | 503;
+  /** Bearer token this number requires; unset → the simulator's `token` option (unset there too → none). */
+  token?: string;
+  /** Answer of the phone number probe. */
+  isOnBizApp: boolean;
+  platformType: string;
+  /** When set, successful sends carry `messages[0].message_status` with this value. */
+  messageStatus?: string;
+}
+
+const simErrorSchema = z.strictObject({
+  code: z.number().int(),
+  subcode: z.number().int().optional(),
+  httpStatus: z.number().int().min(400).max(599).optional(),
+  message: z.string().optional(),
+  details: z.string().optional(),
+  rawBody: z.string().optional(),
+});
+
+const patchSchema = z.strictObject({
+  throughputPerSec: z.number().min(0).optional(),
+  pairBurst: z.number().int().min(0).optional(),
+  pairRefillMs: z.number().positive().optional(),
+  mode: z.enum(['normal', 'offboarded', 'partner_removed']).optional(),
+  offboardedError: simErrorSchema.optional(),
+  latencyMs: z.number().min(0).optional(),
+  jitterMs: z.number().min(0).optional(),
+  serverErrorRate: z.number().min(0).max(1).optional(),
+  serverErrorStatus: z.union([z.literal(500), z.literal(502), z.literal(503)]).optional(),
+  token: z.string().optional(),
+  isOnBizApp: z.boolean().optional(),
+  platformType: z.string().optional(),
+  messageStatus: z.string().optional(),
+  /** One-shot: the next N sends answer a server error (`serverErrorStatus`). */
+  serverErrorNext: z.number().int().min(0).optional(),
+  /** One-shot: the next sends answer these errors, in order (replaces any pending script). */
+  errorScript: z.array(simErrorSchema).optional(),
+});
+
+/** A change to a number: any `NumberConfig` fields plus the one-shot `serverErrorNext` and `errorScript`. */
+export type NumberConfigPatch = z.infer<typeof patchSchema>;
+
+/** Built-in defaults: Meta's documented pair limit, no throughput cap, a connected Cloud API number. */
+export const DEFAULT_NUMBER_CONFIG: Readonly<NumberConfig> = Object.freeze({
+  throughputPerSec: 0,
+  pairBurst: 45,
+  pairRefillMs: 6_000,
+  mode: 'normal',
+  offboardedError: { code: 133010 },
+  latencyMs: 0,
+  jitterMs: 0,
+  serverErrorRate: 0,
+  serverErrorStatus: 503,
+  isOnBizApp: true,
+  platformType: 'CLOUD_API',
+});
+
+export interface MetaSimulatorOptions {
+  /** 0 (default) picks a free port. */
+  port?: number;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** Bearer token every request must carry (numbers may override). Unset: any token is accepted. */
+  token?: string;
+  /** Overrides of `DEFAULT_NUMBER_CONFIG` for every number. */
+  defaults?: Partial<NumberConfig>;
+  /** Per-number settings at start. */
+  numbers?: Record<string, NumberConfigPatch>;
+  /** Each log list keeps at most this many entries (oldest dropped first). Default 500,000. */
+  maxLogEntries?: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log.
+
+/** One accepted send. `seq` is shared with rejected attempts, so together they give arrival order. */
+export interface AcceptedMessage {
+  seq: number;
+  /** Epoch ms with sub-ms precision (performance.timeOrigin + performance.now()). */
+  at: number;
+  phoneNumberId: string;
+  to: string;
+  type: string;
+  /** The parsed request body. */
+  body: Record<string, unknown>;
+  wamid: string;
+}
+
+/** One refused send attempt. */
+export interface RejectedAttempt {
+  seq: number;
+  at: number;
+  phoneNumberId: string;
+  to?: string;
+  type?: string;
+  httpStatus: number;
+  /** Meta's error code answered; for an answer without one (the 502 HTML page), the HTTP status. */
+  code: number;
+  subcode?: number;
+}
+
+export interface SimLog {
+  accepted: AcceptedMessage[];
+  rejected: RejectedAttempt[];
+}
+
+export interface SimStats {
+  /** TCP connections opened since start (connection reuse keeps this small). */
+  connections: number;
+  /** HTTP requests served since start. */
+  requests: number;
+  accepted: number;
+  rejected: number;
+}
+
+/** Handle of a running simulator. */
+export interface MetaSimulator {
+  /** `http://127.0.0.1:<port>`: use as the Graph client's `baseUrl`. */
+  url: string;
+  port: number;
+  /** The live log (arrays are cleared in place by `clearLog`). */
+  log: SimLog;
+  clearLog(): void;
+  /** Patches one number (fields as in `POST /_sim/numbers/:id`); returns its new config. Throws on invalid input. */
+  setNumber(phoneNumberId: string, patch: NumberConfigPatch): NumberConfig;
+  /** Shortcut for the mode; `error` sets the offboarded error (e.g. `{ code: 100, subcode: 33 }`). */
+  setMode(phoneNumberId: string, mode: NumberMode, error?: SimError): void;
+  /** The next `count` sends of this number answer a server error (`status`, default the number's). */
+  failNext(phoneNumberId: string, count: number, status?: 500 | 502 | 503): void;
+  /** The next sends of this number answer these errors, one each, in order. */
+  scriptErrors(phoneNumberId: string, errors: SimError[]): void;
+  /** Back to the simulator's defaults; drops the number's buckets and pending one-shots. */
+  resetNumber(phoneNumberId: string): void;
+  numberConfig(phoneNumberId: string): NumberConfig;
+  stats(): SimStats;
+  /** Closes the server and every open connection. */
+  stop(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Meta's answers.
+
+const KNOWN_MESSAGES: Record<number, string> = {
+  1: 'An unknown error occurred',
+  2: 'Service temporarily unavailable',
+  100: 'Invalid parameter',
+  190: 'Invalid OAuth access token - Cannot parse access token',
+  130429: 'Rate limit hit',
+  131056: '(Business Account, Consumer Account) pair rate limit hit',
+  131045: 'Incorrect certificate',
+  133010: 'Account not registered',
+};
+
+const ACCESS_LOST_MESSAGE =
+  'Unsupported post request. Object with ID does not exist, cannot be loaded due to missing permissions, or does not support this operation';
+
+function defaultHttpStatus(code: number): number {
+  if (code === 190) return 401;
+  if (code === 1) return 500;
+  if (code === 2) return 503;
+  return 400;
+}
+
+let traceCounter = 0;
+const fbtraceId = (): string => `Sim${(++traceCounter).toString(36)}${Math.random().toString(36).slice(2, 10)}`;
+
+interface Answer {
+  status: number;
+  body: string;
+  contentType: string;
+}
+
+/** Meta's error shape: `{ error: { message, type, code, error_subcode?, error_data?, fbtrace_id } }`. */
+function errorAnswer(err: SimError): Answer {
+  const status = err.httpStatus ?? defaultHttpStatus(err.code);
+  if (err.rawBody !== undefined) return { status, body: err.rawBody, contentType: 'text/html' };
+  const text = err.message ?? KNOWN_MESSAGES[err.code] ?? `Error ${err.code}`;
+  const error: Record<string, unknown> = {
+    message: text.startsWith('(#') || err.code === 190 ? text : `(#${err.code}) ${text}`,
+    type: 'OAuthException',
+    code: err.code,
+  };
+  if (err.subcode !== undefined) error.error_subcode = err.subcode;
+  if (err.code !== 190) error.error_data = { messaging_product: 'whatsapp', details: err.details ?? text };
+  error.fbtrace_id = fbtraceId();
+  return jsonAnswer(status, { error });
+}
+
+function serverErrorAnswer(status: 500 | 502 | 503): Answer {
+  if (status === 502) {
+    return { status, body: '<html><body><h1>502 Bad Gateway</h1></body></html>', contentType: 'text/html' };
+  }
+  return errorAnswer({ code: status === 500 ? 1 : 2, httpStatus: status });
+}
+
+const jsonAnswer = (status: number, value: unknown): Answer => ({
+  status,
+  body: JSON.stringify(value),
+  contentType: 'application/json',
+});
+
+const invalidParameter = (message: string): SimError => ({ code: 100, message });
+
+/** Meta's checks on a send body; undefined when it is acceptable. */
+function validateSendBody(body: unknown): SimError | undefined {
+  if (!isRecord(body)) return invalidParameter('Invalid parameter');
+  if (body.messaging_product !== 'whatsapp') return invalidParameter('The parameter messaging_product is required.');
+  if (typeof body.to !== 'string' || body.to === '') return invalidParameter('The parameter to is required.');
+  if (typeof body.type !== 'string' || body.type === '') return invalidParameter('The parameter type is required.');
+  const content = body[body.type];
+  if (!isRecord(content)) return invalidParameter(`The parameter ${body.type} is required.`);
+  if (body.type === 'text' && (typeof content.body !== 'string' || content.body === '')) {
+    return invalidParameter("The parameter text['body'] is required.");
+  }
+  if (body.type === 'template') {
+    if (typeof content.name !== 'string') return invalidParameter("The parameter template['name'] is required.");
+    const language = content.language;
+    if (!isRecord(language) || typeof language.code !== 'string') {
+      return invalidParameter("The parameter template['language']['code'] is required.");
+    }
+  }
+  return undefined;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-number state.
+
+/** Classic token bucket: `capacity` tokens, refilled continuously at `refillPerMs`. */
+class TokenBucket {
+  private tokens: number;
+  private last: number;
+
+  constructor(
+    private readonly capacity: number,
+    private readonly refillPerMs: number,
+    now: number,
+  ) {
+    this.tokens = capacity;
+    this.last = now;
+  }
+
+  /** Takes one token if there is one. */
+  take(now: number): boolean {
+    this.tokens = Math.min(this.capacity, this.tokens + (now - this.last) * this.refillPerMs);
+    this.last = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+}
+
+class NumberState {
+  throughput?: TokenBucket;
+  pairs = new Map<string, TokenBucket>();
+  serverErrorNext = 0;
+  errorScript: SimError[] = [];
+
+  constructor(public config: NumberConfig) {
+    this.resetBuckets();
+  }
+
+  resetBuckets(): void {
+    const cap = this.config.throughputPerSec;
+    this.throughput = cap > 0 ? new TokenBucket(cap, cap / 1000, performance.now()) : undefined;
+    this.pairs.clear();
+  }
+
+  /** Pair-limit check for one recipient; a full bucket is dropped when the map grows large. */
+  takePair(to: string, now: number): boolean {
+    if (this.config.pairBurst <= 0) return true;
+    let bucket = this.pairs.get(to);
+    if (!bucket) {
+      if (this.pairs.size >= 100_000) this.pairs.clear();
+      bucket = new TokenBucket(this.config.pairBurst, 1 / this.config.pairRefillMs, now);
+      this.pairs.set(to, bucket);
+    }
+    return bucket.take(now);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The simulator.
+
+/**
+ * Starts the simulator and resolves once it listens. Call `stop()` when done (tests: in
+ * `afterAll`). Each call is independent: several simulators can run side by side.
+ */
+export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Promise<MetaSimulator> {
+  const defaults: NumberConfig = { ...DEFAULT_NUMBER_CONFIG, ...options.defaults };
+  const maxLog = options.maxLogEntries ?? 500_000;
+  const numbers = new Map<string, NumberState>();
+  const log: SimLog = { accepted: [], rejected: [] };
+  const counters = { connections: 0, requests: 0, seq: 0 };
+  const instanceTag = Math.random().toString(36).slice(2, 8);
+
+  const numberState = (id: string): NumberState => {
+    let state = numbers.get(id);
+    if (!state) {
+      state = new NumberState({ ...defaults });
+      numbers.set(id, state);
+    }
+    return state;
+  };
+
+  function setNumber(id: string, patch: NumberConfigPatch): NumberConfig {
+    const { serverErrorNext, errorScript, ...config } = patchSchema.parse(patch);
+    const state = numberState(id);
+    state.config = { ...state.config, ...config };
+    state.resetBuckets();
+    if (serverErrorNext !== undefined) state.serverErrorNext = serverErrorNext;
+    if (errorScript !== undefined) state.errorScript = [...errorScript];
+    return state.config;
+  }
+
+  for (const [id, patch] of Object.entries(options.numbers ?? {})) setNumber(id, patch);
+
+  const now = (): number => performance.timeOrigin + performance.now();
+
+  function pushBounded<T>(list: T[], item: T): void {
+    list.push(item);
+    if (list.length > maxLog) list.splice(0, Math.ceil(maxLog / 10));
+  }
+
+  function reject(phoneNumberId: string, body: unknown, err: SimError, answer: Answer): Answer {
+    const entry: RejectedAttempt = {
+      seq: ++counters.seq,
+      at: now(),
+      phoneNumberId,
+      httpStatus: answer.status,
+      code: err.code,
+    };
+    if (err.subcode !== undefined) entry.subcode = err.subcode;
+    if (isRecord(body) && typeof body.to === 'string') entry.to = body.to;
+    if (isRecord(body) && typeof body.type === 'string') entry.type = body.type;
+    pushBounded(log.rejected, entry);
+    return answer;
+  }
+
+  const rejectWith = (id: string, body: unknown, err: SimError): Answer => reject(id, body, err, errorAnswer(err));
+
+  /** The send path, in Meta's order of checks: auth, body, then the number's state and limits. */
+  function handleSend(phoneNumberId: string, authorization: string | undefined, raw: string): Answer {
+    const state = numberState(phoneNumberId);
+    const body = parseJson(raw);
+    if (!tokenMatches(state, authorization)) return rejectWith(phoneNumberId, body, { code: 190 });
+    const invalid = validateSendBody(body);
+    if (invalid) return rejectWith(phoneNumberId, body, invalid);
+    const scripted = state.errorScript.shift();
+    if (scripted) return rejectWith(phoneNumberId, body, scripted);
+    if (state.serverErrorNext > 0 || Math.random() < state.config.serverErrorRate) {
+      state.serverErrorNext = Math.max(0, state.serverErrorNext - 1);
+      const status = state.config.serverErrorStatus;
+      const code = status === 500 ? 1 : status === 503 ? 2 : status; // 502 is an HTML page: no Meta code
+      return reject(phoneNumberId, body, { code }, serverErrorAnswer(status));
+    }
+    const unusable = modeError(state.config);
+    if (unusable) return rejectWith(phoneNumberId, body, unusable);
+    const message = body as { to: string; type: string } & Record<string, unknown>;
+    const t = performance.now();
+    if (state.throughput && !state.throughput.take(t)) return rejectWith(phoneNumberId, body, { code: 130429 });
+    if (!state.takePair(message.to, t)) return rejectWith(phoneNumberId, body, { code: 131056 });
+    return accept(state, phoneNumberId, message);
+  }
+
+  function accept(state: NumberState, phoneNumberId: string, body: AcceptedMessage['body']): Answer {
+    const seq = ++counters.seq;
+    const to = body.to as string;
+    const wamid = 'wamid.' + Buffer.from(`SIM${instanceTag}.${seq}.${to}`).toString('base64');
+    const entry: AcceptedMessage = { seq, at: now(), phoneNumberId, to, type: body.type as string, body, wamid };
+    pushBounded(log.accepted, entry);
+    const message: Record<string, string> = { id: wamid };
+    if (state.config.messageStatus) message.message_status = state.config.messageStatus;
+    return jsonAnswer(200, {
+      messaging_product: 'whatsapp',
+      contacts: [{ input: to, wa_id: to.replace(/\D/g, '') }],
+      messages: [message],
+    });
+  }
+
+  function tokenMatches(state: NumberState, authorization: string | undefined): boolean {
+    const expected = state.config.token ?? options.token;
+    return expected === undefined || authorization === `Bearer ${expected}`;
+  }
+
+  function handlePhoneNumber(phoneNumberId: string, authorization: string | undefined): Answer {
+    const state = numberState(phoneNumberId);
+    if (!tokenMatches(state, authorization)) return errorAnswer({ code: 190 });
+    if (state.config.mode === 'partner_removed') {
+      return errorAnswer({ code: 100, subcode: 33, message: ACCESS_LOST_MESSAGE.replace('post', 'get') });
+    }
+    return jsonAnswer(200, {
+      is_on_biz_app: state.config.isOnBizApp,
+      platform_type: state.config.platformType,
+      id: phoneNumberId,
+    });
+  }
+
+  function handleControl(method: string, parts: string[], query: URLSearchParams, raw: string): Answer {
+    const [, , resource, id] = parts;
+    if (resource === 'log' && method === 'GET') return jsonAnswer(200, readLog(query));
+    if (resource === 'log' && method === 'DELETE') {
+      clearLog();
+      return { status: 204, body: '', contentType: 'text/plain' };
+    }
+    if (resource === 'stats' && method === 'GET') return jsonAnswer(200, stats());
+    if (resource === 'numbers' && id) return controlNumber(method, decodeURIComponent(id), raw);
+    return jsonAnswer(404, { error: { message: 'unknown simulator route' } });
+  }
+
+  function controlNumber(method: string, id: string, raw: string): Answer {
+    if (!['GET', 'POST', 'DELETE'].includes(method)) return jsonAnswer(405, { error: { message: 'method not allowed' } });
+    if (method === 'DELETE') numbers.delete(id);
+    if (method === 'POST') {
+      const parsed = patchSchema.safeParse(parseJson(raw));
+      if (!parsed.success) return jsonAnswer(400, { error: { message: z.prettifyError(parsed.error) } });
+      setNumber(id, parsed.data);
+    }
+    const state = numberState(id);
+    return jsonAnswer(200, {
+      phoneNumberId: id,
+      config: state.config,
+      pending: { serverErrorNext: state.serverErrorNext, errorScript: state.errorScript },
+    });
+  }
+
+  function readLog(query: URLSearchParams): SimLog {
+    const phoneNumberId = query.get('phoneNumberId');
+    const since = Number(query.get('since') ?? 0) || 0;
+    const keep = (e: { phoneNumberId: string; seq: number }): boolean =>
+      e.seq > since && (phoneNumberId === null || e.phoneNumberId === phoneNumberId);
+    return { accepted: log.accepted.filter(keep), rejected: log.rejected.filter(keep) };
+  }
+
+  function clearLog(): void {
+    log.accepted.length = 0;
+    log.rejected.length = 0;
+  }
+
+  function stats(): SimStats {
+    return {
+      connections: counters.connections,
+      requests: counters.requests,
+      accepted: log.accepted.length,
+      rejected: log.rejected.length,
+    };
+  }
+
+  /** Routes one request with its whole body read. */
+  function route(req: IncomingMessage, raw: string): { answer: Answer; delayMs: number } {
+    const [path = '/', search = ''] = (req.url ?? '/').split('?', 2);
+    const parts = path.split('/');
+    const method = req.method ?? 'GET';
+    if (parts[1] === '_sim') return { answer: handleControl(method, parts, new URLSearchParams(search), raw), delayMs: 0 };
+    const phoneNumberId = parts[2] ? decodeURIComponent(parts[2]) : '';
+    const authorization = req.headers.authorization;
+    if (method === 'POST' && parts.length === 4 && parts[3] === 'messages' && phoneNumberId) {
+      return { answer: handleSend(phoneNumberId, authorization, raw), delayMs: latencyOf(phoneNumberId) };
+    }
+    if (method === 'GET' && parts.length === 3 && phoneNumberId) {
+      return { answer: handlePhoneNumber(phoneNumberId, authorization), delayMs: latencyOf(phoneNumberId) };
+    }
+    return { answer: errorAnswer({ code: 2500, message: `Unknown path components: ${path}` }), delayMs: 0 };
+  }
+
+  function latencyOf(phoneNumberId: string): number {
+    const { latencyMs, jitterMs } = numberState(phoneNumberId).config;
+    return latencyMs + (jitterMs > 0 ? Math.random() * jitterMs : 0);
+  }
+
+  const server = createServer((req, res) => {
+    counters.requests++;
+    readBody(req, (raw) => {
+      let result: { answer: Answer; delayMs: number };
+      try {
+        result = route(req, raw);
+      } catch (err) {
+        result = { answer: jsonAnswer(500, { error: { message: `simulator failure: ${String(err)}` } }), delayMs: 0 };
+      }
+      if (result.delayMs > 0) setTimeout(() => write(res, result.answer), result.delayMs);
+      else write(res, result.answer);
+    });
+  });
+  server.on('connection', () => counters.connections++);
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port, address } = server.address() as AddressInfo;
+
+  return {
+    url: `http://${address}:${port}`,
+    port,
+    log,
+    clearLog,
+    setNumber,
+    setMode: (id, mode, error) => setNumber(id, error ? { mode, offboardedError: error } : { mode }),
+    failNext: (id, count, status) => setNumber(id, status ? { serverErrorNext: count, serverErrorStatus: status } : { serverErrorNext: count }),
+    scriptErrors: (id, errors) => setNumber(id, { errorScript: errors }),
+    resetNumber: (id) => numbers.delete(id),
+    numberConfig: (id) => ({ ...numberState(id).config }),
+    stats,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+const MAX_BODY_BYTES = 1024 * 1024;
+
+/** Reads the whole body as UTF-8; a body over 1 MB is cut (and then fails validation as bad JSON). */
+function readBody(req: IncomingMessage, done: (raw: string) => void): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  req.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size <= MAX_BODY_BYTES) chunks.push(chunk);
+  });
+  req.on('end', () => done(chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8')));
+}
+
+function write(res: ServerResponse, answer: Answer): void {
+  if (res.destroyed) return;
+  res.writeHead(answer.status, {
+    'content-type': answer.contentType,
+    'content-length': Buffer.byteLength(answer.body),
+  });
+  res.end(answer.body);
+}
+
+function parseJson(raw: string): unknown {
+  if (raw === '') return undefined;
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+}
+
+function modeError(config: NumberConfig): SimError | undefined {
+  if (config.mode === 'offboarded') return config.offboardedError;
+  if (config.mode === 'partner_removed') return { code: 100, subcode: 33, message: ACCESS_LOST_MESSAGE };
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks.
+
+export interface SendWebhookInput {
+  /** The service's webhook URL, e.g. `http://127.0.0.1:3000/webhooks/meta`. */
+  targetUrl: string;
+  /** Signs the exact bytes sent, like Meta (`X-Hub-Signature-256`). */
+  appSecret: string;
+  /** A payload object (serialised once) or the exact text to send. */
+  body: unknown;
+  /** Default 10 s. */
+  timeoutMs?: number;
+}
+
+export interface SendWebhookResult {
+  /** HTTP status the service answered (Meta counts anything but 200 as a failure). */
+  status: number;
+  /** The service's answer body, as text. */
+  responseBody: string;
+  /** The exact bytes sent and their signature header value, for assertions. */
+  sentBody: string;
+  signature: string;
+}
+
+/**
+ * POSTs one webhook the way Meta delivers it: JSON body, `X-Hub-Signature-256: sha256=<hmac>` of
+ * the exact bytes. Does not retry. Rejects only when no HTTP answer came (connection refused,
+ * timeout); any status, 200 or not, resolves.
+ */
+export async function sendWebhook(input: SendWebhookInput): Promise<SendWebhookResult> {
+  const sentBody = typeof input.body === 'string' ? input.body : JSON.stringify(input.body);
+  const signature = signBody(sentBody, input.appSecret);
+  const res = await fetch(input.targetUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', [SIGNATURE_HEADER]: signature, 'user-agent': 'facebookexternalua' },
+    body: sentBody,
+    signal: AbortSignal.timeout(input.timeoutMs ?? 10_000),
+  });
+  return { status: res.status, responseBody: await res.text(), sentBody, signature };
+}

@@ -1,0 +1,47 @@
+import { Client, Connection } from '@temporalio/client';
+import type { MongoClient, Db } from 'mongodb';
+import type { Config } from './config';
+import { createGraphClient, type GraphClient } from './graph/client';
+import { connectMongo, type Collections } from './store/db';
+
+/** The long-lived clients every entry point needs, connected and checked. */
+export interface Runtime {
+  mongo: MongoClient;
+  db: Db;
+  c: Collections;
+  temporal: Client;
+  graph: GraphClient;
+  close(): Promise<void>;
+}
+
+/**
+ * Connects to MongoDB (indexes ensured) and Temporal and builds the Graph client. Throws with the
+ * name of the dependency that failed.
+ */
+export async function connectRuntime(config: Config): Promise<Runtime> {
+  const { client: mongo, db, c } = await connectMongo(config.mongo.uri, config.mongo.db).catch((err: unknown) => {
+    throw new Error(`cannot reach MongoDB at ${config.mongo.uri}: ${String(err)}`);
+  });
+  const connection = await Connection.connect({ address: config.temporal.address }).catch(async (err: unknown) => {
+    await mongo.close();
+    throw new Error(`cannot reach Temporal at ${config.temporal.address}: ${String(err)}`);
+  });
+  const temporal = new Client({ connection, namespace: config.temporal.namespace });
+  const graph = createGraphClient({
+    baseUrl: config.graph.baseUrl,
+    version: config.graph.version,
+    timeoutMs: config.graph.timeoutMs,
+    tokenFor: (wabaId) => config.graph.tokensByWaba[wabaId] ?? config.graph.token,
+  });
+  return {
+    mongo,
+    db,
+    c,
+    temporal,
+    graph,
+    async close() {
+      await connection.close();
+      await mongo.close();
+    },
+  };
+}

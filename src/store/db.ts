@@ -1,0 +1,166 @@
+import { MongoClient, MongoServerError, type Collection, type Db } from 'mongodb';
+import type {
+  EventLogEntry,
+  MessageContent,
+  MessageStatus,
+  MetaErrorInfo,
+  WabaState,
+} from '../../workflows/contracts';
+
+/**
+ * MongoDB collections and their documents. Every document is keyed so that the hot reads are by
+ * exact `_id` (the only filter FerretDB answers from an index), and every concurrent write is
+ * either owned by one writer or an insert guarded by a unique index (the only atomic write on
+ * FerretDB). See ARCHITECTURE.md, "Who writes what".
+ */
+
+/** `wabas`: one per WABA; written only by that WABA's lifecycle workflow (through activities). */
+export interface WabaDoc {
+  _id: string;
+  state: WabaState;
+  since: string;
+  escalationLevel: number;
+  /** Newest Meta `entry[].time` (Unix s) seen for each lifecycle event; used to spot stale ones. */
+  lastOffboardedMetaTime?: number;
+  lastReconnectedMetaTime?: number;
+  reason?: string;
+  events: EventLogEntry[];
+  updatedAt: string;
+}
+
+/** `phone_numbers`: the registry, written by operators through the ops API. */
+export interface PhoneNumberDoc {
+  _id: string;
+  wabaId: string;
+  mps: number;
+  coexistence: boolean;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** `messages`: one per accepted message. Written by the send path while direct, by the drain once queued. */
+export interface MessageDoc {
+  _id: string;
+  wabaId: string;
+  phoneNumberId: string;
+  to: string;
+  content: MessageContent;
+  status: MessageStatus;
+  wamid?: string;
+  reason?: string;
+  error?: MetaErrorInfo;
+  seq?: number;
+  expiresAt?: string;
+  acceptedAt: string;
+  queuedAt?: string;
+  sentAt?: string;
+  updatedAt: string;
+  attempts: number;
+}
+
+/**
+ * `queue`: only what is waiting. `_id` is `<wabaId>:<seq, zero-padded>`, so inserting a taken
+ * sequence number fails atomically; a unique index on `messageId` stops a message from queueing
+ * twice. Only the WABA's lifecycle workflow (its drain) removes entries.
+ */
+export interface QueueDoc {
+  _id: string;
+  wabaId: string;
+  seq: number;
+  messageId: string;
+  phoneNumberId: string;
+  to: string;
+  content: MessageContent;
+  expiresAt?: string;
+  enqueuedAt: string;
+  /** A send workflow is waiting for this message's outcome. */
+  notify: boolean;
+}
+
+/** `account_events`: audit of every `account_update` event; `_id` is the event's dedupe key. */
+export interface AccountEventDoc {
+  _id: string;
+  wabaId: string;
+  event: string;
+  metaTime?: number;
+  entryId: string;
+  raw: unknown;
+  receivedAt: string;
+  /** `pending` until handed over to Temporal; then `signalled`, `recorded` (not a lifecycle event). */
+  outcome: 'pending' | 'signalled' | 'recorded';
+  handedOverAt?: string;
+}
+
+/** `message_statuses`: Meta's delivery statuses, insert-only; `_id` is `<wamid>:<status>`. */
+export interface MessageStatusDoc {
+  _id: string;
+  wamid: string;
+  status: string;
+  timestamp?: number;
+  recipientId?: string;
+  wabaId: string;
+  phoneNumberId: string;
+  errors?: unknown[];
+  receivedAt: string;
+}
+
+/** `idempotency`: `_id` is the sender's key (scoped by API key); the first answer is kept. */
+export interface IdempotencyDoc {
+  _id: string;
+  messageId: string;
+  requestHash: string;
+  createdAt: string;
+}
+
+export interface Collections {
+  wabas: Collection<WabaDoc>;
+  phoneNumbers: Collection<PhoneNumberDoc>;
+  messages: Collection<MessageDoc>;
+  queue: Collection<QueueDoc>;
+  accountEvents: Collection<AccountEventDoc>;
+  messageStatuses: Collection<MessageStatusDoc>;
+  idempotency: Collection<IdempotencyDoc>;
+}
+
+export function collections(db: Db): Collections {
+  return {
+    wabas: db.collection<WabaDoc>('wabas'),
+    phoneNumbers: db.collection<PhoneNumberDoc>('phone_numbers'),
+    messages: db.collection<MessageDoc>('messages'),
+    queue: db.collection<QueueDoc>('queue'),
+    accountEvents: db.collection<AccountEventDoc>('account_events'),
+    messageStatuses: db.collection<MessageStatusDoc>('message_statuses'),
+    idempotency: db.collection<IdempotencyDoc>('idempotency'),
+  };
+}
+
+/**
+ * Creates the indexes. Idempotent; run at start-up by the worker and the server. The unique ones
+ * carry correctness (FerretDB enforces them); the others serve MongoDB in production.
+ */
+export async function ensureIndexes(c: Collections): Promise<void> {
+  await Promise.all([
+    c.queue.createIndex({ messageId: 1 }, { unique: true, name: 'messageId_unique' }),
+    c.queue.createIndex({ wabaId: 1, seq: 1 }, { unique: true, name: 'waba_seq_unique' }),
+    c.wabas.createIndex({ state: 1 }, { name: 'state' }),
+    c.phoneNumbers.createIndex({ wabaId: 1 }, { name: 'wabaId' }),
+    c.messages.createIndex({ wabaId: 1, status: 1 }, { name: 'waba_status' }),
+    c.accountEvents.createIndex({ wabaId: 1, receivedAt: 1 }, { name: 'waba_received' }),
+    c.messageStatuses.createIndex({ wamid: 1 }, { name: 'wamid' }),
+  ]);
+}
+
+/** Connects, pings and returns the client with the database's collections (indexes ensured). */
+export async function connectMongo(uri: string, dbName: string): Promise<{ client: MongoClient; db: Db; c: Collections }> {
+  const client = new MongoClient(uri, { serverSelectionTimeoutMS: 5_000, maxPoolSize: 20 });
+  await client.connect();
+  const db = client.db(dbName);
+  const c = collections(db);
+  await ensureIndexes(c);
+  return { client, db, c };
+}
+
+/** True when `err` is a duplicate-key error (the loser of an insert race on a unique index). */
+export function isDuplicateKey(err: unknown): boolean {
+  return err instanceof MongoServerError && err.code === 11000;
+}

@@ -1,0 +1,93 @@
+import type { AnyBulkWriteOperation } from 'mongodb';
+import type { MessageStatus, MetaErrorInfo } from '../../workflows/contracts';
+import { isDuplicateKey, type Collections, type MessageDoc, type QueueDoc } from './db';
+
+/** `_id` of a queue entry: the WABA id and a zero-padded sequence number sort together. */
+export const queueEntryId = (wabaId: string, seq: number): string => `${wabaId}:${String(seq).padStart(12, '0')}`;
+
+/** Range filter over one WABA's entries by `_id` (an index range on MongoDB, a scan on FerretDB). */
+function wabaRange(wabaId: string, afterSeq = 0) {
+  return { _id: { $gt: queueEntryId(wabaId, afterSeq), $lt: `${wabaId};` } };
+}
+
+export type NewQueueEntry = Omit<QueueDoc, '_id' | 'seq'>;
+
+/**
+ * Appends `entry` to its WABA's queue with the next sequence number and returns that number.
+ * Safe with concurrent senders on FerretDB: the sequence number is taken by inserting its `_id`
+ * (atomic on a unique key); the loser of a race reads again and takes the next one. A message
+ * already queued is not queued twice (unique `messageId`): its existing number is returned.
+ */
+export async function enqueue(c: Collections, entry: NewQueueEntry): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const [last] = await c.queue
+      .find(wabaRange(entry.wabaId), { projection: { seq: 1 } })
+      .sort({ _id: -1 })
+      .limit(1)
+      .toArray();
+    const seq = (last?.seq ?? 0) + 1;
+    try {
+      await c.queue.insertOne({ _id: queueEntryId(entry.wabaId, seq), seq, ...entry });
+      return seq;
+    } catch (err) {
+      if (!isDuplicateKey(err)) throw err;
+      const existing = await c.queue.findOne({ messageId: entry.messageId }, { projection: { seq: 1 } });
+      if (existing) return existing.seq;
+      // Someone else took `seq`: read again.
+    }
+  }
+  throw new Error(`could not take a queue position for WABA ${entry.wabaId} after 50 attempts`);
+}
+
+/** The next `limit` entries of a WABA's queue after `afterSeq`, in sequence order. */
+export function nextEntries(c: Collections, wabaId: string, afterSeq: number, limit: number): Promise<QueueDoc[]> {
+  return c.queue.find(wabaRange(wabaId, afterSeq)).sort({ _id: 1 }).limit(limit).toArray();
+}
+
+/** How many messages wait in a WABA's queue. */
+export function countQueued(c: Collections, wabaId: string): Promise<number> {
+  return c.queue.countDocuments(wabaRange(wabaId));
+}
+
+/** How a queued (or direct) message ended. */
+export interface Settlement {
+  messageId: string;
+  /** The queue entry to remove, when the message was queued. */
+  queueId?: string;
+  status: Extract<MessageStatus, 'sent' | 'failed' | 'expired' | 'cancelled'>;
+  wamid?: string;
+  reason?: string;
+  error?: MetaErrorInfo;
+  at: string;
+  attempts?: number;
+  /** Whether a send workflow waits for this outcome (not stored). */
+  notify?: boolean;
+}
+
+/**
+ * Records settlements: each message's final status first, then removes the queue entries (in that
+ * order, so a crash between the two leaves an entry whose message is already settled, which the
+ * drain skips, never a settled-looking queue that lost a message). Batched: two bulk writes of
+ * exact-`_id` operations whatever the count.
+ */
+export async function recordSettlements(c: Collections, settlements: readonly Settlement[]): Promise<void> {
+  if (settlements.length === 0) return;
+  const ops: AnyBulkWriteOperation<MessageDoc>[] = settlements.map((s) => ({
+    updateOne: {
+      filter: { _id: s.messageId },
+      update: {
+        $set: {
+          status: s.status,
+          updatedAt: s.at,
+          ...(s.wamid ? { wamid: s.wamid, sentAt: s.at } : {}),
+          ...(s.reason ? { reason: s.reason } : {}),
+          ...(s.error ? { error: s.error } : {}),
+          ...(s.attempts !== undefined ? { attempts: s.attempts } : {}),
+        },
+      },
+    },
+  }));
+  await c.messages.bulkWrite(ops, { ordered: false });
+  const removals = settlements.filter((s) => s.queueId).map((s) => ({ deleteOne: { filter: { _id: s.queueId! } } }));
+  if (removals.length > 0) await c.queue.bulkWrite(removals, { ordered: false });
+}

@@ -1,0 +1,3 @@
+/** Every workflow the worker registers (the worker bundles this file). */
+export { wabaLifecycleWorkflow } from './lifecycle';
+export { sendMessageWorkflow } from './send';
