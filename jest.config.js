@@ -9,6 +9,8 @@ const common = { testEnvironment: 'node', transform: { '^.+\\.ts$': swc }, modul
 
 module.exports = {
   maxWorkers: 2,
+  // Integration tests wait for real servers; unit tests finish long before this.
+  testTimeout: 120_000,
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'] },
     {
@@ -17,7 +19,6 @@ module.exports = {
       testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
       globalSetup: '<rootDir>/test/global-setup.ts',
       globalTeardown: '<rootDir>/test/global-teardown.ts',
-      testTimeout: 120_000,
     },
   ],
 };

@@ -44,6 +44,9 @@ const DEFAULT_TUNING: DrainTuning = {
   notifyConcurrency: 8,
 };
 
+/** How far ahead of the clock the dispatch loop reserves start slots. */
+const LOOKAHEAD_MS = 200;
+
 interface Progress {
   sent: number;
   failed: number;
@@ -177,13 +180,20 @@ export function createDrainActivities(deps: DrainDeps) {
         else flushTimer ??= setTimeout(() => void flush(), tuning.flushMs);
       }
 
-      async function sendOne(entry: QueueDoc): Promise<void> {
-        const number = numbers.get(entry.phoneNumberId);
-        const limiter = limiters.for(entry.phoneNumberId, number?.mps ?? config.sending.defaultMps);
+      const limiterOf = (entry: QueueDoc) =>
+        limiters.for(entry.phoneNumberId, numbers.get(entry.phoneNumberId)?.mps ?? config.sending.defaultMps);
+
+      /**
+       * Sends one entry. `slotAt` is the start time the dispatch loop reserved for its first
+       * attempt (reserved in sequence order, so requests leave in that order); retries reserve
+       * new slots.
+       */
+      async function sendOne(entry: QueueDoc, slotAt: number): Promise<void> {
+        const limiter = limiterOf(entry);
         const base = { messageId: entry.messageId, queueId: entry._id, notify: entry.notify };
         for (let attempt = 1; attempt <= tuning.maxAttempts; attempt++) {
-          await realClock.sleep(pairs.reserve(entry.to), signal);
-          await limiter.take(signal);
+          const at = attempt === 1 ? slotAt : Math.max(limiter.reserve(), realClock.now() + pairs.reserve(entry.to));
+          await realClock.sleep(at - realClock.now(), signal);
           if (halted()) return;
           if (entry.expiresAt && Date.parse(entry.expiresAt) <= Date.now()) {
             return settle({ ...base, status: 'expired', reason: REASONS.expired, at: new Date().toISOString() });
@@ -244,8 +254,12 @@ export function createDrainActivities(deps: DrainDeps) {
           }
           for (const entry of page) {
             if (halted()) break;
+            // Reserve this entry's start slot now, in sequence order, but stay at most
+            // `LOOKAHEAD_MS` ahead of the clock (a stopped drain then wastes little of the cap).
+            const slotAt = Math.max(limiterOf(entry).reserve(), realClock.now() + pairs.reserve(entry.to));
+            await realClock.sleep(slotAt - realClock.now() - LOOKAHEAD_MS, signal);
             const previous = recipientTail.get(entry.to) ?? Promise.resolve();
-            const task: Promise<void> = previous.then(() => (halted() ? undefined : sendOne(entry)));
+            const task: Promise<void> = previous.then(() => (halted() ? undefined : sendOne(entry, slotAt)));
             recipientTail.set(entry.to, task);
             inFlight.add(task);
             void task.finally(() => {

@@ -4,7 +4,8 @@ import { isGraphApiError } from '../src/graph/errors';
 import type { GraphClient } from '../src/graph/client';
 import type { Logger } from '../src/logger';
 import { isDuplicateKey, type Collections, type MessageDoc, type PhoneNumberDoc } from '../src/store/db';
-import { enqueue, recordSettlements, type Settlement } from '../src/store/queue';
+import { recordSettlements, type Settlement } from '../src/store/queue';
+import { queueMessage } from '../src/sending/admission';
 import { gateOpen } from '../src/store/wabas';
 import type { RateLimiters } from '../src/sending/pacing';
 import { deliverLifecycleEvent, type LauncherDeps } from '../src/temporal/launchers';
@@ -66,38 +67,8 @@ export function createSendActivities(deps: SendDeps) {
     };
   }
 
-  /** Puts the message in its WABA's queue; asks for a drain if the gate reopened meanwhile. */
-  async function queue(req: SendRequest, wabaId: string, doc: MessageDoc): Promise<SendOutcome> {
-    const now = new Date().toISOString();
-    // Status first, entry second: a retry that finds `queued` and no entry knows the drain took it.
-    await c.messages.updateOne({ _id: req.messageId }, { $set: { status: 'queued', queuedAt: now, updatedAt: now } });
-    const { type, to, phoneNumberId, expiresAt, messageId } = req;
-    const seq = await enqueue(c, {
-      wabaId,
-      messageId,
-      phoneNumberId,
-      to,
-      content: doc.content,
-      ...(expiresAt ? { expiresAt } : {}),
-      enqueuedAt: now,
-      notify: true,
-    });
-    await c.messages.updateOne({ _id: messageId }, { $set: { seq } });
-    // The gate may have opened between our read and our insert; the drain might have missed us.
-    const after = await c.wabas.findOne({ _id: wabaId }, { projection: { state: 1 } });
-    if (gateOpen(after?.state)) {
-      await deliverLifecycleEvent(deps.launcher, {
-        key: `stray:${messageId}`,
-        type: 'QUEUE_STRAY',
-        wabaId,
-        receivedAt: now,
-        source: 'send',
-        detail: `message ${messageId} (${type}) queued while the gate reopened`,
-      });
-    }
-    deps.logger.debug({ wabaId, messageId, seq }, 'message queued');
-    return { messageId, status: 'queued', at: now };
-  }
+  const queue = (req: SendRequest, wabaId: string, doc: MessageDoc): Promise<SendOutcome> =>
+    queueMessage(deps, req, wabaId, doc.content);
 
   return {
     /**

@@ -12,8 +12,8 @@ import { GraphApiError, UNEXPECTED_RESPONSE_CODE } from './errors';
  * Connections: by default requests go through node:http(s) with a keep-alive agent per client, so
  * a drain sending ~1,000 msg/s to one host reuses a pool of at most `maxSockets` connections
  * instead of connecting per message (idle sockets close before the server's announced keep-alive
- * timeout). Measured on this 2-core box against the simulator with 50 concurrent sends: about 7x
- * the throughput of Node 20's global fetch for the same CPU, with ~50 connections for 20,000 sends.
+ * timeout). Measured on this 2-core box against the simulator, 50 sends in flight: 7,600–11,000
+ * sends/s over 50 reused connections, against ~1,400–1,700/s through Node 20's global fetch.
  * `fetchImpl` switches to a fetch-based transport (tests, instrumentation).
  */
 
@@ -199,7 +199,13 @@ function readAnswer(res: IncomingMessage): Promise<HttpAnswer> {
 /** The Cloud API request body: `{ messaging_product, recipient_type, to, type, [type]: … }`. */
 export function messageBody(to: string, content: MessageContent): Record<string, unknown> {
   const payload = content.type === 'text' ? content.text : content.template;
-  return { messaging_product: 'whatsapp', recipient_type: 'individual', to, type: content.type, [content.type]: payload };
+  return {
+    messaging_product: 'whatsapp',
+    recipient_type: 'individual',
+    to,
+    type: content.type,
+    [content.type]: payload,
+  };
 }
 
 const isSuccess = (status: number): boolean => status >= 200 && status < 300;

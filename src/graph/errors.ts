@@ -88,7 +88,10 @@ const RULES: ReadonlyMap<number, Rule> = new Map<number, Rule>([
   [131031, { class: 'account_unusable', reason: 'account_restricted', scope: 'waba' }],
   [368, { class: 'account_unusable', reason: 'account_restricted', scope: 'waba' }],
 
-  [THROUGHPUT_LIMIT_CODE, { class: 'retry', reason: 'throughput_limit', retryAfterMs: 1 * SECOND, scope: 'phone_number' }],
+  [
+    THROUGHPUT_LIMIT_CODE,
+    { class: 'retry', reason: 'throughput_limit', retryAfterMs: 1 * SECOND, scope: 'phone_number' },
+  ],
   [PAIR_RATE_LIMIT_CODE, { class: 'retry', reason: 'pair_rate_limit', retryAfterMs: 4 * SECOND, scope: 'recipient' }],
   [4, { class: 'retry', reason: 'app_rate_limit', retryAfterMs: 60 * SECOND, scope: 'app' }],
   [80007, { class: 'retry', reason: 'waba_rate_limit', retryAfterMs: 60 * SECOND, scope: 'waba' }],
@@ -242,7 +245,14 @@ export class GraphApiError extends Error {
 }
 
 /** Low-level failures that happen before a byte of the request is sent. */
-const NOT_SENT_CAUSES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+const NOT_SENT_CAUSES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
 
 /**
  * fetch wraps socket errors as `TypeError('fetch failed', { cause })`: returns the first
@@ -251,11 +261,12 @@ const NOT_SENT_CAUSES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOS
 function networkCauseCode(err: unknown): string {
   let current: unknown = err;
   let message = String(err);
-  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
-    const code = (current as { code?: unknown }).code;
+  // Duck-typed, not `instanceof Error`: errors from another realm (Jest's sandbox, vm) fail instanceof.
+  for (let depth = 0; depth < 5 && typeof current === 'object' && current !== null; depth++) {
+    const { code, message: text, cause } = current as { code?: unknown; message?: unknown; cause?: unknown };
     if (typeof code === 'string') return code;
-    message = current.message;
-    current = current.cause;
+    if (typeof text === 'string') message = text;
+    current = cause;
   }
   return message;
 }

@@ -5,6 +5,8 @@ import type { Config } from '../config';
 import type { Logger } from '../logger';
 import { isDuplicateKey, type Collections, type MessageDoc } from '../store/db';
 import { startSendWorkflow, type LauncherDeps } from '../temporal/launchers';
+import { queueMessage } from '../sending/admission';
+import { gateOpen } from '../store/wabas';
 import type { MessageContent, SendRequest } from '../../workflows/contracts';
 import { bearerAuth } from './auth';
 import { badRequest, conflict, notFound, parseInput, readRawBody, unprocessable } from './errors';
@@ -164,6 +166,9 @@ export function createMessagesRouter(deps: { c: Collections; launcher: LauncherD
       } catch (err) {
         if (!isDuplicateKey(err)) throw err;
       }
+      // While the gate is closed the message joins the queue now, so queue order is the order in
+      // which this API accepted the messages (the send workflow then just waits for the drain).
+      if (!gateOpen(waba?.state)) await queueMessage(deps, req, number.wabaId, content);
     }
     // Idempotent: a replay (or a retry after a failure here) finds the run already started.
     await startSendWorkflow(launcher, req, { queuedPollMs: config.sending.queuedPollMs }, number.wabaId);

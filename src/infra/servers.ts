@@ -31,7 +31,7 @@ import { ferretdbBinary, temporalBinary } from './binaries';
 export type SearchAttributeTypeName = 'Text' | 'Keyword' | 'Int' | 'Double' | 'Bool' | 'Datetime' | 'KeywordList';
 
 /** `temporal.api.enums.v1.IndexedValueType` wire values. */
-const INDEXED_VALUE_TYPE: Record<SearchAttributeTypeName, number> = {
+export const INDEXED_VALUE_TYPE: Record<SearchAttributeTypeName, number> = {
   Text: 1,
   Keyword: 2,
   Int: 3,

@@ -84,7 +84,10 @@ async function serve(values: Values, rest: string[]): Promise<number> {
   const sim = await startMetaSimulator({
     port: intOption('port', values.port, 4010),
     token: values.token,
-    defaults: { throughputPerSec: intOption('cap', values.cap, 20), latencyMs: intOption('latency', values.latency, 0) },
+    defaults: {
+      throughputPerSec: intOption('cap', values.cap, 20),
+      latencyMs: intOption('latency', values.latency, 0),
+    },
   });
   console.log(`meta-sim listening on ${sim.url}`);
   console.log(`  send:    POST ${sim.url}/v25.0/<phoneNumberId>/messages`);

@@ -15,11 +15,7 @@ export const SAMPLE_IDS = {
 
 /** `account_update` events the service reacts to; any other Meta event name is accepted too. */
 export type AccountUpdateEvent =
-  | 'ACCOUNT_OFFBOARDED'
-  | 'ACCOUNT_RECONNECTED'
-  | 'PARTNER_REMOVED'
-  | 'PARTNER_ADDED'
-  | (string & {});
+  'ACCOUNT_OFFBOARDED' | 'ACCOUNT_RECONNECTED' | 'PARTNER_REMOVED' | 'PARTNER_ADDED' | (string & {});
 
 export interface DisconnectionInfo {
   reason: string;

@@ -476,7 +476,8 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
   }
 
   function controlNumber(method: string, id: string, raw: string): Answer {
-    if (!['GET', 'POST', 'DELETE'].includes(method)) return jsonAnswer(405, { error: { message: 'method not allowed' } });
+    if (!['GET', 'POST', 'DELETE'].includes(method))
+      return jsonAnswer(405, { error: { message: 'method not allowed' } });
     if (method === 'DELETE') numbers.delete(id);
     if (method === 'POST') {
       const parsed = patchSchema.safeParse(parseJson(raw));
@@ -518,7 +519,8 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     const [path = '/', search = ''] = (req.url ?? '/').split('?', 2);
     const parts = path.split('/');
     const method = req.method ?? 'GET';
-    if (parts[1] === '_sim') return { answer: handleControl(method, parts, new URLSearchParams(search), raw), delayMs: 0 };
+    if (parts[1] === '_sim')
+      return { answer: handleControl(method, parts, new URLSearchParams(search), raw), delayMs: 0 };
     const phoneNumberId = parts[2] ? decodeURIComponent(parts[2]) : '';
     const authorization = req.headers.authorization;
     if (method === 'POST' && parts.length === 4 && parts[3] === 'messages' && phoneNumberId) {
@@ -566,7 +568,8 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     clearLog,
     setNumber,
     setMode: (id, mode, error) => setNumber(id, error ? { mode, offboardedError: error } : { mode }),
-    failNext: (id, count, status) => setNumber(id, status ? { serverErrorNext: count, serverErrorStatus: status } : { serverErrorNext: count }),
+    failNext: (id, count, status) =>
+      setNumber(id, status ? { serverErrorNext: count, serverErrorStatus: status } : { serverErrorNext: count }),
     scriptErrors: (id, errors) => setNumber(id, { errorScript: errors }),
     resetNumber: (id) => numbers.delete(id),
     numberConfig: (id) => ({ ...numberState(id).config }),
@@ -589,7 +592,9 @@ function readBody(req: IncomingMessage, done: (raw: string) => void): void {
     size += chunk.length;
     if (size <= MAX_BODY_BYTES) chunks.push(chunk);
   });
-  req.on('end', () => done(chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8')));
+  req.on('end', () =>
+    done(chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8')),
+  );
 }
 
 function write(res: ServerResponse, answer: Answer): void {

@@ -46,12 +46,17 @@ export class RateLimiter {
     this.intervalMs = 1000 / mps;
   }
 
+  /** Reserves the next start slot and returns its time (epoch ms); the caller waits for it. */
+  reserve(): number {
+    const at = Math.max(this.clock.now(), this.next);
+    this.next = at + this.intervalMs;
+    return at;
+  }
+
   /** Reserves the next start slot and waits for it. Resolves early (without sending) on abort. */
   async take(signal?: AbortSignal): Promise<void> {
-    const now = this.clock.now();
-    const at = Math.max(now, this.next);
-    this.next = at + this.intervalMs;
-    await this.clock.sleep(at - now, signal);
+    const at = this.reserve();
+    await this.clock.sleep(at - this.clock.now(), signal);
   }
 
   /** Nothing starts for `ms` from now. */

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import type { Worker } from '@temporalio/worker';
+import { DefaultLogger, Runtime as TemporalRuntime, type Worker } from '@temporalio/worker';
 import { createApp } from '../../src/app';
 import { loadConfig, type Config } from '../../src/config';
 import { createLogger } from '../../src/logger';
@@ -39,6 +39,7 @@ export interface Stack {
 }
 
 let bundle: Promise<{ code: string }> | undefined;
+let runtimeInstalled = false;
 /** One workflow bundle per test file (or the one the global setup prebuilt). */
 export function sharedBundle(): Promise<{ code: string }> {
   const prebuilt = process.env.WORKFLOW_BUNDLE_PATH;
@@ -61,6 +62,11 @@ export interface StackOptions {
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const { TEMPORAL_ADDRESS, MONGODB_URI } = process.env;
   if (!TEMPORAL_ADDRESS || !MONGODB_URI) throw new Error('integration tests need the global setup (TEMPORAL_ADDRESS, MONGODB_URI)');
+  if (!runtimeInstalled) {
+    // The SDK's own worker logs: warnings only, unless asked.
+    TemporalRuntime.install({ logger: new DefaultLogger(process.env.TEST_LOG_LEVEL === 'debug' ? 'DEBUG' : 'WARN') });
+    runtimeInstalled = true;
+  }
   const sim = await startMetaSimulator(options.sim);
   const id = randomBytes(4).toString('hex');
   const appSecret = 'app-secret-' + id;

@@ -70,7 +70,10 @@ describe('classifyMetaError', () => {
   });
 
   it('an unknown code is retried on HTTP 5xx or 429, permanent on other 4xx or without a status', () => {
-    expect(classifyMetaError({ code: 987654, httpStatus: 500 })).toMatchObject({ class: 'retry', reason: 'server_error' });
+    expect(classifyMetaError({ code: 987654, httpStatus: 500 })).toMatchObject({
+      class: 'retry',
+      reason: 'server_error',
+    });
     expect(classOf(987654, { httpStatus: 503 })).toBe('retry');
     expect(classOf(987654, { httpStatus: 429 })).toBe('retry');
     expect(classifyMetaError({ code: 987654, httpStatus: 400 })).toMatchObject({
@@ -143,7 +146,10 @@ describe('GraphApiError', () => {
     const timeout = GraphApiError.fromNetworkFailure(new DOMException('aborted', 'TimeoutError'), true);
     expect(timeout).toMatchObject({ code: NETWORK_ERROR_CODE, errorClass: 'retry', details: 'timeout' });
     expect(timeout.mayHaveBeenSent).toBe(true);
-    const reset = GraphApiError.fromNetworkFailure(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }), false);
+    const reset = GraphApiError.fromNetworkFailure(
+      Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }),
+      false,
+    );
     expect(reset.mayHaveBeenSent).toBe(true);
   });
 });

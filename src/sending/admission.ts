@@ -1,0 +1,49 @@
+import type { Logger } from '../logger';
+import type { Collections } from '../store/db';
+import { enqueue } from '../store/queue';
+import { gateOpen } from '../store/wabas';
+import { deliverLifecycleEvent, type LauncherDeps } from '../temporal/launchers';
+import type { MessageContent, SendOutcome, SendRequest } from '../../workflows/contracts';
+
+/**
+ * Puts a message at the end of its WABA's durable queue (idempotent per message), then looks at
+ * the gate once more: if it reopened between the caller's read and our insert, the drain that
+ * reopened it may have missed this entry, so the lifecycle workflow is asked for a stray drain.
+ * Used by the send API (so queue order is acceptance order) and by the send workflow's admit.
+ */
+export async function queueMessage(
+  deps: { c: Collections; launcher: LauncherDeps; logger: Logger },
+  req: Pick<SendRequest, 'messageId' | 'phoneNumberId' | 'to' | 'expiresAt'>,
+  wabaId: string,
+  content: MessageContent,
+): Promise<SendOutcome> {
+  const { c } = deps;
+  const now = new Date().toISOString();
+  const { messageId, phoneNumberId, to, expiresAt } = req;
+  // Status first, entry second: an admit retry that finds `queued` and no entry knows the drain took it.
+  await c.messages.updateOne({ _id: messageId }, { $set: { status: 'queued', queuedAt: now, updatedAt: now } });
+  const seq = await enqueue(c, {
+    wabaId,
+    messageId,
+    phoneNumberId,
+    to,
+    content,
+    ...(expiresAt ? { expiresAt } : {}),
+    enqueuedAt: now,
+    notify: true,
+  });
+  await c.messages.updateOne({ _id: messageId }, { $set: { seq } });
+  const after = await c.wabas.findOne({ _id: wabaId }, { projection: { state: 1 } });
+  if (gateOpen(after?.state)) {
+    await deliverLifecycleEvent(deps.launcher, {
+      key: `stray:${messageId}`,
+      type: 'QUEUE_STRAY',
+      wabaId,
+      receivedAt: now,
+      source: 'send',
+      detail: `message ${messageId} queued while the gate reopened`,
+    });
+  }
+  deps.logger.debug({ wabaId, messageId, seq }, 'message queued');
+  return { messageId, status: 'queued', at: now };
+}

@@ -1,0 +1,169 @@
+import { sendWorkflowId } from '../../workflows/contracts';
+import { createSenderClient } from '../../src/sender-client';
+import { statusPayload } from '../../src/meta-sim/payloads';
+import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
+
+describe('sending on the real stack', () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await startStack();
+  });
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  async function setup(opts: { mps?: number; coexistence?: boolean } = {}) {
+    const wabaId = uniqueDigits();
+    const phone = uniqueDigits('3');
+    await stack.register(phone, wabaId, { coexistence: true, ...opts });
+    return { wabaId, phone };
+  }
+  const text = (phone: string, body: string, to = '15551230000', extra: Record<string, unknown> = {}) => ({
+    phoneNumberId: phone,
+    to,
+    type: 'text',
+    text: { body },
+    ...extra,
+  });
+  const message = (id: string) => stack.rt.c.messages.findOne({ _id: id });
+  const finalOutcome = (id: string) => stack.rt.temporal.workflow.getHandle(sendWorkflowId(id)).result();
+  const acceptedFor = (phone: string) => stack.sim.log.accepted.filter((m) => m.phoneNumberId === phone);
+
+  it('sends at once while the gate is open and shows the wamid', async () => {
+    const { phone } = await setup();
+    const r = await stack.send(text(phone, 'hello'));
+    expect(r.status).toBe(202);
+    expect(r.json).toMatchObject({ status: 'accepted' });
+    const outcome = await finalOutcome(r.json.id as string);
+    expect(outcome.status).toBe('sent');
+    expect(outcome.wamid).toMatch(/^wamid\./);
+    const got = await stack.send({}, undefined);
+    expect(got.status).toBe(400);
+    const view = await fetch(`${stack.url}/v1/messages/${String(r.json.id)}`, { headers: { authorization: 'Bearer send-key-test' } });
+    expect(await view.json()).toMatchObject({ id: r.json.id, status: 'sent', wamid: outcome.wamid });
+  });
+
+  it('never sends twice for one Idempotency-Key, and replays the first answer', async () => {
+    const { phone } = await setup();
+    const body = text(phone, 'once');
+    const [a, b] = await Promise.all([stack.send(body, 'key-1'), stack.send(body, 'key-1')]);
+    const c = await stack.send(body, 'key-1');
+    expect(a.status).toBe(202);
+    expect(b.json.id).toBe(a.json.id);
+    expect(c.json.id).toBe(a.json.id);
+    await finalOutcome(a.json.id as string);
+    expect(acceptedFor(phone)).toHaveLength(1);
+    const reused = await stack.send(text(phone, 'different'), 'key-1');
+    expect(reused.status).toBe(422);
+    expect(reused.json).toMatchObject({ error: { code: 'idempotency_key_reused' } });
+  });
+
+  it('answers bad input with field-level 400s and an unknown number with 422', async () => {
+    const { phone } = await setup();
+    const bad = await stack.send({ phoneNumberId: phone, to: 'abc', type: 'text' });
+    expect(bad.status).toBe(400);
+    const paths = ((bad.json.error as { details: { issues: { path: string }[] } }).details.issues).map((i) => i.path);
+    expect(paths).toEqual(expect.arrayContaining(['to', 'text']));
+    const unknown = await stack.send(text('999000111', 'x'));
+    expect(unknown.status).toBe(422);
+    expect(unknown.json).toMatchObject({ error: { code: 'unknown_phone_number' } });
+    const noKey = await fetch(`${stack.url}/v1/messages`, { method: 'POST', body: '{}' });
+    expect(noKey.status).toBe(401);
+  });
+
+  it('fails a message on a permanent Meta error with Meta code and text', async () => {
+    const { phone } = await setup();
+    stack.sim.scriptErrors(phone, [{ code: 131026, details: 'Message undeliverable' }]);
+    const r = await stack.send(text(phone, 'nope'));
+    const outcome = await finalOutcome(r.json.id as string);
+    expect(outcome).toMatchObject({ status: 'failed', error: { code: 131026 } });
+    expect(acceptedFor(phone)).toHaveLength(0);
+  });
+
+  it('retries retryable errors (5xx) and then sends', async () => {
+    const { phone } = await setup();
+    stack.sim.failNext(phone, 2, 503);
+    const r = await stack.send(text(phone, 'after retries'));
+    const outcome = await finalOutcome(r.json.id as string);
+    expect(outcome.status).toBe('sent');
+    expect((await message(r.json.id as string))?.attempts).toBeGreaterThanOrEqual(3);
+    expect(acceptedFor(phone)).toHaveLength(1);
+  });
+
+  it('re-pauses on an "account unusable" error: the message is queued, the gate closes, and reconnect delivers it', async () => {
+    const { wabaId, phone } = await setup();
+    stack.sim.setMode(phone, 'offboarded', { code: 133010 });
+    const r = await stack.send(text(phone, 'held by Meta'));
+    await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded');
+    await eventually(async () => (await message(r.json.id as string))?.status === 'queued');
+    stack.sim.setMode(phone, 'normal');
+    await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED');
+    const outcome = await finalOutcome(r.json.id as string);
+    expect(outcome.status).toBe('sent');
+    expect(acceptedFor(phone)).toHaveLength(1);
+  });
+
+  it('delivers every message exactly once and in order across a pause, new sends queueing behind the drain', async () => {
+    const { wabaId, phone } = await setup({ mps: 20 });
+    await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED');
+    await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded');
+    const ids: string[] = [];
+    for (let i = 0; i < 30; i++) ids.push((await stack.send(text(phone, `q${i}`, `1555000${i % 3}000`))).json.id as string);
+    await eventually(async () => (await stack.rt.c.queue.countDocuments({ wabaId })) === 30);
+
+    await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED');
+    // Sent while draining: must go out after the queued ones.
+    await eventually(async () => acceptedFor(phone).length > 0);
+    for (let i = 30; i < 35; i++) ids.push((await stack.send(text(phone, `q${i}`, `1555000${i % 3}000`))).json.id as string);
+
+    const outcomes = await Promise.all(ids.map(finalOutcome));
+    expect(outcomes.every((o) => o.status === 'sent')).toBe(true);
+    const bodies = acceptedFor(phone).map((m) => (m.body as { text: { body: string } }).text.body);
+    expect(bodies).toHaveLength(35);
+    expect(new Set(bodies).size).toBe(35);
+    expect(bodies.slice(0, 30)).toEqual(ids.slice(0, 30).map((_, i) => `q${i}`));
+    // Never above the number's cap: no 20 sends inside any 1-second window beyond the cap.
+    const times = acceptedFor(phone).map((m) => m.at);
+    for (let i = 20; i < times.length; i++) expect(times[i]! - times[i - 20]!).toBeGreaterThanOrEqual(950);
+  });
+
+  it('expires a queued message whose expiresAt passed before the drain, without sending it', async () => {
+    const { wabaId, phone } = await setup();
+    await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED');
+    await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded');
+    const r = await stack.send(text(phone, 'short-lived', undefined, { expiresAt: new Date(Date.now() + 1_500).toISOString() }));
+    await eventually(async () => (await message(r.json.id as string))?.status === 'queued');
+    await new Promise((res) => setTimeout(res, 1_600));
+    await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED');
+    const outcome = await finalOutcome(r.json.id as string);
+    expect(outcome).toMatchObject({ status: 'expired', reason: 'expired' });
+    expect(acceptedFor(phone)).toHaveLength(0);
+  });
+
+  it('records delivery statuses from webhooks, and a failed status meaning "account unusable" closes the gate', async () => {
+    const { wabaId, phone } = await setup();
+    const r = await stack.send(text(phone, 'tracked'));
+    const outcome = await finalOutcome(r.json.id as string);
+    const to = '15551230000';
+    expect(await stack.webhook(statusPayload(wabaId, phone, [{ id: outcome.wamid!, status: 'delivered', recipientId: to }]))).toBe(200);
+    expect(await stack.webhook(statusPayload(wabaId, phone, [{ id: outcome.wamid!, status: 'read', recipientId: to }]))).toBe(200);
+    const view = await fetch(`${stack.url}/v1/messages/${String(r.json.id)}`, { headers: { authorization: 'Bearer send-key-test' } });
+    expect(await view.json()).toMatchObject({ status: 'sent', deliveryStatus: 'read' });
+
+    expect(
+      await stack.webhook(statusPayload(wabaId, phone, [{ id: outcome.wamid!, status: 'failed', recipientId: to, errors: [{ code: 131031 }] }])),
+    ).toBe(200);
+    await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded');
+  });
+
+  it('lets a sender use the typed Temporal client directly', async () => {
+    const { phone } = await setup();
+    const sender = createSenderClient({ client: stack.rt.temporal, taskQueue: stack.config.temporal.taskQueue });
+    const { messageId } = await sender.send({ phoneNumberId: phone, to: '15557654321', type: 'text', text: { body: 'typed' } });
+    const outcome = await sender.result(messageId);
+    expect(outcome.status).toBe('sent');
+    const unknown = await sender.send({ phoneNumberId: '123', to: '15557654321', type: 'text', text: { body: 'x' } });
+    expect(await sender.result(unknown.messageId)).toMatchObject({ status: 'failed', reason: 'unknown_phone_number' });
+  });
+});
