@@ -168,7 +168,7 @@ export async function ensureBinaries(opts: EnsureOptions = {}): Promise<Binaries
       name: `ferretdb-embedded (infra/ferretdb, ${ferretHash})`,
       path: ferretdb,
       smokeArgs: ['-h'],
-      build: (ctx, tmp) => buildFerretdb(ctx, tmp),
+      build: (ctx, tmp) => buildFerretdb(ctx, tmp, `ferretdb-embedded (infra/ferretdb, ${ferretHash})`),
     },
     {
       name: `temporal CLI ${TEMPORAL_CLI_VERSION}`,
@@ -302,8 +302,7 @@ async function buildTemporal(ctx: BuildContext, tmp: string): Promise<void> {
   fs.renameSync(staged, tmp);
 }
 
-async function buildFerretdb(ctx: BuildContext, tmp: string): Promise<void> {
-  const what = 'ferretdb-embedded (infra/ferretdb)';
+async function buildFerretdb(ctx: BuildContext, tmp: string, what: string): Promise<void> {
   const goMod = fs.readFileSync(path.join(FERRETDB_WRAPPER_DIR, 'go.mod'), 'utf8');
   requireGo(ctx, what, goDirective(goMod) ?? '1.0', 'infra/ferretdb/go.mod');
   const logFile = path.join(path.dirname(tmp), 'ferretdb-embedded.build.log');

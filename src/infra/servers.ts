@@ -41,13 +41,23 @@ export const INDEXED_VALUE_TYPE: Record<SearchAttributeTypeName, number> = {
   KeywordList: 7,
 };
 
+function typeName(code: number | undefined): string {
+  return Object.entries(INDEXED_VALUE_TYPE).find(([, c]) => c === code)?.[0] ?? `type #${String(code)}`;
+}
+
 /**
  * Dynamic config the dev server gets unless overridden (`dynamicConfig: { key: undefined }`
- * removes one). Server 1.29.1 already enables updates, update-with-start
- * (`frontend.enableExecuteMultiOperation`) and async-accepted updates by default, and CLI v1.5.1
- * already raises persistence QPS and forces the search-attribute cache refresh; so nothing is
- * needed for features. These raise throughput limits of the single history shard; see the
- * measurements in the infra report before changing them.
+ * removes one). Deliberately empty:
+ * - Features need none on Server 1.29.1: updates (`frontend.enableUpdateWorkflowExecution`),
+ *   update-with-start (`frontend.enableExecuteMultiOperation`) and async-accepted updates default
+ *   to true (server `common/dynamicconfig/constants.go`; update-with-start verified end to end).
+ *   CLI v1.5.1 itself already sets `system.forceSearchAttributesCacheRefreshOnRead=true`, raises
+ *   `frontend/history.persistenceMaxQPS` and the host-level mutable-state cache.
+ * - Throughput: the one-shard knobs found (`history.shardIOConcurrency`,
+ *   `history.enableHostLevelEventsCache`, `history.transfer/timerProcessorMaxPollRPS`,
+ *   `matching.numTaskqueueRead/WritePartitions`) did not beat the defaults when measured here (one
+ *   process starting 600 one-activity workflows, 100 at a time, on 2 cores: ~50 wf/s either way;
+ *   the box is CPU-bound). Pass them through `dynamicConfig` to experiment.
  */
 export const DEV_SERVER_DYNAMIC_CONFIG: Readonly<Record<string, unknown>> = {};
 
@@ -225,7 +235,7 @@ export async function ensureSearchAttributes(opts: EnsureSearchAttributesOptions
     if (mismatched.length > 0) {
       throw new Error(
         `search attributes exist with another type: ${mismatched
-          .map(([name, type]) => `${name} (wanted ${type}, server has type #${existing[name]})`)
+          .map(([name, type]) => `${name} (wanted ${type}, server has ${typeName(existing[name])})`)
           .join(', ')}; use a fresh database file`,
       );
     }

@@ -1,0 +1,122 @@
+/**
+ * The dev launcher (`npm run dev`): the whole stack on one machine.
+ *
+ * - Temporal dev server (persistent SQLite file in `.data/`, Web UI on) unless TEMPORAL_ADDRESS is set;
+ * - FerretDB (SQLite files in `.data/`) unless MONGODB_URI is set;
+ * - the Meta Cloud API simulator unless GRAPH_API_BASE_URL is set;
+ * - the worker and the HTTP server, in this process.
+ *
+ * Missing secrets get dev defaults (printed). Ctrl-C stops everything; a rerun finds the persisted
+ * workflows and data.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { ensureBinaries, REPO_ROOT } from './infra/binaries';
+import { startFerretDb, startTemporalDevServer, type ServerProcess } from './infra/servers';
+import { ConfigError, loadConfig } from './config';
+import { createLogger } from './logger';
+import { startMetaSimulator } from './meta-sim/server';
+import { connectRuntime } from './runtime';
+import { startServer } from './server';
+import { createWorker } from './worker';
+import { SEARCH_ATTRIBUTES } from '../workflows/contracts';
+
+const DEV_DEFAULTS: Record<string, string> = {
+  META_APP_SECRET: 'dev-app-secret',
+  META_VERIFY_TOKEN: 'dev-verify-token',
+  OPS_API_KEYS: 'dev-ops-key',
+  SEND_API_KEYS: 'dev-send-key',
+  GRAPH_API_TOKEN: 'dev-graph-token',
+};
+
+async function main(): Promise<void> {
+  const env: Record<string, string | undefined> = { ...process.env };
+  for (const [k, v] of Object.entries(DEV_DEFAULTS)) env[k] ??= v;
+  const dataDir = path.resolve(env.DEV_DATA_DIR ?? path.join(REPO_ROOT, '.data'));
+  fs.mkdirSync(dataDir, { recursive: true });
+  const children: ServerProcess[] = [];
+  const stops: (() => Promise<void>)[] = [];
+
+  await ensureBinaries();
+  let uiUrl: string | undefined;
+  if (!env.TEMPORAL_ADDRESS) {
+    const temporal = await startTemporalDevServer({
+      logDir: dataDir,
+      port: Number(env.DEV_TEMPORAL_PORT ?? 7233),
+      ui: true,
+      uiPort: Number(env.DEV_TEMPORAL_UI_PORT ?? 8233),
+      dbFile: path.join(dataDir, 'temporal.db'),
+      searchAttributes: SEARCH_ATTRIBUTES,
+    });
+    children.push(temporal);
+    env.TEMPORAL_ADDRESS = temporal.address;
+    uiUrl = temporal.uiUrl;
+  }
+  if (!env.MONGODB_URI) {
+    const ferret = await startFerretDb({
+      logDir: dataDir,
+      sqliteDir: path.join(dataDir, 'ferretdb'),
+      port: Number(env.DEV_FERRETDB_PORT ?? 27018),
+    });
+    children.push(ferret);
+    env.MONGODB_URI = ferret.uri;
+  }
+  let simUrl: string | undefined;
+  if (!env.GRAPH_API_BASE_URL) {
+    const sim = await startMetaSimulator({ port: Number(env.DEV_META_SIM_PORT ?? 4010), defaults: { latencyMs: 30 } });
+    stops.push(() => sim.stop());
+    env.GRAPH_API_BASE_URL = simUrl = sim.url;
+  }
+
+  let config;
+  try {
+    config = loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`dev: ${err.message}\n`);
+      await Promise.all(children.map((c) => c.stop()));
+      process.exit(2);
+    }
+    throw err;
+  }
+  const logger = createLogger(config.logLevel, 'coexist-relay');
+  const rt = await connectRuntime(config);
+  const { worker } = await createWorker({ config, logger, c: rt.c, temporal: rt.temporal, graph: rt.graph });
+  const running = worker.run();
+  const http = await startServer({ config, logger, db: rt.db, c: rt.c, temporal: rt.temporal });
+
+  const lines = [
+    '',
+    'coexist-relay dev stack is up',
+    `  API              ${http.url}   (send key: ${config.sendApiKeys[0]}, ops key: ${config.opsApiKeys[0]})`,
+    `  Meta webhook     ${http.url}${config.webhook.path}   (app secret: ${config.webhook.appSecrets[0]}, verify token: ${config.webhook.verifyToken})`,
+    `  Temporal         ${config.temporal.address}${uiUrl ? `   UI: ${uiUrl}` : ''}`,
+    `  MongoDB          ${config.mongo.uri}${config.mongo.db}`,
+    `  Cloud API        ${config.graph.baseUrl}${simUrl ? '   (the Meta simulator: npm run meta-sim -- --help)' : ''}`,
+    `  data             ${dataDir}`,
+    'Ctrl-C stops everything.',
+    '',
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+
+  let stopping = false;
+  const stop = async (): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write('\nstopping…\n');
+    await http.close();
+    worker.shutdown();
+    await running.catch(() => undefined);
+    await rt.close();
+    for (const s of stops) await s();
+    await Promise.all(children.map((c) => c.stop()));
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop());
+  process.once('SIGTERM', () => void stop());
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`dev: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
