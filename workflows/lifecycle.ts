@@ -35,7 +35,7 @@ const store = proxyActivities<Activities>({
 });
 const drainer = proxyActivities<Activities>({
   startToCloseTimeout: '24 hours',
-  heartbeatTimeout: '1 minute',
+  heartbeatTimeout: '20 seconds',
   // A cancelled drain is over only when the activity says so: nothing may be sent after a
   // PARTNER_REMOVED or a new offboarding has been applied.
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,

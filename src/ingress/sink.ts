@@ -18,8 +18,18 @@ import { deliverLifecycleEvent, type LauncherDeps } from '../temporal/launchers'
  *
  * Throws when MongoDB or Temporal fails, so the webhook answers 5xx and Meta redelivers.
  */
-export function createWebhookSink(deps: { c: Collections; launcher: LauncherDeps; logger: Logger }): WebhookSink {
+export function createWebhookSink(deps: {
+  c: Collections;
+  launcher: LauncherDeps;
+  logger: Logger;
+  /** Deadline of one hand-over to Temporal; past it the webhook answers 5xx and Meta redelivers. */
+  temporalTimeoutMs?: number;
+}): WebhookSink {
   const { c, launcher, logger } = deps;
+  const timeoutMs = deps.temporalTimeoutMs ?? 4_000;
+  // Temporal calls get a deadline: when Temporal is down the webhook must fail fast, not hang.
+  const deliver = (event: Parameters<typeof deliverLifecycleEvent>[1]) =>
+    launcher.client.withDeadline(Date.now() + timeoutMs, () => deliverLifecycleEvent(launcher, event));
 
   async function handOver(u: AccountUpdate, receivedAt: string): Promise<void> {
     const doc: AccountEventDoc = {
@@ -45,7 +55,7 @@ export function createWebhookSink(deps: { c: Collections; launcher: LauncherDeps
     const event = u.event;
     const lifecycle = isLifecycleEvent(event);
     if (lifecycle) {
-      await deliverLifecycleEvent(launcher, {
+      await deliver({
         key: u.key,
         type: event,
         wabaId: u.wabaId,
@@ -87,7 +97,7 @@ export function createWebhookSink(deps: { c: Collections; launcher: LauncherDeps
       const unusable = s.errors?.find((e) => classifyMetaError({ code: e.code }).class === 'account_unusable');
       if (!unusable) continue;
       logger.warn({ wabaId: s.wabaId, wamid: s.wamid, code: unusable.code }, 'failed status says the account cannot send');
-      await deliverLifecycleEvent(launcher, {
+      await deliver({
         key: `status:${s.wamid}:failed`,
         type: 'SEND_ACCOUNT_UNUSABLE',
         wabaId: s.wabaId,

@@ -19,9 +19,11 @@ import { stateQuery, wabaWorkflowId, type WabaLifecycleView } from '../../workfl
  */
 export interface Stack {
   config: Config;
+  /** The environment the config was loaded from (to start a worker process with the same settings). */
+  env: Record<string, string>;
   rt: Runtime;
   sim: MetaSimulator;
-  worker: Worker;
+  worker?: Worker;
   /** `http://127.0.0.1:<port>` of the Koa app. */
   url: string;
   appSecret: string;
@@ -57,6 +59,8 @@ export interface StackOptions {
   env?: Record<string, string>;
   sim?: MetaSimulatorOptions;
   worker?: Pick<WorkerDeps, 'activityOverrides' | 'workerOptions'>;
+  /** Start no in-process worker (a test runs its own, e.g. in a child process). */
+  noWorker?: boolean;
 }
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
@@ -70,7 +74,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const sim = await startMetaSimulator(options.sim);
   const id = randomBytes(4).toString('hex');
   const appSecret = 'app-secret-' + id;
-  const config = loadConfig({
+  const env: Record<string, string> = {
     META_APP_SECRET: appSecret,
     META_VERIFY_TOKEN: 'verify-token',
     OPS_API_KEYS: OPS_KEY,
@@ -85,19 +89,24 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     PAIR_LIMIT_INTERVAL_MS: '0',
     ...options.env,
-  });
+  };
+  const config = loadConfig(env);
   const logger = createLogger(config.logLevel);
   const rt = await connectRuntime(config);
-  const { worker } = await createWorker({
-    config,
-    logger,
-    c: rt.c,
-    temporal: rt.temporal,
-    graph: rt.graph,
-    workflowBundle: await sharedBundle(),
-    ...options.worker,
-  });
-  const running = worker.run();
+  const worker = options.noWorker
+    ? undefined
+    : (
+        await createWorker({
+          config,
+          logger,
+          c: rt.c,
+          temporal: rt.temporal,
+          graph: rt.graph,
+          workflowBundle: await sharedBundle(),
+          ...options.worker,
+        })
+      ).worker;
+  const running = worker?.run();
   const app = createApp({ config, logger, db: rt.db, c: rt.c, temporal: rt.temporal });
   const server: Server = await new Promise((resolve) => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
@@ -116,6 +125,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
 
   const stack: Stack = {
     config,
+    env,
     rt,
     sim,
     worker,
@@ -147,7 +157,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     async stop() {
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
-      worker.shutdown();
+      worker?.shutdown();
       await running;
       await rt.db.dropDatabase().catch(() => undefined);
       await rt.close();

@@ -1,0 +1,185 @@
+import net from 'node:net';
+import path from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Client, Connection } from '@temporalio/client';
+import { createApp } from '../../src/app';
+import { createLogger } from '../../src/logger';
+import { createWorker } from '../../src/worker';
+import { accountUpdatePayload } from '../../src/meta-sim/payloads';
+import { sendWebhook } from '../../src/meta-sim/server';
+import { signBody } from '../../src/meta/signature';
+import { wabaWorkflowId } from '../../workflows/contracts';
+import { eventually, sharedBundle, startStack, uniqueDigits, type Stack } from '../support/stack';
+
+/** A TCP proxy in front of the Temporal server that a test can cut and restore. */
+async function startProxy(target: string) {
+  const [host, port] = target.split(':') as [string, string];
+  const sockets = new Set<net.Socket>();
+  let server: net.Server | undefined;
+  let listenPort = 0;
+  const open = () =>
+    new Promise<void>((resolve) => {
+      server = net.createServer((client) => {
+        const upstream = net.connect(Number(port), host);
+        for (const s of [client, upstream]) {
+          sockets.add(s);
+          s.on('error', () => undefined);
+          s.on('close', () => sockets.delete(s));
+        }
+        client.pipe(upstream).pipe(client);
+      });
+      server.listen(listenPort, '127.0.0.1', () => {
+        listenPort = (server!.address() as AddressInfo).port;
+        resolve();
+      });
+    });
+  await open();
+  return {
+    address: () => `127.0.0.1:${listenPort}`,
+    async cut() {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server!.close(r));
+    },
+    restore: open,
+    async stop() {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server!.close(r));
+    },
+  };
+}
+
+describe('resilience on the real stack', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack();
+  });
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('has a live app that reports itself ready when Temporal and MongoDB answer', async () => {
+    expect((await fetch(`${stack.url}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${stack.url}/readyz`);
+    expect(ready.status).toBe(200);
+  });
+
+  it('records nothing at all for an unsigned or wrongly signed webhook', async () => {
+    const wabaId = uniqueDigits();
+    const body = JSON.stringify(accountUpdatePayload(wabaId, 'ACCOUNT_OFFBOARDED'));
+    const url = stack.url + stack.config.webhook.path;
+    const unsigned = await fetch(url, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+    const wrong = await fetch(url, { method: 'POST', body, headers: { 'x-hub-signature-256': signBody(body, 'not-the-secret') } });
+    expect([unsigned.status, wrong.status]).toEqual([401, 401]);
+    expect(await stack.rt.c.accountEvents.countDocuments({ wabaId })).toBe(0);
+    expect(await stack.rt.c.wabas.findOne({ _id: wabaId })).toBeNull();
+    await expect(stack.rt.temporal.workflow.getHandle(wabaWorkflowId(wabaId)).describe()).rejects.toThrow();
+  });
+
+  it('answers 5xx while Temporal is unreachable (so Meta redelivers) and applies the redelivery once it is back', async () => {
+    const proxy = await startProxy(stack.config.temporal.address);
+    const connection = await Connection.connect({ address: proxy.address() });
+    const client = new Client({ connection, namespace: stack.config.temporal.namespace });
+    const app = createApp({ config: stack.config, logger: createLogger('silent'), db: stack.rt.db, c: stack.rt.c, temporal: client });
+    const server: Server = await new Promise((r) => {
+      const s = app.listen(0, '127.0.0.1', () => r(s));
+    });
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const wabaId = uniqueDigits();
+      const body = accountUpdatePayload(wabaId, 'ACCOUNT_OFFBOARDED');
+      await proxy.cut();
+      const first = await sendWebhook({ targetUrl: url + stack.config.webhook.path, appSecret: stack.appSecret, body });
+      expect(first.status).toBeGreaterThanOrEqual(500);
+      const ready = await fetch(`${url}/readyz`);
+      expect(ready.status).toBe(503);
+      expect(await ready.json()).toMatchObject({ down: ['temporal'] });
+      expect(await stack.rt.c.wabas.findOne({ _id: wabaId })).toBeNull();
+
+      await proxy.restore();
+      const again = await eventually(async () => {
+        const r = await sendWebhook({ targetUrl: url + stack.config.webhook.path, appSecret: stack.appSecret, body });
+        return r.status === 200 ? r : undefined;
+      }, 60_000, 1_000);
+      expect(again.status).toBe(200);
+      await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded');
+      const audit = await stack.rt.c.accountEvents.find({ wabaId }).toArray();
+      expect(audit).toHaveLength(1);
+      expect(audit[0]?.outcome).toBe('signalled');
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      await connection.close();
+      await proxy.stop();
+    }
+  });
+});
+
+describe('a worker killed in the middle of a drain', () => {
+  let stack: Stack;
+  let child: ChildProcess | undefined;
+  beforeAll(async () => {
+    stack = await startStack({ noWorker: true });
+  });
+  afterAll(async () => {
+    child?.kill('SIGKILL');
+    await stack?.stop();
+  });
+
+  it('loses nothing, and sends twice only messages Meta accepted whose settlement was not yet written', async () => {
+    const wabaId = uniqueDigits();
+    const phone = uniqueDigits('4');
+    await stack.register(phone, wabaId, { mps: 10 });
+    // The worker in a child process: SIGKILL is a real crash (no graceful shutdown).
+    child = spawn(process.execPath, [path.join(__dirname, '../../node_modules/tsx/dist/cli.mjs'), 'src/worker-main.ts'], {
+      cwd: path.join(__dirname, '../..'),
+      env: { ...process.env, ...stack.env, LOG_LEVEL: 'warn' },
+      stdio: 'ignore',
+    });
+    await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED');
+    await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded', 60_000);
+    const ids: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      ids.push((await stack.send({ phoneNumberId: phone, to: `1555100${String(i).padStart(4, '0')}`, type: 'text', text: { body: `k${i}` } })).json.id as string);
+    }
+    await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED');
+    const accepted = () => stack.sim.log.accepted.filter((m) => m.phoneNumberId === phone);
+    await eventually(async () => accepted().length >= 12, 60_000, 20);
+
+    child.kill('SIGKILL');
+    await new Promise((r) => child!.once('exit', r));
+    const acceptedAtKill = new Set(accepted().map((m) => (m.body as { text: { body: string } }).text.body));
+    const settledAtKill = new Set(
+      (await stack.rt.c.messages.find({ wabaId, status: 'sent' }).toArray()).map((m) => (m.content as { text: { body: string } }).text.body),
+    );
+    expect(acceptedAtKill.size).toBeLessThan(40);
+
+    // A fresh worker takes over; the drain activity is retried after its heartbeat timeout.
+    const { worker } = await createWorker({
+      config: stack.config,
+      logger: createLogger('silent'),
+      c: stack.rt.c,
+      temporal: stack.rt.temporal,
+      graph: stack.rt.graph,
+      workflowBundle: await sharedBundle(),
+    });
+    const running = worker.run();
+    try {
+      await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'connected', 90_000, 500);
+    } finally {
+      worker.shutdown();
+      await running;
+    }
+    const bodies = accepted().map((m) => (m.body as { text: { body: string } }).text.body);
+    const counts = new Map<string, number>();
+    for (const b of bodies) counts.set(b, (counts.get(b) ?? 0) + 1);
+    expect(counts.size).toBe(40); // nothing lost
+    const twice = [...counts].filter(([, n]) => n > 1).map(([b]) => b);
+    for (const b of twice) {
+      expect(acceptedAtKill.has(b)).toBe(true);
+      expect(settledAtKill.has(b)).toBe(false);
+    }
+    for (const id of ids) expect((await stack.rt.c.messages.findOne({ _id: id }))?.status).toBe('sent');
+  });
+});
