@@ -1,0 +1,71 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { Worker } from '@temporalio/worker';
+import { historyToJSON } from '@temporalio/common/lib/proto-utils';
+import { sendWorkflowId, wabaWorkflowId } from '../../workflows/contracts';
+import { eventually, sharedBundle, startStack, uniqueDigits, type Stack } from '../support/stack';
+
+/**
+ * Determinism guard. Histories recorded from earlier versions of the workflows live in
+ * test/fixtures/histories/ and must still replay against today's code; histories of fresh runs
+ * must replay too. A change to workflow code that reorders commands fails here, in CI.
+ * `RECORD_HISTORIES=1` rewrites the fixtures from the fresh runs (do it only on purpose).
+ */
+const FIXTURES = path.join(__dirname, '../fixtures/histories');
+
+describe('workflow histories replay deterministically', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ env: { ESCALATION_LEVELS: '1s,60m,24h' } });
+  });
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('replays the committed histories of earlier versions', async () => {
+    const files = fs.existsSync(FIXTURES) ? fs.readdirSync(FIXTURES).filter((f) => f.endsWith('.json')) : [];
+    expect(files.length).toBeGreaterThan(0);
+    const bundle = await sharedBundle();
+    for (const file of files) {
+      // The Temporal JSON format (as `temporal workflow show --output json` prints it).
+      const history: unknown = JSON.parse(fs.readFileSync(path.join(FIXTURES, file), 'utf8'));
+      await Worker.runReplayHistory({ workflowBundle: bundle }, history, file.replace(/\.json$/, ''));
+    }
+  });
+
+  it('replays fresh runs: offboard, escalate, queue, reconnect and drain; partner removal; a send', async () => {
+    const wabaId = uniqueDigits();
+    const phone = uniqueDigits('5');
+    await stack.register(phone, wabaId, { coexistence: true });
+    await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED');
+    await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.escalationLevel === 1);
+    const queued = await stack.send({ phoneNumberId: phone, to: '15550009999', type: 'text', text: { body: 'replay me' } });
+    await eventually(async () => (await stack.rt.c.messages.findOne({ _id: queued.json.id as string }))?.status === 'queued');
+    await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED');
+    const lifecycle = stack.rt.temporal.workflow.getHandle(wabaWorkflowId(wabaId));
+    await lifecycle.result();
+    const send = stack.rt.temporal.workflow.getHandle(sendWorkflowId(queued.json.id as string));
+    await send.result();
+
+    const removed = uniqueDigits();
+    await stack.accountUpdate(removed, 'ACCOUNT_OFFBOARDED');
+    await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: removed }))?.state === 'offboarded');
+    await stack.accountUpdate(removed, 'PARTNER_REMOVED');
+    const removal = stack.rt.temporal.workflow.getHandle(wabaWorkflowId(removed));
+    await removal.result();
+
+    const bundle = await sharedBundle();
+    const histories = {
+      'lifecycle-offboard-escalate-reconnect': await lifecycle.fetchHistory(),
+      'lifecycle-partner-removed': await removal.fetchHistory(),
+      'send-queued-then-drained': await send.fetchHistory(),
+    };
+    for (const [name, history] of Object.entries(histories)) {
+      await Worker.runReplayHistory({ workflowBundle: bundle }, history, name);
+      if (process.env.RECORD_HISTORIES === '1') {
+        fs.mkdirSync(FIXTURES, { recursive: true });
+        fs.writeFileSync(path.join(FIXTURES, `${name}.json`), historyToJSON(history));
+      }
+    }
+  });
+});
