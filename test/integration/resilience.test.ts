@@ -79,7 +79,9 @@ describe('resilience on the real stack', () => {
 
   it('answers 5xx while Temporal is unreachable (so Meta redelivers) and applies the redelivery once it is back', async () => {
     const proxy = await startProxy(stack.config.temporal.address);
-    const connection = await Connection.connect({ address: proxy.address() });
+    // No client-side gRPC retry interceptor on this test client: its retry timers would outlive
+    // the test (the sink's own deadline is what bounds the webhook's wait in production too).
+    const connection = await Connection.connect({ address: proxy.address(), interceptors: [] });
     const client = new Client({ connection, namespace: stack.config.temporal.namespace });
     const app = createApp({ config: stack.config, logger: createLogger('silent'), db: stack.rt.db, c: stack.rt.c, temporal: client });
     const server: Server = await new Promise((r) => {
