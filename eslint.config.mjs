@@ -2,7 +2,7 @@ import tseslint from 'typescript-eslint';
 import prettier from 'eslint-config-prettier';
 
 export default tseslint.config(
-  { ignores: ['node_modules', 'dist', '.data', 'coverage', '*.js', 'scripts/**'] },
+  { ignores: ['node_modules', 'dist', '.data', 'coverage', '*.js', '*.mjs', 'scripts/**'] },
   ...tseslint.configs.recommended,
   {
     languageOptions: { parserOptions: { project: './tsconfig.json', tsconfigRootDir: import.meta.dirname } },
@@ -20,9 +20,25 @@ export default tseslint.config(
       'no-restricted-imports': [
         'error',
         {
-          patterns: ['node:*', 'fs', 'http', 'https', 'crypto', 'mongodb', 'koa', '@koa/*', '@temporalio/client', '@temporalio/activity', '@temporalio/worker', '../src/*', '../activities/*'].map(
-            (group) => ({ group: [group], message: 'workflow code must stay deterministic and sandbox-safe', allowTypeImports: true }),
-          ),
+          patterns: [
+            'node:*',
+            'fs',
+            'http',
+            'https',
+            'crypto',
+            'mongodb',
+            'koa',
+            '@koa/*',
+            '@temporalio/client',
+            '@temporalio/activity',
+            '@temporalio/worker',
+            '../src/*',
+            '../activities/*',
+          ].map((group) => ({
+            group: [group],
+            message: 'workflow code must stay deterministic and sandbox-safe',
+            allowTypeImports: true,
+          })),
         },
       ],
     },

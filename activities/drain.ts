@@ -70,7 +70,9 @@ function createNotifier(temporal: Client, concurrency: number, logger: Logger) {
       temporal.workflow
         .getHandle(sendWorkflowId(outcome.messageId))
         .signal(messageSettledSignal, outcome)
-        .catch((err: unknown) => logger.debug({ messageId: outcome.messageId, err: String(err) }, 'settle signal not delivered'))
+        .catch((err: unknown) =>
+          logger.debug({ messageId: outcome.messageId, err: String(err) }, 'settle signal not delivered'),
+        )
         .finally(() => {
           active--;
           pump();
@@ -145,7 +147,13 @@ export function createDrainActivities(deps: DrainDeps) {
       const log = deps.logger.child({ wabaId, activity: 'drainQueue', attempt: ctx.info.attempt });
       const signal = ctx.cancellationSignal;
       const resumed = ctx.info.attempt > 1;
-      const progress: Progress = { sent: 0, failed: 0, expired: 0, alreadySettled: 0, ...(ctx.info.heartbeatDetails as Partial<Progress> | undefined) };
+      const progress: Progress = {
+        sent: 0,
+        failed: 0,
+        expired: 0,
+        alreadySettled: 0,
+        ...(ctx.info.heartbeatDetails as Partial<Progress> | undefined),
+      };
       const numbers = new Map((await c.phoneNumbers.find({ wabaId }).toArray()).map((n) => [n._id, n]));
       const pairs = new PairLimiter(config.sending.pairLimitBurst, config.sending.pairLimitIntervalMs);
       const notifier = createNotifier(deps.temporal, tuning.notifyConcurrency, log);
@@ -199,13 +207,31 @@ export function createDrainActivities(deps: DrainDeps) {
             return settle({ ...base, status: 'expired', reason: REASONS.expired, at: new Date().toISOString() });
           }
           try {
-            const sent = await graph.sendMessage({ wabaId, phoneNumberId: entry.phoneNumberId, to: entry.to, content: entry.content });
-            return settle({ ...base, status: 'sent', wamid: sent.wamid, at: new Date().toISOString(), attempts: attempt });
+            const sent = await graph.sendMessage({
+              wabaId,
+              phoneNumberId: entry.phoneNumberId,
+              to: entry.to,
+              content: entry.content,
+            });
+            return settle({
+              ...base,
+              status: 'sent',
+              wamid: sent.wamid,
+              at: new Date().toISOString(),
+              attempts: attempt,
+            });
           } catch (err) {
             if (!isGraphApiError(err)) throw err;
             const at = new Date().toISOString();
             if (err.errorClass === 'permanent') {
-              return settle({ ...base, status: 'failed', reason: err.reason, error: err.toMetaErrorInfo(), at, attempts: attempt });
+              return settle({
+                ...base,
+                status: 'failed',
+                reason: err.reason,
+                error: err.toMetaErrorInfo(),
+                at,
+                attempts: attempt,
+              });
             }
             if (err.errorClass === 'account_unusable') {
               stop ??= `${err.reason} (Meta code ${err.code}${err.subcode ? `/${err.subcode}` : ''}): ${err.message}`;
@@ -215,7 +241,14 @@ export function createDrainActivities(deps: DrainDeps) {
             else if (err.scope === 'recipient') pairs.penalize(entry.to, pairLimitBackoffMs(attempt));
             else await realClock.sleep(Math.min(30_000, (err.retryAfterMs ?? 1_000) * 2 ** (attempt - 1)), signal);
             if (attempt === tuning.maxAttempts) {
-              return settle({ ...base, status: 'failed', reason: REASONS.retriesExhausted, error: err.toMetaErrorInfo(), at, attempts: attempt });
+              return settle({
+                ...base,
+                status: 'failed',
+                reason: REASONS.retriesExhausted,
+                error: err.toMetaErrorInfo(),
+                at,
+                attempts: attempt,
+              });
             }
           }
         }
@@ -223,7 +256,9 @@ export function createDrainActivities(deps: DrainDeps) {
 
       /** Entries an interrupted attempt already settled: remove them without sending. */
       async function dropSettled(page: QueueDoc[]): Promise<QueueDoc[]> {
-        const docs = await Promise.all(page.map((e) => c.messages.findOne({ _id: e.messageId }, { projection: { status: 1 } })));
+        const docs = await Promise.all(
+          page.map((e) => c.messages.findOne({ _id: e.messageId }, { projection: { status: 1 } })),
+        );
         const keep: QueueDoc[] = [];
         const done: Settlement[] = [];
         page.forEach((entry, i) => {
@@ -233,7 +268,10 @@ export function createDrainActivities(deps: DrainDeps) {
           } else keep.push(entry);
         });
         if (done.length > 0) {
-          await c.queue.bulkWrite(done.map((d) => ({ deleteOne: { filter: { _id: d.queueId! } } })), { ordered: false });
+          await c.queue.bulkWrite(
+            done.map((d) => ({ deleteOne: { filter: { _id: d.queueId! } } })),
+            { ordered: false },
+          );
           progress.alreadySettled += done.length;
         }
         return keep;
@@ -296,7 +334,13 @@ export function createDrainActivities(deps: DrainDeps) {
         const page = await nextEntries(c, input.wabaId, 0, tuning.pageSize);
         if (page.length === 0) break;
         const at = new Date().toISOString();
-        const batch: Settlement[] = page.map((e) => ({ messageId: e.messageId, queueId: e._id, status: 'failed', reason: input.reason, at }));
+        const batch: Settlement[] = page.map((e) => ({
+          messageId: e.messageId,
+          queueId: e._id,
+          status: 'failed',
+          reason: input.reason,
+          at,
+        }));
         await persist(c, batch, deps.logger);
         notifier.push(batch.filter((_, i) => page[i]!.notify).map(toOutcome));
         failed += batch.length;

@@ -27,7 +27,11 @@ export interface ActivityDeps {
  */
 export function createActivities(deps: ActivityDeps) {
   const limiters = deps.limiters ?? new RateLimiters();
-  const launcher = { client: deps.temporal, taskQueue: deps.config.temporal.taskQueue, lifecycle: deps.config.lifecycle };
+  const launcher = {
+    client: deps.temporal,
+    taskQueue: deps.config.temporal.taskQueue,
+    lifecycle: deps.config.lifecycle,
+  };
   const { c } = deps;
   return {
     /** The WABA's document, or a fresh connected one. */
@@ -37,7 +41,11 @@ export function createActivities(deps: ActivityDeps) {
     countQueued: (wabaId: string): Promise<number> => countQueued(c, wabaId),
     ...createSendActivities({ ...deps, limiters, launcher }),
     ...createDrainActivities({ ...deps, limiters, tuning: deps.drainTuning }),
-    ...createAlertActivities({ logger: deps.logger, webhookUrl: deps.config.alerts.webhookUrl, slackUrl: deps.config.alerts.slackUrl }),
+    ...createAlertActivities({
+      logger: deps.logger,
+      webhookUrl: deps.config.alerts.webhookUrl,
+      slackUrl: deps.config.alerts.slackUrl,
+    }),
   };
 }
 

@@ -102,7 +102,8 @@ export function createSendActivities(deps: SendDeps) {
 
       if (!doc) {
         const { messageId, phoneNumberId, to, expiresAt, acceptedAt } = req;
-        const content = req.type === 'text' ? { type: req.type, text: req.text } : { type: req.type, template: req.template };
+        const content =
+          req.type === 'text' ? { type: req.type, text: req.text } : { type: req.type, template: req.template };
         doc = {
           _id: messageId,
           wabaId,
@@ -137,17 +138,37 @@ export function createSendActivities(deps: SendDeps) {
 
       await limiters.for(req.phoneNumberId, number.mps).take();
       try {
-        const sent = await graph.sendMessage({ wabaId, phoneNumberId: req.phoneNumberId, to: req.to, content: doc.content });
-        return settle({ messageId: req.messageId, status: 'sent', wamid: sent.wamid, at: new Date().toISOString(), attempts: doc.attempts + 1 });
+        const sent = await graph.sendMessage({
+          wabaId,
+          phoneNumberId: req.phoneNumberId,
+          to: req.to,
+          content: doc.content,
+        });
+        return settle({
+          messageId: req.messageId,
+          status: 'sent',
+          wamid: sent.wamid,
+          at: new Date().toISOString(),
+          attempts: doc.attempts + 1,
+        });
       } catch (err) {
         if (!isGraphApiError(err)) throw err;
         const at = new Date().toISOString();
         if (err.errorClass === 'permanent') {
           log.info({ code: err.code, reason: err.reason }, 'send failed permanently');
-          return settle({ messageId: req.messageId, status: 'failed', reason: err.reason, error: err.toMetaErrorInfo(), at });
+          return settle({
+            messageId: req.messageId,
+            status: 'failed',
+            reason: err.reason,
+            error: err.toMetaErrorInfo(),
+            at,
+          });
         }
         if (err.errorClass === 'account_unusable') {
-          log.warn({ code: err.code, subcode: err.subcode, reason: err.reason }, 'account unusable: queueing and closing the gate');
+          log.warn(
+            { code: err.code, subcode: err.subcode, reason: err.reason },
+            'account unusable: queueing and closing the gate',
+          );
           await deliverLifecycleEvent(deps.launcher, {
             key: `unusable:${req.messageId}:${at}`,
             type: 'SEND_ACCOUNT_UNUSABLE',
@@ -159,7 +180,10 @@ export function createSendActivities(deps: SendDeps) {
           return queue(req, wabaId, doc);
         }
         if (err.code === 130429) limiters.for(req.phoneNumberId, number.mps).pause(err.retryAfterMs ?? 1_000);
-        await c.messages.updateOne({ _id: req.messageId }, { $set: { status: 'sending', updatedAt: at }, $inc: { attempts: 1 } });
+        await c.messages.updateOne(
+          { _id: req.messageId },
+          { $set: { status: 'sending', updatedAt: at }, $inc: { attempts: 1 } },
+        );
         log.info({ code: err.code, reason: err.reason }, 'send failed; will retry');
         throw ApplicationFailure.create({
           type: 'MetaRetryable',
@@ -174,14 +198,20 @@ export function createSendActivities(deps: SendDeps) {
     async settleDirect(outcome: Omit<Settlement, 'queueId'>): Promise<SendOutcome> {
       const existing = await c.messages.findOne({ _id: outcome.messageId });
       if (existing && (TERMINAL.has(existing.status) || existing.status === 'queued')) return outcomeOf(existing);
-      if (!existing) return { messageId: outcome.messageId, status: outcome.status, reason: outcome.reason, at: outcome.at };
+      if (!existing)
+        return { messageId: outcome.messageId, status: outcome.status, reason: outcome.reason, at: outcome.at };
       return settle(outcome);
     },
 
     /** The message's outcome as recorded (the queued send workflow's safety-net poll). */
     async getMessageOutcome(messageId: string): Promise<SendOutcome> {
       const doc = await c.messages.findOne({ _id: messageId });
-      if (!doc) throw ApplicationFailure.create({ type: 'UnknownMessage', message: `no message ${messageId}`, nonRetryable: true });
+      if (!doc)
+        throw ApplicationFailure.create({
+          type: 'UnknownMessage',
+          message: `no message ${messageId}`,
+          nonRetryable: true,
+        });
       return outcomeOf(doc);
     },
   };

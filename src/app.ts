@@ -26,7 +26,10 @@ export interface AppDeps {
 async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([p, new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms`)), ms)))]);
+    return await Promise.race([
+      p,
+      new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms`)), ms))),
+    ]);
   } finally {
     clearTimeout(timer);
   }
@@ -38,7 +41,11 @@ async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
  */
 export function createApp(deps: AppDeps): Koa {
   const { config, logger, c, temporal } = deps;
-  const launcher: LauncherDeps = { client: temporal, taskQueue: config.temporal.taskQueue, lifecycle: config.lifecycle };
+  const launcher: LauncherDeps = {
+    client: temporal,
+    taskQueue: config.temporal.taskQueue,
+    lifecycle: config.lifecycle,
+  };
   const counters = deps.counters ?? createCounters();
   const app = new Koa();
   app.proxy = true;
@@ -56,7 +63,10 @@ export function createApp(deps: AppDeps): Koa {
     ]);
     const down = (['mongodb', 'temporal'] as const).filter((_, i) => checks[i]!.status === 'rejected');
     ctx.status = down.length === 0 ? 200 : 503;
-    ctx.body = down.length === 0 ? { ok: true } : { ok: false, down, error: { code: 'not_ready', message: `not reachable: ${down.join(', ')}` } };
+    ctx.body =
+      down.length === 0
+        ? { ok: true }
+        : { ok: false, down, error: { code: 'not_ready', message: `not reachable: ${down.join(', ')}` } };
   });
   health.get('/metrics', (ctx) => {
     ctx.type = 'text/plain; version=0.0.4';

@@ -185,7 +185,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     lifecycle: {
       escalation: e.ESCALATION_LEVELS,
       onAbandon: e.ON_ABANDON,
-      alertSinks: ['log', ...(e.ALERT_WEBHOOK_URL ? (['webhook'] as const) : []), ...(e.SLACK_WEBHOOK_URL ? (['slack'] as const) : [])],
+      alertSinks: [
+        'log',
+        ...(e.ALERT_WEBHOOK_URL ? (['webhook'] as const) : []),
+        ...(e.SLACK_WEBHOOK_URL ? (['slack'] as const) : []),
+      ],
     },
     alerts: { webhookUrl: e.ALERT_WEBHOOK_URL, slackUrl: e.SLACK_WEBHOOK_URL },
     sending: {

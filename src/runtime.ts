@@ -19,7 +19,11 @@ export interface Runtime {
  * name of the dependency that failed.
  */
 export async function connectRuntime(config: Config): Promise<Runtime> {
-  const { client: mongo, db, c } = await connectMongo(config.mongo.uri, config.mongo.db).catch((err: unknown) => {
+  const {
+    client: mongo,
+    db,
+    c,
+  } = await connectMongo(config.mongo.uri, config.mongo.db).catch((err: unknown) => {
     throw new Error(`cannot reach MongoDB at ${config.mongo.uri}: ${String(err)}`);
   });
   const connection = await Connection.connect({ address: config.temporal.address }).catch(async (err: unknown) => {

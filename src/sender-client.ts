@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Client } from '@temporalio/client';
 import { sendWorkflowId, type MessageContent, type SendOutcome, type SendRequest } from '../workflows/contracts';
-import { sendMessageWorkflow, type SendOptions } from '../workflows/send';
+import type { sendMessageWorkflow, SendOptions } from '../workflows/send';
 import { startSendWorkflow } from './temporal/launchers';
 
 /** What a sender passes: the message, and optionally its own id (reuse it to retry safely). */

@@ -6,7 +6,13 @@ import { createWorker } from './worker';
 async function main(): Promise<void> {
   const { config, logger } = boot('coexist-relay-worker');
   const rt = await connectRuntime(config);
-  const { worker, connection } = await createWorker({ config, logger, c: rt.c, temporal: rt.temporal, graph: rt.graph });
+  const { worker, connection } = await createWorker({
+    config,
+    logger,
+    c: rt.c,
+    temporal: rt.temporal,
+    graph: rt.graph,
+  });
   onShutdown(logger, async () => worker.shutdown());
   logger.info({ taskQueue: config.temporal.taskQueue, temporal: config.temporal.address }, 'worker running');
   await worker.run();

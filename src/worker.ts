@@ -11,7 +11,10 @@ export const WORKFLOWS_PATH = require.resolve('../workflows');
 
 /** Bundles the workflows once (a few seconds); tests and benchmarks share one bundle. */
 export async function bundleWorkflows(): Promise<{ code: string }> {
-  return bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} } });
+  return bundleWorkflowCode({
+    workflowsPath: WORKFLOWS_PATH,
+    logger: { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} },
+  });
 }
 
 export interface WorkerDeps {

@@ -54,11 +54,7 @@ export type WabaState = 'connected' | 'offboarded' | 'draining' | 'reconnect_aba
  * was reopening (the workflow drains it).
  */
 export type LifecycleEventType =
-  | 'ACCOUNT_OFFBOARDED'
-  | 'ACCOUNT_RECONNECTED'
-  | 'PARTNER_REMOVED'
-  | 'SEND_ACCOUNT_UNUSABLE'
-  | 'QUEUE_STRAY';
+  'ACCOUNT_OFFBOARDED' | 'ACCOUNT_RECONNECTED' | 'PARTNER_REMOVED' | 'SEND_ACCOUNT_UNUSABLE' | 'QUEUE_STRAY';
 
 export interface LifecycleEvent {
   /** Dedupe key: the same delivery (or retry) always carries the same key. */

@@ -66,11 +66,16 @@ const RECENT_KEYS = 200;
  * the configured delays; the last one marks the WABA `reconnect_abandoned`. On reconnection the
  * queue is drained in order (one long activity, batched and paced) before the gate reopens.
  */
-export async function wabaLifecycleWorkflow(input: LifecycleInput, pending: LifecycleEvent[] = []): Promise<LifecycleRunSummary> {
+export async function wabaLifecycleWorkflow(
+  input: LifecycleInput,
+  pending: LifecycleEvent[] = [],
+): Promise<LifecycleRunSummary> {
   const { wabaId, settings } = input;
   const inbox: LifecycleEvent[] = [...pending];
   const recentKeys: string[] = pending.map((e) => e.key);
   let operatorRequest: OperatorAction | undefined;
+  // Set once the document is loaded; the handlers above run before that and check for it.
+  // eslint-disable-next-line prefer-const
   let waba: WabaSnapshot | undefined;
   let queued = 0;
   let eventsApplied = 0;
@@ -213,7 +218,11 @@ export async function wabaLifecycleWorkflow(input: LifecycleInput, pending: Life
       case 'SEND_ACCOUNT_UNUSABLE': {
         if (e.metaTime !== undefined) w.lastOffboardedMetaTime = Math.max(w.lastOffboardedMetaTime ?? 0, e.metaTime);
         if (state === 'partner_removed') outcome = 'ignored: partner removed';
-        else if (e.metaTime !== undefined && w.lastReconnectedMetaTime !== undefined && e.metaTime <= w.lastReconnectedMetaTime) {
+        else if (
+          e.metaTime !== undefined &&
+          w.lastReconnectedMetaTime !== undefined &&
+          e.metaTime <= w.lastReconnectedMetaTime
+        ) {
           outcome = 'stale: a later reconnection was already seen';
         } else if (state === 'offboarded' || state === 'reconnect_abandoned') outcome = 'joined the open offboarding';
         else {
@@ -226,7 +235,11 @@ export async function wabaLifecycleWorkflow(input: LifecycleInput, pending: Life
       case 'ACCOUNT_RECONNECTED': {
         if (e.metaTime !== undefined) w.lastReconnectedMetaTime = Math.max(w.lastReconnectedMetaTime ?? 0, e.metaTime);
         if (state === 'partner_removed') outcome = 'ignored: partner removed';
-        else if (e.metaTime !== undefined && w.lastOffboardedMetaTime !== undefined && e.metaTime < w.lastOffboardedMetaTime) {
+        else if (
+          e.metaTime !== undefined &&
+          w.lastOffboardedMetaTime !== undefined &&
+          e.metaTime < w.lastOffboardedMetaTime
+        ) {
           outcome = 'stale: older than the current offboarding';
         } else if (state === 'offboarded' || state === 'reconnect_abandoned') {
           note({ type: e.type, metaTime: e.metaTime, outcome: 'draining', detail: e.detail });
@@ -280,7 +293,8 @@ export async function wabaLifecycleWorkflow(input: LifecycleInput, pending: Life
 
   async function abandon(reason: string): Promise<void> {
     await transition('reconnect_abandoned', reason);
-    const failed = settings.onAbandon === 'fail' ? await drainer.failQueue({ wabaId, reason: REASONS.reconnectTimeout }) : 0;
+    const failed =
+      settings.onAbandon === 'fail' ? await drainer.failQueue({ wabaId, reason: REASONS.reconnectTimeout }) : 0;
     queued = await store.countQueued(wabaId);
     alert({
       level: settings.escalation.length,
@@ -389,4 +403,3 @@ export async function wabaLifecycleWorkflow(input: LifecycleInput, pending: Life
   await condition(allHandlersFinished);
   return continueAsNew<typeof wabaLifecycleWorkflow>(input, inbox);
 }
-

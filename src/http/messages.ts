@@ -18,7 +18,10 @@ const sendSchema = z
     phoneNumberId: z.string().regex(/^\d{1,32}$/, 'must be a Cloud API phone number id (digits)'),
     to: z.string().regex(/^\+?\d{5,20}$/, 'must be a phone number or WhatsApp id (digits, optional +)'),
     type: z.enum(['text', 'template']),
-    text: z.object({ body: z.string().min(1).max(4096), preview_url: z.boolean().optional() }).strict().optional(),
+    text: z
+      .object({ body: z.string().min(1).max(4096), preview_url: z.boolean().optional() })
+      .strict()
+      .optional(),
     template: z
       .object({
         name: z.string().min(1).max(512),
@@ -30,7 +33,8 @@ const sendSchema = z
   })
   .strict()
   .superRefine((v, ctx) => {
-    if (v.type === 'text' && !v.text) ctx.addIssue({ code: 'custom', path: ['text'], message: 'required when type is text' });
+    if (v.type === 'text' && !v.text)
+      ctx.addIssue({ code: 'custom', path: ['text'], message: 'required when type is text' });
     if (v.type === 'template' && !v.template) {
       ctx.addIssue({ code: 'custom', path: ['template'], message: 'required when type is template' });
     }
@@ -88,7 +92,12 @@ async function messageView(c: Collections, doc: MessageDoc) {
  * The send API: `POST /v1/messages` (202, idempotent with `Idempotency-Key`) and
  * `GET /v1/messages/:id`. Keys from SEND_API_KEYS.
  */
-export function createMessagesRouter(deps: { c: Collections; launcher: LauncherDeps; config: Config; logger: Logger }): Router {
+export function createMessagesRouter(deps: {
+  c: Collections;
+  launcher: LauncherDeps;
+  config: Config;
+  logger: Logger;
+}): Router {
   const { c, launcher, config } = deps;
   const router = new Router({ prefix: '/v1/messages' });
   router.use(bearerAuth(config.sendApiKeys, 'send API'));
@@ -109,14 +118,25 @@ export function createMessagesRouter(deps: { c: Collections; launcher: LauncherD
 
     const number = await c.phoneNumbers.findOne({ _id: body.phoneNumberId });
     if (!number) {
-      throw unprocessable('unknown_phone_number', `phone number ${body.phoneNumberId} is not registered; an operator registers it with PUT /v1/phone-numbers/${body.phoneNumberId}`);
+      throw unprocessable(
+        'unknown_phone_number',
+        `phone number ${body.phoneNumberId} is not registered; an operator registers it with PUT /v1/phone-numbers/${body.phoneNumberId}`,
+      );
     }
     const waba = await c.wabas.findOne({ _id: number.wabaId }, { projection: { state: 1, reason: 1 } });
     if (waba?.state === 'partner_removed') {
-      throw conflict('partner_removed', `WABA ${number.wabaId} is no longer shared with us (PARTNER_REMOVED); sends are refused`, { wabaId: number.wabaId, reason: waba.reason });
+      throw conflict(
+        'partner_removed',
+        `WABA ${number.wabaId} is no longer shared with us (PARTNER_REMOVED); sends are refused`,
+        { wabaId: number.wabaId, reason: waba.reason },
+      );
     }
     if (waba?.state === 'reconnect_abandoned' && config.lifecycle.onAbandon === 'fail') {
-      throw conflict('reconnect_abandoned', `WABA ${number.wabaId} did not reconnect and was abandoned; sends are refused until it reconnects`, { wabaId: number.wabaId });
+      throw conflict(
+        'reconnect_abandoned',
+        `WABA ${number.wabaId} did not reconnect and was abandoned; sends are refused until it reconnects`,
+        { wabaId: number.wabaId },
+      );
     }
 
     let messageId = newMessageId();
@@ -130,7 +150,11 @@ export function createMessagesRouter(deps: { c: Collections; launcher: LauncherD
         const first = await c.idempotency.findOne({ _id: idemId });
         if (!first) throw err;
         if (first.requestHash !== requestHash) {
-          throw unprocessable('idempotency_key_reused', 'this Idempotency-Key was already used with a different request body', { messageId: first.messageId });
+          throw unprocessable(
+            'idempotency_key_reused',
+            'this Idempotency-Key was already used with a different request body',
+            { messageId: first.messageId },
+          );
         }
         messageId = first.messageId;
         ctx.set('Idempotent-Replayed', 'true');

@@ -57,7 +57,12 @@ function wabaView(doc: Omit<WabaDoc, '_id'> & { _id: string }, queued: number) {
  * The ops API (keys from OPS_API_KEYS): WABA states, operator actions on the lifecycle workflow,
  * and the phone-number registry.
  */
-export function createOpsRouter(deps: { c: Collections; launcher: LauncherDeps; config: Config; logger: Logger }): Router {
+export function createOpsRouter(deps: {
+  c: Collections;
+  launcher: LauncherDeps;
+  config: Config;
+  logger: Logger;
+}): Router {
   const { c, launcher, config, logger } = deps;
   const router = new Router({ prefix: '/v1' });
   router.use(bearerAuth(config.opsApiKeys, 'ops API'));
@@ -86,7 +91,10 @@ export function createOpsRouter(deps: { c: Collections; launcher: LauncherDeps; 
     const registered = await c.phoneNumbers.findOne({ wabaId });
     if (!registered) throw notFound('unknown_waba', `WABA ${wabaId} has no registered number and no recorded event`);
     const now = new Date().toISOString();
-    ctx.body = wabaView({ _id: wabaId, state: 'connected', since: now, escalationLevel: 0, events: [], updatedAt: now }, 0);
+    ctx.body = wabaView(
+      { _id: wabaId, state: 'connected', since: now, escalationLevel: 0, events: [], updatedAt: now },
+      0,
+    );
   });
 
   router.post('/wabas/:wabaId/actions', async (ctx) => {
@@ -99,7 +107,10 @@ export function createOpsRouter(deps: { c: Collections; launcher: LauncherDeps; 
       ctx.body = { wabaId, ...result };
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) {
-        throw conflict('no_open_run', `WABA ${wabaId} has no open lifecycle run: there is nothing to resume or abandon`);
+        throw conflict(
+          'no_open_run',
+          `WABA ${wabaId} has no open lifecycle run: there is nothing to resume or abandon`,
+        );
       }
       if (err instanceof WorkflowUpdateFailedError) {
         throw conflict('action_refused', err.cause?.message ?? err.message);
@@ -136,7 +147,11 @@ export function createOpsRouter(deps: { c: Collections; launcher: LauncherDeps; 
   router.get('/phone-numbers', async (ctx) => {
     const wabaId = ctx.query.wabaId;
     if (wabaId !== undefined && typeof wabaId !== 'string') throw badRequest('invalid_waba_id', 'give one wabaId');
-    const docs = await c.phoneNumbers.find(wabaId ? { wabaId } : {}).sort({ _id: 1 }).limit(1000).toArray();
+    const docs = await c.phoneNumbers
+      .find(wabaId ? { wabaId } : {})
+      .sort({ _id: 1 })
+      .limit(1000)
+      .toArray();
     ctx.body = { phoneNumbers: docs.map(({ _id, ...rest }) => ({ phoneNumberId: _id, ...rest })) };
   });
 

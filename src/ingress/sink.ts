@@ -69,7 +69,10 @@ export function createWebhookSink(deps: {
       { _id: u.key },
       { $set: { outcome: lifecycle ? 'signalled' : 'recorded', handedOverAt: new Date().toISOString() } },
     );
-    logger.info({ wabaId: u.wabaId, event: u.event, metaTime: u.metaTime }, lifecycle ? 'account_update handed to the lifecycle workflow' : 'account_update recorded');
+    logger.info(
+      { wabaId: u.wabaId, event: u.event, metaTime: u.metaTime },
+      lifecycle ? 'account_update handed to the lifecycle workflow' : 'account_update recorded',
+    );
   }
 
   async function recordStatuses(statuses: StatusUpdate[], receivedAt: string): Promise<void> {
@@ -96,7 +99,10 @@ export function createWebhookSink(deps: {
       if (s.status !== 'failed') continue;
       const unusable = s.errors?.find((e) => classifyMetaError({ code: e.code }).class === 'account_unusable');
       if (!unusable) continue;
-      logger.warn({ wabaId: s.wabaId, wamid: s.wamid, code: unusable.code }, 'failed status says the account cannot send');
+      logger.warn(
+        { wabaId: s.wabaId, wamid: s.wamid, code: unusable.code },
+        'failed status says the account cannot send',
+      );
       await deliver({
         key: `status:${s.wamid}:failed`,
         type: 'SEND_ACCOUNT_UNUSABLE',

@@ -1,11 +1,5 @@
 import { MongoClient, MongoServerError, type Collection, type Db } from 'mongodb';
-import type {
-  EventLogEntry,
-  MessageContent,
-  MessageStatus,
-  MetaErrorInfo,
-  WabaState,
-} from '../../workflows/contracts';
+import type { EventLogEntry, MessageContent, MessageStatus, MetaErrorInfo, WabaState } from '../../workflows/contracts';
 
 /**
  * MongoDB collections and their documents. Every document is keyed so that the hot reads are by
@@ -151,7 +145,10 @@ export async function ensureIndexes(c: Collections): Promise<void> {
 }
 
 /** Connects, pings and returns the client with the database's collections (indexes ensured). */
-export async function connectMongo(uri: string, dbName: string): Promise<{ client: MongoClient; db: Db; c: Collections }> {
+export async function connectMongo(
+  uri: string,
+  dbName: string,
+): Promise<{ client: MongoClient; db: Db; c: Collections }> {
   const client = new MongoClient(uri, { serverSelectionTimeoutMS: 5_000, maxPoolSize: 20 });
   await client.connect();
   const db = client.db(dbName);

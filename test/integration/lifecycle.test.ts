@@ -88,7 +88,11 @@ describe('per-WABA lifecycle on the real stack', () => {
     expect(await stack.rt.c.queue.countDocuments({ wabaId })).toBe(0);
     // The run completes once connected; the re-link notice went out.
     await stack.rt.temporal.workflow.getHandle(wabaWorkflowId(wabaId)).result();
-    await eventually(async () => alerts.bodies.some((b) => b.path === '/alerts' && b.body.wabaId === wabaId && String(b.body.text).includes('re-link')));
+    await eventually(async () =>
+      alerts.bodies.some(
+        (b) => b.path === '/alerts' && b.body.wabaId === wabaId && String(b.body.text).includes('re-link'),
+      ),
+    );
   });
 
   it('treats a duplicate ACCOUNT_OFFBOARDED delivery as one event and audits it once', async () => {
@@ -168,7 +172,9 @@ describe('per-WABA lifecycle on the real stack', () => {
     const queued = await stack.send({ phoneNumberId: phone, to: '15550003333', type: 'text', text: { body: 'q' } });
     await eventually(async () => (await stack.rt.c.queue.countDocuments({ wabaId })) === 1);
 
-    await stack.accountUpdate(wabaId, 'PARTNER_REMOVED', { disconnectionInfo: { reason: 'ACCOUNT_DISCONNECTED', initiated_by: 'USER' } });
+    await stack.accountUpdate(wabaId, 'PARTNER_REMOVED', {
+      disconnectionInfo: { reason: 'ACCOUNT_DISCONNECTED', initiated_by: 'USER' },
+    });
     await eventually(async () => (await state(wabaId)) === 'partner_removed');
     const msg = await eventually(async () => {
       const d = await stack.rt.c.messages.findOne({ _id: queued.json.id as string });
@@ -211,14 +217,23 @@ describe('per-WABA lifecycle on the real stack', () => {
     await eventually(async () => (await state(wabaId)) === 'offboarded');
     const bad = await stack.ops('POST', `/v1/wabas/${wabaId}/actions`, { action: 'force_abandon' });
     expect(bad.status).toBe(400);
-    const r = await stack.ops('POST', `/v1/wabas/${wabaId}/actions`, { action: 'force_resume', reason: 'client confirmed by phone', operator: 'ana' });
+    const r = await stack.ops('POST', `/v1/wabas/${wabaId}/actions`, {
+      action: 'force_resume',
+      reason: 'client confirmed by phone',
+      operator: 'ana',
+    });
     expect(r.status).toBe(200);
     await eventually(async () => (await state(wabaId)) === 'connected');
     const doc = await wabaDoc(wabaId);
-    expect(doc?.events.find((e) => e.type === 'OPERATOR_FORCE_RESUME')?.detail).toBe('client confirmed by phone (by ana)');
+    expect(doc?.events.find((e) => e.type === 'OPERATOR_FORCE_RESUME')?.detail).toBe(
+      'client confirmed by phone (by ana)',
+    );
     const listed = await stack.ops('GET', '/v1/wabas?state=connected');
     expect((listed.json.wabas as { wabaId: string }[]).some((w) => w.wabaId === wabaId)).toBe(true);
-    const again = await stack.ops('POST', `/v1/wabas/${wabaId}/actions`, { action: 'force_resume', reason: 'once more' });
+    const again = await stack.ops('POST', `/v1/wabas/${wabaId}/actions`, {
+      action: 'force_resume',
+      reason: 'once more',
+    });
     expect(again.status).toBe(409);
   });
 });

@@ -39,8 +39,15 @@ describe('workflow histories replay deterministically', () => {
     await stack.register(phone, wabaId, { coexistence: true });
     await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED');
     await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.escalationLevel === 1);
-    const queued = await stack.send({ phoneNumberId: phone, to: '15550009999', type: 'text', text: { body: 'replay me' } });
-    await eventually(async () => (await stack.rt.c.messages.findOne({ _id: queued.json.id as string }))?.status === 'queued');
+    const queued = await stack.send({
+      phoneNumberId: phone,
+      to: '15550009999',
+      type: 'text',
+      text: { body: 'replay me' },
+    });
+    await eventually(
+      async () => (await stack.rt.c.messages.findOne({ _id: queued.json.id as string }))?.status === 'queued',
+    );
     await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED');
     const lifecycle = stack.rt.temporal.workflow.getHandle(wabaWorkflowId(wabaId));
     await lifecycle.result();

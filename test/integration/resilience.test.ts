@@ -70,7 +70,11 @@ describe('resilience on the real stack', () => {
     const body = JSON.stringify(accountUpdatePayload(wabaId, 'ACCOUNT_OFFBOARDED'));
     const url = stack.url + stack.config.webhook.path;
     const unsigned = await fetch(url, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
-    const wrong = await fetch(url, { method: 'POST', body, headers: { 'x-hub-signature-256': signBody(body, 'not-the-secret') } });
+    const wrong = await fetch(url, {
+      method: 'POST',
+      body,
+      headers: { 'x-hub-signature-256': signBody(body, 'not-the-secret') },
+    });
     expect([unsigned.status, wrong.status]).toEqual([401, 401]);
     expect(await stack.rt.c.accountEvents.countDocuments({ wabaId })).toBe(0);
     expect(await stack.rt.c.wabas.findOne({ _id: wabaId })).toBeNull();
@@ -83,7 +87,13 @@ describe('resilience on the real stack', () => {
     // the test (the sink's own deadline is what bounds the webhook's wait in production too).
     const connection = await Connection.connect({ address: proxy.address(), interceptors: [] });
     const client = new Client({ connection, namespace: stack.config.temporal.namespace });
-    const app = createApp({ config: stack.config, logger: createLogger('silent'), db: stack.rt.db, c: stack.rt.c, temporal: client });
+    const app = createApp({
+      config: stack.config,
+      logger: createLogger('silent'),
+      db: stack.rt.db,
+      c: stack.rt.c,
+      temporal: client,
+    });
     const server: Server = await new Promise((r) => {
       const s = app.listen(0, '127.0.0.1', () => r(s));
     });
@@ -100,10 +110,14 @@ describe('resilience on the real stack', () => {
       expect(await stack.rt.c.wabas.findOne({ _id: wabaId })).toBeNull();
 
       await proxy.restore();
-      const again = await eventually(async () => {
-        const r = await sendWebhook({ targetUrl: url + stack.config.webhook.path, appSecret: stack.appSecret, body });
-        return r.status === 200 ? r : undefined;
-      }, 60_000, 1_000);
+      const again = await eventually(
+        async () => {
+          const r = await sendWebhook({ targetUrl: url + stack.config.webhook.path, appSecret: stack.appSecret, body });
+          return r.status === 200 ? r : undefined;
+        },
+        60_000,
+        1_000,
+      );
       expect(again.status).toBe(200);
       await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded');
       const audit = await stack.rt.c.accountEvents.find({ wabaId }).toArray();
@@ -134,16 +148,29 @@ describe('a worker killed in the middle of a drain', () => {
     const phone = uniqueDigits('4');
     await stack.register(phone, wabaId, { mps: 10 });
     // The worker in a child process: SIGKILL is a real crash (no graceful shutdown).
-    child = spawn(process.execPath, [path.join(__dirname, '../../node_modules/tsx/dist/cli.mjs'), 'src/worker-main.ts'], {
-      cwd: path.join(__dirname, '../..'),
-      env: { ...process.env, ...stack.env, LOG_LEVEL: 'warn' },
-      stdio: 'ignore',
-    });
+    child = spawn(
+      process.execPath,
+      [path.join(__dirname, '../../node_modules/tsx/dist/cli.mjs'), 'src/worker-main.ts'],
+      {
+        cwd: path.join(__dirname, '../..'),
+        env: { ...process.env, ...stack.env, LOG_LEVEL: 'warn' },
+        stdio: 'ignore',
+      },
+    );
     await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED');
     await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded', 60_000);
     const ids: string[] = [];
     for (let i = 0; i < 40; i++) {
-      ids.push((await stack.send({ phoneNumberId: phone, to: `1555100${String(i).padStart(4, '0')}`, type: 'text', text: { body: `k${i}` } })).json.id as string);
+      ids.push(
+        (
+          await stack.send({
+            phoneNumberId: phone,
+            to: `1555100${String(i).padStart(4, '0')}`,
+            type: 'text',
+            text: { body: `k${i}` },
+          })
+        ).json.id as string,
+      );
     }
     await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED');
     const accepted = () => stack.sim.log.accepted.filter((m) => m.phoneNumberId === phone);
@@ -153,7 +180,9 @@ describe('a worker killed in the middle of a drain', () => {
     await new Promise((r) => child!.once('exit', r));
     const acceptedAtKill = new Set(accepted().map((m) => (m.body as { text: { body: string } }).text.body));
     const settledAtKill = new Set(
-      (await stack.rt.c.messages.find({ wabaId, status: 'sent' }).toArray()).map((m) => (m.content as { text: { body: string } }).text.body),
+      (await stack.rt.c.messages.find({ wabaId, status: 'sent' }).toArray()).map(
+        (m) => (m.content as { text: { body: string } }).text.body,
+      ),
     );
     expect(acceptedAtKill.size).toBeLessThan(40);
 
@@ -168,7 +197,11 @@ describe('a worker killed in the middle of a drain', () => {
     });
     const running = worker.run();
     try {
-      await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'connected', 90_000, 500);
+      await eventually(
+        async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'connected',
+        90_000,
+        500,
+      );
     } finally {
       worker.shutdown();
       await running;

@@ -40,7 +40,9 @@ describe('sending on the real stack', () => {
     expect(outcome.wamid).toMatch(/^wamid\./);
     const got = await stack.send({}, undefined);
     expect(got.status).toBe(400);
-    const view = await fetch(`${stack.url}/v1/messages/${String(r.json.id)}`, { headers: { authorization: 'Bearer send-key-test' } });
+    const view = await fetch(`${stack.url}/v1/messages/${String(r.json.id)}`, {
+      headers: { authorization: 'Bearer send-key-test' },
+    });
     expect(await view.json()).toMatchObject({ id: r.json.id, status: 'sent', wamid: outcome.wamid });
   });
 
@@ -63,7 +65,7 @@ describe('sending on the real stack', () => {
     const { phone } = await setup();
     const bad = await stack.send({ phoneNumberId: phone, to: 'abc', type: 'text' });
     expect(bad.status).toBe(400);
-    const paths = ((bad.json.error as { details: { issues: { path: string }[] } }).details.issues).map((i) => i.path);
+    const paths = (bad.json.error as { details: { issues: { path: string }[] } }).details.issues.map((i) => i.path);
     expect(paths).toEqual(expect.arrayContaining(['to', 'text']));
     const unknown = await stack.send(text('999000111', 'x'));
     expect(unknown.status).toBe(422);
@@ -109,13 +111,15 @@ describe('sending on the real stack', () => {
     await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED');
     await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded');
     const ids: string[] = [];
-    for (let i = 0; i < 30; i++) ids.push((await stack.send(text(phone, `q${i}`, `1555000${i % 3}000`))).json.id as string);
+    for (let i = 0; i < 30; i++)
+      ids.push((await stack.send(text(phone, `q${i}`, `1555000${i % 3}000`))).json.id as string);
     await eventually(async () => (await stack.rt.c.queue.countDocuments({ wabaId })) === 30);
 
     await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED');
     // Sent while draining: must go out after the queued ones.
     await eventually(async () => acceptedFor(phone).length > 0);
-    for (let i = 30; i < 35; i++) ids.push((await stack.send(text(phone, `q${i}`, `1555000${i % 3}000`))).json.id as string);
+    for (let i = 30; i < 35; i++)
+      ids.push((await stack.send(text(phone, `q${i}`, `1555000${i % 3}000`))).json.id as string);
 
     const outcomes = await Promise.all(ids.map(finalOutcome));
     expect(outcomes.every((o) => o.status === 'sent')).toBe(true);
@@ -132,7 +136,9 @@ describe('sending on the real stack', () => {
     const { wabaId, phone } = await setup();
     await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED');
     await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded');
-    const r = await stack.send(text(phone, 'short-lived', undefined, { expiresAt: new Date(Date.now() + 1_500).toISOString() }));
+    const r = await stack.send(
+      text(phone, 'short-lived', undefined, { expiresAt: new Date(Date.now() + 1_500).toISOString() }),
+    );
     await eventually(async () => (await message(r.json.id as string))?.status === 'queued');
     await new Promise((res) => setTimeout(res, 1_600));
     await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED');
@@ -146,13 +152,23 @@ describe('sending on the real stack', () => {
     const r = await stack.send(text(phone, 'tracked'));
     const outcome = await finalOutcome(r.json.id as string);
     const to = '15551230000';
-    expect(await stack.webhook(statusPayload(wabaId, phone, [{ id: outcome.wamid!, status: 'delivered', recipientId: to }]))).toBe(200);
-    expect(await stack.webhook(statusPayload(wabaId, phone, [{ id: outcome.wamid!, status: 'read', recipientId: to }]))).toBe(200);
-    const view = await fetch(`${stack.url}/v1/messages/${String(r.json.id)}`, { headers: { authorization: 'Bearer send-key-test' } });
+    expect(
+      await stack.webhook(statusPayload(wabaId, phone, [{ id: outcome.wamid!, status: 'delivered', recipientId: to }])),
+    ).toBe(200);
+    expect(
+      await stack.webhook(statusPayload(wabaId, phone, [{ id: outcome.wamid!, status: 'read', recipientId: to }])),
+    ).toBe(200);
+    const view = await fetch(`${stack.url}/v1/messages/${String(r.json.id)}`, {
+      headers: { authorization: 'Bearer send-key-test' },
+    });
     expect(await view.json()).toMatchObject({ status: 'sent', deliveryStatus: 'read' });
 
     expect(
-      await stack.webhook(statusPayload(wabaId, phone, [{ id: outcome.wamid!, status: 'failed', recipientId: to, errors: [{ code: 131031 }] }])),
+      await stack.webhook(
+        statusPayload(wabaId, phone, [
+          { id: outcome.wamid!, status: 'failed', recipientId: to, errors: [{ code: 131031 }] },
+        ]),
+      ),
     ).toBe(200);
     await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded');
   });
@@ -160,7 +176,12 @@ describe('sending on the real stack', () => {
   it('lets a sender use the typed Temporal client directly', async () => {
     const { phone } = await setup();
     const sender = createSenderClient({ client: stack.rt.temporal, taskQueue: stack.config.temporal.taskQueue });
-    const { messageId } = await sender.send({ phoneNumberId: phone, to: '15557654321', type: 'text', text: { body: 'typed' } });
+    const { messageId } = await sender.send({
+      phoneNumberId: phone,
+      to: '15557654321',
+      type: 'text',
+      text: { body: 'typed' },
+    });
     const outcome = await sender.result(messageId);
     expect(outcome.status).toBe('sent');
     const unknown = await sender.send({ phoneNumberId: '123', to: '15557654321', type: 'text', text: { body: 'x' } });

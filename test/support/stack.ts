@@ -8,7 +8,12 @@ import { loadConfig, type Config } from '../../src/config';
 import { createLogger } from '../../src/logger';
 import { connectRuntime, type Runtime } from '../../src/runtime';
 import { bundleWorkflows, createWorker, type WorkerDeps } from '../../src/worker';
-import { startMetaSimulator, sendWebhook, type MetaSimulator, type MetaSimulatorOptions } from '../../src/meta-sim/server';
+import {
+  startMetaSimulator,
+  sendWebhook,
+  type MetaSimulator,
+  type MetaSimulatorOptions,
+} from '../../src/meta-sim/server';
 import { accountUpdatePayload, type AccountUpdateEvent, type AccountUpdateOptions } from '../../src/meta-sim/payloads';
 import { stateQuery, wabaWorkflowId, type WabaLifecycleView } from '../../workflows/contracts';
 
@@ -30,10 +35,17 @@ export interface Stack {
   /** Sends a signed webhook body to the app; returns the HTTP status. */
   webhook(body: unknown): Promise<number>;
   /** Signed `account_update` webhook for one WABA. */
-  accountUpdate(wabaId: string, event: AccountUpdateEvent, options?: AccountUpdateOptions & { noTime?: boolean }): Promise<number>;
+  accountUpdate(
+    wabaId: string,
+    event: AccountUpdateEvent,
+    options?: AccountUpdateOptions & { noTime?: boolean },
+  ): Promise<number>;
   /** Registers a phone number for a WABA through the ops API. */
   register(phoneNumberId: string, wabaId: string, body?: { mps?: number; coexistence?: boolean }): Promise<void>;
-  send(body: Record<string, unknown>, idempotencyKey?: string): Promise<{ status: number; json: Record<string, unknown> }>;
+  send(
+    body: Record<string, unknown>,
+    idempotencyKey?: string,
+  ): Promise<{ status: number; json: Record<string, unknown> }>;
   ops(method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }>;
   /** The lifecycle workflow's `state` query, or undefined when no run is open. */
   lifecycleState(wabaId: string): Promise<WabaLifecycleView | undefined>;
@@ -45,12 +57,19 @@ let runtimeInstalled = false;
 /** One workflow bundle per test file (or the one the global setup prebuilt). */
 export function sharedBundle(): Promise<{ code: string }> {
   const prebuilt = process.env.WORKFLOW_BUNDLE_PATH;
-  bundle ??= prebuilt && fs.existsSync(prebuilt) ? Promise.resolve({ code: fs.readFileSync(prebuilt, 'utf8') }) : bundleWorkflows();
+  bundle ??=
+    prebuilt && fs.existsSync(prebuilt)
+      ? Promise.resolve({ code: fs.readFileSync(prebuilt, 'utf8') })
+      : bundleWorkflows();
   return bundle;
 }
 
 /** Unique digits, so WABA and phone ids never collide between tests sharing one Temporal server. */
-export const uniqueDigits = (prefix = '1'): string => prefix + BigInt('0x' + randomBytes(6).toString('hex')).toString().padStart(15, '0');
+export const uniqueDigits = (prefix = '1'): string =>
+  prefix +
+  BigInt('0x' + randomBytes(6).toString('hex'))
+    .toString()
+    .padStart(15, '0');
 
 export const SEND_KEY = 'send-key-test';
 export const OPS_KEY = 'ops-key-test';
@@ -65,7 +84,8 @@ export interface StackOptions {
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const { TEMPORAL_ADDRESS, MONGODB_URI } = process.env;
-  if (!TEMPORAL_ADDRESS || !MONGODB_URI) throw new Error('integration tests need the global setup (TEMPORAL_ADDRESS, MONGODB_URI)');
+  if (!TEMPORAL_ADDRESS || !MONGODB_URI)
+    throw new Error('integration tests need the global setup (TEMPORAL_ADDRESS, MONGODB_URI)');
   if (!runtimeInstalled) {
     // The SDK's own worker logs: warnings only, unless asked.
     TemporalRuntime.install({ logger: new DefaultLogger(process.env.TEST_LOG_LEVEL === 'debug' ? 'DEBUG' : 'WARN') });
@@ -168,7 +188,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
 }
 
 /** Polls `fn` until it returns a truthy value (or throws the last error after `timeoutMs`). */
-export async function eventually<T>(fn: () => Promise<T | undefined | false>, timeoutMs = 20_000, everyMs = 100): Promise<T> {
+export async function eventually<T>(
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 20_000,
+  everyMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -178,7 +202,8 @@ export async function eventually<T>(fn: () => Promise<T | undefined | false>, ti
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms${last ? `: ${String(last)}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`condition not met within ${timeoutMs} ms${last ? `: ${String(last)}` : ''}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
