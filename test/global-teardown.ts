@@ -24,5 +24,6 @@ export default async function globalTeardown(): Promise<void> {
   const results = await Promise.allSettled([temporal.stop(), ferretdb.stop()]);
   fs.rmSync(tmpDir, { recursive: true, force: true });
   const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed.length > 0) throw new Error(`stopping the test servers failed: ${failed.map((f) => String(f.reason)).join('; ')}`);
+  if (failed.length > 0)
+    throw new Error(`stopping the test servers failed: ${failed.map((f) => String(f.reason)).join('; ')}`);
 }

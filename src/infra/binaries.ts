@@ -77,12 +77,19 @@ export function temporalBinary(env: Env = process.env, home?: string): string {
 export function ferretdbWrapperHash(wrapperDir: string = FERRETDB_WRAPPER_DIR): string {
   const h = createHash('sha256');
   for (const name of FERRETDB_WRAPPER_FILES) {
-    h.update(name).update('\0').update(fs.readFileSync(path.join(wrapperDir, name))).update('\0');
+    h.update(name)
+      .update('\0')
+      .update(fs.readFileSync(path.join(wrapperDir, name)))
+      .update('\0');
   }
   return h.digest('hex').slice(0, 12);
 }
 
-export function ferretdbBinary(env: Env = process.env, wrapperDir: string = FERRETDB_WRAPPER_DIR, home?: string): string {
+export function ferretdbBinary(
+  env: Env = process.env,
+  wrapperDir: string = FERRETDB_WRAPPER_DIR,
+  home?: string,
+): string {
   return path.join(binDir(env, home), `ferretdb-embedded-${ferretdbWrapperHash(wrapperDir)}`);
 }
 
@@ -119,6 +126,8 @@ export interface Binaries {
   ferretdb: string;
   /** Names of the binaries built by this call (empty when both were cached). */
   built: string[];
+  /** Names of the binaries another process was building while this call waited for it. */
+  waited: string[];
 }
 
 interface Target {
@@ -178,7 +187,7 @@ export async function ensureBinaries(opts: EnsureOptions = {}): Promise<Binaries
     },
   ];
   const missing = targets.filter((t) => !isExecutableFile(t.path));
-  if (missing.length === 0) return { temporal, ferretdb, built: [] };
+  if (missing.length === 0) return { temporal, ferretdb, built: [], waited: [] };
 
   fs.mkdirSync(bins, { recursive: true });
   const { modCache, buildCache } = goCacheDirs(env);
@@ -197,10 +206,12 @@ export async function ensureBinaries(opts: EnsureOptions = {}): Promise<Binaries
   const ctx: BuildContext = { goVersion, goVersionText, goEnv, log };
 
   const built: string[] = [];
+  const waited: string[] = [];
   for (const target of missing) {
     await withLock(`${target.path}.lock`, target.name, log, async () => {
       if (isExecutableFile(target.path)) {
         log(`${target.name}: built meanwhile by another process`);
+        waited.push(target.name);
         return;
       }
       removeLeftovers(target.path);
@@ -218,7 +229,7 @@ export async function ensureBinaries(opts: EnsureOptions = {}): Promise<Binaries
     });
   }
   log(`binaries ready in ${secs(Date.now() - started)}`);
-  return { temporal, ferretdb, built };
+  return { temporal, ferretdb, built, waited };
 }
 
 /** Removes temp outputs of builds whose process is gone (we hold the lock, so none is running). */
@@ -269,7 +280,10 @@ async function buildTemporal(ctx: BuildContext, tmp: string): Promise<void> {
   // The module's own `go` directive (fetches only its .info/.mod; answered from the cache when present).
   const info = await run('go', ['list', '-m', '-json', modVersion], { env: ctx.goEnv, cwd: os.tmpdir() });
   if (info.code !== 0) {
-    throw new InfraError(`resolving ${what} from the Go module proxy`, `go list -m exited with ${info.code}\n${info.tail}`);
+    throw new InfraError(
+      `resolving ${what} from the Go module proxy`,
+      `go list -m exited with ${info.code}\n${info.tail}`,
+    );
   }
   let required = TEMPORAL_CLI_GO_KNOWN;
   try {
@@ -284,11 +298,15 @@ async function buildTemporal(ctx: BuildContext, tmp: string): Promise<void> {
   const logFile = path.join(path.dirname(tmp), `temporal-cli-${TEMPORAL_CLI_VERSION}.build.log`);
   ctx.log(`${what}: building from the Go module proxy (first time ≈ 4 min on 2 cores; log: ${logFile})`);
   const ldflags = `-s -w -X ${TEMPORAL_CLI_MODULE}/temporalcli.Version=${TEMPORAL_CLI_VERSION.replace(/^v/, '')}`;
-  const res = await run('go', ['install', `-ldflags=${ldflags}`, `${TEMPORAL_CLI_MODULE}/cmd/temporal@${TEMPORAL_CLI_VERSION}`], {
-    env: { ...ctx.goEnv, GOBIN: tmp },
-    cwd: os.tmpdir(),
-    logFile,
-  });
+  const res = await run(
+    'go',
+    ['install', `-ldflags=${ldflags}`, `${TEMPORAL_CLI_MODULE}/cmd/temporal@${TEMPORAL_CLI_VERSION}`],
+    {
+      env: { ...ctx.goEnv, GOBIN: tmp },
+      cwd: os.tmpdir(),
+      logFile,
+    },
+  );
   if (res.code !== 0) {
     throw new InfraError(
       `building ${what} from the Go module proxy`,
@@ -313,7 +331,10 @@ async function buildFerretdb(ctx: BuildContext, tmp: string, what: string): Prom
     logFile,
   });
   if (res.code !== 0) {
-    throw new InfraError(`building ${what}`, `go build exited with ${res.code} (full log: ${logFile}); last lines:\n${res.tail}`);
+    throw new InfraError(
+      `building ${what}`,
+      `go build exited with ${res.code} (full log: ${logFile}); last lines:\n${res.tail}`,
+    );
   }
 }
 
@@ -340,7 +361,11 @@ const TAIL_LINES = 25;
 /** Current go child, so an interrupt can stop it and a temp output is never left half-written. */
 const running = new Set<ChildProcess>();
 
-function run(cmd: string, args: string[], opts: { env: NodeJS.ProcessEnv; cwd: string; logFile?: string }): Promise<RunResult> {
+function run(
+  cmd: string,
+  args: string[],
+  opts: { env: NodeJS.ProcessEnv; cwd: string; logFile?: string },
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     let child: ChildProcess;
     try {
@@ -475,7 +500,8 @@ async function withLock<T>(lockPath: string, what: string, log: (l: string) => v
       log(`${what}: another process${holder} is building it; waiting for it (lock ${lockPath})`);
       announced = true;
     }
-    if (Date.now() > deadline) throw new InfraError(`waiting for the build lock of ${what}`, `still held after 30 min: ${lockPath}`);
+    if (Date.now() > deadline)
+      throw new InfraError(`waiting for the build lock of ${what}`, `still held after 30 min: ${lockPath}`);
     await new Promise((r) => setTimeout(r, 1000));
   }
   const release = (): void => {

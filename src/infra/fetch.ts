@@ -8,12 +8,16 @@ import { ensureBinaries, InfraError } from './binaries';
 
 async function main(): Promise<void> {
   const started = process.hrtime.bigint();
-  const { temporal, ferretdb, built } = await ensureBinaries();
+  const { temporal, ferretdb, built, waited } = await ensureBinaries();
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
-  if (built.length === 0) {
-    process.stderr.write(`[infra] binaries cached (checked in ${ms.toFixed(0)} ms)\n`);
-  } else {
+  if (built.length > 0) {
     process.stderr.write(`[infra] built ${built.join(' and ')}; total ${(ms / 1000).toFixed(1)} s\n`);
+  } else if (waited.length > 0) {
+    process.stderr.write(
+      `[infra] ${waited.join(' and ')} built by another process; waited ${(ms / 1000).toFixed(1)} s\n`,
+    );
+  } else {
+    process.stderr.write(`[infra] binaries cached (checked in ${ms.toFixed(0)} ms)\n`);
   }
   process.stderr.write(`[infra]   temporal: ${temporal}\n[infra]   ferretdb: ${ferretdb}\n`);
   if (process.argv.includes('--paths')) process.stdout.write(`${temporal}\n${ferretdb}\n`);
@@ -23,7 +27,9 @@ main().catch((err: unknown) => {
   if (err instanceof InfraError) {
     process.stderr.write(`[infra] ${err.message}\n`);
   } else {
-    process.stderr.write(`[infra] unexpected failure: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.stderr.write(
+      `[infra] unexpected failure: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
   }
   process.exitCode = 1;
 });

@@ -155,7 +155,13 @@ export async function startTemporalDevServer(opts: TemporalDevServerOptions): Pr
   }
   args.push(...(opts.extraArgs ?? []));
 
-  const proc = launch('Temporal dev server', opts.binary ?? temporalBinary(), args, opts.logDir, `temporal-${port}.log`);
+  const proc = launch(
+    'Temporal dev server',
+    opts.binary ?? temporalBinary(),
+    args,
+    opts.logDir,
+    `temporal-${port}.log`,
+  );
   const address = `${ip}:${port}`;
   try {
     const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
@@ -266,7 +272,14 @@ export async function startFerretDb(opts: FerretDbOptions): Promise<FerretDb> {
   const ip = '127.0.0.1';
   const port = opts.port ?? (await freePort(ip));
   fs.mkdirSync(opts.sqliteDir, { recursive: true });
-  const args = ['--listen-addr', `${ip}:${port}`, '--sqlite-dir', opts.sqliteDir, '--log-level', opts.logLevel ?? 'warn'];
+  const args = [
+    '--listen-addr',
+    `${ip}:${port}`,
+    '--sqlite-dir',
+    opts.sqliteDir,
+    '--log-level',
+    opts.logLevel ?? 'warn',
+  ];
   const proc = launch('FerretDB', opts.binary ?? ferretdbBinary(), args, opts.logDir, `ferretdb-${port}.log`);
   const uri = `mongodb://${ip}:${port}/`;
   try {
@@ -280,7 +293,15 @@ export async function startFerretDb(opts: FerretDbOptions): Promise<FerretDb> {
         await client.close();
       }
     });
-    return { uri, port, sqliteDir: opts.sqliteDir, pid: proc.pid, logFile: proc.logFile, stop: proc.stop, disown: proc.disown };
+    return {
+      uri,
+      port,
+      sqliteDir: opts.sqliteDir,
+      pid: proc.pid,
+      logFile: proc.logFile,
+      stop: proc.stop,
+      disown: proc.disown,
+    };
   } catch (err) {
     await proc.stop();
     throw withLogTail(err, proc.logFile);
@@ -416,7 +437,11 @@ export function logTail(file: string, lines = 40): string {
       const len = Math.min(size, 64 * 1024);
       const buf = Buffer.alloc(len);
       fs.readSync(fd, buf, 0, len, size - len);
-      return buf.toString('utf8').split('\n').slice(-lines - 1).join('\n');
+      return buf
+        .toString('utf8')
+        .split('\n')
+        .slice(-lines - 1)
+        .join('\n');
     } finally {
       fs.closeSync(fd);
     }
