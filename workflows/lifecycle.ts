@@ -1,5 +1,6 @@
 import {
   ActivityCancellationType,
+  ApplicationFailure,
   CancellationScope,
   allHandlersFinished,
   condition,
@@ -96,9 +97,25 @@ export async function wabaLifecycleWorkflow(
 
   setHandler(stateQuery, (): WabaLifecycleView => view());
 
+  /** Why an operator action does not apply to the WABA as it is now; undefined when it does. */
+  function refusal(action: OperatorAction, w: WabaSnapshot): string | undefined {
+    if (action.action === 'force_resume' && w.state !== 'offboarded' && w.state !== 'reconnect_abandoned') {
+      return `force_resume applies to an offboarded or abandoned WABA, not to one that is ${w.state}`;
+    }
+    if (action.action === 'force_abandon' && w.state !== 'offboarded') {
+      return `force_abandon applies to an offboarded WABA, not to one that is ${w.state}`;
+    }
+    return undefined;
+  }
+
+  // Operators reach this through update-with-start, so it also works when no run is open (an
+  // abandoned WABA): the handler then waits for the WABA document to load before deciding.
   setHandler(
     operatorActionUpdate,
     async (action) => {
+      await condition(() => waba !== undefined && operatorRequest === undefined);
+      const refused = refusal(action, waba!);
+      if (refused) throw ApplicationFailure.create({ type: 'ActionRefused', message: refused, nonRetryable: true });
       operatorRequest = action;
       await condition(() => operatorRequest === undefined);
       return { accepted: true as const, state: waba!.state };
@@ -106,14 +123,8 @@ export async function wabaLifecycleWorkflow(
     {
       validator: (action) => {
         if (!action.reason?.trim()) throw new Error('a reason is required');
-        if (!waba) throw new Error('the workflow is still loading; try again');
-        if (operatorRequest) throw new Error('another operator action is in progress');
-        if (action.action === 'force_resume' && !['offboarded', 'reconnect_abandoned'].includes(waba.state)) {
-          throw new Error(`force_resume applies to an offboarded or abandoned WABA, not to one that is ${waba.state}`);
-        }
-        if (action.action === 'force_abandon' && waba.state !== 'offboarded') {
-          throw new Error(`force_abandon applies to an offboarded WABA, not to one that is ${waba.state}`);
-        }
+        const refused = waba && refusal(action, waba);
+        if (refused) throw new Error(refused);
       },
     },
   );
@@ -393,9 +404,10 @@ export async function wabaLifecycleWorkflow(
       await escalateTo(next.level);
       continue;
     }
-    // connected, reconnect_abandoned or partner_removed: nothing to wait for.
+    // connected, reconnect_abandoned or partner_removed: nothing to wait for. An operator action
+    // may still be in flight (its handler waits for the main loop), so wake for it too.
     await Promise.all(alerts);
-    await condition(allHandlersFinished);
+    await condition(() => allHandlersFinished() || wake());
     if (wake()) continue;
     return { wabaId, finalState: loaded.state, eventsApplied };
   }

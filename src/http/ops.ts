@@ -1,6 +1,8 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
+import { WithStartWorkflowOperation, WorkflowUpdateFailedError } from '@temporalio/client';
+import { wabaLifecycleWorkflow } from '../../workflows/lifecycle';
+import { WabaIdKey } from '../../workflows/contracts';
 import { z } from 'zod';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
@@ -100,18 +102,22 @@ export function createOpsRouter(deps: {
   router.post('/wabas/:wabaId/actions', async (ctx) => {
     const wabaId = ctx.params.wabaId!;
     const action = parseInput(actionSchema, await readJson(ctx));
-    const handle = launcher.client.workflow.getHandle(wabaWorkflowId(wabaId));
+    // Update-with-start: an abandoned WABA has no open run; a new one loads its document.
+    const startWorkflowOperation = new WithStartWorkflowOperation(wabaLifecycleWorkflow, {
+      workflowId: wabaWorkflowId(wabaId),
+      taskQueue: launcher.taskQueue,
+      args: [{ wabaId, settings: launcher.lifecycle }],
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      typedSearchAttributes: [{ key: WabaIdKey, value: wabaId }],
+    });
     try {
-      const result = await handle.executeUpdate(operatorActionUpdate, { args: [action] });
+      const result = await launcher.client.workflow.executeUpdateWithStart(operatorActionUpdate, {
+        args: [action],
+        startWorkflowOperation,
+      });
       logger.warn({ wabaId, ...action }, 'operator action applied');
       ctx.body = { wabaId, ...result };
     } catch (err) {
-      if (err instanceof WorkflowNotFoundError) {
-        throw conflict(
-          'no_open_run',
-          `WABA ${wabaId} has no open lifecycle run: there is nothing to resume or abandon`,
-        );
-      }
       if (err instanceof WorkflowUpdateFailedError) {
         throw conflict('action_refused', err.cause?.message ?? err.message);
       }

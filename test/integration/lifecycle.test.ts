@@ -164,6 +164,19 @@ describe('per-WABA lifecycle on the real stack', () => {
     await eventually(async () => (await state(wabaId)) === 'connected');
   });
 
+  it('lets an operator force-resume an abandoned WABA whose run has ended', async () => {
+    const wabaId = uniqueDigits();
+    await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED');
+    await eventually(async () => (await state(wabaId)) === 'reconnect_abandoned', 20_000);
+    await stack.rt.temporal.workflow.getHandle(wabaWorkflowId(wabaId)).result(); // no run open now
+    const r = await stack.ops('POST', `/v1/wabas/${wabaId}/actions`, {
+      action: 'force_resume',
+      reason: 'Meta support confirmed',
+    });
+    expect(r.status).toBe(200);
+    await eventually(async () => (await state(wabaId)) === 'connected');
+  });
+
   it('on PARTNER_REMOVED during a pause fails the queue, refuses new sends, and stays removed', async () => {
     const wabaId = uniqueDigits();
     const phone = await numberFor(wabaId);
