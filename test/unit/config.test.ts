@@ -1,0 +1,64 @@
+import { ConfigError, loadConfig, parseDuration } from '../../src/config';
+
+const valid = {
+  META_APP_SECRET: 'new,old',
+  META_VERIFY_TOKEN: 'tok',
+  OPS_API_KEYS: 'ops',
+  SEND_API_KEYS: 'send1, send2',
+  TEMPORAL_ADDRESS: '127.0.0.1:7233',
+  MONGODB_URI: 'mongodb://127.0.0.1:27017/',
+  GRAPH_API_TOKEN: 'graph',
+};
+
+describe('configuration', () => {
+  it('reads a valid environment with defaults filled in', () => {
+    const c = loadConfig(valid);
+    expect(c.webhook.appSecrets).toEqual(['new', 'old']);
+    expect(c.sendApiKeys).toEqual(['send1', 'send2']);
+    expect(c.webhook.maxBodyBytes).toBe(4 * 1024 * 1024);
+    expect(c.lifecycle.escalation).toEqual([
+      { level: 1, afterMs: 600_000, severity: 'warning' },
+      { level: 2, afterMs: 3_600_000, severity: 'page' },
+      { level: 3, afterMs: 86_400_000, severity: 'critical' },
+    ]);
+    expect(c.lifecycle.alertSinks).toEqual(['log']);
+    expect(c.graph.baseUrl).toBe('https://graph.facebook.com');
+  });
+
+  it('names every missing or bad variable in one error', () => {
+    const bad = {
+      ...valid,
+      META_APP_SECRET: undefined,
+      PORT: 'eighty',
+      MONGODB_URI: 'postgres://x',
+      ESCALATION_LEVELS: '10m,5m',
+    };
+    let message = '';
+    try {
+      loadConfig(bad);
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/META_APP_SECRET: is required but not set/);
+    expect(message).toMatch(/PORT:/);
+    expect(message).toMatch(/MONGODB_URI: must be a mongodb/);
+    expect(message).toMatch(/ESCALATION_LEVELS: levels must be strictly increasing/);
+  });
+
+  it('adds alert sinks when their URLs are set and rejects a malformed one', () => {
+    expect(loadConfig({ ...valid, SLACK_WEBHOOK_URL: 'https://hooks.example/x' }).lifecycle.alertSinks).toEqual([
+      'log',
+      'slack',
+    ]);
+    expect(() => loadConfig({ ...valid, ALERT_WEBHOOK_URL: 'not a url' })).toThrow(/ALERT_WEBHOOK_URL/);
+  });
+
+  it('parses durations and refuses nonsense', () => {
+    expect(parseDuration('1500ms')).toBe(1500);
+    expect(parseDuration('2.5s')).toBe(2500);
+    expect(parseDuration('10m')).toBe(600_000);
+    expect(parseDuration('1d')).toBe(86_400_000);
+    expect(parseDuration('10 minutes')).toBeUndefined();
+  });
+});
