@@ -2,7 +2,8 @@ import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../src/config';
 import type { GraphClient } from '../src/graph/client';
-import { isGraphApiError, pairLimitBackoffMs } from '../src/graph/errors';
+import { THROUGHPUT_LIMIT_CODE, pairLimitBackoffMs } from '../src/graph/errors';
+import { attemptSend, outcomeOfSettlement } from '../src/sending/attempt';
 import type { Logger } from '../src/logger';
 import type { Collections, QueueDoc } from '../src/store/db';
 import { nextEntries, recordSettlements, type Settlement } from '../src/store/queue';
@@ -99,15 +100,6 @@ function createNotifier(temporal: Client, concurrency: number, logger: Logger) {
   };
 }
 
-const toOutcome = (s: Settlement): SendOutcome => ({
-  messageId: s.messageId,
-  status: s.status,
-  at: s.at,
-  ...(s.wamid ? { wamid: s.wamid } : {}),
-  ...(s.reason ? { reason: s.reason } : {}),
-  ...(s.error ? { error: s.error } : {}),
-});
-
 /** Writes settlements, retrying a few times: losing them would resend messages on resume. */
 async function persist(c: Collections, batch: Settlement[], logger: Logger): Promise<void> {
   for (let attempt = 1; ; attempt++) {
@@ -173,7 +165,7 @@ export function createDrainActivities(deps: DrainDeps) {
         pending = [];
         flushing = flushing.then(async () => {
           if (batch.length > 0) await persist(c, batch, log);
-          notifier.push(batch.filter((s) => s.notify !== false).map(toOutcome));
+          notifier.push(batch.filter((s) => s.notify !== false).map(outcomeOfSettlement));
           ctx.heartbeat(progress);
         });
         return flushing;
@@ -200,57 +192,51 @@ export function createDrainActivities(deps: DrainDeps) {
         const limiter = limiterOf(entry);
         const base = { messageId: entry.messageId, queueId: entry._id, notify: entry.notify };
         for (let attempt = 1; attempt <= tuning.maxAttempts; attempt++) {
-          const at = attempt === 1 ? slotAt : Math.max(limiter.reserve(), realClock.now() + pairs.reserve(entry.to));
-          await realClock.sleep(at - realClock.now(), signal);
+          const startAt =
+            attempt === 1 ? slotAt : Math.max(limiter.reserve(), realClock.now() + pairs.reserve(entry.to));
+          await realClock.sleep(startAt - realClock.now(), signal);
           if (halted()) return;
           if (entry.expiresAt && Date.parse(entry.expiresAt) <= Date.now()) {
             return settle({ ...base, status: 'expired', reason: REASONS.expired, at: new Date().toISOString() });
           }
-          try {
-            const sent = await graph.sendMessage({
-              wabaId,
-              phoneNumberId: entry.phoneNumberId,
-              to: entry.to,
-              content: entry.content,
-            });
+          const result = await attemptSend(graph, {
+            wabaId,
+            phoneNumberId: entry.phoneNumberId,
+            to: entry.to,
+            content: entry.content,
+          });
+          const at = new Date().toISOString();
+          if (result.kind === 'sent')
+            return settle({ ...base, status: 'sent', wamid: result.wamid, at, attempts: attempt });
+          if (result.kind === 'unusable') {
+            stop ??= result.detail;
+            return; // stays queued
+          }
+          const err = result.error;
+          if (result.kind === 'failed') {
             return settle({
               ...base,
-              status: 'sent',
-              wamid: sent.wamid,
-              at: new Date().toISOString(),
+              status: 'failed',
+              reason: err.reason,
+              error: err.toMetaErrorInfo(),
+              at,
               attempts: attempt,
             });
-          } catch (err) {
-            if (!isGraphApiError(err)) throw err;
-            const at = new Date().toISOString();
-            if (err.errorClass === 'permanent') {
-              return settle({
-                ...base,
-                status: 'failed',
-                reason: err.reason,
-                error: err.toMetaErrorInfo(),
-                at,
-                attempts: attempt,
-              });
-            }
-            if (err.errorClass === 'account_unusable') {
-              stop ??= `${err.reason} (Meta code ${err.code}${err.subcode ? `/${err.subcode}` : ''}): ${err.message}`;
-              return; // stays queued
-            }
-            if (err.code === 130429) limiter.pause(err.retryAfterMs ?? 1_000);
-            else if (err.scope === 'recipient') pairs.penalize(entry.to, pairLimitBackoffMs(attempt));
-            else await realClock.sleep(Math.min(30_000, (err.retryAfterMs ?? 1_000) * 2 ** (attempt - 1)), signal);
-            if (attempt === tuning.maxAttempts) {
-              return settle({
-                ...base,
-                status: 'failed',
-                reason: REASONS.retriesExhausted,
-                error: err.toMetaErrorInfo(),
-                at,
-                attempts: attempt,
-              });
-            }
           }
+          if (attempt === tuning.maxAttempts) {
+            const error = err.toMetaErrorInfo();
+            return settle({
+              ...base,
+              status: 'failed',
+              reason: REASONS.retriesExhausted,
+              error,
+              at,
+              attempts: attempt,
+            });
+          }
+          if (err.code === THROUGHPUT_LIMIT_CODE) limiter.pause(err.retryAfterMs ?? 1_000);
+          else if (err.scope === 'recipient') pairs.penalize(entry.to, pairLimitBackoffMs(attempt));
+          else await realClock.sleep(Math.min(30_000, (err.retryAfterMs ?? 1_000) * 2 ** (attempt - 1)), signal);
         }
       }
 
@@ -342,7 +328,7 @@ export function createDrainActivities(deps: DrainDeps) {
           at,
         }));
         await persist(c, batch, deps.logger);
-        notifier.push(batch.filter((_, i) => page[i]!.notify).map(toOutcome));
+        notifier.push(batch.filter((_, i) => page[i]!.notify).map(outcomeOfSettlement));
         failed += batch.length;
         ctx.heartbeat(failed);
       }

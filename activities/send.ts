@@ -1,6 +1,7 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import type { Config } from '../src/config';
-import { isGraphApiError } from '../src/graph/errors';
+import { THROUGHPUT_LIMIT_CODE } from '../src/graph/errors';
+import { attemptSend, outcomeOfSettlement } from '../src/sending/attempt';
 import type { GraphClient } from '../src/graph/client';
 import type { Logger } from '../src/logger';
 import { isDuplicateKey, type Collections, type MessageDoc, type PhoneNumberDoc } from '../src/store/db';
@@ -57,14 +58,7 @@ export function createSendActivities(deps: SendDeps) {
 
   async function settle(s: Settlement): Promise<SendOutcome> {
     await recordSettlements(c, [s]);
-    return {
-      messageId: s.messageId,
-      status: s.status,
-      at: s.at,
-      ...(s.wamid ? { wamid: s.wamid } : {}),
-      ...(s.reason ? { reason: s.reason } : {}),
-      ...(s.error ? { error: s.error } : {}),
-    };
+    return outcomeOfSettlement(s);
   }
 
   const queue = (req: SendRequest, wabaId: string, doc: MessageDoc): Promise<SendOutcome> =>
@@ -136,61 +130,56 @@ export function createSendActivities(deps: SendDeps) {
       }
       if (!gateOpen(waba?.state)) return queue(req, wabaId, doc);
 
-      await limiters.for(req.phoneNumberId, number.mps).take();
-      try {
-        const sent = await graph.sendMessage({
-          wabaId,
-          phoneNumberId: req.phoneNumberId,
-          to: req.to,
-          content: doc.content,
-        });
-        return settle({
-          messageId: req.messageId,
-          status: 'sent',
-          wamid: sent.wamid,
-          at: new Date().toISOString(),
-          attempts: doc.attempts + 1,
-        });
-      } catch (err) {
-        if (!isGraphApiError(err)) throw err;
-        const at = new Date().toISOString();
-        if (err.errorClass === 'permanent') {
-          log.info({ code: err.code, reason: err.reason }, 'send failed permanently');
+      const limiter = limiters.for(req.phoneNumberId, number.mps);
+      await limiter.take();
+      const { phoneNumberId, to } = req;
+      const attempt = await attemptSend(graph, { wabaId, phoneNumberId, to, content: doc.content });
+      const at = new Date().toISOString();
+      switch (attempt.kind) {
+        case 'sent':
+          return settle({
+            messageId: req.messageId,
+            status: 'sent',
+            wamid: attempt.wamid,
+            at,
+            attempts: doc.attempts + 1,
+          });
+        case 'failed':
+          log.info({ code: attempt.error.code, reason: attempt.error.reason }, 'send failed permanently');
           return settle({
             messageId: req.messageId,
             status: 'failed',
-            reason: err.reason,
-            error: err.toMetaErrorInfo(),
+            reason: attempt.error.reason,
+            error: attempt.error.toMetaErrorInfo(),
             at,
           });
-        }
-        if (err.errorClass === 'account_unusable') {
-          log.warn(
-            { code: err.code, subcode: err.subcode, reason: err.reason },
-            'account unusable: queueing and closing the gate',
-          );
+        case 'unusable':
+          log.warn({ detail: attempt.detail }, 'account unusable: queueing and closing the gate');
           await deliverLifecycleEvent(deps.launcher, {
             key: `unusable:${req.messageId}:${at}`,
             type: 'SEND_ACCOUNT_UNUSABLE',
             wabaId,
             receivedAt: at,
             source: 'send',
-            detail: `${err.reason} (Meta code ${err.code}${err.subcode ? `/${err.subcode}` : ''}): ${err.message}`,
+            detail: attempt.detail,
           });
           return queue(req, wabaId, doc);
+        case 'retry': {
+          const err = attempt.error;
+          if (err.code === THROUGHPUT_LIMIT_CODE) limiter.pause(err.retryAfterMs ?? 1_000);
+          await c.messages.updateOne(
+            { _id: req.messageId },
+            { $set: { status: 'sending', updatedAt: at }, $inc: { attempts: 1 } },
+          );
+          log.info({ code: err.code, reason: err.reason }, 'send failed; will retry');
+          // Temporal retries `admit`, which reads the gate again before the next attempt.
+          throw ApplicationFailure.create({
+            type: 'MetaRetryable',
+            message: `${err.reason}: ${err.message}`,
+            details: [err.toMetaErrorInfo()],
+            nextRetryDelay: err.retryAfterMs,
+          });
         }
-        if (err.code === 130429) limiters.for(req.phoneNumberId, number.mps).pause(err.retryAfterMs ?? 1_000);
-        await c.messages.updateOne(
-          { _id: req.messageId },
-          { $set: { status: 'sending', updatedAt: at }, $inc: { attempts: 1 } },
-        );
-        log.info({ code: err.code, reason: err.reason }, 'send failed; will retry');
-        throw ApplicationFailure.create({
-          type: 'MetaRetryable',
-          message: `${err.reason}: ${err.message}`,
-          details: [err.toMetaErrorInfo()],
-          nextRetryDelay: err.retryAfterMs,
-        });
       }
     },
 
