@@ -4,9 +4,9 @@ import { THROUGHPUT_LIMIT_CODE } from '../src/graph/errors';
 import { attemptSend, outcomeOfSettlement } from '../src/sending/attempt';
 import type { GraphClient } from '../src/graph/client';
 import type { Logger } from '../src/logger';
-import { isDuplicateKey, type Collections, type MessageDoc, type PhoneNumberDoc } from '../src/store/db';
+import { type Collections, type MessageDoc, type PhoneNumberDoc } from '../src/store/db';
 import { recordSettlements, type Settlement } from '../src/store/queue';
-import { queueMessage } from '../src/sending/admission';
+import { queueMessage, recordMessage } from '../src/sending/admission';
 import { gateOpen } from '../src/store/wabas';
 import type { RateLimiters } from '../src/sending/pacing';
 import { deliverLifecycleEvent, type LauncherDeps } from '../src/temporal/launchers';
@@ -94,28 +94,7 @@ export function createSendActivities(deps: SendDeps) {
       const wabaId = number.wabaId;
       const log = deps.logger.child({ wabaId, messageId: req.messageId });
 
-      if (!doc) {
-        const { messageId, phoneNumberId, to, expiresAt, acceptedAt } = req;
-        const content =
-          req.type === 'text' ? { type: req.type, text: req.text } : { type: req.type, template: req.template };
-        doc = {
-          _id: messageId,
-          wabaId,
-          phoneNumberId,
-          to,
-          content,
-          status: 'accepted',
-          acceptedAt,
-          ...(expiresAt ? { expiresAt } : {}),
-          updatedAt: now,
-          attempts: 0,
-        };
-        try {
-          await c.messages.insertOne(doc);
-        } catch (err) {
-          if (!isDuplicateKey(err)) throw err;
-        }
-      }
+      doc ??= await recordMessage(c, req, wabaId);
 
       if (req.expiresAt && Date.parse(req.expiresAt) <= Date.now()) {
         return settle({ messageId: req.messageId, status: 'expired', reason: REASONS.expired, at: now });

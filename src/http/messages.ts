@@ -5,7 +5,7 @@ import type { Config } from '../config';
 import type { Logger } from '../logger';
 import { isDuplicateKey, type Collections, type MessageDoc } from '../store/db';
 import { startSendWorkflow, type LauncherDeps } from '../temporal/launchers';
-import { queueMessage } from '../sending/admission';
+import { queueMessage, recordMessage } from '../sending/admission';
 import { gateOpen } from '../store/wabas';
 import type { MessageContent, SendRequest } from '../../workflows/contracts';
 import { bearerAuth } from './auth';
@@ -173,23 +173,7 @@ export function createMessagesRouter(deps: {
       ...content,
     };
     if (!existing) {
-      const doc: MessageDoc = {
-        _id: messageId,
-        wabaId: number.wabaId,
-        phoneNumberId: body.phoneNumberId,
-        to: body.to,
-        content,
-        status: 'accepted',
-        acceptedAt,
-        ...(req.expiresAt ? { expiresAt: req.expiresAt } : {}),
-        updatedAt: acceptedAt,
-        attempts: 0,
-      };
-      try {
-        await c.messages.insertOne(doc);
-      } catch (err) {
-        if (!isDuplicateKey(err)) throw err;
-      }
+      await recordMessage(c, req, number.wabaId);
       // While the gate is closed the message joins the queue now, so queue order is the order in
       // which this API accepted the messages (the send workflow then just waits for the drain).
       if (!gateOpen(waba?.state)) await queueMessage(deps, req, number.wabaId, content);

@@ -1,9 +1,39 @@
 import type { Logger } from '../logger';
-import type { Collections } from '../store/db';
+import { isDuplicateKey, type Collections, type MessageDoc } from '../store/db';
 import { enqueue } from '../store/queue';
 import { gateOpen } from '../store/wabas';
 import { deliverLifecycleEvent, type LauncherDeps } from '../temporal/launchers';
 import type { MessageContent, SendOutcome, SendRequest } from '../../workflows/contracts';
+
+/** The message part of a send request. */
+export const contentOf = (req: SendRequest): MessageContent =>
+  req.type === 'text' ? { type: 'text', text: req.text } : { type: 'template', template: req.template };
+
+/**
+ * Records an accepted message (status `accepted`) unless it is already recorded; returns the
+ * document as it now stands. Idempotent: the API and the send workflow both call it.
+ */
+export async function recordMessage(c: Collections, req: SendRequest, wabaId: string): Promise<MessageDoc> {
+  const doc: MessageDoc = {
+    _id: req.messageId,
+    wabaId,
+    phoneNumberId: req.phoneNumberId,
+    to: req.to,
+    content: contentOf(req),
+    status: 'accepted',
+    acceptedAt: req.acceptedAt,
+    ...(req.expiresAt ? { expiresAt: req.expiresAt } : {}),
+    updatedAt: req.acceptedAt,
+    attempts: 0,
+  };
+  try {
+    await c.messages.insertOne(doc);
+    return doc;
+  } catch (err) {
+    if (!isDuplicateKey(err)) throw err;
+    return (await c.messages.findOne({ _id: req.messageId })) ?? doc;
+  }
+}
 
 /**
  * Puts a message at the end of its WABA's durable queue (idempotent per message), then looks at
