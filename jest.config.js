@@ -11,6 +11,7 @@ module.exports = {
   maxWorkers: 2,
   // Integration tests wait for real servers; unit tests finish long before this.
   testTimeout: 120_000,
+  reporters: ['default', '<rootDir>/test/support/summary-reporter.js'],
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'] },
     {
