@@ -95,6 +95,34 @@ describe('per-WABA lifecycle on the real stack', () => {
     );
   });
 
+  it('handles every account_update of a batched delivery, and records unknown events without acting', async () => {
+    const [a, b] = [uniqueDigits(), uniqueDigits()];
+    const time = Math.floor(Date.now() / 1000);
+    const body = {
+      object: 'whatsapp_business_account',
+      entry: [
+        {
+          id: a,
+          time,
+          changes: [
+            { field: 'account_update', value: { event: 'ACCOUNT_OFFBOARDED' } },
+            { field: 'account_update', value: { event: 'MM_LITE_TERMS_SIGNED' } },
+          ],
+        },
+        { id: b, time, changes: [{ field: 'account_update', value: { event: 'ACCOUNT_OFFBOARDED' } }] },
+        { id: b, time, changes: [{ field: 'history', value: { history: [] } }] },
+      ],
+    };
+    expect(await stack.webhook(body)).toBe(200);
+    await eventually(async () => (await state(a)) === 'offboarded' && (await state(b)) === 'offboarded');
+    const unknown = await stack.rt.c.accountEvents.findOne({ wabaId: a, event: 'MM_LITE_TERMS_SIGNED' });
+    expect(unknown?.outcome).toBe('recorded');
+    for (const w of [a, b]) {
+      await stack.accountUpdate(w, 'ACCOUNT_RECONNECTED', { time: time + 5 });
+      await eventually(async () => (await state(w)) === 'connected');
+    }
+  });
+
   it('treats a duplicate ACCOUNT_OFFBOARDED delivery as one event and audits it once', async () => {
     const wabaId = uniqueDigits();
     const time = Math.floor(Date.now() / 1000);

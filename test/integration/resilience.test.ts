@@ -65,6 +65,29 @@ describe('resilience on the real stack', () => {
     expect(ready.status).toBe(200);
   });
 
+  it('reports MongoDB by name when it is not reachable', async () => {
+    const { MongoClient } = await import('mongodb');
+    const dead = new MongoClient('mongodb://127.0.0.1:1/', { serverSelectionTimeoutMS: 500 });
+    const app = createApp({
+      config: stack.config,
+      logger: createLogger('silent'),
+      db: dead.db('x'),
+      c: stack.rt.c,
+      temporal: stack.rt.temporal,
+    });
+    const server: Server = await new Promise((r) => {
+      const s = app.listen(0, '127.0.0.1', () => r(s));
+    });
+    try {
+      const res = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/readyz`);
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({ down: ['mongodb'] });
+    } finally {
+      await new Promise((r) => server.close(r));
+      await dead.close();
+    }
+  });
+
   it('records nothing at all for an unsigned or wrongly signed webhook', async () => {
     const wabaId = uniqueDigits();
     const body = JSON.stringify(accountUpdatePayload(wabaId, 'ACCOUNT_OFFBOARDED'));
