@@ -51,6 +51,10 @@ export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; 
     taskQueue: config.temporal.taskQueue,
     ...(deps.workflowBundle ? { workflowBundle: deps.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
     activities,
+    // Heartbeats reach the server at least every second, so a drain learns within about a second
+    // that it was cancelled (new offboarding, PARTNER_REMOVED). The SDK's default throttle is 80% of
+    // the heartbeat timeout, which would let a cancelled drain keep sending for many seconds.
+    maxHeartbeatThrottleInterval: '1 second',
     ...deps.workerOptions,
   });
   return { worker, connection };

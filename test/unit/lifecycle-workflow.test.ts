@@ -1,0 +1,182 @@
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
+import { Context } from '@temporalio/activity';
+import { temporalBinary } from '../../src/infra/binaries';
+import { bundleWorkflows } from '../../src/worker';
+import type { WabaSnapshot } from '../../src/store/wabas';
+import type { Activities } from '../../activities';
+import type { AlertInput, DrainInput } from '../../activities/types';
+import { wabaLifecycleWorkflow } from '../../workflows/lifecycle';
+import {
+  EscalationLevelKey,
+  WabaIdKey,
+  WabaStateKey,
+  lifecycleEventSignal,
+  wabaWorkflowId,
+  type LifecycleEvent,
+  type LifecycleSettings,
+} from '../../workflows/contracts';
+
+/**
+ * The lifecycle workflow alone, on Temporal's test environment (the cached CLI binary, nothing
+ * downloaded), with in-memory activities: the order of what it asks the outside world to do.
+ */
+describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () => {
+  let env: TestWorkflowEnvironment;
+  let workflowBundle: { code: string };
+  beforeAll(async () => {
+    Runtime.install({ logger: new DefaultLogger('WARN') });
+    env = await TestWorkflowEnvironment.createLocal({
+      server: {
+        executable: { type: 'existing-path', path: temporalBinary() },
+        searchAttributes: [WabaIdKey, WabaStateKey, EscalationLevelKey],
+      },
+    });
+    workflowBundle = await bundleWorkflows();
+  }, 60_000);
+  afterAll(async () => {
+    await env?.teardown();
+  });
+
+  /** Fake activities recording calls; `drainQueue` runs until cancelled unless told to finish. */
+  function fakes(opts: { drainFinishes?: boolean } = {}) {
+    const calls: string[] = [];
+    const alerts: AlertInput[] = [];
+    let doc: WabaSnapshot | undefined;
+    const activities: Partial<Activities> = {
+      async loadWaba(wabaId: string) {
+        return (
+          doc ?? {
+            wabaId,
+            state: 'connected',
+            since: new Date().toISOString(),
+            escalationLevel: 0,
+            events: [],
+            updatedAt: '',
+          }
+        );
+      },
+      async saveWaba(snapshot: WabaSnapshot) {
+        doc = snapshot;
+        calls.push(`save:${snapshot.state}:${snapshot.escalationLevel}`);
+      },
+      async countQueued() {
+        return 0;
+      },
+      async drainQueue(input: DrainInput) {
+        calls.push(`drain:${input.mode}`);
+        if (opts.drainFinishes) return { sent: 0, failed: 0, expired: 0, alreadySettled: 0 };
+        const ctx = Context.current();
+        for (;;) {
+          ctx.heartbeat();
+          try {
+            await Promise.race([ctx.cancelled, new Promise((r) => setTimeout(r, 50))]);
+          } catch (err) {
+            calls.push('drain:cancelled');
+            throw err;
+          }
+        }
+      },
+      async failQueue(input: { reason: string }) {
+        calls.push(`failQueue:${input.reason}`);
+        return 0;
+      },
+      async deliverAlert(_sink, alert: AlertInput) {
+        alerts.push(alert);
+      },
+    };
+    return { calls, alerts, activities };
+  }
+
+  async function run(
+    activities: Partial<Activities>,
+    settings: LifecycleSettings,
+    body: (
+      send: (e: Omit<LifecycleEvent, 'key' | 'receivedAt' | 'source' | 'wabaId'>) => Promise<void>,
+    ) => Promise<void>,
+  ) {
+    const wabaId = String(Math.floor(Math.random() * 1e15));
+    const taskQueue = `unit-${wabaId}`;
+    const worker = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue,
+      workflowBundle,
+      activities,
+      maxHeartbeatThrottleInterval: '1 second', // as the service's worker (src/worker.ts)
+    });
+    let n = 0;
+    return worker.runUntil(async () => {
+      const send = async (e: Omit<LifecycleEvent, 'key' | 'receivedAt' | 'source' | 'wabaId'>) => {
+        await env.client.workflow.signalWithStart(wabaLifecycleWorkflow, {
+          workflowId: wabaWorkflowId(wabaId),
+          taskQueue,
+          args: [{ wabaId, settings }],
+          signal: lifecycleEventSignal,
+          signalArgs: [{ ...e, wabaId, key: `k${n++}`, receivedAt: new Date().toISOString(), source: 'webhook' }],
+        });
+      };
+      await body(send);
+      return env.client.workflow.getHandle(wabaWorkflowId(wabaId)).result();
+    });
+  }
+
+  const settings: LifecycleSettings = {
+    escalation: [
+      { level: 1, afterMs: 300, severity: 'warning' },
+      { level: 2, afterMs: 600, severity: 'page' },
+      { level: 3, afterMs: 900, severity: 'critical' },
+    ],
+    onAbandon: 'fail',
+    alertSinks: ['log'],
+  };
+
+  it('raises each escalation level in turn, then abandons and fails the queue', async () => {
+    const f = fakes();
+    const summary = await run(f.activities, settings, (send) => send({ type: 'ACCOUNT_OFFBOARDED' }));
+    expect(summary.finalState).toBe('reconnect_abandoned');
+    expect(f.calls).toEqual([
+      'save:offboarded:0',
+      'save:offboarded:1',
+      'save:offboarded:2',
+      'save:reconnect_abandoned:3',
+      'failQueue:reconnect_timeout',
+    ]);
+    expect(f.alerts.map((a) => [a.level, a.severity])).toEqual([
+      [1, 'warning'],
+      [2, 'page'],
+      [3, 'critical'],
+    ]);
+  });
+
+  it('keeps the queue at the final level when configured to', async () => {
+    const f = fakes();
+    await run(f.activities, { ...settings, onAbandon: 'keep' }, (send) => send({ type: 'ACCOUNT_OFFBOARDED' }));
+    expect(f.calls).not.toContain('failQueue:reconnect_timeout');
+  });
+
+  it('on PARTNER_REMOVED during a drain, stops the drain before failing the queue', async () => {
+    const f = fakes();
+    const long = { ...settings, escalation: [{ level: 1, afterMs: 3_600_000, severity: 'critical' as const }] };
+    const summary = await run(f.activities, long, async (send) => {
+      await send({ type: 'ACCOUNT_OFFBOARDED', metaTime: 100 });
+      await send({ type: 'ACCOUNT_RECONNECTED', metaTime: 200 });
+      await new Promise((r) => setTimeout(r, 500));
+      await send({ type: 'PARTNER_REMOVED', metaTime: 300 });
+    });
+    expect(summary.finalState).toBe('partner_removed');
+    const order = ['drain:reconnected', 'drain:cancelled', 'save:partner_removed:0', 'failQueue:partner_removed'];
+    expect(f.calls.filter((c) => order.includes(c))).toEqual(order);
+  });
+
+  it('ignores a reconnection older than the open offboarding', async () => {
+    const f = fakes({ drainFinishes: true });
+    const summary = await run(f.activities, settings, async (send) => {
+      await send({ type: 'ACCOUNT_OFFBOARDED', metaTime: 500 });
+      await send({ type: 'ACCOUNT_RECONNECTED', metaTime: 400 }); // belongs to an earlier cycle
+      await new Promise((r) => setTimeout(r, 100));
+      await send({ type: 'ACCOUNT_RECONNECTED', metaTime: 600 });
+    });
+    expect(summary.finalState).toBe('connected');
+    expect(f.calls.filter((c) => c.startsWith('drain'))).toEqual(['drain:reconnected']);
+  });
+});
