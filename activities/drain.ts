@@ -30,6 +30,11 @@ export interface DrainTuning {
   /** Settlements are written when this many are waiting, or after `flushMs`. */
   flushSize: number;
   flushMs: number;
+  /**
+   * Sends whose settlement is not yet written, at most: past it, sending waits for the database.
+   * With `maxInFlight` it bounds what a crash can send twice, whatever the database's speed.
+   */
+  maxUnpersisted: number;
   /** Attempts per message for retryable errors before it fails. */
   maxAttempts: number;
   /** Concurrent settle signals to waiting send workflows. */
@@ -38,9 +43,10 @@ export interface DrainTuning {
 
 const DEFAULT_TUNING: DrainTuning = {
   pageSize: 500,
-  maxInFlight: 512,
+  maxInFlight: 256,
   flushSize: 200,
   flushMs: 250,
+  maxUnpersisted: 400,
   maxAttempts: 8,
   notifyConcurrency: 8,
 };
@@ -131,7 +137,8 @@ export function createDrainActivities(deps: DrainDeps) {
      * Durability: settlements are written in batches, then the entries are removed; heartbeats
      * report progress. If the worker dies, the retried activity skips entries whose messages were
      * already settled; messages that Meta accepted but whose settlement was not yet written (at
-     * most `maxInFlight` + `flushSize`) are sent again: that is the documented crash window.
+     * most `maxInFlight` + `maxUnpersisted`) are sent again: that is the documented crash window.
+     * Sending never runs further ahead of the database than that.
      */
     async drainQueue(input: DrainInput): Promise<DrainResult> {
       const ctx = Context.current();
@@ -152,6 +159,8 @@ export function createDrainActivities(deps: DrainDeps) {
 
       let stop: string | undefined;
       let pending: Settlement[] = [];
+      /** Settled but not yet written (pending + the batch being written). */
+      let unpersisted = 0;
       let flushing: Promise<void> = Promise.resolve();
       let flushTimer: NodeJS.Timeout | undefined;
       const inFlight = new Set<Promise<void>>();
@@ -165,6 +174,7 @@ export function createDrainActivities(deps: DrainDeps) {
         pending = [];
         flushing = flushing.then(async () => {
           if (batch.length > 0) await persist(c, batch, log);
+          unpersisted -= batch.length;
           notifier.push(batch.filter((s) => s.notify !== false).map(outcomeOfSettlement));
           ctx.heartbeat(progress);
         });
@@ -176,6 +186,7 @@ export function createDrainActivities(deps: DrainDeps) {
         else if (s.status === 'expired') progress.expired++;
         else progress.failed++;
         pending.push(s);
+        unpersisted++;
         if (pending.length >= tuning.flushSize) void flush();
         else flushTimer ??= setTimeout(() => void flush(), tuning.flushMs);
       }
@@ -272,7 +283,7 @@ export function createDrainActivities(deps: DrainDeps) {
           let page = await nextEntries(c, wabaId, cursor, tuning.pageSize);
           if (page.length === 0) break;
           cursor = page[page.length - 1]!.seq;
-          if (resumed && checkedForResume < tuning.maxInFlight + tuning.flushSize) {
+          if (resumed && checkedForResume < tuning.maxInFlight + tuning.maxUnpersisted) {
             checkedForResume += page.length;
             page = await dropSettled(page);
           }
@@ -291,6 +302,7 @@ export function createDrainActivities(deps: DrainDeps) {
               if (recipientTail.get(entry.to) === task) recipientTail.delete(entry.to);
             });
             while (inFlight.size >= tuning.maxInFlight) await Promise.race(inFlight);
+            while (unpersisted >= tuning.maxUnpersisted) await flush(); // the database sets the pace
           }
         }
         await Promise.all(inFlight);

@@ -13,27 +13,43 @@ function wabaRange(wabaId: string, afterSeq = 0) {
 export type NewQueueEntry = Omit<QueueDoc, '_id' | 'seq'>;
 
 /**
+ * The last sequence number this process took per WABA, per database handle. Only a starting
+ * point: correctness comes from the unique `_id` (a stale value just costs a re-read).
+ */
+const lastTaken = new WeakMap<Collections, Map<string, number>>();
+
+async function readTail(c: Collections, wabaId: string): Promise<number> {
+  const [last] = await c.queue
+    .find(wabaRange(wabaId), { projection: { seq: 1 } })
+    .sort({ _id: -1 })
+    .limit(1)
+    .toArray();
+  return last?.seq ?? 0;
+}
+
+/**
  * Appends `entry` to its WABA's queue with the next sequence number and returns that number.
  * Safe with concurrent senders on FerretDB: the sequence number is taken by inserting its `_id`
- * (atomic on a unique key); the loser of a race reads again and takes the next one. A message
- * already queued is not queued twice (unique `messageId`): its existing number is returned.
+ * (atomic on a unique key); the loser of a race reads the tail again and takes the next one. The
+ * tail is read from the database only when this process has not queued for the WABA yet or lost a
+ * race (on FerretDB that read scans the queue). A message already queued is not queued twice
+ * (unique `messageId`): its existing number is returned.
  */
 export async function enqueue(c: Collections, entry: NewQueueEntry): Promise<number> {
+  let tails = lastTaken.get(c);
+  if (!tails) lastTaken.set(c, (tails = new Map()));
+  let tail = tails.get(entry.wabaId) ?? (await readTail(c, entry.wabaId));
   for (let attempt = 0; attempt < 50; attempt++) {
-    const [last] = await c.queue
-      .find(wabaRange(entry.wabaId), { projection: { seq: 1 } })
-      .sort({ _id: -1 })
-      .limit(1)
-      .toArray();
-    const seq = (last?.seq ?? 0) + 1;
+    const seq = tail + 1;
     try {
       await c.queue.insertOne({ _id: queueEntryId(entry.wabaId, seq), seq, ...entry });
+      tails.set(entry.wabaId, seq);
       return seq;
     } catch (err) {
       if (!isDuplicateKey(err)) throw err;
       const existing = await c.queue.findOne({ messageId: entry.messageId }, { projection: { seq: 1 } });
       if (existing) return existing.seq;
-      // Someone else took `seq`: read again.
+      tail = Math.max(seq, await readTail(c, entry.wabaId)); // someone else took `seq`
     }
   }
   throw new Error(`could not take a queue position for WABA ${entry.wabaId} after 50 attempts`);
@@ -65,12 +81,28 @@ export interface Settlement {
 }
 
 /**
+ * FerretDB 1.24 never answers a write command carrying 100 or more statements: bulk writes go in
+ * chunks below that.
+ */
+export const MAX_WRITE_BATCH = 50;
+
+export function chunks<T>(items: readonly T[], size = MAX_WRITE_BATCH): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+/**
  * Records settlements: each message's final status first, then removes the queue entries (in that
  * order, so a crash between the two leaves an entry whose message is already settled, which the
- * drain skips, never a settled-looking queue that lost a message). Batched: two bulk writes of
- * exact-`_id` operations whatever the count.
+ * drain skips, never a settled-looking queue that lost a message). Batched: bulk writes of
+ * exact-`_id` operations, in chunks of `MAX_WRITE_BATCH`.
  */
 export async function recordSettlements(c: Collections, settlements: readonly Settlement[]): Promise<void> {
+  for (const part of chunks(settlements)) await recordChunk(c, part);
+}
+
+async function recordChunk(c: Collections, settlements: readonly Settlement[]): Promise<void> {
   if (settlements.length === 0) return;
   const ops: AnyBulkWriteOperation<MessageDoc>[] = settlements.map((s) => ({
     updateOne: {
