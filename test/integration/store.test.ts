@@ -1,0 +1,76 @@
+import { randomBytes } from 'node:crypto';
+import type { MongoClient } from 'mongodb';
+import { connectMongo, type Collections } from '../../src/store/db';
+import { countQueued, enqueue, nextEntries, recordSettlements, type NewQueueEntry } from '../../src/store/queue';
+
+/** The queue store against the real MongoDB-wire server (FerretDB in tests). */
+describe('queue store on the real MongoDB-wire server', () => {
+  let client: MongoClient;
+  let c: Collections;
+  beforeAll(async () => {
+    const conn = await connectMongo(process.env.MONGODB_URI!, `store_${randomBytes(4).toString('hex')}`);
+    client = conn.client;
+    c = conn.c;
+  });
+  afterAll(async () => {
+    await client
+      .db()
+      .dropDatabase()
+      .catch(() => undefined);
+    await client.close();
+  });
+
+  const entry = (wabaId: string, i: number): NewQueueEntry => ({
+    wabaId,
+    messageId: `${wabaId}-m${i}`,
+    phoneNumberId: '1',
+    to: '15550000000',
+    content: { type: 'text', text: { body: `b${i}` } },
+    enqueuedAt: new Date().toISOString(),
+    notify: false,
+  });
+
+  it('gives concurrent senders distinct, gap-free sequence numbers and never queues a message twice', async () => {
+    const wabaId = 'w' + randomBytes(4).toString('hex');
+    // Two "processes" (separate handles, so separate tail caches) racing.
+    const other = { ...c };
+    const seqs = await Promise.all(Array.from({ length: 30 }, (_, i) => enqueue(i % 2 ? c : other, entry(wabaId, i))));
+    expect(new Set(seqs).size).toBe(30);
+    expect([...seqs].sort((a, b) => a - b)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+    const again = await enqueue(c, entry(wabaId, 7));
+    expect(again).toBe(seqs[7]);
+    expect(await countQueued(c, wabaId)).toBe(30);
+  });
+
+  it('settles more entries than one write command may carry on FerretDB (chunked)', async () => {
+    const wabaId = 'w' + randomBytes(4).toString('hex');
+    for (let i = 0; i < 150; i++) await enqueue(c, entry(wabaId, i));
+    const page = await nextEntries(c, wabaId, 0, 500);
+    await c.messages.insertMany(
+      page.map((e) => ({
+        _id: e.messageId,
+        wabaId,
+        phoneNumberId: '1',
+        to: e.to,
+        content: e.content,
+        status: 'queued' as const,
+        acceptedAt: '',
+        updatedAt: '',
+        attempts: 0,
+      })),
+    );
+    const at = new Date().toISOString();
+    await recordSettlements(
+      c,
+      page.map((e) => ({
+        messageId: e.messageId,
+        queueId: e._id,
+        status: 'sent' as const,
+        wamid: `wamid.${e.seq}`,
+        at,
+      })),
+    );
+    expect(await countQueued(c, wabaId)).toBe(0);
+    expect(await c.messages.countDocuments({ wabaId, status: 'sent' })).toBe(150);
+  });
+});
