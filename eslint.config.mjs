@@ -2,7 +2,7 @@ import tseslint from 'typescript-eslint';
 import prettier from 'eslint-config-prettier';
 
 export default tseslint.config(
-  { ignores: ['node_modules', 'dist', '.data', 'coverage', '*.js', '*.mjs', 'scripts/**'] },
+  { ignores: ['node_modules', 'dist', '.data', 'coverage', '**/*.js', '*.mjs', 'scripts/**'] },
   ...tseslint.configs.recommended,
   {
     languageOptions: { parserOptions: { project: './tsconfig.json', tsconfigRootDir: import.meta.dirname } },

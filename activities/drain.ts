@@ -6,7 +6,7 @@ import { THROUGHPUT_LIMIT_CODE, pairLimitBackoffMs } from '../src/graph/errors';
 import { attemptSend, outcomeOfSettlement } from '../src/sending/attempt';
 import type { Logger } from '../src/logger';
 import type { Collections, QueueDoc } from '../src/store/db';
-import { nextEntries, recordSettlements, type Settlement } from '../src/store/queue';
+import { findSettlement, nextEntries, recordSettlements, removeEntries, type Settlement } from '../src/store/queue';
 import { PairLimiter, realClock, type RateLimiters } from '../src/sending/pacing';
 import { REASONS, messageSettledSignal, sendWorkflowId, type SendOutcome } from '../workflows/contracts';
 import type { DrainInput, DrainResult, FailQueueInput } from './types';
@@ -253,24 +253,11 @@ export function createDrainActivities(deps: DrainDeps) {
 
       /** Entries an interrupted attempt already settled: remove them without sending. */
       async function dropSettled(page: QueueDoc[]): Promise<QueueDoc[]> {
-        const docs = await Promise.all(
-          page.map((e) => c.messages.findOne({ _id: e.messageId }, { projection: { status: 1 } })),
-        );
-        const keep: QueueDoc[] = [];
-        const done: Settlement[] = [];
-        page.forEach((entry, i) => {
-          const status = docs[i]?.status;
-          if (status === 'sent' || status === 'failed' || status === 'expired' || status === 'cancelled') {
-            done.push({ messageId: entry.messageId, queueId: entry._id, status, at: new Date().toISOString() });
-          } else keep.push(entry);
-        });
-        if (done.length > 0) {
-          await c.queue.bulkWrite(
-            done.map((d) => ({ deleteOne: { filter: { _id: d.queueId! } } })),
-            { ordered: false },
-          );
-          progress.alreadySettled += done.length;
-        }
+        const settled = await Promise.all(page.map((e) => findSettlement(c, e.messageId)));
+        const keep = page.filter((_, i) => !settled[i]);
+        const done = page.filter((_, i) => settled[i]).map((e) => e._id);
+        await removeEntries(c, done);
+        progress.alreadySettled += done.length;
         return keep;
       }
 

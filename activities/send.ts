@@ -4,8 +4,8 @@ import { THROUGHPUT_LIMIT_CODE } from '../src/graph/errors';
 import { attemptSend, outcomeOfSettlement } from '../src/sending/attempt';
 import type { GraphClient } from '../src/graph/client';
 import type { Logger } from '../src/logger';
-import { type Collections, type MessageDoc, type PhoneNumberDoc } from '../src/store/db';
-import { recordSettlements, type Settlement } from '../src/store/queue';
+import { outcomeOf, readMessage, type Collections, type MessageDoc, type PhoneNumberDoc } from '../src/store/db';
+import { findSettlement, recordSettlements, type Settlement } from '../src/store/queue';
 import { queueMessage, recordMessage } from '../src/sending/admission';
 import { gateOpen } from '../src/store/wabas';
 import type { RateLimiters } from '../src/sending/pacing';
@@ -20,20 +20,6 @@ export interface SendDeps {
   launcher: LauncherDeps;
   config: Config;
   logger: Logger;
-}
-
-const TERMINAL = new Set(['sent', 'failed', 'expired', 'cancelled']);
-
-/** The outcome a message document shows. */
-export function outcomeOf(doc: MessageDoc): SendOutcome {
-  return {
-    messageId: doc._id,
-    status: doc.status,
-    ...(doc.wamid ? { wamid: doc.wamid } : {}),
-    ...(doc.reason ? { reason: doc.reason } : {}),
-    ...(doc.error ? { error: doc.error } : {}),
-    at: doc.updatedAt,
-  };
 }
 
 /** Looks a phone number up in the registry, with a short per-process cache (registrations rarely change). */
@@ -62,7 +48,7 @@ export function createSendActivities(deps: SendDeps) {
   }
 
   const queue = (req: SendRequest, wabaId: string, doc: MessageDoc): Promise<SendOutcome> =>
-    queueMessage(deps, req, wabaId, doc.content);
+    queueMessage(deps, req, wabaId, doc.content, doc.status === 'queued');
 
   return {
     /**
@@ -75,12 +61,17 @@ export function createSendActivities(deps: SendDeps) {
      */
     async admit(req: SendRequest): Promise<AdmitResult> {
       const now = new Date().toISOString();
-      let doc = await c.messages.findOne({ _id: req.messageId });
-      if (doc && (TERMINAL.has(doc.status) || doc.status === 'queued')) {
-        if (doc.status !== 'queued' || (await c.queue.findOne({ messageId: req.messageId }))) return outcomeOf(doc);
-        const again = await c.messages.findOne({ _id: req.messageId });
-        if (again && again.status !== 'queued') return outcomeOf(again);
-        // Queued status but no entry and not settled: the earlier attempt stopped before inserting.
+      const known = await readMessage(c, req.messageId);
+      if (known?.settlement) return outcomeOf(req.messageId, known);
+      let doc = known?.doc ?? null;
+      if (doc?.status === 'queued') {
+        // Queued (by the API, or an earlier attempt): still waiting, or settled since we looked.
+        if (await c.queue.findOne({ messageId: req.messageId }, { projection: { _id: 1 } })) {
+          return { messageId: req.messageId, status: 'queued', at: doc.queuedAt ?? now };
+        }
+        const settlement = await findSettlement(c, req.messageId);
+        if (settlement) return outcomeOf(req.messageId, { doc, settlement });
+        // Marked queued but never inserted (an interrupted attempt): queue it again below.
       }
 
       const number = await phoneNumber(req.phoneNumberId);
@@ -108,6 +99,7 @@ export function createSendActivities(deps: SendDeps) {
         return settle({ messageId: req.messageId, status: 'failed', reason: REASONS.reconnectTimeout, at: now });
       }
       if (!gateOpen(waba?.state)) return queue(req, wabaId, doc);
+      if (doc.status === 'queued') return queue(req, wabaId, doc); // re-queue an interrupted attempt
 
       const limiter = limiters.for(req.phoneNumberId, number.mps);
       await limiter.take();
@@ -164,23 +156,23 @@ export function createSendActivities(deps: SendDeps) {
 
     /** Records the final outcome of a message the send workflow gave up on (not queued). */
     async settleDirect(outcome: Omit<Settlement, 'queueId'>): Promise<SendOutcome> {
-      const existing = await c.messages.findOne({ _id: outcome.messageId });
-      if (existing && (TERMINAL.has(existing.status) || existing.status === 'queued')) return outcomeOf(existing);
-      if (!existing)
-        return { messageId: outcome.messageId, status: outcome.status, reason: outcome.reason, at: outcome.at };
+      const known = await readMessage(c, outcome.messageId);
+      if (known?.settlement || known?.doc?.status === 'queued') return outcomeOf(outcome.messageId, known);
+      if (!known) return outcomeOfSettlement(outcome); // never recorded (unknown number): nothing to store
       return settle(outcome);
     },
 
     /** The message's outcome as recorded (the queued send workflow's safety-net poll). */
     async getMessageOutcome(messageId: string): Promise<SendOutcome> {
-      const doc = await c.messages.findOne({ _id: messageId });
-      if (!doc)
+      const known = await readMessage(c, messageId);
+      if (!known) {
         throw ApplicationFailure.create({
           type: 'UnknownMessage',
           message: `no message ${messageId}`,
           nonRetryable: true,
         });
-      return outcomeOf(doc);
+      }
+      return outcomeOf(messageId, known);
     },
   };
 }

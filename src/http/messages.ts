@@ -3,7 +3,7 @@ import Router from '@koa/router';
 import { z } from 'zod';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
-import { isDuplicateKey, type Collections, type MessageDoc } from '../store/db';
+import { isDuplicateKey, outcomeOf, readMessage, type Collections, type StoredMessage } from '../store/db';
 import { startSendWorkflow, type LauncherDeps } from '../temporal/launchers';
 import { queueMessage, recordMessage } from '../sending/admission';
 import { gateOpen } from '../store/wabas';
@@ -52,11 +52,13 @@ const contentOf = (b: SendBody): MessageContent =>
 export const newMessageId = (): string => `msg_${Date.now().toString(36)}${randomBytes(8).toString('hex')}`;
 
 /** The public view of a message, with Meta's delivery statuses folded in. */
-async function messageView(c: Collections, doc: MessageDoc) {
+async function messageView(c: Collections, id: string, m: StoredMessage) {
+  const { doc, settlement } = m;
+  const outcome = outcomeOf(id, m);
   const delivery: Record<string, { at?: string; errors?: unknown[] }> = {};
-  if (doc.wamid) {
+  if (outcome.wamid) {
     const found = await Promise.all(
-      ['sent', 'delivered', 'read', 'failed'].map((s) => c.messageStatuses.findOne({ _id: `${doc.wamid}:${s}` })),
+      ['sent', 'delivered', 'read', 'failed'].map((s) => c.messageStatuses.findOne({ _id: `${outcome.wamid}:${s}` })),
     );
     for (const s of found) {
       if (!s) continue;
@@ -67,24 +69,26 @@ async function messageView(c: Collections, doc: MessageDoc) {
     }
   }
   const latest = ['failed', 'read', 'delivered', 'sent'].find((s) => delivery[s]);
+  const { messageId: _, at, ...rest } = outcome;
   return {
-    id: doc._id,
-    status: doc.status,
-    wabaId: doc.wabaId,
-    phoneNumberId: doc.phoneNumberId,
-    to: doc.to,
-    type: doc.content.type,
-    ...(doc.wamid ? { wamid: doc.wamid } : {}),
-    ...(doc.reason ? { reason: doc.reason } : {}),
-    ...(doc.error ? { error: doc.error } : {}),
+    id,
+    ...rest,
+    ...(doc
+      ? {
+          wabaId: doc.wabaId,
+          phoneNumberId: doc.phoneNumberId,
+          to: doc.to,
+          type: doc.content.type,
+          acceptedAt: doc.acceptedAt,
+        }
+      : {}),
+    ...(doc?.queuedAt ? { queuedAt: doc.queuedAt } : {}),
+    ...(settlement ? { settledAt: settlement.at } : {}),
+    ...(doc?.expiresAt ? { expiresAt: doc.expiresAt } : {}),
     ...(latest ? { deliveryStatus: latest } : {}),
     delivery,
-    acceptedAt: doc.acceptedAt,
-    ...(doc.queuedAt ? { queuedAt: doc.queuedAt } : {}),
-    ...(doc.sentAt ? { sentAt: doc.sentAt } : {}),
-    ...(doc.expiresAt ? { expiresAt: doc.expiresAt } : {}),
-    updatedAt: doc.updatedAt,
-    attempts: doc.attempts,
+    attempts: settlement?.attempts ?? doc?.attempts ?? 0,
+    updatedAt: at,
   };
 }
 
@@ -173,10 +177,11 @@ export function createMessagesRouter(deps: {
       ...content,
     };
     if (!existing) {
-      await recordMessage(c, req, number.wabaId);
       // While the gate is closed the message joins the queue now, so queue order is the order in
       // which this API accepted the messages (the send workflow then just waits for the drain).
-      if (!gateOpen(waba?.state)) await queueMessage(deps, req, number.wabaId, content);
+      const closed = !gateOpen(waba?.state);
+      await recordMessage(c, req, number.wabaId, closed ? 'queued' : 'accepted');
+      if (closed) await queueMessage(deps, req, number.wabaId, content, true);
     }
     // Idempotent: a replay (or a retry after a failure here) finds the run already started.
     await startSendWorkflow(launcher, req, { queuedPollMs: config.sending.queuedPollMs }, number.wabaId);
@@ -185,9 +190,10 @@ export function createMessagesRouter(deps: {
   });
 
   router.get('/:id', async (ctx) => {
-    const doc = await c.messages.findOne({ _id: ctx.params.id! });
-    if (!doc) throw notFound('unknown_message', `no message ${ctx.params.id}`);
-    ctx.body = await messageView(c, doc);
+    const id = ctx.params.id!;
+    const m = await readMessage(c, id);
+    if (!m) throw notFound('unknown_message', `no message ${id}`);
+    ctx.body = await messageView(c, id, m);
   });
 
   return router;

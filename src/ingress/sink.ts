@@ -2,7 +2,13 @@ import { classifyMetaError } from '../graph/errors';
 import type { Logger } from '../logger';
 import { isLifecycleEvent, type AccountUpdate, type ParsedWebhook, type StatusUpdate } from '../meta/webhook-payload';
 import type { WebhookSink } from '../http/webhook';
-import { isDuplicateKey, type AccountEventDoc, type Collections, type MessageStatusDoc } from '../store/db';
+import {
+  isDuplicateKey,
+  isOnlyDuplicateKeys,
+  type AccountEventDoc,
+  type Collections,
+  type MessageStatusDoc,
+} from '../store/db';
 import { deliverLifecycleEvent, type LauncherDeps } from '../temporal/launchers';
 
 /**
@@ -91,9 +97,7 @@ export function createWebhookSink(deps: {
       await c.messageStatuses.insertMany(docs, { ordered: false });
     } catch (err) {
       // Redelivered statuses collide on `_id`: that is the dedupe. Anything else is a real failure.
-      const writeErrors = (err as { writeErrors?: { code?: number }[] | { code?: number } }).writeErrors;
-      const list = Array.isArray(writeErrors) ? writeErrors : writeErrors ? [writeErrors] : [];
-      if (!isDuplicateKey(err) && !(list.length > 0 && list.every((e) => e.code === 11000))) throw err;
+      if (!isOnlyDuplicateKeys(err)) throw err;
     }
     for (const s of statuses) {
       if (s.status !== 'failed') continue;

@@ -10,18 +10,25 @@ export const contentOf = (req: SendRequest): MessageContent =>
   req.type === 'text' ? { type: 'text', text: req.text } : { type: 'template', template: req.template };
 
 /**
- * Records an accepted message (status `accepted`) unless it is already recorded; returns the
- * document as it now stands. Idempotent: the API and the send workflow both call it.
+ * Records an accepted message (status `accepted`, or `queued` when the caller is about to queue
+ * it) unless it is already recorded; returns the document as it now stands. Idempotent: the API
+ * and the send workflow both call it.
  */
-export async function recordMessage(c: Collections, req: SendRequest, wabaId: string): Promise<MessageDoc> {
+export async function recordMessage(
+  c: Collections,
+  req: SendRequest,
+  wabaId: string,
+  status: 'accepted' | 'queued' = 'accepted',
+): Promise<MessageDoc> {
   const doc: MessageDoc = {
     _id: req.messageId,
     wabaId,
     phoneNumberId: req.phoneNumberId,
     to: req.to,
     content: contentOf(req),
-    status: 'accepted',
+    status,
     acceptedAt: req.acceptedAt,
+    ...(status === 'queued' ? { queuedAt: req.acceptedAt } : {}),
     ...(req.expiresAt ? { expiresAt: req.expiresAt } : {}),
     updatedAt: req.acceptedAt,
     attempts: 0,
@@ -46,12 +53,17 @@ export async function queueMessage(
   req: Pick<SendRequest, 'messageId' | 'phoneNumberId' | 'to' | 'expiresAt'>,
   wabaId: string,
   content: MessageContent,
+  /** The message document already says `queued` (recorded so): no update needed. */
+  recordedAsQueued = false,
 ): Promise<SendOutcome> {
   const { c } = deps;
   const now = new Date().toISOString();
   const { messageId, phoneNumberId, to, expiresAt } = req;
-  // Status first, entry second: an admit retry that finds `queued` and no entry knows the drain took it.
-  await c.messages.updateOne({ _id: messageId }, { $set: { status: 'queued', queuedAt: now, updatedAt: now } });
+  // Status first, entry second: an admit retry that finds `queued`, no entry and no settlement
+  // knows this step was interrupted and queues again.
+  if (!recordedAsQueued) {
+    await c.messages.updateOne({ _id: messageId }, { $set: { status: 'queued', queuedAt: now, updatedAt: now } });
+  }
   const seq = await enqueue(c, {
     wabaId,
     messageId,
@@ -62,7 +74,6 @@ export async function queueMessage(
     enqueuedAt: now,
     notify: true,
   });
-  await c.messages.updateOne({ _id: messageId }, { $set: { seq } });
   const after = await c.wabas.findOne({ _id: wabaId }, { projection: { state: 1 } });
   if (gateOpen(after?.state)) {
     await deliverLifecycleEvent(deps.launcher, {

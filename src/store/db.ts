@@ -1,5 +1,12 @@
 import { MongoClient, MongoServerError, type Collection, type Db } from 'mongodb';
-import type { EventLogEntry, MessageContent, MessageStatus, MetaErrorInfo, WabaState } from '../../workflows/contracts';
+import type {
+  EventLogEntry,
+  MessageContent,
+  MessageStatus,
+  MetaErrorInfo,
+  SendOutcome,
+  WabaState,
+} from '../../workflows/contracts';
 
 /**
  * MongoDB collections and their documents. Every document is keyed so that the hot reads are by
@@ -32,24 +39,40 @@ export interface PhoneNumberDoc {
   updatedAt: string;
 }
 
-/** `messages`: one per accepted message. Written by the send path while direct, by the drain once queued. */
+/**
+ * `messages`: one per accepted message, inserted at acceptance (`accepted`, or `queued` when the
+ * gate is closed). Rarely updated afterwards (`queued` after an "account unusable" answer,
+ * `sending` while retrying): the final outcome is a `settlements` document.
+ */
 export interface MessageDoc {
   _id: string;
   wabaId: string;
   phoneNumberId: string;
   to: string;
   content: MessageContent;
+  /** Status before settlement: `accepted`, `queued` or `sending` (see `settlements` for the end). */
   status: MessageStatus;
-  wamid?: string;
-  reason?: string;
-  error?: MetaErrorInfo;
-  seq?: number;
   expiresAt?: string;
   acceptedAt: string;
   queuedAt?: string;
-  sentAt?: string;
   updatedAt: string;
+  /** Failed direct attempts so far (retries). */
   attempts: number;
+}
+
+/**
+ * `settlements`: a message's final outcome, insert-only (`_id` = message id; the first settlement
+ * wins). Inserts stay cheap on FerretDB however large the collection grows, where an update or
+ * delete scans the collection.
+ */
+export interface SettlementDoc {
+  _id: string;
+  status: Extract<MessageStatus, 'sent' | 'failed' | 'expired' | 'cancelled'>;
+  wamid?: string;
+  reason?: string;
+  error?: MetaErrorInfo;
+  attempts?: number;
+  at: string;
 }
 
 /**
@@ -110,6 +133,7 @@ export interface Collections {
   wabas: Collection<WabaDoc>;
   phoneNumbers: Collection<PhoneNumberDoc>;
   messages: Collection<MessageDoc>;
+  settlements: Collection<SettlementDoc>;
   queue: Collection<QueueDoc>;
   accountEvents: Collection<AccountEventDoc>;
   messageStatuses: Collection<MessageStatusDoc>;
@@ -121,6 +145,7 @@ export function collections(db: Db): Collections {
     wabas: db.collection<WabaDoc>('wabas'),
     phoneNumbers: db.collection<PhoneNumberDoc>('phone_numbers'),
     messages: db.collection<MessageDoc>('messages'),
+    settlements: db.collection<SettlementDoc>('settlements'),
     queue: db.collection<QueueDoc>('queue'),
     accountEvents: db.collection<AccountEventDoc>('account_events'),
     messageStatuses: db.collection<MessageStatusDoc>('message_statuses'),
@@ -160,4 +185,46 @@ export async function connectMongo(
 /** True when `err` is a duplicate-key error (the loser of an insert race on a unique index). */
 export function isDuplicateKey(err: unknown): boolean {
   return err instanceof MongoServerError && err.code === 11000;
+}
+
+/**
+ * True when an `insertMany({ ordered: false })` failed only because some documents were already
+ * there (duplicate keys): the others were inserted, and the duplicates are the dedupe at work.
+ */
+export function isOnlyDuplicateKeys(err: unknown): boolean {
+  const writeErrors = (err as { writeErrors?: { code?: number }[] | { code?: number } }).writeErrors;
+  if (writeErrors === undefined) return isDuplicateKey(err);
+  const list = Array.isArray(writeErrors) ? writeErrors : [writeErrors];
+  return list.length > 0 && list.every((e) => e.code === 11000);
+}
+
+/** A message as recorded: its document and, once it has one, its settlement. */
+export interface StoredMessage {
+  doc: MessageDoc | null;
+  settlement: SettlementDoc | null;
+}
+
+/** Reads a message and its settlement (two reads by `_id`, indexed on FerretDB too); undefined if unknown. */
+export async function readMessage(c: Collections, messageId: string): Promise<StoredMessage | undefined> {
+  const [doc, settlement] = await Promise.all([
+    c.messages.findOne({ _id: messageId }),
+    c.settlements.findOne({ _id: messageId }),
+  ]);
+  return doc || settlement ? { doc, settlement } : undefined;
+}
+
+/** The outcome a stored message shows: its settlement when settled, else its current status. */
+export function outcomeOf(messageId: string, m: StoredMessage): SendOutcome {
+  const s = m.settlement;
+  if (s) {
+    return {
+      messageId,
+      status: s.status,
+      at: s.at,
+      ...(s.wamid ? { wamid: s.wamid } : {}),
+      ...(s.reason ? { reason: s.reason } : {}),
+      ...(s.error ? { error: s.error } : {}),
+    };
+  }
+  return { messageId, status: m.doc?.status ?? 'accepted', at: m.doc?.updatedAt ?? '' };
 }

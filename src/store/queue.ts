@@ -1,6 +1,5 @@
-import type { AnyBulkWriteOperation } from 'mongodb';
 import type { MessageStatus, MetaErrorInfo } from '../../workflows/contracts';
-import { isDuplicateKey, type Collections, type MessageDoc, type QueueDoc } from './db';
+import { isDuplicateKey, isOnlyDuplicateKeys, type Collections, type QueueDoc, type SettlementDoc } from './db';
 
 /** `_id` of a queue entry: the WABA id and a zero-padded sequence number sort together. */
 export const queueEntryId = (wabaId: string, seq: number): string => `${wabaId}:${String(seq).padStart(12, '0')}`;
@@ -81,8 +80,8 @@ export interface Settlement {
 }
 
 /**
- * FerretDB 1.24 never answers a write command carrying 100 or more statements: bulk writes go in
- * chunks below that.
+ * FerretDB 1.24 never answers a write command carrying 100 or more update statements; bulk writes
+ * go in chunks below that.
  */
 export const MAX_WRITE_BATCH = 50;
 
@@ -92,34 +91,43 @@ export function chunks<T>(items: readonly T[], size = MAX_WRITE_BATCH): T[][] {
   return out;
 }
 
-/**
- * Records settlements: each message's final status first, then removes the queue entries (in that
- * order, so a crash between the two leaves an entry whose message is already settled, which the
- * drain skips, never a settled-looking queue that lost a message). Batched: bulk writes of
- * exact-`_id` operations, in chunks of `MAX_WRITE_BATCH`.
- */
-export async function recordSettlements(c: Collections, settlements: readonly Settlement[]): Promise<void> {
-  for (const part of chunks(settlements)) await recordChunk(c, part);
+/** The document a settlement is stored as. */
+export function settlementDoc(s: Settlement): SettlementDoc {
+  return {
+    _id: s.messageId,
+    status: s.status,
+    at: s.at,
+    ...(s.wamid ? { wamid: s.wamid } : {}),
+    ...(s.reason ? { reason: s.reason } : {}),
+    ...(s.error ? { error: s.error } : {}),
+    ...(s.attempts !== undefined ? { attempts: s.attempts } : {}),
+  };
 }
 
-async function recordChunk(c: Collections, settlements: readonly Settlement[]): Promise<void> {
-  if (settlements.length === 0) return;
-  const ops: AnyBulkWriteOperation<MessageDoc>[] = settlements.map((s) => ({
-    updateOne: {
-      filter: { _id: s.messageId },
-      update: {
-        $set: {
-          status: s.status,
-          updatedAt: s.at,
-          ...(s.wamid ? { wamid: s.wamid, sentAt: s.at } : {}),
-          ...(s.reason ? { reason: s.reason } : {}),
-          ...(s.error ? { error: s.error } : {}),
-          ...(s.attempts !== undefined ? { attempts: s.attempts } : {}),
-        },
-      },
-    },
-  }));
-  await c.messages.bulkWrite(ops, { ordered: false });
-  const removals = settlements.filter((s) => s.queueId).map((s) => ({ deleteOne: { filter: { _id: s.queueId! } } }));
-  if (removals.length > 0) await c.queue.bulkWrite(removals, { ordered: false });
+/**
+ * Records settlements: the outcomes first (insert-only; a message already settled keeps its first
+ * outcome), then removes the queue entries (so a crash between the two leaves an entry whose
+ * message is already settled, which the drain skips, never a queue that lost a message). One
+ * insert and one delete command per chunk, whatever the collections' sizes.
+ */
+export async function recordSettlements(c: Collections, settlements: readonly Settlement[]): Promise<void> {
+  for (const part of chunks(settlements, 500)) {
+    try {
+      await c.settlements.insertMany(part.map(settlementDoc), { ordered: false });
+    } catch (err) {
+      if (!isOnlyDuplicateKeys(err)) throw err;
+    }
+    const queueIds = part.flatMap((s) => (s.queueId ? [s.queueId] : []));
+    if (queueIds.length > 0) await c.queue.deleteMany({ _id: { $in: queueIds } });
+  }
+}
+
+/** Removes queue entries whose messages are already settled. */
+export async function removeEntries(c: Collections, queueIds: readonly string[]): Promise<void> {
+  if (queueIds.length > 0) await c.queue.deleteMany({ _id: { $in: [...queueIds] } });
+}
+
+/** A message's final outcome, when it has one. */
+export function findSettlement(c: Collections, messageId: string): Promise<SettlementDoc | null> {
+  return c.settlements.findOne({ _id: messageId });
 }

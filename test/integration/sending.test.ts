@@ -26,7 +26,7 @@ describe('sending on the real stack', () => {
     text: { body },
     ...extra,
   });
-  const message = (id: string) => stack.rt.c.messages.findOne({ _id: id });
+  const message = (id: string) => stack.message(id);
   const finalOutcome = (id: string) => stack.rt.temporal.workflow.getHandle(sendWorkflowId(id)).result();
   const acceptedFor = (phone: string) => stack.sim.log.accepted.filter((m) => m.phoneNumberId === phone);
 

@@ -46,6 +46,8 @@ export interface Stack {
     body: Record<string, unknown>,
     idempotencyKey?: string,
   ): Promise<{ status: number; json: Record<string, unknown> }>;
+  /** `GET /v1/messages/:id` (the view senders get), or undefined when unknown. */
+  message(id: string): Promise<MessageView | undefined>;
   ops(method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }>;
   /** The lifecycle workflow's `state` query, or undefined when no run is open. */
   lifecycleState(wabaId: string): Promise<WabaLifecycleView | undefined>;
@@ -70,6 +72,18 @@ export const uniqueDigits = (prefix = '1'): string =>
   BigInt('0x' + randomBytes(6).toString('hex'))
     .toString()
     .padStart(15, '0');
+
+/** The fields of `GET /v1/messages/:id` the tests look at. */
+export interface MessageView {
+  id: string;
+  status: string;
+  wamid?: string;
+  reason?: string;
+  error?: { code: number };
+  deliveryStatus?: string;
+  attempts: number;
+  wabaId?: string;
+}
 
 export const SEND_KEY = 'send-key-test';
 export const OPS_KEY = 'ops-key-test';
@@ -167,6 +181,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     send: (body, idempotencyKey) =>
       call(SEND_KEY, 'POST', '/v1/messages', body, idempotencyKey ? { 'idempotency-key': idempotencyKey } : {}),
     ops: (method, path, body) => call(OPS_KEY, method, path, body),
+    async message(id) {
+      const r = await call(SEND_KEY, 'GET', `/v1/messages/${id}`);
+      return r.status === 200 ? (r.json as unknown as MessageView) : undefined;
+    },
     async lifecycleState(wabaId) {
       try {
         return await rt.temporal.workflow.getHandle(wabaWorkflowId(wabaId)).query(stateQuery);
