@@ -26,9 +26,15 @@ export const realClock: Clock = {
 };
 
 /**
- * Spaces starts `1000 / mps` ms apart, so no window of one second ever holds more than `mps`
- * starts (Meta answers 130429 above the cap). `pause(ms)` pushes every later start back, for
- * Meta's own throttling answer.
+ * Starts are spaced this much wider than `1000 / mps` ms: requests reach Meta with some jitter,
+ * and a send that arrives a little early must still not make a second hold `mps + 1` messages.
+ */
+export const CAP_MARGIN = 1.03;
+
+/**
+ * Spaces starts `CAP_MARGIN × 1000 / mps` ms apart, so no window of one second ever holds more
+ * than `mps` starts (Meta answers 130429 above the cap). `pause(ms)` pushes every later start
+ * back, for Meta's own throttling answer.
  */
 export class RateLimiter {
   private next = 0;
@@ -38,12 +44,12 @@ export class RateLimiter {
     mps: number,
     private readonly clock: Clock = realClock,
   ) {
-    this.intervalMs = 1000 / mps;
+    this.intervalMs = (CAP_MARGIN * 1000) / mps;
   }
 
   /** Changes the cap (the registry may be edited while a drain runs). */
   setRate(mps: number): void {
-    this.intervalMs = 1000 / mps;
+    this.intervalMs = (CAP_MARGIN * 1000) / mps;
   }
 
   /** Reserves the next start slot and returns its time (epoch ms); the caller waits for it. */
