@@ -61,19 +61,6 @@ export function createSendActivities(deps: SendDeps) {
      */
     async admit(req: SendRequest): Promise<AdmitResult> {
       const now = new Date().toISOString();
-      const known = await readMessage(c, req.messageId);
-      if (known?.settlement) return outcomeOf(req.messageId, known);
-      let doc = known?.doc ?? null;
-      if (doc?.status === 'queued') {
-        // Queued (by the API, or an earlier attempt): still waiting, or settled since we looked.
-        if (await c.queue.findOne({ messageId: req.messageId }, { projection: { _id: 1 } })) {
-          return { messageId: req.messageId, status: 'queued', at: doc.queuedAt ?? now };
-        }
-        const settlement = await findSettlement(c, req.messageId);
-        if (settlement) return outcomeOf(req.messageId, { doc, settlement });
-        // Marked queued but never inserted (an interrupted attempt): queue it again below.
-      }
-
       const number = await phoneNumber(req.phoneNumberId);
       if (!number) {
         throw ApplicationFailure.create({
@@ -85,7 +72,24 @@ export function createSendActivities(deps: SendDeps) {
       const wabaId = number.wabaId;
       const log = deps.logger.child({ wabaId, messageId: req.messageId });
 
-      doc ??= await recordMessage(c, req, wabaId);
+      // A new message (the typed client's first attempt) costs one insert; a known one (the API
+      // recorded it, or this is a retry) is read with its settlement.
+      let doc = await recordMessage(c, req, wabaId);
+      if (!doc) {
+        const known = await readMessage(c, req.messageId);
+        if (known?.settlement) return outcomeOf(req.messageId, known);
+        if (!known?.doc) throw new Error(`message ${req.messageId} vanished`); // retried by Temporal
+        doc = known.doc;
+        if (doc.status === 'queued') {
+          // Queued (by the API, or an earlier attempt): still waiting, or settled since we looked.
+          if (await c.queue.findOne({ messageId: req.messageId }, { projection: { _id: 1 } })) {
+            return { messageId: req.messageId, status: 'queued', at: doc.queuedAt ?? now };
+          }
+          const settlement = await findSettlement(c, req.messageId);
+          if (settlement) return outcomeOf(req.messageId, { doc, settlement });
+          // Marked queued but never inserted (an interrupted attempt): queue it again below.
+        }
+      }
 
       if (req.expiresAt && Date.parse(req.expiresAt) <= Date.now()) {
         return settle({ messageId: req.messageId, status: 'expired', reason: REASONS.expired, at: now });

@@ -11,15 +11,16 @@ export const contentOf = (req: SendRequest): MessageContent =>
 
 /**
  * Records an accepted message (status `accepted`, or `queued` when the caller is about to queue
- * it) unless it is already recorded; returns the document as it now stands. Idempotent: the API
- * and the send workflow both call it.
+ * it) unless it is already recorded. Returns the new document, or undefined when the message was
+ * already recorded (the caller reads it if it needs it). Idempotent: the API and the send
+ * workflow both call it.
  */
 export async function recordMessage(
   c: Collections,
   req: SendRequest,
   wabaId: string,
   status: 'accepted' | 'queued' = 'accepted',
-): Promise<MessageDoc> {
+): Promise<MessageDoc | undefined> {
   const doc: MessageDoc = {
     _id: req.messageId,
     wabaId,
@@ -38,7 +39,7 @@ export async function recordMessage(
     return doc;
   } catch (err) {
     if (!isDuplicateKey(err)) throw err;
-    return (await c.messages.findOne({ _id: req.messageId })) ?? doc;
+    return undefined;
   }
 }
 
