@@ -206,6 +206,7 @@ export function createDrainActivities(deps: DrainDeps) {
           const startAt =
             attempt === 1 ? slotAt : Math.max(limiter.reserve(), realClock.now() + pairs.reserve(entry.to));
           await realClock.sleep(startAt - realClock.now(), signal);
+          await limiter.admit(signal);
           if (halted()) return;
           if (entry.expiresAt && Date.parse(entry.expiresAt) <= Date.now()) {
             return settle({ ...base, status: 'expired', reason: REASONS.expired, at: new Date().toISOString() });

@@ -39,17 +39,45 @@ export const CAP_MARGIN = 1.03;
 export class RateLimiter {
   private next = 0;
   private intervalMs: number;
+  private mps: number;
+  /** The last `mps` departure times, oldest first. */
+  private readonly departures: number[] = [];
+  private gate: Promise<void> = Promise.resolve();
 
   constructor(
     mps: number,
     private readonly clock: Clock = realClock,
   ) {
+    this.mps = mps;
     this.intervalMs = (CAP_MARGIN * 1000) / mps;
   }
 
   /** Changes the cap (the registry may be edited while a drain runs). */
   setRate(mps: number): void {
+    this.mps = mps;
     this.intervalMs = (CAP_MARGIN * 1000) / mps;
+  }
+
+  /**
+   * The last check before a request leaves: waits until one more departure keeps every one-second
+   * window at or under the cap, counting actual departures (a late timer or a busy event loop can
+   * bunch reserved slots together), then records it. Callers pass in the order they should leave.
+   */
+  admit(signal?: AbortSignal): Promise<void> {
+    const turn = this.gate.then(async () => {
+      const cap = Math.max(1, Math.floor(this.mps));
+      for (;;) {
+        const oldest = this.departures.length >= cap ? this.departures[this.departures.length - cap]! : undefined;
+        const wait = oldest === undefined ? 0 : oldest + 1000 - this.clock.now();
+        if (wait <= 0) break;
+        await this.clock.sleep(wait, signal);
+        if (signal?.aborted) return;
+      }
+      this.departures.push(this.clock.now());
+      if (this.departures.length > cap) this.departures.splice(0, this.departures.length - cap);
+    });
+    this.gate = turn.catch(() => undefined);
+    return turn;
   }
 
   /** Reserves the next start slot and returns its time (epoch ms); the caller waits for it. */
@@ -59,10 +87,11 @@ export class RateLimiter {
     return at;
   }
 
-  /** Reserves the next start slot and waits for it. Resolves early (without sending) on abort. */
+  /** Reserves the next start slot, waits for it, then `admit`s. Resolves early (without sending) on abort. */
   async take(signal?: AbortSignal): Promise<void> {
     const at = this.reserve();
     await this.clock.sleep(at - this.clock.now(), signal);
+    await this.admit(signal);
   }
 
   /** Nothing starts for `ms` from now. */

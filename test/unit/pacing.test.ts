@@ -35,6 +35,19 @@ describe('RateLimiter', () => {
   });
 });
 
+describe('RateLimiter.admit', () => {
+  it('never lets more than the cap depart in any one-second window, even when slots bunch up', async () => {
+    const clock = fakeClock();
+    const limiter = new RateLimiter(5, clock);
+    // Ten callers whose reserved slots all came due at once (a stalled event loop).
+    const departures: number[] = [];
+    await Promise.all(Array.from({ length: 10 }, () => limiter.admit().then(() => departures.push(clock.t))));
+    departures.sort((a, b) => a - b);
+    for (let i = 5; i < departures.length; i++)
+      expect(departures[i]! - departures[i - 5]!).toBeGreaterThanOrEqual(1000);
+  });
+});
+
 describe('PairLimiter', () => {
   it('lets a burst through, then one message per interval to the same recipient', () => {
     const clock = fakeClock();
