@@ -1,6 +1,7 @@
 import type { GraphClient, SendMessageInput } from '../graph/client';
 import { isGraphApiError, type GraphApiError } from '../graph/errors';
-import type { Settlement } from '../store/queue';
+import { outcomeOf } from '../store/db';
+import { settlementDoc, type Settlement } from '../store/queue';
 import type { SendOutcome } from '../../workflows/contracts';
 
 /**
@@ -38,12 +39,5 @@ export async function attemptSend(graph: GraphClient, input: SendMessageInput): 
 
 /** The outcome a settlement gives the message (what its send workflow returns). */
 export function outcomeOfSettlement(s: Settlement): SendOutcome {
-  return {
-    messageId: s.messageId,
-    status: s.status,
-    at: s.at,
-    ...(s.wamid ? { wamid: s.wamid } : {}),
-    ...(s.reason ? { reason: s.reason } : {}),
-    ...(s.error ? { error: s.error } : {}),
-  };
+  return outcomeOf(s.messageId, { doc: null, settlement: settlementDoc(s) });
 }
