@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../src/config';
@@ -145,6 +146,8 @@ export function createDrainActivities(deps: DrainDeps) {
       const { wabaId } = input;
       const log = deps.logger.child({ wabaId, activity: 'drainQueue', attempt: ctx.info.attempt });
       const signal = ctx.cancellationSignal;
+      // Every paced send waits on this signal: many listeners at once are expected here.
+      setMaxListeners(0, signal);
       const resumed = ctx.info.attempt > 1;
       const progress: Progress = {
         sent: 0,
@@ -264,13 +267,15 @@ export function createDrainActivities(deps: DrainDeps) {
 
       log.info({ mode: input.mode, resumed }, 'drain started');
       const heartbeatTimer = setInterval(() => ctx.heartbeat(progress), 5_000);
-      let cursor = 0;
       let checkedForResume = 0;
+      // The next page is read while this one is sent (a page read scans the queue on FerretDB).
+      let nextPage: Promise<QueueDoc[]> = nextEntries(c, wabaId, 0, tuning.pageSize);
       try {
         while (!halted()) {
-          let page = await nextEntries(c, wabaId, cursor, tuning.pageSize);
+          let page = await nextPage;
           if (page.length === 0) break;
-          cursor = page[page.length - 1]!.seq;
+          nextPage = nextEntries(c, wabaId, page[page.length - 1]!.seq, tuning.pageSize);
+          nextPage.catch(() => undefined); // awaited on the next turn; not left unhandled if we stop
           if (resumed && checkedForResume < tuning.maxInFlight + tuning.maxUnpersisted) {
             checkedForResume += page.length;
             page = await dropSettled(page);

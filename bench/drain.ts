@@ -62,7 +62,7 @@ const args = flags('drain', {
   },
   recipients: { type: 'string', default: '1000', help: 'distinct recipients (messages go round-robin)' },
   caps: { type: 'string', default: '20,1000', help: 'caps to run in this order, msg/s (20 = a coexistence number)' },
-  fill: { type: 'string', default: 'mixed', help: 'mixed | enqueue | bulk: how the queue is filled (see README)' },
+  fill: { type: 'string', default: 'enqueue', help: 'mixed | enqueue | bulk: how the queue is filled (see README)' },
   'enqueue-sample': {
     type: 'string',
     default: '20',
@@ -104,6 +104,8 @@ interface CaseResult {
   maxIn1s: number;
   maxIn1sAt: number;
   withinCap: boolean;
+  /** Shortest time spanned by cap + 1 consecutive sends (≥ 1000 ms means no 1 s window exceeds the cap): the headroom. */
+  tightestCapPlusOneMs: number | null;
   rejected: Record<string, number>;
   /** Longest pauses between consecutive accepted sends: after which send (0-based) and how long. */
   longestGaps: { afterIndex: number; ms: number }[];
@@ -373,6 +375,8 @@ async function drainCase(svc: Service, o: CaseOptions): Promise<CaseResult> {
     maxIn1s: window.count,
     maxIn1sAt: window.startAt,
     withinCap: window.count <= cap,
+    tightestCapPlusOneMs:
+      times.length > cap ? Number(Math.min(...times.slice(cap).map((t, i) => t - times[i]!)).toFixed(1)) : null,
     rejected,
     longestGaps,
     perSecond,
@@ -446,8 +450,8 @@ async function main(): Promise<void> {
     const notes = [
       `Temporal dev server ${temporalDb === 'file' ? 'on a temp SQLite file' : 'in memory'}; ${mongodbUri ? 'external MongoDB' : 'FerretDB 1.24 (SQLite) in a temp dir'}; simulator, worker and app in this process; a fresh service (database, task queue, simulator) per case.`,
       fill === 'mixed'
-        ? `Queue fill: all but the last ${enqueueSample} entries inserted in bulk exactly as enqueue() writes them; the last ${enqueueSample} through enqueue() (timed; enqueue() scans the queue on FerretDB, see README).`
-        : `Queue fill: ${fill === 'enqueue' ? 'every entry through enqueue()' : 'every entry inserted in bulk as enqueue() writes it'}.`,
+        ? `Queue fill: all but the last ${enqueueSample} entries inserted in bulk exactly as enqueue() writes them; the last ${enqueueSample} through enqueue() (timed).`
+        : `Queue fill: ${fill === 'enqueue' ? 'every entry through enqueue(), one by one (timed)' : 'every entry inserted in bulk as enqueue() writes it'}.`,
       `Drain tuning: ${tuning ? `${JSON.stringify(tuning)} over the service's defaults (--tuning)` : "the service's defaults"}.`,
       `Pair limit ${PAIR_BURST} burst / ${PAIR_INTERVAL_MS} ms in the service config and the simulator; queue entries have notify: false (no send workflows wait, so the drain sends no settle signals).`,
       ...(caps.some((c) => c <= 20)
@@ -464,12 +468,13 @@ async function main(): Promise<void> {
       fmt(r.ratePerSec, 1),
       pct(r.ratio),
       `${r.maxIn1s}${r.withinCap ? '' : ' (!)'}`,
+      r.tightestCapPlusOneMs === null ? '-' : fmt(r.tightestCapPlusOneMs, 1),
       Object.entries(r.rejected)
         .map(([k, v]) => `${k}×${v}`)
         .join(' ') || '0',
       fmt(r.longestGaps[0]?.ms ?? 0, 0),
       r.ackToConnectedMs === null ? 'never' : fmt(r.ackToConnectedMs / 1000, 1),
-      r.enqueue.calls ? `${fmt(r.enqueue.meanMs, 0)} @${r.enqueue.atDepth}` : '-',
+      r.enqueue.calls ? `${fmt(r.enqueue.meanMs, 1)} / ${fmt(r.enqueue.p99Ms, 1)}` : '-',
     ]);
     if (ceiling)
       rows.push([
@@ -477,6 +482,7 @@ async function main(): Promise<void> {
         String(ceiling.requests),
         '-',
         fmt(ceiling.perSec, 0),
+        '-',
         '-',
         '-',
         String(ceiling.errors),
@@ -494,10 +500,11 @@ async function main(): Promise<void> {
           'rate msg/s',
           'of cap',
           'max/1s',
+          'cap+1 span ms',
           'rejected',
           'max gap ms',
           'ack→connected s',
-          'enqueue() ms @depth',
+          'enqueue() mean/p99 ms',
         ],
         rows,
       ) + '\n\n',

@@ -17,7 +17,7 @@ const args = flags('run', {
 });
 
 const QUICK: Record<string, string[]> = {
-  drain: ['--messages', '2000', '--messages20', '200', '--ceiling-requests', '5000', '--enqueue-sample', '10'],
+  drain: ['--messages', '2000', '--messages20', '200', '--ceiling-requests', '5000'],
   send: ['--messages', '100', '--rounds', '1', '--warmup', '20'],
   webhook: ['--requests', '400', '--warmup', '100'],
 };
@@ -51,13 +51,19 @@ interface DrainJson {
     ratePerSec: number;
     ratio: number;
     maxIn1s: number;
+    tightestCapPlusOneMs?: number | null;
     rejected: Record<string, number>;
     ackToConnectedMs: number | null;
   }[];
 }
 interface SendJson {
   summary: { kind: string; medianPerSec: number; rounds: number[]; e2eP50Ms: number; e2eP99Ms: number }[];
-  ratios: { sendOverBareHttp: number; sendOverBareNoop: number };
+  ratios: {
+    sendOverBareHttp: number;
+    sendOverBareNoop: number;
+    pairedSendOverBareHttp?: number;
+    pairedSendOverBareNoop?: number;
+  };
 }
 interface WebhookJson {
   app: { p50: number; p99: number };
@@ -85,8 +91,8 @@ function summary(since: number): string {
     lines.push(
       '### Drain',
       '',
-      '| case | msgs | ack→1st send | rate | of cap | max in 1 s | rejected | ack→connected |',
-      '|---|---|---|---|---|---|---|---|',
+      '| case | msgs | ack→1st send | rate | of cap | max in 1 s | shortest span of cap+1 sends | rejected | ack→connected |',
+      '|---|---|---|---|---|---|---|---|---|',
     );
     for (const c of drain.cases) {
       const rejected =
@@ -94,12 +100,12 @@ function summary(since: number): string {
           .map(([k, v]) => `${k}×${v}`)
           .join(' ') || '0';
       lines.push(
-        `| ${c.cap} msg/s${c.coexistence ? ' (coexistence)' : ''} | ${c.sent}/${c.messages} | ${fmt(c.ackToFirstSendMs, 0)} ms | ${fmt(c.ratePerSec, 1)} msg/s | ${pct(c.ratio)} | ${c.maxIn1s} | ${rejected} | ${c.ackToConnectedMs === null ? `not within ${drain.settings.connectTimeoutS ?? '--connect-timeout'} s` : `${fmt(c.ackToConnectedMs / 1000, 1)} s`} |`,
+        `| ${c.cap} msg/s${c.coexistence ? ' (coexistence)' : ''} | ${c.sent}/${c.messages} | ${fmt(c.ackToFirstSendMs, 0)} ms | ${fmt(c.ratePerSec, 1)} msg/s | ${pct(c.ratio)} | ${c.maxIn1s} | ${c.tightestCapPlusOneMs === undefined || c.tightestCapPlusOneMs === null ? '-' : `${fmt(c.tightestCapPlusOneMs, 1)} ms`} | ${rejected} | ${c.ackToConnectedMs === null ? `not within ${drain.settings.connectTimeoutS ?? '--connect-timeout'} s` : `${fmt(c.ackToConnectedMs / 1000, 1)} s`} |`,
       );
     }
     if (drain.ceiling)
       lines.push(
-        `| simulator ceiling (no cap, ${drain.ceiling.concurrency} in flight) | ${drain.ceiling.requests} | - | ${fmt(drain.ceiling.perSec, 0)} sends/s | - | - | ${drain.ceiling.errors} | - |`,
+        `| simulator ceiling (no cap, ${drain.ceiling.concurrency} in flight) | ${drain.ceiling.requests} | - | ${fmt(drain.ceiling.perSec, 0)} sends/s | - | - | - | ${drain.ceiling.errors} | - |`,
       );
     lines.push('');
   }
@@ -112,7 +118,7 @@ function summary(since: number): string {
       );
     lines.push(
       '',
-      `send ÷ bare-http = ${pct(send.ratios.sendOverBareHttp)}, send ÷ bare-noop = ${pct(send.ratios.sendOverBareNoop)}`,
+      `send ÷ bare-http = ${pct(send.ratios.sendOverBareHttp)} (per-round median ${pct(send.ratios.pairedSendOverBareHttp ?? NaN)}), send ÷ bare-noop = ${pct(send.ratios.sendOverBareNoop)} (per-round ${pct(send.ratios.pairedSendOverBareNoop ?? NaN)})`,
       '',
     );
   }

@@ -204,7 +204,7 @@ export interface StoredMessage {
   settlement: SettlementDoc | null;
 }
 
-/** Reads a message and its settlement (two reads by `_id`, indexed on FerretDB too); undefined if unknown. */
+/** Reads a message and its settlement (two reads by `_id`; on FerretDB 1.24 each scans its collection); undefined if unknown. */
 export async function readMessage(c: Collections, messageId: string): Promise<StoredMessage | undefined> {
   const [doc, settlement] = await Promise.all([
     c.messages.findOne({ _id: messageId }),
