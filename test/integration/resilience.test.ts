@@ -170,16 +170,13 @@ describe('a worker killed in the middle of a drain', () => {
     const wabaId = uniqueDigits();
     const phone = uniqueDigits('4');
     await stack.register(phone, wabaId, { mps: 10 });
-    // The worker in a child process: SIGKILL is a real crash (no graceful shutdown).
-    child = spawn(
-      process.execPath,
-      [path.join(__dirname, '../../node_modules/tsx/dist/cli.mjs'), 'src/worker-main.ts'],
-      {
-        cwd: path.join(__dirname, '../..'),
-        env: { ...process.env, ...stack.env, LOG_LEVEL: 'warn' },
-        stdio: 'ignore',
-      },
-    );
+    // The worker in a child process: SIGKILL is a real crash (no graceful shutdown). Node runs it
+    // with tsx as a loader, in this one process (tsx's CLI would fork a grandchild that outlives it).
+    child = spawn(process.execPath, ['--import', 'tsx', 'src/worker-main.ts'], {
+      cwd: path.join(__dirname, '../..'),
+      env: { ...process.env, ...stack.env, LOG_LEVEL: 'warn' },
+      stdio: 'ignore',
+    });
     await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED');
     await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded', 60_000);
     const ids: string[] = [];
@@ -201,6 +198,9 @@ describe('a worker killed in the middle of a drain', () => {
 
     child.kill('SIGKILL');
     await new Promise((r) => child!.once('exit', r));
+    const afterKill = accepted().length;
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(accepted().length).toBe(afterKill); // the killed worker really is gone: nothing more leaves
     const acceptedAtKill = new Set(accepted().map((m) => (m.body as { text: { body: string } }).text.body));
     const bodyOf = new Map(ids.map((id, i) => [id, `k${i}`]));
     const settledAtKill = new Set(
