@@ -68,7 +68,8 @@ export class RateLimiter {
       const cap = Math.max(1, Math.floor(this.mps));
       for (;;) {
         const oldest = this.departures.length >= cap ? this.departures[this.departures.length - cap]! : undefined;
-        const wait = oldest === undefined ? 0 : oldest + 1000 - this.clock.now();
+        // A window slightly over a second (the same margin as the spacing) absorbs network jitter.
+        const wait = oldest === undefined ? 0 : oldest + 1000 * CAP_MARGIN - this.clock.now();
         if (wait <= 0) break;
         await this.clock.sleep(wait, signal);
         if (signal?.aborted) return;
