@@ -79,17 +79,8 @@ export interface Settlement {
   notify?: boolean;
 }
 
-/**
- * FerretDB 1.24 never answers a write command carrying 100 or more update statements; bulk writes
- * go in chunks below that.
- */
-export const MAX_WRITE_BATCH = 50;
-
-export function chunks<T>(items: readonly T[], size = MAX_WRITE_BATCH): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
-  return out;
-}
+/** Settlements written per insert and delete command (bounds the size of one command). */
+const SETTLEMENTS_PER_WRITE = 500;
 
 /** The document a settlement is stored as. */
 export function settlementDoc(s: Settlement): SettlementDoc {
@@ -111,7 +102,10 @@ export function settlementDoc(s: Settlement): SettlementDoc {
  * insert and one delete command per chunk, whatever the collections' sizes.
  */
 export async function recordSettlements(c: Collections, settlements: readonly Settlement[]): Promise<void> {
-  for (const part of chunks(settlements, 500)) {
+  // Single-statement commands only: FerretDB 1.24 never answers an update command of 100 or more
+  // statements, and a bulk of inserts plus one `deleteMany` per part has no such limit.
+  for (let i = 0; i < settlements.length; i += SETTLEMENTS_PER_WRITE) {
+    const part = settlements.slice(i, i + SETTLEMENTS_PER_WRITE);
     try {
       await c.settlements.insertMany(part.map(settlementDoc), { ordered: false });
     } catch (err) {
