@@ -166,6 +166,13 @@ describe('per-WABA lifecycle on the real stack', () => {
     expect(queued.status).toBe(202);
 
     await eventually(async () => (await stack.lifecycleState(wabaId))?.escalationLevel === 1, 10_000);
+    // Operators find it in Temporal UI by the search attributes the workflow keeps current.
+    await eventually(async () => {
+      const query = `WabaId = "${wabaId}" AND WabaState = "offboarded" AND EscalationLevel >= 1`;
+      for await (const wf of stack.rt.temporal.workflow.list({ query }))
+        return wf.workflowId === wabaWorkflowId(wabaId);
+      return false;
+    }, 10_000);
     await eventually(async () => (await wabaDoc(wabaId))?.escalationLevel === 2, 10_000);
     await eventually(async () => (await state(wabaId)) === 'reconnect_abandoned', 15_000);
     const msg = await eventually(async () => {
