@@ -1,10 +1,10 @@
 import type { Client } from '@temporalio/client';
 import type { Config } from '../src/config';
-import type { GraphClient } from '../src/graph/client';
+import type { GraphClient } from '../src/adapters/graph/client';
 import type { Logger } from '../src/logger';
-import type { Collections } from '../src/store/db';
-import { countQueued } from '../src/store/queue';
-import { loadWaba, saveWaba, type WabaSnapshot } from '../src/store/wabas';
+import type { Collections } from '../src/adapters/store/db';
+import { countQueued } from '../src/adapters/store/queue';
+import { loadWaba, saveWaba, type WabaSnapshot } from '../src/adapters/store/wabas';
 import { RateLimiters } from '../src/sending/pacing';
 import { createAlertActivities } from './alerts';
 import { createDrainActivities, type DrainTuning } from './drain';

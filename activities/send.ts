@@ -1,15 +1,15 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import type { Config } from '../src/config';
-import { THROUGHPUT_LIMIT_CODE } from '../src/graph/errors';
+import { THROUGHPUT_LIMIT_CODE } from '../src/adapters/graph/errors';
 import { attemptSend, outcomeOfSettlement } from '../src/sending/attempt';
-import type { GraphClient } from '../src/graph/client';
+import type { GraphClient } from '../src/adapters/graph/client';
 import type { Logger } from '../src/logger';
-import { outcomeOf, readMessage, type Collections, type MessageDoc, type PhoneNumberDoc } from '../src/store/db';
-import { findSettlement, recordSettlements, type Settlement } from '../src/store/queue';
+import { outcomeOf, readMessage, type Collections, type MessageDoc, type PhoneNumberDoc } from '../src/adapters/store/db';
+import { findSettlement, recordSettlements, type Settlement } from '../src/adapters/store/queue';
 import { queueMessage, recordMessage } from '../src/sending/admission';
-import { gateOpen } from '../src/store/wabas';
+import { gateOpen } from '../src/adapters/store/wabas';
 import type { RateLimiters } from '../src/sending/pacing';
-import { deliverLifecycleEvent, type LauncherDeps } from '../src/temporal/launchers';
+import { deliverLifecycleEvent, type LauncherDeps } from '../src/lifecycle/launch';
 import { REASONS, type SendOutcome, type SendRequest } from '../workflows/contracts';
 import type { AdmitResult } from './types';
 

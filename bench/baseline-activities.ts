@@ -3,7 +3,7 @@
  * the send path makes (through the project's Graph client, so the transport is identical), with no
  * database access, no gate check and no pacing; and a no-op.
  */
-import type { GraphClient } from '../src/graph/client';
+import type { GraphClient } from '../src/adapters/graph/client';
 import type { SendRequest } from '../workflows/contracts';
 
 export function createBaselineActivities(deps: { graph: GraphClient }) {

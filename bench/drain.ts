@@ -17,9 +17,9 @@
  *
  * Run: npm run bench:drain [-- --messages 10000 --recipients 1000 --messages20 2000 --caps 1000,20]
  */
-import { createGraphClient } from '../src/graph/client';
-import { enqueue, queueEntryId, type NewQueueEntry } from '../src/store/queue';
-import type { MessageDoc } from '../src/store/db';
+import { createGraphClient } from '../src/adapters/graph/client';
+import { enqueue, queueEntryId, type NewQueueEntry } from '../src/adapters/store/queue';
+import type { MessageDoc } from '../src/adapters/store/db';
 import type { DrainTuning } from '../activities/drain';
 import type { WabaState } from '../workflows/contracts';
 import {

@@ -19,8 +19,8 @@
  */
 import { NativeConnection, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import { randomBytes } from 'node:crypto';
-import { createGraphClient } from '../src/graph/client';
-import { createSenderClient } from '../src/sender-client';
+import { createGraphClient } from '../src/adapters/graph/client';
+import { createSenderClient } from '../src/sending/client';
 import type { SendOutcome, SendRequest } from '../workflows/contracts';
 import { createBaselineActivities } from './baseline-activities';
 import type { bareSendWorkflow, noopWorkflow } from './baseline-workflows';

@@ -13,8 +13,8 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
-import { sendWebhook } from '../src/meta-sim/server';
-import { statusPayload } from '../src/meta-sim/payloads';
+import { sendWebhook } from '../tools/meta-sim/server';
+import { statusPayload } from '../tools/meta-sim/payloads';
 import { fmt, flags, int, mean, percentile, pool, runMain, table, writeResults } from './lib/report';
 import { nowMs, say, startServers, startService, uniqueDigits, type Service, type TemporalDbMode } from './lib/stack';
 

@@ -1,8 +1,8 @@
 import { Client, Connection } from '@temporalio/client';
 import type { MongoClient, Db } from 'mongodb';
 import type { Config } from './config';
-import { createGraphClient, type GraphClient } from './graph/client';
-import { connectMongo, type Collections } from './store/db';
+import { createGraphClient, type GraphClient } from './adapters/graph/client';
+import { connectMongo, type Collections } from './adapters/store/db';
 
 /** The long-lived clients every entry point needs, connected and checked. */
 export interface Runtime {

@@ -1,5 +1,5 @@
 /** Entry point of the HTTP server process (`npm run server`): config from the environment. */
-import { boot, onShutdown } from './main';
+import { boot, onShutdown } from './boot';
 import { connectRuntime } from './runtime';
 import { startServer } from './server';
 

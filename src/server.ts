@@ -1,5 +1,5 @@
 import type { Server } from 'node:http';
-import { createApp, type AppDeps } from './app';
+import { createApp, type AppDeps } from './http/app';
 
 /** Starts the Koa app on the configured host and port; resolves once it listens. */
 export async function startServer(deps: AppDeps): Promise<{ server: Server; url: string; close(): Promise<void> }> {

@@ -1,5 +1,5 @@
 /** Entry point of a worker process (`npm run worker`): config from the environment. */
-import { boot, onShutdown } from './main';
+import { boot, onShutdown } from './boot';
 import { connectRuntime } from './runtime';
 import { createWorker } from './worker';
 

@@ -2,9 +2,9 @@ import { NativeConnection, Worker, bundleWorkflowCode, type WorkerOptions } from
 import type { Client } from '@temporalio/client';
 import { createActivities, type ActivityDeps } from '../activities';
 import type { Config } from './config';
-import type { GraphClient } from './graph/client';
+import type { GraphClient } from './adapters/graph/client';
 import type { Logger } from './logger';
-import type { Collections } from './store/db';
+import type { Collections } from './adapters/store/db';
 
 /** The workflow code the worker runs (bundled for Temporal's sandbox). */
 export const WORKFLOWS_PATH = require.resolve('../workflows');

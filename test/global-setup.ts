@@ -16,8 +16,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ensureBinaries } from '../src/infra/binaries';
-import { startFerretDb, startTemporalDevServer, type FerretDb, type TemporalDevServer } from '../src/infra/servers';
+import { ensureBinaries } from '../tools/infra/binaries';
+import { startFerretDb, startTemporalDevServer, type FerretDb, type TemporalDevServer } from '../tools/infra/servers';
 import { SEARCH_ATTRIBUTES } from '../workflows/contracts';
 
 export interface TestServers {

@@ -1,3 +1,3 @@
 /** Every workflow the worker registers (the worker bundles this file). */
-export { wabaLifecycleWorkflow } from './lifecycle';
+export { wabaLifecycleWorkflow } from './lifecycle/workflow';
 export { sendMessageWorkflow } from './send';

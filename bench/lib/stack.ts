@@ -17,18 +17,18 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { DefaultLogger, Runtime as TemporalRuntime, type Worker } from '@temporalio/worker';
-import { createApp } from '../../src/app';
+import { createApp } from '../../src/http/app';
 import { loadConfig, type Config } from '../../src/config';
-import { ensureBinaries } from '../../src/infra/binaries';
-import { startFerretDb, startTemporalDevServer, type FerretDb, type TemporalDevServer } from '../../src/infra/servers';
+import { ensureBinaries } from '../../tools/infra/binaries';
+import { startFerretDb, startTemporalDevServer, type FerretDb, type TemporalDevServer } from '../../tools/infra/servers';
 import { createLogger, type Logger } from '../../src/logger';
 import {
   sendWebhook,
   startMetaSimulator,
   type MetaSimulator,
   type MetaSimulatorOptions,
-} from '../../src/meta-sim/server';
-import { accountUpdatePayload, type AccountUpdateEvent } from '../../src/meta-sim/payloads';
+} from '../../tools/meta-sim/server';
+import { accountUpdatePayload, type AccountUpdateEvent } from '../../tools/meta-sim/payloads';
 import { connectRuntime, type Runtime } from '../../src/runtime';
 import { bundleWorkflows, createWorker, type WorkerDeps } from '../../src/worker';
 import { SEARCH_ATTRIBUTES } from '../../workflows/contracts';

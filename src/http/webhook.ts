@@ -2,8 +2,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { Logger } from 'pino';
-import { SIGNATURE_HEADER, verifySignature } from '../meta/signature';
-import { WABA_OBJECT, WebhookPayloadError, parseWebhookBody, type ParsedWebhook } from '../meta/webhook-payload';
+import { SIGNATURE_HEADER, verifySignature } from '../adapters/meta/signature';
+import { WABA_OBJECT, WebhookPayloadError, parseWebhookBody, type ParsedWebhook } from '../adapters/meta/webhook-payload';
 import { HttpError, badRequest, forbidden, readRawBody, requestIdOf, unauthorized, unavailable } from './errors';
 
 /**

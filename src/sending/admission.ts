@@ -1,8 +1,8 @@
 import type { Logger } from '../logger';
-import { isDuplicateKey, type Collections, type MessageDoc } from '../store/db';
-import { enqueue } from '../store/queue';
-import { gateOpen } from '../store/wabas';
-import { deliverLifecycleEvent, type LauncherDeps } from '../temporal/launchers';
+import { isDuplicateKey, type Collections, type MessageDoc } from '../adapters/store/db';
+import { enqueue } from '../adapters/store/queue';
+import { gateOpen } from '../adapters/store/wabas';
+import { deliverLifecycleEvent, type LauncherDeps } from '../lifecycle/launch';
 import type { MessageContent, SendOutcome, SendRequest } from '../../workflows/contracts';
 
 /** The message part of a send request. */

@@ -1,7 +1,7 @@
-import type { GraphClient, SendMessageInput } from '../graph/client';
-import { isGraphApiError, type GraphApiError } from '../graph/errors';
-import { outcomeOf } from '../store/db';
-import { settlementDoc, type Settlement } from '../store/queue';
+import type { GraphClient, SendMessageInput } from '../adapters/graph/client';
+import { isGraphApiError, type GraphApiError } from '../adapters/graph/errors';
+import { outcomeOf } from '../adapters/store/db';
+import { settlementDoc, type Settlement } from '../adapters/store/queue';
 import type { SendOutcome } from '../../workflows/contracts';
 
 /**

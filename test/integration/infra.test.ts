@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import { Connection } from '@temporalio/client';
 import { MongoClient } from 'mongodb';
-import { INDEXED_VALUE_TYPE } from '../../src/infra/servers';
+import { INDEXED_VALUE_TYPE } from '../../tools/infra/servers';
 import { SEARCH_ATTRIBUTES } from '../../workflows/contracts';
 
 function env(name: string): string {

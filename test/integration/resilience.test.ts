@@ -4,12 +4,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Client, Connection } from '@temporalio/client';
-import { createApp } from '../../src/app';
+import { createApp } from '../../src/http/app';
 import { createLogger } from '../../src/logger';
 import { createWorker } from '../../src/worker';
-import { accountUpdatePayload } from '../../src/meta-sim/payloads';
-import { sendWebhook } from '../../src/meta-sim/server';
-import { signBody } from '../../src/meta/signature';
+import { accountUpdatePayload } from '../../tools/meta-sim/payloads';
+import { sendWebhook } from '../../tools/meta-sim/server';
+import { signBody } from '../../src/adapters/meta/signature';
 import { wabaWorkflowId } from '../../workflows/contracts';
 import { eventually, sharedBundle, startStack, uniqueDigits, type Stack } from '../support/stack';
 

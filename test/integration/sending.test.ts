@@ -1,6 +1,6 @@
 import { sendWorkflowId } from '../../workflows/contracts';
-import { createSenderClient } from '../../src/sender-client';
-import { statusPayload } from '../../src/meta-sim/payloads';
+import { createSenderClient } from '../../src/sending/client';
+import { statusPayload } from '../../tools/meta-sim/payloads';
 import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
 
 describe('sending on the real stack', () => {

@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { DefaultLogger, Runtime as TemporalRuntime, type Worker } from '@temporalio/worker';
-import { createApp } from '../../src/app';
+import { createApp } from '../../src/http/app';
 import { loadConfig, type Config } from '../../src/config';
 import { createLogger } from '../../src/logger';
 import { connectRuntime, type Runtime } from '../../src/runtime';
@@ -13,8 +13,8 @@ import {
   sendWebhook,
   type MetaSimulator,
   type MetaSimulatorOptions,
-} from '../../src/meta-sim/server';
-import { accountUpdatePayload, type AccountUpdateEvent, type AccountUpdateOptions } from '../../src/meta-sim/payloads';
+} from '../../tools/meta-sim/server';
+import { accountUpdatePayload, type AccountUpdateEvent, type AccountUpdateOptions } from '../../tools/meta-sim/payloads';
 import { stateQuery, wabaWorkflowId, type WabaLifecycleView } from '../../workflows/contracts';
 
 /**

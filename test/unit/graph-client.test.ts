@@ -1,8 +1,8 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createGraphClient, type GraphClientHandle } from '../../src/graph/client';
-import { GraphApiError, NETWORK_ERROR_CODE, UNEXPECTED_RESPONSE_CODE } from '../../src/graph/errors';
-import { startMetaSimulator, type MetaSimulator } from '../../src/meta-sim/server';
+import { createGraphClient, type GraphClientHandle } from '../../src/adapters/graph/client';
+import { GraphApiError, NETWORK_ERROR_CODE, UNEXPECTED_RESPONSE_CODE } from '../../src/adapters/graph/errors';
+import { startMetaSimulator, type MetaSimulator } from '../../tools/meta-sim/server';
 import type { MessageContent } from '../../workflows/contracts';
 
 const TOKEN = 'system-user-token';

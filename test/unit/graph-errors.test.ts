@@ -4,7 +4,7 @@ import {
   UNEXPECTED_RESPONSE_CODE,
   classifyMetaError,
   pairLimitBackoffMs,
-} from '../../src/graph/errors';
+} from '../../src/adapters/graph/errors';
 
 const classOf = (code: number, extra: { subcode?: number; httpStatus?: number } = {}) =>
   classifyMetaError({ code, ...extra }).class;

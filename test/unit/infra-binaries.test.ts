@@ -11,7 +11,7 @@ import {
   goDirective,
   parseGoVersion,
   temporalBinary,
-} from '../../src/infra/binaries';
+} from '../../tools/infra/binaries';
 
 const home = '/home/dev';
 

@@ -1,12 +1,12 @@
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { Context } from '@temporalio/activity';
-import { temporalBinary } from '../../src/infra/binaries';
+import { temporalBinary } from '../../tools/infra/binaries';
 import { bundleWorkflows } from '../../src/worker';
-import type { WabaSnapshot } from '../../src/store/wabas';
+import type { WabaSnapshot } from '../../src/adapters/store/wabas';
 import type { Activities } from '../../activities';
 import type { AlertInput, DrainInput } from '../../activities/types';
-import { wabaLifecycleWorkflow } from '../../workflows/lifecycle';
+import { wabaLifecycleWorkflow } from '../../workflows/lifecycle/workflow';
 import {
   EscalationLevelKey,
   WabaIdKey,

@@ -1,9 +1,9 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { main as cli } from '../../src/meta-sim/cli';
-import { accountUpdatePayload, statusPayload, type WebhookEnvelope } from '../../src/meta-sim/payloads';
-import { sendWebhook, startMetaSimulator, type MetaSimulator } from '../../src/meta-sim/server';
-import { SIGNATURE_HEADER, verifySignature } from '../../src/meta/signature';
+import { main as cli } from '../../tools/meta-sim/cli';
+import { accountUpdatePayload, statusPayload, type WebhookEnvelope } from '../../tools/meta-sim/payloads';
+import { sendWebhook, startMetaSimulator, type MetaSimulator } from '../../tools/meta-sim/server';
+import { SIGNATURE_HEADER, verifySignature } from '../../src/adapters/meta/signature';
 
 const TOKEN = 'sim-token';
 const PHONE = '106540352242922';

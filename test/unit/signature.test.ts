@@ -1,4 +1,4 @@
-import { signBody, verifySignature } from '../../src/meta/signature';
+import { signBody, verifySignature } from '../../src/adapters/meta/signature';
 
 describe('webhook signature', () => {
   const body = Buffer.from('{"object":"whatsapp_business_account","entry":[]}');

@@ -6,7 +6,7 @@ import {
   isLifecycleEvent,
   parseWebhookBody,
   type ParsedWebhook,
-} from '../../src/meta/webhook-payload';
+} from '../../src/adapters/meta/webhook-payload';
 
 /** Copies of Meta's documentation examples (see /work/shared/reference/payloads). */
 const FIXTURES = path.join(__dirname, '../fixtures/meta');

@@ -6,8 +6,8 @@ import Koa from 'koa';
 import pino from 'pino';
 import { appErrorListener, errorMiddleware } from '../../src/http/errors';
 import { createCounters, createWebhookRouter, type WebhookCounters, type WebhookSink } from '../../src/http/webhook';
-import { signBody } from '../../src/meta/signature';
-import type { ParsedWebhook } from '../../src/meta/webhook-payload';
+import { signBody } from '../../src/adapters/meta/signature';
+import type { ParsedWebhook } from '../../src/adapters/meta/webhook-payload';
 
 const PATH = '/webhooks/meta';
 const SECRET = 'current-app-secret';

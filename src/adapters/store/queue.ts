@@ -1,4 +1,4 @@
-import type { MessageStatus, MetaErrorInfo } from '../../workflows/contracts';
+import type { MessageStatus, MetaErrorInfo } from '../../../workflows/contracts';
 import { isDuplicateKey, isOnlyDuplicateKeys, type Collections, type QueueDoc, type SettlementDoc } from './db';
 
 /** `_id` of a queue entry: the WABA id and a zero-padded sequence number sort together. */

@@ -2,15 +2,15 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import type { Client } from '@temporalio/client';
 import type { Db } from 'mongodb';
-import type { Config } from './config';
-import type { Logger } from './logger';
-import { appErrorListener, errorMiddleware } from './http/errors';
-import { createMessagesRouter } from './http/messages';
-import { createOpsRouter } from './http/ops';
-import { createCounters, createWebhookRouter, type WebhookCounters, type WebhookSink } from './http/webhook';
-import { createWebhookSink } from './ingress/sink';
-import type { Collections } from './store/db';
-import type { LauncherDeps } from './temporal/launchers';
+import type { Config } from '../config';
+import type { Logger } from '../logger';
+import { appErrorListener, errorMiddleware } from './errors';
+import { createMessagesRouter } from '../sending/api';
+import { createOpsRouter } from '../ops/api';
+import { createCounters, createWebhookRouter, type WebhookCounters, type WebhookSink } from './webhook';
+import { createWebhookSink } from '../lifecycle/ingest';
+import type { Collections } from '../adapters/store/db';
+import type { LauncherDeps } from '../lifecycle/launch';
 
 export interface AppDeps {
   config: Config;

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Client } from '@temporalio/client';
-import { sendWorkflowId, type MessageContent, type SendOutcome, type SendRequest } from '../workflows/contracts';
-import type { sendMessageWorkflow, SendOptions } from '../workflows/send';
-import { startSendWorkflow } from './temporal/launchers';
+import { sendWorkflowId, type MessageContent, type SendOutcome, type SendRequest } from '../../workflows/contracts';
+import type { sendMessageWorkflow, SendOptions } from '../../workflows/send';
+import { startSendWorkflow } from '../lifecycle/launch';
 
 /** What a sender passes: the message, and optionally its own id (reuse it to retry safely). */
 export type SendInput = { messageId?: string; phoneNumberId: string; to: string; expiresAt?: string } & MessageContent;

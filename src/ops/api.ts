@@ -1,17 +1,17 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { WithStartWorkflowOperation, WorkflowUpdateFailedError } from '@temporalio/client';
-import { wabaLifecycleWorkflow } from '../../workflows/lifecycle';
+import { wabaLifecycleWorkflow } from '../../workflows/lifecycle/workflow';
 import { WabaIdKey } from '../../workflows/contracts';
 import { z } from 'zod';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
-import type { Collections, PhoneNumberDoc, WabaDoc } from '../store/db';
-import { countQueued } from '../store/queue';
-import type { LauncherDeps } from '../temporal/launchers';
+import type { Collections, PhoneNumberDoc, WabaDoc } from '../adapters/store/db';
+import { countQueued } from '../adapters/store/queue';
+import type { LauncherDeps } from '../lifecycle/launch';
 import { operatorActionUpdate, wabaWorkflowId, type WabaState } from '../../workflows/contracts';
-import { bearerAuth } from './auth';
-import { badRequest, conflict, notFound, parseInput, readRawBody } from './errors';
+import { bearerAuth } from '../http/auth';
+import { badRequest, conflict, notFound, parseInput, readRawBody } from '../http/errors';
 
 const WABA_STATES = ['connected', 'offboarded', 'draining', 'reconnect_abandoned', 'partner_removed'] as const;
 const MAX_OPS_BODY = 16 * 1024;

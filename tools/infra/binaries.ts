@@ -25,7 +25,7 @@ export const TEMPORAL_CLI_VERSION = 'v1.5.1';
 /** What `go.mod` of temporalio/cli v1.5.1 says (`go 1.25.0`); re-read from the module proxy before a build. */
 const TEMPORAL_CLI_GO_KNOWN = '1.25.0';
 
-/** Repository root (this file is `src/infra/binaries.ts`). */
+/** Repository root (this file is `tools/infra/binaries.ts`). */
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 export const FERRETDB_WRAPPER_DIR = path.join(REPO_ROOT, 'infra', 'ferretdb');
 const FERRETDB_WRAPPER_FILES = ['go.mod', 'go.sum', 'main.go'] as const;

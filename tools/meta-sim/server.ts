@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { z } from 'zod';
-import { SIGNATURE_HEADER, signBody } from '../meta/signature';
+import { SIGNATURE_HEADER, signBody } from '../../src/adapters/meta/signature';
 
 /**
  * A local stand-in for Meta's Cloud API, used by tests, benchmarks and people trying the service

@@ -8,7 +8,7 @@ import {
   type LifecycleSettings,
   type SendRequest,
 } from '../../workflows/contracts';
-import { wabaLifecycleWorkflow } from '../../workflows/lifecycle';
+import { wabaLifecycleWorkflow } from '../../workflows/lifecycle/workflow';
 import { sendMessageWorkflow, type SendOptions } from '../../workflows/send';
 
 /**

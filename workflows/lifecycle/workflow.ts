@@ -12,9 +12,9 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { Activities } from '../activities';
-import type { AlertInput, DrainResult } from '../activities/types';
-import type { WabaSnapshot } from '../src/store/wabas';
+import type { Activities } from '../../activities';
+import type { AlertInput, DrainResult } from '../../activities/types';
+import type { WabaSnapshot } from '../../src/adapters/store/wabas';
 import {
   EscalationLevelKey,
   REASONS,
@@ -28,7 +28,7 @@ import {
   type OperatorAction,
   type WabaLifecycleView,
   type WabaState,
-} from './contracts';
+} from '../contracts';
 
 const store = proxyActivities<Activities>({
   startToCloseTimeout: '30 seconds',

@@ -3,13 +3,13 @@ import Router from '@koa/router';
 import { z } from 'zod';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
-import { isDuplicateKey, outcomeOf, readMessage, type Collections, type StoredMessage } from '../store/db';
-import { startSendWorkflow, type LauncherDeps } from '../temporal/launchers';
-import { queueMessage, recordMessage } from '../sending/admission';
-import { gateOpen } from '../store/wabas';
+import { isDuplicateKey, outcomeOf, readMessage, type Collections, type StoredMessage } from '../adapters/store/db';
+import { startSendWorkflow, type LauncherDeps } from '../lifecycle/launch';
+import { queueMessage, recordMessage } from './admission';
+import { gateOpen } from '../adapters/store/wabas';
 import type { MessageContent, SendRequest } from '../../workflows/contracts';
-import { bearerAuth } from './auth';
-import { badRequest, conflict, notFound, parseInput, readRawBody, unprocessable } from './errors';
+import { bearerAuth } from '../http/auth';
+import { badRequest, conflict, notFound, parseInput, readRawBody, unprocessable } from '../http/errors';
 
 const MAX_SEND_BODY = 64 * 1024;
 

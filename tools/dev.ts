@@ -13,12 +13,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ensureBinaries, REPO_ROOT } from './infra/binaries';
 import { startFerretDb, startTemporalDevServer, type ServerProcess } from './infra/servers';
-import { ConfigError, loadConfig } from './config';
-import { createLogger } from './logger';
+import { ConfigError, loadConfig } from '../src/config';
+import { createLogger } from '../src/logger';
 import { startMetaSimulator } from './meta-sim/server';
-import { connectRuntime } from './runtime';
-import { startServer } from './server';
-import { createWorker } from './worker';
+import { connectRuntime } from '../src/runtime';
+import { startServer } from '../src/server';
+import { createWorker } from '../src/worker';
 import { SEARCH_ATTRIBUTES } from '../workflows/contracts';
 
 const DEV_DEFAULTS: Record<string, string> = {

@@ -1,6 +1,6 @@
-import { classifyMetaError } from '../graph/errors';
+import { classifyMetaError } from '../adapters/graph/errors';
 import type { Logger } from '../logger';
-import { isLifecycleEvent, type AccountUpdate, type ParsedWebhook, type StatusUpdate } from '../meta/webhook-payload';
+import { isLifecycleEvent, type AccountUpdate, type ParsedWebhook, type StatusUpdate } from '../adapters/meta/webhook-payload';
 import type { WebhookSink } from '../http/webhook';
 import {
   isDuplicateKey,
@@ -8,8 +8,8 @@ import {
   type AccountEventDoc,
   type Collections,
   type MessageStatusDoc,
-} from '../store/db';
-import { deliverLifecycleEvent, type LauncherDeps } from '../temporal/launchers';
+} from '../adapters/store/db';
+import { deliverLifecycleEvent, type LauncherDeps } from './launch';
 
 /**
  * The real webhook sink: makes every event durable before the webhook is acknowledged.

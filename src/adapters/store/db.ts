@@ -6,7 +6,7 @@ import type {
   MetaErrorInfo,
   SendOutcome,
   WabaState,
-} from '../../workflows/contracts';
+} from '../../../workflows/contracts';
 
 /**
  * MongoDB collections and their documents. Every document is keyed so that the hot reads are by

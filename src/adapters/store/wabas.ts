@@ -1,4 +1,4 @@
-import type { EventLogEntry, WabaState } from '../../workflows/contracts';
+import type { EventLogEntry, WabaState } from '../../../workflows/contracts';
 import type { Collections, WabaDoc } from './db';
 
 /** How many recent events a WABA document keeps. */

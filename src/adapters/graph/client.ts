@@ -1,6 +1,6 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import type { MessageContent } from '../../workflows/contracts';
+import type { MessageContent } from '../../../workflows/contracts';
 import { GraphApiError, UNEXPECTED_RESPONSE_CODE } from './errors';
 
 /**
