@@ -10,7 +10,7 @@ import { queueMessage, recordMessage } from '../src/sending/admission';
 import { gateOpen } from '../src/adapters/store/wabas';
 import type { RateLimiters } from '../src/sending/pacing';
 import { deliverLifecycleEvent, type LauncherDeps } from '../src/lifecycle/launch';
-import { REASONS, type SendOutcome, type SendRequest } from '../workflows/contracts';
+import { FAILURE_TYPES, REASONS, type SendOutcome, type SendRequest } from '../workflows/contracts';
 import type { AdmitResult } from './types';
 
 export interface SendDeps {
@@ -64,7 +64,7 @@ export function createSendActivities(deps: SendDeps) {
       const number = await phoneNumber(req.phoneNumberId);
       if (!number) {
         throw ApplicationFailure.create({
-          type: 'UnknownPhoneNumber',
+          type: FAILURE_TYPES.unknownPhoneNumber,
           message: `phone number ${req.phoneNumberId} is not registered`,
           nonRetryable: true,
         });
@@ -149,7 +149,7 @@ export function createSendActivities(deps: SendDeps) {
           log.info({ code: err.code, reason: err.reason }, 'send failed; will retry');
           // Temporal retries `admit`, which reads the gate again before the next attempt.
           throw ApplicationFailure.create({
-            type: 'MetaRetryable',
+            type: FAILURE_TYPES.metaRetryable,
             message: `${err.reason}: ${err.message}`,
             details: [err.toMetaErrorInfo()],
             nextRetryDelay: err.retryAfterMs,
@@ -171,7 +171,7 @@ export function createSendActivities(deps: SendDeps) {
       const known = await readMessage(c, messageId);
       if (!known) {
         throw ApplicationFailure.create({
-          type: 'UnknownMessage',
+          type: FAILURE_TYPES.unknownMessage,
           message: `no message ${messageId}`,
           nonRetryable: true,
         });

@@ -191,3 +191,18 @@ export const REASONS = {
   expired: 'expired',
   retriesExhausted: 'retries_exhausted',
 } as const;
+
+/**
+ * `ApplicationFailure` types thrown across the workflow boundary, named once (class names do not
+ * survive bundling). Activities throw them; workflows and launchers match on them.
+ */
+export const FAILURE_TYPES = {
+  /** The message's phone number is not in the registry: the send fails, never retried. */
+  unknownPhoneNumber: 'UnknownPhoneNumber',
+  /** A transient Meta error: Temporal retries the attempt (after Meta's wait, when it gave one). */
+  metaRetryable: 'MetaRetryable',
+  /** No message with that id is recorded. */
+  unknownMessage: 'UnknownMessage',
+  /** An operator action that does not apply to the WABA's current state. */
+  actionRefused: 'ActionRefused',
+} as const;

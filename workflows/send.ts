@@ -1,6 +1,6 @@
 import { ActivityFailure, ApplicationFailure, condition, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { Activities } from '../activities';
-import { REASONS, messageSettledSignal, messageStatusQuery, type SendOutcome, type SendRequest } from './contracts';
+import { FAILURE_TYPES, REASONS, messageSettledSignal, messageStatusQuery, type SendOutcome, type SendRequest } from './contracts';
 
 /** Options a sender may set; defaults suit production. */
 export interface SendOptions {
@@ -28,7 +28,7 @@ export async function sendMessageWorkflow(req: SendRequest, options: SendOptions
       maximumInterval: '1 minute',
       backoffCoefficient: 2,
       maximumAttempts: options.maxAttempts ?? 8,
-      nonRetryableErrorTypes: ['UnknownPhoneNumber'],
+      nonRetryableErrorTypes: [FAILURE_TYPES.unknownPhoneNumber],
     },
   });
   const poller = proxyActivities<Activities>({ startToCloseTimeout: '30 seconds' });
@@ -48,7 +48,7 @@ export async function sendMessageWorkflow(req: SendRequest, options: SendOptions
     current = await poller.settleDirect({
       messageId: req.messageId,
       status: 'failed',
-      reason: cause?.type === 'UnknownPhoneNumber' ? 'unknown_phone_number' : REASONS.retriesExhausted,
+      reason: cause?.type === FAILURE_TYPES.unknownPhoneNumber ? 'unknown_phone_number' : REASONS.retriesExhausted,
       error: cause?.details?.[0] as SendOutcome['error'],
       at: new Date().toISOString(),
     });

@@ -17,6 +17,7 @@ import type { AlertInput, DrainResult } from '../../activities/types';
 import type { WabaSnapshot } from '../../src/adapters/store/wabas';
 import {
   EscalationLevelKey,
+  FAILURE_TYPES,
   REASONS,
   WabaStateKey,
   lifecycleEventSignal,
@@ -115,7 +116,7 @@ export async function wabaLifecycleWorkflow(
     async (action) => {
       await condition(() => waba !== undefined && operatorRequest === undefined);
       const refused = refusal(action, waba!);
-      if (refused) throw ApplicationFailure.create({ type: 'ActionRefused', message: refused, nonRetryable: true });
+      if (refused) throw ApplicationFailure.create({ type: FAILURE_TYPES.actionRefused, message: refused, nonRetryable: true });
       operatorRequest = action;
       await condition(() => operatorRequest === undefined);
       return { accepted: true as const, state: waba!.state };
