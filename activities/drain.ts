@@ -1,22 +1,31 @@
 import { setMaxListeners } from 'node:events';
 import { Context } from '@temporalio/activity';
-import type { Client } from '@temporalio/client';
 import type { Config } from '../src/config';
 import type { GraphClient } from '../src/adapters/graph/client';
-import { THROUGHPUT_LIMIT_CODE, pairLimitBackoffMs } from '../src/adapters/graph/errors';
-import { attemptSend, outcomeOfSettlement } from '../src/sending/attempt';
+import { pairLimitBackoffMs } from '../src/adapters/graph/errors';
+import { attemptSend } from '../src/sending/attempt';
 import type { Logger } from '../src/logger';
 import type { Collections, QueueDoc } from '../src/adapters/store/db';
-import { findSettlement, nextEntries, recordSettlements, removeEntries, type Settlement } from '../src/adapters/store/queue';
+import { numbersOfWaba } from '../src/adapters/store/phone-numbers';
+import {
+  findSettlement,
+  nextEntries,
+  outcomeOfSettlement,
+  recordSettlements,
+  removeEntries,
+  type Settlement,
+} from '../src/adapters/store/queue';
+import type { LaunchDeps } from '../src/lifecycle/launch';
+import { notifySettled } from '../src/sending/launch';
 import { PairLimiter, realClock, type RateLimiters } from '../src/sending/pacing';
-import { REASONS, messageSettledSignal, sendWorkflowId, type SendOutcome } from '../workflows/contracts';
+import { REASONS, type SendOutcome } from '../workflows/contracts';
 import type { DrainInput, DrainResult, FailQueueInput } from './types';
 
 export interface DrainDeps {
   c: Collections;
   graph: GraphClient;
   limiters: RateLimiters;
-  temporal: Client;
+  launch: LaunchDeps;
   config: Config;
   logger: Logger;
   /** Tuning; defaults suit production. */
@@ -66,7 +75,7 @@ interface Progress {
  * Tells waiting send workflows their message's outcome, off the send path: a bounded number of
  * signals at a time, failures ignored (a send workflow also polls the database).
  */
-function createNotifier(temporal: Client, concurrency: number, logger: Logger) {
+function createNotifier(launch: LaunchDeps, concurrency: number, logger: Logger) {
   const waiting: SendOutcome[] = [];
   let active = 0;
   let idle: (() => void) | undefined;
@@ -75,9 +84,7 @@ function createNotifier(temporal: Client, concurrency: number, logger: Logger) {
     while (active < concurrency && waiting.length > 0) {
       const outcome = waiting.shift()!;
       active++;
-      temporal.workflow
-        .getHandle(sendWorkflowId(outcome.messageId))
-        .signal(messageSettledSignal, outcome)
+      notifySettled(launch, outcome)
         .catch((err: unknown) =>
           logger.debug({ messageId: outcome.messageId, err: String(err) }, 'settle signal not delivered'),
         )
@@ -156,9 +163,9 @@ export function createDrainActivities(deps: DrainDeps) {
         alreadySettled: 0,
         ...(ctx.info.heartbeatDetails as Partial<Progress> | undefined),
       };
-      const numbers = new Map((await c.phoneNumbers.find({ wabaId }).toArray()).map((n) => [n._id, n]));
+      const numbers = await numbersOfWaba(c, wabaId);
       const pairs = new PairLimiter(config.sending.pairLimitBurst, config.sending.pairLimitIntervalMs);
-      const notifier = createNotifier(deps.temporal, tuning.notifyConcurrency, log);
+      const notifier = createNotifier(deps.launch, tuning.notifyConcurrency, log);
 
       let stop: string | undefined;
       let pending: Settlement[] = [];
@@ -249,8 +256,8 @@ export function createDrainActivities(deps: DrainDeps) {
               attempts: attempt,
             });
           }
-          if (err.code === THROUGHPUT_LIMIT_CODE) limiter.pause(err.retryAfterMs ?? 1_000);
-          else if (err.scope === 'recipient') pairs.penalize(entry.to, pairLimitBackoffMs(attempt));
+          if (err.pausesNumber) limiter.pause(err.retryAfterMs ?? 1_000);
+          else if (err.pacesRecipient) pairs.penalize(entry.to, pairLimitBackoffMs(attempt));
           else await realClock.sleep(Math.min(30_000, (err.retryAfterMs ?? 1_000) * 2 ** (attempt - 1)), signal);
         }
       }
@@ -319,7 +326,7 @@ export function createDrainActivities(deps: DrainDeps) {
      */
     async failQueue(input: FailQueueInput): Promise<number> {
       const ctx = Context.current();
-      const notifier = createNotifier(deps.temporal, tuning.notifyConcurrency, deps.logger);
+      const notifier = createNotifier(deps.launch, tuning.notifyConcurrency, deps.logger);
       let failed = 0;
       for (;;) {
         const page = await nextEntries(c, input.wabaId, 0, tuning.pageSize);

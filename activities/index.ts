@@ -1,20 +1,20 @@
-import type { Client } from '@temporalio/client';
 import type { Config } from '../src/config';
 import type { GraphClient } from '../src/adapters/graph/client';
 import type { Logger } from '../src/logger';
 import type { Collections } from '../src/adapters/store/db';
-import { countQueued } from '../src/adapters/store/queue';
-import { loadWaba, saveWaba, type WabaSnapshot } from '../src/adapters/store/wabas';
+import type { LaunchDeps } from '../src/lifecycle/launch';
 import { RateLimiters } from '../src/sending/pacing';
+import { createAdmission } from '../src/sending/admission';
 import { createAlertActivities } from './alerts';
 import { createDrainActivities, type DrainTuning } from './drain';
+import { createLifecycleActivities } from './lifecycle';
 import { createSendActivities } from './send';
 
 /** What the activities are built from: real clients, injected by the worker (or a test). */
 export interface ActivityDeps {
   c: Collections;
   graph: GraphClient;
-  temporal: Client;
+  launch: LaunchDeps;
   config: Config;
   logger: Logger;
   limiters?: RateLimiters;
@@ -27,19 +27,10 @@ export interface ActivityDeps {
  */
 export function createActivities(deps: ActivityDeps) {
   const limiters = deps.limiters ?? new RateLimiters();
-  const launcher = {
-    client: deps.temporal,
-    taskQueue: deps.config.temporal.taskQueue,
-    lifecycle: deps.config.lifecycle,
-  };
-  const { c } = deps;
+  const admission = createAdmission({ c: deps.c, launch: deps.launch, logger: deps.logger });
   return {
-    /** The WABA's document, or a fresh connected one. */
-    loadWaba: (wabaId: string): Promise<WabaSnapshot> => loadWaba(c, wabaId, new Date().toISOString()),
-    /** Replaces the WABA's document (only its lifecycle workflow calls this). */
-    saveWaba: (snapshot: WabaSnapshot): Promise<void> => saveWaba(c, snapshot),
-    countQueued: (wabaId: string): Promise<number> => countQueued(c, wabaId),
-    ...createSendActivities({ ...deps, limiters, launcher }),
+    ...createLifecycleActivities(deps.c),
+    ...createSendActivities({ ...deps, limiters, admission }),
     ...createDrainActivities({ ...deps, limiters, tuning: deps.drainTuning }),
     ...createAlertActivities({
       logger: deps.logger,

@@ -440,7 +440,11 @@ async function main(): Promise<void> {
       try {
         ceiling ??= await simulatorCeiling(svc, ceilingRequests, ceilingConcurrency);
         const n = cap <= 20 ? messages20 : messages;
-        const pids = { node: process.pid, temporal: servers.temporal.pid, ferretdb: servers.ferretdb?.pid };
+        const pids = {
+          node: process.pid,
+          temporal: servers.infra.temporal?.pid,
+          ferretdb: servers.infra.ferretdb?.pid,
+        };
         cases.push(await drainCase(svc, { cap, messages: n, recipients, fill, enqueueSample, connectTimeoutMs, pids }));
       } finally {
         await svc.stop();

@@ -20,7 +20,7 @@
 import { NativeConnection, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import { randomBytes } from 'node:crypto';
 import { createGraphClient } from '../src/adapters/graph/client';
-import { createSenderClient } from '../src/sending/client';
+import { createSenderClient } from '../src/sending/launch';
 import type { SendOutcome, SendRequest } from '../workflows/contracts';
 import { createBaselineActivities } from './baseline-activities';
 import type { bareSendWorkflow, noopWorkflow } from './baseline-workflows';
@@ -194,7 +194,7 @@ async function main(): Promise<void> {
       say(`warm-up ${kind}: ${warmup} in ${fmt(w.wallSeconds, 2)} s (${fmt(warmup / w.wallSeconds)} /s)`);
     }
 
-    const pids = { node: process.pid, temporal: servers.temporal.pid, ferretdb: servers.ferretdb?.pid };
+    const pids = { node: process.pid, temporal: servers.infra.temporal?.pid, ferretdb: servers.infra.ferretdb?.pid };
     const results: RoundResult[] = [];
     for (let round = 0; round < rounds; round++) {
       const order = KINDS.map((_, i) => KINDS[(i + round) % KINDS.length]!);

@@ -2,6 +2,7 @@ import { Client, Connection } from '@temporalio/client';
 import type { MongoClient, Db } from 'mongodb';
 import type { Config } from './config';
 import { createGraphClient, type GraphClient } from './adapters/graph/client';
+import type { LaunchDeps } from './lifecycle/launch';
 import { connectMongo, type Collections } from './adapters/store/db';
 
 /** The long-lived clients every entry point needs, connected and checked. */
@@ -10,8 +11,25 @@ export interface Runtime {
   db: Db;
   c: Collections;
   temporal: Client;
+  /** What the launchers (the only doors into Temporal) are given. */
+  launch: LaunchDeps;
+  /** `/readyz` checks: MongoDB and Temporal answer. */
+  readiness: Record<string, () => Promise<unknown>>;
   graph: GraphClient;
   close(): Promise<void>;
+}
+
+/** The launchers' dependencies for a Temporal client and the configuration. */
+export function launchDepsFor(client: Client, config: Config): LaunchDeps {
+  return { client, taskQueue: config.temporal.taskQueue, lifecycle: config.lifecycle };
+}
+
+/** Readiness checks by name: a ping to MongoDB, a system-info call to Temporal. */
+export function readinessChecks(db: Db, client: Client): Record<string, () => Promise<unknown>> {
+  return {
+    mongodb: () => db.command({ ping: 1 }),
+    temporal: () => client.connection.workflowService.getSystemInfo({}),
+  };
 }
 
 /**
@@ -42,6 +60,8 @@ export async function connectRuntime(config: Config): Promise<Runtime> {
     db,
     c,
     temporal,
+    launch: launchDepsFor(temporal, config),
+    readiness: readinessChecks(db, temporal),
     graph,
     async close() {
       await connection.close();

@@ -6,7 +6,7 @@ import { startServer } from './server';
 async function main(): Promise<void> {
   const { config, logger } = boot('coexist-relay-server');
   const rt = await connectRuntime(config);
-  const http = await startServer({ config, logger, db: rt.db, c: rt.c, temporal: rt.temporal });
+  const http = await startServer({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness });
   logger.info({ url: http.url, webhook: http.url + config.webhook.path }, 'server listening');
   onShutdown(logger, async () => {
     await http.close();

@@ -10,7 +10,7 @@ async function main(): Promise<void> {
     config,
     logger,
     c: rt.c,
-    temporal: rt.temporal,
+    launch: rt.launch,
     graph: rt.graph,
   });
   onShutdown(logger, async () => worker.shutdown());

@@ -1,9 +1,9 @@
 import { NativeConnection, Worker, bundleWorkflowCode, type WorkerOptions } from '@temporalio/worker';
-import type { Client } from '@temporalio/client';
 import { createActivities, type ActivityDeps } from '../activities';
 import type { Config } from './config';
 import type { GraphClient } from './adapters/graph/client';
 import type { Logger } from './logger';
+import type { LaunchDeps } from './lifecycle/launch';
 import type { Collections } from './adapters/store/db';
 
 /** The workflow code the worker runs (bundled for Temporal's sandbox). */
@@ -21,7 +21,7 @@ export interface WorkerDeps {
   config: Config;
   logger: Logger;
   c: Collections;
-  temporal: Client;
+  launch: LaunchDeps;
   graph: GraphClient;
   /** A prebuilt bundle; without it the worker bundles at start. */
   workflowBundle?: { code: string };
@@ -40,7 +40,7 @@ export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; 
   const activities = createActivities({
     c: deps.c,
     graph: deps.graph,
-    temporal: deps.temporal,
+    launch: deps.launch,
     config,
     logger: deps.logger.child({ component: 'activities' }),
     ...deps.activityOverrides,

@@ -16,13 +16,10 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ensureBinaries } from '../tools/infra/binaries';
-import { startFerretDb, startTemporalDevServer, type FerretDb, type TemporalDevServer } from '../tools/infra/servers';
-import { SEARCH_ATTRIBUTES } from '../workflows/contracts';
+import { startInfra, type Infra } from '../tools/stack';
 
 export interface TestServers {
-  temporal: TemporalDevServer;
-  ferretdb: FerretDb;
+  infra: Infra;
   /** Logs and FerretDB's SQLite files. */
   tmpDir: string;
 }
@@ -34,34 +31,24 @@ declare global {
 
 export default async function globalSetup(): Promise<void> {
   const keep = process.env.KEEP_TEST_SERVERS === '1';
-  const { temporal: temporalCli, ferretdb: ferretdbBin } = await ensureBinaries();
   const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coexist-relay-test-'));
-  let ferretdb: FerretDb | undefined;
-  let temporal: TemporalDevServer | undefined;
+  let infra: Infra;
   try {
-    // One after the other: each picks free ports, and start-dev picks several of its own.
-    ferretdb = await startFerretDb({ binary: ferretdbBin, sqliteDir: path.join(tmpDir, 'ferretdb'), logDir: tmpDir });
-    temporal = await startTemporalDevServer({
-      binary: temporalCli,
-      logDir: tmpDir,
-      namespace: 'default',
-      searchAttributes: SEARCH_ATTRIBUTES,
-    });
+    infra = await startInfra({ dir: tmpDir });
   } catch (err) {
-    await Promise.allSettled([temporal?.stop(), ferretdb?.stop()]);
     fs.rmSync(tmpDir, { recursive: true, force: true });
     throw err;
   }
 
-  process.env.TEMPORAL_ADDRESS = temporal.address;
-  process.env.TEMPORAL_NAMESPACE = temporal.namespace;
-  process.env.MONGODB_URI = ferretdb.uri;
-  process.env.TEMPORAL_CLI_PATH = temporalCli;
-  globalThis.__coexistRelayTestServers = { temporal, ferretdb, tmpDir };
+  process.env.TEMPORAL_ADDRESS = infra.temporalAddress;
+  process.env.TEMPORAL_NAMESPACE = infra.temporalNamespace;
+  process.env.MONGODB_URI = infra.mongoUri;
+  process.env.TEMPORAL_CLI_PATH = infra.temporalCli;
+  globalThis.__coexistRelayTestServers = { infra, tmpDir };
 
   if (keep) {
     process.stderr.write(
-      `\n[test servers] Temporal ${temporal.address} (pid ${temporal.pid}), FerretDB ${ferretdb.uri} (pid ${ferretdb.pid}); logs in ${tmpDir}\n`,
+      `\n[test servers] Temporal ${infra.temporalAddress} (pid ${infra.temporal?.pid}), FerretDB ${infra.mongoUri} (pid ${infra.ferretdb?.pid}); logs in ${tmpDir}\n`,
     );
   }
 }

@@ -11,15 +11,14 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { ensureBinaries, REPO_ROOT } from './infra/binaries';
-import { startFerretDb, startTemporalDevServer, type ServerProcess } from './infra/servers';
+import { REPO_ROOT } from './infra/binaries';
+import { startInfra } from './stack';
 import { ConfigError, loadConfig } from '../src/config';
 import { createLogger } from '../src/logger';
 import { startMetaSimulator } from './meta-sim/server';
 import { connectRuntime } from '../src/runtime';
 import { startServer } from '../src/server';
 import { createWorker } from '../src/worker';
-import { SEARCH_ATTRIBUTES } from '../workflows/contracts';
 
 const DEV_DEFAULTS: Record<string, string> = {
   META_APP_SECRET: 'dev-app-secret',
@@ -34,33 +33,21 @@ async function main(): Promise<void> {
   for (const [k, v] of Object.entries(DEV_DEFAULTS)) env[k] ??= v;
   const dataDir = path.resolve(env.DEV_DATA_DIR ?? path.join(REPO_ROOT, '.data'));
   fs.mkdirSync(dataDir, { recursive: true });
-  const children: ServerProcess[] = [];
   const stops: (() => Promise<void>)[] = [];
 
-  await ensureBinaries();
-  let uiUrl: string | undefined;
-  if (!env.TEMPORAL_ADDRESS) {
-    const temporal = await startTemporalDevServer({
-      logDir: dataDir,
-      port: Number(env.DEV_TEMPORAL_PORT ?? 7233),
-      ui: true,
-      uiPort: Number(env.DEV_TEMPORAL_UI_PORT ?? 8233),
-      dbFile: path.join(dataDir, 'temporal.db'),
-      searchAttributes: SEARCH_ATTRIBUTES,
-    });
-    children.push(temporal);
-    env.TEMPORAL_ADDRESS = temporal.address;
-    uiUrl = temporal.uiUrl;
-  }
-  if (!env.MONGODB_URI) {
-    const ferret = await startFerretDb({
-      logDir: dataDir,
-      sqliteDir: path.join(dataDir, 'ferretdb'),
-      port: Number(env.DEV_FERRETDB_PORT ?? 27018),
-    });
-    children.push(ferret);
-    env.MONGODB_URI = ferret.uri;
-  }
+  const infra = await startInfra({
+    dir: dataDir,
+    ...(env.TEMPORAL_ADDRESS ? { temporalAddress: env.TEMPORAL_ADDRESS } : {}),
+    ...(env.MONGODB_URI ? { mongodbUri: env.MONGODB_URI } : {}),
+    temporalPort: Number(env.DEV_TEMPORAL_PORT ?? 7233),
+    temporalUi: true,
+    temporalUiPort: Number(env.DEV_TEMPORAL_UI_PORT ?? 8233),
+    temporalDbFile: path.join(dataDir, 'temporal.db'),
+    ferretdbPort: Number(env.DEV_FERRETDB_PORT ?? 27018),
+  });
+  env.TEMPORAL_ADDRESS = infra.temporalAddress;
+  env.MONGODB_URI = infra.mongoUri;
+  const uiUrl = infra.uiUrl;
   let simUrl: string | undefined;
   if (!env.GRAPH_API_BASE_URL) {
     const sim = await startMetaSimulator({ port: Number(env.DEV_META_SIM_PORT ?? 4010), defaults: { latencyMs: 30 } });
@@ -74,16 +61,16 @@ async function main(): Promise<void> {
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`dev: ${err.message}\n`);
-      await Promise.all(children.map((c) => c.stop()));
+      await infra.stop();
       process.exit(2);
     }
     throw err;
   }
   const logger = createLogger(config.logLevel, 'coexist-relay');
   const rt = await connectRuntime(config);
-  const { worker } = await createWorker({ config, logger, c: rt.c, temporal: rt.temporal, graph: rt.graph });
+  const { worker } = await createWorker({ config, logger, c: rt.c, launch: rt.launch, graph: rt.graph });
   const running = worker.run();
-  const http = await startServer({ config, logger, db: rt.db, c: rt.c, temporal: rt.temporal });
+  const http = await startServer({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness });
 
   const lines = [
     '',
@@ -109,7 +96,7 @@ async function main(): Promise<void> {
     await running.catch(() => undefined);
     await rt.close();
     for (const s of stops) await s();
-    await Promise.all(children.map((c) => c.stop()));
+    await infra.stop();
     process.exit(0);
   };
   process.once('SIGINT', () => void stop());

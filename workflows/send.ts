@@ -1,6 +1,13 @@
 import { ActivityFailure, ApplicationFailure, condition, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { Activities } from '../activities';
-import { FAILURE_TYPES, REASONS, messageSettledSignal, messageStatusQuery, type SendOutcome, type SendRequest } from './contracts';
+import {
+  FAILURE_TYPES,
+  REASONS,
+  messageSettledSignal,
+  messageStatusQuery,
+  type SendOutcome,
+  type SendRequest,
+} from './contracts';
 
 /** Options a sender may set; defaults suit production. */
 export interface SendOptions {

@@ -1,38 +1,27 @@
 import Koa from 'koa';
 import Router from '@koa/router';
-import type { Client } from '@temporalio/client';
-import type { Db } from 'mongodb';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
-import { appErrorListener, errorMiddleware } from './errors';
-import { createMessagesRouter } from '../sending/api';
-import { createOpsRouter } from '../ops/api';
-import { createCounters, createWebhookRouter, type WebhookCounters, type WebhookSink } from './webhook';
-import { createWebhookSink } from '../lifecycle/ingest';
 import type { Collections } from '../adapters/store/db';
-import type { LauncherDeps } from '../lifecycle/launch';
+import { createWebhookSink } from '../lifecycle/ingest';
+import type { LaunchDeps } from '../lifecycle/launch';
+import { createOpsRouter } from '../ops/api';
+import { createAdmission } from '../sending/admission';
+import { createMessagesRouter } from '../sending/api';
+import { withTimeout } from '../util/time';
+import { appErrorListener, errorMiddleware } from './errors';
+import { createCounters, createWebhookRouter, type WebhookCounters, type WebhookSink } from './webhook';
 
 export interface AppDeps {
   config: Config;
   logger: Logger;
-  db: Db;
   c: Collections;
-  temporal: Client;
+  launch: LaunchDeps;
+  /** Readiness checks by dependency name (`/readyz` answers 503 naming those that fail). */
+  readiness: Record<string, () => Promise<unknown>>;
   /** Replaces the real sink (tests of the HTTP layer only). */
   sink?: WebhookSink;
   counters?: WebhookCounters;
-}
-
-async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms`)), ms))),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /**
@@ -40,12 +29,8 @@ async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
  * health and metrics. Does not listen; `src/server.ts` does.
  */
 export function createApp(deps: AppDeps): Koa {
-  const { config, logger, c, temporal } = deps;
-  const launcher: LauncherDeps = {
-    client: temporal,
-    taskQueue: config.temporal.taskQueue,
-    lifecycle: config.lifecycle,
-  };
+  const { config, logger, c, launch } = deps;
+  const admission = createAdmission({ c, launch, logger });
   const counters = deps.counters ?? createCounters();
   const app = new Koa();
   app.proxy = true;
@@ -57,11 +42,9 @@ export function createApp(deps: AppDeps): Koa {
     ctx.body = { ok: true };
   });
   health.get('/readyz', async (ctx) => {
-    const checks = await Promise.allSettled([
-      withTimeout(deps.db.command({ ping: 1 }), 2_000),
-      withTimeout(temporal.connection.workflowService.getSystemInfo({}), 2_000),
-    ]);
-    const down = (['mongodb', 'temporal'] as const).filter((_, i) => checks[i]!.status === 'rejected');
+    const names = Object.keys(deps.readiness);
+    const checks = await Promise.allSettled(names.map((n) => withTimeout(deps.readiness[n]!(), 2_000, n)));
+    const down = names.filter((_, i) => checks[i]!.status === 'rejected');
     ctx.status = down.length === 0 ? 200 : 503;
     ctx.body =
       down.length === 0
@@ -75,15 +58,15 @@ export function createApp(deps: AppDeps): Koa {
 
   const webhook = createWebhookRouter({
     ...config.webhook,
-    sink: deps.sink ?? createWebhookSink({ c, launcher, logger }),
+    sink: deps.sink ?? createWebhookSink({ c, launch, logger }),
     logger,
     counters,
   });
   const routers = [
     health,
     webhook,
-    createMessagesRouter({ c, launcher, config, logger }),
-    createOpsRouter({ c, launcher, config, logger }),
+    createMessagesRouter({ c, launch, admission, config, logger }),
+    createOpsRouter({ c, launch, config, logger }),
   ];
   for (const r of routers) app.use(r.routes()).use(r.allowedMethods());
   return app;

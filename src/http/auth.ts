@@ -1,23 +1,20 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Middleware } from 'koa';
+import { matchIndex, secretDigest } from '../util/compare';
 import { unauthorized } from './errors';
-
-const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
 
 /**
  * Requires `Authorization: Bearer <key>` with one of `keys` (compared in constant time). Puts a
  * short, non-secret fingerprint of the key in `ctx.state.apiKeyId` (idempotency keys are scoped by it).
  */
 export function bearerAuth(keys: readonly string[], realm: string): Middleware {
-  const digests = keys.map(digest);
+  const digests = keys.map(secretDigest);
   return async function requireApiKey(ctx, next) {
     const header = ctx.get('authorization');
     const match = /^Bearer\s+(.+)$/i.exec(header);
     if (!match) throw unauthorized('missing_api_key', `${realm} requires Authorization: Bearer <key>`);
-    const given = digest(match[1]!.trim());
-    let ok = false;
-    for (const d of digests) if (timingSafeEqual(given, d)) ok = true;
-    if (!ok) throw unauthorized('invalid_api_key', `the API key is not valid for the ${realm}`);
+    const given = secretDigest(match[1]!.trim());
+    if (matchIndex(given, digests) < 0)
+      throw unauthorized('invalid_api_key', `the API key is not valid for the ${realm}`);
     ctx.state.apiKeyId = given.subarray(0, 6).toString('hex');
     await next();
   };

@@ -1,10 +1,17 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { Logger } from 'pino';
 import { SIGNATURE_HEADER, verifySignature } from '../adapters/meta/signature';
-import { WABA_OBJECT, WebhookPayloadError, parseWebhookBody, type ParsedWebhook } from '../adapters/meta/webhook-payload';
-import { HttpError, badRequest, forbidden, readRawBody, requestIdOf, unauthorized, unavailable } from './errors';
+import {
+  WABA_OBJECT,
+  WebhookPayloadError,
+  parseWebhookBody,
+  type ParsedWebhook,
+} from '../adapters/meta/webhook-payload';
+import { safeEqual } from '../util/compare';
+import { withTimeout } from '../util/time';
+import { parseJsonBody, readRawBody } from './body';
+import { HttpError, badRequest, forbidden, requestIdOf, unauthorized, unavailable } from './errors';
 
 /**
  * Meta's webhook endpoint. It acknowledges; it does not process: verify the signature over the
@@ -133,30 +140,10 @@ export interface WebhookRouterOptions {
 const OK_BODY = '{"ok":true}';
 const MAX_CHALLENGE_CHARS = 256;
 
-const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
-
-/** Constant-time equality of two strings (lengths are hidden by hashing first). */
-function safeEqual(a: string, b: string): boolean {
-  return timingSafeEqual(digest(a), digest(b));
-}
-
 /** A single query value; repeated parameters count as absent. */
 function queryValue(ctx: Context, name: string): string | undefined {
   const v = ctx.query[name];
   return typeof v === 'string' ? v : undefined;
-}
-
-class SinkTimeoutError extends Error {
-  override name = 'SinkTimeoutError';
-}
-
-function withTimeout(promise: Promise<void>, ms: number): Promise<void> {
-  if (!(ms > 0)) return promise;
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new SinkTimeoutError(`sink did not settle within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 function wabaIdsOf(parsed: ParsedWebhook): string[] {
@@ -224,11 +211,11 @@ export function createWebhookRouter(options: WebhookRouterOptions): Router {
 
     let json: unknown;
     try {
-      json = JSON.parse(raw.toString('utf8'));
-    } catch {
+      json = parseJsonBody(raw);
+    } catch (err) {
       counters.invalidJson++;
       log.warn({ requestId: requestIdOf(ctx), bytes: raw.length }, 'signed webhook body is not JSON');
-      throw badRequest('invalid_json', 'the body is not valid JSON');
+      throw err;
     }
 
     let parsed: ParsedWebhook;
@@ -258,7 +245,7 @@ export function createWebhookRouter(options: WebhookRouterOptions): Router {
     }
 
     try {
-      await withTimeout(sink.accept(parsed), sinkTimeoutMs);
+      await withTimeout(sink.accept(parsed), sinkTimeoutMs, 'webhook sink');
     } catch (err) {
       counters.sinkFailures++;
       log.error(

@@ -1,15 +1,15 @@
 import { classifyMetaError } from '../adapters/graph/errors';
 import type { Logger } from '../logger';
-import { isLifecycleEvent, type AccountUpdate, type ParsedWebhook, type StatusUpdate } from '../adapters/meta/webhook-payload';
-import type { WebhookSink } from '../http/webhook';
 import {
-  isDuplicateKey,
-  isOnlyDuplicateKeys,
-  type AccountEventDoc,
-  type Collections,
-  type MessageStatusDoc,
-} from '../adapters/store/db';
-import { deliverLifecycleEvent, type LauncherDeps } from './launch';
+  isLifecycleEvent,
+  type AccountUpdate,
+  type ParsedWebhook,
+  type StatusUpdate,
+} from '../adapters/meta/webhook-payload';
+import type { WebhookSink } from '../http/webhook';
+import type { AccountEventDoc, Collections, MessageStatusDoc } from '../adapters/store/db';
+import { markAccountEventHandled, recordAccountEvent, recordStatuses } from '../adapters/store/events';
+import { deliverLifecycleEvent, type LaunchDeps } from './launch';
 
 /**
  * The real webhook sink: makes every event durable before the webhook is acknowledged.
@@ -26,16 +26,16 @@ import { deliverLifecycleEvent, type LauncherDeps } from './launch';
  */
 export function createWebhookSink(deps: {
   c: Collections;
-  launcher: LauncherDeps;
+  launch: LaunchDeps;
   logger: Logger;
   /** Deadline of one hand-over to Temporal; past it the webhook answers 5xx and Meta redelivers. */
   temporalTimeoutMs?: number;
 }): WebhookSink {
-  const { c, launcher, logger } = deps;
+  const { c, launch, logger } = deps;
   const timeoutMs = deps.temporalTimeoutMs ?? 4_000;
   // Temporal calls get a deadline: when Temporal is down the webhook must fail fast, not hang.
   const deliver = (event: Parameters<typeof deliverLifecycleEvent>[1]) =>
-    launcher.client.withDeadline(Date.now() + timeoutMs, () => deliverLifecycleEvent(launcher, event));
+    deliverLifecycleEvent(launch, event, { deadlineMs: timeoutMs });
 
   async function handOver(u: AccountUpdate, receivedAt: string): Promise<void> {
     const doc: AccountEventDoc = {
@@ -48,15 +48,9 @@ export function createWebhookSink(deps: {
       receivedAt,
       outcome: 'pending',
     };
-    try {
-      await c.accountEvents.insertOne(doc);
-    } catch (err) {
-      if (!isDuplicateKey(err)) throw err;
-      const first = await c.accountEvents.findOne({ _id: u.key }, { projection: { outcome: 1 } });
-      if (first && first.outcome !== 'pending') {
-        logger.info({ wabaId: u.wabaId, event: u.event, key: u.key }, 'duplicate account_update ignored');
-        return;
-      }
+    if ((await recordAccountEvent(c, doc)) === 'done') {
+      logger.info({ wabaId: u.wabaId, event: u.event, key: u.key }, 'duplicate account_update ignored');
+      return;
     }
     const event = u.event;
     const lifecycle = isLifecycleEvent(event);
@@ -71,17 +65,14 @@ export function createWebhookSink(deps: {
         ...(u.detail ? { detail: u.detail } : {}),
       });
     }
-    await c.accountEvents.updateOne(
-      { _id: u.key },
-      { $set: { outcome: lifecycle ? 'signalled' : 'recorded', handedOverAt: new Date().toISOString() } },
-    );
+    await markAccountEventHandled(c, u.key, lifecycle ? 'signalled' : 'recorded', new Date().toISOString());
     logger.info(
       { wabaId: u.wabaId, event: u.event, metaTime: u.metaTime },
       lifecycle ? 'account_update handed to the lifecycle workflow' : 'account_update recorded',
     );
   }
 
-  async function recordStatuses(statuses: StatusUpdate[], receivedAt: string): Promise<void> {
+  async function storeStatuses(statuses: StatusUpdate[], receivedAt: string): Promise<void> {
     const docs: MessageStatusDoc[] = statuses.map((s) => ({
       _id: `${s.wamid}:${s.status}`,
       wamid: s.wamid,
@@ -93,12 +84,8 @@ export function createWebhookSink(deps: {
       ...(s.errors ? { errors: s.errors } : {}),
       receivedAt,
     }));
-    try {
-      await c.messageStatuses.insertMany(docs, { ordered: false });
-    } catch (err) {
-      // Redelivered statuses collide on `_id`: that is the dedupe. Anything else is a real failure.
-      if (!isOnlyDuplicateKeys(err)) throw err;
-    }
+    // Redelivered statuses collide on `_id`: that is the dedupe.
+    await recordStatuses(c, docs);
     for (const s of statuses) {
       if (s.status !== 'failed') continue;
       const unusable = s.errors?.find((e) => classifyMetaError({ code: e.code }).class === 'account_unusable');
@@ -127,7 +114,7 @@ export function createWebhookSink(deps: {
         ...[...byWaba.values()].map(async (updates) => {
           for (const u of updates) await handOver(u, receivedAt);
         }),
-        parsed.statuses.length > 0 ? recordStatuses(parsed.statuses, receivedAt) : Promise.resolve(),
+        parsed.statuses.length > 0 ? storeStatuses(parsed.statuses, receivedAt) : Promise.resolve(),
       ]);
     },
   };

@@ -1,66 +1,102 @@
-import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
+import { WithStartWorkflowOperation, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import {
   WabaIdKey,
   lifecycleEventSignal,
-  sendWorkflowId,
+  operatorActionUpdate,
+  stateQuery,
   wabaWorkflowId,
   type LifecycleEvent,
   type LifecycleSettings,
-  type SendRequest,
+  type OperatorAction,
+  type OperatorActionResult,
+  type WabaLifecycleView,
 } from '../../workflows/contracts';
-import { wabaLifecycleWorkflow } from '../../workflows/lifecycle/workflow';
-import { sendMessageWorkflow, type SendOptions } from '../../workflows/send';
+import type { wabaLifecycleWorkflow } from '../../workflows/lifecycle/workflow';
 
 /**
- * Launchers: the only doors from HTTP handlers and activities into Temporal. They set workflow
- * ids, search attributes and summaries in one place.
+ * The lifecycle launcher: the one door from HTTP handlers and activities into the per-WABA
+ * lifecycle workflow. It owns that workflow's id, start options (arguments, search attributes,
+ * summary) and the client calls that reach it. Workflow code is referenced by type only, so this
+ * module does not import workflow code (no import cycle back into workflows/).
  */
 
-export interface LauncherDeps {
+/** What the launchers need: the Temporal client, the task queue, the lifecycle settings. */
+export interface LaunchDeps {
   client: Client;
   taskQueue: string;
   lifecycle: LifecycleSettings;
 }
 
-/**
- * Hands a lifecycle event to the WABA's workflow: signals the open run, or starts a new one
- * (signal-with-start). Idempotent in effect: the workflow ignores a key it has seen. Resolves only
- * once Temporal has durably recorded the signal; throws when Temporal is unreachable.
- */
-export async function deliverLifecycleEvent(deps: LauncherDeps, event: LifecycleEvent): Promise<void> {
-  await deps.client.workflow.signalWithStart(wabaLifecycleWorkflow, {
-    workflowId: wabaWorkflowId(event.wabaId),
+type LifecycleWorkflow = typeof wabaLifecycleWorkflow;
+const LIFECYCLE_WORKFLOW = 'wabaLifecycleWorkflow';
+
+/** The start options of a WABA's lifecycle workflow, wherever it is started from. */
+function lifecycleStart(deps: LaunchDeps, wabaId: string, startedBy: string) {
+  return {
+    workflowId: wabaWorkflowId(wabaId),
     taskQueue: deps.taskQueue,
-    args: [{ wabaId: event.wabaId, settings: deps.lifecycle }],
-    signal: lifecycleEventSignal,
-    signalArgs: [event],
-    typedSearchAttributes: [{ key: WabaIdKey, value: event.wabaId }],
-    staticSummary: `WABA ${event.wabaId} lifecycle (started by ${event.type})`,
-  });
+    args: [{ wabaId, settings: deps.lifecycle }] as Parameters<LifecycleWorkflow>,
+    typedSearchAttributes: [{ key: WabaIdKey, value: wabaId }],
+    staticSummary: `WABA ${wabaId} lifecycle (started by ${startedBy})`,
+  };
 }
 
 /**
- * Starts the send workflow of one message. Starting the same message twice is a no-op (the
- * existing run keeps going): returns false then, true when this call started it.
+ * Hands a lifecycle event to the WABA's workflow: signals the open run, or starts a new one
+ * (signal-with-start). Idempotent in effect: the workflow ignores a key it has seen. Resolves only
+ * once Temporal has durably recorded the signal; throws when Temporal is unreachable or, with
+ * `deadlineMs`, does not answer in time (the webhook then answers 5xx and Meta redelivers).
  */
-export async function startSendWorkflow(
-  deps: Pick<LauncherDeps, 'client' | 'taskQueue'>,
-  req: SendRequest,
-  options: SendOptions = {},
-  wabaId?: string,
-): Promise<boolean> {
-  try {
-    await deps.client.workflow.start(sendMessageWorkflow, {
-      workflowId: sendWorkflowId(req.messageId),
-      taskQueue: deps.taskQueue,
-      args: [req, options],
-      // The WABA, when the caller already looked it up, lets Temporal UI list a WABA's sends.
-      typedSearchAttributes: wabaId ? [{ key: WabaIdKey, value: wabaId }] : [],
-      staticSummary: `${req.type} to ${req.to} via ${req.phoneNumberId}`,
+export async function deliverLifecycleEvent(
+  deps: LaunchDeps,
+  event: LifecycleEvent,
+  options: { deadlineMs?: number } = {},
+): Promise<void> {
+  const call = () =>
+    deps.client.workflow.signalWithStart<LifecycleWorkflow, [LifecycleEvent]>(LIFECYCLE_WORKFLOW, {
+      ...lifecycleStart(deps, event.wabaId, event.type),
+      signal: lifecycleEventSignal,
+      signalArgs: [event],
     });
-    return true;
+  if (options.deadlineMs) await deps.client.withDeadline(Date.now() + options.deadlineMs, call);
+  else await call();
+}
+
+/** An operator action the workflow refused (it does not apply to the WABA's state); `message` says why. */
+export class ActionRefusedError extends Error {
+  override name = 'ActionRefusedError';
+}
+
+/**
+ * Applies an operator action through update-with-start, so it also reaches a WABA whose run has
+ * ended (an abandoned one: a new run loads its document). Resolves with the WABA's state after the
+ * action; throws `ActionRefusedError` when the action does not apply.
+ */
+export async function applyOperatorAction(
+  deps: LaunchDeps,
+  wabaId: string,
+  action: OperatorAction,
+): Promise<OperatorActionResult> {
+  const startWorkflowOperation = new WithStartWorkflowOperation<LifecycleWorkflow>(LIFECYCLE_WORKFLOW, {
+    ...lifecycleStart(deps, wabaId, `operator ${action.action}`),
+    workflowIdConflictPolicy: 'USE_EXISTING',
+  });
+  try {
+    return await deps.client.workflow.executeUpdateWithStart(operatorActionUpdate, {
+      args: [action],
+      startWorkflowOperation,
+    });
   } catch (err) {
-    if (err instanceof WorkflowExecutionAlreadyStartedError) return false;
+    if (err instanceof WorkflowUpdateFailedError) throw new ActionRefusedError(err.cause?.message ?? err.message);
     throw err;
+  }
+}
+
+/** The open run's `state` query, or undefined when no run is open. */
+export async function queryLifecycleState(deps: Pick<LaunchDeps, 'client'>, wabaId: string) {
+  try {
+    return await deps.client.workflow.getHandle(wabaWorkflowId(wabaId)).query<WabaLifecycleView>(stateQuery);
+  } catch {
+    return undefined;
   }
 }

@@ -1,17 +1,17 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { WithStartWorkflowOperation, WorkflowUpdateFailedError } from '@temporalio/client';
-import { wabaLifecycleWorkflow } from '../../workflows/lifecycle/workflow';
-import { WabaIdKey } from '../../workflows/contracts';
 import { z } from 'zod';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
-import type { Collections, PhoneNumberDoc, WabaDoc } from '../adapters/store/db';
+import type { Collections } from '../adapters/store/db';
+import { listPhoneNumbers, registerPhoneNumber, wabaHasNumbers } from '../adapters/store/phone-numbers';
 import { countQueued } from '../adapters/store/queue';
-import type { LauncherDeps } from '../lifecycle/launch';
-import { operatorActionUpdate, wabaWorkflowId, type WabaState } from '../../workflows/contracts';
+import { findWaba, freshWaba, listWabas, type WabaSnapshot } from '../adapters/store/wabas';
 import { bearerAuth } from '../http/auth';
-import { badRequest, conflict, notFound, parseInput, readRawBody } from '../http/errors';
+import { readJsonBody } from '../http/body';
+import { badRequest, conflict, notFound, parseInput } from '../http/errors';
+import { ActionRefusedError, applyOperatorAction, type LaunchDeps } from '../lifecycle/launch';
+import { wabaWorkflowId, type WabaState } from '../../workflows/contracts';
 
 const WABA_STATES = ['connected', 'offboarded', 'draining', 'reconnect_abandoned', 'partner_removed'] as const;
 const MAX_OPS_BODY = 16 * 1024;
@@ -32,18 +32,11 @@ const actionSchema = z
   })
   .strict();
 
-async function readJson(ctx: Context): Promise<unknown> {
-  const raw = await readRawBody(ctx, MAX_OPS_BODY);
-  try {
-    return JSON.parse(raw.toString('utf8'));
-  } catch {
-    throw badRequest('invalid_json', 'the body is not valid JSON');
-  }
-}
+const readJson = async (ctx: Context): Promise<unknown> => (await readJsonBody(ctx, MAX_OPS_BODY)).json;
 
-function wabaView(doc: Omit<WabaDoc, '_id'> & { _id: string }, queued: number) {
+function wabaView(doc: WabaSnapshot, queued: number) {
   return {
-    wabaId: doc._id,
+    wabaId: doc.wabaId,
     state: doc.state,
     escalationLevel: doc.escalationLevel,
     queued,
@@ -51,7 +44,7 @@ function wabaView(doc: Omit<WabaDoc, '_id'> & { _id: string }, queued: number) {
     ...(doc.reason ? { reason: doc.reason } : {}),
     lastEvents: doc.events.slice(-10),
     updatedAt: doc.updatedAt,
-    workflowId: wabaWorkflowId(doc._id),
+    workflowId: wabaWorkflowId(doc.wabaId),
   };
 }
 
@@ -59,13 +52,8 @@ function wabaView(doc: Omit<WabaDoc, '_id'> & { _id: string }, queued: number) {
  * The ops API (keys from OPS_API_KEYS): WABA states, operator actions on the lifecycle workflow,
  * and the phone-number registry.
  */
-export function createOpsRouter(deps: {
-  c: Collections;
-  launcher: LauncherDeps;
-  config: Config;
-  logger: Logger;
-}): Router {
-  const { c, launcher, config, logger } = deps;
+export function createOpsRouter(deps: { c: Collections; launch: LaunchDeps; config: Config; logger: Logger }): Router {
+  const { c, launch, config, logger } = deps;
   const router = new Router({ prefix: '/v1' });
   router.use(bearerAuth(config.opsApiKeys, 'ops API'));
 
@@ -74,53 +62,33 @@ export function createOpsRouter(deps: {
     if (state !== undefined && (typeof state !== 'string' || !(WABA_STATES as readonly string[]).includes(state))) {
       throw badRequest('invalid_state', `state must be one of ${WABA_STATES.join(', ')}`);
     }
-    const docs = await c.wabas
-      .find(state ? { state: state as WabaState } : {})
-      .sort({ _id: 1 })
-      .limit(1000)
-      .toArray();
-    const queued = await Promise.all(docs.map((d) => countQueued(c, d._id)));
+    const docs = await listWabas(c, state as WabaState | undefined);
+    const queued = await Promise.all(docs.map((d) => countQueued(c, d.wabaId)));
     ctx.body = { wabas: docs.map((d, i) => wabaView(d, queued[i]!)) };
   });
 
   router.get('/wabas/:wabaId', async (ctx) => {
     const wabaId = ctx.params.wabaId!;
-    const doc = await c.wabas.findOne({ _id: wabaId });
+    const doc = await findWaba(c, wabaId);
     if (doc) {
       ctx.body = wabaView(doc, await countQueued(c, wabaId));
       return;
     }
-    const registered = await c.phoneNumbers.findOne({ wabaId });
-    if (!registered) throw notFound('unknown_waba', `WABA ${wabaId} has no registered number and no recorded event`);
-    const now = new Date().toISOString();
-    ctx.body = wabaView(
-      { _id: wabaId, state: 'connected', since: now, escalationLevel: 0, events: [], updatedAt: now },
-      0,
-    );
+    if (!(await wabaHasNumbers(c, wabaId))) {
+      throw notFound('unknown_waba', `WABA ${wabaId} has no registered number and no recorded event`);
+    }
+    ctx.body = wabaView(freshWaba(wabaId, new Date().toISOString()), 0);
   });
 
   router.post('/wabas/:wabaId/actions', async (ctx) => {
     const wabaId = ctx.params.wabaId!;
     const action = parseInput(actionSchema, await readJson(ctx));
-    // Update-with-start: an abandoned WABA has no open run; a new one loads its document.
-    const startWorkflowOperation = new WithStartWorkflowOperation(wabaLifecycleWorkflow, {
-      workflowId: wabaWorkflowId(wabaId),
-      taskQueue: launcher.taskQueue,
-      args: [{ wabaId, settings: launcher.lifecycle }],
-      workflowIdConflictPolicy: 'USE_EXISTING',
-      typedSearchAttributes: [{ key: WabaIdKey, value: wabaId }],
-    });
     try {
-      const result = await launcher.client.workflow.executeUpdateWithStart(operatorActionUpdate, {
-        args: [action],
-        startWorkflowOperation,
-      });
+      const result = await applyOperatorAction(launch, wabaId, action);
       logger.warn({ wabaId, ...action }, 'operator action applied');
       ctx.body = { wabaId, ...result };
     } catch (err) {
-      if (err instanceof WorkflowUpdateFailedError) {
-        throw conflict('action_refused', err.cause?.message ?? err.message);
-      }
+      if (err instanceof ActionRefusedError) throw conflict('action_refused', err.message);
       throw err;
     }
   });
@@ -133,19 +101,14 @@ export function createOpsRouter(deps: {
     if (coexistence && body.mps !== undefined && body.mps > 20) {
       throw badRequest('invalid_mps', 'coexistence numbers are fixed by Meta at 20 messages per second', { max: 20 });
     }
-    const now = new Date().toISOString();
-    const existing = await c.phoneNumbers.findOne({ _id: phoneNumberId });
-    const doc: PhoneNumberDoc = {
-      _id: phoneNumberId,
-      wabaId: body.wabaId,
-      mps: body.mps ?? (coexistence ? 20 : config.sending.defaultMps),
-      coexistence,
-      createdAt: existing?.createdAt ?? now,
-      updatedAt: now,
-    };
-    await c.phoneNumbers.replaceOne({ _id: phoneNumberId }, doc, { upsert: true });
+    const { doc, created } = await registerPhoneNumber(
+      c,
+      phoneNumberId,
+      { wabaId: body.wabaId, mps: body.mps ?? (coexistence ? 20 : config.sending.defaultMps), coexistence },
+      new Date().toISOString(),
+    );
     logger.info({ wabaId: doc.wabaId, phoneNumberId, mps: doc.mps, coexistence }, 'phone number registered');
-    ctx.status = existing ? 200 : 201;
+    ctx.status = created ? 201 : 200;
     const { _id, ...rest } = doc;
     ctx.body = { phoneNumberId: _id, ...rest };
   });
@@ -153,11 +116,7 @@ export function createOpsRouter(deps: {
   router.get('/phone-numbers', async (ctx) => {
     const wabaId = ctx.query.wabaId;
     if (wabaId !== undefined && typeof wabaId !== 'string') throw badRequest('invalid_waba_id', 'give one wabaId');
-    const docs = await c.phoneNumbers
-      .find(wabaId ? { wabaId } : {})
-      .sort({ _id: 1 })
-      .limit(1000)
-      .toArray();
+    const docs = await listPhoneNumbers(c, wabaId);
     ctx.body = { phoneNumbers: docs.map(({ _id, ...rest }) => ({ phoneNumberId: _id, ...rest })) };
   });
 

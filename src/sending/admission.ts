@@ -1,91 +1,234 @@
 import type { Logger } from '../logger';
-import { isDuplicateKey, type Collections, type MessageDoc } from '../adapters/store/db';
-import { enqueue } from '../adapters/store/queue';
-import { gateOpen } from '../adapters/store/wabas';
-import { deliverLifecycleEvent, type LauncherDeps } from '../lifecycle/launch';
-import type { MessageContent, SendOutcome, SendRequest } from '../../workflows/contracts';
-
-/** The message part of a send request. */
-export const contentOf = (req: SendRequest): MessageContent =>
-  req.type === 'text' ? { type: 'text', text: req.text } : { type: 'template', template: req.template };
+import type { Collections, MessageDoc } from '../adapters/store/db';
+import { insertMessage, markQueued, outcomeOf, readMessage } from '../adapters/store/messages';
+import { createPhoneNumberLookup, type PhoneNumberLookup } from '../adapters/store/phone-numbers';
+import {
+  enqueue,
+  findSettlement,
+  isQueued,
+  outcomeOfSettlement,
+  recordSettlements,
+  type Settlement,
+} from '../adapters/store/queue';
+import { readWabaState } from '../adapters/store/wabas';
+import { deliverLifecycleEvent, type LaunchDeps } from '../lifecycle/launch';
+import {
+  REASONS,
+  type LifecycleSettings,
+  type MessageContent,
+  type SendOutcome,
+  type SendRequest,
+  type WabaState,
+} from '../../workflows/contracts';
 
 /**
- * Records an accepted message (status `accepted`, or `queued` when the caller is about to queue
- * it) unless it is already recorded. Returns the new document, or undefined when the message was
- * already recorded (the caller reads it if it needs it). Idempotent: the API and the send
- * workflow both call it.
+ * THE send gate: whether a message may leave now, must wait in its WABA's queue, or is refused.
+ * The send API, the send workflow's `admit` activity and the queue's stray check all ask here;
+ * nothing else reads a WABA's state to decide about a message.
  */
-export async function recordMessage(
-  c: Collections,
-  req: SendRequest,
+
+/** What the gate says about a message for a WABA in a given state. */
+export type GateVerdict =
+  | { kind: 'send' }
+  | { kind: 'queue' }
+  /** `reason` is what the message is failed with; `code` and `message` are the API's 409 answer. */
+  | { kind: 'refuse'; reason: string; code: string; message: string };
+
+/**
+ * The refusal policy and the gate, in one table: partner removed → refuse; abandoned with
+ * `ON_ABANDON=fail` → refuse; connected (or never seen) → send; anything else → queue.
+ */
+export function gateVerdict(
   wabaId: string,
-  status: 'accepted' | 'queued' = 'accepted',
-): Promise<MessageDoc | undefined> {
-  const doc: MessageDoc = {
-    _id: req.messageId,
-    wabaId,
-    phoneNumberId: req.phoneNumberId,
-    to: req.to,
-    content: contentOf(req),
-    status,
-    acceptedAt: req.acceptedAt,
-    ...(status === 'queued' ? { queuedAt: req.acceptedAt } : {}),
-    ...(req.expiresAt ? { expiresAt: req.expiresAt } : {}),
-    updatedAt: req.acceptedAt,
-    attempts: 0,
-  };
-  try {
-    await c.messages.insertOne(doc);
-    return doc;
-  } catch (err) {
-    if (!isDuplicateKey(err)) throw err;
-    return undefined;
+  state: WabaState | undefined,
+  onAbandon: LifecycleSettings['onAbandon'],
+): GateVerdict {
+  if (state === 'partner_removed') {
+    return {
+      kind: 'refuse',
+      reason: REASONS.partnerRemoved,
+      code: 'partner_removed',
+      message: `WABA ${wabaId} is no longer shared with us (PARTNER_REMOVED); sends are refused`,
+    };
   }
+  if (state === 'reconnect_abandoned' && onAbandon === 'fail') {
+    return {
+      kind: 'refuse',
+      reason: REASONS.reconnectTimeout,
+      code: 'reconnect_abandoned',
+      message: `WABA ${wabaId} did not reconnect and was abandoned; sends are refused until it reconnects`,
+    };
+  }
+  if (state === undefined || state === 'connected') return { kind: 'send' };
+  return { kind: 'queue' };
+}
+
+/** The message part of a send request (text or template). */
+export function contentOf(req: {
+  type: 'text' | 'template';
+  text?: Extract<MessageContent, { type: 'text' }>['text'];
+  template?: Extract<MessageContent, { type: 'template' }>['template'];
+}): MessageContent {
+  if (req.type === 'text' && req.text) return { type: 'text', text: req.text };
+  if (req.type === 'template' && req.template) return { type: 'template', template: req.template };
+  throw new Error(`a ${req.type} message needs its ${req.type} part`);
+}
+
+export interface AdmissionDeps {
+  c: Collections;
+  launch: LaunchDeps;
+  logger: Logger;
+}
+
+/** What `admitMessage` decided: an outcome already (settled or queued), or "send it now". */
+export type Admission =
+  { kind: 'done'; outcome: SendOutcome } | { kind: 'send'; wabaId: string; mps: number; doc: MessageDoc };
+
+/** Raised by `admitMessage` for a number that is not registered (a permanent failure). */
+export class UnknownPhoneNumberError extends Error {
+  override name = 'UnknownPhoneNumberError';
 }
 
 /**
- * Puts a message at the end of its WABA's durable queue (idempotent per message), then looks at
- * the gate once more: if it reopened between the caller's read and our insert, the drain that
- * reopened it may have missed this entry, so the lifecycle workflow is asked for a stray drain.
- * Used by the send API (so queue order is acceptance order) and by the send workflow's admit.
+ * The admission of messages: the API's acceptance and the send workflow's decision, built once
+ * per process over the store and the lifecycle launcher.
  */
-export async function queueMessage(
-  deps: { c: Collections; launcher: LauncherDeps; logger: Logger },
-  req: Pick<SendRequest, 'messageId' | 'phoneNumberId' | 'to' | 'expiresAt'>,
-  wabaId: string,
-  content: MessageContent,
-  /** The message document already says `queued` (recorded so): no update needed. */
-  recordedAsQueued = false,
-): Promise<SendOutcome> {
-  const { c } = deps;
-  const now = new Date().toISOString();
-  const { messageId, phoneNumberId, to, expiresAt } = req;
-  // Status first, entry second: an admit retry that finds `queued`, no entry and no settlement
-  // knows this step was interrupted and queues again.
-  if (!recordedAsQueued) {
-    await c.messages.updateOne({ _id: messageId }, { $set: { status: 'queued', queuedAt: now, updatedAt: now } });
-  }
-  const seq = await enqueue(c, {
-    wabaId,
-    messageId,
-    phoneNumberId,
-    to,
-    content,
-    ...(expiresAt ? { expiresAt } : {}),
-    enqueuedAt: now,
-    notify: true,
-  });
-  const after = await c.wabas.findOne({ _id: wabaId }, { projection: { state: 1 } });
-  if (gateOpen(after?.state)) {
-    await deliverLifecycleEvent(deps.launcher, {
-      key: `stray:${messageId}`,
-      type: 'QUEUE_STRAY',
+export function createAdmission(deps: AdmissionDeps) {
+  const { c, launch, logger } = deps;
+  const onAbandon = launch.lifecycle.onAbandon;
+  const lookup: PhoneNumberLookup = createPhoneNumberLookup(c);
+
+  const verdictFor = async (wabaId: string): Promise<GateVerdict> =>
+    gateVerdict(wabaId, (await readWabaState(c, wabaId))?.state, onAbandon);
+
+  function messageDoc(req: SendRequest, wabaId: string, status: 'accepted' | 'queued'): MessageDoc {
+    return {
+      _id: req.messageId,
       wabaId,
-      receivedAt: now,
-      source: 'send',
-      detail: `message ${messageId} queued while the gate reopened`,
-    });
+      phoneNumberId: req.phoneNumberId,
+      to: req.to,
+      content: contentOf(req),
+      status,
+      acceptedAt: req.acceptedAt,
+      ...(status === 'queued' ? { queuedAt: req.acceptedAt } : {}),
+      ...(req.expiresAt ? { expiresAt: req.expiresAt } : {}),
+      updatedAt: req.acceptedAt,
+      attempts: 0,
+    };
   }
-  deps.logger.debug({ wabaId, messageId, seq }, 'message queued');
-  return { messageId, status: 'queued', at: now };
+
+  async function settle(s: Settlement): Promise<SendOutcome> {
+    await recordSettlements(c, [s]);
+    return outcomeOfSettlement(s);
+  }
+
+  /**
+   * Puts a message at the end of its WABA's durable queue (idempotent per message), then asks the
+   * gate once more: if it reopened between the caller's read and our insert, the drain that
+   * reopened it may have missed this entry, so the lifecycle workflow is asked for a stray drain.
+   */
+  async function queue(
+    req: Pick<SendRequest, 'messageId' | 'phoneNumberId' | 'to' | 'expiresAt'>,
+    wabaId: string,
+    content: MessageContent,
+    /** The message document already says `queued`: no update needed. */
+    recordedAsQueued: boolean,
+  ): Promise<SendOutcome> {
+    const now = new Date().toISOString();
+    const { messageId, phoneNumberId, to, expiresAt } = req;
+    // Status first, entry second: an admit retry that finds `queued`, no entry and no settlement
+    // knows this step was interrupted and queues again.
+    if (!recordedAsQueued) await markQueued(c, messageId, now);
+    const seq = await enqueue(c, {
+      wabaId,
+      messageId,
+      phoneNumberId,
+      to,
+      content,
+      ...(expiresAt ? { expiresAt } : {}),
+      enqueuedAt: now,
+      notify: true,
+    });
+    if ((await verdictFor(wabaId)).kind === 'send') {
+      await deliverLifecycleEvent(launch, {
+        key: `stray:${messageId}`,
+        type: 'QUEUE_STRAY',
+        wabaId,
+        receivedAt: now,
+        source: 'send',
+        detail: `message ${messageId} queued while the gate reopened`,
+      });
+    }
+    logger.debug({ wabaId, messageId, seq }, 'message queued');
+    return { messageId, status: 'queued', at: now };
+  }
+
+  return {
+    lookupNumber: lookup,
+    verdictFor,
+
+    /**
+     * The API's acceptance of a new message whose gate verdict is not a refusal: records it and,
+     * while the gate is closed, queues it right away (so queue order is the order in which the API
+     * accepted the messages; the send workflow then only waits for the drain). Idempotent.
+     */
+    async acceptNew(req: SendRequest, wabaId: string, verdict: GateVerdict): Promise<void> {
+      const closed = verdict.kind !== 'send';
+      const inserted = await insertMessage(c, messageDoc(req, wabaId, closed ? 'queued' : 'accepted'));
+      if (inserted && closed) await queue(req, wabaId, contentOf(req), true);
+    },
+
+    /**
+     * The send workflow's decision for one message: records it (idempotent), returns its outcome
+     * when it is already settled or queued, expires or refuses it, queues it while the gate is
+     * closed, or says "send now". Safe to call again for the same message.
+     */
+    async admitMessage(req: SendRequest): Promise<Admission> {
+      const now = new Date().toISOString();
+      const number = await lookup(req.phoneNumberId);
+      if (!number) throw new UnknownPhoneNumberError(`phone number ${req.phoneNumberId} is not registered`);
+      const wabaId = number.wabaId;
+      const done = (outcome: SendOutcome): Admission => ({ kind: 'done', outcome });
+
+      // A new message (the typed client's first attempt) costs one insert; a known one (the API
+      // recorded it, or this is a retry) is read with its settlement.
+      let doc = messageDoc(req, wabaId, 'accepted');
+      if (!(await insertMessage(c, doc))) {
+        const known = await readMessage(c, req.messageId);
+        if (known?.settlement) return done(outcomeOf(req.messageId, known));
+        if (!known?.doc) throw new Error(`message ${req.messageId} vanished`); // retried by Temporal
+        doc = known.doc;
+        if (doc.status === 'queued') {
+          // Queued (by the API, or an earlier attempt): still waiting, or settled since we looked.
+          if (await isQueued(c, req.messageId)) {
+            return done({ messageId: req.messageId, status: 'queued', at: doc.queuedAt ?? now });
+          }
+          const settlement = await findSettlement(c, req.messageId);
+          if (settlement) return done(outcomeOf(req.messageId, { doc, settlement }));
+          // Marked queued but never inserted (an interrupted attempt): queue it again below.
+        }
+      }
+
+      if (req.expiresAt && Date.parse(req.expiresAt) <= Date.now()) {
+        return done(await settle({ messageId: req.messageId, status: 'expired', reason: REASONS.expired, at: now }));
+      }
+      const verdict = await verdictFor(wabaId);
+      if (verdict.kind === 'refuse') {
+        return done(await settle({ messageId: req.messageId, status: 'failed', reason: verdict.reason, at: now }));
+      }
+      // Closed gate, or an interrupted attempt that had marked the message queued: queue it.
+      if (verdict.kind === 'queue' || doc.status === 'queued') {
+        return done(await queue(req, wabaId, doc.content, doc.status === 'queued'));
+      }
+      return { kind: 'send', wabaId, mps: number.mps, doc };
+    },
+
+    /** Queues a message whose send proved the account unusable (the gate is being closed). */
+    requeue: (req: SendRequest, wabaId: string, doc: MessageDoc) =>
+      queue(req, wabaId, doc.content, doc.status === 'queued'),
+
+    settle,
+  };
 }
+
+export type AdmissionService = ReturnType<typeof createAdmission>;

@@ -3,13 +3,22 @@ import Router from '@koa/router';
 import { z } from 'zod';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
-import { isDuplicateKey, outcomeOf, readMessage, type Collections, type StoredMessage } from '../adapters/store/db';
-import { startSendWorkflow, type LauncherDeps } from '../lifecycle/launch';
-import { queueMessage, recordMessage } from './admission';
-import { gateOpen } from '../adapters/store/wabas';
-import type { MessageContent, SendRequest } from '../../workflows/contracts';
+import type { Collections } from '../adapters/store/db';
+import { statusesOf } from '../adapters/store/events';
+import {
+  acceptedAtOf,
+  claimIdempotencyKey,
+  outcomeOf,
+  readMessage,
+  type StoredMessage,
+} from '../adapters/store/messages';
 import { bearerAuth } from '../http/auth';
-import { badRequest, conflict, notFound, parseInput, readRawBody, unprocessable } from '../http/errors';
+import { readJsonBody } from '../http/body';
+import { badRequest, conflict, notFound, parseInput, unprocessable } from '../http/errors';
+import type { LaunchDeps } from '../lifecycle/launch';
+import type { SendRequest } from '../../workflows/contracts';
+import { contentOf, type AdmissionService } from './admission';
+import { startSendWorkflow } from './launch';
 
 const MAX_SEND_BODY = 64 * 1024;
 
@@ -43,11 +52,6 @@ const sendSchema = z
     }
   });
 
-type SendBody = z.output<typeof sendSchema>;
-
-const contentOf = (b: SendBody): MessageContent =>
-  b.type === 'text' ? { type: 'text', text: b.text! } : { type: 'template', template: b.template! };
-
 /** A sortable, unguessable message id. */
 export const newMessageId = (): string => `msg_${Date.now().toString(36)}${randomBytes(8).toString('hex')}`;
 
@@ -57,11 +61,7 @@ async function messageView(c: Collections, id: string, m: StoredMessage) {
   const outcome = outcomeOf(id, m);
   const delivery: Record<string, { at?: string; errors?: unknown[] }> = {};
   if (outcome.wamid) {
-    const found = await Promise.all(
-      ['sent', 'delivered', 'read', 'failed'].map((s) => c.messageStatuses.findOne({ _id: `${outcome.wamid}:${s}` })),
-    );
-    for (const s of found) {
-      if (!s) continue;
+    for (const s of await statusesOf(c, outcome.wamid)) {
       delivery[s.status] = {
         ...(s.timestamp ? { at: new Date(s.timestamp * 1000).toISOString() } : {}),
         ...(s.errors ? { errors: s.errors } : {}),
@@ -98,61 +98,43 @@ async function messageView(c: Collections, id: string, m: StoredMessage) {
  */
 export function createMessagesRouter(deps: {
   c: Collections;
-  launcher: LauncherDeps;
+  launch: LaunchDeps;
+  admission: AdmissionService;
   config: Config;
   logger: Logger;
 }): Router {
-  const { c, launcher, config } = deps;
+  const { c, launch, admission, config } = deps;
   const router = new Router({ prefix: '/v1/messages' });
   router.use(bearerAuth(config.sendApiKeys, 'send API'));
 
   router.post('/', async (ctx) => {
-    const raw = await readRawBody(ctx, MAX_SEND_BODY);
-    let json: unknown;
-    try {
-      json = JSON.parse(raw.toString('utf8'));
-    } catch {
-      throw badRequest('invalid_json', 'the body is not valid JSON');
-    }
+    const { raw, json } = await readJsonBody(ctx, MAX_SEND_BODY);
     const body = parseInput(sendSchema, json);
     const idemHeader = ctx.get('idempotency-key');
     if (idemHeader && !/^[\x21-\x7e]{1,255}$/.test(idemHeader)) {
       throw badRequest('invalid_idempotency_key', 'Idempotency-Key must be 1–255 visible ASCII characters');
     }
 
-    const number = await c.phoneNumbers.findOne({ _id: body.phoneNumberId });
+    const number = await admission.lookupNumber(body.phoneNumberId);
     if (!number) {
       throw unprocessable(
         'unknown_phone_number',
         `phone number ${body.phoneNumberId} is not registered; an operator registers it with PUT /v1/phone-numbers/${body.phoneNumberId}`,
       );
     }
-    const waba = await c.wabas.findOne({ _id: number.wabaId }, { projection: { state: 1, reason: 1 } });
-    if (waba?.state === 'partner_removed') {
-      throw conflict(
-        'partner_removed',
-        `WABA ${number.wabaId} is no longer shared with us (PARTNER_REMOVED); sends are refused`,
-        { wabaId: number.wabaId, reason: waba.reason },
-      );
-    }
-    if (waba?.state === 'reconnect_abandoned' && config.lifecycle.onAbandon === 'fail') {
-      throw conflict(
-        'reconnect_abandoned',
-        `WABA ${number.wabaId} did not reconnect and was abandoned; sends are refused until it reconnects`,
-        { wabaId: number.wabaId },
-      );
-    }
+    const verdict = await admission.verdictFor(number.wabaId);
+    if (verdict.kind === 'refuse') throw conflict(verdict.code, verdict.message, { wabaId: number.wabaId });
 
     let messageId = newMessageId();
     if (idemHeader) {
       const requestHash = createHash('sha256').update(raw).digest('hex');
-      const idemId = `${String(ctx.state.apiKeyId)}:${idemHeader}`;
-      try {
-        await c.idempotency.insertOne({ _id: idemId, messageId, requestHash, createdAt: new Date().toISOString() });
-      } catch (err) {
-        if (!isDuplicateKey(err)) throw err;
-        const first = await c.idempotency.findOne({ _id: idemId });
-        if (!first) throw err;
+      const first = await claimIdempotencyKey(c, {
+        _id: `${String(ctx.state.apiKeyId)}:${idemHeader}`,
+        messageId,
+        requestHash,
+        createdAt: new Date().toISOString(),
+      });
+      if (first) {
         if (first.requestHash !== requestHash) {
           throw unprocessable(
             'idempotency_key_reused',
@@ -165,26 +147,18 @@ export function createMessagesRouter(deps: {
       }
     }
 
-    const existing = await c.messages.findOne({ _id: messageId }, { projection: { acceptedAt: 1 } });
-    const acceptedAt = existing?.acceptedAt ?? new Date().toISOString();
-    const content = contentOf(body);
+    const existingAcceptedAt = await acceptedAtOf(c, messageId);
     const req: SendRequest = {
       messageId,
       phoneNumberId: body.phoneNumberId,
       to: body.to,
-      acceptedAt,
+      acceptedAt: existingAcceptedAt ?? new Date().toISOString(),
       ...(body.expiresAt ? { expiresAt: new Date(body.expiresAt).toISOString() } : {}),
-      ...content,
+      ...contentOf(body),
     };
-    if (!existing) {
-      // While the gate is closed the message joins the queue now, so queue order is the order in
-      // which this API accepted the messages (the send workflow then just waits for the drain).
-      const closed = !gateOpen(waba?.state);
-      await recordMessage(c, req, number.wabaId, closed ? 'queued' : 'accepted');
-      if (closed) await queueMessage(deps, req, number.wabaId, content, true);
-    }
+    if (!existingAcceptedAt) await admission.acceptNew(req, number.wabaId, verdict);
     // Idempotent: a replay (or a retry after a failure here) finds the run already started.
-    await startSendWorkflow(launcher, req, { queuedPollMs: config.sending.queuedPollMs }, number.wabaId);
+    await startSendWorkflow(launch, req, { queuedPollMs: config.sending.queuedPollMs }, number.wabaId);
     ctx.status = 202;
     ctx.body = { id: messageId, status: 'accepted' };
   });

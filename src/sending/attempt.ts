@@ -1,8 +1,5 @@
 import type { GraphClient, SendMessageInput } from '../adapters/graph/client';
 import { isGraphApiError, type GraphApiError } from '../adapters/graph/errors';
-import { outcomeOf } from '../adapters/store/db';
-import { settlementDoc, type Settlement } from '../adapters/store/queue';
-import type { SendOutcome } from '../../workflows/contracts';
 
 /**
  * What one Cloud API send attempt means for the message, decided in one place for the direct send
@@ -35,9 +32,4 @@ export async function attemptSend(graph: GraphClient, input: SendMessageInput): 
         return { kind: 'retry', error: err };
     }
   }
-}
-
-/** The outcome a settlement gives the message (what its send workflow returns). */
-export function outcomeOfSettlement(s: Settlement): SendOutcome {
-  return outcomeOf(s.messageId, { doc: null, settlement: settlementDoc(s) });
 }

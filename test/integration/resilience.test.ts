@@ -7,6 +7,7 @@ import { Client, Connection } from '@temporalio/client';
 import { createApp } from '../../src/http/app';
 import { createLogger } from '../../src/logger';
 import { createWorker } from '../../src/worker';
+import { launchDepsFor, readinessChecks } from '../../src/runtime';
 import { accountUpdatePayload } from '../../tools/meta-sim/payloads';
 import { sendWebhook } from '../../tools/meta-sim/server';
 import { signBody } from '../../src/adapters/meta/signature';
@@ -71,9 +72,9 @@ describe('resilience on the real stack', () => {
     const app = createApp({
       config: stack.config,
       logger: createLogger('silent'),
-      db: dead.db('x'),
       c: stack.rt.c,
-      temporal: stack.rt.temporal,
+      launch: stack.rt.launch,
+      readiness: readinessChecks(dead.db('x'), stack.rt.temporal),
     });
     const server: Server = await new Promise((r) => {
       const s = app.listen(0, '127.0.0.1', () => r(s));
@@ -113,9 +114,9 @@ describe('resilience on the real stack', () => {
     const app = createApp({
       config: stack.config,
       logger: createLogger('silent'),
-      db: stack.rt.db,
       c: stack.rt.c,
-      temporal: client,
+      launch: launchDepsFor(client, stack.config),
+      readiness: readinessChecks(stack.rt.db, client),
     });
     const server: Server = await new Promise((r) => {
       const s = app.listen(0, '127.0.0.1', () => r(s));
@@ -213,7 +214,7 @@ describe('a worker killed in the middle of a drain', () => {
       config: stack.config,
       logger: createLogger('silent'),
       c: stack.rt.c,
-      temporal: stack.rt.temporal,
+      launch: stack.rt.launch,
       graph: stack.rt.graph,
       workflowBundle: await sharedBundle(),
     });

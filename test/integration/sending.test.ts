@@ -1,7 +1,7 @@
 import { sendWorkflowId } from '../../workflows/contracts';
-import { createSenderClient } from '../../src/sending/client';
+import { createSenderClient } from '../../src/sending/launch';
 import { statusPayload } from '../../tools/meta-sim/payloads';
-import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
+import { SEND_KEY, eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
 
 describe('sending on the real stack', () => {
   let stack: Stack;
@@ -41,7 +41,7 @@ describe('sending on the real stack', () => {
     const got = await stack.send({}, undefined);
     expect(got.status).toBe(400);
     const view = await fetch(`${stack.url}/v1/messages/${String(r.json.id)}`, {
-      headers: { authorization: 'Bearer send-key-test' },
+      headers: { authorization: `Bearer ${SEND_KEY}` },
     });
     expect(await view.json()).toMatchObject({ id: r.json.id, status: 'sent', wamid: outcome.wamid });
   });
@@ -159,7 +159,7 @@ describe('sending on the real stack', () => {
       await stack.webhook(statusPayload(wabaId, phone, [{ id: outcome.wamid!, status: 'read', recipientId: to }])),
     ).toBe(200);
     const view = await fetch(`${stack.url}/v1/messages/${String(r.json.id)}`, {
-      headers: { authorization: 'Bearer send-key-test' },
+      headers: { authorization: `Bearer ${SEND_KEY}` },
     });
     expect(await view.json()).toMatchObject({ status: 'sent', deliveryStatus: 'read' });
 

@@ -1,7 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import type { MongoClient } from 'mongodb';
 import { connectMongo, type Collections } from '../../src/adapters/store/db';
-import { countQueued, enqueue, nextEntries, recordSettlements, type NewQueueEntry } from '../../src/adapters/store/queue';
+import {
+  countQueued,
+  enqueue,
+  nextEntries,
+  recordSettlements,
+  type NewQueueEntry,
+} from '../../src/adapters/store/queue';
 
 /** The queue store against the real MongoDB-wire server (FerretDB in tests). */
 describe('queue store on the real MongoDB-wire server', () => {

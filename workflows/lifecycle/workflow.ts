@@ -116,7 +116,8 @@ export async function wabaLifecycleWorkflow(
     async (action) => {
       await condition(() => waba !== undefined && operatorRequest === undefined);
       const refused = refusal(action, waba!);
-      if (refused) throw ApplicationFailure.create({ type: FAILURE_TYPES.actionRefused, message: refused, nonRetryable: true });
+      if (refused)
+        throw ApplicationFailure.create({ type: FAILURE_TYPES.actionRefused, message: refused, nonRetryable: true });
       operatorRequest = action;
       await condition(() => operatorRequest === undefined);
       return { accepted: true as const, state: waba!.state };

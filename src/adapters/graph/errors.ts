@@ -217,6 +217,19 @@ export class GraphApiError extends Error {
     this.scope = verdict.scope;
   }
 
+  /**
+   * True when the number's throughput window was exceeded (130429): every send of that number
+   * must pause for `retryAfterMs`, not just this one.
+   */
+  get pausesNumber(): boolean {
+    return this.code === THROUGHPUT_LIMIT_CODE;
+  }
+
+  /** True when only this recipient must be paced (pair rate limit, 131056). */
+  get pacesRecipient(): boolean {
+    return this.scope === 'recipient';
+  }
+
   /** The plain-data form recorded on a failed message (`SendOutcome.error`); no undefined keys. */
   toMetaErrorInfo(): MetaErrorInfo {
     const info: MetaErrorInfo = { code: this.code, message: this.message };

@@ -4,7 +4,6 @@ import type {
   MessageContent,
   MessageStatus,
   MetaErrorInfo,
-  SendOutcome,
   WabaState,
 } from '../../../workflows/contracts';
 
@@ -196,35 +195,4 @@ export function isOnlyDuplicateKeys(err: unknown): boolean {
   if (writeErrors === undefined) return isDuplicateKey(err);
   const list = Array.isArray(writeErrors) ? writeErrors : [writeErrors];
   return list.length > 0 && list.every((e) => e.code === 11000);
-}
-
-/** A message as recorded: its document and, once it has one, its settlement. */
-export interface StoredMessage {
-  doc: MessageDoc | null;
-  settlement: SettlementDoc | null;
-}
-
-/** Reads a message and its settlement (two reads by `_id`; on FerretDB 1.24 each scans its collection); undefined if unknown. */
-export async function readMessage(c: Collections, messageId: string): Promise<StoredMessage | undefined> {
-  const [doc, settlement] = await Promise.all([
-    c.messages.findOne({ _id: messageId }),
-    c.settlements.findOne({ _id: messageId }),
-  ]);
-  return doc || settlement ? { doc, settlement } : undefined;
-}
-
-/** The outcome a stored message shows: its settlement when settled, else its current status. */
-export function outcomeOf(messageId: string, m: StoredMessage): SendOutcome {
-  const s = m.settlement;
-  if (s) {
-    return {
-      messageId,
-      status: s.status,
-      at: s.at,
-      ...(s.wamid ? { wamid: s.wamid } : {}),
-      ...(s.reason ? { reason: s.reason } : {}),
-      ...(s.error ? { error: s.error } : {}),
-    };
-  }
-  return { messageId, status: m.doc?.status ?? 'accepted', at: m.doc?.updatedAt ?? '' };
 }

@@ -1,4 +1,5 @@
-import type { MessageStatus, MetaErrorInfo } from '../../../workflows/contracts';
+import type { MessageStatus, MetaErrorInfo, SendOutcome } from '../../../workflows/contracts';
+import { outcomeOf } from './messages';
 import { isDuplicateKey, isOnlyDuplicateKeys, type Collections, type QueueDoc, type SettlementDoc } from './db';
 
 /** `_id` of a queue entry: the WABA id and a zero-padded sequence number sort together. */
@@ -95,6 +96,11 @@ export function settlementDoc(s: Settlement): SettlementDoc {
   };
 }
 
+/** The outcome a settlement gives the message (what its send workflow returns). */
+export function outcomeOfSettlement(s: Settlement): SendOutcome {
+  return outcomeOf(s.messageId, { doc: null, settlement: settlementDoc(s) });
+}
+
 /**
  * Records settlements: the outcomes first (insert-only; a message already settled keeps its first
  * outcome), then removes the queue entries (so a crash between the two leaves an entry whose
@@ -124,4 +130,9 @@ export async function removeEntries(c: Collections, queueIds: readonly string[])
 /** A message's final outcome, when it has one. */
 export function findSettlement(c: Collections, messageId: string): Promise<SettlementDoc | null> {
   return c.settlements.findOne({ _id: messageId });
+}
+
+/** True while the message has an entry in its WABA's queue. */
+export async function isQueued(c: Collections, messageId: string): Promise<boolean> {
+  return (await c.queue.findOne({ messageId }, { projection: { _id: 1 } })) !== null;
 }

@@ -12,11 +12,9 @@ export function freshWaba(wabaId: string, now: string): WabaSnapshot {
   return { wabaId, state: 'connected', since: now, escalationLevel: 0, events: [], updatedAt: now };
 }
 
+/** The WABA's document, or a fresh connected one for a WABA never seen. */
 export async function loadWaba(c: Collections, wabaId: string, now: string): Promise<WabaSnapshot> {
-  const doc = await c.wabas.findOne({ _id: wabaId });
-  if (!doc) return freshWaba(wabaId, now);
-  const { _id, ...rest } = doc;
-  return { ...rest, wabaId: _id };
+  return (await findWaba(c, wabaId)) ?? freshWaba(wabaId, now);
 }
 
 /** Replaces the WABA document. Only the WABA's lifecycle workflow calls this (single writer). */
@@ -26,5 +24,29 @@ export async function saveWaba(c: Collections, snapshot: WabaSnapshot): Promise<
   await c.wabas.replaceOne({ _id: wabaId }, { ...rest, events }, { upsert: true });
 }
 
-/** The send gate is open only while the WABA is connected. */
-export const gateOpen = (state: WabaState | undefined): boolean => state === undefined || state === 'connected';
+/** The WABA's state as last written by its lifecycle workflow; undefined for a WABA never seen. */
+export async function readWabaState(
+  c: Collections,
+  wabaId: string,
+): Promise<{ state: WabaState; reason?: string } | undefined> {
+  const doc = await c.wabas.findOne({ _id: wabaId }, { projection: { state: 1, reason: 1 } });
+  return doc ? { state: doc.state, ...(doc.reason ? { reason: doc.reason } : {}) } : undefined;
+}
+
+/** The WABA's document as a snapshot, or undefined for a WABA never seen. */
+export async function findWaba(c: Collections, wabaId: string): Promise<WabaSnapshot | undefined> {
+  const doc = await c.wabas.findOne({ _id: wabaId });
+  if (!doc) return undefined;
+  const { _id, ...rest } = doc;
+  return { ...rest, wabaId: _id };
+}
+
+/** WABAs (in one state, when given), by id, at most `limit`. */
+export async function listWabas(c: Collections, state: WabaState | undefined, limit = 1000): Promise<WabaSnapshot[]> {
+  const docs = await c.wabas
+    .find(state ? { state } : {})
+    .sort({ _id: 1 })
+    .limit(limit)
+    .toArray();
+  return docs.map(({ _id, ...rest }) => ({ ...rest, wabaId: _id }));
+}

@@ -1,0 +1,80 @@
+import type { SendOutcome } from '../../../workflows/contracts';
+import { isDuplicateKey, type Collections, type IdempotencyDoc, type MessageDoc, type SettlementDoc } from './db';
+
+/**
+ * `messages` (one per accepted message; its final outcome is a `settlements` document, see
+ * queue.ts) and `idempotency` (senders' Idempotency-Keys).
+ */
+
+/** Inserts a message unless it is already recorded; true when this call inserted it. */
+export async function insertMessage(c: Collections, doc: MessageDoc): Promise<boolean> {
+  try {
+    await c.messages.insertOne(doc);
+    return true;
+  } catch (err) {
+    if (!isDuplicateKey(err)) throw err;
+    return false;
+  }
+}
+
+/** The message's acceptance time, when it is recorded. */
+export async function acceptedAtOf(c: Collections, messageId: string): Promise<string | undefined> {
+  return (await c.messages.findOne({ _id: messageId }, { projection: { acceptedAt: 1 } }))?.acceptedAt;
+}
+
+/** Marks a message `queued` (before its queue entry is inserted; see admission.ts). */
+export async function markQueued(c: Collections, messageId: string, at: string): Promise<void> {
+  await c.messages.updateOne({ _id: messageId }, { $set: { status: 'queued', queuedAt: at, updatedAt: at } });
+}
+
+/** Marks a message `sending` after a failed attempt that will be retried, counting the attempt. */
+export async function markRetrying(c: Collections, messageId: string, at: string): Promise<void> {
+  await c.messages.updateOne({ _id: messageId }, { $set: { status: 'sending', updatedAt: at }, $inc: { attempts: 1 } });
+}
+
+/**
+ * Claims an Idempotency-Key for `messageId` (insert-only, atomic on a unique `_id`). Returns the
+ * first claim when the key was already used: the caller compares its `requestHash`.
+ */
+export async function claimIdempotencyKey(c: Collections, doc: IdempotencyDoc): Promise<IdempotencyDoc | undefined> {
+  try {
+    await c.idempotency.insertOne(doc);
+    return undefined;
+  } catch (err) {
+    if (!isDuplicateKey(err)) throw err;
+    const first = await c.idempotency.findOne({ _id: doc._id });
+    if (!first) throw err;
+    return first;
+  }
+}
+
+/** A message as recorded: its document and, once it has one, its settlement. */
+export interface StoredMessage {
+  doc: MessageDoc | null;
+  settlement: SettlementDoc | null;
+}
+
+/** Reads a message and its settlement (two reads by `_id`; on FerretDB 1.24 each scans its collection); undefined if unknown. */
+export async function readMessage(c: Collections, messageId: string): Promise<StoredMessage | undefined> {
+  const [doc, settlement] = await Promise.all([
+    c.messages.findOne({ _id: messageId }),
+    c.settlements.findOne({ _id: messageId }),
+  ]);
+  return doc || settlement ? { doc, settlement } : undefined;
+}
+
+/** The outcome a stored message shows: its settlement when settled, else its current status. */
+export function outcomeOf(messageId: string, m: StoredMessage): SendOutcome {
+  const s = m.settlement;
+  if (s) {
+    return {
+      messageId,
+      status: s.status,
+      at: s.at,
+      ...(s.wamid ? { wamid: s.wamid } : {}),
+      ...(s.reason ? { reason: s.reason } : {}),
+      ...(s.error ? { error: s.error } : {}),
+    };
+  }
+  return { messageId, status: m.doc?.status ?? 'accepted', at: m.doc?.updatedAt ?? '' };
+}

@@ -1,0 +1,78 @@
+import { randomUUID } from 'node:crypto';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
+import {
+  WabaIdKey,
+  messageSettledSignal,
+  sendWorkflowId,
+  type MessageContent,
+  type SendOutcome,
+  type SendRequest,
+} from '../../workflows/contracts';
+import type { SendOptions, sendMessageWorkflow } from '../../workflows/send';
+import type { LaunchDeps } from '../lifecycle/launch';
+
+/**
+ * The send launcher: the one door into send workflows (start, settle signal, result). It owns
+ * their id and start options. Workflow code is referenced by type only.
+ */
+
+type SendWorkflow = typeof sendMessageWorkflow;
+const SEND_WORKFLOW = 'sendMessageWorkflow';
+
+/**
+ * Starts the send workflow of one message. Starting the same message twice is a no-op (the
+ * existing run keeps going): returns false then, true when this call started it.
+ */
+export async function startSendWorkflow(
+  deps: Pick<LaunchDeps, 'client' | 'taskQueue'>,
+  req: SendRequest,
+  options: SendOptions = {},
+  wabaId?: string,
+): Promise<boolean> {
+  try {
+    await deps.client.workflow.start<SendWorkflow>(SEND_WORKFLOW, {
+      workflowId: sendWorkflowId(req.messageId),
+      taskQueue: deps.taskQueue,
+      args: [req, options],
+      // The WABA, when the caller already looked it up, lets Temporal UI list a WABA's sends.
+      typedSearchAttributes: wabaId ? [{ key: WabaIdKey, value: wabaId }] : [],
+      staticSummary: `${req.type} to ${req.to} via ${req.phoneNumberId}`,
+    });
+    return true;
+  } catch (err) {
+    if (err instanceof WorkflowExecutionAlreadyStartedError) return false;
+    throw err;
+  }
+}
+
+/**
+ * Tells a waiting send workflow its message's outcome. Best effort: the workflow also polls the
+ * database, so a lost signal delays the outcome, never loses it. Rejects when Temporal refuses.
+ */
+export async function notifySettled(deps: Pick<LaunchDeps, 'client'>, outcome: SendOutcome): Promise<void> {
+  await deps.client.workflow.getHandle(sendWorkflowId(outcome.messageId)).signal(messageSettledSignal, outcome);
+}
+
+/** What a sender passes: the message, and optionally its own id (reuse it to retry safely). */
+export type SendInput = { messageId?: string; phoneNumberId: string; to: string; expiresAt?: string } & MessageContent;
+
+/**
+ * The typed helper for senders that hold their own Temporal client: starts the same send
+ * workflow the HTTP API starts. Idempotent per `messageId` (a second `send` with the same id does
+ * not start a second run). The workflow validates the phone number itself: an unregistered number
+ * ends as `failed` with reason `unknown_phone_number`.
+ */
+export function createSenderClient(deps: Pick<LaunchDeps, 'client' | 'taskQueue'> & { options?: SendOptions }) {
+  return {
+    async send(input: SendInput): Promise<{ messageId: string; started: boolean }> {
+      const messageId = input.messageId ?? `msg_${randomUUID()}`;
+      const req = { ...input, messageId, acceptedAt: new Date().toISOString() } as SendRequest;
+      const started = await startSendWorkflow(deps, req, deps.options);
+      return { messageId, started };
+    },
+    /** Waits for the message's final outcome (the send workflow's result). */
+    result(messageId: string): Promise<SendOutcome> {
+      return deps.client.workflow.getHandle<SendWorkflow>(sendWorkflowId(messageId)).result();
+    },
+  };
+}
