@@ -6,7 +6,7 @@
  *   (Temporal Server 1.29.1 + UI 2.42.1), linked the way the official release is
  *   (`-s -w -X …Version=1.5.1`, CGO off), so `temporal --version` says 1.5.1, not 0.0.0-DEV.
  * - `ferretdb-embedded-<hash>`: the wrapper in `infra/ferretdb` (FerretDB v1.24 over SQLite); the
- *   hash covers its go.mod, go.sum and main.go, so editing the wrapper builds a new binary.
+ *   hash covers its go.mod, go.sum and Go files, so editing the wrapper builds a new binary.
  *
  * Layout under {@link cacheDir}: `bin/` (binaries, lock files, build logs) and `go/mod`, `go/build`
  * (Go's module and build caches, kept apart from the user's own). `ensureBinaries()` returns at
@@ -28,7 +28,7 @@ const TEMPORAL_CLI_GO_KNOWN = '1.25.0';
 /** Repository root (this file is `tools/infra/binaries.ts`). */
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 export const FERRETDB_WRAPPER_DIR = path.join(REPO_ROOT, 'infra', 'ferretdb');
-const FERRETDB_WRAPPER_FILES = ['go.mod', 'go.sum', 'main.go'] as const;
+const FERRETDB_WRAPPER_FILES = ['go.mod', 'go.sum', 'main.go', 'idindex.go'] as const;
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -73,7 +73,7 @@ export function temporalBinary(env: Env = process.env, home?: string): string {
   return path.join(binDir(env, home), `temporal-cli-${TEMPORAL_CLI_VERSION}`);
 }
 
-/** Short content hash of the FerretDB wrapper sources (go.mod, go.sum, main.go). */
+/** Short content hash of the FerretDB wrapper sources (go.mod, go.sum, main.go, idindex.go). */
 export function ferretdbWrapperHash(wrapperDir: string = FERRETDB_WRAPPER_DIR): string {
   const h = createHash('sha256');
   for (const name of FERRETDB_WRAPPER_FILES) {

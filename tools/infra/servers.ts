@@ -113,6 +113,11 @@ export interface FerretDbOptions {
   sqliteDir: string;
   port?: number;
   logLevel?: 'debug' | 'info' | 'warn' | 'error';
+  /**
+   * Give every collection the index FerretDB's `_id` lookups can use (infra/ferretdb/idindex.go);
+   * default true. `false` (`--no-id-index`) is FerretDB as released: point operations scan.
+   */
+  idIndex?: boolean;
   /** Default 30 s. */
   readyTimeoutMs?: number;
 }
@@ -280,6 +285,7 @@ export async function startFerretDb(opts: FerretDbOptions): Promise<FerretDb> {
     '--log-level',
     opts.logLevel ?? 'warn',
   ];
+  if (opts.idIndex === false) args.push('--no-id-index');
   const proc = launch('FerretDB', opts.binary ?? ferretdbBinary(), args, opts.logDir, `ferretdb-${port}.log`);
   const uri = `mongodb://${ip}:${port}/`;
   try {
