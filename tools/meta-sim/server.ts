@@ -43,10 +43,21 @@ export interface SimError {
 
 export type NumberMode = 'normal' | 'offboarded' | 'partner_removed';
 
+/** How the throughput cap is judged; see `NumberConfig.window`. */
+export type ThroughputWindow = 'sliding' | 'bucket';
+
 /** How one phone number behaves. Unset numbers use the simulator's defaults. */
 export interface NumberConfig {
-  /** Accepted sends per second (token bucket with a 1 s window); over it → 130429. 0 = no cap. */
+  /** Accepted sends per second; over it → 130429. 0 = no cap. How it is judged: `window`. */
   throughputPerSec: number;
+  /**
+   * `sliding` (default): at most `throughputPerSec` accepted sends in any 1,000 ms, judged on the
+   * accepted sends' arrival times (the strict reading of Meta's "messages per second"; only an
+   * integer cap up to 100,000 can be judged this way, any other cap falls back to the bucket).
+   * `bucket`: a token bucket of `throughputPerSec` tokens refilled continuously, which lets up to
+   * twice the cap through in some 1 s windows (a burst, then the refill).
+   */
+  window: ThroughputWindow;
   /** Pair limit: burst of sends allowed to one recipient; over it → 131056. 0 = no pair limit. */
   pairBurst: number;
   /** Pair limit: one more send to a recipient is allowed every this many ms. */
@@ -83,6 +94,7 @@ const simErrorSchema = z.strictObject({
 
 const patchSchema = z.strictObject({
   throughputPerSec: z.number().min(0).optional(),
+  window: z.enum(['sliding', 'bucket']).optional(),
   pairBurst: z.number().int().min(0).optional(),
   pairRefillMs: z.number().positive().optional(),
   mode: z.enum(['normal', 'offboarded', 'partner_removed']).optional(),
@@ -107,6 +119,7 @@ export type NumberConfigPatch = z.infer<typeof patchSchema>;
 /** Built-in defaults: Meta's documented pair limit, no throughput cap, a connected Cloud API number. */
 export const DEFAULT_NUMBER_CONFIG: Readonly<NumberConfig> = Object.freeze({
   throughputPerSec: 0,
+  window: 'sliding',
   pairBurst: 45,
   pairRefillMs: 6_000,
   mode: 'normal',
@@ -148,6 +161,8 @@ export interface AcceptedMessage {
   /** The parsed request body. */
   body: Record<string, unknown>;
   wamid: string;
+  /** The send's `biz_opaque_callback_data`, when it carried one: the sender's id for the message. */
+  clientId?: string;
 }
 
 /** One refused send attempt. */
@@ -161,6 +176,8 @@ export interface RejectedAttempt {
   /** Meta's error code answered; for an answer without one (the 502 HTML page), the HTTP status. */
   code: number;
   subcode?: number;
+  /** The send's `biz_opaque_callback_data`, when it carried a string one. */
+  clientId?: string;
 }
 
 export interface SimLog {
@@ -175,6 +192,32 @@ export interface SimStats {
   requests: number;
   accepted: number;
   rejected: number;
+}
+
+/**
+ * What one phone number received, as Meta would count it. Kept apart from the number's config:
+ * `resetNumber` keeps it, `clearLog` (and `DELETE /_sim/log`) clears it.
+ */
+export interface ReceiverStats {
+  phoneNumberId: string;
+  /** Sends answered 200. */
+  accepted: number;
+  /** The most accepted sends in any window of `THROUGHPUT_WINDOW_MS` (1,000 ms), on arrival times. */
+  maxPerWindow: number;
+  /** Answers with code 130429 (throughput) and 131056 (pair limit), whatever produced them. */
+  throttled: number;
+  pairLimited: number;
+  /** Accepted sends beyond the first for the same client id (`biz_opaque_callback_data`). */
+  duplicates: number;
+  /** Client ids accepted more than once, in the order their first duplicate arrived. */
+  duplicateIds: string[];
+  /**
+   * Per recipient (`to` as sent), the client ids of its accepted sends in arrival order; sends
+   * without a client id are not listed. Tests check order against the sequence they put in the ids.
+   */
+  byRecipient: Record<string, string[]>;
+  /** Phone-number reads (`GET /:version/:phoneNumberId`), whatever they answered. */
+  probes: number;
 }
 
 /** Handle of a running simulator. */
@@ -197,6 +240,10 @@ export interface MetaSimulator {
   resetNumber(phoneNumberId: string): void;
   numberConfig(phoneNumberId: string): NumberConfig;
   stats(): SimStats;
+  /** What one number received (zeros for a number that received nothing). */
+  receiverStats(phoneNumberId: string): ReceiverStats;
+  /** What every number that received something got, by phone number id. */
+  receiverStats(): Record<string, ReceiverStats>;
   /** Closes the server and every open connection. */
   stop(): Promise<void>;
 }
@@ -265,6 +312,16 @@ const jsonAnswer = (status: number, value: unknown): Answer => ({
 
 const invalidParameter = (message: string): SimError => ({ code: 100, message });
 
+/** Meta's limit on `biz_opaque_callback_data` (a string the status webhooks echo). */
+export const MAX_OPAQUE_CHARS = 512;
+
+/** The sender's id for a message: its `biz_opaque_callback_data`, when it is a string. */
+function clientIdOf(body: unknown): string | undefined {
+  return isRecord(body) && typeof body.biz_opaque_callback_data === 'string'
+    ? body.biz_opaque_callback_data
+    : undefined;
+}
+
 /** Meta's checks on a send body; undefined when it is acceptable. */
 function validateSendBody(body: unknown): SimError | undefined {
   if (!isRecord(body)) return invalidParameter('Invalid parameter');
@@ -275,6 +332,13 @@ function validateSendBody(body: unknown): SimError | undefined {
   if (!isRecord(content)) return invalidParameter(`The parameter ${body.type} is required.`);
   if (body.type === 'text' && (typeof content.body !== 'string' || content.body === '')) {
     return invalidParameter("The parameter text['body'] is required.");
+  }
+  const opaque = body.biz_opaque_callback_data;
+  if (opaque !== undefined && typeof opaque !== 'string') {
+    return invalidParameter('Param biz_opaque_callback_data must be a string.');
+  }
+  if (typeof opaque === 'string' && opaque.length > MAX_OPAQUE_CHARS) {
+    return invalidParameter(`Param biz_opaque_callback_data must be at most ${MAX_OPAQUE_CHARS} characters long.`);
   }
   if (body.type === 'template') {
     if (typeof content.name !== 'string') return invalidParameter("The parameter template['name'] is required.");
@@ -317,8 +381,64 @@ class TokenBucket {
   }
 }
 
+/** The per-number throughput check: `allows` before the other checks, `record` once the send is accepted. */
+interface ThroughputLimiter {
+  allows(now: number): boolean;
+  record(now: number): void;
+}
+
+/** The bucket as a limiter: a token is taken by the check itself (a send later refused for its pair still spent it). */
+class BucketLimiter implements ThroughputLimiter {
+  private readonly bucket: TokenBucket;
+  constructor(cap: number, now: number) {
+    this.bucket = new TokenBucket(cap, cap / 1000, now);
+  }
+  allows(now: number): boolean {
+    return this.bucket.take(now);
+  }
+  record(): void {}
+}
+
+/** Longest cap judged on a sliding window (the ring holds one arrival time per allowed send). */
+const MAX_SLIDING_CAP = 100_000;
+/** The window the throughput cap and `maxPerWindow` are judged on. */
+export const THROUGHPUT_WINDOW_MS = 1_000;
+
+/**
+ * At most `cap` accepted sends in any window of `THROUGHPUT_WINDOW_MS`: a ring of the last `cap` accepted
+ * arrival times. A send is allowed when fewer than `cap` were accepted, or when the oldest of the
+ * last `cap` is at least `THROUGHPUT_WINDOW_MS` old. O(1) per send.
+ */
+class SlidingWindowLimiter implements ThroughputLimiter {
+  private readonly times: Float64Array;
+  /** Next slot to write; once the ring is full, also the oldest arrival. */
+  private next = 0;
+  private size = 0;
+
+  constructor(private readonly cap: number) {
+    this.times = new Float64Array(cap);
+  }
+
+  allows(now: number): boolean {
+    return this.size < this.cap || now - (this.times[this.next] ?? 0) >= THROUGHPUT_WINDOW_MS;
+  }
+
+  record(now: number): void {
+    this.times[this.next] = now;
+    this.next = (this.next + 1) % this.cap;
+    if (this.size < this.cap) this.size++;
+  }
+}
+
+function limiterFor(config: NumberConfig, now: number): ThroughputLimiter | undefined {
+  const cap = config.throughputPerSec;
+  if (cap <= 0) return undefined;
+  const sliding = config.window === 'sliding' && Number.isInteger(cap) && cap <= MAX_SLIDING_CAP;
+  return sliding ? new SlidingWindowLimiter(cap) : new BucketLimiter(cap, now);
+}
+
 class NumberState {
-  throughput?: TokenBucket;
+  throughput?: ThroughputLimiter;
   pairs = new Map<string, TokenBucket>();
   serverErrorNext = 0;
   errorScript: SimError[] = [];
@@ -328,8 +448,7 @@ class NumberState {
   }
 
   resetBuckets(): void {
-    const cap = this.config.throughputPerSec;
-    this.throughput = cap > 0 ? new TokenBucket(cap, cap / 1000, performance.now()) : undefined;
+    this.throughput = limiterFor(this.config, performance.now());
     this.pairs.clear();
   }
 
@@ -346,6 +465,60 @@ class NumberState {
   }
 }
 
+/** Running counts behind `ReceiverStats`; O(1) amortised per send. */
+class ReceiverTally {
+  accepted = 0;
+  maxPerWindow = 0;
+  throttled = 0;
+  pairLimited = 0;
+  duplicates = 0;
+  probes = 0;
+  readonly duplicateIds: string[] = [];
+  private readonly clientCounts = new Map<string, number>();
+  private readonly byRecipient = new Map<string, string[]>();
+  /** Arrival times of the accepted sends of the last window, oldest at `head`. */
+  private recent: number[] = [];
+  private head = 0;
+
+  onAccepted(t: number, to: string, clientId: string | undefined): void {
+    this.accepted++;
+    this.recent.push(t);
+    while (t - (this.recent[this.head] ?? t) >= THROUGHPUT_WINDOW_MS) this.head++;
+    if (this.head > 1024 && this.head * 2 > this.recent.length) {
+      this.recent = this.recent.slice(this.head);
+      this.head = 0;
+    }
+    this.maxPerWindow = Math.max(this.maxPerWindow, this.recent.length - this.head);
+    if (clientId === undefined) return;
+    const seen = this.clientCounts.get(clientId) ?? 0;
+    this.clientCounts.set(clientId, seen + 1);
+    if (seen > 0) this.duplicates++;
+    if (seen === 1) this.duplicateIds.push(clientId);
+    let ids = this.byRecipient.get(to);
+    if (!ids) this.byRecipient.set(to, (ids = []));
+    ids.push(clientId);
+  }
+
+  onRejected(code: number): void {
+    if (code === 130429) this.throttled++;
+    if (code === 131056) this.pairLimited++;
+  }
+
+  view(phoneNumberId: string): ReceiverStats {
+    return {
+      phoneNumberId,
+      accepted: this.accepted,
+      maxPerWindow: this.maxPerWindow,
+      throttled: this.throttled,
+      pairLimited: this.pairLimited,
+      duplicates: this.duplicates,
+      duplicateIds: [...this.duplicateIds],
+      byRecipient: Object.fromEntries([...this.byRecipient].map(([to, ids]) => [to, [...ids]])),
+      probes: this.probes,
+    };
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The simulator.
 
@@ -358,6 +531,12 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
   const maxLog = options.maxLogEntries ?? 500_000;
   const numbers = new Map<string, NumberState>();
   const log: SimLog = { accepted: [], rejected: [] };
+  const tallies = new Map<string, ReceiverTally>();
+  const tally = (id: string): ReceiverTally => {
+    let t = tallies.get(id);
+    if (!t) tallies.set(id, (t = new ReceiverTally()));
+    return t;
+  };
   const counters = { connections: 0, requests: 0, seq: 0 };
   const instanceTag = Math.random().toString(36).slice(2, 8);
 
@@ -400,7 +579,10 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     if (err.subcode !== undefined) entry.subcode = err.subcode;
     if (isRecord(body) && typeof body.to === 'string') entry.to = body.to;
     if (isRecord(body) && typeof body.type === 'string') entry.type = body.type;
+    const clientId = clientIdOf(body);
+    if (clientId !== undefined) entry.clientId = clientId;
     pushBounded(log.rejected, entry);
+    tally(phoneNumberId).onRejected(err.code);
     return answer;
   }
 
@@ -425,17 +607,21 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     if (unusable) return rejectWith(phoneNumberId, body, unusable);
     const message = body as { to: string; type: string } & Record<string, unknown>;
     const t = performance.now();
-    if (state.throughput && !state.throughput.take(t)) return rejectWith(phoneNumberId, body, { code: 130429 });
+    if (state.throughput && !state.throughput.allows(t)) return rejectWith(phoneNumberId, body, { code: 130429 });
     if (!state.takePair(message.to, t)) return rejectWith(phoneNumberId, body, { code: 131056 });
-    return accept(state, phoneNumberId, message);
+    state.throughput?.record(t);
+    return accept(state, phoneNumberId, message, t);
   }
 
-  function accept(state: NumberState, phoneNumberId: string, body: AcceptedMessage['body']): Answer {
+  function accept(state: NumberState, phoneNumberId: string, body: AcceptedMessage['body'], t: number): Answer {
     const seq = ++counters.seq;
     const to = body.to as string;
     const wamid = 'wamid.' + Buffer.from(`SIM${instanceTag}.${seq}.${to}`).toString('base64');
     const entry: AcceptedMessage = { seq, at: now(), phoneNumberId, to, type: body.type as string, body, wamid };
+    const clientId = clientIdOf(body);
+    if (clientId !== undefined) entry.clientId = clientId;
     pushBounded(log.accepted, entry);
+    tally(phoneNumberId).onAccepted(t, to, clientId);
     const message: Record<string, string> = { id: wamid };
     if (state.config.messageStatus) message.message_status = state.config.messageStatus;
     return jsonAnswer(200, {
@@ -471,6 +657,10 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
       return { status: 204, body: '', contentType: 'text/plain' };
     }
     if (resource === 'stats' && method === 'GET') return jsonAnswer(200, stats());
+    if (resource === 'receiver-stats' && method === 'GET') {
+      const id = query.get('phoneNumberId');
+      return jsonAnswer(200, id ? receiverStats(id) : receiverStats());
+    }
     if (resource === 'numbers' && id) return controlNumber(method, decodeURIComponent(id), raw);
     return jsonAnswer(404, { error: { message: 'unknown simulator route' } });
   }
@@ -503,6 +693,14 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
   function clearLog(): void {
     log.accepted.length = 0;
     log.rejected.length = 0;
+    tallies.clear();
+  }
+
+  function receiverStats(phoneNumberId: string): ReceiverStats;
+  function receiverStats(): Record<string, ReceiverStats>;
+  function receiverStats(phoneNumberId?: string): ReceiverStats | Record<string, ReceiverStats> {
+    if (phoneNumberId !== undefined) return (tallies.get(phoneNumberId) ?? new ReceiverTally()).view(phoneNumberId);
+    return Object.fromEntries([...tallies].map(([id, t]) => [id, t.view(id)]));
   }
 
   function stats(): SimStats {
@@ -574,6 +772,7 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     resetNumber: (id) => numbers.delete(id),
     numberConfig: (id) => ({ ...numberState(id).config }),
     stats,
+    receiverStats,
     stop: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
