@@ -11,6 +11,8 @@ export const SAMPLE_IDS = {
   displayPhoneNumber: '15550783881',
   partnerBusinessId: '2949482758682047',
   ownerBusinessId: '2329417887457253',
+  /** From the health-status documentation's example. */
+  appId: '634974688087057',
 } as const;
 
 /** `account_update` events the service reacts to; any other Meta event name is accepted too. */

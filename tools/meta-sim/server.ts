@@ -3,25 +3,39 @@ import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { z } from 'zod';
 import { SIGNATURE_HEADER, signBody } from '../../src/adapters/meta/signature';
+import { accountUpdatePayload, SAMPLE_IDS, type DisconnectionInfo, type WebhookEnvelope } from './payloads';
 
 /**
  * A local stand-in for Meta's Cloud API, used by tests, benchmarks and people trying the service
  * by hand (`npm run meta-sim serve`). It is a real HTTP server on 127.0.0.1 that answers like
  * Meta: the same URLs, success and error shapes, codes and HTTP statuses (see
  * /work/shared/reference/meta-whatsapp.md), with per-phone-number behaviour a test can steer:
- * throughput cap (130429), pair rate limit (131056), offboarded / partner-removed modes, latency,
- * server errors and scripted errors. It records every accepted and rejected send.
+ * throughput cap (130429, judged by default on a strict 1,000 ms sliding window), pair rate limit
+ * (131056), offboarded / partner-removed modes, latency, server errors and scripted errors. It
+ * records every accepted and rejected send, and counts per number what Meta would have received
+ * (`receiverStats`: most sends in any 1,000 ms, duplicates by `biz_opaque_callback_data`, order
+ * per recipient).
  *
  * Steering works in process (`sim.setNumber(...)`) and over HTTP (`POST /_sim/numbers/:id`), so a
- * test or a person in another process can drive it. The send path does no I/O besides the
- * answer and keeps its work O(1) so it stays far from being a benchmark's bottleneck.
+ * test or a person in another process can drive it. `lifecycle()` plays offboard / reconnect /
+ * partner removal: the number's mode changes and the `account_update` webhook goes to the service,
+ * or, with `dropWebhook`, is lost on the way (the number is usable again, nobody is told). The send
+ * path does no I/O besides the answer and keeps its work O(1) so it stays far from being a
+ * benchmark's bottleneck.
  *
  * Routes:
  * - `POST /:version/:phoneNumberId/messages`      send (Cloud API)
- * - `GET  /:version/:phoneNumberId`               `{ id, is_on_biz_app, platform_type }`
+ * - `GET  /:version/:phoneNumberId?fields=`       the phone number node (`phoneNumberNode`): `id` plus the asked
+ *                                                 fields of status, platform_type, is_on_biz_app, health_status,
+ *                                                 code_verification_status, quality_rating, messaging_limit_tier,
+ *                                                 throughput, display_phone_number, verified_name
  * - `GET  /_sim/log?phoneNumberId=&since=<seq>`   `{ accepted: [...], rejected: [...] }`
- * - `DELETE /_sim/log`                            clears the log
+ * - `DELETE /_sim/log`                            clears the log, the receiver stats and the webhook record
+ * - `GET  /_sim/receiver-stats?phoneNumberId=`    `ReceiverStats` of one number; without the id, all by id
  * - `GET|POST|DELETE /_sim/numbers/:id`           read / patch (JSON `NumberConfigPatch`) / reset a number
+ * - `POST /_sim/numbers/:id/lifecycle`            `{ event, dropWebhook?, disconnectionInfo? }`: play an event
+ *                                                 (mode + webhook, or mode only when dropped) → `WebhookDelivery`
+ * - `GET  /_sim/webhooks`                         `{ webhooks: [...] }` lifecycle webhooks delivered or dropped
  * - `GET  /_sim/stats`                            connections, requests, log sizes
  */
 
@@ -76,9 +90,31 @@ export interface NumberConfig {
   serverErrorStatus: 500 | 502 | 503;
   /** Bearer token this number requires; unset → the simulator's `token` option (unset there too → none). */
   token?: string;
-  /** Answer of the phone number probe. */
+  /**
+   * Answer of the phone number probe (`GET /:version/:phoneNumberId?fields=`) while `normal`; see
+   * `phoneNumberNode` for what `offboarded` changes. Values are Meta's strings, not checked.
+   */
   isOnBizApp: boolean;
+  /** `CLOUD_API` | `ON_PREMISE` | `NOT_APPLICABLE` (answered while offboarded). */
   platformType: string;
+  /** Field `status`: `CONNECTED`, `DISCONNECTED` (answered while offboarded), `PENDING`, `FLAGGED`, `RESTRICTED`, ... */
+  phoneStatus: string;
+  /** `VERIFIED` | `NOT_VERIFIED` | `EXPIRED`. */
+  codeVerificationStatus: string;
+  /** `GREEN` | `YELLOW` | `RED` | `UNKNOWN` (Meta also writes `NA`). */
+  qualityRating: string;
+  /** `TIER_250` | `TIER_1K` | `TIER_10K` | `TIER_100K` | `TIER_UNLIMITED` (older: `TIER_50`). */
+  messagingLimitTier: string;
+  /** Field `throughput.level`: `STANDARD` | `HIGH` | `NOT_APPLICABLE`. */
+  throughputLevel: string;
+  displayPhoneNumber: string;
+  verifiedName: string;
+  /** When set (and `normal`), the number's health entity is `LIMITED` with these `additional_info` lines. */
+  limitedInfo?: string[];
+  /** Ids of the other entities in `health_status` (WABA, business portfolio, app). */
+  wabaId: string;
+  businessId: string;
+  appId: string;
   /** When set, successful sends carry `messages[0].message_status` with this value. */
   messageStatus?: string;
 }
@@ -106,6 +142,17 @@ const patchSchema = z.strictObject({
   token: z.string().optional(),
   isOnBizApp: z.boolean().optional(),
   platformType: z.string().optional(),
+  phoneStatus: z.string().optional(),
+  codeVerificationStatus: z.string().optional(),
+  qualityRating: z.string().optional(),
+  messagingLimitTier: z.string().optional(),
+  throughputLevel: z.string().optional(),
+  displayPhoneNumber: z.string().optional(),
+  verifiedName: z.string().optional(),
+  limitedInfo: z.array(z.string()).optional(),
+  wabaId: z.string().min(1).optional(),
+  businessId: z.string().min(1).optional(),
+  appId: z.string().min(1).optional(),
   messageStatus: z.string().optional(),
   /** One-shot: the next N sends answer a server error (`serverErrorStatus`). */
   serverErrorNext: z.number().int().min(0).optional(),
@@ -130,6 +177,16 @@ export const DEFAULT_NUMBER_CONFIG: Readonly<NumberConfig> = Object.freeze({
   serverErrorStatus: 503,
   isOnBizApp: true,
   platformType: 'CLOUD_API',
+  phoneStatus: 'CONNECTED',
+  codeVerificationStatus: 'VERIFIED',
+  qualityRating: 'GREEN',
+  messagingLimitTier: 'TIER_1K',
+  throughputLevel: 'STANDARD',
+  displayPhoneNumber: SAMPLE_IDS.displayPhoneNumber,
+  verifiedName: 'Sim Business',
+  wabaId: SAMPLE_IDS.wabaId,
+  businessId: SAMPLE_IDS.ownerBusinessId,
+  appId: SAMPLE_IDS.appId,
 });
 
 export interface MetaSimulatorOptions {
@@ -145,6 +202,50 @@ export interface MetaSimulatorOptions {
   numbers?: Record<string, NumberConfigPatch>;
   /** Each log list keeps at most this many entries (oldest dropped first). Default 500,000. */
   maxLogEntries?: number;
+  /** Where `lifecycle()` delivers its `account_update` webhooks (also settable later: `setWebhookTarget`). */
+  webhook?: WebhookTarget;
+}
+
+/** The service's webhook endpoint and the app secret to sign with. */
+export interface WebhookTarget {
+  /** e.g. `http://127.0.0.1:3000/webhooks/meta`. */
+  targetUrl: string;
+  appSecret: string;
+}
+
+/** The lifecycle events the simulator plays, and the mode each one leaves the number in. */
+export const LIFECYCLE_MODES = {
+  ACCOUNT_OFFBOARDED: 'offboarded',
+  ACCOUNT_RECONNECTED: 'normal',
+  PARTNER_REMOVED: 'partner_removed',
+} as const satisfies Record<string, NumberMode>;
+export type LifecycleEvent = keyof typeof LIFECYCLE_MODES;
+
+export interface LifecycleOptions {
+  /**
+   * Play "Meta's webhook was lost": the number changes state (usable or not at the probe and for
+   * sends) but no webhook is sent. Recorded in `webhooks` with `dropped: true`.
+   */
+  dropWebhook?: boolean;
+  /** `PARTNER_REMOVED` only: `value.disconnection_info`. */
+  disconnectionInfo?: DisconnectionInfo;
+}
+
+/** One lifecycle webhook the simulator sent, or would have sent and dropped. */
+export interface WebhookDelivery {
+  /** Shares the send log's sequence, so it orders against sends. */
+  seq: number;
+  at: number;
+  phoneNumberId: string;
+  wabaId: string;
+  event: LifecycleEvent;
+  dropped: boolean;
+  /** The HTTP status the service answered; absent when dropped or when no answer came. */
+  status?: number;
+  /** Why no answer came (connection refused, timeout). */
+  error?: string;
+  /** The payload (sent, or that would have been). */
+  body: WebhookEnvelope;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -244,6 +345,18 @@ export interface MetaSimulator {
   receiverStats(phoneNumberId: string): ReceiverStats;
   /** What every number that received something got, by phone number id. */
   receiverStats(): Record<string, ReceiverStats>;
+  /**
+   * Plays one lifecycle event of a number as Meta would: sets its mode (`LIFECYCLE_MODES`), then
+   * delivers the signed `account_update` webhook for the number's `wabaId` to the webhook target,
+   * with an `entry[].time` strictly later than the WABA's previous one. With `dropWebhook` the
+   * state changes and nothing is delivered ("the webhook was lost"). Resolves once the service
+   * answered (any status); a delivery without an answer resolves with `error`. Throws when a
+   * webhook is to be delivered and no target is set.
+   */
+  lifecycle(phoneNumberId: string, event: LifecycleEvent, options?: LifecycleOptions): Promise<WebhookDelivery>;
+  setWebhookTarget(target: WebhookTarget | undefined): void;
+  /** Lifecycle webhooks delivered or dropped, oldest first; cleared with the log. */
+  webhooks: WebhookDelivery[];
   /** Closes the server and every open connection. */
   stop(): Promise<void>;
 }
@@ -636,21 +749,28 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     return expected === undefined || authorization === `Bearer ${expected}`;
   }
 
-  function handlePhoneNumber(phoneNumberId: string, authorization: string | undefined): Answer {
+  function handlePhoneNumber(phoneNumberId: string, authorization: string | undefined, query: URLSearchParams): Answer {
     const state = numberState(phoneNumberId);
+    tally(phoneNumberId).probes++;
     if (!tokenMatches(state, authorization)) return errorAnswer({ code: 190 });
     if (state.config.mode === 'partner_removed') {
       return errorAnswer({ code: 100, subcode: 33, message: ACCESS_LOST_MESSAGE.replace('post', 'get') });
     }
-    return jsonAnswer(200, {
-      is_on_biz_app: state.config.isOnBizApp,
-      platform_type: state.config.platformType,
-      id: phoneNumberId,
-    });
+    return jsonAnswer(200, phoneNumberNode(phoneNumberId, state.config, requestedFields(query.get('fields'))));
   }
 
-  function handleControl(method: string, parts: string[], query: URLSearchParams, raw: string): Answer {
-    const [, , resource, id] = parts;
+  function handleControl(
+    method: string,
+    parts: string[],
+    query: URLSearchParams,
+    raw: string,
+  ): Answer | Promise<Answer> {
+    const [, , resource, id, sub] = parts;
+    if (resource === 'numbers' && id && sub === 'lifecycle' && parts.length === 5) {
+      if (method !== 'POST') return jsonAnswer(405, { error: { message: 'method not allowed' } });
+      return controlLifecycle(decodeURIComponent(id), raw);
+    }
+    if (resource === 'webhooks' && method === 'GET') return jsonAnswer(200, { webhooks });
     if (resource === 'log' && method === 'GET') return jsonAnswer(200, readLog(query));
     if (resource === 'log' && method === 'DELETE') {
       clearLog();
@@ -661,7 +781,7 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
       const id = query.get('phoneNumberId');
       return jsonAnswer(200, id ? receiverStats(id) : receiverStats());
     }
-    if (resource === 'numbers' && id) return controlNumber(method, decodeURIComponent(id), raw);
+    if (resource === 'numbers' && id && parts.length === 4) return controlNumber(method, decodeURIComponent(id), raw);
     return jsonAnswer(404, { error: { message: 'unknown simulator route' } });
   }
 
@@ -693,7 +813,63 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
   function clearLog(): void {
     log.accepted.length = 0;
     log.rejected.length = 0;
+    webhooks.length = 0;
     tallies.clear();
+  }
+
+  let webhookTarget = options.webhook;
+  const webhooks: WebhookDelivery[] = [];
+  /** Last `entry[].time` sent per WABA, so the next event of that WABA is strictly later. */
+  const lastEventTime = new Map<string, number>();
+
+  async function lifecycle(
+    phoneNumberId: string,
+    event: LifecycleEvent,
+    opts: LifecycleOptions = {},
+  ): Promise<WebhookDelivery> {
+    if (!(event in LIFECYCLE_MODES)) throw new Error(`unknown lifecycle event ${String(event)}`);
+    const target = webhookTarget;
+    if (!opts.dropWebhook && !target)
+      throw new Error('no webhook target: start with `webhook` or call setWebhookTarget');
+    setNumber(phoneNumberId, { mode: LIFECYCLE_MODES[event] });
+    const wabaId = numberState(phoneNumberId).config.wabaId;
+    const time = Math.max(Math.floor(Date.now() / 1000), (lastEventTime.get(wabaId) ?? 0) + 1);
+    lastEventTime.set(wabaId, time);
+    const body = accountUpdatePayload(wabaId, event, { time, disconnectionInfo: opts.disconnectionInfo });
+    const delivery: WebhookDelivery = {
+      seq: ++counters.seq,
+      at: now(),
+      phoneNumberId,
+      wabaId,
+      event,
+      dropped: opts.dropWebhook === true,
+      body,
+    };
+    pushBounded(webhooks, delivery);
+    if (delivery.dropped || !target) return delivery;
+    try {
+      delivery.status = (await sendWebhook({ targetUrl: target.targetUrl, appSecret: target.appSecret, body })).status;
+    } catch (err) {
+      const cause = (err as { cause?: Error & { code?: string } }).cause;
+      delivery.error = cause?.code ?? cause?.message ?? String(err);
+    }
+    return delivery;
+  }
+
+  const lifecycleSchema = z.strictObject({
+    event: z.enum(Object.keys(LIFECYCLE_MODES) as [LifecycleEvent, ...LifecycleEvent[]]),
+    dropWebhook: z.boolean().optional(),
+    disconnectionInfo: z.strictObject({ reason: z.string(), initiated_by: z.string() }).optional(),
+  });
+
+  async function controlLifecycle(id: string, raw: string): Promise<Answer> {
+    const parsed = lifecycleSchema.safeParse(parseJson(raw));
+    if (!parsed.success) return jsonAnswer(400, { error: { message: z.prettifyError(parsed.error) } });
+    const { event, ...opts } = parsed.data;
+    if (!opts.dropWebhook && !webhookTarget) {
+      return jsonAnswer(409, { error: { message: 'no webhook target configured (serve --webhook-target)' } });
+    }
+    return jsonAnswer(200, await lifecycle(id, event, opts));
   }
 
   function receiverStats(phoneNumberId: string): ReceiverStats;
@@ -713,7 +889,7 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
   }
 
   /** Routes one request with its whole body read. */
-  function route(req: IncomingMessage, raw: string): { answer: Answer; delayMs: number } {
+  function route(req: IncomingMessage, raw: string): { answer: Answer | Promise<Answer>; delayMs: number } {
     const [path = '/', search = ''] = (req.url ?? '/').split('?', 2);
     const parts = path.split('/');
     const method = req.method ?? 'GET';
@@ -725,7 +901,8 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
       return { answer: handleSend(phoneNumberId, authorization, raw), delayMs: latencyOf(phoneNumberId) };
     }
     if (method === 'GET' && parts.length === 3 && phoneNumberId) {
-      return { answer: handlePhoneNumber(phoneNumberId, authorization), delayMs: latencyOf(phoneNumberId) };
+      const query = new URLSearchParams(search);
+      return { answer: handlePhoneNumber(phoneNumberId, authorization, query), delayMs: latencyOf(phoneNumberId) };
     }
     return { answer: errorAnswer({ code: 2500, message: `Unknown path components: ${path}` }), delayMs: 0 };
   }
@@ -738,14 +915,22 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
   const server = createServer((req, res) => {
     counters.requests++;
     readBody(req, (raw) => {
-      let result: { answer: Answer; delayMs: number };
+      const failure = (err: unknown): Answer =>
+        jsonAnswer(500, { error: { message: `simulator failure: ${String(err)}` } });
+      let result: { answer: Answer | Promise<Answer>; delayMs: number };
       try {
         result = route(req, raw);
       } catch (err) {
-        result = { answer: jsonAnswer(500, { error: { message: `simulator failure: ${String(err)}` } }), delayMs: 0 };
+        result = { answer: failure(err), delayMs: 0 };
       }
-      if (result.delayMs > 0) setTimeout(() => write(res, result.answer), result.delayMs);
-      else write(res, result.answer);
+      const { answer, delayMs } = result;
+      if (answer instanceof Promise) {
+        answer.then(
+          (a) => write(res, a),
+          (err: unknown) => write(res, failure(err)),
+        );
+      } else if (delayMs > 0) setTimeout(() => write(res, answer), delayMs);
+      else write(res, answer);
     });
   });
   server.on('connection', () => counters.connections++);
@@ -773,6 +958,11 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     numberConfig: (id) => ({ ...numberState(id).config }),
     stats,
     receiverStats,
+    lifecycle,
+    setWebhookTarget: (target) => {
+      webhookTarget = target;
+    },
+    webhooks,
     stop: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -812,6 +1002,122 @@ function parseJson(raw: string): unknown {
   } catch {
     return undefined;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The phone number node (the probe).
+
+/** The fields the probe models, in Meta's names. */
+export const PHONE_NUMBER_FIELDS = [
+  'id',
+  'display_phone_number',
+  'verified_name',
+  'status',
+  'platform_type',
+  'is_on_biz_app',
+  'code_verification_status',
+  'quality_rating',
+  'messaging_limit_tier',
+  'throughput',
+  'health_status',
+] as const;
+export type PhoneNumberField = (typeof PHONE_NUMBER_FIELDS)[number];
+
+/**
+ * Without `fields=`, Meta answers a default set (no `status`, `health_status` nor tier); the
+ * simulator adds `is_on_biz_app`, which its earlier answer always carried.
+ */
+const DEFAULT_FIELDS: readonly PhoneNumberField[] = [
+  'verified_name',
+  'code_verification_status',
+  'display_phone_number',
+  'quality_rating',
+  'platform_type',
+  'throughput',
+  'is_on_biz_app',
+];
+
+/** `fields=a,b,throughput{level}` → the modelled fields asked for (unknown ones are ignored, not an error). */
+function requestedFields(param: string | null): readonly PhoneNumberField[] {
+  if (param === null || param.trim() === '') return DEFAULT_FIELDS;
+  const known = new Set<string>(PHONE_NUMBER_FIELDS);
+  const names = param.split(',').map((f) => f.replace(/\{.*$/, '').trim());
+  return [...new Set(names)].filter((f): f is PhoneNumberField => known.has(f));
+}
+
+/** One `health_status.entities[]` item. */
+export interface HealthEntity {
+  entity_type: 'PHONE_NUMBER' | 'WABA' | 'BUSINESS' | 'APP' | (string & {});
+  id: string;
+  can_send_message: 'AVAILABLE' | 'LIMITED' | 'BLOCKED';
+  additional_info?: string[];
+  errors?: Array<{ error_code: number; error_description: string; possible_solution: string }>;
+}
+
+/**
+ * The phone number node as Meta answers it, limited to `fields` plus `id`. By mode:
+ * - `normal`: the config's values (`CONNECTED`, `CLOUD_API`, health `AVAILABLE`, or `LIMITED`
+ *   with `additional_info` when `limitedInfo` is set).
+ * - `offboarded`: the Cloud API companion is gone until `ACCOUNT_RECONNECTED` (Meta: sends fail
+ *   meanwhile, partner access to the WABA stays). So `platform_type` is `NOT_APPLICABLE` (Meta's
+ *   value for a number registered on no API platform), `status` is `DISCONNECTED`, and
+ *   `health_status` is `BLOCKED`: the `PHONE_NUMBER` entity is `BLOCKED` with one error naming the
+ *   disconnection (its `error_code` is the number's `offboardedError` code, what sends get); the
+ *   WABA, business and app entities stay `AVAILABLE`. `is_on_biz_app` (the client is still on the
+ *   Business app), verification, quality, tier and throughput are unchanged. Meta documents none of
+ *   this for offboarded numbers: it is the simulator's model.
+ * (`partner_removed` never gets here: the read answers 100/33.)
+ */
+export function phoneNumberNode(
+  phoneNumberId: string,
+  config: NumberConfig,
+  fields: readonly PhoneNumberField[] = PHONE_NUMBER_FIELDS,
+): Record<string, unknown> {
+  const offboarded = config.mode === 'offboarded';
+  const node: Record<string, unknown> = {};
+  for (const field of fields) {
+    if (field === 'display_phone_number') node[field] = config.displayPhoneNumber;
+    if (field === 'verified_name') node[field] = config.verifiedName;
+    if (field === 'status') node[field] = offboarded ? 'DISCONNECTED' : config.phoneStatus;
+    if (field === 'platform_type') node[field] = offboarded ? 'NOT_APPLICABLE' : config.platformType;
+    if (field === 'is_on_biz_app') node[field] = config.isOnBizApp;
+    if (field === 'code_verification_status') node[field] = config.codeVerificationStatus;
+    if (field === 'quality_rating') node[field] = config.qualityRating;
+    if (field === 'messaging_limit_tier') node[field] = config.messagingLimitTier;
+    if (field === 'throughput') node[field] = { level: config.throughputLevel };
+    if (field === 'health_status') node[field] = healthStatus(phoneNumberId, config);
+  }
+  node.id = phoneNumberId;
+  return node;
+}
+
+function healthStatus(phoneNumberId: string, config: NumberConfig): Record<string, unknown> {
+  const phone: HealthEntity = { entity_type: 'PHONE_NUMBER', id: phoneNumberId, can_send_message: 'AVAILABLE' };
+  if (config.mode === 'offboarded') {
+    phone.can_send_message = 'BLOCKED';
+    phone.errors = [
+      {
+        error_code: config.offboardedError.code,
+        error_description:
+          'The Cloud API companion of this coexistence number was disconnected (ACCOUNT_OFFBOARDED): the WhatsApp Business app was reinstalled, moved to another device or re-registered.',
+        possible_solution:
+          'Wait for the ACCOUNT_RECONNECTED webhook; reonboarding usually completes within minutes once the business completes registration in the app.',
+      },
+    ];
+  } else if (config.limitedInfo && config.limitedInfo.length > 0) {
+    phone.can_send_message = 'LIMITED';
+    phone.additional_info = [...config.limitedInfo];
+  }
+  const entities: HealthEntity[] = [
+    phone,
+    { entity_type: 'WABA', id: config.wabaId, can_send_message: 'AVAILABLE' },
+    { entity_type: 'BUSINESS', id: config.businessId, can_send_message: 'AVAILABLE' },
+    { entity_type: 'APP', id: config.appId, can_send_message: 'AVAILABLE' },
+  ];
+  // Overall: BLOCKED if any entity is, else LIMITED if any is, else AVAILABLE (Meta's rule).
+  const levels = entities.map((e) => e.can_send_message);
+  const overall = levels.includes('BLOCKED') ? 'BLOCKED' : levels.includes('LIMITED') ? 'LIMITED' : 'AVAILABLE';
+  return { can_send_message: overall, entities };
 }
 
 function modeError(config: NumberConfig): SimError | undefined {
