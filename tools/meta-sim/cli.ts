@@ -38,7 +38,7 @@ Webhook options:
 Examples:
   npm run meta-sim -- serve --port 4010 --cap 20 --token dev-token
   META_APP_SECRET=s3cret npm run meta-sim -- scenario 102290129340398 --gap 10s
-  META_APP_SECRET=s3cret npm run meta-sim -- scenario 102290129340398 --gap 10s \
+  META_APP_SECRET=s3cret npm run meta-sim -- scenario 102290129340398 --gap 10s \\
     --sim http://127.0.0.1:4010 --phone 106540352242922 --drop reconnect`;
 
 const DEFAULT_TARGET = 'http://127.0.0.1:3000/webhooks/meta';
