@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
-import { accountUpdatePayload, type AccountUpdateEvent, type AccountUpdateOptions } from './payloads';
-import { sendWebhook, startMetaSimulator } from './server';
+import { accountUpdatePayload, type AccountUpdateOptions } from './payloads';
+import { LIFECYCLE_MODES, sendWebhook, startMetaSimulator, type LifecycleEvent } from './server';
 
 /**
  * `npm run meta-sim -- <command>`: run the Cloud API simulator, or play Meta's `account_update`
@@ -16,6 +16,8 @@ Commands:
       --cap <msg/s>             throughput cap per phone number (default 20, as for coexistence; 0 = none)
       --token <token>           bearer token sends must carry (default: any token is accepted)
       --latency <ms>            fixed delay added to every answer (default 0)
+      --webhook-target <url>    where POST /_sim/numbers/<id>/lifecycle delivers its webhooks
+                                (signed with --secret or META_APP_SECRET)
   offboard <wabaId>           Send a signed ACCOUNT_OFFBOARDED account_update webhook.
   reconnect <wabaId>          Send a signed ACCOUNT_RECONNECTED account_update webhook.
   partner-removed <wabaId>    Send a signed PARTNER_REMOVED webhook (waba_info.waba_id = <wabaId>).
@@ -26,10 +28,18 @@ Commands:
 Webhook options:
   --target <url>              default http://127.0.0.1:3000/webhooks/meta
   --secret <secret>           app secret to sign with (default: env META_APP_SECRET, first of a comma list)
+  --sim <url> --phone <id>    also switch that phone number of a running simulator to the event's
+                              mode (offboarded / normal / partner_removed) before the webhook
+  --drop <events>             play lost webhooks: do not send these (comma list of offboard,
+                              reconnect, partner-removed); with --sim the number still switches.
+                              e.g. scenario --drop reconnect: the number becomes usable again at
+                              the probe and for sends, but ACCOUNT_RECONNECTED never arrives
 
 Examples:
   npm run meta-sim -- serve --port 4010 --cap 20 --token dev-token
-  META_APP_SECRET=s3cret npm run meta-sim -- scenario 102290129340398 --gap 10s`;
+  META_APP_SECRET=s3cret npm run meta-sim -- scenario 102290129340398 --gap 10s
+  META_APP_SECRET=s3cret npm run meta-sim -- scenario 102290129340398 --gap 10s \\
+    --sim http://127.0.0.1:4010 --phone 106540352242922 --drop reconnect`;
 
 const DEFAULT_TARGET = 'http://127.0.0.1:3000/webhooks/meta';
 
@@ -45,6 +55,10 @@ const OPTIONS = {
   secret: { type: 'string' },
   gap: { type: 'string' },
   reason: { type: 'string' },
+  sim: { type: 'string' },
+  phone: { type: 'string' },
+  drop: { type: 'string' },
+  'webhook-target': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -81,9 +95,18 @@ function isParseArgsError(err: unknown): boolean {
 
 async function serve(values: Values, rest: string[]): Promise<number> {
   if (rest.length > 0) throw new UsageError('serve takes no positional arguments');
+  const webhookTarget = values['webhook-target'];
+  let webhook: { targetUrl: string; appSecret: string } | undefined;
+  if (webhookTarget !== undefined) {
+    if (!URL.canParse(webhookTarget)) throw new UsageError(`--webhook-target "${webhookTarget}" is not a URL`);
+    const appSecret = values.secret ?? process.env.META_APP_SECRET?.split(',')[0]?.trim();
+    if (!appSecret) throw new UsageError('--webhook-target needs --secret or META_APP_SECRET');
+    webhook = { targetUrl: webhookTarget, appSecret };
+  }
   const sim = await startMetaSimulator({
     port: intOption('port', values.port, 4010),
     token: values.token,
+    webhook,
     defaults: {
       throughputPerSec: intOption('cap', values.cap, 20),
       latencyMs: intOption('latency', values.latency, 0),
@@ -93,6 +116,9 @@ async function serve(values: Values, rest: string[]): Promise<number> {
   console.log(`  send:    POST ${sim.url}/v25.0/<phoneNumberId>/messages`);
   console.log(`  log:     GET  ${sim.url}/_sim/log?phoneNumberId=<id>`);
   console.log(`  control: POST ${sim.url}/_sim/numbers/<id>  e.g. {"mode":"offboarded"}`);
+  console.log(
+    `  events:  POST ${sim.url}/_sim/numbers/<id>/lifecycle  e.g. {"event":"ACCOUNT_RECONNECTED","dropWebhook":true}`,
+  );
   console.log('Ctrl-C to stop.');
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
@@ -102,14 +128,43 @@ async function serve(values: Values, rest: string[]): Promise<number> {
   return 0;
 }
 
-/** Sends the command's webhook(s); exit 0 only when every one was answered 200. */
+/** `--drop` names → the events not to send. */
+const DROP_NAMES: Record<string, LifecycleEvent> = {
+  offboard: 'ACCOUNT_OFFBOARDED',
+  reconnect: 'ACCOUNT_RECONNECTED',
+  'partner-removed': 'PARTNER_REMOVED',
+  ACCOUNT_OFFBOARDED: 'ACCOUNT_OFFBOARDED',
+  ACCOUNT_RECONNECTED: 'ACCOUNT_RECONNECTED',
+  PARTNER_REMOVED: 'PARTNER_REMOVED',
+};
+
+function parseDrop(text: string | undefined): Set<LifecycleEvent> {
+  const dropped = new Set<LifecycleEvent>();
+  for (const name of (text ?? '').split(',').map((n) => n.trim())) {
+    if (name === '') continue;
+    const event = DROP_NAMES[name];
+    if (!event) throw new UsageError(`--drop: unknown event "${name}" (offboard, reconnect, partner-removed)`);
+    dropped.add(event);
+  }
+  return dropped;
+}
+
+/** Sends the command's webhook(s); exit 0 only when every one was answered 200 (or dropped on purpose). */
 async function playWebhooks(command: string, wabaId: string, values: Values, env: NodeJS.ProcessEnv): Promise<number> {
+  const dropped = parseDrop(values.drop);
+  const steer = simSteering(values);
   const secret = values.secret ?? env.META_APP_SECRET?.split(',')[0]?.trim();
   if (!secret) throw new UsageError('no app secret: pass --secret or set META_APP_SECRET');
   const target = values.target ?? DEFAULT_TARGET;
   if (!URL.canParse(target)) throw new UsageError(`--target "${target}" is not a URL`);
-  const send = (event: AccountUpdateEvent, extra: AccountUpdateOptions = {}) =>
-    post(target, secret, event, accountUpdatePayload(wabaId, event, extra));
+  const send = async (event: LifecycleEvent, extra: AccountUpdateOptions = {}): Promise<boolean> => {
+    if (steer && !(await steer(LIFECYCLE_MODES[event]))) return false;
+    if (dropped.has(event)) {
+      console.log(`${event} → ${target}: dropped (not sent, as if Meta's webhook was lost)`);
+      return true;
+    }
+    return post(target, secret, event, accountUpdatePayload(wabaId, event, extra));
+  };
 
   if (command === 'offboard') return (await send('ACCOUNT_OFFBOARDED')) ? 0 : 1;
   if (command === 'reconnect') return (await send('ACCOUNT_RECONNECTED')) ? 0 : 1;
@@ -124,6 +179,31 @@ async function playWebhooks(command: string, wabaId: string, values: Values, env
   await new Promise((resolve) => setTimeout(resolve, gapMs));
   // Strictly later `entry.time` than the offboard, even for sub-second gaps, so the service can order them.
   return (await send('ACCOUNT_RECONNECTED', { time: Math.max(nowSeconds(), offboardTime + 1) })) ? 0 : 1;
+}
+
+/** With `--sim` and `--phone`: a function that switches that number's mode; true when the simulator took it. */
+function simSteering(values: Values): ((mode: string) => Promise<boolean>) | undefined {
+  if (values.sim === undefined && values.phone === undefined) return undefined;
+  const simUrl = values.sim;
+  const phone = values.phone;
+  if (!simUrl || !phone) throw new UsageError('--sim and --phone go together');
+  if (!URL.canParse(simUrl)) throw new UsageError(`--sim "${simUrl}" is not a URL`);
+  return async (mode) => {
+    const url = `${simUrl.replace(/\/$/, '')}/_sim/numbers/${encodeURIComponent(phone)}`;
+    try {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ mode }),
+        signal: AbortSignal.timeout(10_000),
+      });
+      console.log(`simulator: ${phone} → ${mode}: HTTP ${res.status}`);
+      return res.ok;
+    } catch (err) {
+      console.error(`simulator: ${phone} → ${mode}: no answer (${String((err as Error).cause ?? err)})`);
+      return false;
+    }
+  };
 }
 
 /** Posts one signed webhook and prints what the service answered; true on HTTP 200. */

@@ -11,6 +11,8 @@ export const SAMPLE_IDS = {
   displayPhoneNumber: '15550783881',
   partnerBusinessId: '2949482758682047',
   ownerBusinessId: '2329417887457253',
+  /** From the health-status documentation's example. */
+  appId: '634974688087057',
 } as const;
 
 /** `account_update` events the service reacts to; any other Meta event name is accepted too. */
@@ -89,6 +91,33 @@ export interface StatusInput {
   timestamp?: number | string;
   /** For `failed`: Meta's error(s). `title` and `message` default to a generic text. */
   errors?: Array<{ code: number; title?: string; message?: string; details?: string }>;
+  /**
+   * The send's `biz_opaque_callback_data`. Meta echoes it, unchanged, as
+   * `statuses[].biz_opaque_callback_data` in the status webhooks of that message (only when the
+   * send carried one).
+   */
+  bizOpaqueCallbackData?: string;
+}
+
+/** The parts of an accepted send (the simulator's `AcceptedMessage`) a status needs. */
+export interface AcceptedSend {
+  wamid: string;
+  to: string;
+  clientId?: string;
+}
+
+/**
+ * The status Meta would report for an accepted send: its wamid, the recipient's digits, and the
+ * send's `biz_opaque_callback_data` (`clientId`) when it had one.
+ */
+export function statusFor(
+  message: AcceptedSend,
+  status: StatusInput['status'],
+  extra: Pick<StatusInput, 'timestamp' | 'errors'> = {},
+): StatusInput {
+  const input: StatusInput = { id: message.wamid, status, recipientId: message.to.replace(/\D/g, ''), ...extra };
+  if (message.clientId !== undefined) input.bizOpaqueCallbackData = message.clientId;
+  return input;
 }
 
 /**
@@ -119,6 +148,7 @@ function toMetaStatus(s: StatusInput): Record<string, unknown> {
     timestamp: String(s.timestamp ?? nowSeconds()),
     recipient_id: s.recipientId,
   };
+  if (s.bizOpaqueCallbackData !== undefined) status.biz_opaque_callback_data = s.bizOpaqueCallbackData;
   if (s.errors) status.errors = s.errors.map(toMetaStatusError);
   return status;
 }

@@ -3,25 +3,39 @@ import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { z } from 'zod';
 import { SIGNATURE_HEADER, signBody } from '../../src/adapters/meta/signature';
+import { accountUpdatePayload, SAMPLE_IDS, type DisconnectionInfo, type WebhookEnvelope } from './payloads';
 
 /**
  * A local stand-in for Meta's Cloud API, used by tests, benchmarks and people trying the service
  * by hand (`npm run meta-sim serve`). It is a real HTTP server on 127.0.0.1 that answers like
  * Meta: the same URLs, success and error shapes, codes and HTTP statuses (see
  * /work/shared/reference/meta-whatsapp.md), with per-phone-number behaviour a test can steer:
- * throughput cap (130429), pair rate limit (131056), offboarded / partner-removed modes, latency,
- * server errors and scripted errors. It records every accepted and rejected send.
+ * throughput cap (130429, judged by default on a strict 1,000 ms sliding window), pair rate limit
+ * (131056), offboarded / partner-removed modes, latency, server errors and scripted errors. It
+ * records every accepted and rejected send, and counts per number what Meta would have received
+ * (`receiverStats`: most sends in any 1,000 ms, duplicates by `biz_opaque_callback_data`, order
+ * per recipient).
  *
  * Steering works in process (`sim.setNumber(...)`) and over HTTP (`POST /_sim/numbers/:id`), so a
- * test or a person in another process can drive it. The send path does no I/O besides the
- * answer and keeps its work O(1) so it stays far from being a benchmark's bottleneck.
+ * test or a person in another process can drive it. `lifecycle()` plays offboard / reconnect /
+ * partner removal: the number's mode changes and the `account_update` webhook goes to the service,
+ * or, with `dropWebhook`, is lost on the way (the number is usable again, nobody is told). The send
+ * path does no I/O besides the answer and keeps its work O(1) so it stays far from being a
+ * benchmark's bottleneck.
  *
  * Routes:
  * - `POST /:version/:phoneNumberId/messages`      send (Cloud API)
- * - `GET  /:version/:phoneNumberId`               `{ id, is_on_biz_app, platform_type }`
+ * - `GET  /:version/:phoneNumberId?fields=`       the phone number node (`phoneNumberNode`): `id` plus the asked
+ *                                                 fields of status, platform_type, is_on_biz_app, health_status,
+ *                                                 code_verification_status, quality_rating, messaging_limit_tier,
+ *                                                 throughput, display_phone_number, verified_name
  * - `GET  /_sim/log?phoneNumberId=&since=<seq>`   `{ accepted: [...], rejected: [...] }`
- * - `DELETE /_sim/log`                            clears the log
+ * - `DELETE /_sim/log`                            clears the log, the receiver stats and the webhook record
+ * - `GET  /_sim/receiver-stats?phoneNumberId=`    `ReceiverStats` of one number; without the id, all by id
  * - `GET|POST|DELETE /_sim/numbers/:id`           read / patch (JSON `NumberConfigPatch`) / reset a number
+ * - `POST /_sim/numbers/:id/lifecycle`            `{ event, dropWebhook?, disconnectionInfo? }`: play an event
+ *                                                 (mode + webhook, or mode only when dropped) → `WebhookDelivery`
+ * - `GET  /_sim/webhooks`                         `{ webhooks: [...] }` lifecycle webhooks delivered or dropped
  * - `GET  /_sim/stats`                            connections, requests, log sizes
  */
 
@@ -43,10 +57,21 @@ export interface SimError {
 
 export type NumberMode = 'normal' | 'offboarded' | 'partner_removed';
 
+/** How the throughput cap is judged; see `NumberConfig.window`. */
+export type ThroughputWindow = 'sliding' | 'bucket';
+
 /** How one phone number behaves. Unset numbers use the simulator's defaults. */
 export interface NumberConfig {
-  /** Accepted sends per second (token bucket with a 1 s window); over it → 130429. 0 = no cap. */
+  /** Accepted sends per second; over it → 130429. 0 = no cap. How it is judged: `window`. */
   throughputPerSec: number;
+  /**
+   * `sliding` (default): at most `throughputPerSec` accepted sends in any 1,000 ms, judged on the
+   * accepted sends' arrival times (the strict reading of Meta's "messages per second"; only an
+   * integer cap up to 100,000 can be judged this way, any other cap falls back to the bucket).
+   * `bucket`: a token bucket of `throughputPerSec` tokens refilled continuously, which lets up to
+   * twice the cap through in some 1 s windows (a burst, then the refill).
+   */
+  window: ThroughputWindow;
   /** Pair limit: burst of sends allowed to one recipient; over it → 131056. 0 = no pair limit. */
   pairBurst: number;
   /** Pair limit: one more send to a recipient is allowed every this many ms. */
@@ -65,9 +90,31 @@ export interface NumberConfig {
   serverErrorStatus: 500 | 502 | 503;
   /** Bearer token this number requires; unset → the simulator's `token` option (unset there too → none). */
   token?: string;
-  /** Answer of the phone number probe. */
+  /**
+   * Answer of the phone number probe (`GET /:version/:phoneNumberId?fields=`) while `normal`; see
+   * `phoneNumberNode` for what `offboarded` changes. Values are Meta's strings, not checked.
+   */
   isOnBizApp: boolean;
+  /** `CLOUD_API` | `ON_PREMISE` | `NOT_APPLICABLE` (answered while offboarded). */
   platformType: string;
+  /** Field `status`: `CONNECTED`, `DISCONNECTED` (answered while offboarded), `PENDING`, `FLAGGED`, `RESTRICTED`, ... */
+  phoneStatus: string;
+  /** `VERIFIED` | `NOT_VERIFIED` | `EXPIRED`. */
+  codeVerificationStatus: string;
+  /** `GREEN` | `YELLOW` | `RED` | `UNKNOWN` (Meta also writes `NA`). */
+  qualityRating: string;
+  /** `TIER_250` | `TIER_1K` | `TIER_10K` | `TIER_100K` | `TIER_UNLIMITED` (older: `TIER_50`). */
+  messagingLimitTier: string;
+  /** Field `throughput.level`: `STANDARD` | `HIGH` | `NOT_APPLICABLE`. */
+  throughputLevel: string;
+  displayPhoneNumber: string;
+  verifiedName: string;
+  /** When set (and `normal`), the number's health entity is `LIMITED` with these `additional_info` lines. */
+  limitedInfo?: string[];
+  /** Ids of the other entities in `health_status` (WABA, business portfolio, app). */
+  wabaId: string;
+  businessId: string;
+  appId: string;
   /** When set, successful sends carry `messages[0].message_status` with this value. */
   messageStatus?: string;
 }
@@ -83,6 +130,7 @@ const simErrorSchema = z.strictObject({
 
 const patchSchema = z.strictObject({
   throughputPerSec: z.number().min(0).optional(),
+  window: z.enum(['sliding', 'bucket']).optional(),
   pairBurst: z.number().int().min(0).optional(),
   pairRefillMs: z.number().positive().optional(),
   mode: z.enum(['normal', 'offboarded', 'partner_removed']).optional(),
@@ -94,6 +142,17 @@ const patchSchema = z.strictObject({
   token: z.string().optional(),
   isOnBizApp: z.boolean().optional(),
   platformType: z.string().optional(),
+  phoneStatus: z.string().optional(),
+  codeVerificationStatus: z.string().optional(),
+  qualityRating: z.string().optional(),
+  messagingLimitTier: z.string().optional(),
+  throughputLevel: z.string().optional(),
+  displayPhoneNumber: z.string().optional(),
+  verifiedName: z.string().optional(),
+  limitedInfo: z.array(z.string()).optional(),
+  wabaId: z.string().min(1).optional(),
+  businessId: z.string().min(1).optional(),
+  appId: z.string().min(1).optional(),
   messageStatus: z.string().optional(),
   /** One-shot: the next N sends answer a server error (`serverErrorStatus`). */
   serverErrorNext: z.number().int().min(0).optional(),
@@ -107,6 +166,7 @@ export type NumberConfigPatch = z.infer<typeof patchSchema>;
 /** Built-in defaults: Meta's documented pair limit, no throughput cap, a connected Cloud API number. */
 export const DEFAULT_NUMBER_CONFIG: Readonly<NumberConfig> = Object.freeze({
   throughputPerSec: 0,
+  window: 'sliding',
   pairBurst: 45,
   pairRefillMs: 6_000,
   mode: 'normal',
@@ -117,6 +177,16 @@ export const DEFAULT_NUMBER_CONFIG: Readonly<NumberConfig> = Object.freeze({
   serverErrorStatus: 503,
   isOnBizApp: true,
   platformType: 'CLOUD_API',
+  phoneStatus: 'CONNECTED',
+  codeVerificationStatus: 'VERIFIED',
+  qualityRating: 'GREEN',
+  messagingLimitTier: 'TIER_1K',
+  throughputLevel: 'STANDARD',
+  displayPhoneNumber: SAMPLE_IDS.displayPhoneNumber,
+  verifiedName: 'Sim Business',
+  wabaId: SAMPLE_IDS.wabaId,
+  businessId: SAMPLE_IDS.ownerBusinessId,
+  appId: SAMPLE_IDS.appId,
 });
 
 export interface MetaSimulatorOptions {
@@ -132,6 +202,50 @@ export interface MetaSimulatorOptions {
   numbers?: Record<string, NumberConfigPatch>;
   /** Each log list keeps at most this many entries (oldest dropped first). Default 500,000. */
   maxLogEntries?: number;
+  /** Where `lifecycle()` delivers its `account_update` webhooks (also settable later: `setWebhookTarget`). */
+  webhook?: WebhookTarget;
+}
+
+/** The service's webhook endpoint and the app secret to sign with. */
+export interface WebhookTarget {
+  /** e.g. `http://127.0.0.1:3000/webhooks/meta`. */
+  targetUrl: string;
+  appSecret: string;
+}
+
+/** The lifecycle events the simulator plays, and the mode each one leaves the number in. */
+export const LIFECYCLE_MODES = {
+  ACCOUNT_OFFBOARDED: 'offboarded',
+  ACCOUNT_RECONNECTED: 'normal',
+  PARTNER_REMOVED: 'partner_removed',
+} as const satisfies Record<string, NumberMode>;
+export type LifecycleEvent = keyof typeof LIFECYCLE_MODES;
+
+export interface LifecycleOptions {
+  /**
+   * Play "Meta's webhook was lost": the number changes state (usable or not at the probe and for
+   * sends) but no webhook is sent. Recorded in `webhooks` with `dropped: true`.
+   */
+  dropWebhook?: boolean;
+  /** `PARTNER_REMOVED` only: `value.disconnection_info`. */
+  disconnectionInfo?: DisconnectionInfo;
+}
+
+/** One lifecycle webhook the simulator sent, or would have sent and dropped. */
+export interface WebhookDelivery {
+  /** Shares the send log's sequence, so it orders against sends. */
+  seq: number;
+  at: number;
+  phoneNumberId: string;
+  wabaId: string;
+  event: LifecycleEvent;
+  dropped: boolean;
+  /** The HTTP status the service answered; absent when dropped or when no answer came. */
+  status?: number;
+  /** Why no answer came (connection refused, timeout). */
+  error?: string;
+  /** The payload (sent, or that would have been). */
+  body: WebhookEnvelope;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -148,6 +262,8 @@ export interface AcceptedMessage {
   /** The parsed request body. */
   body: Record<string, unknown>;
   wamid: string;
+  /** The send's `biz_opaque_callback_data`, when it carried one: the sender's id for the message. */
+  clientId?: string;
 }
 
 /** One refused send attempt. */
@@ -161,6 +277,8 @@ export interface RejectedAttempt {
   /** Meta's error code answered; for an answer without one (the 502 HTML page), the HTTP status. */
   code: number;
   subcode?: number;
+  /** The send's `biz_opaque_callback_data`, when it carried a string one. */
+  clientId?: string;
 }
 
 export interface SimLog {
@@ -175,6 +293,32 @@ export interface SimStats {
   requests: number;
   accepted: number;
   rejected: number;
+}
+
+/**
+ * What one phone number received, as Meta would count it. Kept apart from the number's config:
+ * `resetNumber` keeps it, `clearLog` (and `DELETE /_sim/log`) clears it.
+ */
+export interface ReceiverStats {
+  phoneNumberId: string;
+  /** Sends answered 200. */
+  accepted: number;
+  /** The most accepted sends in any window of `THROUGHPUT_WINDOW_MS` (1,000 ms), on arrival times. */
+  maxPerWindow: number;
+  /** Answers with code 130429 (throughput) and 131056 (pair limit), whatever produced them. */
+  throttled: number;
+  pairLimited: number;
+  /** Accepted sends beyond the first for the same client id (`biz_opaque_callback_data`). */
+  duplicates: number;
+  /** Client ids accepted more than once, in the order their first duplicate arrived. */
+  duplicateIds: string[];
+  /**
+   * Per recipient (`to` as sent), the client ids of its accepted sends in arrival order; sends
+   * without a client id are not listed. Tests check order against the sequence they put in the ids.
+   */
+  byRecipient: Record<string, string[]>;
+  /** Phone-number reads (`GET /:version/:phoneNumberId`), whatever they answered. */
+  probes: number;
 }
 
 /** Handle of a running simulator. */
@@ -197,6 +341,22 @@ export interface MetaSimulator {
   resetNumber(phoneNumberId: string): void;
   numberConfig(phoneNumberId: string): NumberConfig;
   stats(): SimStats;
+  /** What one number received (zeros for a number that received nothing). */
+  receiverStats(phoneNumberId: string): ReceiverStats;
+  /** What every number that received something got, by phone number id. */
+  receiverStats(): Record<string, ReceiverStats>;
+  /**
+   * Plays one lifecycle event of a number as Meta would: sets its mode (`LIFECYCLE_MODES`), then
+   * delivers the signed `account_update` webhook for the number's `wabaId` to the webhook target,
+   * with an `entry[].time` strictly later than the WABA's previous one. With `dropWebhook` the
+   * state changes and nothing is delivered ("the webhook was lost"). Resolves once the service
+   * answered (any status); a delivery without an answer resolves with `error`. Throws when a
+   * webhook is to be delivered and no target is set.
+   */
+  lifecycle(phoneNumberId: string, event: LifecycleEvent, options?: LifecycleOptions): Promise<WebhookDelivery>;
+  setWebhookTarget(target: WebhookTarget | undefined): void;
+  /** Lifecycle webhooks delivered or dropped, oldest first; cleared with the log. */
+  webhooks: WebhookDelivery[];
   /** Closes the server and every open connection. */
   stop(): Promise<void>;
 }
@@ -265,6 +425,16 @@ const jsonAnswer = (status: number, value: unknown): Answer => ({
 
 const invalidParameter = (message: string): SimError => ({ code: 100, message });
 
+/** Meta's limit on `biz_opaque_callback_data` (a string the status webhooks echo). */
+export const MAX_OPAQUE_CHARS = 512;
+
+/** The sender's id for a message: its `biz_opaque_callback_data`, when it is a string. */
+function clientIdOf(body: unknown): string | undefined {
+  return isRecord(body) && typeof body.biz_opaque_callback_data === 'string'
+    ? body.biz_opaque_callback_data
+    : undefined;
+}
+
 /** Meta's checks on a send body; undefined when it is acceptable. */
 function validateSendBody(body: unknown): SimError | undefined {
   if (!isRecord(body)) return invalidParameter('Invalid parameter');
@@ -275,6 +445,13 @@ function validateSendBody(body: unknown): SimError | undefined {
   if (!isRecord(content)) return invalidParameter(`The parameter ${body.type} is required.`);
   if (body.type === 'text' && (typeof content.body !== 'string' || content.body === '')) {
     return invalidParameter("The parameter text['body'] is required.");
+  }
+  const opaque = body.biz_opaque_callback_data;
+  if (opaque !== undefined && typeof opaque !== 'string') {
+    return invalidParameter('Param biz_opaque_callback_data must be a string.');
+  }
+  if (typeof opaque === 'string' && opaque.length > MAX_OPAQUE_CHARS) {
+    return invalidParameter(`Param biz_opaque_callback_data must be at most ${MAX_OPAQUE_CHARS} characters long.`);
   }
   if (body.type === 'template') {
     if (typeof content.name !== 'string') return invalidParameter("The parameter template['name'] is required.");
@@ -317,8 +494,64 @@ class TokenBucket {
   }
 }
 
+/** The per-number throughput check: `allows` before the other checks, `record` once the send is accepted. */
+interface ThroughputLimiter {
+  allows(now: number): boolean;
+  record(now: number): void;
+}
+
+/** The bucket as a limiter: a token is taken by the check itself (a send later refused for its pair still spent it). */
+class BucketLimiter implements ThroughputLimiter {
+  private readonly bucket: TokenBucket;
+  constructor(cap: number, now: number) {
+    this.bucket = new TokenBucket(cap, cap / 1000, now);
+  }
+  allows(now: number): boolean {
+    return this.bucket.take(now);
+  }
+  record(): void {}
+}
+
+/** Longest cap judged on a sliding window (the ring holds one arrival time per allowed send). */
+const MAX_SLIDING_CAP = 100_000;
+/** The window the throughput cap and `maxPerWindow` are judged on. */
+export const THROUGHPUT_WINDOW_MS = 1_000;
+
+/**
+ * At most `cap` accepted sends in any window of `THROUGHPUT_WINDOW_MS`: a ring of the last `cap` accepted
+ * arrival times. A send is allowed when fewer than `cap` were accepted, or when the oldest of the
+ * last `cap` is at least `THROUGHPUT_WINDOW_MS` old. O(1) per send.
+ */
+class SlidingWindowLimiter implements ThroughputLimiter {
+  private readonly times: Float64Array;
+  /** Next slot to write; once the ring is full, also the oldest arrival. */
+  private next = 0;
+  private size = 0;
+
+  constructor(private readonly cap: number) {
+    this.times = new Float64Array(cap);
+  }
+
+  allows(now: number): boolean {
+    return this.size < this.cap || now - (this.times[this.next] ?? 0) >= THROUGHPUT_WINDOW_MS;
+  }
+
+  record(now: number): void {
+    this.times[this.next] = now;
+    this.next = (this.next + 1) % this.cap;
+    if (this.size < this.cap) this.size++;
+  }
+}
+
+function limiterFor(config: NumberConfig, now: number): ThroughputLimiter | undefined {
+  const cap = config.throughputPerSec;
+  if (cap <= 0) return undefined;
+  const sliding = config.window === 'sliding' && Number.isInteger(cap) && cap <= MAX_SLIDING_CAP;
+  return sliding ? new SlidingWindowLimiter(cap) : new BucketLimiter(cap, now);
+}
+
 class NumberState {
-  throughput?: TokenBucket;
+  throughput?: ThroughputLimiter;
   pairs = new Map<string, TokenBucket>();
   serverErrorNext = 0;
   errorScript: SimError[] = [];
@@ -328,8 +561,7 @@ class NumberState {
   }
 
   resetBuckets(): void {
-    const cap = this.config.throughputPerSec;
-    this.throughput = cap > 0 ? new TokenBucket(cap, cap / 1000, performance.now()) : undefined;
+    this.throughput = limiterFor(this.config, performance.now());
     this.pairs.clear();
   }
 
@@ -346,6 +578,60 @@ class NumberState {
   }
 }
 
+/** Running counts behind `ReceiverStats`; O(1) amortised per send. */
+class ReceiverTally {
+  accepted = 0;
+  maxPerWindow = 0;
+  throttled = 0;
+  pairLimited = 0;
+  duplicates = 0;
+  probes = 0;
+  readonly duplicateIds: string[] = [];
+  private readonly clientCounts = new Map<string, number>();
+  private readonly byRecipient = new Map<string, string[]>();
+  /** Arrival times of the accepted sends of the last window, oldest at `head`. */
+  private recent: number[] = [];
+  private head = 0;
+
+  onAccepted(t: number, to: string, clientId: string | undefined): void {
+    this.accepted++;
+    this.recent.push(t);
+    while (t - (this.recent[this.head] ?? t) >= THROUGHPUT_WINDOW_MS) this.head++;
+    if (this.head > 1024 && this.head * 2 > this.recent.length) {
+      this.recent = this.recent.slice(this.head);
+      this.head = 0;
+    }
+    this.maxPerWindow = Math.max(this.maxPerWindow, this.recent.length - this.head);
+    if (clientId === undefined) return;
+    const seen = this.clientCounts.get(clientId) ?? 0;
+    this.clientCounts.set(clientId, seen + 1);
+    if (seen > 0) this.duplicates++;
+    if (seen === 1) this.duplicateIds.push(clientId);
+    let ids = this.byRecipient.get(to);
+    if (!ids) this.byRecipient.set(to, (ids = []));
+    ids.push(clientId);
+  }
+
+  onRejected(code: number): void {
+    if (code === 130429) this.throttled++;
+    if (code === 131056) this.pairLimited++;
+  }
+
+  view(phoneNumberId: string): ReceiverStats {
+    return {
+      phoneNumberId,
+      accepted: this.accepted,
+      maxPerWindow: this.maxPerWindow,
+      throttled: this.throttled,
+      pairLimited: this.pairLimited,
+      duplicates: this.duplicates,
+      duplicateIds: [...this.duplicateIds],
+      byRecipient: Object.fromEntries([...this.byRecipient].map(([to, ids]) => [to, [...ids]])),
+      probes: this.probes,
+    };
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The simulator.
 
@@ -358,6 +644,12 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
   const maxLog = options.maxLogEntries ?? 500_000;
   const numbers = new Map<string, NumberState>();
   const log: SimLog = { accepted: [], rejected: [] };
+  const tallies = new Map<string, ReceiverTally>();
+  const tally = (id: string): ReceiverTally => {
+    let t = tallies.get(id);
+    if (!t) tallies.set(id, (t = new ReceiverTally()));
+    return t;
+  };
   const counters = { connections: 0, requests: 0, seq: 0 };
   const instanceTag = Math.random().toString(36).slice(2, 8);
 
@@ -400,7 +692,10 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     if (err.subcode !== undefined) entry.subcode = err.subcode;
     if (isRecord(body) && typeof body.to === 'string') entry.to = body.to;
     if (isRecord(body) && typeof body.type === 'string') entry.type = body.type;
+    const clientId = clientIdOf(body);
+    if (clientId !== undefined) entry.clientId = clientId;
     pushBounded(log.rejected, entry);
+    tally(phoneNumberId).onRejected(err.code);
     return answer;
   }
 
@@ -425,17 +720,21 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     if (unusable) return rejectWith(phoneNumberId, body, unusable);
     const message = body as { to: string; type: string } & Record<string, unknown>;
     const t = performance.now();
-    if (state.throughput && !state.throughput.take(t)) return rejectWith(phoneNumberId, body, { code: 130429 });
+    if (state.throughput && !state.throughput.allows(t)) return rejectWith(phoneNumberId, body, { code: 130429 });
     if (!state.takePair(message.to, t)) return rejectWith(phoneNumberId, body, { code: 131056 });
-    return accept(state, phoneNumberId, message);
+    state.throughput?.record(t);
+    return accept(state, phoneNumberId, message, t);
   }
 
-  function accept(state: NumberState, phoneNumberId: string, body: AcceptedMessage['body']): Answer {
+  function accept(state: NumberState, phoneNumberId: string, body: AcceptedMessage['body'], t: number): Answer {
     const seq = ++counters.seq;
     const to = body.to as string;
     const wamid = 'wamid.' + Buffer.from(`SIM${instanceTag}.${seq}.${to}`).toString('base64');
     const entry: AcceptedMessage = { seq, at: now(), phoneNumberId, to, type: body.type as string, body, wamid };
+    const clientId = clientIdOf(body);
+    if (clientId !== undefined) entry.clientId = clientId;
     pushBounded(log.accepted, entry);
+    tally(phoneNumberId).onAccepted(t, to, clientId);
     const message: Record<string, string> = { id: wamid };
     if (state.config.messageStatus) message.message_status = state.config.messageStatus;
     return jsonAnswer(200, {
@@ -450,28 +749,39 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     return expected === undefined || authorization === `Bearer ${expected}`;
   }
 
-  function handlePhoneNumber(phoneNumberId: string, authorization: string | undefined): Answer {
+  function handlePhoneNumber(phoneNumberId: string, authorization: string | undefined, query: URLSearchParams): Answer {
     const state = numberState(phoneNumberId);
+    tally(phoneNumberId).probes++;
     if (!tokenMatches(state, authorization)) return errorAnswer({ code: 190 });
     if (state.config.mode === 'partner_removed') {
       return errorAnswer({ code: 100, subcode: 33, message: ACCESS_LOST_MESSAGE.replace('post', 'get') });
     }
-    return jsonAnswer(200, {
-      is_on_biz_app: state.config.isOnBizApp,
-      platform_type: state.config.platformType,
-      id: phoneNumberId,
-    });
+    return jsonAnswer(200, phoneNumberNode(phoneNumberId, state.config, requestedFields(query.get('fields'))));
   }
 
-  function handleControl(method: string, parts: string[], query: URLSearchParams, raw: string): Answer {
-    const [, , resource, id] = parts;
+  function handleControl(
+    method: string,
+    parts: string[],
+    query: URLSearchParams,
+    raw: string,
+  ): Answer | Promise<Answer> {
+    const [, , resource, id, sub] = parts;
+    if (resource === 'numbers' && id && sub === 'lifecycle' && parts.length === 5) {
+      if (method !== 'POST') return jsonAnswer(405, { error: { message: 'method not allowed' } });
+      return controlLifecycle(decodeURIComponent(id), raw);
+    }
+    if (resource === 'webhooks' && method === 'GET') return jsonAnswer(200, { webhooks });
     if (resource === 'log' && method === 'GET') return jsonAnswer(200, readLog(query));
     if (resource === 'log' && method === 'DELETE') {
       clearLog();
       return { status: 204, body: '', contentType: 'text/plain' };
     }
     if (resource === 'stats' && method === 'GET') return jsonAnswer(200, stats());
-    if (resource === 'numbers' && id) return controlNumber(method, decodeURIComponent(id), raw);
+    if (resource === 'receiver-stats' && method === 'GET') {
+      const id = query.get('phoneNumberId');
+      return jsonAnswer(200, id ? receiverStats(id) : receiverStats());
+    }
+    if (resource === 'numbers' && id && parts.length === 4) return controlNumber(method, decodeURIComponent(id), raw);
     return jsonAnswer(404, { error: { message: 'unknown simulator route' } });
   }
 
@@ -503,6 +813,70 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
   function clearLog(): void {
     log.accepted.length = 0;
     log.rejected.length = 0;
+    webhooks.length = 0;
+    tallies.clear();
+  }
+
+  let webhookTarget = options.webhook;
+  const webhooks: WebhookDelivery[] = [];
+  /** Last `entry[].time` sent per WABA, so the next event of that WABA is strictly later. */
+  const lastEventTime = new Map<string, number>();
+
+  async function lifecycle(
+    phoneNumberId: string,
+    event: LifecycleEvent,
+    opts: LifecycleOptions = {},
+  ): Promise<WebhookDelivery> {
+    if (!(event in LIFECYCLE_MODES)) throw new Error(`unknown lifecycle event ${String(event)}`);
+    const target = webhookTarget;
+    if (!opts.dropWebhook && !target)
+      throw new Error('no webhook target: start with `webhook` or call setWebhookTarget');
+    setNumber(phoneNumberId, { mode: LIFECYCLE_MODES[event] });
+    const wabaId = numberState(phoneNumberId).config.wabaId;
+    const time = Math.max(Math.floor(Date.now() / 1000), (lastEventTime.get(wabaId) ?? 0) + 1);
+    lastEventTime.set(wabaId, time);
+    const body = accountUpdatePayload(wabaId, event, { time, disconnectionInfo: opts.disconnectionInfo });
+    const delivery: WebhookDelivery = {
+      seq: ++counters.seq,
+      at: now(),
+      phoneNumberId,
+      wabaId,
+      event,
+      dropped: opts.dropWebhook === true,
+      body,
+    };
+    pushBounded(webhooks, delivery);
+    if (delivery.dropped || !target) return delivery;
+    try {
+      delivery.status = (await sendWebhook({ targetUrl: target.targetUrl, appSecret: target.appSecret, body })).status;
+    } catch (err) {
+      const cause = (err as { cause?: Error & { code?: string } }).cause;
+      delivery.error = cause?.code ?? cause?.message ?? String(err);
+    }
+    return delivery;
+  }
+
+  const lifecycleSchema = z.strictObject({
+    event: z.enum(Object.keys(LIFECYCLE_MODES) as [LifecycleEvent, ...LifecycleEvent[]]),
+    dropWebhook: z.boolean().optional(),
+    disconnectionInfo: z.strictObject({ reason: z.string(), initiated_by: z.string() }).optional(),
+  });
+
+  async function controlLifecycle(id: string, raw: string): Promise<Answer> {
+    const parsed = lifecycleSchema.safeParse(parseJson(raw));
+    if (!parsed.success) return jsonAnswer(400, { error: { message: z.prettifyError(parsed.error) } });
+    const { event, ...opts } = parsed.data;
+    if (!opts.dropWebhook && !webhookTarget) {
+      return jsonAnswer(409, { error: { message: 'no webhook target configured (serve --webhook-target)' } });
+    }
+    return jsonAnswer(200, await lifecycle(id, event, opts));
+  }
+
+  function receiverStats(phoneNumberId: string): ReceiverStats;
+  function receiverStats(): Record<string, ReceiverStats>;
+  function receiverStats(phoneNumberId?: string): ReceiverStats | Record<string, ReceiverStats> {
+    if (phoneNumberId !== undefined) return (tallies.get(phoneNumberId) ?? new ReceiverTally()).view(phoneNumberId);
+    return Object.fromEntries([...tallies].map(([id, t]) => [id, t.view(id)]));
   }
 
   function stats(): SimStats {
@@ -515,7 +889,7 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
   }
 
   /** Routes one request with its whole body read. */
-  function route(req: IncomingMessage, raw: string): { answer: Answer; delayMs: number } {
+  function route(req: IncomingMessage, raw: string): { answer: Answer | Promise<Answer>; delayMs: number } {
     const [path = '/', search = ''] = (req.url ?? '/').split('?', 2);
     const parts = path.split('/');
     const method = req.method ?? 'GET';
@@ -527,7 +901,8 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
       return { answer: handleSend(phoneNumberId, authorization, raw), delayMs: latencyOf(phoneNumberId) };
     }
     if (method === 'GET' && parts.length === 3 && phoneNumberId) {
-      return { answer: handlePhoneNumber(phoneNumberId, authorization), delayMs: latencyOf(phoneNumberId) };
+      const query = new URLSearchParams(search);
+      return { answer: handlePhoneNumber(phoneNumberId, authorization, query), delayMs: latencyOf(phoneNumberId) };
     }
     return { answer: errorAnswer({ code: 2500, message: `Unknown path components: ${path}` }), delayMs: 0 };
   }
@@ -540,14 +915,22 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
   const server = createServer((req, res) => {
     counters.requests++;
     readBody(req, (raw) => {
-      let result: { answer: Answer; delayMs: number };
+      const failure = (err: unknown): Answer =>
+        jsonAnswer(500, { error: { message: `simulator failure: ${String(err)}` } });
+      let result: { answer: Answer | Promise<Answer>; delayMs: number };
       try {
         result = route(req, raw);
       } catch (err) {
-        result = { answer: jsonAnswer(500, { error: { message: `simulator failure: ${String(err)}` } }), delayMs: 0 };
+        result = { answer: failure(err), delayMs: 0 };
       }
-      if (result.delayMs > 0) setTimeout(() => write(res, result.answer), result.delayMs);
-      else write(res, result.answer);
+      const { answer, delayMs } = result;
+      if (answer instanceof Promise) {
+        answer.then(
+          (a) => write(res, a),
+          (err: unknown) => write(res, failure(err)),
+        );
+      } else if (delayMs > 0) setTimeout(() => write(res, answer), delayMs);
+      else write(res, answer);
     });
   });
   server.on('connection', () => counters.connections++);
@@ -574,6 +957,12 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     resetNumber: (id) => numbers.delete(id),
     numberConfig: (id) => ({ ...numberState(id).config }),
     stats,
+    receiverStats,
+    lifecycle,
+    setWebhookTarget: (target) => {
+      webhookTarget = target;
+    },
+    webhooks,
     stop: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -613,6 +1002,122 @@ function parseJson(raw: string): unknown {
   } catch {
     return undefined;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The phone number node (the probe).
+
+/** The fields the probe models, in Meta's names. */
+export const PHONE_NUMBER_FIELDS = [
+  'id',
+  'display_phone_number',
+  'verified_name',
+  'status',
+  'platform_type',
+  'is_on_biz_app',
+  'code_verification_status',
+  'quality_rating',
+  'messaging_limit_tier',
+  'throughput',
+  'health_status',
+] as const;
+export type PhoneNumberField = (typeof PHONE_NUMBER_FIELDS)[number];
+
+/**
+ * Without `fields=`, Meta answers a default set (no `status`, `health_status` nor tier); the
+ * simulator adds `is_on_biz_app`, which its earlier answer always carried.
+ */
+const DEFAULT_FIELDS: readonly PhoneNumberField[] = [
+  'verified_name',
+  'code_verification_status',
+  'display_phone_number',
+  'quality_rating',
+  'platform_type',
+  'throughput',
+  'is_on_biz_app',
+];
+
+/** `fields=a,b,throughput{level}` → the modelled fields asked for (unknown ones are ignored, not an error). */
+function requestedFields(param: string | null): readonly PhoneNumberField[] {
+  if (param === null || param.trim() === '') return DEFAULT_FIELDS;
+  const known = new Set<string>(PHONE_NUMBER_FIELDS);
+  const names = param.split(',').map((f) => f.replace(/\{.*$/, '').trim());
+  return [...new Set(names)].filter((f): f is PhoneNumberField => known.has(f));
+}
+
+/** One `health_status.entities[]` item. */
+export interface HealthEntity {
+  entity_type: 'PHONE_NUMBER' | 'WABA' | 'BUSINESS' | 'APP' | (string & {});
+  id: string;
+  can_send_message: 'AVAILABLE' | 'LIMITED' | 'BLOCKED';
+  additional_info?: string[];
+  errors?: Array<{ error_code: number; error_description: string; possible_solution: string }>;
+}
+
+/**
+ * The phone number node as Meta answers it, limited to `fields` plus `id`. By mode:
+ * - `normal`: the config's values (`CONNECTED`, `CLOUD_API`, health `AVAILABLE`, or `LIMITED`
+ *   with `additional_info` when `limitedInfo` is set).
+ * - `offboarded`: the Cloud API companion is gone until `ACCOUNT_RECONNECTED` (Meta: sends fail
+ *   meanwhile, partner access to the WABA stays). So `platform_type` is `NOT_APPLICABLE` (Meta's
+ *   value for a number registered on no API platform), `status` is `DISCONNECTED`, and
+ *   `health_status` is `BLOCKED`: the `PHONE_NUMBER` entity is `BLOCKED` with one error naming the
+ *   disconnection (its `error_code` is the number's `offboardedError` code, what sends get); the
+ *   WABA, business and app entities stay `AVAILABLE`. `is_on_biz_app` (the client is still on the
+ *   Business app), verification, quality, tier and throughput are unchanged. Meta documents none of
+ *   this for offboarded numbers: it is the simulator's model.
+ * (`partner_removed` never gets here: the read answers 100/33.)
+ */
+export function phoneNumberNode(
+  phoneNumberId: string,
+  config: NumberConfig,
+  fields: readonly PhoneNumberField[] = PHONE_NUMBER_FIELDS,
+): Record<string, unknown> {
+  const offboarded = config.mode === 'offboarded';
+  const node: Record<string, unknown> = {};
+  for (const field of fields) {
+    if (field === 'display_phone_number') node[field] = config.displayPhoneNumber;
+    if (field === 'verified_name') node[field] = config.verifiedName;
+    if (field === 'status') node[field] = offboarded ? 'DISCONNECTED' : config.phoneStatus;
+    if (field === 'platform_type') node[field] = offboarded ? 'NOT_APPLICABLE' : config.platformType;
+    if (field === 'is_on_biz_app') node[field] = config.isOnBizApp;
+    if (field === 'code_verification_status') node[field] = config.codeVerificationStatus;
+    if (field === 'quality_rating') node[field] = config.qualityRating;
+    if (field === 'messaging_limit_tier') node[field] = config.messagingLimitTier;
+    if (field === 'throughput') node[field] = { level: config.throughputLevel };
+    if (field === 'health_status') node[field] = healthStatus(phoneNumberId, config);
+  }
+  node.id = phoneNumberId;
+  return node;
+}
+
+function healthStatus(phoneNumberId: string, config: NumberConfig): Record<string, unknown> {
+  const phone: HealthEntity = { entity_type: 'PHONE_NUMBER', id: phoneNumberId, can_send_message: 'AVAILABLE' };
+  if (config.mode === 'offboarded') {
+    phone.can_send_message = 'BLOCKED';
+    phone.errors = [
+      {
+        error_code: config.offboardedError.code,
+        error_description:
+          'The Cloud API companion of this coexistence number was disconnected (ACCOUNT_OFFBOARDED): the WhatsApp Business app was reinstalled, moved to another device or re-registered.',
+        possible_solution:
+          'Wait for the ACCOUNT_RECONNECTED webhook; reonboarding usually completes within minutes once the business completes registration in the app.',
+      },
+    ];
+  } else if (config.limitedInfo && config.limitedInfo.length > 0) {
+    phone.can_send_message = 'LIMITED';
+    phone.additional_info = [...config.limitedInfo];
+  }
+  const entities: HealthEntity[] = [
+    phone,
+    { entity_type: 'WABA', id: config.wabaId, can_send_message: 'AVAILABLE' },
+    { entity_type: 'BUSINESS', id: config.businessId, can_send_message: 'AVAILABLE' },
+    { entity_type: 'APP', id: config.appId, can_send_message: 'AVAILABLE' },
+  ];
+  // Overall: BLOCKED if any entity is, else LIMITED if any is, else AVAILABLE (Meta's rule).
+  const levels = entities.map((e) => e.can_send_message);
+  const overall = levels.includes('BLOCKED') ? 'BLOCKED' : levels.includes('LIMITED') ? 'LIMITED' : 'AVAILABLE';
+  return { can_send_message: overall, entities };
 }
 
 function modeError(config: NumberConfig): SimError | undefined {
