@@ -3,6 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   FERRETDB_WRAPPER_DIR,
+  FERRETDB_WRAPPER_FILES,
   cacheDir,
   compareGoVersions,
   ferretdbBinary,
@@ -47,8 +48,7 @@ describe('binary and Go cache paths', () => {
   it('names a new FerretDB binary when the wrapper sources change', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ferret-wrapper-'));
     try {
-      for (const f of ['go.mod', 'go.sum', 'main.go'])
-        fs.copyFileSync(path.join(FERRETDB_WRAPPER_DIR, f), path.join(dir, f));
+      for (const f of FERRETDB_WRAPPER_FILES) fs.copyFileSync(path.join(FERRETDB_WRAPPER_DIR, f), path.join(dir, f));
       expect(ferretdbWrapperHash(dir)).toBe(ferretdbWrapperHash());
       fs.appendFileSync(path.join(dir, 'main.go'), '\n// changed\n');
       expect(ferretdbWrapperHash(dir)).not.toBe(ferretdbWrapperHash());

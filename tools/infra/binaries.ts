@@ -28,7 +28,7 @@ const TEMPORAL_CLI_GO_KNOWN = '1.25.0';
 /** Repository root (this file is `tools/infra/binaries.ts`). */
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 export const FERRETDB_WRAPPER_DIR = path.join(REPO_ROOT, 'infra', 'ferretdb');
-const FERRETDB_WRAPPER_FILES = ['go.mod', 'go.sum', 'main.go', 'idindex.go'] as const;
+export const FERRETDB_WRAPPER_FILES = ['go.mod', 'go.sum', 'main.go', 'idindex.go'] as const;
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
