@@ -13,14 +13,15 @@ import {
 describe('queue store on the real MongoDB-wire server', () => {
   let client: MongoClient;
   let c: Collections;
+  const dbName = `store_${randomBytes(4).toString('hex')}`;
   beforeAll(async () => {
-    const conn = await connectMongo(process.env.MONGODB_URI!, `store_${randomBytes(4).toString('hex')}`);
+    const conn = await connectMongo(process.env.MONGODB_URI!, dbName);
     client = conn.client;
     c = conn.c;
   });
   afterAll(async () => {
     await client
-      .db()
+      .db(dbName)
       .dropDatabase()
       .catch(() => undefined);
     await client.close();
@@ -34,6 +35,27 @@ describe('queue store on the real MongoDB-wire server', () => {
     content: { type: 'text', text: { body: `b${i}` } },
     enqueuedAt: new Date().toISOString(),
     notify: false,
+  });
+
+  it('never puts a newer message before older ones when another process queued and the drain removed some', async () => {
+    const wabaId = 'w' + randomBytes(4).toString('hex');
+    // Two processes: two clients of the same database.
+    const other = await connectMongo(process.env.MONGODB_URI!, dbName);
+    try {
+      for (let i = 1; i <= 3; i++) await enqueue(c, entry(wabaId, i)); // this process: 1..3
+      for (let i = 4; i <= 10; i++) await enqueue(other.c, entry(wabaId, i)); // the other: 4..10
+      const sent = await nextEntries(c, wabaId, 0, 5); // the drain settles 1..5
+      await recordSettlements(
+        c,
+        sent.map((e) => ({ messageId: e.messageId, queueId: e._id, status: 'sent' as const, at: 'now' })),
+      );
+      const seq = await enqueue(c, entry(wabaId, 11)); // accepted last: must leave last
+      expect(seq).toBe(11);
+      const rest = await nextEntries(c, wabaId, 0, 100);
+      expect(rest.map((e) => e.messageId)).toEqual([6, 7, 8, 9, 10, 11].map((i) => `${wabaId}-m${i}`));
+    } finally {
+      await other.client.close();
+    }
   });
 
   it('gives concurrent senders distinct, gap-free sequence numbers and never queues a message twice', async () => {

@@ -12,12 +12,6 @@ function wabaRange(wabaId: string, afterSeq = 0) {
 
 export type NewQueueEntry = Omit<QueueDoc, '_id' | 'seq'>;
 
-/**
- * The last sequence number this process took per WABA, per database handle. Only a starting
- * point: correctness comes from the unique `_id` (a stale value just costs a re-read).
- */
-const lastTaken = new WeakMap<Collections, Map<string, number>>();
-
 async function readTail(c: Collections, wabaId: string): Promise<number> {
   const [last] = await c.queue
     .find(wabaRange(wabaId), { projection: { seq: 1 } })
@@ -29,21 +23,20 @@ async function readTail(c: Collections, wabaId: string): Promise<number> {
 
 /**
  * Appends `entry` to its WABA's queue with the next sequence number and returns that number.
- * Safe with concurrent senders on FerretDB: the sequence number is taken by inserting its `_id`
- * (atomic on a unique key); the loser of a race reads the tail again and takes the next one. The
- * tail is read from the database only when this process has not queued for the WABA yet or lost a
- * race (on FerretDB that read scans the queue). A message already queued is not queued twice
- * (unique `messageId`): its existing number is returned.
+ * Correct with any number of processes, on FerretDB too: the tail is read from the database on
+ * every call (no process keeps a cached tail, which could be older than entries another process
+ * queued and make this one reuse a lower number the drain had already freed), and the number is
+ * taken by inserting its `_id` (atomic on a unique key); the loser of a race reads the tail again.
+ * A message already queued is not queued twice (unique `messageId`): its existing number is
+ * returned. Costs one tail read (an index seek on MongoDB; a scan of the queue, which holds only
+ * what waits, on FerretDB) and one insert.
  */
 export async function enqueue(c: Collections, entry: NewQueueEntry): Promise<number> {
-  let tails = lastTaken.get(c);
-  if (!tails) lastTaken.set(c, (tails = new Map()));
-  let tail = tails.get(entry.wabaId) ?? (await readTail(c, entry.wabaId));
+  let tail = await readTail(c, entry.wabaId);
   for (let attempt = 0; attempt < 50; attempt++) {
     const seq = tail + 1;
     try {
       await c.queue.insertOne({ _id: queueEntryId(entry.wabaId, seq), seq, ...entry });
-      tails.set(entry.wabaId, seq);
       return seq;
     } catch (err) {
       if (!isDuplicateKey(err)) throw err;
