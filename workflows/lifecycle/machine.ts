@@ -2,8 +2,9 @@
  * The per-WABA lifecycle as a pure state machine: every decision the lifecycle workflow makes,
  * as functions of (state, input, context) that return the next state and the commands to carry
  * out. No Temporal, no I/O, no clock: the workflow shell (./workflow.ts) passes the time in,
- * runs the commands through activities, and feeds back what only the outside world knows (the
- * drain has stopped; how many entries are queued or were failed).
+ * runs the commands through activities, in order, and feeds back the one thing a step may have
+ * to wait for (a drain it asked to stop has stopped). Queue counts stay with the shell: alerts
+ * are data rendered with them (`alertContent`), and a stray drain may be conditional on one.
  *
  * Nothing here is mutated: every function returns new objects.
  */
