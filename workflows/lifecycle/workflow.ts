@@ -13,23 +13,32 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities } from '../../activities';
-import type { AlertInput, DrainResult } from '../../activities/types';
-import type { WabaSnapshot } from '../../src/adapters/store/wabas';
+import type { AlertInput, DrainInput, DrainResult } from '../../activities/types';
 import {
   EscalationLevelKey,
   FAILURE_TYPES,
-  REASONS,
   WabaStateKey,
   lifecycleEventSignal,
   operatorActionUpdate,
   stateQuery,
-  type EventLogEntry,
   type LifecycleEvent,
   type LifecycleInput,
   type OperatorAction,
   type WabaLifecycleView,
   type WabaState,
 } from '../contracts';
+import {
+  alertContent,
+  nextWakeUp,
+  onLoad,
+  refusal,
+  transition,
+  view,
+  type AlertSpec,
+  type Command,
+  type LifecycleState,
+  type MachineInput,
+} from './machine';
 
 const store = proxyActivities<Activities>({
   startToCloseTimeout: '30 seconds',
@@ -67,6 +76,10 @@ const RECENT_KEYS = 200;
  * While offboarded the send gate is closed (sends queue), and escalation levels raise alerts at
  * the configured delays; the last one marks the WABA `reconnect_abandoned`. On reconnection the
  * queue is drained in order (one long activity, batched and paced) before the gate reopens.
+ *
+ * This function is the shell: it wires the handlers, waits, and carries out the commands of the
+ * pure state machine in ./machine.ts, which makes every decision. The order of the activities,
+ * timers and search-attribute upserts is recorded in histories: change it only behind `patched()`.
  */
 export async function wabaLifecycleWorkflow(
   input: LifecycleInput,
@@ -76,10 +89,11 @@ export async function wabaLifecycleWorkflow(
   const inbox: LifecycleEvent[] = [...pending];
   const recentKeys: string[] = pending.map((e) => e.key);
   let operatorRequest: OperatorAction | undefined;
-  // Set once the document is loaded; the handlers above run before that and check for it.
-  // eslint-disable-next-line prefer-const
-  let waba: WabaSnapshot | undefined;
+  // Set once the document is loaded; the handlers below run before that and check for it.
+  let waba: LifecycleState | undefined;
+  // What the last countQueued / failQueue reported (alerts and stray drains read them).
   let queued = 0;
+  let failed = 0;
   let eventsApplied = 0;
   let drainScope: CancellationScope | undefined;
   let drainDone: Promise<void> | undefined;
@@ -96,18 +110,7 @@ export async function wabaLifecycleWorkflow(
     inbox.push(event);
   });
 
-  setHandler(stateQuery, (): WabaLifecycleView => view());
-
-  /** Why an operator action does not apply to the WABA as it is now; undefined when it does. */
-  function refusal(action: OperatorAction, w: WabaSnapshot): string | undefined {
-    if (action.action === 'force_resume' && w.state !== 'offboarded' && w.state !== 'reconnect_abandoned') {
-      return `force_resume applies to an offboarded or abandoned WABA, not to one that is ${w.state}`;
-    }
-    if (action.action === 'force_abandon' && w.state !== 'offboarded') {
-      return `force_abandon applies to an offboarded WABA, not to one that is ${w.state}`;
-    }
-    return undefined;
-  }
+  setHandler(stateQuery, (): WabaLifecycleView => view(wabaId, waba, queued));
 
   // Operators reach this through update-with-start, so it also works when no run is open (an
   // abandoned WABA): the handler then waits for the WABA document to load before deciding.
@@ -115,7 +118,7 @@ export async function wabaLifecycleWorkflow(
     operatorActionUpdate,
     async (action) => {
       await condition(() => waba !== undefined && operatorRequest === undefined);
-      const refused = refusal(action, waba!);
+      const refused = refusal(waba!, action);
       if (refused)
         throw ApplicationFailure.create({ type: FAILURE_TYPES.actionRefused, message: refused, nonRetryable: true });
       operatorRequest = action;
@@ -125,66 +128,13 @@ export async function wabaLifecycleWorkflow(
     {
       validator: (action) => {
         if (!action.reason?.trim()) throw new Error('a reason is required');
-        const refused = waba && refusal(action, waba);
+        const refused = waba && refusal(waba, action);
         if (refused) throw new Error(refused);
       },
     },
   );
 
-  function view(): WabaLifecycleView {
-    const w = waba;
-    return {
-      wabaId,
-      state: w?.state ?? 'connected',
-      since: w?.since ?? '',
-      escalationLevel: w?.escalationLevel ?? 0,
-      queued,
-      lastEvent: w?.events[w.events.length - 1],
-      events: w?.events ?? [],
-    };
-  }
-
-  const now = (): string => new Date().toISOString();
-
-  function note(entry: Omit<EventLogEntry, 'at'>): void {
-    waba!.events.push({ ...entry, at: now() });
-    if (waba!.events.length > 20) waba!.events.shift();
-  }
-
-  async function transition(state: WabaState, reason?: string): Promise<void> {
-    const w = waba!;
-    if (w.state !== state) {
-      w.state = state;
-      w.since = now();
-      if (state === 'offboarded' || state === 'connected') w.escalationLevel = 0;
-    }
-    w.reason = reason;
-    await persist();
-    upsertSearchAttributes([
-      { key: WabaStateKey, value: w.state },
-      { key: EscalationLevelKey, value: w.escalationLevel },
-    ]);
-  }
-
-  async function persist(): Promise<void> {
-    waba!.updatedAt = now();
-    await store.saveWaba(waba!);
-    queued = await store.countQueued(wabaId);
-  }
-
-  function alert(a: Omit<AlertInput, 'wabaId' | 'at' | 'state' | 'queued'>): void {
-    const full: AlertInput = { ...a, wabaId, at: now(), state: waba!.state, queued };
-    for (const sink of settings.alertSinks) {
-      alerts.push(
-        alerter.deliverAlert(sink, full).catch((err: unknown) => {
-          // A failing sink never breaks the workflow: it is logged and the run goes on.
-          log.warn('alert sink failed after retries', { wabaId, sink, error: String(err) });
-        }),
-      );
-    }
-  }
-
-  function startDrain(mode: 'reconnected' | 'stray'): void {
+  function startDrain(mode: DrainInput['mode']): void {
     drainOutcome = undefined;
     drainScope = new CancellationScope();
     drainDone = drainScope
@@ -209,201 +159,99 @@ export async function wabaLifecycleWorkflow(
     drainOutcome = undefined;
   }
 
-  async function close(type: LifecycleEvent['type'], detail: string | undefined): Promise<void> {
-    await cancelDrain();
-    await transition('offboarded', detail ?? type);
-    if (type === 'SEND_ACCOUNT_UNUSABLE') {
-      alert({
-        level: 0,
-        severity: 'warning',
-        title: 'Send gate closed: Meta says the account cannot send',
-        text: `A send for WABA ${wabaId} failed with an "account unusable" error (${detail ?? 'no detail'}). Sends are queued until ACCOUNT_RECONNECTED or an operator force-resumes.`,
-      });
+  function alert(spec: AlertSpec): void {
+    const full: AlertInput = {
+      ...alertContent(spec, { queued, failed }),
+      wabaId,
+      at: new Date().toISOString(),
+      state: waba!.state,
+      queued,
+    };
+    for (const sink of settings.alertSinks) {
+      alerts.push(
+        alerter.deliverAlert(sink, full).catch((err: unknown) => {
+          // A failing sink never breaks the workflow: it is logged and the run goes on.
+          log.warn('alert sink failed after retries', { wabaId, sink, error: String(err) });
+        }),
+      );
     }
   }
 
-  async function apply(e: LifecycleEvent): Promise<void> {
-    const w = waba!;
-    const state = w.state;
-    let outcome = 'applied';
-    switch (e.type) {
-      case 'ACCOUNT_OFFBOARDED':
-      case 'SEND_ACCOUNT_UNUSABLE': {
-        if (e.metaTime !== undefined) w.lastOffboardedMetaTime = Math.max(w.lastOffboardedMetaTime ?? 0, e.metaTime);
-        if (state === 'partner_removed') outcome = 'ignored: partner removed';
-        else if (
-          e.metaTime !== undefined &&
-          w.lastReconnectedMetaTime !== undefined &&
-          e.metaTime <= w.lastReconnectedMetaTime
-        ) {
-          outcome = 'stale: a later reconnection was already seen';
-        } else if (state === 'offboarded' || state === 'reconnect_abandoned') outcome = 'joined the open offboarding';
-        else {
-          note({ type: e.type, metaTime: e.metaTime, outcome, detail: e.detail });
-          await close(e.type, e.detail);
-          return;
-        }
-        break;
-      }
-      case 'ACCOUNT_RECONNECTED': {
-        if (e.metaTime !== undefined) w.lastReconnectedMetaTime = Math.max(w.lastReconnectedMetaTime ?? 0, e.metaTime);
-        if (state === 'partner_removed') outcome = 'ignored: partner removed';
-        else if (
-          e.metaTime !== undefined &&
-          w.lastOffboardedMetaTime !== undefined &&
-          e.metaTime < w.lastOffboardedMetaTime
-        ) {
-          outcome = 'stale: older than the current offboarding';
-        } else if (state === 'offboarded' || state === 'reconnect_abandoned') {
-          note({ type: e.type, metaTime: e.metaTime, outcome: 'draining', detail: e.detail });
-          await transition('draining');
-          startDrain('reconnected');
-          return;
-        } else outcome = state === 'draining' ? 'duplicate: already draining' : 'no offboarding open; remembered';
-        break;
-      }
-      case 'PARTNER_REMOVED': {
-        if (state === 'partner_removed') outcome = 'duplicate';
-        else {
-          await cancelDrain();
-          note({ type: e.type, metaTime: e.metaTime, outcome, detail: e.detail });
-          await transition('partner_removed', e.detail ?? 'PARTNER_REMOVED');
-          const failed = await drainer.failQueue({ wabaId, reason: REASONS.partnerRemoved });
-          queued = 0;
-          alert({
-            level: 0,
-            severity: 'critical',
-            title: 'Partner removed: access to the WABA is gone',
-            text: `WABA ${wabaId} is no longer shared with us (${e.detail ?? 'no reason given'}). ${failed} queued message(s) failed with reason partner_removed; new sends are refused.`,
-          });
-          return;
-        }
-        break;
-      }
-      case 'QUEUE_STRAY': {
-        if (state === 'connected' && !drainScope) {
-          startDrain('stray');
-          outcome = 'draining stray entries';
-        } else outcome = 'queue will be drained by the open cycle';
-        break;
-      }
-    }
-    note({ type: e.type, metaTime: e.metaTime, outcome, detail: e.detail });
-    await persist();
+  /** Applies one input to the machine (at the workflow clock's now) and carries out its commands. */
+  async function step(machineInput: MachineInput): Promise<void> {
+    const next = transition(waba!, machineInput, { now: Date.now(), settings, drainRunning: drainScope !== undefined });
+    waba = next.state;
+    for (const command of next.commands) await execute(command);
   }
 
-  async function applyOperator(a: OperatorAction): Promise<void> {
-    const detail = `${a.reason}${a.operator ? ` (by ${a.operator})` : ''}`;
-    if (a.action === 'force_resume') {
-      note({ type: 'OPERATOR_FORCE_RESUME', outcome: 'draining', detail });
-      await transition('draining', `force_resume: ${a.reason}`);
-      startDrain('reconnected');
-    } else {
-      note({ type: 'OPERATOR_FORCE_ABANDON', outcome: 'abandoned', detail });
-      await abandon(`force_abandon: ${a.reason}`);
+  /** Carries out one command; each activity is scheduled when its command comes up, in order. */
+  async function execute(command: Command): Promise<void> {
+    switch (command.type) {
+      case 'cancelDrain':
+        await cancelDrain();
+        return step({ kind: 'drainStopped', then: command.then });
+      case 'persist':
+        return store.saveWaba(command.waba);
+      case 'countQueued':
+        queued = await store.countQueued(wabaId);
+        return;
+      case 'upsertSearchAttributes':
+        upsertSearchAttributes([
+          { key: WabaStateKey, value: command.state },
+          { key: EscalationLevelKey, value: command.escalationLevel },
+        ]);
+        return;
+      case 'startDrain':
+        if (!command.onlyIfQueued || queued > 0) startDrain(command.mode);
+        return;
+      case 'failQueue':
+        failed = await drainer.failQueue({ wabaId, reason: command.reason });
+        if (command.queueEmptied) queued = 0;
+        return;
+      case 'alert':
+        alert(command.alert);
+        return;
     }
-  }
-
-  async function abandon(reason: string): Promise<void> {
-    await transition('reconnect_abandoned', reason);
-    const failed =
-      settings.onAbandon === 'fail' ? await drainer.failQueue({ wabaId, reason: REASONS.reconnectTimeout }) : 0;
-    queued = await store.countQueued(wabaId);
-    alert({
-      level: settings.escalation.length,
-      severity: 'critical',
-      title: 'Reconnection abandoned',
-      text:
-        `WABA ${wabaId} did not reconnect (${reason}). ` +
-        (settings.onAbandon === 'fail'
-          ? `${failed} queued message(s) failed with reason reconnect_timeout.`
-          : `${queued} message(s) stay queued.`) +
-        ' A later ACCOUNT_RECONNECTED still drains and reopens the gate.',
-    });
-  }
-
-  async function escalateTo(level: number): Promise<void> {
-    const def = settings.escalation[level - 1]!;
-    const final = level === settings.escalation.length;
-    waba!.escalationLevel = level;
-    note({ type: 'ESCALATED', outcome: `level ${level} (${def.severity})${final ? ', final' : ''}` });
-    if (final) {
-      await abandon(`no ACCOUNT_RECONNECTED after ${Math.round(def.afterMs / 60_000)} min`);
-      return;
-    }
-    await transition('offboarded', waba!.reason);
-    alert({
-      level,
-      severity: def.severity,
-      title: `WABA offboarded for ${Math.round(def.afterMs / 60_000)} min (level ${level})`,
-      text: `WABA ${wabaId} has been offboarded since ${waba!.since}; ${queued} message(s) are queued. Waiting for ACCOUNT_RECONNECTED. If another partner onboarded the WABA, reconnection will never come.`,
-    });
-  }
-
-  async function finishDrain(result: DrainResult): Promise<void> {
-    drainScope = undefined;
-    if (result.stopped === 'account_unusable') {
-      note({ type: 'SEND_ACCOUNT_UNUSABLE', outcome: 'drain stopped; gate stays closed', detail: result.detail });
-      await close('SEND_ACCOUNT_UNUSABLE', result.detail);
-      return;
-    }
-    if (waba!.state === 'draining') {
-      // The queue was empty when the drain returned; open the gate (persist counts the queue
-      // again, so entries queued while it was opening are drained next: their senders also ask).
-      await transition('connected');
-      alert({
-        level: 0,
-        severity: 'warning',
-        title: 'WABA reconnected: queued messages sent',
-        text: `WABA ${wabaId} is back on the Cloud API; ${result.sent} queued message(s) sent, ${result.failed} failed, ${result.expired} expired. Only the Cloud API companion is restored: the client must re-link WhatsApp Web and other companion devices by hand.`,
-      });
-    } else {
-      queued = await store.countQueued(wabaId);
-    }
-    if (queued > 0 && waba!.state === 'connected') startDrain('stray');
   }
 
   // ---- main loop -------------------------------------------------------------------------
-  const loaded = await store.loadWaba(wabaId);
-  waba = loaded;
+  waba = await store.loadWaba(wabaId);
   queued = await store.countQueued(wabaId);
-  if (loaded.state === 'draining') startDrain('reconnected'); // a previous run ended mid-drain
+  for (const command of onLoad(waba)) await execute(command); // a previous run ended mid-drain
 
   for (;;) {
     // Long offboardings stay within history limits: the WABA document carries the state over.
     if (workflowInfo().continueAsNewSuggested && !drainScope && !operatorRequest) break;
     const event = inbox.shift();
     if (event) {
-      await apply(event);
+      await step({ kind: 'event', event });
       eventsApplied++;
       continue;
     }
     if (operatorRequest) {
-      await applyOperator(operatorRequest);
+      await step({ kind: 'operator', action: operatorRequest });
       operatorRequest = undefined;
       continue;
     }
     if (drainOutcome !== undefined) {
       const outcome = drainOutcome;
       drainOutcome = undefined;
-      if (outcome !== 'cancelled') await finishDrain(outcome);
+      // A cancellation nobody asked for changes nothing (cancelDrain consumes the ones it causes).
+      if (outcome !== 'cancelled') drainScope = undefined;
+      await step({ kind: 'drainEnded', outcome });
       continue;
     }
     const wake = (): boolean => inbox.length > 0 || operatorRequest !== undefined || drainOutcome !== undefined;
 
-    if (drainScope) {
+    const next = nextWakeUp(waba, settings, drainScope !== undefined);
+    if (next.kind === 'input') {
       await condition(wake);
       continue;
     }
-    if (loaded.state === 'offboarded') {
-      const next = settings.escalation[loaded.escalationLevel];
-      if (!next) {
-        await condition(wake);
-        continue;
-      }
-      const waitMs = Date.parse(loaded.since) + next.afterMs - Date.now();
+    if (next.kind === 'escalation') {
+      const waitMs = next.at - Date.now();
       if (waitMs > 0 && (await condition(wake, waitMs))) continue;
-      await escalateTo(next.level);
+      await step({ kind: 'escalation', level: next.level });
       continue;
     }
     // connected, reconnect_abandoned or partner_removed: nothing to wait for. An operator action
@@ -411,7 +259,7 @@ export async function wabaLifecycleWorkflow(
     await Promise.all(alerts);
     await condition(() => allHandlersFinished() || wake());
     if (wake()) continue;
-    return { wabaId, finalState: loaded.state, eventsApplied };
+    return { wabaId, finalState: waba.state, eventsApplied };
   }
   await Promise.all(alerts);
   await condition(allHandlersFinished);

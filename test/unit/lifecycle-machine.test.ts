@@ -1,0 +1,794 @@
+import type { DrainResult } from '../../activities/types';
+import type { WabaSnapshot } from '../../src/adapters/store/wabas';
+import type { LifecycleEvent, LifecycleEventType, LifecycleSettings, WabaState } from '../../workflows/contracts';
+import {
+  alertContent,
+  nextWakeUp,
+  onLoad,
+  refusal,
+  transition,
+  view,
+  type Command,
+  type LifecycleState,
+  type MachineInput,
+  type Step,
+  type StepContext,
+} from '../../workflows/lifecycle/machine';
+
+/**
+ * The lifecycle state machine alone: for every input in every state, the next state and the
+ * commands the workflow shell is asked to carry out, in order (the order is what histories record).
+ */
+
+const STATES: WabaState[] = ['connected', 'offboarded', 'draining', 'reconnect_abandoned', 'partner_removed'];
+const SINCE = '2026-01-01T00:00:00.000Z';
+const NOW = Date.parse('2026-01-02T00:00:00.000Z');
+const NOW_ISO = new Date(NOW).toISOString();
+const LATER = NOW + 1_500;
+const LATER_ISO = new Date(LATER).toISOString();
+
+const settings: LifecycleSettings = {
+  escalation: [
+    { level: 1, afterMs: 5 * 60_000, severity: 'warning' },
+    { level: 2, afterMs: 60 * 60_000, severity: 'page' },
+    { level: 3, afterMs: 24 * 60 * 60_000, severity: 'critical' },
+  ],
+  onAbandon: 'fail',
+  alertSinks: ['log'],
+};
+
+function waba(state: WabaState, extra: Partial<WabaSnapshot> = {}): LifecycleState {
+  return {
+    wabaId: 'W1',
+    state,
+    since: SINCE,
+    escalationLevel: state === 'offboarded' || state === 'reconnect_abandoned' ? 1 : 0,
+    reason: 'earlier reason',
+    events: [{ type: 'ACCOUNT_OFFBOARDED', at: SINCE, outcome: 'applied' }],
+    updatedAt: SINCE,
+    ...extra,
+  };
+}
+
+function ctx(extra: Partial<StepContext> = {}): StepContext {
+  return { now: NOW, settings, drainRunning: false, ...extra };
+}
+
+function event(type: LifecycleEventType, extra: Partial<LifecycleEvent> = {}): MachineInput {
+  return {
+    kind: 'event',
+    event: { key: 'k1', type, wabaId: 'W1', receivedAt: NOW_ISO, source: 'webhook', ...extra },
+  };
+}
+
+/** Deep-frozen, so a transition that mutated its input would throw. */
+function frozen<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) frozen(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+function step(state: LifecycleState, input: MachineInput, c: StepContext = ctx()): Step {
+  return transition(frozen(state), frozen(input), c);
+}
+
+const lastEvent = (s: Step) => s.state.events[s.state.events.length - 1];
+const types = (s: Step) => s.commands.map((c) => c.type);
+const persistOf = (s: Step): Command => ({ type: 'persist', waba: s.state });
+const upsert = (state: WabaState, escalationLevel: number): Command => ({
+  type: 'upsertSearchAttributes',
+  state,
+  escalationLevel,
+});
+const COUNT: Command = { type: 'countQueued' };
+
+/** The commands of a step that only records the event: write, then count. */
+const recordOnly = (s: Step): Command[] => [persistOf(s), COUNT];
+
+describe('lifecycle machine: ACCOUNT_OFFBOARDED and SEND_ACCOUNT_UNUSABLE in each state', () => {
+  describe.each(['ACCOUNT_OFFBOARDED', 'SEND_ACCOUNT_UNUSABLE'] as const)('%s', (type) => {
+    const alertCommands: Command[] =
+      type === 'SEND_ACCOUNT_UNUSABLE'
+        ? [{ type: 'alert', alert: { kind: 'accountUnusable', wabaId: 'W1', detail: 'why' } }]
+        : [];
+
+    it.each(['connected', 'draining'] as const)(
+      'when %s and no drain runs: closes the gate now (offboarded, level 0, reason = detail), writes, counts, upserts',
+      (state) => {
+        const s = step(waba(state, { escalationLevel: 2 }), event(type, { detail: 'why' }));
+        expect(s.state).toMatchObject({ state: 'offboarded', since: NOW_ISO, escalationLevel: 0, reason: 'why' });
+        expect(s.state.updatedAt).toBe(NOW_ISO);
+        expect(lastEvent(s)).toEqual({ type, metaTime: undefined, outcome: 'applied', detail: 'why', at: NOW_ISO });
+        expect(s.commands).toEqual([persistOf(s), COUNT, upsert('offboarded', 0), ...alertCommands]);
+      },
+    );
+
+    it('without a detail, the reason is the event type', () => {
+      const s = step(waba('connected'), event(type));
+      expect(s.state.reason).toBe(type);
+    });
+
+    it.each(['connected', 'draining'] as const)(
+      'when %s with a drain running: records the event, asks to cancel the drain and does nothing else yet',
+      (state) => {
+        const before = waba(state);
+        const s = step(before, event(type, { detail: 'why', metaTime: 50 }), ctx({ drainRunning: true }));
+        expect(s.commands).toEqual([{ type: 'cancelDrain', then: { action: 'closeGate', type, detail: 'why' } }]);
+        expect(s.state).toEqual({
+          ...before,
+          lastOffboardedMetaTime: 50,
+          events: [...before.events, { type, metaTime: 50, outcome: 'applied', detail: 'why', at: NOW_ISO }],
+        });
+      },
+    );
+
+    it('once the cancelled drain has stopped: closes the gate at that later time', () => {
+      const first = step(waba('draining'), event(type, { detail: 'why' }), ctx({ drainRunning: true }));
+      const cancel = first.commands[0];
+      if (cancel?.type !== 'cancelDrain') throw new Error('expected cancelDrain');
+      const s = step(first.state, { kind: 'drainStopped', then: cancel.then }, ctx({ now: LATER }));
+      expect(s.state).toMatchObject({ state: 'offboarded', since: LATER_ISO, updatedAt: LATER_ISO, reason: 'why' });
+      expect(lastEvent(s)?.at).toBe(NOW_ISO);
+      expect(s.commands).toEqual([persistOf(s), COUNT, upsert('offboarded', 0), ...alertCommands]);
+    });
+
+    it.each(['offboarded', 'reconnect_abandoned'] as const)(
+      'when %s: joins the open offboarding (state, since, level and reason unchanged), writes and counts only',
+      (state) => {
+        const before = waba(state, { escalationLevel: 2 });
+        const s = step(before, event(type), ctx({ drainRunning: state === 'reconnect_abandoned' }));
+        expect(lastEvent(s)?.outcome).toBe('joined the open offboarding');
+        expect(s.state).toMatchObject({ state, since: SINCE, escalationLevel: 2, reason: 'earlier reason' });
+        expect(s.commands).toEqual(recordOnly(s));
+      },
+    );
+
+    it('when partner_removed: ignored, recorded, written and counted', () => {
+      const s = step(waba('partner_removed'), event(type, { metaTime: 10 }));
+      expect(lastEvent(s)?.outcome).toBe('ignored: partner removed');
+      expect(s.state).toMatchObject({ state: 'partner_removed', since: SINCE, lastOffboardedMetaTime: 10 });
+      expect(s.commands).toEqual(recordOnly(s));
+    });
+  });
+});
+
+describe('lifecycle machine: ACCOUNT_RECONNECTED in each state', () => {
+  it.each(['offboarded', 'reconnect_abandoned'] as const)(
+    'when %s: moves to draining (level kept, reason cleared), writes, counts, upserts, then starts the reconnected drain',
+    (state) => {
+      const s = step(waba(state, { escalationLevel: 2 }), event('ACCOUNT_RECONNECTED', { detail: 'back' }));
+      expect(s.state).toMatchObject({ state: 'draining', since: NOW_ISO, escalationLevel: 2, reason: undefined });
+      expect(lastEvent(s)).toEqual({
+        type: 'ACCOUNT_RECONNECTED',
+        metaTime: undefined,
+        outcome: 'draining',
+        detail: 'back',
+        at: NOW_ISO,
+      });
+      expect(s.commands).toEqual([
+        persistOf(s),
+        COUNT,
+        upsert('draining', 2),
+        { type: 'startDrain', mode: 'reconnected', onlyIfQueued: false },
+      ]);
+    },
+  );
+
+  it.each([
+    ['draining', 'duplicate: already draining'],
+    ['connected', 'no offboarding open; remembered'],
+    ['partner_removed', 'ignored: partner removed'],
+  ] as const)('when %s: outcome "%s", state unchanged, writes and counts only', (state, outcome) => {
+    const s = step(waba(state), event('ACCOUNT_RECONNECTED'));
+    expect(lastEvent(s)?.outcome).toBe(outcome);
+    expect(s.state).toMatchObject({ state, since: SINCE, reason: 'earlier reason' });
+    expect(s.commands).toEqual(recordOnly(s));
+  });
+});
+
+describe('lifecycle machine: PARTNER_REMOVED in each state', () => {
+  it.each(['connected', 'offboarded', 'draining', 'reconnect_abandoned'] as const)(
+    'when %s and no drain runs: moves to partner_removed, writes, counts, upserts, fails the queue (partner_removed), alerts',
+    (state) => {
+      const s = step(waba(state, { escalationLevel: 2 }), event('PARTNER_REMOVED', { detail: 'gone', metaTime: 7 }));
+      expect(s.state).toMatchObject({ state: 'partner_removed', since: NOW_ISO, escalationLevel: 2, reason: 'gone' });
+      expect(lastEvent(s)).toEqual({
+        type: 'PARTNER_REMOVED',
+        metaTime: 7,
+        outcome: 'applied',
+        detail: 'gone',
+        at: NOW_ISO,
+      });
+      expect(s.commands).toEqual([
+        persistOf(s),
+        COUNT,
+        upsert('partner_removed', 2),
+        { type: 'failQueue', reason: 'partner_removed', queueEmptied: true },
+        { type: 'alert', alert: { kind: 'partnerRemoved', wabaId: 'W1', detail: 'gone' } },
+      ]);
+    },
+  );
+
+  it('without a detail, the reason is PARTNER_REMOVED', () => {
+    expect(step(waba('offboarded'), event('PARTNER_REMOVED')).state.reason).toBe('PARTNER_REMOVED');
+  });
+
+  it.each(['connected', 'draining'] as const)(
+    'when %s with a drain running: records nothing yet and asks to cancel the drain first',
+    (state) => {
+      const before = waba(state);
+      const s = step(before, event('PARTNER_REMOVED', { detail: 'gone', metaTime: 7 }), ctx({ drainRunning: true }));
+      expect(s.state).toEqual(before);
+      expect(s.commands).toEqual([
+        { type: 'cancelDrain', then: { action: 'removePartner', metaTime: 7, detail: 'gone' } },
+      ]);
+    },
+  );
+
+  it('once the cancelled drain has stopped: records the event and removes the partner at that later time', () => {
+    const s = step(
+      waba('draining'),
+      { kind: 'drainStopped', then: { action: 'removePartner', metaTime: 7, detail: 'gone' } },
+      ctx({ now: LATER }),
+    );
+    expect(s.state).toMatchObject({ state: 'partner_removed', since: LATER_ISO });
+    expect(lastEvent(s)).toEqual({
+      type: 'PARTNER_REMOVED',
+      metaTime: 7,
+      outcome: 'applied',
+      detail: 'gone',
+      at: LATER_ISO,
+    });
+    expect(types(s)).toEqual(['persist', 'countQueued', 'upsertSearchAttributes', 'failQueue', 'alert']);
+  });
+
+  it('when already partner_removed: a duplicate, written and counted only', () => {
+    const s = step(waba('partner_removed'), event('PARTNER_REMOVED'), ctx({ drainRunning: true }));
+    expect(lastEvent(s)?.outcome).toBe('duplicate');
+    expect(s.state).toMatchObject({ state: 'partner_removed', since: SINCE });
+    expect(s.commands).toEqual(recordOnly(s));
+  });
+});
+
+describe('lifecycle machine: QUEUE_STRAY in each state', () => {
+  it('when connected and no drain runs: starts a stray drain before writing and counting', () => {
+    const s = step(waba('connected'), event('QUEUE_STRAY'));
+    expect(lastEvent(s)?.outcome).toBe('draining stray entries');
+    expect(s.state).toMatchObject({ state: 'connected', since: SINCE });
+    expect(s.commands).toEqual([{ type: 'startDrain', mode: 'stray', onlyIfQueued: false }, persistOf(s), COUNT]);
+  });
+
+  it.each([
+    ['connected', true],
+    ['draining', true],
+    ['draining', false],
+    ['offboarded', false],
+    ['reconnect_abandoned', false],
+    ['partner_removed', false],
+  ] as const)(
+    'when %s (drain running: %s): left to the open cycle, written and counted only',
+    (state, drainRunning) => {
+      const s = step(waba(state), event('QUEUE_STRAY'), ctx({ drainRunning }));
+      expect(lastEvent(s)?.outcome).toBe('queue will be drained by the open cycle');
+      expect(s.state).toMatchObject({ state, since: SINCE });
+      expect(s.commands).toEqual(recordOnly(s));
+    },
+  );
+});
+
+describe('lifecycle machine: ordering by Meta time', () => {
+  it.each([
+    [100, 'stale: a later reconnection was already seen'],
+    [200, 'stale: a later reconnection was already seen'],
+  ])(
+    'an offboarding at %i with a reconnection seen at 200 is stale, even in an open offboarding',
+    (metaTime, outcome) => {
+      const s = step(waba('offboarded', { lastReconnectedMetaTime: 200 }), event('ACCOUNT_OFFBOARDED', { metaTime }));
+      expect(lastEvent(s)?.outcome).toBe(outcome);
+      expect(s.commands).toEqual(recordOnly(s));
+    },
+  );
+
+  it('a stale offboarding on a connected WABA leaves the gate open but still remembers its time', () => {
+    const s = step(
+      waba('connected', { lastReconnectedMetaTime: 200, lastOffboardedMetaTime: 50 }),
+      event('ACCOUNT_OFFBOARDED', { metaTime: 150 }),
+    );
+    expect(s.state).toMatchObject({ state: 'connected', lastOffboardedMetaTime: 150 });
+    expect(lastEvent(s)?.outcome).toBe('stale: a later reconnection was already seen');
+  });
+
+  it('an offboarding newer than the last reconnection closes the gate', () => {
+    const s = step(waba('connected', { lastReconnectedMetaTime: 200 }), event('ACCOUNT_OFFBOARDED', { metaTime: 201 }));
+    expect(s.state).toMatchObject({ state: 'offboarded', lastOffboardedMetaTime: 201 });
+  });
+
+  it('an offboarding without a Meta time is never stale and leaves the remembered time alone', () => {
+    const s = step(
+      waba('connected', { lastReconnectedMetaTime: 200, lastOffboardedMetaTime: 90 }),
+      event('ACCOUNT_OFFBOARDED'),
+    );
+    expect(s.state).toMatchObject({ state: 'offboarded', lastOffboardedMetaTime: 90 });
+  });
+
+  it('an older offboarding does not lower the remembered offboarding time', () => {
+    const s = step(waba('offboarded', { lastOffboardedMetaTime: 300 }), event('ACCOUNT_OFFBOARDED', { metaTime: 100 }));
+    expect(s.state.lastOffboardedMetaTime).toBe(300);
+    expect(lastEvent(s)?.outcome).toBe('joined the open offboarding');
+  });
+
+  it('a reconnection older than the current offboarding is stale, even on a connected WABA, and its time is remembered', () => {
+    const s = step(
+      waba('connected', { lastOffboardedMetaTime: 500, lastReconnectedMetaTime: 100 }),
+      event('ACCOUNT_RECONNECTED', { metaTime: 400 }),
+    );
+    expect(lastEvent(s)?.outcome).toBe('stale: older than the current offboarding');
+    expect(s.state).toMatchObject({ state: 'connected', lastReconnectedMetaTime: 400 });
+    expect(s.commands).toEqual(recordOnly(s));
+  });
+
+  it('a stale reconnection leaves an offboarded WABA offboarded', () => {
+    const s = step(
+      waba('offboarded', { lastOffboardedMetaTime: 500 }),
+      event('ACCOUNT_RECONNECTED', { metaTime: 499 }),
+    );
+    expect(s.state.state).toBe('offboarded');
+    expect(lastEvent(s)?.outcome).toBe('stale: older than the current offboarding');
+  });
+
+  it('a reconnection at the same time as the offboarding is not stale: it drains', () => {
+    const s = step(
+      waba('offboarded', { lastOffboardedMetaTime: 500 }),
+      event('ACCOUNT_RECONNECTED', { metaTime: 500 }),
+    );
+    expect(s.state).toMatchObject({ state: 'draining', lastReconnectedMetaTime: 500 });
+  });
+
+  it('a reconnection without a Meta time is never stale', () => {
+    const s = step(waba('offboarded', { lastOffboardedMetaTime: 500 }), event('ACCOUNT_RECONNECTED'));
+    expect(s.state.state).toBe('draining');
+    expect(s.state.lastReconnectedMetaTime).toBeUndefined();
+  });
+
+  it('an older reconnection does not lower the remembered reconnection time', () => {
+    const s = step(waba('draining', { lastReconnectedMetaTime: 900 }), event('ACCOUNT_RECONNECTED', { metaTime: 800 }));
+    expect(s.state.lastReconnectedMetaTime).toBe(900);
+  });
+
+  it('partner removal ignores Meta times: it applies and does not touch the remembered ones', () => {
+    const s = step(
+      waba('offboarded', { lastOffboardedMetaTime: 500, lastReconnectedMetaTime: 600 }),
+      event('PARTNER_REMOVED', { metaTime: 1 }),
+    );
+    expect(s.state).toMatchObject({
+      state: 'partner_removed',
+      lastOffboardedMetaTime: 500,
+      lastReconnectedMetaTime: 600,
+    });
+  });
+
+  it('a partner-removed WABA ignores a newer reconnection but remembers its time', () => {
+    const s = step(waba('partner_removed'), event('ACCOUNT_RECONNECTED', { metaTime: 999 }));
+    expect(s.state).toMatchObject({ state: 'partner_removed', lastReconnectedMetaTime: 999 });
+    expect(lastEvent(s)?.outcome).toBe('ignored: partner removed');
+  });
+});
+
+describe('lifecycle machine: operator actions', () => {
+  it.each([
+    ['force_resume', 'offboarded', undefined],
+    ['force_resume', 'reconnect_abandoned', undefined],
+    [
+      'force_resume',
+      'connected',
+      'force_resume applies to an offboarded or abandoned WABA, not to one that is connected',
+    ],
+    [
+      'force_resume',
+      'draining',
+      'force_resume applies to an offboarded or abandoned WABA, not to one that is draining',
+    ],
+    [
+      'force_resume',
+      'partner_removed',
+      'force_resume applies to an offboarded or abandoned WABA, not to one that is partner_removed',
+    ],
+    ['force_abandon', 'offboarded', undefined],
+    ['force_abandon', 'connected', 'force_abandon applies to an offboarded WABA, not to one that is connected'],
+    ['force_abandon', 'draining', 'force_abandon applies to an offboarded WABA, not to one that is draining'],
+    [
+      'force_abandon',
+      'reconnect_abandoned',
+      'force_abandon applies to an offboarded WABA, not to one that is reconnect_abandoned',
+    ],
+    [
+      'force_abandon',
+      'partner_removed',
+      'force_abandon applies to an offboarded WABA, not to one that is partner_removed',
+    ],
+  ] as const)('%s on a %s WABA: refusal is %p', (action, state, expected) => {
+    expect(refusal(waba(state), { action, reason: 'r' })).toBe(expected);
+  });
+
+  // The update handler checks the refusal on acceptance; the loop then applies the action as
+  // accepted, even when events applied in between moved the state. Every state is covered.
+  it.each(STATES)(
+    'force_resume applied to a %s WABA: drains (reason "force_resume: <reason>"), writes, counts, upserts, starts the reconnected drain',
+    (state) => {
+      const s = step(waba(state), {
+        kind: 'operator',
+        action: { action: 'force_resume', reason: 'manual', operator: 'ana' },
+      });
+      expect(lastEvent(s)).toEqual({
+        type: 'OPERATOR_FORCE_RESUME',
+        outcome: 'draining',
+        detail: 'manual (by ana)',
+        at: NOW_ISO,
+      });
+      expect(s.state).toMatchObject({
+        state: 'draining',
+        since: state === 'draining' ? SINCE : NOW_ISO,
+        reason: 'force_resume: manual',
+      });
+      expect(s.commands).toEqual([
+        persistOf(s),
+        COUNT,
+        upsert('draining', s.state.escalationLevel),
+        { type: 'startDrain', mode: 'reconnected', onlyIfQueued: false },
+      ]);
+    },
+  );
+
+  it.each(STATES)(
+    'force_abandon applied to a %s WABA: abandons, writes, counts, upserts, fails the queue, counts again, alerts',
+    (state) => {
+      const s = step(waba(state), { kind: 'operator', action: { action: 'force_abandon', reason: 'client left' } });
+      expect(lastEvent(s)).toEqual({
+        type: 'OPERATOR_FORCE_ABANDON',
+        outcome: 'abandoned',
+        detail: 'client left',
+        at: NOW_ISO,
+      });
+      expect(s.state).toMatchObject({ state: 'reconnect_abandoned', reason: 'force_abandon: client left' });
+      expect(s.commands).toEqual([
+        persistOf(s),
+        COUNT,
+        upsert('reconnect_abandoned', s.state.escalationLevel),
+        { type: 'failQueue', reason: 'reconnect_timeout', queueEmptied: false },
+        COUNT,
+        {
+          type: 'alert',
+          alert: { kind: 'abandoned', wabaId: 'W1', level: 3, reason: 'force_abandon: client left', onAbandon: 'fail' },
+        },
+      ]);
+    },
+  );
+
+  it('force_abandon with ON_ABANDON=keep keeps the queue: no failQueue, only a count before the alert', () => {
+    const s = step(
+      waba('offboarded'),
+      { kind: 'operator', action: { action: 'force_abandon', reason: 'r' } },
+      ctx({ settings: { ...settings, onAbandon: 'keep' } }),
+    );
+    expect(types(s)).toEqual(['persist', 'countQueued', 'upsertSearchAttributes', 'countQueued', 'alert']);
+  });
+});
+
+describe('lifecycle machine: escalation levels', () => {
+  it.each([
+    [1, 'warning', 5 * 60_000],
+    [2, 'page', 60 * 60_000],
+  ] as const)(
+    'level %i (%s, not final): sets the level, keeps state, since and reason, writes, counts, upserts, alerts',
+    (level, severity, afterMs) => {
+      const s = step(waba('offboarded', { escalationLevel: level - 1 }), { kind: 'escalation', level });
+      expect(s.state).toMatchObject({
+        state: 'offboarded',
+        since: SINCE,
+        escalationLevel: level,
+        reason: 'earlier reason',
+      });
+      expect(lastEvent(s)).toEqual({ type: 'ESCALATED', outcome: `level ${level} (${severity})`, at: NOW_ISO });
+      expect(s.commands).toEqual([
+        persistOf(s),
+        COUNT,
+        upsert('offboarded', level),
+        { type: 'alert', alert: { kind: 'escalated', wabaId: 'W1', level, severity, afterMs, since: SINCE } },
+      ]);
+    },
+  );
+
+  it('the final level with ON_ABANDON=fail: abandons (level kept), fails the queue with reconnect_timeout, counts, alerts', () => {
+    const s = step(waba('offboarded', { escalationLevel: 2 }), { kind: 'escalation', level: 3 });
+    expect(lastEvent(s)).toEqual({ type: 'ESCALATED', outcome: 'level 3 (critical), final', at: NOW_ISO });
+    expect(s.state).toMatchObject({
+      state: 'reconnect_abandoned',
+      since: NOW_ISO,
+      escalationLevel: 3,
+      reason: 'no ACCOUNT_RECONNECTED after 1440 min',
+    });
+    expect(s.commands).toEqual([
+      persistOf(s),
+      COUNT,
+      upsert('reconnect_abandoned', 3),
+      { type: 'failQueue', reason: 'reconnect_timeout', queueEmptied: false },
+      COUNT,
+      {
+        type: 'alert',
+        alert: {
+          kind: 'abandoned',
+          wabaId: 'W1',
+          level: 3,
+          reason: 'no ACCOUNT_RECONNECTED after 1440 min',
+          onAbandon: 'fail',
+        },
+      },
+    ]);
+  });
+
+  it('the final level with ON_ABANDON=keep: abandons without failing the queue', () => {
+    const keep = { ...settings, onAbandon: 'keep' as const };
+    const s = step(
+      waba('offboarded', { escalationLevel: 2 }),
+      { kind: 'escalation', level: 3 },
+      ctx({ settings: keep }),
+    );
+    expect(s.state.state).toBe('reconnect_abandoned');
+    expect(s.commands).toEqual([
+      persistOf(s),
+      COUNT,
+      upsert('reconnect_abandoned', 3),
+      COUNT,
+      {
+        type: 'alert',
+        alert: {
+          kind: 'abandoned',
+          wabaId: 'W1',
+          level: 3,
+          reason: 'no ACCOUNT_RECONNECTED after 1440 min',
+          onAbandon: 'keep',
+        },
+      },
+    ]);
+  });
+
+  it('with a single level, level 1 is final', () => {
+    const one = { ...settings, escalation: [{ level: 1, afterMs: 90_000, severity: 'critical' as const }] };
+    const s = step(
+      waba('offboarded', { escalationLevel: 0 }),
+      { kind: 'escalation', level: 1 },
+      ctx({ settings: one }),
+    );
+    expect(s.state).toMatchObject({ state: 'reconnect_abandoned', reason: 'no ACCOUNT_RECONNECTED after 2 min' });
+    expect(lastEvent(s)?.outcome).toBe('level 1 (critical), final');
+  });
+
+  it('a level the settings do not have throws', () => {
+    expect(() => step(waba('offboarded'), { kind: 'escalation', level: 4 })).toThrow('no escalation level 4');
+  });
+});
+
+describe('lifecycle machine: drain results', () => {
+  const finished: DrainResult = { sent: 5, failed: 1, expired: 2, alreadySettled: 0 };
+  const unusable: DrainResult = { ...finished, stopped: 'account_unusable', detail: 'code 131031' };
+
+  it('finished while draining: opens the gate (connected, level 0), writes, counts, upserts, alerts, then a stray drain if entries remain', () => {
+    const s = step(waba('draining', { escalationLevel: 2 }), { kind: 'drainEnded', outcome: finished });
+    expect(s.state).toMatchObject({ state: 'connected', since: NOW_ISO, escalationLevel: 0, reason: undefined });
+    expect(s.state.events).toEqual(waba('draining').events);
+    expect(s.commands).toEqual([
+      persistOf(s),
+      COUNT,
+      upsert('connected', 0),
+      { type: 'alert', alert: { kind: 'reconnected', wabaId: 'W1', sent: 5, failed: 1, expired: 2 } },
+      { type: 'startDrain', mode: 'stray', onlyIfQueued: true },
+    ]);
+  });
+
+  it('finished while connected (a stray drain): counts the queue and drains again if entries remain, nothing written', () => {
+    const before = waba('connected');
+    const s = step(before, { kind: 'drainEnded', outcome: finished });
+    expect(s.state).toEqual(before);
+    expect(s.commands).toEqual([COUNT, { type: 'startDrain', mode: 'stray', onlyIfQueued: true }]);
+  });
+
+  it.each(['offboarded', 'reconnect_abandoned', 'partner_removed'] as const)(
+    'finished while %s: counts the queue only',
+    (state) => {
+      const before = waba(state);
+      const s = step(before, { kind: 'drainEnded', outcome: finished });
+      expect(s.state).toEqual(before);
+      expect(s.commands).toEqual([COUNT]);
+    },
+  );
+
+  it.each(['draining', 'connected'] as const)(
+    'stopped (account unusable) while %s: records it, closes the gate (reason = detail), writes, counts, upserts, alerts',
+    (state) => {
+      const s = step(waba(state), { kind: 'drainEnded', outcome: unusable });
+      expect(lastEvent(s)).toEqual({
+        type: 'SEND_ACCOUNT_UNUSABLE',
+        outcome: 'drain stopped; gate stays closed',
+        detail: 'code 131031',
+        at: NOW_ISO,
+      });
+      expect(s.state).toMatchObject({ state: 'offboarded', since: NOW_ISO, escalationLevel: 0, reason: 'code 131031' });
+      expect(s.commands).toEqual([
+        persistOf(s),
+        COUNT,
+        upsert('offboarded', 0),
+        { type: 'alert', alert: { kind: 'accountUnusable', wabaId: 'W1', detail: 'code 131031' } },
+      ]);
+    },
+  );
+
+  it('stopped (account unusable) without a detail: the reason is SEND_ACCOUNT_UNUSABLE', () => {
+    const s = step(waba('draining'), { kind: 'drainEnded', outcome: { ...finished, stopped: 'account_unusable' } });
+    expect(s.state.reason).toBe('SEND_ACCOUNT_UNUSABLE');
+  });
+
+  it('stopped (account unusable) while already offboarded: since and level stay, the gate stays closed', () => {
+    const s = step(waba('offboarded', { escalationLevel: 2 }), { kind: 'drainEnded', outcome: unusable });
+    expect(s.state).toMatchObject({ state: 'offboarded', since: SINCE, escalationLevel: 2, reason: 'code 131031' });
+    expect(types(s)).toEqual(['persist', 'countQueued', 'upsertSearchAttributes', 'alert']);
+  });
+
+  it.each(STATES)('cancelled while %s: nothing changes, nothing to do', (state) => {
+    const before = waba(state);
+    expect(step(before, { kind: 'drainEnded', outcome: 'cancelled' })).toEqual({ state: before, commands: [] });
+  });
+
+  it('after a stopped drain, closeGate for ACCOUNT_OFFBOARDED raises no alert', () => {
+    const s = step(waba('draining'), {
+      kind: 'drainStopped',
+      then: { action: 'closeGate', type: 'ACCOUNT_OFFBOARDED' },
+    });
+    expect(s.state).toMatchObject({ state: 'offboarded', reason: 'ACCOUNT_OFFBOARDED' });
+    expect(types(s)).toEqual(['persist', 'countQueued', 'upsertSearchAttributes']);
+  });
+});
+
+describe('lifecycle machine: the event log', () => {
+  it('keeps the 20 newest entries, dropping the oldest', () => {
+    const events = Array.from({ length: 20 }, (_, i) => ({
+      type: 'QUEUE_STRAY' as const,
+      at: SINCE,
+      outcome: `e${i}`,
+    }));
+    const s = step(waba('offboarded', { events }), event('ACCOUNT_OFFBOARDED'));
+    expect(s.state.events).toHaveLength(20);
+    expect(s.state.events[0]?.outcome).toBe('e1');
+    expect(lastEvent(s)?.outcome).toBe('joined the open offboarding');
+  });
+
+  it('every step that writes carries the state it returns, stamped with the step time', () => {
+    const s = step(waba('connected'), event('ACCOUNT_RECONNECTED'));
+    expect(s.commands[0]).toEqual({ type: 'persist', waba: s.state });
+    expect(s.state.updatedAt).toBe(NOW_ISO);
+  });
+});
+
+describe('lifecycle machine: start of a run, wake-ups and the state query', () => {
+  it.each(STATES)('a run that loads a %s WABA resumes a drain only when it was draining', (state) => {
+    expect(onLoad(waba(state))).toEqual(
+      state === 'draining' ? [{ type: 'startDrain', mode: 'reconnected', onlyIfQueued: false }] : [],
+    );
+  });
+
+  it.each(STATES)('while a drain runs, a %s WABA waits for input only', (state) => {
+    expect(nextWakeUp(waba(state), settings, true)).toEqual({ kind: 'input' });
+  });
+
+  it.each([0, 1, 2])('offboarded at level %i: the next level is due at since + its delay', (level) => {
+    const next = settings.escalation[level]!;
+    expect(nextWakeUp(waba('offboarded', { escalationLevel: level }), settings, false)).toEqual({
+      kind: 'escalation',
+      level: next.level,
+      at: Date.parse(SINCE) + next.afterMs,
+    });
+  });
+
+  it('offboarded past the last level: waits for input only', () => {
+    expect(nextWakeUp(waba('offboarded', { escalationLevel: 3 }), settings, false)).toEqual({ kind: 'input' });
+  });
+
+  it.each(['connected', 'draining', 'reconnect_abandoned', 'partner_removed'] as const)(
+    'a %s WABA with no drain running has nothing to wait for',
+    (state) => {
+      expect(nextWakeUp(waba(state), settings, false)).toEqual({ kind: 'done' });
+    },
+  );
+
+  it('the state query before the WABA is loaded shows a connected WABA with no history', () => {
+    expect(view('W1', undefined, 0)).toEqual({
+      wabaId: 'W1',
+      state: 'connected',
+      since: '',
+      escalationLevel: 0,
+      queued: 0,
+      lastEvent: undefined,
+      events: [],
+    });
+  });
+
+  it('the state query shows the state, since, level, queue count and newest event', () => {
+    const w = waba('offboarded', { escalationLevel: 2 });
+    expect(view('W1', w, 7)).toEqual({
+      wabaId: 'W1',
+      state: 'offboarded',
+      since: SINCE,
+      escalationLevel: 2,
+      queued: 7,
+      lastEvent: w.events[0],
+      events: w.events,
+    });
+  });
+});
+
+describe('lifecycle machine: alert texts', () => {
+  const counts = { queued: 4, failed: 9 };
+
+  it('account unusable: level 0 warning, with the detail (or "no detail")', () => {
+    expect(alertContent({ kind: 'accountUnusable', wabaId: 'W1', detail: 'code 131031' }, counts)).toEqual({
+      level: 0,
+      severity: 'warning',
+      title: 'Send gate closed: Meta says the account cannot send',
+      text: 'A send for WABA W1 failed with an "account unusable" error (code 131031). Sends are queued until ACCOUNT_RECONNECTED or an operator force-resumes.',
+    });
+    expect(alertContent({ kind: 'accountUnusable', wabaId: 'W1' }, counts).text).toContain('error (no detail).');
+  });
+
+  it('partner removed: level 0 critical, with the failed count and the detail (or "no reason given")', () => {
+    expect(alertContent({ kind: 'partnerRemoved', wabaId: 'W1', detail: 'gone' }, counts)).toEqual({
+      level: 0,
+      severity: 'critical',
+      title: 'Partner removed: access to the WABA is gone',
+      text: 'WABA W1 is no longer shared with us (gone). 9 queued message(s) failed with reason partner_removed; new sends are refused.',
+    });
+    expect(alertContent({ kind: 'partnerRemoved', wabaId: 'W1' }, counts).text).toContain('(no reason given)');
+  });
+
+  it('escalated: the level, its severity, the delay in minutes, since and the queued count', () => {
+    expect(
+      alertContent(
+        { kind: 'escalated', wabaId: 'W1', level: 2, severity: 'page', afterMs: 3_600_000, since: SINCE },
+        counts,
+      ),
+    ).toEqual({
+      level: 2,
+      severity: 'page',
+      title: 'WABA offboarded for 60 min (level 2)',
+      text: `WABA W1 has been offboarded since ${SINCE}; 4 message(s) are queued. Waiting for ACCOUNT_RECONNECTED. If another partner onboarded the WABA, reconnection will never come.`,
+    });
+  });
+
+  it('abandoned with ON_ABANDON=fail: critical, says how many failed', () => {
+    expect(alertContent({ kind: 'abandoned', wabaId: 'W1', level: 3, reason: 'r', onAbandon: 'fail' }, counts)).toEqual(
+      {
+        level: 3,
+        severity: 'critical',
+        title: 'Reconnection abandoned',
+        text: 'WABA W1 did not reconnect (r). 9 queued message(s) failed with reason reconnect_timeout. A later ACCOUNT_RECONNECTED still drains and reopens the gate.',
+      },
+    );
+  });
+
+  it('abandoned with ON_ABANDON=keep: says how many stay queued', () => {
+    expect(
+      alertContent({ kind: 'abandoned', wabaId: 'W1', level: 3, reason: 'r', onAbandon: 'keep' }, counts).text,
+    ).toBe(
+      'WABA W1 did not reconnect (r). 4 message(s) stay queued. A later ACCOUNT_RECONNECTED still drains and reopens the gate.',
+    );
+  });
+
+  it('reconnected: level 0 warning, the drain counts and the re-link notice', () => {
+    expect(alertContent({ kind: 'reconnected', wabaId: 'W1', sent: 5, failed: 1, expired: 2 }, counts)).toEqual({
+      level: 0,
+      severity: 'warning',
+      title: 'WABA reconnected: queued messages sent',
+      text: 'WABA W1 is back on the Cloud API; 5 queued message(s) sent, 1 failed, 2 expired. Only the Cloud API companion is restored: the client must re-link WhatsApp Web and other companion devices by hand.',
+    });
+  });
+});
