@@ -103,6 +103,12 @@ async function main(): Promise<void> {
       max: Math.max(...latencies[t]),
       mean: mean(latencies[t]),
     });
+    const statRow = (name: string, x: ReturnType<typeof stat>): string[] => [
+      name,
+      ...[x.p50, x.p90, x.p99].map((v) => fmt(v, 2)),
+      fmt(x.max, 1),
+      fmt(x.mean, 2),
+    ];
     const app = stat('app');
     const bareStat = stat('bare');
     const notes = [
@@ -115,22 +121,8 @@ async function main(): Promise<void> {
       table(
         ['target', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'mean ms'],
         [
-          [
-            'real app (status webhook)',
-            fmt(app.p50, 2),
-            fmt(app.p90, 2),
-            fmt(app.p99, 2),
-            fmt(app.max, 1),
-            fmt(app.mean, 2),
-          ],
-          [
-            'bare Koa 200',
-            fmt(bareStat.p50, 2),
-            fmt(bareStat.p90, 2),
-            fmt(bareStat.p99, 2),
-            fmt(bareStat.max, 1),
-            fmt(bareStat.mean, 2),
-          ],
+          statRow('real app (status webhook)', app),
+          statRow('bare Koa 200', bareStat),
           [
             'ratio app ÷ bare',
             `${fmt(app.p50 / bareStat.p50, 2)}×`,

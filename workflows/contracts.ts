@@ -163,8 +163,10 @@ export interface MetaErrorInfo {
   code: number;
   subcode?: number;
   message: string;
+  /** `error.error_data.details`: Meta's human-readable explanation. */
   details?: string;
   fbtraceId?: string;
+  /** Absent for network failures (no answer) and for errors read from status webhooks. */
   httpStatus?: number;
 }
 

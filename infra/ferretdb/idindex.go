@@ -175,18 +175,27 @@ func (x *idIndexer) pass(ctx context.Context, full bool) {
 	}
 }
 
+// openWithTables opens one database file and reads its collection tables; the caller closes db.
+func openWithTables(ctx context.Context, file string) (*sql.DB, map[string]string, error) {
+	db, err := openDatabase(file)
+	if err != nil {
+		return nil, nil, err
+	}
+	tables, err := collectionTables(ctx, db)
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	return db, tables, nil
+}
+
 // ensureDatabase creates the missing `_id` indexes of one database.
 func (x *idIndexer) ensureDatabase(ctx context.Context, file string) error {
-	db, err := openDatabase(file)
+	db, tables, err := openWithTables(ctx, file)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-
-	tables, err := collectionTables(ctx, db)
-	if err != nil {
-		return err
-	}
 	if len(tables) == 0 {
 		return nil
 	}
@@ -263,15 +272,11 @@ func explain(ctx context.Context, dir, dbName, collection string) error {
 	if _, err := os.Stat(file); err != nil {
 		return fmt.Errorf("no database %q in %s: %w", dbName, dir, err)
 	}
-	db, err := openDatabase(file)
+	db, tables, err := openWithTables(ctx, file)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	tables, err := collectionTables(ctx, db)
-	if err != nil {
-		return err
-	}
 	table, ok := tables[collection]
 	if !ok {
 		return fmt.Errorf("no collection %q in database %q", collection, dbName)

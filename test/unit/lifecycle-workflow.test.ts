@@ -160,7 +160,9 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
     const summary = await run(f.activities, long, async (send) => {
       await send({ type: 'ACCOUNT_OFFBOARDED', metaTime: 100 });
       await send({ type: 'ACCOUNT_RECONNECTED', metaTime: 200 });
-      await new Promise((r) => setTimeout(r, 500));
+      // PARTNER_REMOVED only once the drain is running (a fixed delay is too short on a busy machine).
+      for (let waited = 0; !f.calls.includes('drain:reconnected') && waited < 30_000; waited += 50)
+        await new Promise((r) => setTimeout(r, 50));
       await send({ type: 'PARTNER_REMOVED', metaTime: 300 });
     });
     expect(summary.finalState).toBe('partner_removed');

@@ -132,6 +132,11 @@ export interface FerretDb extends ServerProcess {
 // ---------------------------------------------------------------------------------------------
 // Temporal
 
+/** The `ServerProcess` part of a started server. */
+function processHandle(proc: ServerProcess): ServerProcess {
+  return { pid: proc.pid, logFile: proc.logFile, stop: proc.stop, disown: proc.disown };
+}
+
 export async function startTemporalDevServer(opts: TemporalDevServerOptions): Promise<TemporalDevServer> {
   const ip = opts.ip ?? '127.0.0.1';
   const port = opts.port ?? (await freePort(ip));
@@ -198,10 +203,7 @@ export async function startTemporalDevServer(opts: TemporalDevServerOptions): Pr
       uiUrl,
       dbFile: opts.dbFile,
       addedSearchAttributes: added,
-      pid: proc.pid,
-      logFile: proc.logFile,
-      stop: proc.stop,
-      disown: proc.disown,
+      ...processHandle(proc),
     };
   } catch (err) {
     await proc.stop();
@@ -303,10 +305,7 @@ export async function startFerretDb(opts: FerretDbOptions): Promise<FerretDb> {
       uri,
       port,
       sqliteDir: opts.sqliteDir,
-      pid: proc.pid,
-      logFile: proc.logFile,
-      stop: proc.stop,
-      disown: proc.disown,
+      ...processHandle(proc),
     };
   } catch (err) {
     await proc.stop();

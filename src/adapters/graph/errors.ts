@@ -164,15 +164,7 @@ export function pairLimitBackoffMs(attempt: number, maxMs = 1_024 * SECOND): num
 }
 
 /** Fields of a `GraphApiError`, as parsed from Meta's error body or built for a network failure. */
-export interface GraphApiErrorFields {
-  code: number;
-  subcode?: number;
-  message: string;
-  /** `error.error_data.details`: Meta's human-readable explanation. */
-  details?: string;
-  fbtraceId?: string;
-  /** Absent for network failures (no answer) and for errors read from status webhooks. */
-  httpStatus?: number;
+export interface GraphApiErrorFields extends MetaErrorInfo {
   /** See `GraphApiError.mayHaveBeenSent`. Defaults to false. */
   mayHaveBeenSent?: boolean;
   cause?: unknown;
