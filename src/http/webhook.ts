@@ -56,6 +56,8 @@ export interface WebhookCounters {
   accepted: number;
   /** Deliveries the sink failed or timed out on (503). */
   sinkFailures: number;
+  /** Deliveries answered 503 at once because too many were in flight (load shedding). */
+  shed: number;
   /** Changes or statuses left out because their shape was wrong. */
   skipped: number;
   /** Events the sink recorded but could not apply (e.g. a lifecycle event naming no usable WABA id). */
@@ -91,6 +93,7 @@ export function createCounters(prefix = 'coexist_relay_webhook'): WebhookCounter
     nonWabaObjects: 0,
     accepted: 0,
     sinkFailures: 0,
+    shed: 0,
     skipped: 0,
     unusable: 0,
     byField: new Map(),
@@ -119,6 +122,7 @@ export function createCounters(prefix = 'coexist_relay_webhook'): WebhookCounter
       scalar('non_waba_objects_total', 'Webhook deliveries for another object, dropped.', counters.nonWabaObjects);
       scalar('accepted_total', 'Webhook deliveries handed over and acknowledged.', counters.accepted);
       scalar('sink_failures_total', 'Webhook deliveries answered 503 because the sink failed.', counters.sinkFailures);
+      scalar('shed_total', 'Webhook deliveries answered 503 because too many were in flight.', counters.shed);
       scalar('skipped_total', 'Changes or statuses left out for a wrong shape.', counters.skipped);
       scalar('unusable_total', 'Events recorded but not applied because they cannot be understood.', counters.unusable);
       labelled('changes_total', 'Changes in WABA deliveries by field.', 'field', counters.byField);
