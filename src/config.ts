@@ -68,6 +68,11 @@ const envSchema = z.object({
   WEBHOOK_PATH: z.string().startsWith('/').default('/webhooks/meta'),
   WEBHOOK_MAX_BODY_BYTES: intIn(1024, 64 * 1024 * 1024).default(4 * 1024 * 1024),
 
+  /** Webhook deliveries handled at once; one more is answered 503 with Retry-After. */
+  WEBHOOK_MAX_IN_FLIGHT: intIn(1, 100_000).default(64),
+  /** Send and ops API requests handled at once; one more is answered 429 with Retry-After. */
+  API_MAX_IN_FLIGHT: intIn(1, 100_000).default(256),
+
   OPS_API_KEYS: csv,
   SEND_API_KEYS: csv,
 
@@ -131,6 +136,8 @@ export interface Config {
   host: string;
   logLevel: Env['LOG_LEVEL'];
   webhook: { path: string; verifyToken: string; appSecrets: string[]; maxBodyBytes: number };
+  /** In-flight limits (load shedding past them). */
+  limits: { webhookMaxInFlight: number; apiMaxInFlight: number };
   opsApiKeys: string[];
   sendApiKeys: string[];
   temporal: { address: string; namespace: string; taskQueue: string };
@@ -171,6 +178,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       appSecrets: e.META_APP_SECRET,
       maxBodyBytes: e.WEBHOOK_MAX_BODY_BYTES,
     },
+    limits: { webhookMaxInFlight: e.WEBHOOK_MAX_IN_FLIGHT, apiMaxInFlight: e.API_MAX_IN_FLIGHT },
     opsApiKeys: e.OPS_API_KEYS,
     sendApiKeys: e.SEND_API_KEYS,
     temporal: { address: e.TEMPORAL_ADDRESS, namespace: e.TEMPORAL_NAMESPACE, taskQueue: e.TEMPORAL_TASK_QUEUE },

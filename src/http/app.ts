@@ -10,6 +10,7 @@ import { createAdmission } from '../sending/admission';
 import { createMessagesRouter } from '../sending/api';
 import { withTimeout } from '../util/time';
 import { appErrorListener, errorMiddleware } from './errors';
+import { inFlightLimit } from './inflight';
 import { createCounters, createWebhookRouter, type WebhookCounters, type WebhookSink } from './webhook';
 
 export interface AppDeps {
@@ -36,6 +37,26 @@ export function createApp(deps: AppDeps): Koa {
   app.proxy = true;
   app.on('error', appErrorListener(logger));
   app.use(errorMiddleware({ logger }));
+  const webhookPath = config.webhook.path;
+  app.use(
+    inFlightLimit({
+      name: 'webhook',
+      max: config.limits.webhookMaxInFlight,
+      applies: (ctx) => ctx.method === 'POST' && ctx.path === webhookPath,
+      status: 503,
+      logger,
+      onShed: () => counters.shed++,
+    }),
+  );
+  app.use(
+    inFlightLimit({
+      name: 'api',
+      max: config.limits.apiMaxInFlight,
+      applies: (ctx) => ctx.path.startsWith('/v1/'),
+      status: 429,
+      logger,
+    }),
+  );
 
   const health = new Router();
   health.get('/healthz', (ctx) => {

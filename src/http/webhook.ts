@@ -29,7 +29,13 @@ import { HttpError, badRequest, forbidden, requestIdOf, unauthorized, unavailabl
  * answers 503 so Meta retries.
  */
 export interface WebhookSink {
-  accept(update: ParsedWebhook): Promise<void>;
+  accept(update: ParsedWebhook): Promise<SinkReport | void>;
+}
+
+/** What a sink may report about a delivery it accepted. */
+export interface SinkReport {
+  /** Events recorded but not applied because they cannot be understood (counted in `unusable`). */
+  unusable: number;
 }
 
 /** Plain in-memory counters for `/metrics`. Deliveries are counted as received, redeliveries included. */
@@ -50,8 +56,12 @@ export interface WebhookCounters {
   accepted: number;
   /** Deliveries the sink failed or timed out on (503). */
   sinkFailures: number;
+  /** Deliveries answered 503 at once because too many were in flight (load shedding). */
+  shed: number;
   /** Changes or statuses left out because their shape was wrong. */
   skipped: number;
+  /** Events the sink recorded but could not apply (e.g. a lifecycle event naming no usable WABA id). */
+  unusable: number;
   /** Changes of WABA deliveries by `field`. */
   byField: Map<string, number>;
   /** `account_update` events by `event`. */
@@ -83,7 +93,9 @@ export function createCounters(prefix = 'coexist_relay_webhook'): WebhookCounter
     nonWabaObjects: 0,
     accepted: 0,
     sinkFailures: 0,
+    shed: 0,
     skipped: 0,
+    unusable: 0,
     byField: new Map(),
     byAccountUpdateEvent: new Map(),
     byStatus: new Map(),
@@ -110,7 +122,9 @@ export function createCounters(prefix = 'coexist_relay_webhook'): WebhookCounter
       scalar('non_waba_objects_total', 'Webhook deliveries for another object, dropped.', counters.nonWabaObjects);
       scalar('accepted_total', 'Webhook deliveries handed over and acknowledged.', counters.accepted);
       scalar('sink_failures_total', 'Webhook deliveries answered 503 because the sink failed.', counters.sinkFailures);
+      scalar('shed_total', 'Webhook deliveries answered 503 because too many were in flight.', counters.shed);
       scalar('skipped_total', 'Changes or statuses left out for a wrong shape.', counters.skipped);
+      scalar('unusable_total', 'Events recorded but not applied because they cannot be understood.', counters.unusable);
       labelled('changes_total', 'Changes in WABA deliveries by field.', 'field', counters.byField);
       labelled('account_updates_total', 'account_update events by event.', 'event', counters.byAccountUpdateEvent);
       labelled('statuses_total', 'Message statuses by status.', 'status', counters.byStatus);
@@ -151,6 +165,40 @@ function wabaIdsOf(parsed: ParsedWebhook): string[] {
   for (const u of parsed.accountUpdates) ids.add(u.wabaId);
   for (const s of parsed.statuses) ids.add(s.wabaId);
   return [...ids];
+}
+
+/** How many items of a delivery a log line names; the rest are only counted. */
+const LOGGED_ITEMS = 5;
+/** Longest text from Meta (ids, field and event names, reasons) copied into a log line. */
+const LOGGED_TEXT_CHARS = 100;
+
+const clip = (text: string | undefined, max = LOGGED_TEXT_CHARS): string | undefined =>
+  text === undefined || text.length <= max ? text : `${text.slice(0, max)}…(${text.length} chars)`;
+
+/** The failure as a bounded object (the pino serializer would copy e.g. a bulk write's every error). */
+function errSummary(err: unknown): Record<string, unknown> {
+  if (!(err instanceof Error)) return { message: clip(String(err), 500) };
+  const code: unknown = (err as { code?: unknown }).code;
+  return {
+    type: err.name,
+    message: clip(err.message, 500),
+    ...(typeof code === 'string' || typeof code === 'number' ? { code } : {}),
+    stack: clip(err.stack, 1500),
+  };
+}
+
+/** A delivery's WABAs, events and statuses for a log line: counts and the first `LOGGED_ITEMS` only. */
+function deliverySummary(parsed: ParsedWebhook): Record<string, unknown> {
+  const wabaIds = wabaIdsOf(parsed);
+  return {
+    wabas: wabaIds.length,
+    firstWabaIds: wabaIds.slice(0, LOGGED_ITEMS).map((id) => clip(id)),
+    events: parsed.accountUpdates.length,
+    firstEvents: parsed.accountUpdates
+      .slice(0, LOGGED_ITEMS)
+      .map((u) => ({ wabaId: clip(u.wabaId), event: clip(u.event), key: u.key })),
+    statuses: parsed.statuses.length,
+  };
 }
 
 /**
@@ -241,21 +289,25 @@ export function createWebhookRouter(options: WebhookRouterOptions): Router {
     for (const s of parsed.statuses) incLabel(counters.byStatus, s.status);
     if (parsed.skipped.length > 0) {
       counters.skipped += parsed.skipped.length;
-      log.warn({ requestId: requestIdOf(ctx), skipped: parsed.skipped.slice(0, 20) }, 'webhook changes left out');
+      log.warn(
+        {
+          requestId: requestIdOf(ctx),
+          skipped: parsed.skipped.length,
+          firstSkipped: parsed.skipped
+            .slice(0, LOGGED_ITEMS)
+            .map((k) => ({ ...k, field: clip(k.field), reason: clip(k.reason, 200) })),
+        },
+        'webhook changes left out',
+      );
     }
 
     try {
-      await withTimeout(sink.accept(parsed), sinkTimeoutMs, 'webhook sink');
+      const report = await withTimeout(sink.accept(parsed), sinkTimeoutMs, 'webhook sink');
+      if (report && report.unusable > 0) counters.unusable += report.unusable;
     } catch (err) {
       counters.sinkFailures++;
       log.error(
-        {
-          err,
-          requestId: requestIdOf(ctx),
-          wabaIds: wabaIdsOf(parsed),
-          events: parsed.accountUpdates.map((u) => ({ wabaId: u.wabaId, event: u.event, key: u.key })),
-          statuses: parsed.statuses.length,
-        },
+        { err: errSummary(err), requestId: requestIdOf(ctx), ...deliverySummary(parsed) },
         'webhook sink failed; answering 503 so Meta redelivers',
       );
       throw unavailable('sink_unavailable', 'the delivery could not be recorded; retry later');
@@ -264,7 +316,7 @@ export function createWebhookRouter(options: WebhookRouterOptions): Router {
     counters.accepted++;
     for (const u of parsed.accountUpdates) {
       log.debug(
-        { wabaId: u.wabaId, event: u.event, metaTime: u.metaTime, key: u.key, detail: u.detail },
+        { wabaId: clip(u.wabaId), event: clip(u.event), metaTime: u.metaTime, key: u.key, detail: u.detail },
         'account_update accepted',
       );
     }

@@ -54,6 +54,16 @@ describe('configuration', () => {
     expect(() => loadConfig({ ...valid, ALERT_WEBHOOK_URL: 'not a url' })).toThrow(/ALERT_WEBHOOK_URL/);
   });
 
+  it('reads the in-flight limits (64 webhook deliveries, 256 API requests by default) and refuses 0 or words', () => {
+    expect(loadConfig(valid).limits).toEqual({ webhookMaxInFlight: 64, apiMaxInFlight: 256 });
+    expect(loadConfig({ ...valid, WEBHOOK_MAX_IN_FLIGHT: '8', API_MAX_IN_FLIGHT: '32' }).limits).toEqual({
+      webhookMaxInFlight: 8,
+      apiMaxInFlight: 32,
+    });
+    expect(() => loadConfig({ ...valid, WEBHOOK_MAX_IN_FLIGHT: '0' })).toThrow(/WEBHOOK_MAX_IN_FLIGHT/);
+    expect(() => loadConfig({ ...valid, API_MAX_IN_FLIGHT: 'many' })).toThrow(/API_MAX_IN_FLIGHT/);
+  });
+
   it('parses durations and refuses nonsense', () => {
     expect(parseDuration('1500ms')).toBe(1500);
     expect(parseDuration('2.5s')).toBe(2500);

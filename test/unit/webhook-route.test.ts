@@ -35,6 +35,8 @@ interface Harness {
   sink: RecordingSink;
   counters: WebhookCounters;
   logs: Record<string, unknown>[];
+  /** The log lines as written. */
+  lines: string[];
   close(): Promise<void>;
 }
 
@@ -43,16 +45,27 @@ afterEach(async () => {
   await Promise.all(harnesses.splice(0).map((h) => h.close()));
 });
 
-async function start(opts: { appSecrets?: string[]; sinkTimeoutMs?: number } = {}): Promise<Harness> {
+async function start(
+  opts: { appSecrets?: string[]; sinkTimeoutMs?: number; maxBodyBytes?: number } = {},
+): Promise<Harness> {
   const logs: Record<string, unknown>[] = [];
-  const logger = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line)) });
+  const lines: string[] = [];
+  const logger = pino(
+    { level: 'debug' },
+    {
+      write: (line: string) => {
+        lines.push(line);
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      },
+    },
+  );
   const sink = new RecordingSink();
   const counters = createCounters();
   const router = createWebhookRouter({
     path: PATH,
     verifyToken: VERIFY_TOKEN,
     appSecrets: opts.appSecrets ?? [SECRET],
-    maxBodyBytes: MAX_BODY,
+    maxBodyBytes: opts.maxBodyBytes ?? MAX_BODY,
     sink,
     logger,
     counters,
@@ -75,6 +88,7 @@ async function start(opts: { appSecrets?: string[]; sinkTimeoutMs?: number } = {
     sink,
     counters,
     logs,
+    lines,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
@@ -300,8 +314,29 @@ describe('POST delivery', () => {
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('sink_unavailable');
     expect(h.counters.sinkFailures).toBe(1);
     const failure = h.logs.find((l) => l.msg === 'webhook sink failed; answering 503 so Meta redelivers');
-    expect(failure?.wabaIds).toEqual(['980198427658004']);
+    expect(failure?.firstWabaIds).toEqual(['980198427658004']);
     expect(h.logs.filter((l) => l.level === 50)).toHaveLength(1);
+  });
+
+  it('when the sink fails a 3,000-entry batch with skipped changes, every log line stays under 4 KB', async () => {
+    const h = await start({ maxBodyBytes: 4 * 1024 * 1024 });
+    h.sink.behaviour = 'throw';
+    const entry = Array.from({ length: 3_000 }, (_, i) => ({
+      id: String(100_000_000_000_000 + i),
+      time: 1_751_000_000,
+      changes: [
+        { field: 'account_update', value: { event: 'ACCOUNT_OFFBOARDED' } },
+        { field: 'x'.repeat(500), value: 'not an object' },
+      ],
+    }));
+    const res = await signedPost(h, JSON.stringify({ object: 'whatsapp_business_account', entry }));
+    expect(res.status).toBe(503);
+    const failure = h.logs.find((l) => l.msg === 'webhook sink failed; answering 503 so Meta redelivers');
+    expect(failure).toMatchObject({ wabas: 3_000, events: 3_000, statuses: 0 });
+    expect(failure?.firstWabaIds).toHaveLength(5);
+    expect(h.logs.find((l) => l.msg === 'webhook changes left out')).toMatchObject({ skipped: 3_000 });
+    const longest = Math.max(...h.lines.map((l) => Buffer.byteLength(l)));
+    expect(longest).toBeLessThan(4 * 1024);
   });
 
   it('when the sink does not settle within sinkTimeoutMs, answers 503', async () => {

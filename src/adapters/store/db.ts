@@ -100,10 +100,14 @@ export interface AccountEventDoc {
   event: string;
   metaTime?: number;
   entryId: string;
-  raw: unknown;
+  /** The change's `value` as JSON text (`JSON.stringify` of what Meta sent): kept as a string so
+   *  that no key or value Meta sends (`$`/`.`/NUL keys, nested arrays, lone surrogates) can make
+   *  the document unstorable (`jsonText` in src/lifecycle/ingest.ts: reads back to the parsed value). */
+  raw: string;
   receivedAt: string;
-  /** `pending` until handed over to Temporal; then `signalled`, `recorded` (not a lifecycle event). */
-  outcome: 'pending' | 'signalled' | 'recorded';
+  /** `pending` until handed over to Temporal; then `signalled`, `recorded` (not a lifecycle event),
+   *  or `refused` (a lifecycle event whose WABA id cannot name a workflow: recorded, never applied). */
+  outcome: 'pending' | 'signalled' | 'recorded' | 'refused';
   handedOverAt?: string;
 }
 
@@ -116,7 +120,8 @@ export interface MessageStatusDoc {
   recipientId?: string;
   wabaId: string;
   phoneNumberId: string;
-  errors?: unknown[];
+  /** Meta's errors, projected to fixed keys (never Meta's own sub-objects, so always storable). */
+  errors?: { code: number; title?: string; message?: string; details?: string }[];
   receivedAt: string;
 }
 
