@@ -19,6 +19,7 @@ import { startMetaSimulator } from './meta-sim/server';
 import { connectRuntime } from '../src/runtime';
 import { startServer } from '../src/server';
 import { createWorker } from '../src/worker';
+import { redactUri } from '../src/util/redact';
 
 const DEV_DEFAULTS: Record<string, string> = {
   META_APP_SECRET: 'dev-app-secret',
@@ -78,7 +79,7 @@ async function main(): Promise<void> {
     `  API              ${http.url}   (send key: ${config.sendApiKeys[0]}, ops key: ${config.opsApiKeys[0]})`,
     `  Meta webhook     ${http.url}${config.webhook.path}   (app secret: ${config.webhook.appSecrets[0]}, verify token: ${config.webhook.verifyToken})`,
     `  Temporal         ${config.temporal.address}${uiUrl ? `   UI: ${uiUrl}` : ''}`,
-    `  MongoDB          ${config.mongo.uri}${config.mongo.db}`,
+    `  MongoDB          ${redactUri(config.mongo.uri)}${config.mongo.db}`,
     `  Cloud API        ${config.graph.baseUrl}${simUrl ? '   (the Meta simulator: npm run meta-sim -- --help)' : ''}`,
     `  data             ${dataDir}`,
     'Ctrl-C stops everything.',
