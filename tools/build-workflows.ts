@@ -7,11 +7,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { REPO_ROOT } from './infra/binaries';
 import { BUILT_BUNDLE_FILE, bundleWorkflows } from '../src/worker';
 
 async function main(): Promise<void> {
-  const out = path.resolve(process.argv[2] ?? path.join(REPO_ROOT, 'dist', BUILT_BUNDLE_FILE));
+  const out = path.resolve(process.argv[2] ?? path.join(__dirname, '..', 'dist', BUILT_BUNDLE_FILE));
   const started = Date.now();
   const { code } = await bundleWorkflows();
   fs.mkdirSync(path.dirname(out), { recursive: true });
