@@ -19,12 +19,27 @@ export function boot(name: string): { config: Config; logger: Logger } {
   return { config, logger: createLogger(config.logLevel, name) };
 }
 
-/** Runs `stop` once on SIGINT/SIGTERM, then exits. */
+/**
+ * A repeat of the shutdown signal within this window is the same Ctrl-C arriving twice: the
+ * terminal signals the whole process group and a parent (tsx's CLI, npm) relays it as well.
+ */
+const DUPLICATE_SIGNAL_MS = 2_000;
+
+/**
+ * Runs `stop` once, on the first SIGINT or SIGTERM, then exits 0 (1 when `stop` rejects, logged).
+ * `stop` must be bounded in time. The handlers stay installed while stopping, so a relayed copy of
+ * the signal cannot kill the process halfway (Node's default once no handler is left); a second
+ * signal sent on purpose (after DUPLICATE_SIGNAL_MS) exits 130 at once without waiting.
+ */
 export function onShutdown(logger: Logger, stop: () => Promise<void>): void {
-  let stopping = false;
-  const handler = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
+  let firstAt: number | undefined;
+  const handler = (signal: NodeJS.Signals): void => {
+    if (firstAt !== undefined) {
+      if (Date.now() - firstAt < DUPLICATE_SIGNAL_MS) return;
+      logger.warn({ signal }, 'second signal: exiting without waiting for the shutdown');
+      process.exit(130);
+    }
+    firstAt = Date.now();
     logger.info({ signal }, 'shutting down');
     stop().then(
       () => process.exit(0),
@@ -34,6 +49,6 @@ export function onShutdown(logger: Logger, stop: () => Promise<void>): void {
       },
     );
   };
-  process.once('SIGINT', () => handler('SIGINT'));
-  process.once('SIGTERM', () => handler('SIGTERM'));
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
 }

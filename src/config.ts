@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { z } from 'zod';
 import { DEFAULT_TASK_QUEUE, type EscalationLevel, type LifecycleSettings } from '../workflows/contracts';
 
@@ -126,6 +127,12 @@ const envSchema = z.object({
       }
       return ms;
     }),
+  /** A prebuilt workflow bundle (`npm run build` writes dist/workflow-bundle.js); unset: see `createWorker`. */
+  WORKFLOW_BUNDLE_PATH: z
+    .string()
+    .optional()
+    .transform((s) => (s ? s : undefined))
+    .refine((p) => p === undefined || fs.existsSync(p), 'no such file'),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -146,6 +153,8 @@ export interface Config {
   lifecycle: LifecycleSettings;
   alerts: { webhookUrl?: string; slackUrl?: string };
   sending: { defaultMps: number; pairLimitBurst: number; pairLimitIntervalMs: number; queuedPollMs: number };
+  /** The prebuilt workflow bundle the worker loads instead of bundling the source at start. */
+  workflowBundlePath?: string;
 }
 
 /** Thrown by `loadConfig`; its message names every bad variable. */
@@ -206,5 +215,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       pairLimitIntervalMs: e.PAIR_LIMIT_INTERVAL_MS,
       queuedPollMs: e.QUEUED_POLL_INTERVAL,
     },
+    ...(e.WORKFLOW_BUNDLE_PATH ? { workflowBundlePath: e.WORKFLOW_BUNDLE_PATH } : {}),
   };
 }

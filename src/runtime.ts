@@ -4,6 +4,7 @@ import type { Config } from './config';
 import { createGraphClient, type GraphClient } from './adapters/graph/client';
 import type { LaunchDeps } from './lifecycle/launch';
 import { connectMongo, type Collections } from './adapters/store/db';
+import { redactUri } from './util/redact';
 
 /** The long-lived clients every entry point needs, connected and checked. */
 export interface Runtime {
@@ -42,7 +43,8 @@ export async function connectRuntime(config: Config): Promise<Runtime> {
     db,
     c,
   } = await connectMongo(config.mongo.uri, config.mongo.db).catch((err: unknown) => {
-    throw new Error(`cannot reach MongoDB at ${config.mongo.uri}: ${String(err)}`);
+    // The driver's message may quote the URI too: both are redacted.
+    throw new Error(`cannot reach MongoDB at ${redactUri(config.mongo.uri)}: ${redactUri(String(err))}`);
   });
   const connection = await Connection.connect({ address: config.temporal.address }).catch(async (err: unknown) => {
     await mongo.close();

@@ -1,7 +1,17 @@
-/** Entry point of the HTTP server process (`npm run server`): config from the environment. */
+/**
+ * Entry point of the HTTP server process (`npm run server` from source, `npm run start:server` /
+ * `node dist/src/server-main.js` compiled): config from the environment.
+ *
+ * SIGINT/SIGTERM: the listener stops accepting, requests in flight get `CLOSE_GRACE_MS` to finish
+ * (then their connections are cut), the clients close and the process exits 0.
+ */
 import { boot, onShutdown } from './boot';
 import { connectRuntime } from './runtime';
 import { startServer } from './server';
+import { withTimeout } from './util/time';
+
+/** How long open requests may run after a shutdown signal. Under docker-compose's 10 s default. */
+const CLOSE_GRACE_MS = 5_000;
 
 async function main(): Promise<void> {
   const { config, logger } = boot('coexist-relay-server');
@@ -9,7 +19,12 @@ async function main(): Promise<void> {
   const http = await startServer({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness });
   logger.info({ url: http.url, webhook: http.url + config.webhook.path }, 'server listening');
   onShutdown(logger, async () => {
-    await http.close();
+    const closed = http.close();
+    await withTimeout(closed, CLOSE_GRACE_MS, 'closing the HTTP server').catch(async () => {
+      logger.warn({ graceMs: CLOSE_GRACE_MS }, 'requests still open after the grace time: closing their connections');
+      http.server.closeAllConnections();
+      await closed;
+    });
     await rt.close();
   });
 }

@@ -1,7 +1,14 @@
-/** Entry point of a worker process (`npm run worker`): config from the environment. */
+/**
+ * Entry point of a worker process (`npm run worker` from source, `npm run start:worker` /
+ * `node dist/src/worker-main.js` compiled): config from the environment.
+ *
+ * SIGINT/SIGTERM: the worker stops polling, in-flight activities get `SHUTDOWN_OPTIONS`' grace
+ * time and are then cancelled (Temporal retries them elsewhere), the connections close and the
+ * process exits 0. A second SIGINT kills it at once.
+ */
 import { boot, onShutdown } from './boot';
 import { connectRuntime } from './runtime';
-import { createWorker } from './worker';
+import { SHUTDOWN_OPTIONS, createWorker, requestShutdown } from './worker';
 
 async function main(): Promise<void> {
   const { config, logger } = boot('coexist-relay-worker');
@@ -12,12 +19,25 @@ async function main(): Promise<void> {
     c: rt.c,
     launch: rt.launch,
     graph: rt.graph,
+    workerOptions: SHUTDOWN_OPTIONS,
   });
-  onShutdown(logger, async () => worker.shutdown());
+  // Resolves once the worker has drained (after a signal) and the clients are closed; rejects when
+  // the worker fails (a fatal error, or the force time passed with activities still running).
+  const stopped = (async () => {
+    try {
+      await worker.run();
+    } finally {
+      await connection.close();
+      await rt.close();
+    }
+  })();
+  // The SDK also reacts to these signals by shutting the worker down; requestShutdown tolerates that.
+  onShutdown(logger, async () => {
+    requestShutdown(worker);
+    await stopped;
+  });
   logger.info({ taskQueue: config.temporal.taskQueue, temporal: config.temporal.address }, 'worker running');
-  await worker.run();
-  await connection.close();
-  await rt.close();
+  await stopped;
 }
 
 main().catch((err: unknown) => {

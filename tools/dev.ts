@@ -15,10 +15,13 @@ import { REPO_ROOT } from './infra/binaries';
 import { startInfra } from './stack';
 import { ConfigError, loadConfig } from '../src/config';
 import { createLogger } from '../src/logger';
+import { onShutdown } from '../src/boot';
 import { startMetaSimulator } from './meta-sim/server';
 import { connectRuntime } from '../src/runtime';
 import { startServer } from '../src/server';
-import { createWorker } from '../src/worker';
+import { SHUTDOWN_OPTIONS, createWorker, requestShutdown } from '../src/worker';
+import { withTimeout } from '../src/util/time';
+import { redactUri } from '../src/util/redact';
 
 const DEV_DEFAULTS: Record<string, string> = {
   META_APP_SECRET: 'dev-app-secret',
@@ -68,9 +71,53 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(config.logLevel, 'coexist-relay');
   const rt = await connectRuntime(config);
-  const { worker } = await createWorker({ config, logger, c: rt.c, launch: rt.launch, graph: rt.graph });
-  const running = worker.run();
-  const http = await startServer({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness });
+  const { worker, connection } = await createWorker({
+    config,
+    logger,
+    c: rt.c,
+    launch: rt.launch,
+    graph: rt.graph,
+    workerOptions: SHUTDOWN_OPTIONS,
+  });
+  // Set once the server listens; a worker failing before that stops the stack without it.
+  const started: { http?: Awaited<ReturnType<typeof startServer>> } = {};
+  // Ctrl-C reaches every process of the terminal's group: the SDK starts the worker's shutdown
+  // itself (requestShutdown tolerates that) and the Temporal and FerretDB children get the signal
+  // too (stopping them again is harmless). onShutdown exits 0 once this resolves.
+  const stopAll = async (): Promise<void> => {
+    process.stdout.write('\nstopping…\n');
+    requestShutdown(worker);
+    const { http } = started;
+    if (http) {
+      const closed = http.close();
+      const server = http.server;
+      await withTimeout(closed, 5_000, 'closing the HTTP server').catch(async () => {
+        server.closeAllConnections();
+        await closed;
+      });
+    }
+    await running;
+    await connection.close();
+    await rt.close();
+    for (const s of stops) await s();
+    await infra.stop();
+    process.stdout.write('stopped\n');
+  };
+  let stopping: Promise<void> | undefined;
+  const stopOnce = (): Promise<void> => (stopping ??= stopAll());
+  // Settles once the worker has drained; a worker failure (fatal error) stops the whole stack.
+  const running = worker.run().catch((err: unknown) => {
+    logger.error({ err }, 'worker failed');
+    void stopOnce().finally(() => process.exit(1));
+  });
+  onShutdown(logger, stopOnce);
+  const http = (started.http = await startServer({
+    config,
+    logger,
+    c: rt.c,
+    launch: rt.launch,
+    readiness: rt.readiness,
+  }));
 
   const lines = [
     '',
@@ -78,29 +125,13 @@ async function main(): Promise<void> {
     `  API              ${http.url}   (send key: ${config.sendApiKeys[0]}, ops key: ${config.opsApiKeys[0]})`,
     `  Meta webhook     ${http.url}${config.webhook.path}   (app secret: ${config.webhook.appSecrets[0]}, verify token: ${config.webhook.verifyToken})`,
     `  Temporal         ${config.temporal.address}${uiUrl ? `   UI: ${uiUrl}` : ''}`,
-    `  MongoDB          ${config.mongo.uri}${config.mongo.db}`,
+    `  MongoDB          ${redactUri(config.mongo.uri)}${config.mongo.db}`,
     `  Cloud API        ${config.graph.baseUrl}${simUrl ? '   (the Meta simulator: npm run meta-sim -- --help)' : ''}`,
     `  data             ${dataDir}`,
     'Ctrl-C stops everything.',
     '',
   ];
   process.stdout.write(lines.join('\n') + '\n');
-
-  let stopping = false;
-  const stop = async (): Promise<void> => {
-    if (stopping) return;
-    stopping = true;
-    process.stdout.write('\nstopping…\n');
-    await http.close();
-    worker.shutdown();
-    await running.catch(() => undefined);
-    await rt.close();
-    for (const s of stops) await s();
-    await infra.stop();
-    process.exit(0);
-  };
-  process.once('SIGINT', () => void stop());
-  process.once('SIGTERM', () => void stop());
 }
 
 main().catch((err: unknown) => {
