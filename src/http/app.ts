@@ -9,9 +9,25 @@ import { createOpsRouter } from '../ops/api';
 import { createAdmission } from '../sending/admission';
 import { createMessagesRouter } from '../sending/api';
 import { withTimeout } from '../util/time';
-import { appErrorListener, errorMiddleware } from './errors';
+import { appErrorListener, errorMiddleware, HttpError, notFound } from './errors';
 import { inFlightLimit } from './inflight';
+import { openApiDocument } from './openapi';
 import { createCounters, createWebhookRouter, type WebhookCounters, type WebhookSink } from './webhook';
+
+/**
+ * Answers methods no router knows (TRACE, CONNECT, …) as 405 with the resource's `Allow` header
+ * (404 for a path that no route serves); @koa/router would answer 501 Not Implemented, a server error.
+ */
+function unknownMethods(routers: Router[]): Koa.Middleware {
+  const known = new Set(routers.flatMap((r) => r.methods));
+  return async (ctx, next) => {
+    if (known.has(ctx.method)) return next();
+    const allowed = new Set(routers.flatMap((r) => r.match(ctx.path, ctx.method).path.flatMap((l) => l.methods)));
+    if (allowed.size === 0) throw notFound('not_found', 'not found');
+    ctx.set('Allow', [...allowed].join(', '));
+    throw new HttpError(405, 'method_not_allowed', `${ctx.method} is not allowed here`);
+  };
+}
 
 export interface AppDeps {
   config: Config;
@@ -27,7 +43,7 @@ export interface AppDeps {
 
 /**
  * Builds the Koa app with its real dependencies injected: the webhook, the send API, the ops API,
- * health and metrics. Does not listen; `src/server.ts` does.
+ * health, metrics and the OpenAPI document. Does not listen; `src/server.ts` does.
  */
 export function createApp(deps: AppDeps): Koa {
   const { config, logger, c, launch } = deps;
@@ -72,6 +88,11 @@ export function createApp(deps: AppDeps): Koa {
         ? { ok: true }
         : { ok: false, down, error: { code: 'not_ready', message: `not reachable: ${down.join(', ')}` } };
   });
+  // The API contract (no auth), built once from the zod schemas.
+  const contract = openApiDocument({ webhookPath: config.webhook.path });
+  health.get('/openapi.json', (ctx) => {
+    ctx.body = contract;
+  });
   health.get('/metrics', (ctx) => {
     ctx.type = 'text/plain; version=0.0.4';
     ctx.body = counters.toPrometheus();
@@ -89,6 +110,7 @@ export function createApp(deps: AppDeps): Koa {
     createMessagesRouter({ c, launch, admission, config, logger }),
     createOpsRouter({ c, launch, config, logger }),
   ];
+  app.use(unknownMethods(routers));
   for (const r of routers) app.use(r.routes()).use(r.allowedMethods());
   return app;
 }

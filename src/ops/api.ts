@@ -10,31 +10,87 @@ import { findWaba, freshWaba, listWabas, type WabaSnapshot } from '../adapters/s
 import { bearerAuth } from '../http/auth';
 import { readJsonBody } from '../http/body';
 import { badRequest, conflict, notFound, parseInput } from '../http/errors';
+import { EXAMPLE_IDS } from '../sending/api';
 import { ActionRefusedError, applyOperatorAction, type LaunchDeps } from '../lifecycle/launch';
 import { wabaWorkflowId, type WabaState } from '../../workflows/contracts';
 
-const WABA_STATES = ['connected', 'offboarded', 'draining', 'reconnect_abandoned', 'partner_removed'] as const;
+export const WABA_STATES = ['connected', 'offboarded', 'draining', 'reconnect_abandoned', 'partner_removed'] as const;
 const MAX_OPS_BODY = 16 * 1024;
 
-const phoneNumberSchema = z
+/** The body of `PUT /v1/phone-numbers/:phoneNumberId`. */
+export const phoneNumberSchema = z
   .object({
-    wabaId: z.string().regex(/^\d{1,32}$/, 'must be a WABA id (digits)'),
+    wabaId: z.string().regex(/^[0-9]{1,32}$/, 'must be a WABA id (digits)'),
     mps: z.number().int().min(1).max(1000).optional(),
     coexistence: z.boolean().optional(),
   })
-  .strict();
+  .strict()
+  .meta({
+    // The handler's `invalid_mps` rule, for the JSON Schema: coexistence numbers take at most 20.
+    anyOf: [{ properties: { coexistence: { const: false } } }, { properties: { mps: { maximum: 20 } } }],
+    examples: [{ wabaId: EXAMPLE_IDS.wabaId, coexistence: true }],
+  });
 
-const actionSchema = z
+/** The body of `POST /v1/wabas/:wabaId/actions`. */
+export const actionSchema = z
   .object({
     action: z.enum(['force_resume', 'force_abandon']),
     reason: z.string().trim().min(3, 'say why, in a few words').max(500),
     operator: z.string().max(100).optional(),
   })
-  .strict();
+  .strict()
+  .meta({ examples: [{ action: 'force_resume', reason: 'Meta support confirmed the reconnection', operator: 'ana' }] });
+
+/** `GET /v1/wabas/:wabaId` (and each item of `GET /v1/wabas`), built by `wabaView`. */
+export const wabaViewSchema = z.object({
+  wabaId: z.string(),
+  state: z.enum(WABA_STATES),
+  escalationLevel: z.number().int().min(0),
+  queued: z.number().int().min(0).describe('messages waiting in the queue'),
+  since: z.string().describe('when the WABA entered this state (ISO)'),
+  reason: z.string().optional(),
+  lastEvents: z
+    .array(
+      z.object({
+        type: z.string().describe('lifecycle event, operator action or ESCALATED'),
+        at: z.string(),
+        metaTime: z.number().optional(),
+        outcome: z.string().describe('applied, duplicate, stale, ignored, …'),
+        detail: z.string().optional(),
+      }),
+    )
+    .max(10),
+  updatedAt: z.string(),
+  workflowId: z.string().describe('the lifecycle workflow in Temporal'),
+});
+export type WabaView = z.output<typeof wabaViewSchema>;
+
+/** `GET /v1/wabas`. */
+export const wabaListSchema = z.object({ wabas: z.array(wabaViewSchema) });
+
+/** The answer of an applied operator action. */
+export const actionResultSchema = z.object({
+  wabaId: z.string(),
+  accepted: z.literal(true),
+  state: z.enum(WABA_STATES),
+});
+
+/** One registered phone number (`PUT /v1/phone-numbers/:id` answers it; the list holds them). */
+export const phoneNumberViewSchema = z.object({
+  phoneNumberId: z.string(),
+  wabaId: z.string(),
+  mps: z.number().int().min(1).describe('send cap, messages per second'),
+  coexistence: z.boolean(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+
+/** `GET /v1/phone-numbers`. */
+export const phoneNumberListSchema = z.object({ phoneNumbers: z.array(phoneNumberViewSchema) });
 
 const readJson = async (ctx: Context): Promise<unknown> => (await readJsonBody(ctx, MAX_OPS_BODY)).json;
 
-function wabaView(doc: WabaSnapshot, queued: number) {
+function wabaView(doc: WabaSnapshot, queued: number): WabaView {
   return {
     wabaId: doc.wabaId,
     state: doc.state,
@@ -95,7 +151,8 @@ export function createOpsRouter(deps: { c: Collections; launch: LaunchDeps; conf
 
   router.put('/phone-numbers/:phoneNumberId', async (ctx) => {
     const phoneNumberId = ctx.params.phoneNumberId!;
-    if (!/^\d{1,32}$/.test(phoneNumberId)) throw badRequest('invalid_phone_number_id', 'a phone number id is digits');
+    if (!/^[0-9]{1,32}$/.test(phoneNumberId))
+      throw badRequest('invalid_phone_number_id', 'a phone number id is digits');
     const body = parseInput(phoneNumberSchema, await readJson(ctx));
     const coexistence = body.coexistence ?? false;
     if (coexistence && body.mps !== undefined && body.mps > 20) {

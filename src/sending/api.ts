@@ -22,10 +22,34 @@ import { startSendWorkflow } from './launch';
 
 const MAX_SEND_BODY = 64 * 1024;
 
-const sendSchema = z
+/** The ids the documented examples use (the contract test registers this number for this WABA). */
+export const EXAMPLE_IDS = { phoneNumberId: '106540352242922', wabaId: '102290129340398' } as const;
+
+const storableScalar = z.union([z.string(), z.number(), z.boolean(), z.null()]);
+/** Keys of Meta's component objects (`type`, `sub_type`, `parameters`, `fallback_value`, …). */
+const componentKey = z.string().regex(/^[A-Za-z0-9_]{1,64}$/, "must be a key of Meta's shape (letters, digits, _)");
+
+/**
+ * A JSON object of at most `depth` levels the store can hold: keys of Meta's shape (MongoDB
+ * refuses `.`, `$` and NUL in keys), no array directly inside an array (FerretDB: "nested arrays
+ * are not supported"), bounded nesting. Template components are such objects.
+ */
+function storableObject(depth: number): z.ZodType<Record<string, unknown>> {
+  const child = depth > 1 ? storableObject(depth - 1) : undefined;
+  const item = child ? z.union([storableScalar, child]) : storableScalar;
+  const object = z.record(
+    componentKey,
+    child ? z.union([storableScalar, child, z.array(item)]) : z.union([storableScalar, z.array(item)]),
+  );
+  // Named, so the OpenAPI document defines each level once (`#/components/schemas/StorableObjectN`).
+  return object.meta({ id: `StorableObject${depth}` });
+}
+
+/** The body of `POST /v1/messages` (validates requests; `src/http/openapi.ts` documents it). */
+export const sendSchema = z
   .object({
-    phoneNumberId: z.string().regex(/^\d{1,32}$/, 'must be a Cloud API phone number id (digits)'),
-    to: z.string().regex(/^\+?\d{5,20}$/, 'must be a phone number or WhatsApp id (digits, optional +)'),
+    phoneNumberId: z.string().regex(/^[0-9]{1,32}$/, 'must be a Cloud API phone number id (digits)'),
+    to: z.string().regex(/^\+?[0-9]{5,20}$/, 'must be a phone number or WhatsApp id (digits, optional +)'),
     type: z.enum(['text', 'template']),
     text: z
       .object({ body: z.string().min(1).max(4096), preview_url: z.boolean().optional() })
@@ -35,7 +59,7 @@ const sendSchema = z
       .object({
         name: z.string().min(1).max(512),
         language: z.object({ code: z.string().min(2).max(15) }),
-        components: z.array(z.unknown()).optional(),
+        components: z.array(storableObject(5)).max(50).optional(),
       })
       .optional(),
     expiresAt: z.iso.datetime({ offset: true }).optional(),
@@ -50,25 +74,91 @@ const sendSchema = z
     if (v.expiresAt && Date.parse(v.expiresAt) <= Date.now()) {
       ctx.addIssue({ code: 'custom', path: ['expiresAt'], message: 'is already in the past' });
     }
+  })
+  .meta({
+    // The refinement above, for the JSON Schema (zod refinements do not reach it).
+    anyOf: [
+      { properties: { type: { const: 'text' } }, required: ['text'] },
+      { properties: { type: { const: 'template' } }, required: ['template'] },
+    ],
+    examples: [
+      { phoneNumberId: EXAMPLE_IDS.phoneNumberId, to: '15551234567', type: 'text', text: { body: 'hi' } },
+      {
+        phoneNumberId: EXAMPLE_IDS.phoneNumberId,
+        to: '15551234567',
+        type: 'template',
+        template: { name: 'hello_world', language: { code: 'en_US' } },
+      },
+    ],
   });
+
+/** Meta's error on a failed send, as recorded. */
+const metaErrorSchema = z.object({
+  code: z.number().int(),
+  subcode: z.number().int().optional(),
+  message: z.string(),
+  details: z.string().optional(),
+  fbtraceId: z.string().optional(),
+  httpStatus: z.number().int().optional(),
+});
+
+const deliveryEntrySchema = z.object({
+  at: z.string().optional().describe('when Meta says it happened (ISO)'),
+  errors: z.array(z.unknown()).optional().describe("Meta's errors on a failed status"),
+});
+
+/** The 202 answer of `POST /v1/messages`. */
+export const acceptedSchema = z.object({ id: z.string(), status: z.literal('accepted') });
+
+/** `GET /v1/messages/:id`: the public view of a message (built by `messageView`). */
+export const messageViewSchema = z.object({
+  id: z.string(),
+  status: z.enum(['accepted', 'queued', 'sending', 'sent', 'failed', 'expired', 'cancelled']),
+  wamid: z.string().optional().describe("Meta's message id, once sent"),
+  reason: z.string().optional().describe('why it failed, expired or was cancelled'),
+  error: metaErrorSchema.optional(),
+  wabaId: z.string().optional(),
+  phoneNumberId: z.string().optional(),
+  to: z.string().optional(),
+  type: z.enum(['text', 'template']).optional(),
+  acceptedAt: z.string().optional(),
+  queuedAt: z.string().optional(),
+  settledAt: z.string().optional(),
+  expiresAt: z.string().optional(),
+  deliveryStatus: z.enum(['sent', 'delivered', 'read', 'failed']).optional().describe("the latest of Meta's statuses"),
+  delivery: z
+    .object({
+      sent: deliveryEntrySchema.optional(),
+      delivered: deliveryEntrySchema.optional(),
+      read: deliveryEntrySchema.optional(),
+      failed: deliveryEntrySchema.optional(),
+    })
+    .describe("Meta's status webhooks by status"),
+  attempts: z.number().int().min(0),
+  updatedAt: z.string(),
+});
+export type MessageView = z.output<typeof messageViewSchema>;
+type DeliveryStatus = keyof MessageView['delivery'];
+const DELIVERY_STATUSES_NEWEST_FIRST = ['failed', 'read', 'delivered', 'sent'] as const;
 
 /** A sortable, unguessable message id. */
 export const newMessageId = (): string => `msg_${Date.now().toString(36)}${randomBytes(8).toString('hex')}`;
 
 /** The public view of a message, with Meta's delivery statuses folded in. */
-async function messageView(c: Collections, id: string, m: StoredMessage) {
+async function messageView(c: Collections, id: string, m: StoredMessage): Promise<MessageView> {
   const { doc, settlement } = m;
   const outcome = outcomeOf(id, m);
-  const delivery: Record<string, { at?: string; errors?: unknown[] }> = {};
+  const delivery: MessageView['delivery'] = {};
   if (outcome.wamid) {
     for (const s of await statusesOf(c, outcome.wamid)) {
-      delivery[s.status] = {
+      // statusesOf reads exactly these four statuses.
+      delivery[s.status as DeliveryStatus] = {
         ...(s.timestamp ? { at: new Date(s.timestamp * 1000).toISOString() } : {}),
         ...(s.errors ? { errors: s.errors } : {}),
       };
     }
   }
-  const latest = ['failed', 'read', 'delivered', 'sent'].find((s) => delivery[s]);
+  const latest = DELIVERY_STATUSES_NEWEST_FIRST.find((s) => delivery[s]);
   const { messageId: _, at, ...rest } = outcome;
   return {
     id,
@@ -111,7 +201,8 @@ export function createMessagesRouter(deps: {
     const { raw, json } = await readJsonBody(ctx, MAX_SEND_BODY);
     const body = parseInput(sendSchema, json);
     const idemHeader = ctx.get('idempotency-key');
-    if (idemHeader && !/^[\x21-\x7e]{1,255}$/.test(idemHeader)) {
+    // Present but empty counts as invalid, not as absent: the client meant to be idempotent.
+    if (ctx.headers['idempotency-key'] !== undefined && !/^[\x21-\x7e]{1,255}$/.test(idemHeader)) {
       throw badRequest('invalid_idempotency_key', 'Idempotency-Key must be 1–255 visible ASCII characters');
     }
 

@@ -471,7 +471,12 @@ function lockIsStale(lockPath: string): boolean {
  * taken over). It saves a second concurrent build, it is not what keeps the result correct:
  * every build writes its own temp path and the final rename is atomic.
  */
-async function withLock<T>(lockPath: string, what: string, log: (l: string) => void, fn: () => Promise<T>): Promise<T> {
+export async function withLock<T>(
+  lockPath: string,
+  what: string,
+  log: (l: string) => void,
+  fn: () => Promise<T>,
+): Promise<T> {
   const deadline = Date.now() + 30 * 60_000;
   let announced = false;
   for (;;) {

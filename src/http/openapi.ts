@@ -1,0 +1,377 @@
+import { z } from 'zod';
+import {
+  actionResultSchema,
+  actionSchema,
+  phoneNumberListSchema,
+  phoneNumberSchema,
+  phoneNumberViewSchema,
+  WABA_STATES,
+  wabaListSchema,
+  wabaViewSchema,
+} from '../ops/api';
+import { acceptedSchema, EXAMPLE_IDS, messageViewSchema, sendSchema } from '../sending/api';
+
+/**
+ * The API contract: an OpenAPI 3.1 document generated from the zod schemas that validate the
+ * requests (`sendSchema`, `phoneNumberSchema`, `actionSchema`) and describe the answers (next to
+ * their handlers), plus the error model of `errors.ts`. Served at `GET /openapi.json` and committed
+ * as `openapi.json` (`npm run openapi` rewrites it; a unit test fails when they differ). Cross-field
+ * rules (`text` required when `type` is text, `expiresAt` in the future) are zod refinements that
+ * JSON Schema does not carry: they answer 400 like any other field error.
+ */
+
+/** The error model rendered by `errorMiddleware`. */
+const errorSchema = z.object({
+  error: z.object({
+    code: z.string().describe('stable snake_case code clients may branch on'),
+    message: z.string().describe('for humans'),
+    details: z.unknown().optional().describe('e.g. `issues: [{ path, message }]` for field errors'),
+  }),
+});
+
+const readySchema = z.object({
+  ok: z.boolean(),
+  down: z.array(z.string()).optional().describe('the dependencies that did not answer'),
+  error: errorSchema.shape.error.optional(),
+});
+
+type Json = Record<string, unknown>;
+
+/** A JSON Schema (draft 2020-12, the dialect of OpenAPI 3.1) of a zod schema. Requests are
+ *  described as zod reads them (`io: input`), answers as handlers build them. */
+function jsonSchema(schema: z.ZodType, io: 'input' | 'output', shared: Record<string, Json>): Json {
+  const {
+    $schema: _,
+    $defs,
+    ...rest
+  } = z.toJSONSchema(schema, { target: 'draft-2020-12', io, unrepresentable: 'any' });
+  // Named sub-schemas (`.meta({ id })`, e.g. recursive ones) become components of their own.
+  for (const [id, def] of Object.entries($defs ?? {})) shared[id] = hoistRefs(def) as Json;
+  return hoistRefs(rest) as Json;
+}
+
+function hoistRefs(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(hoistRefs);
+  if (value === null || typeof value !== 'object') return value;
+  const out: Json = {};
+  for (const [k, v] of Object.entries(value)) {
+    out[k] = k === '$ref' && typeof v === 'string' ? v.replace(/^#\/\$defs\//, '#/components/schemas/') : hoistRefs(v);
+  }
+  return out;
+}
+
+const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` });
+const json = (schema: Json): Json => ({ 'application/json': { schema } });
+
+const ERROR_TEXT: Record<number, string> = {
+  400: 'malformed request: not JSON, or a field error (`details.issues`)',
+  401: 'missing or wrong credentials',
+  403: 'refused',
+  404: 'not found',
+  409: 'conflicts with the current state',
+  413: 'body over the cap (the connection is closed after the answer)',
+  422: 'well-formed but not acceptable',
+  500: 'unexpected failure (logged with the request id)',
+  503: 'a dependency is down; retry later',
+};
+
+/** Error answers: `{ status: 'what, in this operation' }` (the code list goes in the text). */
+function errors(which: Record<number, string>): Json {
+  const out: Json = {};
+  for (const [status, text] of Object.entries(which)) {
+    out[status] = {
+      description: text || ERROR_TEXT[Number(status)],
+      ...(status === '413' ? { headers: { Connection: { schema: { type: 'string', const: 'close' } } } } : {}),
+      content: json(ref('Error')),
+    };
+  }
+  return out;
+}
+
+const ok = (description: string, schemaName: string, extra: Json = {}): Json => ({
+  description,
+  content: json(ref(schemaName)),
+  ...extra,
+});
+
+const pathParam = (name: string, description: string, pattern?: string, example?: string): Json => ({
+  name,
+  in: 'path',
+  required: true,
+  description,
+  schema: pattern ? { type: 'string', pattern } : { type: 'string', minLength: 1 },
+  ...(example ? { example } : {}),
+});
+
+const SEND = [{ sendKey: [] }];
+const OPS = [{ opsKey: [] }];
+const DIGITS = '^[0-9]{1,32}$';
+
+/** The document. `webhookPath` is `WEBHOOK_PATH` (the committed file uses the default). */
+export function openApiDocument(options: { webhookPath?: string } = {}): Json {
+  const webhookPath = options.webhookPath ?? '/webhooks/meta';
+  const shared: Record<string, Json> = {};
+  const schemas: Record<string, Json> = {
+    SendRequest: jsonSchema(sendSchema, 'input', shared),
+    Accepted: jsonSchema(acceptedSchema, 'output', shared),
+    MessageView: jsonSchema(messageViewSchema, 'output', shared),
+    PhoneNumberRequest: jsonSchema(phoneNumberSchema, 'input', shared),
+    PhoneNumber: jsonSchema(phoneNumberViewSchema, 'output', shared),
+    PhoneNumberList: jsonSchema(phoneNumberListSchema, 'output', shared),
+    OperatorAction: jsonSchema(actionSchema, 'input', shared),
+    OperatorActionResult: jsonSchema(actionResultSchema, 'output', shared),
+    WabaView: jsonSchema(wabaViewSchema, 'output', shared),
+    WabaList: jsonSchema(wabaListSchema, 'output', shared),
+    Error: jsonSchema(errorSchema, 'output', shared),
+    Ready: jsonSchema(readySchema, 'output', shared),
+    Ok: { type: 'object', properties: { ok: { const: true } }, required: ['ok'] },
+  };
+  const unauthorized = {
+    401: 'no `Authorization: Bearer <key>` (`missing_api_key`) or a wrong key (`invalid_api_key`)',
+  };
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'coexist-relay',
+      version: '0.1.0',
+      description:
+        'Keeps WhatsApp Cloud API sends safe across coexistence offboarding. Errors are ' +
+        '`{ "error": { "code", "message", "details"? } }`. Every answer carries `X-Request-Id`.',
+    },
+    servers: [{ url: 'http://127.0.0.1:3000', description: '`npm run dev`' }],
+    tags: [
+      { name: 'send', description: 'send API, keys from SEND_API_KEYS' },
+      { name: 'ops', description: 'ops API, keys from OPS_API_KEYS' },
+      { name: 'meta', description: "Meta's webhook" },
+      { name: 'health' },
+    ],
+    paths: {
+      '/v1/messages': {
+        post: {
+          tags: ['send'],
+          operationId: 'sendMessage',
+          summary: 'Accept a message for sending (queued while the WABA is offboarded)',
+          security: SEND,
+          parameters: [
+            {
+              name: 'Idempotency-Key',
+              in: 'header',
+              required: false,
+              description:
+                'the same key never sends twice and replays the first answer (422 `idempotency_key_reused` with another body)',
+              schema: { type: 'string', pattern: '^[\\x21-\\x7e]{1,255}$' },
+            },
+          ],
+          requestBody: { required: true, content: json(ref('SendRequest')) },
+          responses: {
+            202: ok('accepted', 'Accepted', {
+              headers: {
+                'Idempotent-Replayed': {
+                  description: 'present when this answers a replayed Idempotency-Key',
+                  schema: { type: 'string', const: 'true' },
+                },
+              },
+            }),
+            ...errors({
+              400: 'not JSON (`invalid_json`), a field error (`invalid_request`) or a bad Idempotency-Key (`invalid_idempotency_key`)',
+              ...unauthorized,
+              409: 'the WABA cannot send: `partner_removed` or `reconnect_abandoned`',
+              413: 'body over 64 KiB (`payload_too_large`)',
+              422: 'the number is not registered (`unknown_phone_number`) or the Idempotency-Key was used with another body',
+              500: '',
+            }),
+          },
+        },
+      },
+      '/v1/messages/{id}': {
+        get: {
+          tags: ['send'],
+          operationId: 'getMessage',
+          summary: "A message's status, Meta's error and delivery statuses",
+          security: SEND,
+          parameters: [pathParam('id', 'the `id` of the 202 answer')],
+          responses: {
+            200: ok('the message', 'MessageView'),
+            ...errors({ ...unauthorized, 404: 'no such message (`unknown_message`)', 500: '' }),
+          },
+        },
+      },
+      '/v1/wabas': {
+        get: {
+          tags: ['ops'],
+          operationId: 'listWabas',
+          summary: 'WABAs, optionally in one state',
+          security: OPS,
+          parameters: [{ name: 'state', in: 'query', required: false, schema: { type: 'string', enum: WABA_STATES } }],
+          responses: {
+            200: ok('the WABAs (at most 1000)', 'WabaList'),
+            ...errors({ 400: 'unknown state (`invalid_state`)', ...unauthorized, 500: '' }),
+          },
+        },
+      },
+      '/v1/wabas/{wabaId}': {
+        get: {
+          tags: ['ops'],
+          operationId: 'getWaba',
+          summary: "A WABA's lifecycle state, escalation level and queue length",
+          security: OPS,
+          parameters: [pathParam('wabaId', 'the WABA id', undefined, EXAMPLE_IDS.wabaId)],
+          responses: {
+            200: ok('the WABA (connected when it has numbers and no recorded event)', 'WabaView'),
+            ...errors({ ...unauthorized, 404: 'no registered number and no event (`unknown_waba`)', 500: '' }),
+          },
+        },
+      },
+      '/v1/wabas/{wabaId}/actions': {
+        post: {
+          tags: ['ops'],
+          operationId: 'applyOperatorAction',
+          summary: 'force_resume or force_abandon, with a recorded reason',
+          security: OPS,
+          parameters: [pathParam('wabaId', 'the WABA id', undefined, EXAMPLE_IDS.wabaId)],
+          requestBody: { required: true, content: json(ref('OperatorAction')) },
+          responses: {
+            200: ok('applied', 'OperatorActionResult'),
+            ...errors({
+              400: 'not JSON (`invalid_json`) or a field error (`invalid_request`)',
+              ...unauthorized,
+              409: 'the action does not apply to the current state (`action_refused`)',
+              413: 'body over 16 KiB (`payload_too_large`)',
+              500: '',
+            }),
+          },
+        },
+      },
+      '/v1/phone-numbers/{phoneNumberId}': {
+        put: {
+          tags: ['ops'],
+          operationId: 'registerPhoneNumber',
+          summary: 'Register (or update) a phone number of a WABA',
+          security: OPS,
+          parameters: [pathParam('phoneNumberId', 'the Cloud API phone number id', DIGITS, EXAMPLE_IDS.phoneNumberId)],
+          requestBody: { required: true, content: json(ref('PhoneNumberRequest')) },
+          responses: {
+            200: ok('updated', 'PhoneNumber'),
+            201: ok('registered', 'PhoneNumber'),
+            ...errors({
+              400: 'not JSON, a field error, an id that is not digits (`invalid_phone_number_id`), or mps over 20 for coexistence (`invalid_mps`)',
+              ...unauthorized,
+              413: 'body over 16 KiB (`payload_too_large`)',
+              500: '',
+            }),
+          },
+        },
+      },
+      '/v1/phone-numbers': {
+        get: {
+          tags: ['ops'],
+          operationId: 'listPhoneNumbers',
+          summary: 'The registry, optionally of one WABA',
+          security: OPS,
+          parameters: [{ name: 'wabaId', in: 'query', required: false, schema: { type: 'string' } }],
+          responses: {
+            200: ok('the numbers (at most 1000)', 'PhoneNumberList'),
+            ...errors({ 400: 'more than one wabaId (`invalid_waba_id`)', ...unauthorized, 500: '' }),
+          },
+        },
+      },
+      [webhookPath]: {
+        get: {
+          tags: ['meta'],
+          operationId: 'verifyWebhook',
+          summary: "Meta's subscription handshake",
+          security: [],
+          parameters: [
+            { name: 'hub.mode', in: 'query', required: true, schema: { type: 'string', const: 'subscribe' } },
+            { name: 'hub.verify_token', in: 'query', required: true, schema: { type: 'string' } },
+            { name: 'hub.challenge', in: 'query', required: true, schema: { type: 'string', maxLength: 256 } },
+          ],
+          responses: {
+            200: {
+              description: 'the challenge, echoed',
+              content: { 'text/plain': { schema: { type: 'string' } } },
+            },
+            ...errors({
+              400: 'hub.challenge missing or too long (`invalid_challenge`)',
+              403: 'wrong hub.mode or hub.verify_token (`verification_failed`)',
+            }),
+          },
+        },
+        post: {
+          tags: ['meta'],
+          operationId: 'receiveWebhook',
+          summary: "Meta's deliveries (signed with the app secret); 200 once every event is durable",
+          security: [{ metaSignature: [] }],
+          requestBody: {
+            required: true,
+            content: { 'application/json': { schema: { type: 'object', description: "Meta's webhook envelope" } } },
+          },
+          responses: {
+            200: ok('recorded (or another object, ignored)', 'Ok'),
+            ...errors({
+              400: 'signed but not JSON (`invalid_json`) or not an envelope (`invalid_payload`)',
+              401: 'missing or wrong X-Hub-Signature-256 (`missing_signature`, `invalid_signature`)',
+              413: 'body over WEBHOOK_MAX_BODY_BYTES (`payload_too_large`)',
+              503: 'the events could not be recorded (`sink_unavailable`); Meta redelivers',
+            }),
+          },
+        },
+      },
+      '/healthz': {
+        get: {
+          tags: ['health'],
+          operationId: 'liveness',
+          security: [],
+          responses: { 200: ok('alive', 'Ok') },
+        },
+      },
+      '/readyz': {
+        get: {
+          tags: ['health'],
+          operationId: 'readiness',
+          security: [],
+          responses: {
+            200: ok('MongoDB and Temporal answer', 'Ready'),
+            503: ok('not ready: `down` names `mongodb` / `temporal` (`not_ready`)', 'Ready'),
+          },
+        },
+      },
+      '/metrics': {
+        get: {
+          tags: ['health'],
+          operationId: 'metrics',
+          security: [],
+          responses: {
+            200: { description: 'webhook counters', content: { 'text/plain': { schema: { type: 'string' } } } },
+          },
+        },
+      },
+      '/openapi.json': {
+        get: {
+          tags: ['health'],
+          operationId: 'openapi',
+          security: [],
+          responses: {
+            200: { description: 'this document', content: { 'application/json': { schema: { type: 'object' } } } },
+          },
+        },
+      },
+    },
+    components: {
+      securitySchemes: {
+        sendKey: { type: 'http', scheme: 'bearer', description: 'a key of SEND_API_KEYS' },
+        opsKey: { type: 'http', scheme: 'bearer', description: 'a key of OPS_API_KEYS' },
+        metaSignature: {
+          type: 'apiKey',
+          in: 'header',
+          name: 'X-Hub-Signature-256',
+          description: '`sha256=` + HMAC-SHA256 of the raw body with META_APP_SECRET',
+        },
+      },
+      schemas: { ...schemas, ...shared },
+    },
+  };
+}
+
+/** The document as committed: `openapi.json` at the repository root (2-space JSON, final newline). */
+export const renderOpenApi = (doc: Json = openApiDocument()): string => `${JSON.stringify(doc, null, 2)}\n`;
