@@ -102,12 +102,15 @@ async function main(): Promise<void> {
     for (const s of stops) await s();
     await infra.stop();
     process.stdout.write('stopped\n');
+    if (workerFailed) process.exit(1);
   };
   let stopping: Promise<void> | undefined;
   const stopOnce = (): Promise<void> => (stopping ??= stopAll());
   // Settles once the worker has drained; a worker failure (fatal error) stops the whole stack.
+  let workerFailed = false;
   const running = worker.run().catch((err: unknown) => {
     logger.error({ err }, 'worker failed');
+    workerFailed = true;
     void stopOnce().finally(() => process.exit(1));
   });
   onShutdown(logger, stopOnce);

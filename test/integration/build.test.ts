@@ -1,0 +1,141 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Worker } from '@temporalio/worker';
+
+/**
+ * The production build (`npm run build`, what the image runs): the compiled worker loads the
+ * prebuilt workflow bundle, that bundle replays the committed histories, and the compiled entry
+ * points start with plain `node` (no tsx, no TypeScript) and exit 0 on SIGTERM. dist/ is rebuilt
+ * once here unless it is newer than every source it is built from.
+ */
+const ROOT = path.join(__dirname, '../..');
+const DIST = path.join(ROOT, 'dist');
+const BUNDLE = path.join(DIST, 'workflow-bundle.js');
+const FIXTURES = path.join(__dirname, '../fixtures/histories');
+const BUILD_INPUTS = [
+  'src',
+  'workflows',
+  'activities',
+  'tools/build-workflows.ts',
+  'tsconfig.json',
+  'tsconfig.build.json',
+  'package-lock.json',
+];
+
+function newestMtime(p: string): number {
+  const st = fs.statSync(p);
+  if (!st.isDirectory()) return st.mtimeMs;
+  return Math.max(st.mtimeMs, ...fs.readdirSync(p).map((name) => newestMtime(path.join(p, name))));
+}
+
+function distIsFresh(): boolean {
+  const outputs = [BUNDLE, path.join(DIST, 'src/worker-main.js'), path.join(DIST, 'src/server-main.js')];
+  if (!outputs.every((f) => fs.existsSync(f))) return false;
+  const built = Math.min(...outputs.map((f) => fs.statSync(f).mtimeMs));
+  return BUILD_INPUTS.every((p) => newestMtime(path.join(ROOT, p)) < built);
+}
+
+/** Runs a compiled entry point until `ready` shows in its output, then SIGTERMs it. */
+async function runUntilReadyThenStop(
+  script: string,
+  env: Record<string, string>,
+  ready: RegExp,
+  whileUp?: (output: string) => Promise<void>,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
+  const child = spawn(process.execPath, [script], {
+    cwd: ROOT,
+    // A plain environment: nothing from Jest (no loaders), only what the process needs.
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (b: Buffer) => (output += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (output += b.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  try {
+    const deadline = Date.now() + 60_000;
+    while (!ready.test(output)) {
+      if (child.exitCode !== null) throw new Error(`${script} exited early:\n${output}`);
+      if (Date.now() > deadline) throw new Error(`${script} not ready after 60 s:\n${output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await whileUp?.(output);
+  } finally {
+    child.kill('SIGTERM');
+  }
+  return { ...(await exited), output };
+}
+
+describe('the production build', () => {
+  // Compiled code is loaded from dist/ at run time, after the build.
+  let compiledWorker: { prebuiltBundlePath(config: { workflowBundlePath?: string }): string | undefined };
+  const env = (): Record<string, string> => ({
+    TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS ?? '',
+    TEMPORAL_NAMESPACE: process.env.TEMPORAL_NAMESPACE ?? 'default',
+    MONGODB_URI: process.env.MONGODB_URI ?? '',
+    MONGODB_DB: 'build_test',
+    // Its own task queue: this worker must not take other tests' tasks.
+    TEMPORAL_TASK_QUEUE: `build-test-${randomBytes(4).toString('hex')}`,
+    META_APP_SECRET: 'build-secret',
+    META_VERIFY_TOKEN: 'build-verify',
+    OPS_API_KEYS: 'build-ops',
+    SEND_API_KEYS: 'build-send',
+    GRAPH_API_TOKEN: 'build-token',
+    LOG_LEVEL: 'info',
+  });
+
+  beforeAll(async () => {
+    if (!distIsFresh()) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'pipe' });
+    compiledWorker = (await import(path.join(DIST, 'src/worker.js'))) as typeof compiledWorker;
+  }, 180_000);
+
+  it('has the compiled worker load the workflow bundle built next to it, or WORKFLOW_BUNDLE_PATH', () => {
+    expect(compiledWorker.prebuiltBundlePath({})).toBe(BUNDLE);
+    expect(compiledWorker.prebuiltBundlePath({ workflowBundlePath: FIXTURES })).toBe(FIXTURES);
+  });
+
+  it('replays every committed history with the prebuilt bundle', async () => {
+    const files = fs.readdirSync(FIXTURES).filter((f) => f.endsWith('.json'));
+    expect(files.length).toBeGreaterThan(0);
+    const histories = files.map((file) => ({
+      workflowId: file.replace(/\.json$/, ''),
+      // The Temporal JSON format; the replayer converts it.
+      history: JSON.parse(fs.readFileSync(path.join(FIXTURES, file), 'utf8')) as unknown,
+    }));
+    const failures: string[] = [];
+    let replayed = 0;
+    for await (const result of Worker.runReplayHistories({ workflowBundle: { codePath: BUNDLE } }, histories)) {
+      replayed++;
+      if (result.error) failures.push(`${result.workflowId}: ${String(result.error)}`);
+    }
+    expect(failures).toEqual([]);
+    expect(replayed).toBe(files.length);
+  });
+
+  it('runs the compiled worker with plain node on the prebuilt bundle; SIGTERM stops it with exit 0', async () => {
+    const run = await runUntilReadyThenStop('dist/src/worker-main.js', env(), /"msg":"worker running"/);
+    expect(run.output).toContain(`"workflowCode":"${BUNDLE}"`);
+    expect(run.output).not.toMatch(/Error|\n\s+at /);
+    expect(run).toMatchObject({ code: 0, signal: null });
+  });
+
+  it('runs the compiled server with plain node: /healthz answers, SIGTERM stops it with exit 0', async () => {
+    let health: number | undefined;
+    const run = await runUntilReadyThenStop(
+      'dist/src/server-main.js',
+      { ...env(), PORT: '0' },
+      /"msg":"server listening"/,
+      async (output) => {
+        const url = /"url":"([^"]+)"/.exec(output)?.[1];
+        health = (await fetch(`${url}/healthz`)).status;
+      },
+    );
+    expect(health).toBe(200);
+    expect(run.output).not.toMatch(/Error|\n\s+at /);
+    expect(run).toMatchObject({ code: 0, signal: null });
+  });
+});

@@ -1,0 +1,89 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+/**
+ * Ctrl-C on `npm run dev`: the terminal sends SIGINT to the whole foreground process group (npm,
+ * tsx, the launcher, the Temporal dev server and FerretDB), and npm and tsx relay it once more.
+ * The stack must stop cleanly: exit code 0, no error or stack trace, no process left behind.
+ * It starts its own Temporal and FerretDB (data in a temp dir, free ports), hence ~20-40 s.
+ */
+const ROOT = path.join(__dirname, '../..');
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('npm run dev', () => {
+  let dataDir: string;
+  beforeAll(() => {
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dev-shutdown-'));
+  });
+  afterAll(() => {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('stops every process on Ctrl-C (SIGINT to the process group) with exit code 0 and no error', async () => {
+    // The dev stack starts its own servers: drop the ones the integration setup exported.
+    const env: Record<string, string | undefined> = { ...process.env };
+    for (const k of ['TEMPORAL_ADDRESS', 'TEMPORAL_NAMESPACE', 'MONGODB_URI', 'GRAPH_API_BASE_URL']) delete env[k];
+    Object.assign(env, {
+      DEV_DATA_DIR: dataDir,
+      DEV_TEMPORAL_PORT: String(await freePort()),
+      DEV_TEMPORAL_UI_PORT: String(await freePort()),
+      DEV_FERRETDB_PORT: String(await freePort()),
+      DEV_META_SIM_PORT: String(await freePort()),
+      PORT: '0',
+    });
+    // Its own process group, as a terminal's foreground job.
+    const child = spawn('npm', ['run', 'dev'], { cwd: ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const pgid = child.pid!;
+    let output = '';
+    child.stdout.on('data', (b: Buffer) => (output += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (output += b.toString()));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.once('exit', (code, signal) => resolve({ code, signal })),
+    );
+    try {
+      const deadline = Date.now() + 90_000;
+      while (!output.includes('dev stack is up')) {
+        if (child.exitCode !== null) throw new Error(`npm run dev exited early:\n${output}`);
+        if (Date.now() > deadline) throw new Error(`npm run dev not up after 90 s:\n${output}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const signalled = Date.now();
+      process.kill(-pgid, 'SIGINT');
+      const result = await exited;
+      // npm returns when its child does; the launcher's own children may take a moment more.
+      const goneBy = Date.now() + 10_000;
+      while (groupAlive(pgid) && Date.now() < goneBy) await new Promise((r) => setTimeout(r, 100));
+
+      expect(result).toEqual({ code: 0, signal: null });
+      expect(output).toContain('stopped');
+      expect(output).not.toMatch(/Error|\n\s+at /);
+      expect(groupAlive(pgid)).toBe(false);
+      // Bounded: well within the worker's shutdown force time (25 s).
+      expect(Date.now() - signalled).toBeLessThan(25_000);
+    } finally {
+      if (groupAlive(pgid)) process.kill(-pgid, 'SIGKILL');
+    }
+  });
+});
