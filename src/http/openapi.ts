@@ -285,7 +285,12 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
           parameters: [
             { name: 'hub.mode', in: 'query', required: true, schema: { type: 'string', const: 'subscribe' } },
             { name: 'hub.verify_token', in: 'query', required: true, schema: { type: 'string' } },
-            { name: 'hub.challenge', in: 'query', required: true, schema: { type: 'string', maxLength: 256 } },
+            {
+              name: 'hub.challenge',
+              in: 'query',
+              required: true,
+              schema: { type: 'string', minLength: 1, maxLength: 256 },
+            },
           ],
           responses: {
             200: {
