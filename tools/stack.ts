@@ -201,6 +201,18 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
   }
   const running = worker?.run();
   const app = createApp({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness });
+  // Handlers still running when the test closes the connections keep calling Temporal and
+  // MongoDB; stop() waits for them before closing those clients (a retry timer of a closed
+  // client would otherwise fire after the test file ended).
+  let handling = 0;
+  app.middleware.unshift(async (_ctx, next) => {
+    handling++;
+    try {
+      await next();
+    } finally {
+      handling--;
+    }
+  });
   const server: Server = await new Promise((resolve) => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
   });
@@ -247,6 +259,7 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
       (stopping ??= (async () => {
         server.closeAllConnections();
         await new Promise((r) => server.close(r));
+        for (let waited = 0; handling > 0 && waited < 15_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
         worker?.shutdown();
         await within(30_000, running ?? Promise.resolve());
         if (connection) await within(5_000, connection.close());

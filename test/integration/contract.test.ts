@@ -55,7 +55,7 @@ describe('the API contract (schemathesis against the live service)', () => {
       '--seed',
       seed,
       '--request-timeout',
-      '10',
+      '30',
     ];
     const env = {
       ...process.env,
