@@ -109,6 +109,13 @@ const envSchema = z.object({
   ON_ABANDON: z.enum(['fail', 'keep']).default('fail'),
   ALERT_WEBHOOK_URL: optionalUrl,
   SLACK_WEBHOOK_URL: optionalUrl,
+  /** Slack Web API (threads one offboarding's alerts): a bot token and a channel; wins over the incoming webhook. */
+  SLACK_BOT_TOKEN: z.string().optional(),
+  SLACK_CHANNEL: z.string().optional(),
+  SLACK_API_BASE_URL: z.url().default('https://slack.com/api'),
+  /** PagerDuty Events API v2: one incident per WABA offboarding (dedup key), resolved on reconnect. */
+  PAGERDUTY_ROUTING_KEY: z.string().optional(),
+  PAGERDUTY_EVENTS_URL: z.url().default('https://events.pagerduty.com/v2/enqueue'),
 
   /** Default throughput of a registered number; coexistence numbers default to 20 (Meta's fixed cap). */
   DEFAULT_MPS: intIn(1, 1000).default(80),
@@ -151,7 +158,12 @@ export interface Config {
   mongo: { uri: string; db: string };
   graph: { baseUrl: string; version: string; token: string; tokensByWaba: Record<string, string>; timeoutMs: number };
   lifecycle: LifecycleSettings;
-  alerts: { webhookUrl?: string; slackUrl?: string };
+  alerts: {
+    webhookUrl?: string;
+    slackUrl?: string;
+    slackApi?: { baseUrl: string; botToken: string; channel: string };
+    pagerduty?: { eventsUrl: string; routingKey: string };
+  };
   sending: { defaultMps: number; pairLimitBurst: number; pairLimitIntervalMs: number; queuedPollMs: number };
   /** The prebuilt workflow bundle the worker loads instead of bundling the source at start. */
   workflowBundlePath?: string;
@@ -177,6 +189,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   const e = result.data;
+  if (Boolean(e.SLACK_BOT_TOKEN) !== Boolean(e.SLACK_CHANNEL)) {
+    const missing = e.SLACK_BOT_TOKEN ? 'SLACK_CHANNEL' : 'SLACK_BOT_TOKEN';
+    throw new ConfigError(
+      `invalid configuration:\n  ${missing}: is required when ${missing === 'SLACK_CHANNEL' ? 'SLACK_BOT_TOKEN' : 'SLACK_CHANNEL'} is set`,
+    );
+  }
   return {
     port: e.PORT,
     host: e.HOST,
@@ -205,10 +223,26 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       alertSinks: [
         'log',
         ...(e.ALERT_WEBHOOK_URL ? (['webhook'] as const) : []),
-        ...(e.SLACK_WEBHOOK_URL ? (['slack'] as const) : []),
+        ...(e.SLACK_WEBHOOK_URL || (e.SLACK_BOT_TOKEN && e.SLACK_CHANNEL) ? (['slack'] as const) : []),
+        ...(e.PAGERDUTY_ROUTING_KEY ? (['pagerduty'] as const) : []),
       ],
     },
-    alerts: { webhookUrl: e.ALERT_WEBHOOK_URL, slackUrl: e.SLACK_WEBHOOK_URL },
+    alerts: {
+      webhookUrl: e.ALERT_WEBHOOK_URL,
+      slackUrl: e.SLACK_WEBHOOK_URL,
+      ...(e.SLACK_BOT_TOKEN && e.SLACK_CHANNEL
+        ? {
+            slackApi: {
+              baseUrl: e.SLACK_API_BASE_URL.replace(/\/+$/, ''),
+              botToken: e.SLACK_BOT_TOKEN,
+              channel: e.SLACK_CHANNEL,
+            },
+          }
+        : {}),
+      ...(e.PAGERDUTY_ROUTING_KEY
+        ? { pagerduty: { eventsUrl: e.PAGERDUTY_EVENTS_URL, routingKey: e.PAGERDUTY_ROUTING_KEY } }
+        : {}),
+    },
     sending: {
       defaultMps: e.DEFAULT_MPS,
       pairLimitBurst: e.PAIR_LIMIT_BURST,

@@ -162,6 +162,7 @@ export async function wabaLifecycleWorkflow(
   function alert(spec: AlertSpec): void {
     const full: AlertInput = {
       ...alertContent(spec, { queued, failed }),
+      kind: spec.kind,
       wabaId,
       at: new Date().toISOString(),
       state: waba!.state,

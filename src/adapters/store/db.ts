@@ -133,6 +133,18 @@ export interface IdempotencyDoc {
   createdAt: string;
 }
 
+/**
+ * `alert_threads`: the Slack thread of a WABA's open incident (`_id` = WABA id). Written only by
+ * that WABA's alert activities; replaced when an incident opens, marked closed when it resolves.
+ */
+export interface AlertThreadDoc {
+  _id: string;
+  channel: string;
+  ts: string;
+  open: boolean;
+  openedAt: string;
+}
+
 export interface Collections {
   wabas: Collection<WabaDoc>;
   phoneNumbers: Collection<PhoneNumberDoc>;
@@ -142,6 +154,7 @@ export interface Collections {
   accountEvents: Collection<AccountEventDoc>;
   messageStatuses: Collection<MessageStatusDoc>;
   idempotency: Collection<IdempotencyDoc>;
+  alertThreads: Collection<AlertThreadDoc>;
 }
 
 export function collections(db: Db): Collections {
@@ -154,6 +167,7 @@ export function collections(db: Db): Collections {
     accountEvents: db.collection<AccountEventDoc>('account_events'),
     messageStatuses: db.collection<MessageStatusDoc>('message_statuses'),
     idempotency: db.collection<IdempotencyDoc>('idempotency'),
+    alertThreads: db.collection<AlertThreadDoc>('alert_threads'),
   };
 }
 
