@@ -2,12 +2,15 @@
  * Entry point of the HTTP server process (`npm run server` from source, `npm run start:server` /
  * `node dist/src/server-main.js` compiled): config from the environment.
  *
- * SIGINT/SIGTERM: the listener stops accepting, requests in flight get `CLOSE_GRACE_MS` to finish
- * (then their connections are cut), the clients close and the process exits 0.
+ * It also runs the outbox relay (src/lifecycle/outbox-relay.ts), which hands the recorded webhook
+ * deliveries to Temporal. SIGINT/SIGTERM: the listener stops accepting, requests in flight get
+ * `CLOSE_GRACE_MS` to finish (then their connections are cut), the relay finishes its pass, the
+ * clients close and the process exits 0.
  */
 import { boot, onShutdown } from './boot';
 import { connectRuntime } from './runtime';
 import { startServer } from './server';
+import { startOutboxRelay } from './lifecycle/outbox-relay';
 import { withTimeout } from './util/time';
 
 /** How long open requests may run after a shutdown signal. Under docker-compose's 10 s default. */
@@ -16,7 +19,9 @@ const CLOSE_GRACE_MS = 5_000;
 async function main(): Promise<void> {
   const { config, logger } = boot('coexist-relay-server');
   const rt = await connectRuntime(config);
-  const http = await startServer({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness });
+  // Hands recorded webhook deliveries to Temporal; safe to run in every server process.
+  const outbox = startOutboxRelay({ c: rt.c, launch: rt.launch, logger });
+  const http = await startServer({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness, outbox });
   logger.info({ url: http.url, webhook: http.url + config.webhook.path }, 'server listening');
   onShutdown(logger, async () => {
     const closed = http.close();
@@ -25,6 +30,7 @@ async function main(): Promise<void> {
       http.server.closeAllConnections();
       await closed;
     });
+    await outbox.stop();
     await rt.close();
   });
 }

@@ -18,6 +18,7 @@ import { createApp } from '../src/http/app';
 import { createLogger, type Logger } from '../src/logger';
 import { connectRuntime, type Runtime } from '../src/runtime';
 import { createWorker, type WorkerDeps } from '../src/worker';
+import { startOutboxRelay, type OutboxRelay, type OutboxRelayOptions } from '../src/lifecycle/outbox-relay';
 import { SEARCH_ATTRIBUTES } from '../workflows/contracts';
 import { ensureBinaries } from './infra/binaries';
 import { startFerretDb, startTemporalDevServer, type FerretDb, type TemporalDevServer } from './infra/servers';
@@ -111,6 +112,9 @@ export interface ServiceOptions {
   noWorker?: boolean;
   /** A prebuilt workflow bundle (bundling takes seconds); the worker bundles at start otherwise. */
   workflowBundle?: { code: string };
+  /** Run no outbox relay in this process (a test starts one itself, e.g. after a "crash"). */
+  noRelay?: boolean;
+  relay?: OutboxRelayOptions;
   /** Names the API keys, secrets, task queue and database (`test`, `bench`). */
   prefix?: string;
   logLevel?: string;
@@ -124,6 +128,8 @@ export interface Service {
   rt: Runtime;
   sim: MetaSimulator;
   worker?: Worker;
+  /** The outbox relay of this instance (absent with `noRelay`). */
+  relay?: OutboxRelay;
   /** `http://127.0.0.1:<port>` of the Koa app. */
   url: string;
   webhookUrl: string;
@@ -200,7 +206,15 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
     }));
   }
   const running = worker?.run();
-  const app = createApp({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness });
+  const relay = opts.noRelay ? undefined : startOutboxRelay({ c: rt.c, launch: rt.launch, logger }, opts.relay);
+  const app = createApp({
+    config,
+    logger,
+    c: rt.c,
+    launch: rt.launch,
+    readiness: rt.readiness,
+    ...(relay ? { outbox: relay } : {}),
+  });
   // Handlers still running when the test closes the connections keep calling Temporal and
   // MongoDB; stop() waits for them before closing those clients (a retry timer of a closed
   // client would otherwise fire after the test file ended).
@@ -237,6 +251,7 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
     rt,
     sim,
     ...(worker ? { worker } : {}),
+    ...(relay ? { relay } : {}),
     url,
     webhookUrl,
     appSecret,
@@ -260,6 +275,7 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
         server.closeAllConnections();
         await new Promise((r) => server.close(r));
         for (let waited = 0; handling > 0 && waited < 15_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+        if (relay) await within(10_000, relay.stop());
         worker?.shutdown();
         await within(30_000, running ?? Promise.resolve());
         if (connection) await within(5_000, connection.close());

@@ -3,7 +3,7 @@ import Router from '@koa/router';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
 import type { Collections } from '../adapters/store/db';
-import { createWebhookSink } from '../lifecycle/ingest';
+import { createWebhookSink, type OutboxNotifier } from '../lifecycle/ingest';
 import type { LaunchDeps } from '../lifecycle/launch';
 import { createOpsRouter } from '../ops/api';
 import { createAdmission } from '../sending/admission';
@@ -36,6 +36,9 @@ export interface AppDeps {
   launch: LaunchDeps;
   /** Readiness checks by dependency name (`/readyz` answers 503 naming those that fail). */
   readiness: Record<string, () => Promise<unknown>>;
+  /** The outbox relay of this process (src/lifecycle/outbox-relay.ts); without one, recorded
+   *  deliveries wait for another process's relay to sweep them. */
+  outbox?: OutboxNotifier;
   /** Replaces the real sink (tests of the HTTP layer only). */
   sink?: WebhookSink;
   counters?: WebhookCounters;
@@ -100,7 +103,7 @@ export function createApp(deps: AppDeps): Koa {
 
   const webhook = createWebhookRouter({
     ...config.webhook,
-    sink: deps.sink ?? createWebhookSink({ c, launch, logger }),
+    sink: deps.sink ?? createWebhookSink({ c, logger, ...(deps.outbox ? { outbox: deps.outbox } : {}) }),
     logger,
     counters,
   });

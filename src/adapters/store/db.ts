@@ -1,6 +1,7 @@
 import { MongoClient, MongoServerError, type Collection, type Db } from 'mongodb';
 import type {
   EventLogEntry,
+  LifecycleEvent,
   MessageContent,
   MessageStatus,
   MetaErrorInfo,
@@ -93,22 +94,58 @@ export interface QueueDoc {
   notify: boolean;
 }
 
-/** `account_events`: audit of every `account_update` event; `_id` is the event's dedupe key. */
+/**
+ * `account_events`: audit of every `account_update` event (and of the status-derived
+ * `SEND_ACCOUNT_UNUSABLE` events), insert-only; `_id` is the event's dedupe key. A lifecycle event
+ * is inserted once it has been handed over to its workflow (`signalled`), so the record is also the
+ * outbox relay's "done" mark; other events are inserted by the webhook sink (`recorded`, `refused`).
+ */
 export interface AccountEventDoc {
   _id: string;
   wabaId: string;
   event: string;
   metaTime?: number;
+  /** `entry[].id` as sent (for a status-derived event: the message's wamid). */
   entryId: string;
   /** The change's `value` as JSON text (`JSON.stringify` of what Meta sent): kept as a string so
    *  that no key or value Meta sends (`$`/`.`/NUL keys, nested arrays, lone surrogates) can make
    *  the document unstorable (`jsonText` in src/lifecycle/ingest.ts: reads back to the parsed value). */
   raw: string;
   receivedAt: string;
-  /** `pending` until handed over to Temporal; then `signalled`, `recorded` (not a lifecycle event),
-   *  or `refused` (a lifecycle event whose WABA id cannot name a workflow: recorded, never applied). */
-  outcome: 'pending' | 'signalled' | 'recorded' | 'refused';
+  /** `signalled` (handed over to the lifecycle workflow), `recorded` (not a lifecycle event), or
+   *  `refused` (a lifecycle event whose WABA id cannot name a workflow: recorded, never applied). */
+  outcome: 'signalled' | 'recorded' | 'refused';
   handedOverAt?: string;
+  /** The outbox delivery it came from. */
+  deliveryId?: string;
+}
+
+/** One event of an outbox delivery: what the workflow gets, plus the audit fields. */
+export interface OutboxEvent extends LifecycleEvent {
+  /** `entry[].id` (or the wamid of a failed status). */
+  entryId: string;
+  /** The change's `value` as JSON text (empty for a status-derived event). */
+  raw: string;
+}
+
+/**
+ * `outbox`: one per accepted Meta delivery that carries lifecycle events, inserted by the webhook
+ * sink before the 200, deleted by the relay once every event is handed over (so it holds only
+ * pending work). `_id` sorts in arrival order. The raw body and Meta's signature are kept so the
+ * same record can later be forwarded byte for byte (issue #12).
+ */
+export interface OutboxDoc {
+  _id: string;
+  kind: 'meta_delivery';
+  receivedAt: string;
+  /** The exact request body, base64. */
+  raw: string;
+  /** Meta's `X-Hub-Signature-256` header as received. */
+  signature?: string;
+  /** Lifecycle events in body order (WABA order is kept per WABA by the relay). */
+  events: OutboxEvent[];
+  /** The distinct WABA ids of `events`. */
+  wabaIds: string[];
 }
 
 /** `message_statuses`: Meta's delivery statuses, insert-only; `_id` is `<wamid>:<status>`. */
@@ -155,6 +192,19 @@ export interface Collections {
   messageStatuses: Collection<MessageStatusDoc>;
   idempotency: Collection<IdempotencyDoc>;
   alertThreads: Collection<AlertThreadDoc>;
+  outbox: Collection<OutboxDoc>;
+  outboxClaims: Collection<OutboxClaimDoc>;
+}
+
+/**
+ * `outbox_claims`: which relay handles a delivery for one lease period. `_id` is
+ * `<delivery id>:<lease number>` (lease n covers the delivery's age n × lease … (n+1) × lease), so
+ * taking a delivery over is an insert that only one relay wins per lease, never an update.
+ */
+export interface OutboxClaimDoc {
+  _id: string;
+  relayId: string;
+  at: string;
 }
 
 export function collections(db: Db): Collections {
@@ -168,6 +218,8 @@ export function collections(db: Db): Collections {
     messageStatuses: db.collection<MessageStatusDoc>('message_statuses'),
     idempotency: db.collection<IdempotencyDoc>('idempotency'),
     alertThreads: db.collection<AlertThreadDoc>('alert_threads'),
+    outbox: db.collection<OutboxDoc>('outbox'),
+    outboxClaims: db.collection<OutboxClaimDoc>('outbox_claims'),
   };
 }
 
@@ -184,6 +236,7 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     c.messages.createIndex({ wabaId: 1, status: 1 }, { name: 'waba_status' }),
     c.accountEvents.createIndex({ wabaId: 1, receivedAt: 1 }, { name: 'waba_received' }),
     c.messageStatuses.createIndex({ wamid: 1 }, { name: 'wamid' }),
+    c.outbox.createIndex({ receivedAt: 1 }, { name: 'receivedAt' }),
   ]);
 }
 
