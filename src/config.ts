@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { z } from 'zod';
+import { forwardTargetsSchema, type ForwardTarget } from './relay/targets';
 import { DEFAULT_TASK_QUEUE, type EscalationLevel, type LifecycleSettings } from '../workflows/contracts';
 
 /**
@@ -134,6 +135,20 @@ const envSchema = z.object({
       }
       return ms;
     }),
+  /** Downstream endpoints that receive every Meta delivery (JSON array; see src/relay/targets.ts). */
+  FORWARD_TARGETS: forwardTargetsSchema,
+  /** How long a delivery is retried before it is dead-lettered (Meta's own retry period is 7 days). */
+  FORWARD_MAX_AGE: z
+    .string()
+    .default('7d')
+    .transform((s, ctx) => {
+      const ms = parseDuration(s);
+      if (!ms) {
+        ctx.addIssue({ code: 'custom', message: 'must be a duration like 7d or 12h' });
+        return z.NEVER;
+      }
+      return ms;
+    }),
   /** A prebuilt workflow bundle (`npm run build` writes dist/workflow-bundle.js); unset: see `createWorker`. */
   WORKFLOW_BUNDLE_PATH: z
     .string()
@@ -165,6 +180,7 @@ export interface Config {
     pagerduty?: { eventsUrl: string; routingKey: string };
   };
   sending: { defaultMps: number; pairLimitBurst: number; pairLimitIntervalMs: number; queuedPollMs: number };
+  forward: { targets: ForwardTarget[]; maxAgeMs: number };
   /** The prebuilt workflow bundle the worker loads instead of bundling the source at start. */
   workflowBundlePath?: string;
 }
@@ -249,6 +265,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       pairLimitIntervalMs: e.PAIR_LIMIT_INTERVAL_MS,
       queuedPollMs: e.QUEUED_POLL_INTERVAL,
     },
+    forward: { targets: e.FORWARD_TARGETS, maxAgeMs: e.FORWARD_MAX_AGE },
     ...(e.WORKFLOW_BUNDLE_PATH ? { workflowBundlePath: e.WORKFLOW_BUNDLE_PATH } : {}),
   };
 }

@@ -11,6 +11,7 @@ import { boot, onShutdown } from './boot';
 import { connectRuntime } from './runtime';
 import { startServer } from './server';
 import { startOutboxRelay } from './lifecycle/outbox-relay';
+import { startForwarder } from './relay/forwarder';
 import { withTimeout } from './util/time';
 
 /** How long open requests may run after a shutdown signal. Under docker-compose's 10 s default. */
@@ -21,6 +22,11 @@ async function main(): Promise<void> {
   const rt = await connectRuntime(config);
   // Hands recorded webhook deliveries to Temporal; safe to run in every server process.
   const outbox = startOutboxRelay({ c: rt.c, launch: rt.launch, logger });
+  // Forwards recorded deliveries to FORWARD_TARGETS; also safe in every server process.
+  const forwarder = startForwarder(
+    { c: rt.c, logger, targets: config.forward.targets },
+    { maxAgeMs: config.forward.maxAgeMs },
+  );
   const http = await startServer({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness, outbox });
   logger.info({ url: http.url, webhook: http.url + config.webhook.path }, 'server listening');
   onShutdown(logger, async () => {
@@ -31,6 +37,7 @@ async function main(): Promise<void> {
       await closed;
     });
     await outbox.stop();
+    await forwarder.stop();
     await rt.close();
   });
 }

@@ -25,6 +25,7 @@ import { connectRuntime } from '../src/runtime';
 import { startServer } from '../src/server';
 import { SHUTDOWN_OPTIONS, createWorker, requestShutdown } from '../src/worker';
 import { startOutboxRelay } from '../src/lifecycle/outbox-relay';
+import { startForwarder } from '../src/relay/forwarder';
 import { withTimeout } from '../src/util/time';
 import { redactUri } from '../src/util/redact';
 
@@ -146,6 +147,10 @@ async function main(): Promise<void> {
 
   const rt = await connectRuntime(config);
   const relay = startOutboxRelay({ c: rt.c, launch: rt.launch, logger });
+  const forwarder = startForwarder(
+    { c: rt.c, logger, targets: config.forward.targets },
+    { maxAgeMs: config.forward.maxAgeMs },
+  );
   const { worker, connection } = await createWorker({
     config,
     logger,
@@ -172,6 +177,7 @@ async function main(): Promise<void> {
       });
     }
     await relay.stop();
+    await forwarder.stop();
     await running;
     await connection.close();
     await rt.close();

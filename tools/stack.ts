@@ -19,6 +19,7 @@ import { createLogger, type Logger } from '../src/logger';
 import { connectRuntime, type Runtime } from '../src/runtime';
 import { createWorker, type WorkerDeps } from '../src/worker';
 import { startOutboxRelay, type OutboxRelay, type OutboxRelayOptions } from '../src/lifecycle/outbox-relay';
+import { startForwarder } from '../src/relay/forwarder';
 import { SEARCH_ATTRIBUTES } from '../workflows/contracts';
 import { ensureBinaries } from './infra/binaries';
 import { startFerretDb, startTemporalDevServer, type FerretDb, type TemporalDevServer } from './infra/servers';
@@ -207,6 +208,12 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
   }
   const running = worker?.run();
   const relay = opts.noRelay ? undefined : startOutboxRelay({ c: rt.c, launch: rt.launch, logger }, opts.relay);
+  const forwarder = opts.noRelay
+    ? undefined
+    : startForwarder(
+        { c: rt.c, logger, targets: config.forward.targets },
+        { maxAgeMs: config.forward.maxAgeMs, pollMs: 200 },
+      );
   const app = createApp({
     config,
     logger,
@@ -276,6 +283,7 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
         await new Promise((r) => server.close(r));
         for (let waited = 0; handling > 0 && waited < 15_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
         if (relay) await within(10_000, relay.stop());
+        if (forwarder) await within(10_000, forwarder.stop());
         worker?.shutdown();
         await within(30_000, running ?? Promise.resolve());
         if (connection) await within(5_000, connection.close());

@@ -6,6 +6,7 @@ import type { Collections } from '../adapters/store/db';
 import { createWebhookSink, type OutboxNotifier } from '../lifecycle/ingest';
 import type { LaunchDeps } from '../lifecycle/launch';
 import { createOpsRouter } from '../ops/api';
+import { createDeliveriesRouter } from '../relay/api';
 import { createAdmission } from '../sending/admission';
 import { createMessagesRouter } from '../sending/api';
 import { withTimeout } from '../util/time';
@@ -103,7 +104,14 @@ export function createApp(deps: AppDeps): Koa {
 
   const webhook = createWebhookRouter({
     ...config.webhook,
-    sink: deps.sink ?? createWebhookSink({ c, logger, ...(deps.outbox ? { outbox: deps.outbox } : {}) }),
+    sink:
+      deps.sink ??
+      createWebhookSink({
+        c,
+        logger,
+        forward: config.forward.targets,
+        ...(deps.outbox ? { outbox: deps.outbox } : {}),
+      }),
     logger,
     counters,
   });
@@ -112,6 +120,7 @@ export function createApp(deps: AppDeps): Koa {
     webhook,
     createMessagesRouter({ c, launch, admission, config, logger }),
     createOpsRouter({ c, launch, config, logger }),
+    createDeliveriesRouter({ c, config, logger }),
   ];
   app.use(unknownMethods(routers));
   for (const r of routers) app.use(r.routes()).use(r.allowedMethods());

@@ -3,9 +3,18 @@ import { classifyMetaError } from '../adapters/graph/errors';
 import type { Logger } from '../logger';
 import { isLifecycleEvent, type LifecycleWebhookEvent, type ParsedWebhook } from '../adapters/meta/webhook-payload';
 import type { DeliveryBytes, SinkReport, WebhookSink } from '../http/webhook';
-import type { AccountEventDoc, Collections, MessageStatusDoc, OutboxDoc, OutboxEvent } from '../adapters/store/db';
+import type {
+  AccountEventDoc,
+  Collections,
+  ForwardDoc,
+  MessageStatusDoc,
+  OutboxDoc,
+  OutboxEvent,
+} from '../adapters/store/db';
 import { recordStatuses } from '../adapters/store/events';
+import { forwardId, insertForwards } from '../adapters/store/forwards';
 import { nextOutboxId, recordAccountEvents, recordDelivery } from '../adapters/store/outbox';
+import { wants, type ForwardTarget } from '../relay/targets';
 
 /** WABA ids that can name a lifecycle workflow (Meta's are digits). A lifecycle event for any
  *  other id (NUL bytes, lone surrogates, kilobytes of text) is recorded as `refused`, never handed
@@ -63,8 +72,11 @@ export function createWebhookSink(deps: {
   logger: Logger;
   /** The relay of this process; without one the delivery waits for a relay's sweep. */
   outbox?: OutboxNotifier;
+  /** Forward targets (FORWARD_TARGETS): every delivery one of them wants is kept in the outbox for it. */
+  forward?: readonly ForwardTarget[];
 }): WebhookSink {
   const { c, logger } = deps;
+  const targets = deps.forward ?? [];
 
   return {
     async accept(parsed: ParsedWebhook, delivery?: DeliveryBytes): Promise<SinkReport> {
@@ -135,8 +147,10 @@ export function createWebhookSink(deps: {
           raw: '',
         });
       }
+      const fields = Object.keys(parsed.changesByField);
+      const forward = targets.filter((t) => wants(t, { fields, wabaIds: parsed.entryIds })).map((t) => t.name);
       const doc: OutboxDoc | undefined =
-        events.length > 0
+        events.length > 0 || forward.length > 0
           ? {
               _id: nextOutboxId(now, randomBytes(6).toString('hex')),
               kind: 'meta_delivery',
@@ -145,10 +159,13 @@ export function createWebhookSink(deps: {
               ...(delivery?.signature ? { signature: delivery.signature } : {}),
               events,
               wabaIds: [...new Set(events.map((e) => e.wabaId))],
+              ...(forward.length > 0 ? { forward, fields } : {}),
             }
           : undefined;
       await allOrFirstError([
-        doc ? recordDelivery(c, doc) : Promise.resolve(),
+        doc
+          ? recordDelivery(c, doc).then(() => insertForwards(c, forwardEntries(doc, forward, parsed.entryIds)))
+          : Promise.resolve(),
         recordAccountEvents(c, audit),
         statuses.length > 0 ? recordStatuses(c, statuses) : Promise.resolve(),
       ]);
@@ -162,4 +179,18 @@ export function createWebhookSink(deps: {
       return { unusable };
     },
   };
+}
+
+/** The pending forward entries of a new delivery, one per target that wants it. */
+function forwardEntries(doc: OutboxDoc, targets: readonly string[], wabaIds: readonly string[]): ForwardDoc[] {
+  return targets.map((target) => ({
+    _id: forwardId(target, doc._id),
+    target,
+    deliveryId: doc._id,
+    wabaIds: [...wabaIds],
+    receivedAt: doc.receivedAt,
+    state: 'pending' as const,
+    attempts: 0,
+    nextAt: 0,
+  }));
 }

@@ -15,12 +15,7 @@ export interface SignedHeaders {
 }
 
 /** Signs `body` (the exact bytes sent) with every secret (`whsec_…` base64 secrets). */
-export function signRequest(
-  secrets: readonly string[],
-  id: string,
-  at: Date,
-  body: string | Buffer,
-): SignedHeaders {
+export function signRequest(secrets: readonly string[], id: string, at: Date, body: string | Buffer): SignedHeaders {
   if (secrets.length === 0) throw new Error('signRequest needs at least one secret');
   const signature = secrets.map((s) => new Webhook(s).sign(id, at, body)).join(' ');
   return {

@@ -144,8 +144,43 @@ export interface OutboxDoc {
   signature?: string;
   /** Lifecycle events in body order (WABA order is kept per WABA by the relay). */
   events: OutboxEvent[];
-  /** The distinct WABA ids of `events`. */
+  /** The distinct WABA ids of `events` (with forwarding: of the whole delivery). */
   wabaIds: string[];
+  /** Forward targets that still want this delivery (see `forwards`); it stays until they are done. */
+  forward?: string[];
+  /** The change fields of the delivery (`messages`, `account_update`, …), for the forward filters. */
+  fields?: string[];
+}
+
+/**
+ * `forwards`: what is still to be forwarded, one entry per (target, delivery); `_id` is
+ * `<target>:<delivery id>`, so a target's entries sort in arrival order. Only pending and
+ * dead-lettered entries live here (a small, scanned collection); a delivered one moves to
+ * `forwarded`. Written by the forwarders (several processes may try the same entry: at least once).
+ */
+export interface ForwardDoc {
+  _id: string;
+  target: string;
+  deliveryId: string;
+  wabaIds: string[];
+  receivedAt: string;
+  state: 'pending' | 'dead';
+  attempts: number;
+  /** Epoch ms of the next attempt. */
+  nextAt: number;
+  lastError?: string;
+}
+
+/** `forwarded`: insert-only log of delivered forwards (`_id` as in `forwards`). */
+export interface ForwardedDoc {
+  _id: string;
+  target: string;
+  deliveryId: string;
+  wabaIds: string[];
+  receivedAt: string;
+  deliveredAt: string;
+  attempts: number;
+  status: number;
 }
 
 /** `message_statuses`: Meta's delivery statuses, insert-only; `_id` is `<wamid>:<status>`. */
@@ -194,6 +229,8 @@ export interface Collections {
   alertThreads: Collection<AlertThreadDoc>;
   outbox: Collection<OutboxDoc>;
   outboxClaims: Collection<OutboxClaimDoc>;
+  forwards: Collection<ForwardDoc>;
+  forwarded: Collection<ForwardedDoc>;
 }
 
 /**
@@ -220,6 +257,8 @@ export function collections(db: Db): Collections {
     alertThreads: db.collection<AlertThreadDoc>('alert_threads'),
     outbox: db.collection<OutboxDoc>('outbox'),
     outboxClaims: db.collection<OutboxClaimDoc>('outbox_claims'),
+    forwards: db.collection<ForwardDoc>('forwards'),
+    forwarded: db.collection<ForwardedDoc>('forwarded'),
   };
 }
 
@@ -237,6 +276,8 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     c.accountEvents.createIndex({ wabaId: 1, receivedAt: 1 }, { name: 'waba_received' }),
     c.messageStatuses.createIndex({ wamid: 1 }, { name: 'wamid' }),
     c.outbox.createIndex({ receivedAt: 1 }, { name: 'receivedAt' }),
+    c.forwards.createIndex({ target: 1, state: 1 }, { name: 'target_state' }),
+    c.forwarded.createIndex({ deliveryId: 1 }, { name: 'deliveryId' }),
   ]);
 }
 

@@ -1,4 +1,5 @@
 import type { LifecycleEvent } from '../../../workflows/contracts';
+import { forwardsLeft } from './forwards';
 import { isDuplicateKey, isOnlyDuplicateKeys, type AccountEventDoc, type Collections, type OutboxDoc } from './db';
 
 /**
@@ -44,7 +45,14 @@ export async function pendingDeliveries(c: Collections, olderThan: string, limit
 
 /** Deletes a delivery once everything in it is handed over (idempotent; by exact `_id`). */
 export async function deliveryHandedOver(c: Collections, id: string): Promise<void> {
+  // A delivery that forward targets still want stays (their forwarder deletes it when done).
+  if (await forwardsLeft(c, id)) return;
   await c.outbox.deleteOne({ _id: id });
+}
+
+/** The delivery with its raw bytes (forwarding), or null once it is gone. */
+export function readDelivery(c: Collections, id: string): Promise<OutboxDoc | null> {
+  return c.outbox.findOne({ _id: id });
 }
 
 /**
