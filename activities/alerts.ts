@@ -78,6 +78,20 @@ export function createAlertActivities(deps: AlertDeps) {
    * later ones reply in it, and the reconnection closes it. A thread id is stored only after Slack
    * answered, so a retry after a lost answer can post the opening message twice, never lose one.
    */
+  // One WABA's Slack alerts one after the other in this process, so a level raised while the
+  // incident's first message is still in flight replies in its thread instead of opening another.
+  const slackChains = new Map<string, Promise<void>>();
+  function slackInOrder(api: NonNullable<Config['alerts']['slackApi']>, a: AlertInput): Promise<void> {
+    const previous = slackChains.get(a.wabaId) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(() => slackThreaded(api, a));
+    const tail = next.catch(() => undefined);
+    slackChains.set(a.wabaId, tail);
+    void tail.then(() => {
+      if (slackChains.get(a.wabaId) === tail) slackChains.delete(a.wabaId);
+    });
+    return next;
+  }
+
   async function slackThreaded(api: NonNullable<Config['alerts']['slackApi']>, a: AlertInput): Promise<void> {
     const open = await openThreadOf(c, a.wabaId);
     const res = await post(
@@ -117,7 +131,7 @@ export function createAlertActivities(deps: AlertDeps) {
           await post(alerts.webhookUrl, { kind: 'coexist-relay.alert', ...alert }, timeoutMs);
           return;
         case 'slack':
-          if (alerts.slackApi) return slackThreaded(alerts.slackApi, alert);
+          if (alerts.slackApi) return slackInOrder(alerts.slackApi, alert);
           if (alerts.slackUrl) await post(alerts.slackUrl, slackMessage(alert), timeoutMs);
           return;
         case 'pagerduty':

@@ -29,7 +29,7 @@ export function createActivities(deps: ActivityDeps) {
   const limiters = deps.limiters ?? new RateLimiters();
   const admission = createAdmission({ c: deps.c, launch: deps.launch, logger: deps.logger });
   return {
-    ...createLifecycleActivities(deps.c),
+    ...createLifecycleActivities(deps.c, deps.config.forward.targets),
     ...createSendActivities({ ...deps, limiters, admission }),
     ...createDrainActivities({ ...deps, limiters, tuning: deps.drainTuning }),
     ...createAlertActivities({ c: deps.c, logger: deps.logger, alerts: deps.config.alerts }),

@@ -1,14 +1,25 @@
 import type { Collections } from '../src/adapters/store/db';
 import { countQueued } from '../src/adapters/store/queue';
-import { loadWaba, saveWaba, type WabaSnapshot } from '../src/adapters/store/wabas';
+import { findWaba, loadWaba, saveWaba, type WabaSnapshot } from '../src/adapters/store/wabas';
+import { emitServiceEvents, wabaEventsOf } from '../src/relay/events';
+import type { ForwardTarget } from '../src/relay/targets';
 
 /** The lifecycle workflow's store activities: its WABA document and its queue's length. */
-export function createLifecycleActivities(c: Collections) {
+export function createLifecycleActivities(c: Collections, forwardTargets: readonly ForwardTarget[] = []) {
   return {
     /** The WABA's document, or a fresh connected one. */
     loadWaba: (wabaId: string): Promise<WabaSnapshot> => loadWaba(c, wabaId, new Date().toISOString()),
-    /** Replaces the WABA's document (only its lifecycle workflow calls this). */
-    saveWaba: (snapshot: WabaSnapshot): Promise<void> => saveWaba(c, snapshot),
+    /**
+     * Replaces the WABA's document (only its lifecycle workflow calls this). With forward targets,
+     * the change's service events (gate closed or opened, escalated, …) are recorded first, under
+     * ids a retry repeats, so none is lost and none is told twice.
+     */
+    async saveWaba(snapshot: WabaSnapshot): Promise<void> {
+      if (forwardTargets.length > 0) {
+        await emitServiceEvents(c, forwardTargets, wabaEventsOf(await findWaba(c, snapshot.wabaId), snapshot));
+      }
+      await saveWaba(c, snapshot);
+    },
     countQueued: (wabaId: string): Promise<number> => countQueued(c, wabaId),
   };
 }

@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { renderOpenApi } from '../src/http/openapi';
+import { serviceEventCatalog } from '../src/relay/events';
 
 const ROOT = path.resolve(__dirname, '..');
 export const OPENAPI_FILE = path.join(ROOT, 'openapi.json');
@@ -20,7 +21,19 @@ export function renderCommitted(): string {
   );
 }
 
+export const EVENTS_FILE = path.join(ROOT, 'events.schema.json');
+
+/** The text `events.schema.json` (the service event catalog) must hold. */
+export function renderEventsCatalog(): string {
+  return execFileSync(
+    process.execPath,
+    [path.join(ROOT, 'node_modules', 'prettier', 'bin', 'prettier.cjs'), '--stdin-filepath', EVENTS_FILE],
+    { input: `${JSON.stringify(serviceEventCatalog(), null, 2)}\n`, encoding: 'utf8', cwd: ROOT },
+  );
+}
+
 if (require.main === module) {
   fs.writeFileSync(OPENAPI_FILE, renderCommitted());
-  process.stderr.write(`wrote ${OPENAPI_FILE}\n`);
+  fs.writeFileSync(EVENTS_FILE, renderEventsCatalog());
+  process.stderr.write(`wrote ${OPENAPI_FILE} and ${EVENTS_FILE}\n`);
 }

@@ -7,6 +7,7 @@ import { createWebhookSink, type OutboxNotifier } from '../lifecycle/ingest';
 import type { LaunchDeps } from '../lifecycle/launch';
 import { createOpsRouter } from '../ops/api';
 import { createDeliveriesRouter } from '../relay/api';
+import { serviceEventCatalog } from '../relay/events';
 import { createAdmission } from '../sending/admission';
 import { createMessagesRouter } from '../sending/api';
 import { withTimeout } from '../util/time';
@@ -94,6 +95,9 @@ export function createApp(deps: AppDeps): Koa {
   });
   // The API contract (no auth), built once from the zod schemas.
   const contract = openApiDocument({ webhookPath: config.webhook.path });
+  health.get('/v1/events/catalog', (ctx) => {
+    ctx.body = serviceEventCatalog();
+  });
   health.get('/openapi.json', (ctx) => {
     ctx.body = contract;
   });

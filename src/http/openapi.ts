@@ -9,6 +9,7 @@ import {
   wabaListSchema,
   wabaViewSchema,
 } from '../ops/api';
+import { deliveryListSchema, retryResultSchema } from '../relay/api';
 import { acceptedSchema, EXAMPLE_IDS, messageViewSchema, sendSchema } from '../sending/api';
 
 /**
@@ -123,6 +124,8 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
     OperatorActionResult: jsonSchema(actionResultSchema, 'output', shared),
     WabaView: jsonSchema(wabaViewSchema, 'output', shared),
     WabaList: jsonSchema(wabaListSchema, 'output', shared),
+    DeliveryList: jsonSchema(deliveryListSchema, 'output', shared),
+    RetryResult: jsonSchema(retryResultSchema, 'output', shared),
     Error: jsonSchema(errorSchema, 'output', shared),
     Ready: jsonSchema(readySchema, 'output', shared),
     Ok: { type: 'object', properties: { ok: { const: true } }, required: ['ok'] },
@@ -273,6 +276,66 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
           responses: {
             200: ok('the numbers (at most 1000)', 'PhoneNumberList'),
             ...errors({ 400: 'more than one wabaId (`invalid_waba_id`)', ...unauthorized, 500: '' }),
+          },
+        },
+      },
+      '/v1/deliveries': {
+        get: {
+          tags: ['ops'],
+          operationId: 'listDeliveries',
+          summary: 'Forwarded, pending and dead-lettered Meta deliveries, per forward target, newest first',
+          security: OPS,
+          parameters: [
+            {
+              name: 'state',
+              in: 'query',
+              required: false,
+              schema: { type: 'string', enum: ['pending', 'dead', 'delivered'] },
+            },
+            { name: 'target', in: 'query', required: false, schema: { type: 'string', maxLength: 40 } },
+            { name: 'wabaId', in: 'query', required: false, schema: { type: 'string', pattern: DIGITS } },
+            { name: 'since', in: 'query', required: false, schema: { type: 'string', format: 'date-time' } },
+            { name: 'until', in: 'query', required: false, schema: { type: 'string', format: 'date-time' } },
+            { name: 'limit', in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 1000 } },
+          ],
+          responses: {
+            200: ok('the rows (at most `limit`, default 100)', 'DeliveryList'),
+            ...errors({ 400: 'a bad filter (`invalid_request`)', ...unauthorized, 500: '' }),
+          },
+        },
+      },
+      '/v1/deliveries/{deliveryId}/retry': {
+        post: {
+          tags: ['ops'],
+          operationId: 'retryDelivery',
+          summary: 'Puts a dead-lettered delivery back for forwarding (all targets, or `target`)',
+          security: OPS,
+          parameters: [
+            pathParam('deliveryId', 'the delivery id (`webhook-id` of the forwarded request)'),
+            { name: 'target', in: 'query', required: false, schema: { type: 'string' } },
+          ],
+          responses: {
+            200: ok('how many forwards were put back', 'RetryResult'),
+            ...errors({
+              ...unauthorized,
+              404: 'no dead-lettered forward of that delivery (`no_dead_letter`)',
+              500: '',
+            }),
+          },
+        },
+      },
+      '/v1/events/catalog': {
+        get: {
+          tags: ['health'],
+          operationId: 'serviceEventCatalog',
+          summary:
+            'The service events forwarded to targets that ask for the `coexist_relay` field: a JSON Schema per type',
+          security: [],
+          responses: {
+            200: {
+              description: 'the catalog (also committed as events.schema.json)',
+              content: { 'application/json': { schema: { type: 'object' } } },
+            },
           },
         },
       },

@@ -22,6 +22,21 @@ export const deliveriesQuerySchema = z
   })
   .strict();
 
+/** One row of `GET /v1/deliveries`. */
+export const deliveryRowSchema = z.object({
+  deliveryId: z.string(),
+  target: z.string(),
+  state: z.enum(['pending', 'dead', 'delivered']),
+  wabaIds: z.array(z.string()),
+  receivedAt: z.string(),
+  attempts: z.number().int(),
+  deliveredAt: z.string().optional(),
+  status: z.number().int().optional().describe("the target's HTTP status"),
+  lastError: z.string().optional(),
+});
+export const deliveryListSchema = z.object({ deliveries: z.array(deliveryRowSchema) });
+export const retryResultSchema = z.object({ deliveryId: z.string(), retried: z.number().int() });
+
 /**
  * Operating the relay (keys from OPS_API_KEYS): what was forwarded, what is pending or
  * dead-lettered, and a retry of a dead-lettered delivery.
@@ -36,7 +51,7 @@ export function createDeliveriesRouter(deps: { c: Collections; config: Config; l
     const since = q.since ? new Date(q.since).toISOString() : undefined;
     const until = q.until ? new Date(q.until).toISOString() : undefined;
     const rows = await listForwards(c, { ...q, ...(since ? { since } : {}), ...(until ? { until } : {}) });
-    ctx.body = {
+    const body: z.output<typeof deliveryListSchema> = {
       deliveries: rows.map((r) => ({
         deliveryId: r.deliveryId,
         target: r.target,
@@ -48,6 +63,7 @@ export function createDeliveriesRouter(deps: { c: Collections; config: Config; l
         ...('lastError' in r && r.lastError ? { lastError: r.lastError } : {}),
       })),
     };
+    ctx.body = body;
   });
 
   router.post('/:id/retry', async (ctx) => {
@@ -57,7 +73,8 @@ export function createDeliveriesRouter(deps: { c: Collections; config: Config; l
     if (retried === 0)
       throw notFound('no_dead_letter', `delivery ${id} has no dead-lettered forward${target ? ` for ${target}` : ''}`);
     logger.warn({ deliveryId: id, target, retried }, 'dead-lettered delivery put back for forwarding');
-    ctx.body = { deliveryId: id, retried };
+    const body: z.output<typeof retryResultSchema> = { deliveryId: id, retried };
+    ctx.body = body;
   });
 
   return router;

@@ -53,9 +53,10 @@ describe('alert sinks operators use', () => {
   it('PagerDuty sees trigger → update → resolve for one offboard/escalate/reconnect cycle, and Slack one thread', async () => {
     const wabaId = uniqueDigits();
     const mine = (r: { body: Record<string, unknown> }) => JSON.stringify(r.body).includes(wabaId);
-    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED')).toBe(200);
+    const t0 = Math.floor(Date.now() / 1000);
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED', { time: t0 })).toBe(200);
     await eventually(async () => pd.got.filter(mine).length >= 2, 30_000);
-    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED')).toBe(200);
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED', { time: t0 + 10 })).toBe(200);
     await eventually(async () => pd.got.filter(mine).length >= 3, 30_000);
 
     const events = pd.got.filter(mine).map((r) => r.body);
@@ -69,14 +70,14 @@ describe('alert sinks operators use', () => {
     const posts = slack.got.filter(mine);
     expect(posts.every((p) => p.path === '/api/chat.postMessage' && p.auth === 'Bearer xoxb-test')).toBe(true);
     expect(posts[0]!.body.thread_ts).toBeUndefined();
-    const root =
-      posts[0]!.body.channel === 'C0ALERTS' ? (await stack.rt.c.alertThreads.findOne({ _id: wabaId }))?.ts : undefined;
+    expect(posts[0]!.body.channel).toBe('C0ALERTS');
+    const root = (await stack.rt.c.alertThreads.findOne({ _id: wabaId }))?.ts;
     expect(root).toBeDefined();
     expect(posts.slice(1).map((p) => p.body.thread_ts)).toEqual([root, root]);
-    expect((await stack.rt.c.alertThreads.findOne({ _id: wabaId }))?.open).toBe(false);
+    await eventually(async () => (await stack.rt.c.alertThreads.findOne({ _id: wabaId }))?.open === false, 10_000);
 
     // The next offboarding is a new incident: a new Slack thread, a new PagerDuty trigger.
-    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED')).toBe(200);
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED', { time: t0 + 20 })).toBe(200);
     await eventually(async () => slack.got.filter(mine).length >= 4 && pd.got.filter(mine).length >= 4, 30_000);
     expect(slack.got.filter(mine)[3]!.body.thread_ts).toBeUndefined();
     expect(pd.got.filter(mine)[3]!.body.event_action).toBe('trigger');

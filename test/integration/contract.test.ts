@@ -71,7 +71,7 @@ describe('the API contract (schemathesis against the live service)', () => {
         cwd: workDir,
         env,
         maxBuffer: 64 << 20,
-        timeout: 100_000,
+        timeout: 300_000,
       });
       output = r.stdout + r.stderr;
     } catch (err) {
@@ -85,5 +85,5 @@ describe('the API contract (schemathesis against the live service)', () => {
     }
     expect(output).toMatch(/passed/);
     expect(output).not.toMatch(/Runtime Error/);
-  }, 115_000);
+  }, 330_000);
 });

@@ -94,17 +94,26 @@ describe('relay: every Meta delivery forwarded, byte for byte, signed', () => {
   let stack: Stack;
   let inbox: Awaited<ReturnType<typeof endpoint>>;
   let crm: Awaited<ReturnType<typeof endpoint>>;
+  let events: Awaited<ReturnType<typeof endpoint>>;
+  const eventsSecret = secret();
   const inboxSecret = secret();
   const crmNew = secret();
   const crmOld = secret();
   beforeAll(async () => {
     inbox = await endpoint();
     crm = await endpoint();
+    events = await endpoint();
     stack = await startStack({
       env: {
         FORWARD_TARGETS: JSON.stringify([
           { name: 'inbox', url: inbox.url, secrets: [inboxSecret] },
-          { name: 'crm', url: crm.url, secrets: [crmNew, crmOld] },
+          {
+            name: 'crm',
+            url: crm.url,
+            secrets: [crmNew, crmOld],
+            fields: ['messages', 'account_update', 'history', 'smb_message_echoes', 'smb_app_state_sync'],
+          },
+          { name: 'events', url: events.url, secrets: [eventsSecret], fields: ['coexist_relay'] },
         ]),
       },
     });
@@ -113,6 +122,7 @@ describe('relay: every Meta delivery forwarded, byte for byte, signed', () => {
     await stack?.stop();
     await inbox?.stop();
     await crm?.stop();
+    await events?.stop();
   });
 
   it('delivers a mixed batch to two receivers, one down for a while, in order, each once by webhook-id', async () => {
@@ -151,9 +161,39 @@ describe('relay: every Meta delivery forwarded, byte for byte, signed', () => {
     // The lifecycle event in the batch was applied too.
     await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded');
     const delivered = await stack.ops('GET', `/v1/deliveries?wabaId=${wabaId}&state=delivered&limit=100`);
-    expect((delivered.json.deliveries as unknown[]).length).toBe(2 * bodies.length);
+    const rows = delivered.json.deliveries as { target: string }[];
+    expect(rows.filter((r) => r.target !== 'events')).toHaveLength(2 * bodies.length);
     // Nothing is left pending, and the outbox let go of every delivery.
-    expect(await stack.rt.c.forwards.countDocuments({})).toBe(0);
+    await eventually(async () => (await stack.rt.c.forwards.countDocuments({})) === 0, 15_000);
     await eventually(async () => (await stack.rt.c.outbox.countDocuments({})) === 0, 15_000);
+  });
+
+  it('tells a target that asks for service events when a gate closes and reopens, each event once, as the catalog says', async () => {
+    const wabaId = uniqueDigits();
+    const mine = () => events.got.filter((r) => r.raw.toString('utf8').includes(wabaId));
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED')).toBe(200);
+    await eventually(async () => mine().length >= 1, 30_000);
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED')).toBe(200);
+    await eventually(async () => mine().some((r) => r.raw.toString('utf8').includes('waba.gate_opened')), 30_000);
+
+    const byId = new Map(mine().map((r) => [r.id, JSON.parse(r.raw.toString('utf8')) as Record<string, unknown>]));
+    expect([...byId.values()].map((e) => e.type)).toEqual(['waba.gate_closed', 'waba.gate_opened']);
+    for (const [id, e] of byId) {
+      expect(e.id && id).toBeTruthy();
+      expect(e.wabaId).toBe(wabaId);
+    }
+    for (const r of mine()) {
+      expect(() => new Webhook(eventsSecret).verify(r.raw, r.headers)).not.toThrow();
+      expect(r.headers['x-hub-signature-256']).toBeUndefined();
+    }
+    // The catalog the API serves describes them.
+    const catalog = (await (await fetch(`${stack.url}/v1/events/catalog`)).json()) as {
+      events: Record<string, unknown>;
+    };
+    expect(Object.keys(catalog.events)).toEqual(
+      expect.arrayContaining(['waba.gate_closed', 'waba.gate_opened', 'waba.escalated']),
+    );
+    // Meta's deliveries do not reach a target that asked only for service events.
+    expect(events.got.some((r) => r.raw.toString('utf8').includes('whatsapp_business_account'))).toBe(false);
   });
 });

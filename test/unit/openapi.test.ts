@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import Ajv2020 from 'ajv/dist/2020';
 import { openApiDocument } from '../../src/http/openapi';
-import { OPENAPI_FILE, renderCommitted } from '../../tools/openapi';
+import { EVENTS_FILE, OPENAPI_FILE, renderCommitted, renderEventsCatalog } from '../../tools/openapi';
 
 const ROOT = 'https://coexist-relay.invalid/openapi.json';
 
@@ -10,6 +10,12 @@ describe('the OpenAPI document', () => {
     const committed = fs.readFileSync(OPENAPI_FILE, 'utf8');
     if (committed !== renderCommitted()) {
       throw new Error('openapi.json differs from the document src/http/openapi.ts generates: run npm run openapi');
+    }
+  });
+
+  it('the committed events.schema.json is the generated service event catalog', () => {
+    if (fs.readFileSync(EVENTS_FILE, 'utf8') !== renderEventsCatalog()) {
+      throw new Error('events.schema.json differs from src/relay/events.ts: run npm run openapi');
     }
   });
 

@@ -136,7 +136,8 @@ export interface OutboxEvent extends LifecycleEvent {
  */
 export interface OutboxDoc {
   _id: string;
-  kind: 'meta_delivery';
+  /** A Meta webhook delivery, or one of the service's own events (src/relay/events.ts). */
+  kind: 'meta_delivery' | 'service_event';
   receivedAt: string;
   /** The exact request body, base64. */
   raw: string;

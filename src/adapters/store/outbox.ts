@@ -26,6 +26,15 @@ export function nextOutboxId(nowMs: number, suffix: string): string {
   return `${lastMs.toString(36).padStart(9, '0')}:${seqInMs.toString(36).padStart(4, '0')}:${suffix}`;
 }
 
+/** Records a delivery whose `_id` is deterministic (a retry collides, which is the same fact). */
+export async function recordDeliveryOnce(c: Collections, doc: OutboxDoc): Promise<void> {
+  try {
+    await c.outbox.insertOne(doc);
+  } catch (err) {
+    if (!isDuplicateKey(err)) throw err;
+  }
+}
+
 /** Records a delivery. One insert; throws when the store cannot take it (the webhook answers 5xx). */
 export async function recordDelivery(c: Collections, doc: OutboxDoc): Promise<void> {
   await c.outbox.insertOne(doc);

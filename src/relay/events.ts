@@ -1,0 +1,148 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import type { Collections, ForwardDoc, OutboxDoc } from '../adapters/store/db';
+import { forwardId, insertForwards } from '../adapters/store/forwards';
+import { recordDeliveryOnce } from '../adapters/store/outbox';
+import type { WabaSnapshot } from '../adapters/store/wabas';
+import { wants, type ForwardTarget } from './targets';
+
+/**
+ * Service events: what the service decides, told to the BSP's own systems through the same outbox
+ * and forwarders as Meta's deliveries (Standard Webhooks-signed; no Meta signature). Each event
+ * has a stable `id` (the same on a retry), so receivers dedupe by it (it is also `webhook-id`).
+ * The catalog below is the one definition: its JSON Schemas are served at `GET /v1/events/catalog`
+ * and committed as `events.schema.json`.
+ */
+
+/** The change field a forward target names to receive service events (`fields` filter). */
+export const SERVICE_EVENTS_FIELD = 'coexist_relay';
+
+const base = {
+  id: z.string().describe('Stable per event: dedupe by it (also sent as webhook-id)'),
+  at: z.iso.datetime().describe('When the service decided it'),
+  wabaId: z.string(),
+};
+
+export const serviceEventSchemas = {
+  'waba.gate_closed': z.object({
+    ...base,
+    type: z.literal('waba.gate_closed'),
+    data: z.object({ state: z.string(), reason: z.string().optional() }),
+  }),
+  'waba.escalated': z.object({
+    ...base,
+    type: z.literal('waba.escalated'),
+    data: z.object({ level: z.number().int().min(1) }),
+  }),
+  'waba.gate_opened': z.object({ ...base, type: z.literal('waba.gate_opened'), data: z.object({}) }),
+  'waba.reconnect_abandoned': z.object({
+    ...base,
+    type: z.literal('waba.reconnect_abandoned'),
+    data: z.object({ reason: z.string().optional() }),
+  }),
+  'waba.partner_removed': z.object({
+    ...base,
+    type: z.literal('waba.partner_removed'),
+    data: z.object({ reason: z.string().optional() }),
+  }),
+} as const;
+
+export type ServiceEventType = keyof typeof serviceEventSchemas;
+export type ServiceEvent = z.output<(typeof serviceEventSchemas)[ServiceEventType]>;
+
+/** The catalog as JSON Schemas, one per type. */
+export function serviceEventCatalog(): Record<string, unknown> {
+  return {
+    $comment: 'coexist-relay service events; generated from src/relay/events.ts (npm run openapi writes it)',
+    field: SERVICE_EVENTS_FIELD,
+    events: Object.fromEntries(
+      Object.entries(serviceEventSchemas).map(([type, schema]) => [type, z.toJSONSchema(schema)]),
+    ),
+  };
+}
+
+/**
+ * The events a change of the WABA's document means (pure). Ids derive from the WABA, the new
+ * state's `since` and the change, so a retried save produces the same ids.
+ */
+export function wabaEventsOf(prev: WabaSnapshot | undefined, next: WabaSnapshot): ServiceEvent[] {
+  const events: ServiceEvent[] = [];
+  const at = next.updatedAt;
+  const id = (what: string) => `${next.wabaId}:${next.since}:${what}`;
+  const before = prev?.state ?? 'connected';
+  const reason = next.reason ? { reason: next.reason } : {};
+  if (next.state !== before) {
+    switch (next.state) {
+      case 'offboarded':
+        if (before === 'connected' || before === 'draining') {
+          events.push({
+            id: id('gate_closed'),
+            type: 'waba.gate_closed',
+            at,
+            wabaId: next.wabaId,
+            data: { state: next.state, ...reason },
+          });
+        }
+        break;
+      case 'connected':
+        events.push({ id: id('gate_opened'), type: 'waba.gate_opened', at, wabaId: next.wabaId, data: {} });
+        break;
+      case 'reconnect_abandoned':
+        events.push({ id: id('abandoned'), type: 'waba.reconnect_abandoned', at, wabaId: next.wabaId, data: reason });
+        break;
+      case 'partner_removed':
+        events.push({ id: id('partner_removed'), type: 'waba.partner_removed', at, wabaId: next.wabaId, data: reason });
+        break;
+      default:
+        break;
+    }
+  }
+  if (next.escalationLevel > (prev?.escalationLevel ?? 0) && next.escalationLevel > 0) {
+    const level = next.escalationLevel;
+    events.push({ id: id(`escalated:${level}`), type: 'waba.escalated', at, wabaId: next.wabaId, data: { level } });
+  }
+  return events;
+}
+
+/** Records service events in the outbox for every target that wants them (idempotent per event id). */
+export async function emitServiceEvents(
+  c: Collections,
+  targets: readonly ForwardTarget[],
+  events: readonly ServiceEvent[],
+): Promise<void> {
+  for (const event of events) {
+    const forward = targets
+      // Only targets that ask for them by name: a Meta-only receiver never sees our events.
+      .filter(
+        (t) =>
+          t.fields?.includes(SERVICE_EVENTS_FIELD) &&
+          wants(t, { fields: [SERVICE_EVENTS_FIELD], wabaIds: [event.wabaId] }),
+      )
+      .map((t) => t.name);
+    if (forward.length === 0) continue;
+    const atMs = Date.parse(event.at) || Date.now();
+    const digest = createHash('sha256').update(event.id).digest('hex').slice(0, 16);
+    const doc: OutboxDoc = {
+      _id: `${atMs.toString(36).padStart(9, '0')}:evt:${digest}`,
+      kind: 'service_event',
+      receivedAt: new Date(atMs).toISOString(),
+      raw: Buffer.from(JSON.stringify(event)).toString('base64'),
+      events: [],
+      wabaIds: [event.wabaId],
+      forward,
+      fields: [SERVICE_EVENTS_FIELD],
+    };
+    await recordDeliveryOnce(c, doc);
+    const entries: ForwardDoc[] = forward.map((target) => ({
+      _id: forwardId(target, doc._id),
+      target,
+      deliveryId: doc._id,
+      wabaIds: [event.wabaId],
+      receivedAt: doc.receivedAt,
+      state: 'pending',
+      attempts: 0,
+      nextAt: 0,
+    }));
+    await insertForwards(c, entries);
+  }
+}
