@@ -1,41 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
 import { sendWebhook } from '../../tools/meta-sim/server';
 import { signBody } from '../../src/adapters/meta/signature';
+import { endpoint, type Received } from '../support/receiver';
 import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
-
-interface Received {
-  id: string;
-  raw: Buffer;
-  headers: Record<string, string>;
-}
-
-/** A downstream endpoint that records what it receives; `down` makes it answer 503. */
-async function endpoint() {
-  const got: Received[] = [];
-  const state = { down: false };
-  const server: Server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      if (state.down) return void res.writeHead(503).end();
-      const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, String(v)]));
-      got.push({ id: headers['webhook-id']!, raw: Buffer.concat(chunks), headers });
-      res.writeHead(204).end();
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    got,
-    state,
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`,
-    stop: () => new Promise((r) => server.close(r)),
-  };
-}
 
 const secret = (): string => `whsec_${randomBytes(32).toString('base64')}`;
 const fixture = (name: string): string =>
