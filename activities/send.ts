@@ -55,6 +55,7 @@ export function createSendActivities(deps: SendDeps) {
       const limiter = limiters.for(req.phoneNumberId, decided.mps);
       await limiter.take();
       const { phoneNumberId, to } = req;
+      const attemptedAt = Date.now();
       const attempt = await attemptSend(graph, { wabaId, phoneNumberId, to, content: doc.content });
       const at = new Date().toISOString();
       switch (attempt.kind) {
@@ -83,6 +84,9 @@ export function createSendActivities(deps: SendDeps) {
             wabaId,
             receivedAt: at,
             source: 'send',
+            causeTime: attemptedAt,
+            code: attempt.error.code,
+            messageId: req.messageId,
             detail: attempt.detail,
           });
           return admission.requeue(req, wabaId, doc);

@@ -110,6 +110,7 @@ export function createWebhookSink(deps: {
         receivedAt,
         source: 'webhook',
         ...(u.detail ? { detail: u.detail } : {}),
+        ...(u.disconnectionInfo ? { disconnectionInfo: u.disconnectionInfo } : {}),
       });
     }
     await markAccountEventHandled(c, u.key, lifecycle ? 'signalled' : 'recorded', new Date().toISOString());
@@ -148,6 +149,10 @@ export function createWebhookSink(deps: {
         wabaId: s.wabaId,
         receivedAt,
         source: 'status',
+        // The failure's own time: older than the last reconnection means stale (a late redelivery).
+        causeTime: s.timestamp * 1000,
+        code: unusable.code,
+        wamid: s.wamid,
         detail: `status webhook: message ${s.wamid} failed with Meta code ${unusable.code}${unusable.title ? ` (${unusable.title})` : ''}`,
       });
     }
