@@ -76,7 +76,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     ...(options.noWorker ? { noWorker: true } : { workflowBundle: await sharedBundle() }),
     ...(options.sim ? { sim: options.sim } : {}),
     ...(options.worker ? { worker: options.worker } : {}),
-    env: { PAIR_LIMIT_INTERVAL_MS: '0', ...options.env },
+    // Probing Meta is off unless a test turns it on: most tests play webhooks without changing the
+    // simulated number, so a probe would (rightly) find it usable and reopen the gate under them.
+    env: { PAIR_LIMIT_INTERVAL_MS: '0', GATE_PROBE_INTERVAL: '0', ...options.env },
   });
   const { call } = service;
   return Object.assign(service, {
