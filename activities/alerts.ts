@@ -26,24 +26,39 @@ async function post(url: string, body: unknown, timeoutMs: number): Promise<void
 
 export function createAlertActivities(deps: AlertDeps) {
   const timeoutMs = deps.timeoutMs ?? 10_000;
+  const missing = (sink: AlertSink, a: AlertInput): void =>
+    deps.logger.warn(
+      { alert: true, sink, wabaId: a.wabaId, title: a.title },
+      `alert sink ${sink} is not configured on this worker: alert not delivered there`,
+    );
+  const toWebhook = async (a: AlertInput): Promise<void> =>
+    deps.webhookUrl ? post(deps.webhookUrl, { kind: 'coexist-relay.alert', ...a }, timeoutMs) : missing('webhook', a);
+  const toSlack = async (a: AlertInput): Promise<void> =>
+    deps.slackUrl ? post(deps.slackUrl, slackMessage(a), timeoutMs) : missing('slack', a);
   return {
     /**
      * Delivers one alert to one sink. Throws on failure so Temporal retries it; the lifecycle
      * workflow gives up after a few attempts and goes on (a failing sink never breaks it).
      */
     async deliverAlert(sink: AlertSink, alert: AlertInput): Promise<void> {
+      const { runSinks, ...shown } = alert;
       switch (sink) {
         case 'log': {
           const level = alert.severity === 'warning' ? 'warn' : 'error';
-          deps.logger[level]({ alert: true, ...alert }, `ALERT: ${alert.title}`);
+          deps.logger[level]({ alert: true, ...shown }, `ALERT: ${alert.title}`);
+          // Settings of this worker, read now: a sink the run was started without still gets it.
+          if (runSinks) {
+            const extra: Promise<void>[] = [];
+            if (deps.webhookUrl && !runSinks.includes('webhook')) extra.push(toWebhook(shown));
+            if (deps.slackUrl && !runSinks.includes('slack')) extra.push(toSlack(shown));
+            await Promise.all(extra);
+          }
           return;
         }
         case 'webhook':
-          if (!deps.webhookUrl) return;
-          return post(deps.webhookUrl, { kind: 'coexist-relay.alert', ...alert }, timeoutMs);
+          return toWebhook(shown);
         case 'slack':
-          if (!deps.slackUrl) return;
-          return post(deps.slackUrl, slackMessage(alert), timeoutMs);
+          return toSlack(shown);
       }
     },
   };

@@ -11,6 +11,11 @@ export interface AlertInput {
   state: WabaState;
   queued: number;
   at: string;
+  /**
+   * The sinks the run was started with (its settings). The worker's own sinks are read at run time:
+   * the `log` delivery also sends to a sink this worker has configured and the run does not list.
+   */
+  runSinks?: AlertSink[];
 }
 
 export type { AlertSink };

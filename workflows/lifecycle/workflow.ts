@@ -195,6 +195,7 @@ export async function wabaLifecycleWorkflow(
       at: new Date().toISOString(),
       state: waba!.state,
       queued,
+      runSinks: settings.alertSinks,
     };
     for (const sink of settings.alertSinks) {
       alerts.push(
