@@ -69,13 +69,20 @@ export type LifecycleEventType =
  * causes"). `offboarded`: Meta's ACCOUNT_OFFBOARDED webhook. `send_error`: a send answered with an
  * "account unusable" error. `failed_status`: a `failed` status webhook with such an error.
  * `partner_removed`: Meta's PARTNER_REMOVED. `operator`: an operator abandoned the WABA.
- * `credentials`: reserved for token failures (not a WABA state; see README known limits).
+ * `credentials`: a send or status failed with an auth error (codes 0, 190): the token, not the
+ * WABA; never abandoned, reopened by the first probe that succeeds with the token.
  */
 export type GateCause = 'offboarded' | 'send_error' | 'failed_status' | 'partner_removed' | 'operator' | 'credentials';
 
 /** How a closed gate was reopened. */
 export type ReopenCause =
-  'reconnected' | 'reconnected_by_probe' | 'probe_after_grace' | 'operator' | 'partner_added' | 'reinstated';
+  | 'reconnected'
+  | 'reconnected_by_probe'
+  | 'probe_after_grace'
+  | 'credentials_restored'
+  | 'operator'
+  | 'partner_added'
+  | 'reinstated';
 
 /** Meta's `disconnection_info` of a PARTNER_REMOVED, when it sent one. */
 export interface DisconnectionInfo {
@@ -136,6 +143,11 @@ export interface LifecycleEvent {
   causeTime?: number;
   /** Meta's error code behind a SEND_ACCOUNT_UNUSABLE. */
   code?: number;
+  /**
+   * What the error means (`classifyMetaError`'s reason, e.g. `auth_failed` for codes 0 and 190):
+   * `auth_failed` closes with cause `credentials`.
+   */
+  errorReason?: string;
   messageId?: string;
   wamid?: string;
   /** PARTNER_REMOVED: Meta's `disconnection_info`. */

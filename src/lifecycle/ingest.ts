@@ -152,6 +152,7 @@ export function createWebhookSink(deps: {
         // The failure's own time: older than the last reconnection means stale (a late redelivery).
         causeTime: s.timestamp * 1000,
         code: unusable.code,
+        errorReason: classifyMetaError({ code: unusable.code }).reason,
         wamid: s.wamid,
         detail: `status webhook: message ${s.wamid} failed with Meta code ${unusable.code}${unusable.title ? ` (${unusable.title})` : ''}`,
       });

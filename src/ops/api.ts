@@ -27,6 +27,7 @@ const REOPEN_CAUSES = [
   'reconnected',
   'reconnected_by_probe',
   'probe_after_grace',
+  'credentials_restored',
   'operator',
   'partner_added',
   'reinstated',

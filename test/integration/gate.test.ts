@@ -239,4 +239,27 @@ describe('send gate: causes, probes, ordering and the way back', () => {
     }, 30_000);
     expect(await stack.rt.c.queue.countDocuments({ wabaId })).toBe(0);
   });
+
+  it('an expired token and its fix: cause credentials, nothing abandoned, sending resumes by itself once a probe with the token succeeds', async () => {
+    const wabaId = uniqueDigits();
+    const phone = await numberFor(wabaId);
+    // Meta no longer accepts our token for this number: sends and reads answer 190.
+    stack.sim.setNumber(phone, { token: 'a-token-we-do-not-have' });
+    const r = await stack.send(text(phone, 'during the token outage'));
+    expect(r.status).toBe(202);
+    await eventually(async () => (await state(wabaId)) === 'offboarded');
+    await eventually(async () => (await stack.message(r.json.id as string))?.status === 'queued');
+    const view = await stack.ops('GET', `/v1/wabas/${wabaId}`);
+    expect(view.json).toMatchObject({ gateCause: 'credentials', closure: { cause: 'credentials', code: 190 } });
+    expect((view.json.closure as { detail: string }).detail).toContain('token from GRAPH_API_TOKEN');
+    // Probes with the bad token answer 190: unknown, the gate stays closed.
+    await new Promise((res) => setTimeout(res, PROBE_MS + 1_000));
+    expect(await state(wabaId)).toBe('offboarded');
+    expect((await stack.lifecycleState(wabaId))?.lastProbe?.verdict).toBe('unknown');
+
+    stack.sim.setNumber(phone, { token: stack.config.graph.token });
+    await eventually(async () => (await stack.message(r.json.id as string))?.status === 'sent', PROBE_MS + 10_000);
+    await eventually(async () => (await state(wabaId)) === 'connected');
+    expect((await doc(wabaId))?.lastReopen).toMatchObject({ cause: 'credentials_restored', closedBy: 'credentials' });
+  });
 });

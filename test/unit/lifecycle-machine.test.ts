@@ -1037,4 +1037,21 @@ describe('lifecycle machine: gate causes and reopen rules', () => {
     });
     expect(nextWakeUp(w, settings, false)).toEqual({ kind: 'escalation', level: 1, at: since + 5 * 60_000 });
   });
+
+  it('an auth failure closes with cause credentials; the first usable probe reopens it at once', () => {
+    const s1 = step(
+      waba('connected'),
+      event('SEND_ACCOUNT_UNUSABLE', { source: 'send', code: 190, errorReason: 'auth_failed' }),
+    );
+    expect(s1.state.closure).toMatchObject({ cause: 'credentials', code: 190 });
+    const s2 = step(s1.state, usable, ctx({ now: NOW + 1, settings: probeSettings }));
+    expect(s2.state).toMatchObject({ state: 'draining', lastReopen: { cause: 'credentials_restored' } });
+  });
+
+  it('a gate closed for credentials is never abandoned: the final level only alerts', () => {
+    const w = waba('offboarded', { escalationLevel: 2, closure: { cause: 'credentials', at: SINCE } });
+    const s = step(w, { kind: 'escalation', level: 3 });
+    expect(s.state).toMatchObject({ state: 'offboarded', escalationLevel: 3 });
+    expect(types(s)).not.toContain('failQueue');
+  });
 });

@@ -329,6 +329,14 @@ export function alertContent(
         text: `WABA ${spec.wabaId} is back on the Cloud API; ${spec.sent} queued message(s) sent, ${spec.failed} failed, ${spec.expired} expired. Only the Cloud API companion is restored: the client must re-link WhatsApp Web and other companion devices by hand.`,
       };
     case 'probeReopened':
+      if (spec.cause === 'credentials_restored') {
+        return {
+          level: 0,
+          severity: 'warning',
+          title: 'Gate reopened: the token works again',
+          text: `WABA ${spec.wabaId}'s gate was closed by an authentication error (token invalid or expired); a probe with the token now succeeds (${spec.detail}). The gate reopened; ${counts.queued} queued message(s) are draining.`,
+        };
+      }
       return spec.cause === 'reconnected_by_probe'
         ? {
             level: 0,
@@ -408,7 +416,13 @@ function closed(state: LifecycleState, closure: Omit<GateClosure, 'at'> | undefi
 /** The closure a closing event stands for, with its evidence. */
 function closureOf(e: LifecycleEvent): Omit<GateClosure, 'at'> {
   const cause: GateCause =
-    e.type === 'ACCOUNT_OFFBOARDED' ? 'offboarded' : e.source === 'status' ? 'failed_status' : 'send_error';
+    e.type === 'ACCOUNT_OFFBOARDED'
+      ? 'offboarded'
+      : e.errorReason === 'auth_failed'
+        ? 'credentials'
+        : e.source === 'status'
+          ? 'failed_status'
+          : 'send_error';
   return {
     cause,
     ...(e.metaTime !== undefined ? { metaTime: e.metaTime } : {}),
@@ -646,7 +660,8 @@ function afterProbe(state: LifecycleState, result: ProbeResult, ctx: StepContext
     const closedAt = Date.parse(state.closure!.at);
     if (now - closedAt < (settings.probeGraceMs ?? 0)) return { state, commands: [] };
   }
-  const reopen: ReopenCause = bySend ? 'probe_after_grace' : 'reconnected_by_probe';
+  const reopen: ReopenCause =
+    cause === 'credentials' ? 'credentials_restored' : bySend ? 'probe_after_grace' : 'reconnected_by_probe';
   const noted = note(state, { type: 'PROBE', outcome: `usable: ${reopen}`, detail: result.detail }, now);
   const moved = moveTo(reopened(noted, reopen, now, result.detail), 'draining', undefined, now);
   return then(
@@ -691,7 +706,8 @@ function escalate(state: LifecycleState, level: number, ctx: StepContext): Step 
   const { settings, now } = ctx;
   const def = settings.escalation[level - 1];
   if (!def) throw new Error(`no escalation level ${level} in the settings`);
-  const final = level === settings.escalation.length;
+  // A bad token is not the WABA's fault: its gate is never abandoned (the probe reopens it).
+  const final = level === settings.escalation.length && state.closure?.cause !== 'credentials';
   const noted = note(
     { ...state, escalationLevel: level },
     { type: 'ESCALATED', outcome: `level ${level} (${def.severity})${final ? ', final' : ''}` },
