@@ -11,8 +11,8 @@ export interface AlertDeps {
   timeoutMs?: number;
 }
 
-/** True for the alert that ends a WABA's incident (the queue drained after a reconnection). */
-const resolves = (a: AlertInput): boolean => a.kind === 'reconnected';
+/** True for the alert that ends a WABA's incident (the queue drained after a reconnection; a removed WABA back). */
+const resolves = (a: AlertInput): boolean => a.kind === 'reconnected' || a.kind === 'partnerBack';
 
 /** Slack message text (incoming webhook or Web API). */
 export function slackMessage(a: AlertInput): { text: string } {
@@ -72,26 +72,17 @@ async function post(
 export function createAlertActivities(deps: AlertDeps) {
   const timeoutMs = deps.timeoutMs ?? 10_000;
   const { c, alerts } = deps;
+  const missing = (sink: AlertSink, a: AlertInput): void =>
+    deps.logger.warn(
+      { alert: true, sink, wabaId: a.wabaId, title: a.title },
+      `alert sink ${sink} is not configured on this worker: alert not delivered there`,
+    );
 
   /**
    * Slack Web API: the first alert of an incident starts a thread (its `ts` is stored per WABA),
    * later ones reply in it, and the reconnection closes it. A thread id is stored only after Slack
    * answered, so a retry after a lost answer can post the opening message twice, never lose one.
    */
-  // One WABA's Slack alerts one after the other in this process, so a level raised while the
-  // incident's first message is still in flight replies in its thread instead of opening another.
-  const slackChains = new Map<string, Promise<void>>();
-  function slackInOrder(api: NonNullable<Config['alerts']['slackApi']>, a: AlertInput): Promise<void> {
-    const previous = slackChains.get(a.wabaId) ?? Promise.resolve();
-    const next = previous.catch(() => undefined).then(() => slackThreaded(api, a));
-    const tail = next.catch(() => undefined);
-    slackChains.set(a.wabaId, tail);
-    void tail.then(() => {
-      if (slackChains.get(a.wabaId) === tail) slackChains.delete(a.wabaId);
-    });
-    return next;
-  }
-
   async function slackThreaded(api: NonNullable<Config['alerts']['slackApi']>, a: AlertInput): Promise<void> {
     const open = await openThreadOf(c, a.wabaId);
     const res = await post(
@@ -114,30 +105,60 @@ export function createAlertActivities(deps: AlertDeps) {
     if (open && resolves(a)) await closeThread(c, a.wabaId);
   }
 
+  // One WABA's Slack alerts one after the other in this process, so a level raised while the
+  // incident's first message is still in flight replies in its thread instead of opening another.
+  const slackChains = new Map<string, Promise<void>>();
+  function slackInOrder(api: NonNullable<Config['alerts']['slackApi']>, a: AlertInput): Promise<void> {
+    const previous = slackChains.get(a.wabaId) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(() => slackThreaded(api, a));
+    const tail = next.catch(() => undefined);
+    slackChains.set(a.wabaId, tail);
+    void tail.then(() => {
+      if (slackChains.get(a.wabaId) === tail) slackChains.delete(a.wabaId);
+    });
+    return next;
+  }
+
+  const configured: Record<Exclude<AlertSink, 'log'>, boolean> = {
+    webhook: Boolean(alerts.webhookUrl),
+    slack: Boolean(alerts.slackApi ?? alerts.slackUrl),
+    pagerduty: Boolean(alerts.pagerduty),
+  };
+
+  async function deliver(sink: Exclude<AlertSink, 'log'>, a: AlertInput): Promise<void> {
+    switch (sink) {
+      case 'webhook':
+        if (!alerts.webhookUrl) return missing(sink, a);
+        await post(alerts.webhookUrl, { kind: 'coexist-relay.alert', ...a }, timeoutMs);
+        return;
+      case 'slack':
+        if (alerts.slackApi) return slackInOrder(alerts.slackApi, a);
+        if (!alerts.slackUrl) return missing(sink, a);
+        await post(alerts.slackUrl, slackMessage(a), timeoutMs);
+        return;
+      case 'pagerduty':
+        if (!alerts.pagerduty) return missing(sink, a);
+        await post(alerts.pagerduty.eventsUrl, pagerDutyEvent(a, alerts.pagerduty.routingKey), timeoutMs);
+        return;
+    }
+  }
+
   return {
     /**
      * Delivers one alert to one sink. Throws on failure so Temporal retries it; the lifecycle
      * workflow gives up after a few attempts and goes on (a failing sink never breaks it).
      */
     async deliverAlert(sink: AlertSink, alert: AlertInput): Promise<void> {
-      switch (sink) {
-        case 'log': {
-          const level = alert.severity === 'warning' ? 'warn' : 'error';
-          deps.logger[level]({ alert: true, ...alert }, `ALERT: ${alert.title}`);
-          return;
-        }
-        case 'webhook':
-          if (!alerts.webhookUrl) return;
-          await post(alerts.webhookUrl, { kind: 'coexist-relay.alert', ...alert }, timeoutMs);
-          return;
-        case 'slack':
-          if (alerts.slackApi) return slackInOrder(alerts.slackApi, alert);
-          if (alerts.slackUrl) await post(alerts.slackUrl, slackMessage(alert), timeoutMs);
-          return;
-        case 'pagerduty':
-          if (!alerts.pagerduty) return;
-          await post(alerts.pagerduty.eventsUrl, pagerDutyEvent(alert, alerts.pagerduty.routingKey), timeoutMs);
-          return;
+      const { runSinks, ...shown } = alert;
+      if (sink !== 'log') return deliver(sink, shown);
+      const level = alert.severity === 'warning' ? 'warn' : 'error';
+      deps.logger[level]({ alert: true, ...shown }, `ALERT: ${alert.title}`);
+      // Settings of this worker, read now: a sink the run was started without still gets it.
+      if (runSinks) {
+        const extra = (Object.keys(configured) as Exclude<AlertSink, 'log'>[]).filter(
+          (s) => configured[s] && !runSinks.includes(s),
+        );
+        await Promise.all(extra.map((s) => deliver(s, shown)));
       }
     },
   };

@@ -8,6 +8,7 @@ import { createAdmission } from '../src/sending/admission';
 import { createAlertActivities } from './alerts';
 import { createDrainActivities, type DrainTuning } from './drain';
 import { createLifecycleActivities } from './lifecycle';
+import { createProbeActivities } from './probe';
 import { createSendActivities } from './send';
 
 /** What the activities are built from: real clients, injected by the worker (or a test). */
@@ -30,6 +31,7 @@ export function createActivities(deps: ActivityDeps) {
   const admission = createAdmission({ c: deps.c, launch: deps.launch, logger: deps.logger });
   return {
     ...createLifecycleActivities(deps.c, deps.config.forward.targets),
+    ...createProbeActivities(deps),
     ...createSendActivities({ ...deps, limiters, admission }),
     ...createDrainActivities({ ...deps, limiters, tuning: deps.drainTuning }),
     ...createAlertActivities({ c: deps.c, logger: deps.logger, alerts: deps.config.alerts }),

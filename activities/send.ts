@@ -18,12 +18,19 @@ export interface SendDeps {
   launch: LaunchDeps;
   admission: AdmissionService;
   logger: Logger;
+  /** Names the token's source in alerts (never the token). */
+  config?: { graph: { tokensByWaba: Record<string, string> } };
 }
 
 /**
  * Send-path activities. `admit` asks the admission (src/sending/admission.ts) whether the message
  * goes out now, then makes the attempt and acts on what it meant (src/sending/attempt.ts).
  */
+/** Where the token for a WABA comes from, for operators (never the token itself). */
+function tokenSource(config: SendDeps['config'], wabaId: string): string {
+  return config && wabaId in config.graph.tokensByWaba ? `GRAPH_API_TOKENS_BY_WABA[${wabaId}]` : 'GRAPH_API_TOKEN';
+}
+
 export function createSendActivities(deps: SendDeps) {
   const { c, graph, limiters, admission } = deps;
 
@@ -55,6 +62,7 @@ export function createSendActivities(deps: SendDeps) {
       const limiter = limiters.for(req.phoneNumberId, decided.mps);
       await limiter.take();
       const { phoneNumberId, to } = req;
+      const attemptedAt = Date.now();
       const attempt = await attemptSend(graph, { wabaId, phoneNumberId, to, content: doc.content });
       const at = new Date().toISOString();
       switch (attempt.kind) {
@@ -83,7 +91,14 @@ export function createSendActivities(deps: SendDeps) {
             wabaId,
             receivedAt: at,
             source: 'send',
-            detail: attempt.detail,
+            causeTime: attemptedAt,
+            code: attempt.error.code,
+            errorReason: attempt.error.reason,
+            messageId: req.messageId,
+            detail:
+              attempt.error.reason === 'auth_failed'
+                ? `${attempt.detail}; token from ${tokenSource(deps.config, wabaId)}`
+                : attempt.detail,
           });
           return admission.requeue(req, wabaId, doc);
         case 'retry': {

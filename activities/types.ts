@@ -7,7 +7,7 @@ export interface AlertInput {
    * What happened (absent in alerts recorded before it existed). Incident sinks open or update the
    * WABA's incident on every kind but `reconnected`, which resolves it.
    */
-  kind?: 'accountUnusable' | 'partnerRemoved' | 'escalated' | 'abandoned' | 'reconnected';
+  kind?: string;
   /** Escalation level (0 for alerts that are not escalation levels). */
   level: number;
   severity: 'warning' | 'page' | 'critical';
@@ -16,6 +16,11 @@ export interface AlertInput {
   state: WabaState;
   queued: number;
   at: string;
+  /**
+   * The sinks the run was started with (its settings). The worker's own sinks are read at run time:
+   * the `log` delivery also sends to a sink this worker has configured and the run does not list.
+   */
+  runSinks?: AlertSink[];
 }
 
 export type { AlertSink };

@@ -38,6 +38,22 @@ export function parseDuration(text: string): number | undefined {
 const SEVERITIES = ['warning', 'page', 'critical'] as const;
 
 /** `10m,60m,24h` → three levels (warning, page, critical/final), strictly increasing. */
+/** A duration like `1m` or `30s`; `0` means off (0 ms). */
+function durationOrOff(fallback: string) {
+  return z
+    .string()
+    .default(fallback)
+    .transform((t, ctx) => {
+      if (t.trim() === '0') return 0;
+      const ms = parseDuration(t);
+      if (!ms) {
+        ctx.addIssue({ code: 'custom', message: 'must be a duration like 1m, or 0 (off)' });
+        return z.NEVER;
+      }
+      return ms;
+    });
+}
+
 const escalationSchema = z.string().transform((s, ctx): EscalationLevel[] => {
   const parts = s.split(',').map((x) => x.trim());
   const levels: EscalationLevel[] = [];
@@ -108,6 +124,10 @@ const envSchema = z.object({
 
   ESCALATION_LEVELS: escalationSchema.default(escalationSchema.parse('10m,60m,24h')),
   ON_ABANDON: z.enum(['fail', 'keep']).default('fail'),
+  /** While a gate is closed, probe Meta's phone-number nodes this often (`0` turns probing off). */
+  GATE_PROBE_INTERVAL: durationOrOff('1m'),
+  /** A gate closed by a send error or failed status reopens when a probe says usable this long after closing. */
+  GATE_PROBE_GRACE: durationOrOff('2m'),
   ALERT_WEBHOOK_URL: optionalUrl,
   SLACK_WEBHOOK_URL: optionalUrl,
   /** Slack Web API (threads one offboarding's alerts): a bot token and a channel; wins over the incoming webhook. */
@@ -236,6 +256,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     lifecycle: {
       escalation: e.ESCALATION_LEVELS,
       onAbandon: e.ON_ABANDON,
+      ...(e.GATE_PROBE_INTERVAL > 0
+        ? { probeIntervalMs: e.GATE_PROBE_INTERVAL, probeGraceMs: e.GATE_PROBE_GRACE }
+        : {}),
       alertSinks: [
         'log',
         ...(e.ALERT_WEBHOOK_URL ? (['webhook'] as const) : []),

@@ -8,10 +8,11 @@
  */
 import { boot, onShutdown } from './boot';
 import { connectRuntime } from './runtime';
-import { SHUTDOWN_OPTIONS, createWorker, requestShutdown } from './worker';
+import { SHUTDOWN_OPTIONS, createWorker, installUnhandledRejectionHandler, requestShutdown } from './worker';
 
 async function main(): Promise<void> {
   const { config, logger } = boot('coexist-relay-worker');
+  installUnhandledRejectionHandler(logger);
   const rt = await connectRuntime(config);
   const { worker, connection } = await createWorker({
     config,

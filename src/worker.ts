@@ -54,6 +54,24 @@ export function requestShutdown(worker: Worker): void {
   if (worker.getState() === 'RUNNING') worker.shutdown();
 }
 
+/**
+ * A process-level `unhandledRejection` handler for the worker: a promise nobody awaited that
+ * rejects (a background flush after a database outage, say) is logged and counted instead of
+ * ending the process (Node's default). Returns the count and a way to remove the handler.
+ */
+export function installUnhandledRejectionHandler(logger: Logger): { count(): number; uninstall(): void } {
+  let count = 0;
+  const handler = (reason: unknown): void => {
+    count++;
+    logger.error(
+      { err: reason instanceof Error ? { message: reason.message, stack: reason.stack } : String(reason), count },
+      'unhandled promise rejection in the worker: logged and counted, the worker keeps running',
+    );
+  };
+  process.on('unhandledRejection', handler);
+  return { count: () => count, uninstall: () => void process.off('unhandledRejection', handler) };
+}
+
 export interface WorkerDeps {
   config: Config;
   logger: Logger;

@@ -24,12 +24,15 @@ export const sendWorkflowId = (messageId: string): string => `send/${messageId}`
 export const WabaIdKey = defineSearchAttributeKey('WabaId', SearchAttributeType.KEYWORD);
 export const WabaStateKey = defineSearchAttributeKey('WabaState', SearchAttributeType.KEYWORD);
 export const EscalationLevelKey = defineSearchAttributeKey('EscalationLevel', SearchAttributeType.INT);
+/** Why the send gate is closed (`GateCause`), or `none` while it is open. */
+export const GateCauseKey = defineSearchAttributeKey('GateCause', SearchAttributeType.KEYWORD);
 
 /** `name=Type` pairs for `temporal server start-dev --search-attribute` and `operator search-attribute create`. */
 export const SEARCH_ATTRIBUTES: Record<string, 'Keyword' | 'Int'> = {
   WabaId: 'Keyword',
   WabaState: 'Keyword',
   EscalationLevel: 'Int',
+  GateCause: 'Keyword',
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -54,7 +57,72 @@ export type WabaState = 'connected' | 'offboarded' | 'draining' | 'reconnect_aba
  * was reopening (the workflow drains it).
  */
 export type LifecycleEventType =
-  'ACCOUNT_OFFBOARDED' | 'ACCOUNT_RECONNECTED' | 'PARTNER_REMOVED' | 'SEND_ACCOUNT_UNUSABLE' | 'QUEUE_STRAY';
+  | 'ACCOUNT_OFFBOARDED'
+  | 'ACCOUNT_RECONNECTED'
+  | 'PARTNER_REMOVED'
+  | 'PARTNER_ADDED'
+  | 'SEND_ACCOUNT_UNUSABLE'
+  | 'QUEUE_STRAY';
+
+/**
+ * Why a WABA's send gate is closed; each cause has its reopen rule (ARCHITECTURE.md, "Gate
+ * causes"). `offboarded`: Meta's ACCOUNT_OFFBOARDED webhook. `send_error`: a send answered with an
+ * "account unusable" error. `failed_status`: a `failed` status webhook with such an error.
+ * `partner_removed`: Meta's PARTNER_REMOVED. `operator`: an operator abandoned the WABA.
+ * `credentials`: a send or status failed with an auth error (codes 0, 190): the token, not the
+ * WABA; never abandoned, reopened by the first probe that succeeds with the token.
+ */
+export type GateCause = 'offboarded' | 'send_error' | 'failed_status' | 'partner_removed' | 'operator' | 'credentials';
+
+/** How a closed gate was reopened. */
+export type ReopenCause =
+  | 'reconnected'
+  | 'reconnected_by_probe'
+  | 'probe_after_grace'
+  | 'credentials_restored'
+  | 'operator'
+  | 'partner_added'
+  | 'reinstated';
+
+/** Meta's `disconnection_info` of a PARTNER_REMOVED, when it sent one. */
+export interface DisconnectionInfo {
+  reason?: string;
+  initiatedBy?: string;
+}
+
+/** Why the gate is closed and the evidence: recorded when it closes, cleared when it reopens. */
+export interface GateClosure {
+  cause: GateCause;
+  /** ISO time (workflow clock) the gate closed for this cause. */
+  at: string;
+  /** Meta's `entry[].time` (Unix s) of the webhook that closed it. */
+  metaTime?: number;
+  /** Epoch ms of what caused it (the send attempt, the status's timestamp). */
+  causeTime?: number;
+  /** Meta's error code, for `send_error` and `failed_status`. */
+  code?: number;
+  messageId?: string;
+  wamid?: string;
+  detail?: string;
+  disconnectionInfo?: DisconnectionInfo;
+}
+
+/** The last reopening of the gate. */
+export interface GateReopening {
+  cause: ReopenCause;
+  at: string;
+  /** The closure it ended. */
+  closedBy?: GateCause;
+  detail?: string;
+}
+
+/** What one probe of Meta's phone-number nodes says about a WABA (see `probeGate`). */
+export interface ProbeResult {
+  /** `usable`: every registered number can send; `unusable`: one cannot; `unknown`: no answer, no numbers. */
+  verdict: 'usable' | 'unusable' | 'unknown';
+  /** Plain words: what Meta answered, per number. */
+  detail: string;
+}
 
 export interface LifecycleEvent {
   /** Dedupe key: the same delivery (or retry) always carries the same key. */
@@ -68,11 +136,33 @@ export interface LifecycleEvent {
   source: 'webhook' | 'send' | 'status' | 'operator';
   /** Free text for operators: Meta's disconnection reason, the error that closed the gate, … */
   detail?: string;
+  /**
+   * Internal events (`source` `send` or `status`): epoch ms of what caused them (the send
+   * attempt, the status's timestamp). Older than the last reconnection → stale.
+   */
+  causeTime?: number;
+  /** Meta's error code behind a SEND_ACCOUNT_UNUSABLE. */
+  code?: number;
+  /**
+   * What the error means (`classifyMetaError`'s reason, e.g. `auth_failed` for codes 0 and 190):
+   * `auth_failed` closes with cause `credentials`.
+   */
+  errorReason?: string;
+  messageId?: string;
+  wamid?: string;
+  /** PARTNER_REMOVED: Meta's `disconnection_info`. */
+  disconnectionInfo?: DisconnectionInfo;
 }
 
 /** One row of the WABA's recent-event log (kept short, newest last). */
 export interface EventLogEntry {
-  type: LifecycleEventType | 'OPERATOR_FORCE_RESUME' | 'OPERATOR_FORCE_ABANDON' | 'ESCALATED';
+  type:
+    | LifecycleEventType
+    | 'OPERATOR_FORCE_RESUME'
+    | 'OPERATOR_FORCE_ABANDON'
+    | 'OPERATOR_REINSTATE'
+    | 'ESCALATED'
+    | 'PROBE';
   at: string;
   metaTime?: number;
   /** What the workflow did with it: applied, duplicate, stale, ignored, … */
@@ -95,6 +185,13 @@ export interface LifecycleSettings {
   onAbandon: 'fail' | 'keep';
   /** Where alerts go: the log always, plus the configured webhook sinks. */
   alertSinks: AlertSink[];
+  /**
+   * While the gate is closed, probe Meta's phone-number nodes this often (and at each escalation
+   * level). Absent in runs started before probing existed: those never probe.
+   */
+  probeIntervalMs?: number;
+  /** A gate closed by a send error or a failed status reopens when a probe says usable this long after closing. */
+  probeGraceMs?: number;
 }
 
 /** An alert destination: the service log, a generic JSON webhook, a Slack-compatible webhook. */
@@ -114,11 +211,22 @@ export interface WabaLifecycleView {
   queued: number;
   lastEvent?: EventLogEntry;
   events: EventLogEntry[];
+  /** Why the gate is closed (absent while open). */
+  closure?: GateClosure;
+  /** The last reopening. */
+  lastReopen?: GateReopening;
+  /** The last PARTNER_REMOVED's `disconnection_info`. */
+  disconnectionInfo?: DisconnectionInfo;
+  /** The last probe of Meta (this run). */
+  lastProbe?: ProbeResult & { at: string };
+  /** What the run waits for next, in plain words. */
+  next: string;
 }
 
 /** Operator steering, sent as an update (validated: refused when it does not apply). */
 export interface OperatorAction {
-  action: 'force_resume' | 'force_abandon';
+  /** `reinstate`: a partner-removed WABA was shared with us again (re-onboarded). */
+  action: 'force_resume' | 'force_abandon' | 'reinstate';
   reason: string;
   operator?: string;
 }

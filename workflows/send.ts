@@ -1,4 +1,13 @@
-import { ActivityFailure, ApplicationFailure, condition, proxyActivities, setHandler } from '@temporalio/workflow';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  condition,
+  continueAsNew,
+  patched,
+  proxyActivities,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import {
   FAILURE_TYPES,
@@ -67,6 +76,11 @@ export async function sendMessageWorkflow(req: SendRequest, options: SendOptions
     if (await condition(() => TERMINAL.has(current.status), pollMs)) break;
     const stored = await poller.getMessageOutcome(req.messageId);
     if (TERMINAL.has(stored.status)) current = stored;
+    else if (workflowInfo().continueAsNewSuggested && patched('send-can-long-wait')) {
+      // Waits of weeks (ON_ABANDON=keep) stay within history limits. The next run's admit is
+      // idempotent: it finds the message queued (or settled) and waits again.
+      return continueAsNew<typeof sendMessageWorkflow>(req, options);
+    }
   }
   return current;
 }

@@ -96,6 +96,7 @@ export function createWebhookSink(deps: {
             receivedAt,
             source: 'webhook',
             ...(u.detail ? { detail: u.detail } : {}),
+            ...(u.disconnectionInfo ? { disconnectionInfo: u.disconnectionInfo } : {}),
             entryId: u.entryId,
             raw: jsonText(u.raw),
           });
@@ -142,6 +143,11 @@ export function createWebhookSink(deps: {
           wabaId: s.wabaId,
           receivedAt,
           source: 'status',
+          // The failure's own time: older than the last reconnection means stale (a late redelivery).
+          causeTime: s.timestamp * 1000,
+          code: bad.code,
+          errorReason: classifyMetaError({ code: bad.code }).reason,
+          wamid: s.wamid,
           detail: `status webhook: message ${s.wamid} failed with Meta code ${bad.code}${bad.title ? ` (${bad.title})` : ''}`,
           entryId: s.wamid,
           raw: '',

@@ -12,9 +12,26 @@ import { readJsonBody } from '../http/body';
 import { badRequest, conflict, notFound, parseInput } from '../http/errors';
 import { EXAMPLE_IDS } from '../sending/api';
 import { ActionRefusedError, applyOperatorAction, type LaunchDeps } from '../lifecycle/launch';
-import { wabaWorkflowId, type WabaState } from '../../workflows/contracts';
+import { wabaWorkflowId, type GateCause, type ReopenCause, type WabaState } from '../../workflows/contracts';
 
 export const WABA_STATES = ['connected', 'offboarded', 'draining', 'reconnect_abandoned', 'partner_removed'] as const;
+const GATE_CAUSES = [
+  'offboarded',
+  'send_error',
+  'failed_status',
+  'partner_removed',
+  'operator',
+  'credentials',
+] as const satisfies readonly GateCause[];
+const REOPEN_CAUSES = [
+  'reconnected',
+  'reconnected_by_probe',
+  'probe_after_grace',
+  'credentials_restored',
+  'operator',
+  'partner_added',
+  'reinstated',
+] as const satisfies readonly ReopenCause[];
 const MAX_OPS_BODY = 16 * 1024;
 
 /** The body of `PUT /v1/phone-numbers/:phoneNumberId`. */
@@ -34,7 +51,9 @@ export const phoneNumberSchema = z
 /** The body of `POST /v1/wabas/:wabaId/actions`. */
 export const actionSchema = z
   .object({
-    action: z.enum(['force_resume', 'force_abandon']),
+    action: z
+      .enum(['force_resume', 'force_abandon', 'reinstate'])
+      .describe('reinstate: a partner-removed WABA is shared with us again (re-onboarded)'),
     reason: z.string().trim().min(3, 'say why, in a few words').max(500),
     operator: z.string().max(100).optional(),
   })
@@ -49,6 +68,34 @@ export const wabaViewSchema = z.object({
   queued: z.number().int().min(0).describe('messages waiting in the queue'),
   since: z.string().describe('when the WABA entered this state (ISO)'),
   reason: z.string().optional(),
+  gateCause: z
+    .enum(GATE_CAUSES)
+    .optional()
+    .describe('why the send gate is closed (absent while open); see `closure` for the evidence'),
+  closure: z
+    .object({
+      cause: z.enum(GATE_CAUSES),
+      at: z.string().describe('when the gate closed for this cause (ISO)'),
+      metaTime: z.number().optional().describe("Meta's entry[].time of the webhook (Unix s)"),
+      causeTime: z.string().optional().describe('when the send or status behind it happened (ISO)'),
+      code: z.number().int().optional().describe("Meta's error code"),
+      messageId: z.string().optional(),
+      wamid: z.string().optional(),
+      detail: z.string().optional(),
+    })
+    .optional(),
+  lastReopen: z
+    .object({
+      cause: z.enum(REOPEN_CAUSES),
+      at: z.string(),
+      closedBy: z.enum(GATE_CAUSES).optional(),
+      detail: z.string().optional(),
+    })
+    .optional(),
+  disconnectionInfo: z
+    .object({ reason: z.string().optional(), initiatedBy: z.string().optional() })
+    .optional()
+    .describe("Meta's disconnection_info of the last PARTNER_REMOVED"),
   lastEvents: z
     .array(
       z.object({
@@ -98,6 +145,25 @@ function wabaView(doc: WabaSnapshot, queued: number): WabaView {
     queued,
     since: doc.since,
     ...(doc.reason ? { reason: doc.reason } : {}),
+    ...(doc.closure
+      ? {
+          gateCause: doc.closure.cause,
+          closure: {
+            cause: doc.closure.cause,
+            at: doc.closure.at,
+            ...(doc.closure.metaTime !== undefined ? { metaTime: doc.closure.metaTime } : {}),
+            ...(doc.closure.causeTime !== undefined
+              ? { causeTime: new Date(doc.closure.causeTime).toISOString() }
+              : {}),
+            ...(doc.closure.code !== undefined ? { code: doc.closure.code } : {}),
+            ...(doc.closure.messageId ? { messageId: doc.closure.messageId } : {}),
+            ...(doc.closure.wamid ? { wamid: doc.closure.wamid } : {}),
+            ...(doc.closure.detail ? { detail: doc.closure.detail } : {}),
+          },
+        }
+      : {}),
+    ...(doc.lastReopen ? { lastReopen: doc.lastReopen } : {}),
+    ...(doc.disconnectionInfo ? { disconnectionInfo: doc.disconnectionInfo } : {}),
     lastEvents: doc.events.slice(-10),
     updatedAt: doc.updatedAt,
     workflowId: wabaWorkflowId(doc.wabaId),

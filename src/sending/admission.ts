@@ -124,8 +124,8 @@ export function createAdmission(deps: AdmissionDeps) {
 
   /**
    * Puts a message at the end of its WABA's durable queue (idempotent per message), then asks the
-   * gate once more: if it reopened between the caller's read and our insert, the drain that
-   * reopened it may have missed this entry, so the lifecycle workflow is asked for a stray drain.
+   * gate once more: if it reopened, or began refusing, between the caller's read and our insert,
+   * the lifecycle workflow is told (QUEUE_STRAY) and drains or fails the entry.
    */
   async function queue(
     req: Pick<SendRequest, 'messageId' | 'phoneNumberId' | 'to' | 'expiresAt'>,
@@ -149,14 +149,21 @@ export function createAdmission(deps: AdmissionDeps) {
       enqueuedAt: now,
       notify: true,
     });
-    if ((await verdictFor(wabaId)).kind === 'send') {
+    // The gate may have moved between the caller's read and our insert: reopened (the drain that
+    // reopened it may have missed this entry) or now refusing (a removal or abandonment that
+    // failed the queue before this entry landed). Either way the lifecycle workflow settles it.
+    const after = (await verdictFor(wabaId)).kind;
+    if (after === 'send' || after === 'refuse') {
       await deliverLifecycleEvent(launch, {
         key: `stray:${messageId}`,
         type: 'QUEUE_STRAY',
         wabaId,
         receivedAt: now,
         source: 'send',
-        detail: `message ${messageId} queued while the gate reopened`,
+        detail:
+          after === 'send'
+            ? `message ${messageId} queued while the gate reopened`
+            : `message ${messageId} queued while sends became refused`,
       });
     }
     logger.debug({ wabaId, messageId, seq }, 'message queued');

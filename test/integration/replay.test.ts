@@ -76,3 +76,52 @@ describe('workflow histories replay deterministically', () => {
     }
   });
 });
+
+describe('histories of gate probes and the way back from partner removal replay deterministically', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ env: { ESCALATION_LEVELS: '10m,60m,24h', GATE_PROBE_INTERVAL: '1s' } });
+    stack.sim.setWebhookTarget({ targetUrl: stack.webhookUrl, appSecret: stack.appSecret });
+  });
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('replays fresh runs: a lost reconnection reopened by the probe (patched markers); removal then PARTNER_ADDED', async () => {
+    const wabaId = uniqueDigits();
+    const phone = uniqueDigits('5');
+    await stack.register(phone, wabaId, { coexistence: true });
+    stack.sim.setNumber(phone, { wabaId });
+    await stack.sim.lifecycle(phone, 'ACCOUNT_OFFBOARDED');
+    await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded');
+    const queued = await stack.send({ phoneNumberId: phone, to: '15550009998', type: 'text', text: { body: 'probe' } });
+    await eventually(
+      async () => (await stack.rt.c.messages.findOne({ _id: queued.json.id as string }))?.status === 'queued',
+    );
+    await stack.sim.lifecycle(phone, 'ACCOUNT_RECONNECTED', { dropWebhook: true });
+    const probed = stack.rt.temporal.workflow.getHandle(wabaWorkflowId(wabaId));
+    await probed.result();
+
+    const removed = uniqueDigits();
+    await stack.accountUpdate(removed, 'PARTNER_REMOVED');
+    await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: removed }))?.state === 'partner_removed');
+    await stack.rt.temporal.workflow.getHandle(wabaWorkflowId(removed)).result();
+    await stack.accountUpdate(removed, 'PARTNER_ADDED');
+    await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: removed }))?.state === 'connected');
+    const back = stack.rt.temporal.workflow.getHandle(wabaWorkflowId(removed));
+    await back.result();
+
+    const bundle = await sharedBundle();
+    const histories = {
+      'lifecycle-probe-reopen': await probed.fetchHistory(),
+      'lifecycle-partner-added': await back.fetchHistory(),
+    };
+    for (const [name, history] of Object.entries(histories)) {
+      await Worker.runReplayHistory({ workflowBundle: bundle }, history, name);
+      if (process.env.RECORD_HISTORIES === '1') {
+        fs.mkdirSync(FIXTURES, { recursive: true });
+        fs.writeFileSync(path.join(FIXTURES, `${name}.json`), historyToJSON(history));
+      }
+    }
+  });
+});

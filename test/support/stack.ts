@@ -78,7 +78,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     ...(options.worker ? { worker: options.worker } : {}),
     ...(options.noRelay ? { noRelay: true } : {}),
     ...(options.relay ? { relay: options.relay } : {}),
-    env: { PAIR_LIMIT_INTERVAL_MS: '0', ...options.env },
+    // Probing Meta is off unless a test turns it on: most tests play webhooks without changing the
+    // simulated number, so a probe would (rightly) find it usable and reopen the gate under them.
+    env: { PAIR_LIMIT_INTERVAL_MS: '0', GATE_PROBE_INTERVAL: '0', ...options.env },
   });
   const { call } = service;
   return Object.assign(service, {

@@ -115,7 +115,13 @@ describe('lifecycle machine: ACCOUNT_OFFBOARDED and SEND_ACCOUNT_UNUSABLE in eac
       (state) => {
         const before = waba(state);
         const s = step(before, event(type, { detail: 'why', metaTime: 50 }), ctx({ drainRunning: true }));
-        expect(s.commands).toEqual([{ type: 'cancelDrain', then: { action: 'closeGate', type, detail: 'why' } }]);
+        const cause = type === 'ACCOUNT_OFFBOARDED' ? 'offboarded' : 'send_error';
+        expect(s.commands).toEqual([
+          {
+            type: 'cancelDrain',
+            then: { action: 'closeGate', type, detail: 'why', closure: { cause, metaTime: 50, detail: 'why' } },
+          },
+        ]);
         expect(s.state).toEqual({
           ...before,
           lastOffboardedMetaTime: 50,
@@ -220,9 +226,17 @@ describe('lifecycle machine: PARTNER_REMOVED in each state', () => {
     (state) => {
       const before = waba(state);
       const s = step(before, event('PARTNER_REMOVED', { detail: 'gone', metaTime: 7 }), ctx({ drainRunning: true }));
-      expect(s.state).toEqual(before);
+      expect(s.state).toEqual({ ...before, lastPartnerRemovedMetaTime: 7 });
       expect(s.commands).toEqual([
-        { type: 'cancelDrain', then: { action: 'removePartner', metaTime: 7, detail: 'gone' } },
+        {
+          type: 'cancelDrain',
+          then: {
+            action: 'removePartner',
+            metaTime: 7,
+            detail: 'gone',
+            closure: { cause: 'partner_removed', metaTime: 7, detail: 'gone' },
+          },
+        },
       ]);
     },
   );
@@ -265,8 +279,6 @@ describe('lifecycle machine: QUEUE_STRAY in each state', () => {
     ['draining', true],
     ['draining', false],
     ['offboarded', false],
-    ['reconnect_abandoned', false],
-    ['partner_removed', false],
   ] as const)(
     'when %s (drain running: %s): left to the open cycle, written and counted only',
     (state, drainRunning) => {
@@ -276,6 +288,35 @@ describe('lifecycle machine: QUEUE_STRAY in each state', () => {
       expect(s.commands).toEqual(recordOnly(s));
     },
   );
+});
+
+describe('lifecycle machine: strays of a WABA whose sends are refused', () => {
+  it.each([
+    ['partner_removed', 'fail', 'partner_removed'],
+    ['reconnect_abandoned', 'fail', 'reconnect_timeout'],
+  ] as const)(
+    'when %s (ON_ABANDON=%s): written, counted, and the strays are failed with %s',
+    (state, onAbandon, reason) => {
+      const s = step(waba(state), event('QUEUE_STRAY'), ctx({ settings: { ...settings, onAbandon } }));
+      expect(lastEvent(s)?.outcome).toBe(`stray entries failed (${reason})`);
+      expect(s.commands).toEqual([...recordOnly(s), { type: 'failQueue', reason, queueEmptied: false }]);
+    },
+  );
+
+  it('when reconnect_abandoned with ON_ABANDON=keep: left queued', () => {
+    const s = step(
+      waba('reconnect_abandoned'),
+      event('QUEUE_STRAY'),
+      ctx({ settings: { ...settings, onAbandon: 'keep' } }),
+    );
+    expect(s.commands).toEqual(recordOnly(s));
+  });
+
+  it('replaying a run recorded before the patch: left to the open cycle', () => {
+    const s = step(waba('partner_removed'), event('QUEUE_STRAY'), ctx({ isPatched: () => false }));
+    expect(lastEvent(s)?.outcome).toBe('queue will be drained by the open cycle');
+    expect(s.commands).toEqual(recordOnly(s));
+  });
 });
 
 describe('lifecycle machine: ordering by Meta time', () => {
@@ -329,10 +370,21 @@ describe('lifecycle machine: ordering by Meta time', () => {
     expect(s.commands).toEqual(recordOnly(s));
   });
 
-  it('a stale reconnection leaves an offboarded WABA offboarded', () => {
+  it("a reconnection older than the open offboarding is accepted (Meta's example pair): it drains", () => {
+    const s = step(
+      waba('offboarded', { lastOffboardedMetaTime: 1748477359 }),
+      event('ACCOUNT_RECONNECTED', { metaTime: 1744823932 }),
+    );
+    expect(s.state.state).toBe('draining');
+    expect(lastEvent(s)?.outcome).toBe("draining (its time is older than the offboarding's: accepted)");
+    expect(s.commands.at(-1)).toEqual({ type: 'startDrain', mode: 'reconnected', onlyIfQueued: false });
+  });
+
+  it('replaying a run recorded before the patch: an older reconnection still leaves an offboarded WABA offboarded', () => {
     const s = step(
       waba('offboarded', { lastOffboardedMetaTime: 500 }),
       event('ACCOUNT_RECONNECTED', { metaTime: 499 }),
+      ctx({ isPatched: () => false }),
     );
     expect(s.state.state).toBe('offboarded');
     expect(lastEvent(s)?.outcome).toBe('stale: older than the current offboarding');
@@ -393,7 +445,7 @@ describe('lifecycle machine: operator actions', () => {
     [
       'force_resume',
       'partner_removed',
-      'force_resume applies to an offboarded or abandoned WABA, not to one that is partner_removed',
+      'force_resume applies to an offboarded or abandoned WABA, not to one that is partner_removed (use reinstate once the WABA is shared with us again)',
     ],
     ['force_abandon', 'offboarded', undefined],
     ['force_abandon', 'connected', 'force_abandon applies to an offboarded WABA, not to one that is connected'],
@@ -710,6 +762,7 @@ describe('lifecycle machine: start of a run, wake-ups and the state query', () =
       queued: 0,
       lastEvent: undefined,
       events: [],
+      next: '',
     });
   });
 
@@ -723,6 +776,7 @@ describe('lifecycle machine: start of a run, wake-ups and the state query', () =
       queued: 7,
       lastEvent: w.events[0],
       events: w.events,
+      next: '',
     });
   });
 });
@@ -790,5 +844,214 @@ describe('lifecycle machine: alert texts', () => {
       title: 'WABA reconnected: queued messages sent',
       text: 'WABA W1 is back on the Cloud API; 5 queued message(s) sent, 1 failed, 2 expired. Only the Cloud API companion is restored: the client must re-link WhatsApp Web and other companion devices by hand.',
     });
+  });
+});
+
+describe('lifecycle machine: gate causes and reopen rules', () => {
+  const probeSettings: LifecycleSettings = { ...settings, probeIntervalMs: 60_000, probeGraceMs: 120_000 };
+  const usable: MachineInput = { kind: 'probed', result: { verdict: 'usable', detail: '2001: AVAILABLE' } };
+
+  it('ACCOUNT_OFFBOARDED records cause offboarded with its Meta time', () => {
+    const s = step(waba('connected'), event('ACCOUNT_OFFBOARDED', { metaTime: 70 }));
+    expect(s.state.closure).toEqual({ cause: 'offboarded', at: NOW_ISO, metaTime: 70 });
+  });
+
+  it("a send's SEND_ACCOUNT_UNUSABLE records send_error with Meta's code, the message and the time", () => {
+    const s = step(
+      waba('connected'),
+      event('SEND_ACCOUNT_UNUSABLE', {
+        source: 'send',
+        code: 133010,
+        messageId: 'm1',
+        causeTime: NOW - 5,
+        detail: 'd',
+      }),
+    );
+    expect(s.state.closure).toEqual({
+      cause: 'send_error',
+      at: NOW_ISO,
+      code: 133010,
+      messageId: 'm1',
+      causeTime: NOW - 5,
+      detail: 'd',
+    });
+  });
+
+  it("a failed status's SEND_ACCOUNT_UNUSABLE records failed_status with the wamid", () => {
+    const s = step(waba('connected'), event('SEND_ACCOUNT_UNUSABLE', { source: 'status', code: 131031, wamid: 'w1' }));
+    expect(s.state.closure).toMatchObject({ cause: 'failed_status', code: 131031, wamid: 'w1' });
+  });
+
+  it('an ACCOUNT_OFFBOARDED joining a gate closed by a send error takes over the closure', () => {
+    const w = waba('offboarded', { closure: { cause: 'send_error', at: SINCE, code: 133010 } });
+    const s = step(w, event('ACCOUNT_OFFBOARDED', { metaTime: 9 }));
+    expect(s.state.closure).toEqual({ cause: 'offboarded', at: NOW_ISO, metaTime: 9 });
+  });
+
+  it('PARTNER_REMOVED records partner_removed and disconnection_info', () => {
+    const info = { reason: 'PRIMARY_INACTIVITY', initiatedBy: 'SYSTEM' };
+    const s = step(waba('connected'), event('PARTNER_REMOVED', { metaTime: 5, disconnectionInfo: info }));
+    expect(s.state).toMatchObject({
+      state: 'partner_removed',
+      disconnectionInfo: info,
+      closure: { cause: 'partner_removed', metaTime: 5, disconnectionInfo: info },
+    });
+  });
+
+  it('force_abandon records cause operator', () => {
+    const s = step(waba('offboarded', { closure: { cause: 'offboarded', at: SINCE } }), {
+      kind: 'operator',
+      action: { action: 'force_abandon', reason: 'client left' },
+    });
+    expect(s.state.closure).toMatchObject({ cause: 'operator', detail: 'force_abandon: client left; was offboarded' });
+  });
+
+  it('a reconnection clears the closure into lastReopen and remembers when', () => {
+    const s = step(waba('offboarded', { closure: { cause: 'offboarded', at: SINCE } }), event('ACCOUNT_RECONNECTED'));
+    expect(s.state.closure).toBeUndefined();
+    expect(s.state).toMatchObject({
+      state: 'draining',
+      lastReopen: { cause: 'reconnected', at: NOW_ISO, closedBy: 'offboarded' },
+      lastReconnectedAt: NOW,
+    });
+  });
+
+  it('an internal event caused before the last reconnection is stale and leaves the gate open', () => {
+    const w = waba('connected', { lastReconnectedAt: NOW - 1_000 });
+    const s = step(w, event('SEND_ACCOUNT_UNUSABLE', { source: 'status', causeTime: NOW - 2_000 }));
+    expect(s.state.state).toBe('connected');
+    expect(lastEvent(s)?.outcome).toBe('stale: caused before the last reconnection');
+    expect(s.commands).toEqual(recordOnly(s));
+  });
+
+  it('an internal event caused after the last reconnection closes the gate', () => {
+    const w = waba('connected', { lastReconnectedAt: NOW - 1_000 });
+    const s = step(w, event('SEND_ACCOUNT_UNUSABLE', { source: 'send', causeTime: NOW - 500 }));
+    expect(s.state.state).toBe('offboarded');
+  });
+
+  it('replaying a run recorded before the patch: an old internal event still closes the gate', () => {
+    const w = waba('connected', { lastReconnectedAt: NOW - 1_000 });
+    const s = step(w, event('SEND_ACCOUNT_UNUSABLE', { causeTime: NOW - 2_000 }), ctx({ isPatched: () => false }));
+    expect(s.state.state).toBe('offboarded');
+  });
+
+  it('a usable probe of an offboarded WABA reopens with reconnected_by_probe, alerts and drains', () => {
+    const w = waba('offboarded', { closure: { cause: 'offboarded', at: SINCE } });
+    const s = step(w, usable, ctx({ settings: probeSettings }));
+    expect(s.state).toMatchObject({
+      state: 'draining',
+      lastReopen: { cause: 'reconnected_by_probe', closedBy: 'offboarded' },
+    });
+    expect(types(s)).toEqual(['persist', 'countQueued', 'upsertSearchAttributes', 'alert', 'startDrain']);
+    const a = s.commands[3];
+    if (a?.type !== 'alert') throw new Error('expected an alert');
+    expect(alertContent(a.alert, { queued: 3, failed: 0 }).title).toBe(
+      "Gate reopened by a probe: Meta's webhook never arrived",
+    );
+  });
+
+  it('a usable probe of a gate closed by a send error waits for the grace period', () => {
+    const closure = { cause: 'send_error' as const, at: new Date(NOW - 60_000).toISOString(), code: 133010 };
+    const early = step(waba('offboarded', { closure }), usable, ctx({ settings: probeSettings }));
+    expect(early).toEqual({ state: early.state, commands: [] });
+    expect(early.state.state).toBe('offboarded');
+    const late = step(waba('offboarded', { closure }), usable, ctx({ now: NOW + 60_000, settings: probeSettings }));
+    expect(late.state).toMatchObject({
+      state: 'draining',
+      lastReopen: { cause: 'probe_after_grace', closedBy: 'send_error' },
+    });
+  });
+
+  it.each(['unusable', 'unknown'] as const)('a %s probe changes nothing and writes nothing', (verdict) => {
+    const w = waba('offboarded', { closure: { cause: 'offboarded', at: SINCE } });
+    expect(step(w, { kind: 'probed', result: { verdict, detail: 'x' } }, ctx({ settings: probeSettings }))).toEqual({
+      state: w,
+      commands: [],
+    });
+  });
+
+  it.each(['connected', 'draining', 'partner_removed', 'reconnect_abandoned'] as const)(
+    'a usable probe of a %s WABA changes nothing',
+    (state) => {
+      expect(step(waba(state), usable, ctx({ settings: probeSettings })).commands).toEqual([]);
+    },
+  );
+
+  it('PARTNER_ADDED brings a removed WABA back to connected, alerts, and drains strays if any', () => {
+    const w = waba('partner_removed', {
+      closure: { cause: 'partner_removed', at: SINCE },
+      lastPartnerRemovedMetaTime: 100,
+    });
+    const s = step(w, event('PARTNER_ADDED', { metaTime: 200 }));
+    expect(s.state).toMatchObject({
+      state: 'connected',
+      lastPartnerAddedMetaTime: 200,
+      lastReopen: { cause: 'partner_added', closedBy: 'partner_removed' },
+    });
+    expect(s.state.closure).toBeUndefined();
+    expect(types(s)).toEqual(['persist', 'countQueued', 'upsertSearchAttributes', 'alert', 'startDrain']);
+    expect(s.commands.at(-1)).toEqual({ type: 'startDrain', mode: 'stray', onlyIfQueued: true });
+  });
+
+  it('a PARTNER_ADDED older than the removal is stale', () => {
+    const w = waba('partner_removed', { lastPartnerRemovedMetaTime: 300 });
+    const s = step(w, event('PARTNER_ADDED', { metaTime: 200 }));
+    expect(s.state.state).toBe('partner_removed');
+    expect(lastEvent(s)?.outcome).toBe('stale: older than the removal');
+  });
+
+  it('a PARTNER_REMOVED older than the last PARTNER_ADDED is stale', () => {
+    const s = step(waba('connected', { lastPartnerAddedMetaTime: 300 }), event('PARTNER_REMOVED', { metaTime: 200 }));
+    expect(s.state.state).toBe('connected');
+    expect(lastEvent(s)?.outcome).toBe('stale: older than the last PARTNER_ADDED');
+  });
+
+  it('PARTNER_ADDED on a WABA that was not removed is remembered only', () => {
+    const s = step(waba('connected'), event('PARTNER_ADDED', { metaTime: 10 }));
+    expect(s.state).toMatchObject({ state: 'connected', lastPartnerAddedMetaTime: 10 });
+    expect(s.commands).toEqual(recordOnly(s));
+  });
+
+  it('reinstate brings a removed WABA back to connected; refused elsewhere', () => {
+    const s = step(waba('partner_removed'), {
+      kind: 'operator',
+      action: { action: 'reinstate', reason: 're-onboarded' },
+    });
+    expect(s.state).toMatchObject({ state: 'connected', lastReopen: { cause: 'reinstated' } });
+    expect(refusal(waba('partner_removed'), { action: 'reinstate', reason: 'r' })).toBeUndefined();
+    expect(refusal(waba('offboarded'), { action: 'reinstate', reason: 'r' })).toBe(
+      'reinstate applies to a partner-removed WABA, not to one that is offboarded',
+    );
+  });
+
+  it('with probing, an offboarded WABA wakes for a probe every interval, and probes first at a level', () => {
+    const since = Date.parse(SINCE);
+    const w = waba('offboarded', { escalationLevel: 0 });
+    expect(nextWakeUp(w, probeSettings, false)).toEqual({ kind: 'probe', at: since + 60_000 });
+    expect(nextWakeUp(w, probeSettings, false, since + 4.5 * 60_000)).toEqual({
+      kind: 'escalation',
+      level: 1,
+      at: since + 5 * 60_000,
+      probeFirst: true,
+    });
+    expect(nextWakeUp(w, settings, false)).toEqual({ kind: 'escalation', level: 1, at: since + 5 * 60_000 });
+  });
+
+  it('an auth failure closes with cause credentials; the first usable probe reopens it at once', () => {
+    const s1 = step(
+      waba('connected'),
+      event('SEND_ACCOUNT_UNUSABLE', { source: 'send', code: 190, errorReason: 'auth_failed' }),
+    );
+    expect(s1.state.closure).toMatchObject({ cause: 'credentials', code: 190 });
+    const s2 = step(s1.state, usable, ctx({ now: NOW + 1, settings: probeSettings }));
+    expect(s2.state).toMatchObject({ state: 'draining', lastReopen: { cause: 'credentials_restored' } });
+  });
+
+  it('a gate closed for credentials is never abandoned: the final level only alerts', () => {
+    const w = waba('offboarded', { escalationLevel: 2, closure: { cause: 'credentials', at: SINCE } });
+    const s = step(w, { kind: 'escalation', level: 3 });
+    expect(s.state).toMatchObject({ state: 'offboarded', escalationLevel: 3 });
+    expect(types(s)).not.toContain('failQueue');
   });
 });

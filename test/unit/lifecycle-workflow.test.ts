@@ -9,6 +9,7 @@ import type { AlertInput, DrainInput } from '../../activities/types';
 import { wabaLifecycleWorkflow } from '../../workflows/lifecycle/workflow';
 import {
   EscalationLevelKey,
+  GateCauseKey,
   WabaIdKey,
   WabaStateKey,
   lifecycleEventSignal,
@@ -29,7 +30,7 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
     env = await TestWorkflowEnvironment.createLocal({
       server: {
         executable: { type: 'existing-path', path: temporalBinary() },
-        searchAttributes: [WabaIdKey, WabaStateKey, EscalationLevelKey],
+        searchAttributes: [WabaIdKey, WabaStateKey, EscalationLevelKey, GateCauseKey],
       },
     });
     workflowBundle = await bundleWorkflows();
@@ -170,11 +171,11 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
     expect(f.calls.filter((c) => order.includes(c))).toEqual(order);
   });
 
-  it('ignores a reconnection older than the open offboarding', async () => {
+  it("applies a reconnection older than the open offboarding (Meta's example pair): one drain, connected", async () => {
     const f = fakes({ drainFinishes: true });
     const summary = await run(f.activities, settings, async (send) => {
       await send({ type: 'ACCOUNT_OFFBOARDED', metaTime: 500 });
-      await send({ type: 'ACCOUNT_RECONNECTED', metaTime: 400 }); // belongs to an earlier cycle
+      await send({ type: 'ACCOUNT_RECONNECTED', metaTime: 400 });
       await new Promise((r) => setTimeout(r, 100));
       await send({ type: 'ACCOUNT_RECONNECTED', metaTime: 600 });
     });

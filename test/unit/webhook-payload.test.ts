@@ -398,9 +398,42 @@ describe('parseWebhookBody: malformed parts', () => {
 });
 
 describe('LIFECYCLE_EVENTS', () => {
-  it('lists the three events that drive the lifecycle, and isLifecycleEvent recognises only them', () => {
-    expect(LIFECYCLE_EVENTS).toEqual(['ACCOUNT_OFFBOARDED', 'ACCOUNT_RECONNECTED', 'PARTNER_REMOVED']);
+  it('lists the four events that drive the lifecycle, and isLifecycleEvent recognises only them', () => {
+    expect(LIFECYCLE_EVENTS).toEqual(['ACCOUNT_OFFBOARDED', 'ACCOUNT_RECONNECTED', 'PARTNER_REMOVED', 'PARTNER_ADDED']);
     expect(isLifecycleEvent('PARTNER_REMOVED')).toBe(true);
-    expect(isLifecycleEvent('PARTNER_ADDED')).toBe(false);
+    expect(isLifecycleEvent('PARTNER_ADDED')).toBe(true);
+    expect(isLifecycleEvent('PARTNER_APP_INSTALLED')).toBe(false);
+  });
+
+  it("PARTNER_REMOVED's disconnection_info is read as plain fields; PARTNER_ADDED is routed by waba_info.waba_id", () => {
+    const parsed = parseWebhookBody({
+      object: 'whatsapp_business_account',
+      entry: [
+        {
+          id: '2949482758682047',
+          time: 1748477359,
+          changes: [
+            {
+              field: 'account_update',
+              value: {
+                event: 'PARTNER_REMOVED',
+                waba_info: { waba_id: '980198427658004', owner_business_id: '2329417887457253' },
+                disconnection_info: { reason: 'PRIMARY_INACTIVITY', initiated_by: 'SYSTEM' },
+              },
+            },
+            {
+              field: 'account_update',
+              value: { event: 'PARTNER_ADDED', waba_info: { waba_id: '980198427658004' } },
+            },
+          ],
+        },
+      ],
+    });
+    expect(parsed.accountUpdates[0]).toMatchObject({
+      wabaId: '980198427658004',
+      disconnectionInfo: { reason: 'PRIMARY_INACTIVITY', initiatedBy: 'SYSTEM' },
+    });
+    expect(parsed.accountUpdates[1]).toMatchObject({ wabaId: '980198427658004', event: 'PARTNER_ADDED' });
+    expect(parsed.accountUpdates[1]?.disconnectionInfo).toBeUndefined();
   });
 });

@@ -13,10 +13,14 @@ import type { WabaSnapshot } from '../../src/adapters/store/wabas';
 import type {
   EscalationLevel,
   EventLogEntry,
+  GateCause,
+  GateClosure,
   LifecycleEvent,
   LifecycleSettings,
   OperatorAction,
+  ProbeResult,
   REASONS,
+  ReopenCause,
   WabaLifecycleView,
   WabaState,
 } from '../contracts';
@@ -31,12 +35,37 @@ export interface StepContext {
   settings: LifecycleSettings;
   /** A drain activity was started and has not been cancelled or reported back yet. */
   drainRunning: boolean;
+  /**
+   * Whether a behaviour change guarded by `patched(id)` applies (the shell asks Temporal; replays of
+   * histories recorded before the change answer false). Without it, every change applies.
+   */
+  isPatched?: (id: PatchId) => boolean;
 }
+
+/**
+ * The `patched()` ids of the machine's behaviour changes (ARCHITECTURE.md, "Versioning"). Each
+ * one changes the commands some input produces, so runs recorded before it must keep the old ones.
+ */
+export const PATCHES = {
+  /** A RECONNECTED while offboarded is applied whatever its Meta time. */
+  reconnectAnyTime: 'gate-reconnect-any-time',
+  /** An internal SEND_ACCOUNT_UNUSABLE caused before the last reconnection is stale. */
+  staleInternalEvents: 'gate-stale-internal-events',
+  /** PARTNER_ADDED and a partner-removed QUEUE_STRAY (settle the strays failed) are acted on. */
+  partnerWayBack: 'gate-partner-way-back',
+} as const;
+export type PatchId = (typeof PATCHES)[keyof typeof PATCHES];
 
 /** What the machine still has to do once a drain it asked to stop has stopped sending. */
 export type AfterDrainStopped =
-  | { action: 'closeGate'; type: 'ACCOUNT_OFFBOARDED' | 'SEND_ACCOUNT_UNUSABLE'; detail?: string }
-  | { action: 'removePartner'; metaTime?: number; detail?: string };
+  | {
+      action: 'closeGate';
+      type: 'ACCOUNT_OFFBOARDED' | 'SEND_ACCOUNT_UNUSABLE';
+      detail?: string;
+      /** Why, with the evidence (absent in commands recorded before causes existed). */
+      closure?: Omit<GateClosure, 'at'>;
+    }
+  | { action: 'removePartner'; metaTime?: number; detail?: string; closure?: Omit<GateClosure, 'at'> };
 
 /** What the machine reacts to. */
 export type MachineInput =
@@ -49,7 +78,9 @@ export type MachineInput =
   /** The drain activity returned, or was cancelled without the machine asking for it. */
   | { kind: 'drainEnded'; outcome: DrainResult | 'cancelled' }
   /** A drain stopped by a `cancelDrain` command has stopped sending; `then` says what follows. */
-  | { kind: 'drainStopped'; then: AfterDrainStopped };
+  | { kind: 'drainStopped'; then: AfterDrainStopped }
+  /** A `probe` command's answer: what Meta's phone-number nodes say now. */
+  | { kind: 'probed'; result: ProbeResult };
 
 /** An alert, as data: `alertContent` renders it once the queue counts it mentions are known. */
 export type AlertSpec =
@@ -64,7 +95,9 @@ export type AlertSpec =
       since: string;
     }
   | { kind: 'abandoned'; wabaId: string; level: number; reason: string; onAbandon: LifecycleSettings['onAbandon'] }
-  | { kind: 'reconnected'; wabaId: string; sent: number; failed: number; expired: number };
+  | { kind: 'reconnected'; wabaId: string; sent: number; failed: number; expired: number }
+  | { kind: 'probeReopened'; wabaId: string; cause: ReopenCause; closedBy?: GateCause; detail: string }
+  | { kind: 'partnerBack'; wabaId: string; cause: ReopenCause; detail?: string };
 
 /**
  * What the shell carries out, in order, each one finished before the next starts (except the
@@ -87,7 +120,9 @@ export type Command =
   /** `failQueue({ wabaId, reason })`; its result is the `failed` alerts see. With `queueEmptied`, the count becomes 0. */
   | { type: 'failQueue'; reason: string; queueEmptied: boolean }
   /** `deliverAlert` to every sink, in the background. */
-  | { type: 'alert'; alert: AlertSpec };
+  | { type: 'alert'; alert: AlertSpec }
+  /** Run the `probeGate` activity, then feed `{ kind: 'probed', result }` back. Always the last command of its step. */
+  | { type: 'probe' };
 
 /** A step of the machine: the state to carry on with and the commands to carry out. */
 export interface Step {
@@ -107,8 +142,13 @@ export interface QueueCounts {
 export type WakeUp =
   /** Wait for an event, an operator action or a drain outcome, however long it takes. */
   | { kind: 'input' }
-  /** Wait for input, but no later than `at` (epoch ms): then apply escalation `level`. */
-  | { kind: 'escalation'; level: number; at: number }
+  /**
+   * Wait for input, but no later than `at` (epoch ms): then apply escalation `level` (with
+   * `probeFirst`, probe Meta first and apply the level only if the gate is still closed).
+   */
+  | { kind: 'escalation'; level: number; at: number; probeFirst?: boolean }
+  /** Wait for input, but no later than `at` (epoch ms): then probe Meta (`probe` command). */
+  | { kind: 'probe'; at: number }
   /** Nothing to wait for: the run may end once its handlers have finished. */
   | { kind: 'done' };
 
@@ -137,6 +177,8 @@ export function transition(state: LifecycleState, input: MachineInput, ctx: Step
       return input.outcome === 'cancelled' ? { state, commands: [] } : finishDrain(state, input.outcome, ctx);
     case 'drainStopped':
       return afterDrainStopped(state, input.then, ctx);
+    case 'probed':
+      return afterProbe(state, input.result, ctx);
   }
 }
 
@@ -148,7 +190,10 @@ export function onLoad(state: LifecycleState): Command[] {
 /** Why an operator action does not apply to the WABA as it is now; undefined when it does. */
 export function refusal(state: LifecycleState, action: OperatorAction): string | undefined {
   if (action.action === 'force_resume' && state.state !== 'offboarded' && state.state !== 'reconnect_abandoned') {
-    return `force_resume applies to an offboarded or abandoned WABA, not to one that is ${state.state}`;
+    return `force_resume applies to an offboarded or abandoned WABA, not to one that is ${state.state}${state.state === 'partner_removed' ? ' (use reinstate once the WABA is shared with us again)' : ''}`;
+  }
+  if (action.action === 'reinstate' && state.state !== 'partner_removed') {
+    return `reinstate applies to a partner-removed WABA, not to one that is ${state.state}`;
   }
   if (action.action === 'force_abandon' && state.state !== 'offboarded') {
     return `force_abandon applies to an offboarded WABA, not to one that is ${state.state}`;
@@ -157,16 +202,70 @@ export function refusal(state: LifecycleState, action: OperatorAction): string |
 }
 
 /** What to wait for when the inbox, the operator request and the drain outcome are all empty. */
-export function nextWakeUp(state: LifecycleState, settings: LifecycleSettings, drainRunning: boolean): WakeUp {
+export function nextWakeUp(
+  state: LifecycleState,
+  settings: LifecycleSettings,
+  drainRunning: boolean,
+  /** Epoch ms of this run's last probe. */
+  lastProbeAt?: number,
+): WakeUp {
   if (drainRunning) return { kind: 'input' };
   if (state.state !== 'offboarded') return { kind: 'done' };
+  const interval = settings.probeIntervalMs;
+  const probeAt = interval && interval > 0 ? Math.max(Date.parse(state.since), lastProbeAt ?? 0) + interval : undefined;
   const next = settings.escalation[state.escalationLevel];
-  if (!next) return { kind: 'input' };
-  return { kind: 'escalation', level: next.level, at: Date.parse(state.since) + next.afterMs };
+  if (!next) return probeAt === undefined ? { kind: 'input' } : { kind: 'probe', at: probeAt };
+  const at = Date.parse(state.since) + next.afterMs;
+  if (probeAt !== undefined && probeAt < at) return { kind: 'probe', at: probeAt };
+  return { kind: 'escalation', level: next.level, at, ...(probeAt !== undefined ? { probeFirst: true } : {}) };
+}
+
+/** `nextWakeUp` in plain words, for operators. */
+export function describeWakeUp(wake: WakeUp): string {
+  switch (wake.kind) {
+    case 'input':
+      return 'waiting for a webhook, an operator action or the drain';
+    case 'done':
+      return 'nothing to wait for: the run ends';
+    case 'probe':
+      return `next probe of Meta at ${iso(wake.at)}`;
+    case 'escalation':
+      return `escalation level ${wake.level} at ${iso(wake.at)}${wake.probeFirst ? ' (after a probe of Meta)' : ''}`;
+  }
+}
+
+/** The workflow's current details (`setCurrentDetails`): what an operator reads on its page in Temporal UI. */
+export function currentDetails(
+  state: LifecycleState | undefined,
+  queued: number,
+  next: string,
+  lastProbe?: ProbeResult & { at: string },
+): string {
+  if (!state) return 'Loading the WABA document.';
+  const lines = [`State: ${state.state} since ${state.since}.`];
+  const c = state.closure;
+  if (c) {
+    const code = c.code !== undefined ? `, Meta code ${c.code}` : '';
+    lines.push(`Gate closed. Cause: ${c.cause}${code} at ${c.at}${c.detail ? ` (${c.detail})` : ''}.`);
+  } else if (state.state === 'connected') {
+    lines.push('Gate open.');
+  } else {
+    lines.push(`Gate closed${state.reason ? `: ${state.reason}` : ''}.`);
+  }
+  if (state.lastReopen) lines.push(`Last reopened at ${state.lastReopen.at} (${state.lastReopen.cause}).`);
+  lines.push(`Queued: ${queued} message(s).`);
+  if (lastProbe) lines.push(`Last probe at ${lastProbe.at}: ${lastProbe.verdict} (${lastProbe.detail}).`);
+  lines.push(`Next: ${next}.`);
+  return lines.join('\n');
 }
 
 /** The answer of the `state` query; before the WABA is loaded, a connected WABA with no history. */
-export function view(wabaId: string, state: LifecycleState | undefined, queued: number): WabaLifecycleView {
+export function view(
+  wabaId: string,
+  state: LifecycleState | undefined,
+  queued: number,
+  extra: { next?: string; lastProbe?: ProbeResult & { at: string } } = {},
+): WabaLifecycleView {
   return {
     wabaId,
     state: state?.state ?? 'connected',
@@ -175,6 +274,11 @@ export function view(wabaId: string, state: LifecycleState | undefined, queued: 
     queued,
     lastEvent: state?.events[state.events.length - 1],
     events: state?.events ?? [],
+    ...(state?.closure ? { closure: state.closure } : {}),
+    ...(state?.lastReopen ? { lastReopen: state.lastReopen } : {}),
+    ...(state?.disconnectionInfo ? { disconnectionInfo: state.disconnectionInfo } : {}),
+    ...(extra.lastProbe ? { lastProbe: extra.lastProbe } : {}),
+    next: extra.next ?? '',
   };
 }
 
@@ -224,6 +328,35 @@ export function alertContent(
         title: 'WABA reconnected: queued messages sent',
         text: `WABA ${spec.wabaId} is back on the Cloud API; ${spec.sent} queued message(s) sent, ${spec.failed} failed, ${spec.expired} expired. Only the Cloud API companion is restored: the client must re-link WhatsApp Web and other companion devices by hand.`,
       };
+    case 'probeReopened':
+      if (spec.cause === 'credentials_restored') {
+        return {
+          level: 0,
+          severity: 'warning',
+          title: 'Gate reopened: the token works again',
+          text: `WABA ${spec.wabaId}'s gate was closed by an authentication error (token invalid or expired); a probe with the token now succeeds (${spec.detail}). The gate reopened; ${counts.queued} queued message(s) are draining.`,
+        };
+      }
+      return spec.cause === 'reconnected_by_probe'
+        ? {
+            level: 0,
+            severity: 'warning',
+            title: "Gate reopened by a probe: Meta's webhook never arrived",
+            text: `WABA ${spec.wabaId} was offboarded, and Meta's phone-number node now says it can send (${spec.detail}), but no ACCOUNT_RECONNECTED webhook arrived. The gate reopened and ${counts.queued} queued message(s) are draining. Check the webhook subscription and delivery.`,
+          }
+        : {
+            level: 0,
+            severity: 'warning',
+            title: 'Gate reopened: the probe says the number can send',
+            text: `WABA ${spec.wabaId}'s gate was closed by a ${spec.closedBy ?? 'send'} error, and Meta's phone-number node still says it can send after the grace period (${spec.detail}). The gate reopened; ${counts.queued} queued message(s) are draining. A new failure closes it again.`,
+          };
+    case 'partnerBack':
+      return {
+        level: 0,
+        severity: 'warning',
+        title: spec.cause === 'partner_added' ? 'Partner added: the WABA is shared with us again' : 'WABA reinstated',
+        text: `WABA ${spec.wabaId} is connected again (${spec.cause}${spec.detail ? `: ${spec.detail}` : ''}); sends are accepted. Messages failed at the removal stay failed.`,
+      };
   }
 }
 
@@ -265,6 +398,44 @@ function moveTo(state: LifecycleState, target: WabaState, reason: string | undef
   };
 }
 
+/** Reopens the gate: the closure becomes `lastReopen`, and internal events older than now become stale. */
+function reopened(state: LifecycleState, cause: ReopenCause, now: number, detail?: string): LifecycleState {
+  const { closure, ...rest } = state;
+  return {
+    ...rest,
+    lastReopen: { cause, at: iso(now), ...(closure ? { closedBy: closure.cause } : {}), ...(detail ? { detail } : {}) },
+    lastReconnectedAt: now,
+  };
+}
+
+/** Records why the gate is closed (a new closure replaces the old one). */
+function closed(state: LifecycleState, closure: Omit<GateClosure, 'at'> | undefined, now: number): LifecycleState {
+  return closure ? { ...state, closure: { ...closure, at: iso(now) } } : state;
+}
+
+/** The closure a closing event stands for, with its evidence. */
+function closureOf(e: LifecycleEvent): Omit<GateClosure, 'at'> {
+  const cause: GateCause =
+    e.type === 'ACCOUNT_OFFBOARDED'
+      ? 'offboarded'
+      : e.errorReason === 'auth_failed'
+        ? 'credentials'
+        : e.source === 'status'
+          ? 'failed_status'
+          : 'send_error';
+  return {
+    cause,
+    ...(e.metaTime !== undefined ? { metaTime: e.metaTime } : {}),
+    ...(e.causeTime !== undefined ? { causeTime: e.causeTime } : {}),
+    ...(e.code !== undefined ? { code: e.code } : {}),
+    ...(e.messageId ? { messageId: e.messageId } : {}),
+    ...(e.wamid ? { wamid: e.wamid } : {}),
+    ...(e.detail ? { detail: e.detail } : {}),
+  };
+}
+
+const patchedIn = (ctx: StepContext, id: PatchId): boolean => (ctx.isPatched ? ctx.isPatched(id) : true);
+
 function then(step: Step, ...commands: Command[]): Step {
   return { state: step.state, commands: [...step.commands, ...commands] };
 }
@@ -294,11 +465,29 @@ function applyEvent(state: LifecycleState, e: LifecycleEvent, ctx: StepContext):
       ) {
         return recorded(w, 'stale: a later reconnection was already seen');
       }
-      if (w.state === 'offboarded' || w.state === 'reconnect_abandoned')
-        return recorded(w, 'joined the open offboarding');
+      if (
+        e.type === 'SEND_ACCOUNT_UNUSABLE' &&
+        e.causeTime !== undefined &&
+        w.lastReconnectedAt !== undefined &&
+        e.causeTime < w.lastReconnectedAt &&
+        patchedIn(ctx, PATCHES.staleInternalEvents)
+      ) {
+        return recorded(w, 'stale: caused before the last reconnection');
+      }
+      if (w.state === 'offboarded' || w.state === 'reconnect_abandoned') {
+        // Meta's webhook is stronger evidence than a send error: it takes over the closure.
+        const upgraded =
+          e.type === 'ACCOUNT_OFFBOARDED' &&
+          w.closure &&
+          w.closure.cause !== 'offboarded' &&
+          w.closure.cause !== 'operator'
+            ? closed(w, closureOf(e), now)
+            : w;
+        return recorded(upgraded, 'joined the open offboarding');
+      }
       // Connected or draining: close the gate, once any drain has stopped sending.
       const noted = note(w, entry('applied'), now);
-      const close: AfterDrainStopped = { action: 'closeGate', type: e.type, detail: e.detail };
+      const close: AfterDrainStopped = { action: 'closeGate', type: e.type, detail: e.detail, closure: closureOf(e) };
       if (ctx.drainRunning) return { state: noted, commands: [{ type: 'cancelDrain', then: close }] };
       return afterDrainStopped(noted, close, ctx);
     }
@@ -308,22 +497,78 @@ function applyEvent(state: LifecycleState, e: LifecycleEvent, ctx: StepContext):
           ? state
           : { ...state, lastReconnectedMetaTime: Math.max(state.lastReconnectedMetaTime ?? 0, e.metaTime) };
       if (w.state === 'partner_removed') return recorded(w, 'ignored: partner removed');
-      if (e.metaTime !== undefined && w.lastOffboardedMetaTime !== undefined && e.metaTime < w.lastOffboardedMetaTime) {
+      const open = w.state === 'offboarded' || w.state === 'reconnect_abandoned';
+      const older =
+        e.metaTime !== undefined && w.lastOffboardedMetaTime !== undefined && e.metaTime < w.lastOffboardedMetaTime;
+      // Never drop a reconnection of an open offboarding: Meta's time is when the webhook was sent, and
+      // Meta's own example pair has the reconnection earlier. Opening too early costs one failed send.
+      if (older && !(open && patchedIn(ctx, PATCHES.reconnectAnyTime))) {
         return recorded(w, 'stale: older than the current offboarding');
       }
-      if (w.state === 'offboarded' || w.state === 'reconnect_abandoned') {
-        const moved = moveTo(note(w, entry('draining'), now), 'draining', undefined, now);
+      if (open) {
+        const outcome = older ? "draining (its time is older than the offboarding's: accepted)" : 'draining';
+        const moved = moveTo(reopened(note(w, entry(outcome), now), 'reconnected', now), 'draining', undefined, now);
         return then(moved, { type: 'startDrain', mode: 'reconnected', onlyIfQueued: false });
       }
       return recorded(w, w.state === 'draining' ? 'duplicate: already draining' : 'no offboarding open; remembered');
     }
     case 'PARTNER_REMOVED': {
+      const w =
+        e.metaTime === undefined
+          ? state
+          : { ...state, lastPartnerRemovedMetaTime: Math.max(state.lastPartnerRemovedMetaTime ?? 0, e.metaTime) };
       if (state.state === 'partner_removed') return recorded(state, 'duplicate');
-      const remove: AfterDrainStopped = { action: 'removePartner', metaTime: e.metaTime, detail: e.detail };
-      if (ctx.drainRunning) return { state, commands: [{ type: 'cancelDrain', then: remove }] };
-      return afterDrainStopped(state, remove, ctx);
+      if (
+        e.metaTime !== undefined &&
+        state.lastPartnerAddedMetaTime !== undefined &&
+        e.metaTime < state.lastPartnerAddedMetaTime
+      ) {
+        return recorded(w, 'stale: older than the last PARTNER_ADDED');
+      }
+      const remove: AfterDrainStopped = {
+        action: 'removePartner',
+        metaTime: e.metaTime,
+        detail: e.detail,
+        closure: {
+          cause: 'partner_removed',
+          ...(e.metaTime !== undefined ? { metaTime: e.metaTime } : {}),
+          ...(e.detail ? { detail: e.detail } : {}),
+          ...(e.disconnectionInfo ? { disconnectionInfo: e.disconnectionInfo } : {}),
+        },
+      };
+      const removing = e.disconnectionInfo ? { ...w, disconnectionInfo: e.disconnectionInfo } : w;
+      if (ctx.drainRunning) return { state: removing, commands: [{ type: 'cancelDrain', then: remove }] };
+      return afterDrainStopped(removing, remove, ctx);
+    }
+    case 'PARTNER_ADDED': {
+      const w =
+        e.metaTime === undefined
+          ? state
+          : { ...state, lastPartnerAddedMetaTime: Math.max(state.lastPartnerAddedMetaTime ?? 0, e.metaTime) };
+      if (state.state !== 'partner_removed') return recorded(w, 'no removal open; remembered');
+      if (
+        e.metaTime !== undefined &&
+        state.lastPartnerRemovedMetaTime !== undefined &&
+        e.metaTime < state.lastPartnerRemovedMetaTime
+      ) {
+        return recorded(w, 'stale: older than the removal');
+      }
+      return backFromRemoval(note(w, entry('connected'), now), 'partner_added', e.detail, ctx);
     }
     case 'QUEUE_STRAY': {
+      // Entries queued by a sender that raced the removal (or an abandonment that fails the queue):
+      // settled failed now, so nothing stays queued for a WABA whose access is gone.
+      const refusing =
+        state.state === 'partner_removed' ||
+        (state.state === 'reconnect_abandoned' && ctx.settings.onAbandon === 'fail');
+      if (refusing && patchedIn(ctx, PATCHES.partnerWayBack)) {
+        const reason = state.state === 'partner_removed' ? PARTNER_REMOVED : RECONNECT_TIMEOUT;
+        return then(recorded(state, `stray entries failed (${reason})`), {
+          type: 'failQueue',
+          reason,
+          queueEmptied: false,
+        });
+      }
       if (state.state === 'connected' && !ctx.drainRunning) {
         const saved = recorded(state, 'draining stray entries');
         // The drain is started before the write, as it always was (command order is history).
@@ -340,7 +585,7 @@ function applyEvent(state: LifecycleState, e: LifecycleEvent, ctx: StepContext):
 function afterDrainStopped(state: LifecycleState, next: AfterDrainStopped, ctx: StepContext): Step {
   const { now } = ctx;
   if (next.action === 'closeGate') {
-    const moved = moveTo(state, 'offboarded', next.detail ?? next.type, now);
+    const moved = moveTo(closed(state, next.closure, now), 'offboarded', next.detail ?? next.type, now);
     if (next.type !== 'SEND_ACCOUNT_UNUSABLE') return moved;
     return then(moved, {
       type: 'alert',
@@ -353,7 +598,7 @@ function afterDrainStopped(state: LifecycleState, next: AfterDrainStopped, ctx: 
     now,
   );
   return then(
-    moveTo(noted, 'partner_removed', next.detail ?? 'PARTNER_REMOVED', now),
+    moveTo(closed(noted, next.closure, now), 'partner_removed', next.detail ?? 'PARTNER_REMOVED', now),
     { type: 'failQueue', reason: PARTNER_REMOVED, queueEmptied: true },
     { type: 'alert', alert: { kind: 'partnerRemoved', wabaId: state.wabaId, detail: next.detail } },
   );
@@ -362,16 +607,77 @@ function afterDrainStopped(state: LifecycleState, next: AfterDrainStopped, ctx: 
 function applyOperator(state: LifecycleState, a: OperatorAction, ctx: StepContext): Step {
   const { now } = ctx;
   const detail = `${a.reason}${a.operator ? ` (by ${a.operator})` : ''}`;
+  if (a.action === 'reinstate') {
+    const noted = note(state, { type: 'OPERATOR_REINSTATE', outcome: 'connected', detail }, now);
+    return backFromRemoval(noted, 'reinstated', detail, ctx);
+  }
   if (a.action === 'force_resume') {
     const noted = note(state, { type: 'OPERATOR_FORCE_RESUME', outcome: 'draining', detail }, now);
-    return then(moveTo(noted, 'draining', `force_resume: ${a.reason}`, now), {
+    return then(moveTo(reopened(noted, 'operator', now, detail), 'draining', `force_resume: ${a.reason}`, now), {
       type: 'startDrain',
       mode: 'reconnected',
       onlyIfQueued: false,
     });
   }
   const noted = note(state, { type: 'OPERATOR_FORCE_ABANDON', outcome: 'abandoned', detail }, now);
-  return abandon(noted, `force_abandon: ${a.reason}`, ctx);
+  const was = state.closure?.cause;
+  const byOperator = closed(
+    noted,
+    { cause: 'operator', detail: `force_abandon: ${detail}${was ? `; was ${was}` : ''}` },
+    now,
+  );
+  return abandon(byOperator, `force_abandon: ${a.reason}`, ctx);
+}
+
+/** A partner-removed WABA shared with us again (PARTNER_ADDED or `reinstate`): connected, gate open. */
+function backFromRemoval(
+  state: LifecycleState,
+  cause: ReopenCause,
+  detail: string | undefined,
+  ctx: StepContext,
+): Step {
+  const { now } = ctx;
+  const moved = moveTo(reopened(state, cause, now, detail), 'connected', undefined, now);
+  return then(
+    moved,
+    { type: 'alert', alert: { kind: 'partnerBack', wabaId: state.wabaId, cause, ...(detail ? { detail } : {}) } },
+    { type: 'startDrain', mode: 'stray', onlyIfQueued: true },
+  );
+}
+
+/**
+ * What a probe of Meta means for a closed gate. Offboarded by Meta (or for an unknown cause) and
+ * usable: Meta's ACCOUNT_RECONNECTED was lost, reopen now. Closed by a send error or a failed
+ * status and usable: reopen once the closure is `probeGraceMs` old (Meta's node may lag its
+ * errors). Unusable or unknown: nothing changes (the probe is not written down).
+ */
+function afterProbe(state: LifecycleState, result: ProbeResult, ctx: StepContext): Step {
+  const { now, settings } = ctx;
+  if (state.state !== 'offboarded' || result.verdict !== 'usable') return { state, commands: [] };
+  const cause = state.closure?.cause;
+  const bySend = cause === 'send_error' || cause === 'failed_status';
+  if (bySend) {
+    const closedAt = Date.parse(state.closure!.at);
+    if (now - closedAt < (settings.probeGraceMs ?? 0)) return { state, commands: [] };
+  }
+  const reopen: ReopenCause =
+    cause === 'credentials' ? 'credentials_restored' : bySend ? 'probe_after_grace' : 'reconnected_by_probe';
+  const noted = note(state, { type: 'PROBE', outcome: `usable: ${reopen}`, detail: result.detail }, now);
+  const moved = moveTo(reopened(noted, reopen, now, result.detail), 'draining', undefined, now);
+  return then(
+    moved,
+    {
+      type: 'alert',
+      alert: {
+        kind: 'probeReopened',
+        wabaId: state.wabaId,
+        cause: reopen,
+        ...(cause ? { closedBy: cause } : {}),
+        detail: result.detail,
+      },
+    },
+    { type: 'startDrain', mode: 'reconnected', onlyIfQueued: false },
+  );
 }
 
 function abandon(state: LifecycleState, reason: string, ctx: StepContext): Step {
@@ -400,7 +706,8 @@ function escalate(state: LifecycleState, level: number, ctx: StepContext): Step 
   const { settings, now } = ctx;
   const def = settings.escalation[level - 1];
   if (!def) throw new Error(`no escalation level ${level} in the settings`);
-  const final = level === settings.escalation.length;
+  // A bad token is not the WABA's fault: its gate is never abandoned (the probe reopens it).
+  const final = level === settings.escalation.length && state.closure?.cause !== 'credentials';
   const noted = note(
     { ...state, escalationLevel: level },
     { type: 'ESCALATED', outcome: `level ${level} (${def.severity})${final ? ', final' : ''}` },
@@ -429,7 +736,16 @@ function finishDrain(state: LifecycleState, result: DrainResult, ctx: StepContex
       { type: 'SEND_ACCOUNT_UNUSABLE', outcome: 'drain stopped; gate stays closed', detail: result.detail },
       now,
     );
-    return afterDrainStopped(noted, { action: 'closeGate', type: 'SEND_ACCOUNT_UNUSABLE', detail: result.detail }, ctx);
+    return afterDrainStopped(
+      noted,
+      {
+        action: 'closeGate',
+        type: 'SEND_ACCOUNT_UNUSABLE',
+        detail: result.detail,
+        closure: { cause: 'send_error', ...(result.detail ? { detail: result.detail } : {}) },
+      },
+      ctx,
+    );
   }
   // Entries queued while the gate was opening (or while a stray drain ran) are drained next.
   const stray: Command = { type: 'startDrain', mode: 'stray', onlyIfQueued: true };

@@ -10,6 +10,7 @@ import {
   patched,
   proxyActivities,
   proxyLocalActivities,
+  setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
@@ -19,6 +20,7 @@ import type { AlertInput, DrainInput, DrainResult } from '../../activities/types
 import {
   EscalationLevelKey,
   FAILURE_TYPES,
+  GateCauseKey,
   WabaStateKey,
   lifecycleEventSignal,
   operatorActionUpdate,
@@ -26,11 +28,14 @@ import {
   type LifecycleEvent,
   type LifecycleInput,
   type OperatorAction,
+  type ProbeResult,
   type WabaLifecycleView,
   type WabaState,
 } from '../contracts';
 import {
   alertContent,
+  currentDetails,
+  describeWakeUp,
   nextWakeUp,
   onLoad,
   refusal,
@@ -40,7 +45,21 @@ import {
   type Command,
   type LifecycleState,
   type MachineInput,
+  type PatchId,
 } from './machine';
+
+/**
+ * `patched()` ids of the shell's own changes (the machine's are `PATCHES` in ./machine.ts);
+ * ARCHITECTURE.md, "Versioning", says when to add one and when to retire it.
+ */
+const SHELL_PATCHES = {
+  /** Probe Meta while the gate is closed (new timers and the `probeGate` activity). */
+  probe: 'gate-probe',
+  /** `GateCause` search attribute next to `WabaState` and `EscalationLevel`. */
+  gateCauseAttribute: 'gate-cause-attribute',
+  /** At continue-as-new, an operator update that arrives while handlers finish is applied, not left waiting. */
+  continueAsNewUpdate: 'gate-can-update-race',
+} as const;
 
 const storeActivities = proxyActivities<Activities>({
   startToCloseTimeout: '30 seconds',
@@ -99,7 +118,13 @@ export async function wabaLifecycleWorkflow(
   input: LifecycleInput,
   pending: LifecycleEvent[] = [],
 ): Promise<LifecycleRunSummary> {
-  const { wabaId, settings } = input;
+  const { wabaId } = input;
+  // Probing exists only in runs whose settings ask for it and that were first run by code that knows it.
+  const settings =
+    input.settings.probeIntervalMs !== undefined && !patched(SHELL_PATCHES.probe)
+      ? { ...input.settings, probeIntervalMs: undefined }
+      : input.settings;
+  const isPatched = (id: PatchId): boolean => patched(id);
   const inbox: LifecycleEvent[] = [...pending];
   const recentKeys: string[] = pending.map((e) => e.key);
   let operatorRequest: OperatorAction | undefined;
@@ -113,6 +138,9 @@ export async function wabaLifecycleWorkflow(
   let drainDone: Promise<void> | undefined;
   let drainOutcome: DrainResult | 'cancelled' | undefined;
   const alerts: Promise<void>[] = [];
+  let lastProbeAt: number | undefined;
+  let lastProbe: (ProbeResult & { at: string }) | undefined;
+  let nextText = '';
 
   setHandler(lifecycleEventSignal, (event) => {
     if (recentKeys.includes(event.key)) {
@@ -124,7 +152,7 @@ export async function wabaLifecycleWorkflow(
     inbox.push(event);
   });
 
-  setHandler(stateQuery, (): WabaLifecycleView => view(wabaId, waba, queued));
+  setHandler(stateQuery, (): WabaLifecycleView => view(wabaId, waba, queued, { next: nextText, lastProbe }));
 
   // Operators reach this through update-with-start, so it also works when no run is open (an
   // abandoned WABA): the handler then waits for the WABA document to load before deciding.
@@ -181,6 +209,7 @@ export async function wabaLifecycleWorkflow(
       at: new Date().toISOString(),
       state: waba!.state,
       queued,
+      runSinks: settings.alertSinks,
     };
     for (const sink of settings.alertSinks) {
       alerts.push(
@@ -194,7 +223,12 @@ export async function wabaLifecycleWorkflow(
 
   /** Applies one input to the machine (at the workflow clock's now) and carries out its commands. */
   async function step(machineInput: MachineInput): Promise<void> {
-    const next = transition(waba!, machineInput, { now: Date.now(), settings, drainRunning: drainScope !== undefined });
+    const next = transition(waba!, machineInput, {
+      now: Date.now(),
+      settings,
+      drainRunning: drainScope !== undefined,
+      isPatched,
+    });
     waba = next.state;
     for (const command of next.commands) await execute(command);
   }
@@ -214,8 +248,17 @@ export async function wabaLifecycleWorkflow(
         upsertSearchAttributes([
           { key: WabaStateKey, value: command.state },
           { key: EscalationLevelKey, value: command.escalationLevel },
+          ...(patched(SHELL_PATCHES.gateCauseAttribute)
+            ? [{ key: GateCauseKey, value: waba?.closure?.cause ?? 'none' }]
+            : []),
         ]);
         return;
+      case 'probe': {
+        const result = await alerter.probeGate({ wabaId });
+        lastProbeAt = Date.now();
+        lastProbe = { ...result, at: new Date(lastProbeAt).toISOString() };
+        return step({ kind: 'probed', result });
+      }
       case 'startDrain':
         if (!command.onlyIfQueued || queued > 0) startDrain(command.mode);
         return;
@@ -234,9 +277,19 @@ export async function wabaLifecycleWorkflow(
   queued = await store().countQueued(wabaId);
   for (const command of onLoad(waba)) await execute(command); // a previous run ended mid-drain
 
+  const wake = (): boolean => inbox.length > 0 || operatorRequest !== undefined || drainOutcome !== undefined;
   for (;;) {
     // Long offboardings stay within history limits: the WABA document carries the state over.
-    if (workflowInfo().continueAsNewSuggested && !drainScope && !operatorRequest) break;
+    if (workflowInfo().continueAsNewSuggested && !drainScope && !operatorRequest) {
+      if (patched(SHELL_PATCHES.continueAsNewUpdate)) {
+        // An operator update may be waiting for the loop: let it in before handing over, or it
+        // (and allHandlersFinished) would wait for a loop that never runs again.
+        await Promise.all(alerts);
+        await condition(() => allHandlersFinished() || operatorRequest !== undefined);
+        if (operatorRequest !== undefined) continue;
+      }
+      break;
+    }
     const event = inbox.shift();
     if (event) {
       await step({ kind: 'event', event });
@@ -256,16 +309,27 @@ export async function wabaLifecycleWorkflow(
       await step({ kind: 'drainEnded', outcome });
       continue;
     }
-    const wake = (): boolean => inbox.length > 0 || operatorRequest !== undefined || drainOutcome !== undefined;
-
-    const next = nextWakeUp(waba, settings, drainScope !== undefined);
+    const next = nextWakeUp(waba, settings, drainScope !== undefined, lastProbeAt);
+    nextText = describeWakeUp(next);
+    setCurrentDetails(currentDetails(waba, queued, nextText, lastProbe));
     if (next.kind === 'input') {
       await condition(wake);
+      continue;
+    }
+    if (next.kind === 'probe') {
+      const waitMs = next.at - Date.now();
+      if (waitMs > 0 && (await condition(wake, waitMs))) continue;
+      await execute({ type: 'probe' });
       continue;
     }
     if (next.kind === 'escalation') {
       const waitMs = next.at - Date.now();
       if (waitMs > 0 && (await condition(wake, waitMs))) continue;
+      if (next.probeFirst) {
+        // Each level asks Meta first: a number that works again reopens instead of escalating.
+        await execute({ type: 'probe' });
+        if (waba.state !== 'offboarded' || wake()) continue;
+      }
       await step({ kind: 'escalation', level: next.level });
       continue;
     }

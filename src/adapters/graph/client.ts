@@ -2,6 +2,7 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { MessageContent } from '../../../workflows/contracts';
 import { GraphApiError, UNEXPECTED_RESPONSE_CODE } from './errors';
+import { PROBE_FIELDS, readPhoneHealth, type PhoneHealth } from './phone-health';
 
 /**
  * A small client for the two Graph (Cloud API) calls this service makes: sending a message and
@@ -70,6 +71,11 @@ export interface GraphClient {
    * `GraphApiError` like `sendMessage`.
    */
   getPhoneNumber(phoneNumberId: string, wabaId?: string): Promise<PhoneNumberState>;
+  /**
+   * Reads the number's health, status and platform (`PROBE_FIELDS`) for the send gate's probe;
+   * `readPhoneHealth` says what they mean. Throws `GraphApiError` like `sendMessage`.
+   */
+  probePhoneNumber(phoneNumberId: string, wabaId?: string): Promise<PhoneHealth>;
 }
 
 /** A Graph client that also owns its connection pool. */
@@ -115,6 +121,16 @@ export function createGraphClient(options: GraphClientOptions): GraphClientHandl
       const json = parseJson(answer.text);
       const state = isSuccess(answer.status) ? readPhoneNumber(json) : undefined;
       if (state) return state;
+      throw errorFromAnswer(answer, json, { mayHaveBeenSent: false });
+    },
+
+    async probePhoneNumber(phoneNumberId, wabaId = '') {
+      const token = await options.tokenFor(wabaId, phoneNumberId);
+      const url = `${root}/${encodeURIComponent(phoneNumberId)}?fields=${PROBE_FIELDS}`;
+      const answer = await call('GET', url, token);
+      const json = parseJson(answer.text);
+      const health = isSuccess(answer.status) ? readPhoneHealth(json) : undefined;
+      if (health) return health;
       throw errorFromAnswer(answer, json, { mayHaveBeenSent: false });
     },
 

@@ -14,7 +14,12 @@ import { z } from 'zod';
  */
 
 /** The `account_update` events that drive the per-WABA lifecycle workflow. */
-export const LIFECYCLE_EVENTS = ['ACCOUNT_OFFBOARDED', 'ACCOUNT_RECONNECTED', 'PARTNER_REMOVED'] as const;
+export const LIFECYCLE_EVENTS = [
+  'ACCOUNT_OFFBOARDED',
+  'ACCOUNT_RECONNECTED',
+  'PARTNER_REMOVED',
+  'PARTNER_ADDED',
+] as const;
 export type LifecycleWebhookEvent = (typeof LIFECYCLE_EVENTS)[number];
 
 /** True when `event` is one of `LIFECYCLE_EVENTS` (the others are informational). */
@@ -41,6 +46,8 @@ export interface AccountUpdate {
   raw: Record<string, unknown>;
   /** Short text for operators: disconnection reason, ban state, violation or restriction types. */
   detail?: string;
+  /** `value.disconnection_info` (PARTNER_REMOVED), when Meta sent one. */
+  disconnectionInfo?: { reason?: string; initiatedBy?: string };
   /** Dedupe key: sha256 hex of `wabaId|event|metaTime|canonical JSON of value`. A redelivery of
    *  the same content gives the same key; a different event, WABA, time or value gives another. */
   key: string;
@@ -251,6 +258,18 @@ function accountUpdateKey(wabaId: string, event: string, metaTime: number | unde
 
 const MAX_DETAIL_CHARS = 500;
 
+/** `disconnection_info` as plain fields, or nothing when Meta sent none. */
+function disconnectionOf(d: { reason?: string | undefined; initiated_by?: string | undefined } | undefined): {
+  disconnectionInfo?: { reason?: string; initiatedBy?: string };
+} {
+  if (!d || (!d.reason && !d.initiated_by)) return {};
+  return {
+    disconnectionInfo: {
+      ...(d.reason ? { reason: d.reason } : {}),
+      ...(d.initiated_by ? { initiatedBy: d.initiated_by } : {}),
+    },
+  };
+}
 function accountUpdateDetail(v: z.output<typeof accountUpdateValueSchema>): string | undefined {
   const parts: string[] = [];
   const d = v.disconnection_info;
@@ -334,6 +353,7 @@ export function parseWebhookBody(json: unknown): ParsedWebhook {
           entryId,
           raw: value,
           ...(detail === undefined ? {} : { detail }),
+          ...disconnectionOf(v.data.disconnection_info),
           key: accountUpdateKey(wabaId, v.data.event, metaTime, canonical),
         });
         return;

@@ -1,7 +1,10 @@
 import { MongoClient, MongoServerError, type Collection, type Db } from 'mongodb';
 import type {
+  DisconnectionInfo,
   EventLogEntry,
   LifecycleEvent,
+  GateClosure,
+  GateReopening,
   MessageContent,
   MessageStatus,
   MetaErrorInfo,
@@ -27,6 +30,17 @@ export interface WabaDoc {
   reason?: string;
   events: EventLogEntry[];
   updatedAt: string;
+  /** Why the gate is closed and the evidence; absent while open. */
+  closure?: GateClosure;
+  /** The last reopening of the gate. */
+  lastReopen?: GateReopening;
+  /** Epoch ms (workflow clock) of the last reconnection applied; internal events older than it are stale. */
+  lastReconnectedAt?: number;
+  /** Meta times (Unix s) of the newest partner events, to order them. */
+  lastPartnerRemovedMetaTime?: number;
+  lastPartnerAddedMetaTime?: number;
+  /** The last PARTNER_REMOVED's `disconnection_info`. */
+  disconnectionInfo?: DisconnectionInfo;
 }
 
 /** `phone_numbers`: the registry, written by operators through the ops API. */

@@ -117,13 +117,6 @@ export async function recordAccountEvents(c: Collections, docs: AccountEventDoc[
 
 /** The lifecycle event an outbox entry hands to the workflow (the audit fields stay behind). */
 export function lifecycleEventOf(e: OutboxDoc['events'][number]): LifecycleEvent {
-  return {
-    key: e.key,
-    type: e.type,
-    wabaId: e.wabaId,
-    ...(e.metaTime !== undefined ? { metaTime: e.metaTime } : {}),
-    receivedAt: e.receivedAt,
-    source: e.source,
-    ...(e.detail !== undefined ? { detail: e.detail } : {}),
-  };
+  const { entryId: _entryId, raw: _raw, ...event } = e;
+  return event;
 }

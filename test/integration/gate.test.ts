@@ -1,0 +1,265 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { statusPayload } from '../../tools/meta-sim/payloads';
+import { GateCauseKey, wabaWorkflowId } from '../../workflows/contracts';
+import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
+
+/**
+ * Gate truth (issue #9) on the real stack: every closure has a cause that operators see, the
+ * service probes Meta while a gate is closed, a reconnection is never dropped for its time, late
+ * internal events do not close a reconnected gate, and a removed WABA has a way back.
+ */
+
+const PROBE_MS = 3_000;
+
+async function startReceiver() {
+  const bodies: Record<string, unknown>[] = [];
+  const server = http.createServer((req, res) => {
+    let data = '';
+    req.on('data', (c: Buffer) => (data += c.toString()));
+    req.on('end', () => {
+      bodies.push(JSON.parse(data) as Record<string, unknown>);
+      res.end('ok');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { url, bodies, stop: () => new Promise((r) => server.close(r)) };
+}
+
+describe('send gate: causes, probes, ordering and the way back', () => {
+  let stack: Stack;
+  let alerts: Awaited<ReturnType<typeof startReceiver>>;
+
+  beforeAll(async () => {
+    alerts = await startReceiver();
+    stack = await startStack({
+      env: {
+        ESCALATION_LEVELS: '10m,60m,24h',
+        GATE_PROBE_INTERVAL: `${PROBE_MS / 1000}s`,
+        GATE_PROBE_GRACE: '4s',
+        ALERT_WEBHOOK_URL: `${alerts.url}/alerts`,
+      },
+    });
+    stack.sim.setWebhookTarget({ targetUrl: stack.webhookUrl, appSecret: stack.appSecret });
+  });
+  afterAll(async () => {
+    await stack?.stop();
+    await alerts?.stop();
+  });
+
+  const doc = (wabaId: string) => stack.rt.c.wabas.findOne({ _id: wabaId });
+  const state = async (wabaId: string) => (await doc(wabaId))?.state;
+  const text = (phone: string, body: string) => ({
+    phoneNumberId: phone,
+    to: '15550001111',
+    type: 'text',
+    text: { body },
+  });
+
+  /** A registered coexistence number whose simulated node belongs to the WABA. */
+  async function numberFor(wabaId: string): Promise<string> {
+    const phone = uniqueDigits('2');
+    await stack.register(phone, wabaId, { coexistence: true });
+    stack.sim.setNumber(phone, { wabaId });
+    return phone;
+  }
+
+  it("a lost ACCOUNT_RECONNECTED is reopened by the probe within one interval, the queue drains, and operators are told Meta's webhook never arrived", async () => {
+    const wabaId = uniqueDigits();
+    const phone = await numberFor(wabaId);
+    const off = await stack.sim.lifecycle(phone, 'ACCOUNT_OFFBOARDED');
+    expect(off.status).toBe(200);
+    await eventually(async () => (await state(wabaId)) === 'offboarded');
+
+    // The cause is visible everywhere an operator looks.
+    const closedView = await stack.ops('GET', `/v1/wabas/${wabaId}`);
+    expect(closedView.json).toMatchObject({
+      state: 'offboarded',
+      gateCause: 'offboarded',
+      closure: { cause: 'offboarded' },
+    });
+    expect((closedView.json.closure as { metaTime?: number }).metaTime).toBe(off.body.entry[0]!.time);
+    const q = await stack.lifecycleState(wabaId);
+    expect(q?.closure?.cause).toBe('offboarded');
+    expect(q?.next).toMatch(/next probe of Meta at/);
+    const handle = stack.rt.temporal.workflow.getHandle(wabaWorkflowId(wabaId));
+    await eventually(async () => (await handle.describe()).typedSearchAttributes.get(GateCauseKey) === 'offboarded');
+
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await stack.send(text(phone, `lost-${i}`))).json.id as string);
+    await eventually(async () => (await stack.rt.c.queue.countDocuments({ wabaId })) === 3);
+
+    const dropped = await stack.sim.lifecycle(phone, 'ACCOUNT_RECONNECTED', { dropWebhook: true });
+    expect(dropped.dropped).toBe(true);
+    const reconnectedAt = Date.now();
+    await eventually(async () => (await state(wabaId)) === 'connected', PROBE_MS + 8_000);
+    // Within one probe interval (plus the drain and the polling slack).
+    expect(Date.now() - reconnectedAt).toBeLessThan(PROBE_MS + 6_000);
+
+    await eventually(async () => {
+      const views = await Promise.all(ids.map((id) => stack.message(id)));
+      return views.every((v) => v?.status === 'sent');
+    });
+    const sent = stack.sim.log.accepted.filter((m) => m.phoneNumberId === phone);
+    expect(sent).toHaveLength(3);
+
+    const openView = await stack.ops('GET', `/v1/wabas/${wabaId}`);
+    expect(openView.json).toMatchObject({
+      state: 'connected',
+      lastReopen: { cause: 'reconnected_by_probe', closedBy: 'offboarded' },
+    });
+    expect(openView.json.gateCause).toBeUndefined();
+    await eventually(async () =>
+      alerts.bodies.some((b) => b.wabaId === wabaId && String(b.title).includes("Meta's webhook never arrived")),
+    );
+    await eventually(async () => (await handle.describe()).typedSearchAttributes.get(GateCauseKey) === 'none');
+  });
+
+  it("Meta's example pair: a reconnection whose time is earlier than the offboarding's is applied, not dropped", async () => {
+    const wabaId = uniqueDigits();
+    const phone = await numberFor(wabaId);
+    stack.sim.setNumber(phone, { mode: 'offboarded' });
+    // Times of Meta's sample payloads: offboarded 1748477359, reconnected 1744823932.
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED', { time: 1748477359 })).toBe(200);
+    await eventually(async () => (await state(wabaId)) === 'offboarded');
+    const queued = (await stack.send(text(phone, 'pair'))).json.id as string;
+    await eventually(async () => (await stack.message(queued))?.status === 'queued');
+
+    stack.sim.setNumber(phone, { mode: 'normal' });
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED', { time: 1744823932 })).toBe(200);
+    await eventually(async () => (await stack.message(queued))?.status === 'sent');
+    await eventually(async () => (await state(wabaId)) === 'connected');
+    const w = await doc(wabaId);
+    expect(w?.lastReopen?.cause).toBe('reconnected');
+    expect(w?.events.find((e) => e.type === 'ACCOUNT_RECONNECTED')?.outcome).toBe(
+      "draining (its time is older than the offboarding's: accepted)",
+    );
+  });
+
+  it('a late failed status for a message sent before the reconnection does not close the gate', async () => {
+    const wabaId = uniqueDigits();
+    const phone = await numberFor(wabaId);
+    const before = Math.floor(Date.now() / 1000) - 5;
+    await stack.sim.lifecycle(phone, 'ACCOUNT_OFFBOARDED');
+    await eventually(async () => (await state(wabaId)) === 'offboarded');
+    await stack.sim.lifecycle(phone, 'ACCOUNT_RECONNECTED');
+    await eventually(async () => (await state(wabaId)) === 'connected');
+
+    // Redelivered after the reconnection, but it failed before it.
+    const status = statusPayload(wabaId, phone, [
+      { id: 'wamid.late', status: 'failed', recipientId: '15550001111', timestamp: before, errors: [{ code: 131031 }] },
+    ]);
+    expect(await stack.webhook(status)).toBe(200);
+    await eventually(async () =>
+      (await doc(wabaId))?.events.some((e) => e.outcome === 'stale: caused before the last reconnection'),
+    );
+    expect(await state(wabaId)).toBe('connected');
+    const r = await stack.send(text(phone, 'after the late status'));
+    await eventually(async () => (await stack.message(r.json.id as string))?.status === 'sent');
+  });
+
+  it('a failed status after the reconnection closes the gate with cause failed_status, and the probe reopens it after the grace period', async () => {
+    const wabaId = uniqueDigits();
+    const phone = await numberFor(wabaId);
+    const status = statusPayload(wabaId, phone, [
+      { id: 'wamid.fresh', status: 'failed', recipientId: '15550001111', errors: [{ code: 131031 }] },
+    ]);
+    expect(await stack.webhook(status)).toBe(200);
+    await eventually(async () => (await state(wabaId)) === 'offboarded');
+    const view = await stack.ops('GET', `/v1/wabas/${wabaId}`);
+    expect(view.json).toMatchObject({
+      gateCause: 'failed_status',
+      closure: { cause: 'failed_status', code: 131031, wamid: 'wamid.fresh' },
+    });
+    // The simulated number is fine: after the 4 s grace the next probe reopens the gate.
+    await eventually(async () => (await state(wabaId)) === 'connected', 15_000);
+    expect((await doc(wabaId))?.lastReopen).toMatchObject({ cause: 'probe_after_grace', closedBy: 'failed_status' });
+  });
+
+  it('PARTNER_REMOVED shows disconnection_info and refuses sends; PARTNER_ADDED brings the WABA back', async () => {
+    const wabaId = uniqueDigits();
+    const phone = await numberFor(wabaId);
+    const removed = await stack.sim.lifecycle(phone, 'PARTNER_REMOVED', {
+      disconnectionInfo: { reason: 'PRIMARY_INACTIVITY', initiated_by: 'SYSTEM' },
+    });
+    expect(removed.status).toBe(200);
+    await eventually(async () => (await state(wabaId)) === 'partner_removed');
+    const view = await stack.ops('GET', `/v1/wabas/${wabaId}`);
+    expect(view.json).toMatchObject({
+      gateCause: 'partner_removed',
+      disconnectionInfo: { reason: 'PRIMARY_INACTIVITY', initiatedBy: 'SYSTEM' },
+    });
+    expect((await stack.send(text(phone, 'refused'))).status).toBe(409);
+    const resume = await stack.ops('POST', `/v1/wabas/${wabaId}/actions`, {
+      action: 'force_resume',
+      reason: 'try anyway',
+    });
+    expect(resume.status).toBe(409);
+
+    stack.sim.setNumber(phone, { mode: 'normal' });
+    expect(await stack.accountUpdate(wabaId, 'PARTNER_ADDED')).toBe(200);
+    await eventually(async () => (await state(wabaId)) === 'connected');
+    expect((await doc(wabaId))?.lastReopen?.cause).toBe('partner_added');
+    const r = await stack.send(text(phone, 'back'));
+    expect(r.status).toBe(202);
+    await eventually(async () => (await stack.message(r.json.id as string))?.status === 'sent');
+  });
+
+  it('an operator reinstates a partner-removed WABA', async () => {
+    const wabaId = uniqueDigits();
+    const phone = await numberFor(wabaId);
+    expect(await stack.accountUpdate(wabaId, 'PARTNER_REMOVED')).toBe(200);
+    await eventually(async () => (await state(wabaId)) === 'partner_removed');
+    const r = await stack.ops('POST', `/v1/wabas/${wabaId}/actions`, {
+      action: 'reinstate',
+      reason: 'client re-onboarded with us',
+      operator: 'ana',
+    });
+    expect(r.status).toBe(200);
+    expect(r.json).toMatchObject({ accepted: true, state: 'connected' });
+    const sent = await stack.send(text(phone, 'reinstated'));
+    await eventually(async () => (await stack.message(sent.json.id as string))?.status === 'sent');
+  });
+
+  it('sends racing PARTNER_REMOVED: nothing stays queued', async () => {
+    const wabaId = uniqueDigits();
+    const phone = await numberFor(wabaId);
+    await stack.sim.lifecycle(phone, 'ACCOUNT_OFFBOARDED');
+    await eventually(async () => (await state(wabaId)) === 'offboarded');
+    const sends = Array.from({ length: 20 }, (_, i) => stack.send(text(phone, `race-${i}`)));
+    const removal = stack.accountUpdate(wabaId, 'PARTNER_REMOVED');
+    const answers = await Promise.all(sends);
+    expect(await removal).toBe(200);
+    await eventually(async () => (await state(wabaId)) === 'partner_removed');
+    const accepted = answers.filter((a) => a.status === 202).map((a) => a.json.id as string);
+    await eventually(async () => {
+      const views = await Promise.all(accepted.map((id) => stack.message(id)));
+      return views.every((v) => v?.status === 'failed' && v.reason === 'partner_removed');
+    }, 30_000);
+    expect(await stack.rt.c.queue.countDocuments({ wabaId })).toBe(0);
+  });
+
+  it('an expired token and its fix: cause credentials, nothing abandoned, sending resumes by itself once a probe with the token succeeds', async () => {
+    const wabaId = uniqueDigits();
+    const phone = await numberFor(wabaId);
+    // Meta no longer accepts our token for this number: sends and reads answer 190.
+    stack.sim.setNumber(phone, { token: 'a-token-we-do-not-have' });
+    const r = await stack.send(text(phone, 'during the token outage'));
+    expect(r.status).toBe(202);
+    await eventually(async () => (await state(wabaId)) === 'offboarded');
+    await eventually(async () => (await stack.message(r.json.id as string))?.status === 'queued');
+    const view = await stack.ops('GET', `/v1/wabas/${wabaId}`);
+    expect(view.json).toMatchObject({ gateCause: 'credentials', closure: { cause: 'credentials', code: 190 } });
+    expect((view.json.closure as { detail: string }).detail).toContain('token from GRAPH_API_TOKEN');
+    // Probes with the bad token answer 190: unknown, the gate stays closed.
+    await new Promise((res) => setTimeout(res, PROBE_MS + 1_000));
+    expect(await state(wabaId)).toBe('offboarded');
+    expect((await stack.lifecycleState(wabaId))?.lastProbe?.verdict).toBe('unknown');
+
+    stack.sim.setNumber(phone, { token: stack.config.graph.token });
+    await eventually(async () => (await stack.message(r.json.id as string))?.status === 'sent', PROBE_MS + 10_000);
+    await eventually(async () => (await state(wabaId)) === 'connected');
+    expect((await doc(wabaId))?.lastReopen).toMatchObject({ cause: 'credentials_restored', closedBy: 'credentials' });
+  });
+});
