@@ -17,12 +17,19 @@ async function main(): Promise<void> {
   const { config, logger } = boot('coexist-relay-server');
   const rt = await connectRuntime(config);
   const http = await startServer({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness });
-  logger.info({ url: http.url, webhook: http.url + config.webhook.path }, 'server listening');
+  logger.info(
+    {
+      url: http.url,
+      webhook: http.url + config.webhook.path,
+      ...(http.internal ? { internal: http.internal.url } : {}),
+    },
+    'server listening',
+  );
   onShutdown(logger, async () => {
     const closed = http.close();
     await withTimeout(closed, CLOSE_GRACE_MS, 'closing the HTTP server').catch(async () => {
       logger.warn({ graceMs: CLOSE_GRACE_MS }, 'requests still open after the grace time: closing their connections');
-      http.server.closeAllConnections();
+      http.closeAllConnections();
       await closed;
     });
     await rt.close();

@@ -19,7 +19,14 @@ import { onShutdown } from '../src/boot';
 import { startMetaSimulator } from './meta-sim/server';
 import { connectRuntime } from '../src/runtime';
 import { startServer } from '../src/server';
-import { SHUTDOWN_OPTIONS, createWorker, requestShutdown } from '../src/worker';
+import { createRelayMetrics } from '../src/http/metrics';
+import {
+  SHUTDOWN_OPTIONS,
+  createWorker,
+  installTemporalRuntime,
+  requestShutdown,
+  startWorkerServices,
+} from '../src/worker';
 import { withTimeout } from '../src/util/time';
 import { redactUri } from '../src/util/redact';
 
@@ -70,8 +77,12 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger(config.logLevel, 'coexist-relay');
+  installTemporalRuntime(config);
   const rt = await connectRuntime(config);
+  // One process: the server's /metrics shows what the worker records too.
+  const metrics = createRelayMetrics();
   const { worker, connection } = await createWorker({
+    metrics,
     config,
     logger,
     c: rt.c,
@@ -79,6 +90,7 @@ async function main(): Promise<void> {
     graph: rt.graph,
     workerOptions: SHUTDOWN_OPTIONS,
   });
+  const services = await startWorkerServices({ config, logger, db: rt.db, c: rt.c, metrics });
   // Set once the server listens; a worker failing before that stops the stack without it.
   const started: { http?: Awaited<ReturnType<typeof startServer>> } = {};
   // Ctrl-C reaches every process of the terminal's group: the SDK starts the worker's shutdown
@@ -90,13 +102,13 @@ async function main(): Promise<void> {
     const { http } = started;
     if (http) {
       const closed = http.close();
-      const server = http.server;
       await withTimeout(closed, 5_000, 'closing the HTTP server').catch(async () => {
-        server.closeAllConnections();
+        http.closeAllConnections();
         await closed;
       });
     }
     await running;
+    await services.stop();
     await connection.close();
     await rt.close();
     for (const s of stops) await s();
@@ -115,6 +127,7 @@ async function main(): Promise<void> {
   });
   onShutdown(logger, stopOnce);
   const http = (started.http = await startServer({
+    metrics,
     config,
     logger,
     c: rt.c,
@@ -125,7 +138,7 @@ async function main(): Promise<void> {
   const lines = [
     '',
     'coexist-relay dev stack is up',
-    `  API              ${http.url}   (send key: ${config.sendApiKeys[0]}, ops key: ${config.opsApiKeys[0]})`,
+    `  API              ${http.url}   (send key: ${config.sendApiKeys[0]?.key}, ops key: ${config.opsApiKeys[0]})`,
     `  Meta webhook     ${http.url}${config.webhook.path}   (app secret: ${config.webhook.appSecrets[0]}, verify token: ${config.webhook.verifyToken})`,
     `  Temporal         ${config.temporal.address}${uiUrl ? `   UI: ${uiUrl}` : ''}`,
     `  MongoDB          ${redactUri(config.mongo.uri)}${config.mongo.db}`,

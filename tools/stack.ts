@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import type { NativeConnection, Worker } from '@temporalio/worker';
 import { loadConfig, type Config } from '../src/config';
 import { createApp } from '../src/http/app';
+import { createRelayMetrics, type RelayMetrics } from '../src/http/metrics';
 import { createLogger, type Logger } from '../src/logger';
 import { connectRuntime, type Runtime } from '../src/runtime';
 import { createWorker, type WorkerDeps } from '../src/worker';
@@ -122,6 +123,8 @@ export interface Service {
   env: Record<string, string>;
   logger: Logger;
   rt: Runtime;
+  /** The metrics the app's /metrics shows (the in-process worker counts into them too). */
+  metrics: RelayMetrics;
   sim: MetaSimulator;
   worker?: Worker;
   /** `http://127.0.0.1:<port>` of the Koa app. */
@@ -186,6 +189,7 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
   const config = loadConfig(env);
   const logger = createLogger(config.logLevel);
   const rt = await connectRuntime(config);
+  const metrics = createRelayMetrics();
   let worker: Worker | undefined;
   let connection: NativeConnection | undefined;
   if (!opts.noWorker) {
@@ -195,12 +199,13 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
       c: rt.c,
       launch: rt.launch,
       graph: rt.graph,
+      metrics,
       ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : {}),
       ...opts.worker,
     }));
   }
   const running = worker?.run();
-  const app = createApp({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness });
+  const app = createApp({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness, metrics });
   const server: Server = await new Promise((resolve) => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
   });
@@ -223,6 +228,7 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
     env,
     logger,
     rt,
+    metrics,
     sim,
     ...(worker ? { worker } : {}),
     url,

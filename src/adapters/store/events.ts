@@ -18,7 +18,7 @@ import {
  */
 export async function recordAccountEvent(c: Collections, doc: AccountEventDoc): Promise<'new' | 'pending' | 'done'> {
   try {
-    await c.accountEvents.insertOne(doc);
+    await c.accountEvents.insertOne({ ...doc, storedAt: new Date() });
     return 'new';
   } catch (err) {
     if (!isDuplicateKey(err)) throw err;
@@ -40,7 +40,11 @@ export async function markAccountEventHandled(
 /** Inserts delivery statuses; redelivered ones collide on `_id` (`<wamid>:<status>`) and are skipped. */
 export async function recordStatuses(c: Collections, docs: MessageStatusDoc[]): Promise<void> {
   try {
-    await c.messageStatuses.insertMany(docs, { ordered: false });
+    const storedAt = new Date();
+    await c.messageStatuses.insertMany(
+      docs.map((d) => ({ ...d, storedAt })),
+      { ordered: false },
+    );
   } catch (err) {
     if (!isOnlyDuplicateKeys(err)) throw err;
   }

@@ -50,3 +50,21 @@ export async function listWabas(c: Collections, state: WabaState | undefined, li
     .toArray();
   return docs.map(({ _id, ...rest }) => ({ ...rest, wabaId: _id }));
 }
+
+/**
+ * WABAs per state and the start of the longest current offboarding (epoch ms), for metrics. Reads
+ * `state` and `since` of every WABA document (one scan of a collection with one document per WABA).
+ */
+export async function wabaStateStats(
+  c: Collections,
+): Promise<{ byState: Partial<Record<WabaState, number>>; oldestOffboardedSince?: number }> {
+  const docs = await c.wabas.find({}, { projection: { state: 1, since: 1 } }).toArray();
+  const byState: Partial<Record<WabaState, number>> = {};
+  let oldest: number | undefined;
+  for (const d of docs) {
+    byState[d.state] = (byState[d.state] ?? 0) + 1;
+    const since = Date.parse(d.since);
+    if (d.state === 'offboarded' && Number.isFinite(since) && (oldest === undefined || since < oldest)) oldest = since;
+  }
+  return { byState, ...(oldest !== undefined ? { oldestOffboardedSince: oldest } : {}) };
+}
