@@ -9,7 +9,7 @@ import type { Collections } from './db';
  *
  * - MongoDB: a TTL index per collection (`storedAt`, `expireAfterSeconds` = the window), created
  *   or, when the window changed, updated with `collMod` by `ensureRetentionIndexes` at worker start.
- * - FerretDB (no TTL indexes; it accepts and ignores `expireAfterSeconds`): `purgeExpired`, run by
+ * - FerretDB (no TTL indexes; v1.24 refuses `expireAfterSeconds` as not implemented): `purgeExpired`, run by
  *   the worker every `RETENTION_PURGE_INTERVAL`. Each round reads at most `RETENTION_PURGE_BATCH`
  *   expired `_id`s per collection (one scan) and deletes them by exact `_id` (the indexed filter), in
  *   statements of at most 50; on MongoDB the same round finds what the TTL monitor has not yet
@@ -41,26 +41,43 @@ const TTL_INDEX = 'storedAt_ttl';
 /** MongoDB's code for "an index of that name exists with other options". */
 const INDEX_OPTIONS_CONFLICT = [85, 86];
 
+/** MongoDB's NotImplemented: FerretDB's answer to `expireAfterSeconds`. */
+const NOT_IMPLEMENTED = 238;
+
+const notImplemented = (err: unknown): boolean =>
+  err instanceof MongoServerError &&
+  (err.code === NOT_IMPLEMENTED || /expireAfterSeconds.*not implemented/i.test(err.message));
+
 /**
- * Creates (or retunes) the TTL index of every retained collection. Idempotent. A collection whose
- * retention is off keeps any TTL index it had until an operator drops it (logged).
+ * Creates (or retunes) the TTL index of every retained collection. Idempotent. Returns `ttl` when
+ * the store expires documents itself (MongoDB), `purge` when it has no TTL indexes (FerretDB:
+ * no index is created, since FerretDB would not use one for the purge's filter; `purgeExpired` does
+ * the work). A collection
+ * whose retention is off keeps any TTL index it had until an operator drops it.
  */
 export async function ensureRetentionIndexes(
   db: Db,
   c: Collections,
   retention: RetentionSettings,
   logger?: Logger,
-): Promise<void> {
+): Promise<'ttl' | 'purge'> {
+  let mode: 'ttl' | 'purge' = 'ttl';
   for (const t of targets(c, retention)) {
     const expireAfterSeconds = Math.max(1, Math.round(t.ms / 1000));
+    if (mode === 'purge') break;
     try {
       await t.collection.createIndex({ storedAt: 1 }, { name: TTL_INDEX, expireAfterSeconds });
     } catch (err) {
+      if (notImplemented(err)) {
+        mode = 'purge';
+        continue;
+      }
       if (!(err instanceof MongoServerError && INDEX_OPTIONS_CONFLICT.includes(Number(err.code)))) throw err;
       await db.command({ collMod: t.name, index: { name: TTL_INDEX, expireAfterSeconds } });
       logger?.info({ collection: t.name, expireAfterSeconds }, 'retention window changed');
     }
   }
+  return mode;
 }
 
 /** Deletes by exact `_id` per statement, at most this many statements per command. */
@@ -141,6 +158,7 @@ export function startRetention(deps: {
     timer.unref();
   };
   running = ensureRetentionIndexes(db, c, retention, logger)
+    .then((mode) => logger.debug({ mode }, mode === 'ttl' ? 'retention: TTL indexes' : 'retention: periodic purge'))
     .catch((err: unknown) => logger.warn({ err }, 'could not ensure the retention (TTL) indexes'))
     .finally(schedule);
   return {
