@@ -142,7 +142,7 @@ async function main(): Promise<void> {
     `  Meta webhook     ${http.url}${config.webhook.path}   (app secret: ${config.webhook.appSecrets[0]}, verify token: ${config.webhook.verifyToken})`,
     `  Temporal         ${config.temporal.address}${uiUrl ? `   UI: ${uiUrl}` : ''}`,
     `  MongoDB          ${redactUri(config.mongo.uri)}${config.mongo.db}`,
-    `  Cloud API        ${config.graph.baseUrl}${simUrl ? '   (the Meta simulator: npm run meta-sim -- --help)' : ''}`,
+    `  Cloud API        ${redactUri(config.graph.baseUrl)}${simUrl ? '   (the Meta simulator: npm run meta-sim -- --help)' : ''}`,
     `  data             ${dataDir}`,
     'Ctrl-C stops everything.',
     '',
