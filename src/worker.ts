@@ -16,7 +16,7 @@ import type { LaunchDeps } from './lifecycle/launch';
 import type { Collections } from './adapters/store/db';
 import type { Runtime } from './runtime';
 import { startRetention } from './adapters/store/retention';
-import { countSettlements, serveMetrics, type RelayMetrics } from './http/metrics';
+import { observeStore, serveMetrics, type RelayMetrics } from './http/metrics';
 
 /** The workflow code the worker runs (bundled for Temporal's sandbox). */
 export const WORKFLOWS_PATH = require.resolve('../workflows');
@@ -85,7 +85,7 @@ export interface WorkerDeps {
  */
 export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; connection: NativeConnection }> {
   const { config } = deps;
-  if (deps.metrics) countSettlements(deps.metrics, deps.c);
+  if (deps.metrics) observeStore(deps.metrics, deps.c);
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const activities = createActivities({
     c: deps.c,

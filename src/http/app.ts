@@ -11,7 +11,7 @@ import { createMessagesRouter } from '../sending/api';
 import { withTimeout } from '../util/time';
 import { appErrorListener, errorMiddleware, HttpError, notFound } from './errors';
 import { inFlightLimit } from './inflight';
-import { addStoreGauges, countSettlements, createRelayMetrics, type RelayMetrics } from './metrics';
+import { addStoreGauges, observeStore, createRelayMetrics, type RelayMetrics } from './metrics';
 import { openApiDocument } from './openapi';
 import { createKeyRateLimit } from './ratelimit';
 import { createCounters, createWebhookRouter, type WebhookCounters, type WebhookSink } from './webhook';
@@ -84,7 +84,7 @@ function wireMetrics(metrics: RelayMetrics, c: Collections, counters: WebhookCou
   registered.add(metrics);
   addStoreGauges(metrics.registry, c);
   metrics.registry.addText(() => counters.toPrometheus());
-  countSettlements(metrics, c);
+  observeStore(metrics, c);
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Collections } from '../adapters/store/db';
 import { createServer, type Server } from 'node:http';
 import { onSettlementsRecorded, queueStats, type Settlement } from '../adapters/store/queue';
-import { wabaStateStats } from '../adapters/store/wabas';
+import { onOffboardingEnded, wabaStateStats } from '../adapters/store/wabas';
 import { withTimeout } from '../util/time';
 import type { WabaState } from '../../workflows/contracts';
 
@@ -202,7 +202,23 @@ export interface RelayMetrics {
   apiRateLimited: Counter;
   /** `coexist_relay_retention_purged_total{collection}`: documents the retention purge deleted. */
   retentionPurged: Counter;
+  /** `coexist_relay_offboarded_duration_seconds{to}`: how long ended offboardings lasted. */
+  offboardedDuration: Histogram;
 }
+
+/** Seconds buckets for offboarding durations (1 min … 7 d). */
+export const OFFBOARDED_BUCKETS = [
+  60,
+  300,
+  600,
+  1800,
+  3600,
+  4 * 3600,
+  12 * 3600,
+  86_400,
+  3 * 86_400,
+  7 * 86_400,
+] as const;
 
 /** A registry with the service's counters and histograms (no store gauges: see `addStoreGauges`). */
 export function createRelayMetrics(registry = new MetricsRegistry()): RelayMetrics {
@@ -234,6 +250,12 @@ export function createRelayMetrics(registry = new MetricsRegistry()): RelayMetri
       'Documents deleted by the retention purge, by collection.',
       ['collection'],
     ),
+    offboardedDuration: registry.histogram(
+      'coexist_relay_offboarded_duration_seconds',
+      'How long offboardings lasted, observed when they end, by the state the WABA went to.',
+      OFFBOARDED_BUCKETS,
+      ['to'],
+    ),
   };
 }
 
@@ -241,10 +263,11 @@ const counting = new WeakMap<RelayMetrics, WeakSet<Collections>>();
 
 /**
  * Counts, in `sends` and `queueSettled`, every settlement recorded through `c` from now on (the
- * store's `recordSettlements` is the one place outcomes are written). Once per metrics and
+ * store's `recordSettlements` is the one place outcomes are written), and observes in
+ * `offboardedDuration` every offboarding the store's `saveWaba` ends. Once per metrics and
  * collections: the server and a worker in one process may both ask.
  */
-export function countSettlements(metrics: RelayMetrics, c: Collections): void {
+export function observeStore(metrics: RelayMetrics, c: Collections): void {
   const seen = counting.get(metrics) ?? new WeakSet<Collections>();
   counting.set(metrics, seen);
   if (seen.has(c)) return;
@@ -255,6 +278,7 @@ export function countSettlements(metrics: RelayMetrics, c: Collections): void {
       if (s.queueId) metrics.queueSettled.inc({ outcome: s.status });
     }
   });
+  onOffboardingEnded(c, ({ to, offboardedMs }) => metrics.offboardedDuration.observe({ to }, offboardedMs / 1000));
 }
 
 /**

@@ -33,7 +33,7 @@ describe('metrics on the real stack', () => {
     text: { body },
   });
 
-  it('shows gate states, queue depth and age, sends by outcome and Meta code, drained messages and webhook latency', async () => {
+  it('shows gate states, queue depth and age, sends by outcome and Meta code, drained messages, offboarding durations and webhook latency', async () => {
     const wabaId = uniqueDigits();
     const phone = uniqueDigits('2');
     await stack.register(phone, wabaId, { coexistence: true });
@@ -76,6 +76,10 @@ describe('metrics on the real stack', () => {
     expect(sample(after, 'coexist_relay_sends_total{outcome="failed",error_code="131026"}')).toBe(1);
     expect(sample(after, 'coexist_relay_queue_settled_total{outcome="sent"}')).toBe(2);
     expect(sample(after, 'coexist_relay_queue_settled_total{outcome="failed"}')).toBe(1);
+    // The offboarding (over a second: the wait above) ended when the WABA went to draining.
+    expect(sample(after, 'coexist_relay_offboarded_duration_seconds_count{to="draining"}')).toBe(1);
+    expect(sample(after, 'coexist_relay_offboarded_duration_seconds_sum{to="draining"}')).toBeGreaterThanOrEqual(1);
+    expect(sample(after, 'coexist_relay_offboarded_duration_seconds_bucket{to="draining",le="60"}')).toBe(1);
     // Two account_update deliveries, both acknowledged 200; the webhook counters are in the same exposition.
     expect(sample(after, 'coexist_relay_webhook_ack_duration_seconds_count{code="200"}')).toBe(2);
     expect(sample(after, 'coexist_relay_webhook_ack_duration_seconds_bucket{code="200",le="+Inf"}')).toBe(2);
