@@ -117,7 +117,7 @@ export function createApp(deps: AppDeps): Koa {
     }),
   );
   app.use(async function webhookAckTimer(ctx, next) {
-    if (ctx.method !== 'POST' || ctx.path !== webhookPath) return next();
+    if (ctx.method !== 'POST' || ctx.path !== webhookPath || !serves('public')) return next();
     const start = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - start) / 1e9;
     try {
