@@ -1,31 +1,105 @@
+import type { Collections } from '../src/adapters/store/db';
+import { closeThread, openThreadOf, saveThread } from '../src/adapters/store/alert-threads';
+import type { Config } from '../src/config';
 import type { Logger } from '../src/logger';
 import type { AlertInput, AlertSink } from './types';
 
 export interface AlertDeps {
+  c: Collections;
   logger: Logger;
-  webhookUrl?: string;
-  slackUrl?: string;
+  alerts: Config['alerts'];
   timeoutMs?: number;
 }
 
-/** Slack-compatible incoming-webhook body. */
+/** True for the alert that ends a WABA's incident (the queue drained after a reconnection). */
+const resolves = (a: AlertInput): boolean => a.kind === 'reconnected';
+
+/** Slack message text (incoming webhook or Web API). */
 export function slackMessage(a: AlertInput): { text: string } {
-  const icon = a.severity === 'critical' ? ':rotating_light:' : a.severity === 'page' ? ':pager:' : ':warning:';
+  const icon = resolves(a)
+    ? ':white_check_mark:'
+    : a.severity === 'critical'
+      ? ':rotating_light:'
+      : a.severity === 'page'
+        ? ':pager:'
+        : ':warning:';
   return { text: `${icon} *${a.title}* (WABA ${a.wabaId}, ${a.state}, level ${a.level})\n${a.text}` };
 }
 
-async function post(url: string, body: unknown, timeoutMs: number): Promise<void> {
+/** PagerDuty's dedup key: one incident per WABA at a time (a resolved one is reopened as a new incident). */
+export const pagerDutyDedupKey = (wabaId: string): string => `coexist-relay/waba/${wabaId}`;
+
+/**
+ * The PagerDuty Events API v2 body: `trigger` (a new incident, or an update of the open one with
+ * the same dedup key) for every alert but the reconnection, which sends `resolve`.
+ */
+export function pagerDutyEvent(a: AlertInput, routingKey: string): Record<string, unknown> {
+  const dedup_key = pagerDutyDedupKey(a.wabaId);
+  if (resolves(a)) return { routing_key: routingKey, event_action: 'resolve', dedup_key };
+  return {
+    routing_key: routingKey,
+    event_action: 'trigger',
+    dedup_key,
+    payload: {
+      summary: `${a.title} (WABA ${a.wabaId})`.slice(0, 1024),
+      source: 'coexist-relay',
+      severity: a.severity === 'critical' ? 'critical' : a.severity === 'page' ? 'error' : 'warning',
+      component: `waba ${a.wabaId}`,
+      group: 'whatsapp-coexistence',
+      class: a.kind ?? 'alert',
+      timestamp: a.at,
+      custom_details: { wabaId: a.wabaId, state: a.state, level: a.level, queued: a.queued, text: a.text },
+    },
+  };
+}
+
+async function post(
+  url: string,
+  body: unknown,
+  timeoutMs: number,
+  headers: Record<string, string> = {},
+): Promise<Response> {
   const res = await fetch(url, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...headers },
     body: JSON.stringify(body),
     signal: AbortSignal.timeout(timeoutMs),
   });
   if (!res.ok) throw new Error(`alert sink answered HTTP ${res.status}`);
+  return res;
 }
 
 export function createAlertActivities(deps: AlertDeps) {
   const timeoutMs = deps.timeoutMs ?? 10_000;
+  const { c, alerts } = deps;
+
+  /**
+   * Slack Web API: the first alert of an incident starts a thread (its `ts` is stored per WABA),
+   * later ones reply in it, and the reconnection closes it. A thread id is stored only after Slack
+   * answered, so a retry after a lost answer can post the opening message twice, never lose one.
+   */
+  async function slackThreaded(api: NonNullable<Config['alerts']['slackApi']>, a: AlertInput): Promise<void> {
+    const open = await openThreadOf(c, a.wabaId);
+    const res = await post(
+      `${api.baseUrl}/chat.postMessage`,
+      { channel: api.channel, ...slackMessage(a), ...(open ? { thread_ts: open.ts } : {}) },
+      timeoutMs,
+      { authorization: `Bearer ${api.botToken}` },
+    );
+    const answer = (await res.json()) as { ok?: boolean; ts?: string; channel?: string; error?: string };
+    if (!answer.ok) throw new Error(`Slack refused the alert: ${answer.error ?? 'no reason given'}`);
+    if (!open && answer.ts && !resolves(a)) {
+      await saveThread(c, {
+        _id: a.wabaId,
+        channel: answer.channel ?? api.channel,
+        ts: answer.ts,
+        open: true,
+        openedAt: a.at,
+      });
+    }
+    if (open && resolves(a)) await closeThread(c, a.wabaId);
+  }
+
   return {
     /**
      * Delivers one alert to one sink. Throws on failure so Temporal retries it; the lifecycle
@@ -39,11 +113,17 @@ export function createAlertActivities(deps: AlertDeps) {
           return;
         }
         case 'webhook':
-          if (!deps.webhookUrl) return;
-          return post(deps.webhookUrl, { kind: 'coexist-relay.alert', ...alert }, timeoutMs);
+          if (!alerts.webhookUrl) return;
+          await post(alerts.webhookUrl, { kind: 'coexist-relay.alert', ...alert }, timeoutMs);
+          return;
         case 'slack':
-          if (!deps.slackUrl) return;
-          return post(deps.slackUrl, slackMessage(alert), timeoutMs);
+          if (alerts.slackApi) return slackThreaded(alerts.slackApi, alert);
+          if (alerts.slackUrl) await post(alerts.slackUrl, slackMessage(alert), timeoutMs);
+          return;
+        case 'pagerduty':
+          if (!alerts.pagerduty) return;
+          await post(alerts.pagerduty.eventsUrl, pagerDutyEvent(alert, alerts.pagerduty.routingKey), timeoutMs);
+          return;
       }
     },
   };

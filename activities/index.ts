@@ -32,11 +32,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createLifecycleActivities(deps.c),
     ...createSendActivities({ ...deps, limiters, admission }),
     ...createDrainActivities({ ...deps, limiters, tuning: deps.drainTuning }),
-    ...createAlertActivities({
-      logger: deps.logger,
-      webhookUrl: deps.config.alerts.webhookUrl,
-      slackUrl: deps.config.alerts.slackUrl,
-    }),
+    ...createAlertActivities({ c: deps.c, logger: deps.logger, alerts: deps.config.alerts }),
   };
 }
 

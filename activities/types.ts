@@ -3,6 +3,11 @@ import type { AlertSink, SendOutcome, WabaState } from '../workflows/contracts';
 /** An operator alert, as the lifecycle workflow raises it. Plain data. */
 export interface AlertInput {
   wabaId: string;
+  /**
+   * What happened (absent in alerts recorded before it existed). Incident sinks open or update the
+   * WABA's incident on every kind but `reconnected`, which resolves it.
+   */
+  kind?: 'accountUnusable' | 'partnerRemoved' | 'escalated' | 'abandoned' | 'reconnected';
   /** Escalation level (0 for alerts that are not escalation levels). */
   level: number;
   severity: 'warning' | 'page' | 'critical';

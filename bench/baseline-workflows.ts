@@ -9,7 +9,7 @@
  * Both use the same activity options as `sendMessageWorkflow`'s `admit` (1 min start-to-close,
  * the same retry policy) and return a `SendOutcome`, like it.
  */
-import { proxyActivities } from '@temporalio/workflow';
+import { condition, defineSignal, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { SendOutcome, SendRequest } from '../workflows/contracts';
 import type { BaselineActivities } from './baseline-activities';
 
@@ -26,4 +26,20 @@ export async function bareSendWorkflow(req: SendRequest): Promise<SendOutcome> {
 export async function noopWorkflow(req: SendRequest): Promise<SendOutcome> {
   await acts.noop(req.messageId);
   return { messageId: req.messageId, status: 'sent', at: new Date().toISOString() };
+}
+
+/** The bare lifecycle baseline's signal: one event, as the real workflow's `lifecycleEvent`. */
+export const bareEventSignal = defineSignal<[{ key: string }]>('bareEvent');
+
+/**
+ * The least a signal-with-start lifecycle workflow does (the baseline of `bench:lifecycle`):
+ * started by signal-with-start, it ends once it has received one signal. No activity.
+ */
+export async function bareLifecycleWorkflow(): Promise<number> {
+  let received = 0;
+  setHandler(bareEventSignal, () => {
+    received++;
+  });
+  await condition(() => received > 0);
+  return received;
 }

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { z } from 'zod';
+import { forwardTargetsSchema, type ForwardTarget } from './relay/targets';
 import { DEFAULT_TASK_QUEUE, type EscalationLevel, type LifecycleSettings } from '../workflows/contracts';
 
 /**
@@ -209,6 +210,13 @@ const envSchema = z.object({
   ON_ABANDON: z.enum(['fail', 'keep']).default('fail'),
   ALERT_WEBHOOK_URL: optionalUrl,
   SLACK_WEBHOOK_URL: optionalUrl,
+  /** Slack Web API (threads one offboarding's alerts): a bot token and a channel; wins over the incoming webhook. */
+  SLACK_BOT_TOKEN: z.string().optional(),
+  SLACK_CHANNEL: z.string().optional(),
+  SLACK_API_BASE_URL: z.url().default('https://slack.com/api'),
+  /** PagerDuty Events API v2: one incident per WABA offboarding (dedup key), resolved on reconnect. */
+  PAGERDUTY_ROUTING_KEY: z.string().optional(),
+  PAGERDUTY_EVENTS_URL: z.url().default('https://events.pagerduty.com/v2/enqueue'),
 
   /** Default throughput of a registered number; coexistence numbers default to 20 (Meta's fixed cap). */
   DEFAULT_MPS: intIn(1, 1000).default(80),
@@ -223,6 +231,20 @@ const envSchema = z.object({
       const ms = parseDuration(s);
       if (!ms) {
         ctx.addIssue({ code: 'custom', message: 'must be a duration like 10m' });
+        return z.NEVER;
+      }
+      return ms;
+    }),
+  /** Downstream endpoints that receive every Meta delivery (JSON array; see src/relay/targets.ts). */
+  FORWARD_TARGETS: forwardTargetsSchema,
+  /** How long a delivery is retried before it is dead-lettered (Meta's own retry period is 7 days). */
+  FORWARD_MAX_AGE: z
+    .string()
+    .default('7d')
+    .transform((s, ctx) => {
+      const ms = parseDuration(s);
+      if (!ms) {
+        ctx.addIssue({ code: 'custom', message: 'must be a duration like 7d or 12h' });
         return z.NEVER;
       }
       return ms;
@@ -274,8 +296,14 @@ export interface Config {
   mongo: { uri: string; db: string };
   graph: { baseUrl: string; version: string; token: string; tokensByWaba: Record<string, string>; timeoutMs: number };
   lifecycle: LifecycleSettings;
-  alerts: { webhookUrl?: string; slackUrl?: string };
+  alerts: {
+    webhookUrl?: string;
+    slackUrl?: string;
+    slackApi?: { baseUrl: string; botToken: string; channel: string };
+    pagerduty?: { eventsUrl: string; routingKey: string };
+  };
   sending: { defaultMps: number; pairLimitBurst: number; pairLimitIntervalMs: number; queuedPollMs: number };
+  forward: { targets: ForwardTarget[]; maxAgeMs: number };
   /** The prebuilt workflow bundle the worker loads instead of bundling the source at start. */
   workflowBundlePath?: string;
 }
@@ -305,6 +333,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     // Retention counts from acceptance: a message must be able to wait out the whole escalation.
     throw new ConfigError(
       'invalid configuration:\n  RETENTION_MESSAGES: must be longer than the last ESCALATION_LEVELS duration',
+    );
+  }
+  if (Boolean(e.SLACK_BOT_TOKEN) !== Boolean(e.SLACK_CHANNEL)) {
+    const missing = e.SLACK_BOT_TOKEN ? 'SLACK_CHANNEL' : 'SLACK_BOT_TOKEN';
+    throw new ConfigError(
+      `invalid configuration:\n  ${missing}: is required when ${missing === 'SLACK_CHANNEL' ? 'SLACK_BOT_TOKEN' : 'SLACK_CHANNEL'} is set`,
     );
   }
   return {
@@ -349,16 +383,33 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       alertSinks: [
         'log',
         ...(e.ALERT_WEBHOOK_URL ? (['webhook'] as const) : []),
-        ...(e.SLACK_WEBHOOK_URL ? (['slack'] as const) : []),
+        ...(e.SLACK_WEBHOOK_URL || (e.SLACK_BOT_TOKEN && e.SLACK_CHANNEL) ? (['slack'] as const) : []),
+        ...(e.PAGERDUTY_ROUTING_KEY ? (['pagerduty'] as const) : []),
       ],
     },
-    alerts: { webhookUrl: e.ALERT_WEBHOOK_URL, slackUrl: e.SLACK_WEBHOOK_URL },
+    alerts: {
+      webhookUrl: e.ALERT_WEBHOOK_URL,
+      slackUrl: e.SLACK_WEBHOOK_URL,
+      ...(e.SLACK_BOT_TOKEN && e.SLACK_CHANNEL
+        ? {
+            slackApi: {
+              baseUrl: e.SLACK_API_BASE_URL.replace(/\/+$/, ''),
+              botToken: e.SLACK_BOT_TOKEN,
+              channel: e.SLACK_CHANNEL,
+            },
+          }
+        : {}),
+      ...(e.PAGERDUTY_ROUTING_KEY
+        ? { pagerduty: { eventsUrl: e.PAGERDUTY_EVENTS_URL, routingKey: e.PAGERDUTY_ROUTING_KEY } }
+        : {}),
+    },
     sending: {
       defaultMps: e.DEFAULT_MPS,
       pairLimitBurst: e.PAIR_LIMIT_BURST,
       pairLimitIntervalMs: e.PAIR_LIMIT_INTERVAL_MS,
       queuedPollMs: e.QUEUED_POLL_INTERVAL,
     },
+    forward: { targets: e.FORWARD_TARGETS, maxAgeMs: e.FORWARD_MAX_AGE },
     ...(e.WORKFLOW_BUNDLE_PATH ? { workflowBundlePath: e.WORKFLOW_BUNDLE_PATH } : {}),
   };
 }

@@ -2,12 +2,16 @@
  * Entry point of the HTTP server process (`npm run server` from source, `npm run start:server` /
  * `node dist/src/server-main.js` compiled): config from the environment.
  *
- * SIGINT/SIGTERM: the listener stops accepting, requests in flight get `CLOSE_GRACE_MS` to finish
- * (then their connections are cut), the clients close and the process exits 0.
+ * It also runs the outbox relay (src/lifecycle/outbox-relay.ts), which hands the recorded webhook
+ * deliveries to Temporal. SIGINT/SIGTERM: the listener stops accepting, requests in flight get
+ * `CLOSE_GRACE_MS` to finish (then their connections are cut), the relay finishes its pass, the
+ * clients close and the process exits 0.
  */
 import { boot, onShutdown } from './boot';
 import { connectRuntime } from './runtime';
 import { startServer } from './server';
+import { startOutboxRelay } from './lifecycle/outbox-relay';
+import { startForwarder } from './relay/forwarder';
 import { withTimeout } from './util/time';
 
 /** How long open requests may run after a shutdown signal. Under docker-compose's 10 s default. */
@@ -16,7 +20,14 @@ const CLOSE_GRACE_MS = 5_000;
 async function main(): Promise<void> {
   const { config, logger } = boot('coexist-relay-server');
   const rt = await connectRuntime(config);
-  const http = await startServer({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness });
+  // Hands recorded webhook deliveries to Temporal; safe to run in every server process.
+  const outbox = startOutboxRelay({ c: rt.c, launch: rt.launch, logger });
+  // Forwards recorded deliveries to FORWARD_TARGETS; also safe in every server process.
+  const forwarder = startForwarder(
+    { c: rt.c, logger, targets: config.forward.targets },
+    { maxAgeMs: config.forward.maxAgeMs },
+  );
+  const http = await startServer({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness, outbox });
   logger.info(
     {
       url: http.url,
@@ -32,6 +43,8 @@ async function main(): Promise<void> {
       http.closeAllConnections();
       await closed;
     });
+    await outbox.stop();
+    await forwarder.stop();
     await rt.close();
   });
 }

@@ -4,13 +4,17 @@
  * - Temporal dev server (persistent SQLite file in `.data/`, Web UI on) unless TEMPORAL_ADDRESS is set;
  * - FerretDB (SQLite files in `.data/`) unless MONGODB_URI is set;
  * - the Meta Cloud API simulator unless GRAPH_API_BASE_URL is set;
- * - the worker and the HTTP server, in this process.
+ * - the worker and the HTTP server (with the outbox relay), in this process; with `DEV_SPLIT=1`
+ *   as two child processes (`src/worker-main.ts`, `src/server-main.ts`, each with Node's heap
+ *   limit `DEV_HEAP_MB`, default 1024), restarted if one dies, so an API overload cannot kill
+ *   drains.
  *
  * Missing secrets get dev defaults (printed). Ctrl-C stops everything; a rerun finds the persisted
  * workflows and data.
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { REPO_ROOT } from './infra/binaries';
 import { startInfra } from './stack';
 import { ConfigError, loadConfig } from '../src/config';
@@ -27,6 +31,8 @@ import {
   requestShutdown,
   startWorkerServices,
 } from '../src/worker';
+import { startOutboxRelay } from '../src/lifecycle/outbox-relay';
+import { startForwarder } from '../src/relay/forwarder';
 import { withTimeout } from '../src/util/time';
 import { redactUri } from '../src/util/redact';
 
@@ -37,6 +43,48 @@ const DEV_DEFAULTS: Record<string, string> = {
   SEND_API_KEYS: 'dev-send-key',
   GRAPH_API_TOKEN: 'dev-graph-token',
 };
+
+/** Heap limit (MiB) of each split child; the same default as the start scripts and the image. */
+const DEFAULT_HEAP_MB = '1024';
+
+/**
+ * `DEV_SPLIT=1`: the worker and the API as two supervised child processes with the same env. A
+ * child that dies (e.g. the API out of memory) is restarted after a second; the other keeps
+ * running. Resolves to the stop function.
+ */
+function startSplit(env: Record<string, string | undefined>, heapMb: string): () => Promise<void> {
+  const children = new Map<string, ChildProcess>();
+  let stopping = false;
+  const run = (name: string, entry: string): void => {
+    const child = spawn(
+      process.execPath,
+      [`--max-old-space-size=${heapMb}`, '--import', 'tsx', path.join(REPO_ROOT, entry)],
+      { env: env as NodeJS.ProcessEnv, stdio: 'inherit', cwd: REPO_ROOT },
+    );
+    children.set(name, child);
+    child.on('exit', (code, signal) => {
+      children.delete(name);
+      if (stopping) return;
+      process.stderr.write(`dev: ${name} exited (${signal ?? code}); restarting it in 1 s\n`);
+      setTimeout(() => !stopping && run(name, entry), 1_000).unref();
+    });
+  };
+  run('worker', 'src/worker-main.ts');
+  run('server', 'src/server-main.ts');
+  return async () => {
+    stopping = true;
+    await Promise.all(
+      [...children.values()].map(
+        (child) =>
+          new Promise<void>((resolve) => {
+            if (child.exitCode !== null || child.signalCode !== null) return resolve();
+            child.once('exit', () => resolve());
+            child.kill('SIGTERM');
+          }),
+      ),
+    );
+  };
+}
 
 async function main(): Promise<void> {
   const env: Record<string, string | undefined> = { ...process.env };
@@ -77,10 +125,42 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger(config.logLevel, 'coexist-relay');
+  const banner = (apiUrl: string) =>
+    [
+      '',
+      `coexist-relay dev stack is up${env.DEV_SPLIT === '1' ? ' (worker and API as separate processes)' : ''}`,
+      `  API              ${apiUrl}   (send key: ${config.sendApiKeys[0]?.key}, ops key: ${config.opsApiKeys[0]})`,
+      `  Meta webhook     ${apiUrl}${config.webhook.path}   (app secret: ${config.webhook.appSecrets[0]}, verify token: ${config.webhook.verifyToken})`,
+      `  Temporal         ${config.temporal.address}${uiUrl ? `   UI: ${uiUrl}` : ''}`,
+      `  MongoDB          ${redactUri(config.mongo.uri)}${config.mongo.db}`,
+      `  Cloud API        ${redactUri(config.graph.baseUrl)}${simUrl ? '   (the Meta simulator: npm run meta-sim -- --help)' : ''}`,
+      `  data             ${dataDir}`,
+      'Ctrl-C stops everything.',
+      '',
+    ].join('\n') + '\n';
+
+  if (env.DEV_SPLIT === '1') {
+    const stopChildren = startSplit(env, env.DEV_HEAP_MB ?? DEFAULT_HEAP_MB);
+    onShutdown(logger, async () => {
+      process.stdout.write('\nstopping…\n');
+      await stopChildren();
+      for (const s of stops) await s();
+      await infra.stop();
+      process.stdout.write('stopped\n');
+    });
+    process.stdout.write(banner(`http://${config.host}:${config.port}`));
+    return;
+  }
+
   installTemporalRuntime(config);
   const rt = await connectRuntime(config);
   // One process: the server's /metrics shows what the worker records too.
   const metrics = createRelayMetrics();
+  const relay = startOutboxRelay({ c: rt.c, launch: rt.launch, logger });
+  const forwarder = startForwarder(
+    { c: rt.c, logger, targets: config.forward.targets },
+    { maxAgeMs: config.forward.maxAgeMs },
+  );
   const { worker, connection } = await createWorker({
     metrics,
     config,
@@ -107,6 +187,8 @@ async function main(): Promise<void> {
         await closed;
       });
     }
+    await relay.stop();
+    await forwarder.stop();
     await running;
     await services.stop();
     await connection.close();
@@ -133,21 +215,10 @@ async function main(): Promise<void> {
     c: rt.c,
     launch: rt.launch,
     readiness: rt.readiness,
+    outbox: relay,
   }));
 
-  const lines = [
-    '',
-    'coexist-relay dev stack is up',
-    `  API              ${http.url}   (send key: ${config.sendApiKeys[0]?.key}, ops key: ${config.opsApiKeys[0]})`,
-    `  Meta webhook     ${http.url}${config.webhook.path}   (app secret: ${config.webhook.appSecrets[0]}, verify token: ${config.webhook.verifyToken})`,
-    `  Temporal         ${config.temporal.address}${uiUrl ? `   UI: ${uiUrl}` : ''}`,
-    `  MongoDB          ${redactUri(config.mongo.uri)}${config.mongo.db}`,
-    `  Cloud API        ${redactUri(config.graph.baseUrl)}${simUrl ? '   (the Meta simulator: npm run meta-sim -- --help)' : ''}`,
-    `  data             ${dataDir}`,
-    'Ctrl-C stops everything.',
-    '',
-  ];
-  process.stdout.write(lines.join('\n') + '\n');
+  process.stdout.write(banner(http.url));
 }
 
 main().catch((err: unknown) => {

@@ -19,6 +19,8 @@ import { createRelayMetrics, type RelayMetrics } from '../src/http/metrics';
 import { createLogger, type Logger } from '../src/logger';
 import { connectRuntime, type Runtime } from '../src/runtime';
 import { createWorker, type WorkerDeps } from '../src/worker';
+import { startOutboxRelay, type OutboxRelay, type OutboxRelayOptions } from '../src/lifecycle/outbox-relay';
+import { startForwarder } from '../src/relay/forwarder';
 import { SEARCH_ATTRIBUTES } from '../workflows/contracts';
 import { ensureBinaries } from './infra/binaries';
 import { startFerretDb, startTemporalDevServer, type FerretDb, type TemporalDevServer } from './infra/servers';
@@ -112,6 +114,9 @@ export interface ServiceOptions {
   noWorker?: boolean;
   /** A prebuilt workflow bundle (bundling takes seconds); the worker bundles at start otherwise. */
   workflowBundle?: { code: string };
+  /** Run no outbox relay in this process (a test starts one itself, e.g. after a "crash"). */
+  noRelay?: boolean;
+  relay?: OutboxRelayOptions;
   /** Names the API keys, secrets, task queue and database (`test`, `bench`). */
   prefix?: string;
   logLevel?: string;
@@ -127,6 +132,8 @@ export interface Service {
   metrics: RelayMetrics;
   sim: MetaSimulator;
   worker?: Worker;
+  /** The outbox relay of this instance (absent with `noRelay`). */
+  relay?: OutboxRelay;
   /** `http://127.0.0.1:<port>` of the Koa app. */
   url: string;
   webhookUrl: string;
@@ -205,7 +212,34 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
     }));
   }
   const running = worker?.run();
-  const app = createApp({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness, metrics });
+  const relay = opts.noRelay ? undefined : startOutboxRelay({ c: rt.c, launch: rt.launch, logger }, opts.relay);
+  const forwarder = opts.noRelay
+    ? undefined
+    : startForwarder(
+        { c: rt.c, logger, targets: config.forward.targets },
+        { maxAgeMs: config.forward.maxAgeMs, pollMs: 200 },
+      );
+  const app = createApp({
+    config,
+    logger,
+    c: rt.c,
+    launch: rt.launch,
+    readiness: rt.readiness,
+    metrics,
+    ...(relay ? { outbox: relay } : {}),
+  });
+  // Handlers still running when the test closes the connections keep calling Temporal and
+  // MongoDB; stop() waits for them before closing those clients (a retry timer of a closed
+  // client would otherwise fire after the test file ended).
+  let handling = 0;
+  app.middleware.unshift(async (_ctx, next) => {
+    handling++;
+    try {
+      await next();
+    } finally {
+      handling--;
+    }
+  });
   const server: Server = await new Promise((resolve) => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
   });
@@ -231,6 +265,7 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
     metrics,
     sim,
     ...(worker ? { worker } : {}),
+    ...(relay ? { relay } : {}),
     url,
     webhookUrl,
     appSecret,
@@ -253,6 +288,9 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
       (stopping ??= (async () => {
         server.closeAllConnections();
         await new Promise((r) => server.close(r));
+        for (let waited = 0; handling > 0 && waited < 15_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+        if (relay) await within(10_000, relay.stop());
+        if (forwarder) await within(10_000, forwarder.stop());
         worker?.shutdown();
         await within(30_000, running ?? Promise.resolve());
         if (connection) await within(5_000, connection.close());

@@ -98,7 +98,7 @@ export interface LifecycleSettings {
 }
 
 /** An alert destination: the service log, a generic JSON webhook, a Slack-compatible webhook. */
-export type AlertSink = 'log' | 'webhook' | 'slack';
+export type AlertSink = 'log' | 'webhook' | 'slack' | 'pagerduty';
 
 export interface LifecycleInput {
   wabaId: string;

@@ -3,9 +3,10 @@ import Router from '@koa/router';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
 import type { Collections } from '../adapters/store/db';
-import { createWebhookSink } from '../lifecycle/ingest';
+import { createWebhookSink, type OutboxNotifier } from '../lifecycle/ingest';
 import type { LaunchDeps } from '../lifecycle/launch';
 import { createOpsRouter } from '../ops/api';
+import { createDeliveriesRouter } from '../relay/api';
 import { createAdmission } from '../sending/admission';
 import { createMessagesRouter } from '../sending/api';
 import { withTimeout } from '../util/time';
@@ -38,6 +39,9 @@ export interface AppDeps {
   launch: LaunchDeps;
   /** Readiness checks by dependency name (`/readyz` answers 503 naming those that fail). */
   readiness: Record<string, () => Promise<unknown>>;
+  /** The outbox relay of this process (src/lifecycle/outbox-relay.ts); without one, recorded
+   *  deliveries wait for another process's relay to sweep them. */
+  outbox?: OutboxNotifier;
   /** Replaces the real sink (tests of the HTTP layer only). */
   sink?: WebhookSink;
   counters?: WebhookCounters;
@@ -162,14 +166,27 @@ export function createApp(deps: AppDeps): Koa {
     routers.push(
       createWebhookRouter({
         ...config.webhook,
-        sink: deps.sink ?? createWebhookSink({ c, launch, logger }),
+        sink:
+          deps.sink ??
+          createWebhookSink({
+            c,
+            logger,
+            forward: config.forward.targets,
+            ...(deps.outbox ? { outbox: deps.outbox } : {}),
+          }),
         logger,
         counters,
       }),
       createMessagesRouter({ c, launch, admission, config, logger, rateLimit: rateLimit('send') }),
     );
   }
-  if (serves('internal')) routers.push(createOpsRouter({ c, launch, config, logger, rateLimit: rateLimit('ops') }));
+  if (serves('internal')) {
+    const ops = rateLimit('ops');
+    routers.push(
+      createOpsRouter({ c, launch, config, logger, rateLimit: ops }),
+      createDeliveriesRouter({ c, config, logger }),
+    );
+  }
   app.use(unknownMethods(routers));
   for (const r of routers) app.use(r.routes()).use(r.allowedMethods());
   return app;

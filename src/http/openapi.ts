@@ -16,8 +16,9 @@ import { acceptedSchema, EXAMPLE_IDS, messageViewSchema, sendSchema } from '../s
  * requests (`sendSchema`, `phoneNumberSchema`, `actionSchema`) and describe the answers (next to
  * their handlers), plus the error model of `errors.ts`. Served at `GET /openapi.json` and committed
  * as `openapi.json` (`npm run openapi` rewrites it; a unit test fails when they differ). Cross-field
- * rules (`text` required when `type` is text, `expiresAt` in the future) are zod refinements that
- * JSON Schema does not carry: they answer 400 like any other field error.
+ * rules live next to the refinement that enforces them, as `.meta({ anyOf })` (`text` required when
+ * `type` is text, mps ≤ 20 for coexistence numbers); one cannot be stated in JSON Schema at all
+ * (`expiresAt` in the future) and answers 400 like any other field error.
  */
 
 /** The error model rendered by `errorMiddleware`. */
@@ -45,7 +46,7 @@ function jsonSchema(schema: z.ZodType, io: 'input' | 'output', shared: Record<st
     $defs,
     ...rest
   } = z.toJSONSchema(schema, { target: 'draft-2020-12', io, unrepresentable: 'any' });
-  // Named sub-schemas (`.meta({ id })`, e.g. recursive ones) become components of their own.
+  // Named sub-schemas (`.meta({ id })`: the levels of template components) become components of their own.
   for (const [id, def] of Object.entries($defs ?? {})) shared[id] = hoistRefs(def) as Json;
   return hoistRefs(rest) as Json;
 }
@@ -294,7 +295,12 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
           parameters: [
             { name: 'hub.mode', in: 'query', required: true, schema: { type: 'string', const: 'subscribe' } },
             { name: 'hub.verify_token', in: 'query', required: true, schema: { type: 'string' } },
-            { name: 'hub.challenge', in: 'query', required: true, schema: { type: 'string', maxLength: 256 } },
+            {
+              name: 'hub.challenge',
+              in: 'query',
+              required: true,
+              schema: { type: 'string', minLength: 1, maxLength: 256 },
+            },
           ],
           responses: {
             200: {

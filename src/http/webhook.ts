@@ -29,7 +29,15 @@ import { HttpError, badRequest, forbidden, requestIdOf, unauthorized, unavailabl
  * answers 503 so Meta retries.
  */
 export interface WebhookSink {
-  accept(update: ParsedWebhook): Promise<SinkReport | void>;
+  accept(update: ParsedWebhook, delivery?: DeliveryBytes): Promise<SinkReport | void>;
+}
+
+/** The delivery as received, for a sink that keeps it (the outbox stores it for forwarding). */
+export interface DeliveryBytes {
+  /** The exact request body. */
+  raw: Buffer;
+  /** Meta's `X-Hub-Signature-256` header. */
+  signature?: string;
 }
 
 /** What a sink may report about a delivery it accepted. */
@@ -302,7 +310,7 @@ export function createWebhookRouter(options: WebhookRouterOptions): Router {
     }
 
     try {
-      const report = await withTimeout(sink.accept(parsed), sinkTimeoutMs, 'webhook sink');
+      const report = await withTimeout(sink.accept(parsed, { raw, signature }), sinkTimeoutMs, 'webhook sink');
       if (report && report.unusable > 0) counters.unusable += report.unusable;
     } catch (err) {
       counters.sinkFailures++;

@@ -1,24 +1,25 @@
+import { randomBytes } from 'node:crypto';
 import { classifyMetaError } from '../adapters/graph/errors';
 import type { Logger } from '../logger';
-import {
-  isLifecycleEvent,
-  type AccountUpdate,
-  type ParsedWebhook,
-  type StatusUpdate,
-} from '../adapters/meta/webhook-payload';
-import type { SinkReport, WebhookSink } from '../http/webhook';
-import type { AccountEventDoc, Collections, MessageStatusDoc } from '../adapters/store/db';
-import { markAccountEventHandled, recordAccountEvent, recordStatuses } from '../adapters/store/events';
-import { createLimiter } from '../util/limit';
-import { deliverLifecycleEvent, type LaunchDeps } from './launch';
+import { isLifecycleEvent, type LifecycleWebhookEvent, type ParsedWebhook } from '../adapters/meta/webhook-payload';
+import type { DeliveryBytes, SinkReport, WebhookSink } from '../http/webhook';
+import type {
+  AccountEventDoc,
+  Collections,
+  ForwardDoc,
+  MessageStatusDoc,
+  OutboxDoc,
+  OutboxEvent,
+} from '../adapters/store/db';
+import { recordStatuses } from '../adapters/store/events';
+import { forwardId, insertForwards } from '../adapters/store/forwards';
+import { nextOutboxId, recordAccountEvents, recordDelivery } from '../adapters/store/outbox';
+import { wants, type ForwardTarget } from '../relay/targets';
 
 /** WABA ids that can name a lifecycle workflow (Meta's are digits). A lifecycle event for any
  *  other id (NUL bytes, lone surrogates, kilobytes of text) is recorded as `refused`, never handed
  *  over: Temporal would refuse it on every redelivery. */
-const WORKFLOW_SAFE_ID = /^[\w.-]{1,128}$/;
-
-/** Default bound on the Temporal hand-overs of one delivery in flight at once (one per WABA). */
-export const DEFAULT_HANDOVER_CONCURRENCY = 16;
+export const WORKFLOW_SAFE_ID = /^[\w.-]{1,128}$/;
 
 /**
  * JSON text of a value from `JSON.parse`, reading back to the same value: as `JSON.stringify`, but
@@ -43,136 +44,153 @@ async function allOrFirstError(promises: Promise<unknown>[]): Promise<void> {
   if (failed) throw failed.reason;
 }
 
+/** Where the sink announces a recorded delivery (the relay in this process hands it over at once). */
+export interface OutboxNotifier {
+  notify(doc: OutboxDoc): void;
+}
+
 /**
- * The real webhook sink: makes every event durable before the webhook is acknowledged.
+ * The real webhook sink: makes every event durable before the webhook is acknowledged, and does
+ * not wait for Temporal. Per delivery, at most three writes, in parallel:
  *
- * - `account_update`: recorded in `account_events` (`_id` = the event's dedupe key, so a
- *   redelivery is recognised), handed to the WABA's lifecycle workflow when it is a lifecycle
- *   event, then marked handed over. A redelivery of an event already handed over does nothing; one
- *   whose first delivery failed half-way is handed over again (the workflow ignores a key it has
- *   seen). Events of one WABA are handed over in body order; different WABAs in parallel, at most
- *   `handOverConcurrency` at once. The change's value is stored as JSON text, so no content Meta
- *   sends can make the record unstorable; a lifecycle event whose WABA id cannot name a workflow is
- *   recorded as `refused` and reported (`SinkReport.unusable`), never a reason to fail the delivery.
- * - `messages` statuses: one insert-only batch into `message_statuses`, never a Temporal call,
- *   except a `failed` status whose error means the account cannot send (re-closes the gate).
+ * - one `outbox` insert holding the delivery's lifecycle events (in body order), the raw body
+ *   (base64) and Meta's signature; the outbox relay (src/lifecycle/outbox-relay.ts) hands the
+ *   events to their workflows afterwards, per WABA in order, and audits each in `account_events`
+ *   once handed over (a redelivered event whose key is audited is never handed over again);
+ * - one `account_events` insert of the events that need no hand-over: informational
+ *   `account_update`s (`recorded`) and lifecycle events whose WABA id cannot name a workflow
+ *   (`refused`, reported as `SinkReport.unusable`); redeliveries collide on `_id` and are skipped;
+ * - one insert-only batch of `messages` statuses into `message_statuses`; a `failed` status whose
+ *   error means the account cannot send becomes a `SEND_ACCOUNT_UNUSABLE` outbox event.
  *
- * Throws when MongoDB or Temporal fails, so the webhook answers 5xx and Meta redelivers.
+ * The change's value is stored as JSON text, so no content Meta sends can make a record
+ * unstorable. Throws when MongoDB fails, so the webhook answers 5xx and Meta redelivers (a delivery
+ * recorded twice is harmless: the relay hands each event key over once).
  */
 export function createWebhookSink(deps: {
   c: Collections;
-  launch: LaunchDeps;
   logger: Logger;
-  /** Deadline of one hand-over to Temporal; past it the webhook answers 5xx and Meta redelivers. */
-  temporalTimeoutMs?: number;
-  /** Temporal hand-overs (WABAs) of one delivery in flight at once. Default 16. */
-  handOverConcurrency?: number;
+  /** The relay of this process; without one the delivery waits for a relay's sweep. */
+  outbox?: OutboxNotifier;
+  /** Forward targets (FORWARD_TARGETS): every delivery one of them wants is kept in the outbox for it. */
+  forward?: readonly ForwardTarget[];
 }): WebhookSink {
-  const { c, launch, logger } = deps;
-  const handOverConcurrency = deps.handOverConcurrency ?? DEFAULT_HANDOVER_CONCURRENCY;
-  const timeoutMs = deps.temporalTimeoutMs ?? 4_000;
-  // Temporal calls get a deadline: when Temporal is down the webhook must fail fast, not hang.
-  const deliver = (event: Parameters<typeof deliverLifecycleEvent>[1]) =>
-    deliverLifecycleEvent(launch, event, { deadlineMs: timeoutMs });
-
-  /** Returns false when the event was recorded but refused (it cannot be applied). */
-  async function handOver(u: AccountUpdate, receivedAt: string): Promise<boolean> {
-    const doc: AccountEventDoc = {
-      _id: u.key,
-      wabaId: u.wabaId,
-      event: u.event,
-      ...(u.metaTime !== undefined ? { metaTime: u.metaTime } : {}),
-      entryId: u.entryId,
-      raw: jsonText(u.raw),
-      receivedAt,
-      outcome: 'pending',
-    };
-    if ((await recordAccountEvent(c, doc)) === 'done') {
-      logger.info({ wabaId: u.wabaId, event: u.event, key: u.key }, 'duplicate account_update ignored');
-      return true;
-    }
-    const event = u.event;
-    const lifecycle = isLifecycleEvent(event);
-    if (lifecycle && !WORKFLOW_SAFE_ID.test(u.wabaId)) {
-      await markAccountEventHandled(c, u.key, 'refused', new Date().toISOString());
-      logger.warn(
-        { wabaId: u.wabaId.slice(0, 64), event, key: u.key },
-        'account_update refused: its WABA id cannot name a workflow',
-      );
-      return false;
-    }
-    if (lifecycle) {
-      await deliver({
-        key: u.key,
-        type: event,
-        wabaId: u.wabaId,
-        ...(u.metaTime !== undefined ? { metaTime: u.metaTime } : {}),
-        receivedAt,
-        source: 'webhook',
-        ...(u.detail ? { detail: u.detail } : {}),
-      });
-    }
-    await markAccountEventHandled(c, u.key, lifecycle ? 'signalled' : 'recorded', new Date().toISOString());
-    logger.info(
-      { wabaId: u.wabaId, event: u.event, metaTime: u.metaTime },
-      lifecycle ? 'account_update handed to the lifecycle workflow' : 'account_update recorded',
-    );
-    return true;
-  }
-
-  async function storeStatuses(statuses: StatusUpdate[], receivedAt: string): Promise<void> {
-    const docs: MessageStatusDoc[] = statuses.map((s) => ({
-      _id: `${s.wamid}:${s.status}`,
-      wamid: s.wamid,
-      status: s.status,
-      timestamp: s.timestamp,
-      recipientId: s.recipientId,
-      wabaId: s.wabaId,
-      phoneNumberId: s.phoneNumberId,
-      ...(s.errors ? { errors: s.errors } : {}),
-      receivedAt,
-    }));
-    // Redelivered statuses collide on `_id`: that is the dedupe.
-    await recordStatuses(c, docs);
-    for (const s of statuses) {
-      if (s.status !== 'failed') continue;
-      const unusable = s.errors?.find((e) => classifyMetaError({ code: e.code }).class === 'account_unusable');
-      if (!unusable || !WORKFLOW_SAFE_ID.test(s.wabaId)) continue;
-      logger.warn(
-        { wabaId: s.wabaId, wamid: s.wamid, code: unusable.code },
-        'failed status says the account cannot send',
-      );
-      await deliver({
-        key: `status:${s.wamid}:failed`,
-        type: 'SEND_ACCOUNT_UNUSABLE',
-        wabaId: s.wabaId,
-        receivedAt,
-        source: 'status',
-        detail: `status webhook: message ${s.wamid} failed with Meta code ${unusable.code}${unusable.title ? ` (${unusable.title})` : ''}`,
-      });
-    }
-  }
+  const { c, logger } = deps;
+  const targets = deps.forward ?? [];
 
   return {
-    async accept(parsed: ParsedWebhook): Promise<SinkReport> {
-      const receivedAt = new Date().toISOString();
-      const byWaba = new Map<string, AccountUpdate[]>();
-      for (const u of parsed.accountUpdates) {
-        const list = byWaba.get(u.wabaId);
-        if (list) list.push(u);
-        else byWaba.set(u.wabaId, [u]);
-      }
+    async accept(parsed: ParsedWebhook, delivery?: DeliveryBytes): Promise<SinkReport> {
+      const now = Date.now();
+      const receivedAt = new Date(now).toISOString();
+      const events: OutboxEvent[] = [];
+      const audit: AccountEventDoc[] = [];
       let unusable = 0;
-      const limiter = createLimiter(handOverConcurrency);
+      for (const u of parsed.accountUpdates) {
+        const lifecycle = isLifecycleEvent(u.event);
+        if (lifecycle && WORKFLOW_SAFE_ID.test(u.wabaId)) {
+          events.push({
+            key: u.key,
+            type: u.event as LifecycleWebhookEvent,
+            wabaId: u.wabaId,
+            ...(u.metaTime !== undefined ? { metaTime: u.metaTime } : {}),
+            receivedAt,
+            source: 'webhook',
+            ...(u.detail ? { detail: u.detail } : {}),
+            entryId: u.entryId,
+            raw: jsonText(u.raw),
+          });
+          continue;
+        }
+        if (lifecycle) unusable++;
+        audit.push({
+          _id: u.key,
+          wabaId: u.wabaId,
+          event: u.event,
+          ...(u.metaTime !== undefined ? { metaTime: u.metaTime } : {}),
+          entryId: u.entryId,
+          raw: jsonText(u.raw),
+          receivedAt,
+          outcome: lifecycle ? 'refused' : 'recorded',
+        });
+      }
+      if (unusable > 0) {
+        const first = audit.find((a) => a.outcome === 'refused');
+        logger.warn(
+          { refused: unusable, firstWabaId: first?.wabaId.slice(0, 64), firstKey: first?._id },
+          'account_update refused: its WABA id cannot name a workflow',
+        );
+      }
+      const statuses: MessageStatusDoc[] = parsed.statuses.map((s) => ({
+        _id: `${s.wamid}:${s.status}`,
+        wamid: s.wamid,
+        status: s.status,
+        timestamp: s.timestamp,
+        recipientId: s.recipientId,
+        wabaId: s.wabaId,
+        phoneNumberId: s.phoneNumberId,
+        ...(s.errors ? { errors: s.errors } : {}),
+        receivedAt,
+      }));
+      for (const s of parsed.statuses) {
+        if (s.status !== 'failed') continue;
+        const bad = s.errors?.find((e) => classifyMetaError({ code: e.code }).class === 'account_unusable');
+        if (!bad || !WORKFLOW_SAFE_ID.test(s.wabaId)) continue;
+        logger.warn({ wabaId: s.wabaId, wamid: s.wamid, code: bad.code }, 'failed status says the account cannot send');
+        events.push({
+          key: `status:${s.wamid}:failed`,
+          type: 'SEND_ACCOUNT_UNUSABLE',
+          wabaId: s.wabaId,
+          receivedAt,
+          source: 'status',
+          detail: `status webhook: message ${s.wamid} failed with Meta code ${bad.code}${bad.title ? ` (${bad.title})` : ''}`,
+          entryId: s.wamid,
+          raw: '',
+        });
+      }
+      const fields = Object.keys(parsed.changesByField);
+      const forward = targets.filter((t) => wants(t, { fields, wabaIds: parsed.entryIds })).map((t) => t.name);
+      const doc: OutboxDoc | undefined =
+        events.length > 0 || forward.length > 0
+          ? {
+              _id: nextOutboxId(now, randomBytes(6).toString('hex')),
+              kind: 'meta_delivery',
+              receivedAt,
+              raw: delivery ? delivery.raw.toString('base64') : '',
+              ...(delivery?.signature ? { signature: delivery.signature } : {}),
+              events,
+              wabaIds: [...new Set(events.map((e) => e.wabaId))],
+              ...(forward.length > 0 ? { forward, fields } : {}),
+            }
+          : undefined;
       await allOrFirstError([
-        ...[...byWaba.values()].map((updates) =>
-          limiter.run(async () => {
-            for (const u of updates) if (!(await handOver(u, receivedAt))) unusable++;
-          }),
-        ),
-        parsed.statuses.length > 0 ? storeStatuses(parsed.statuses, receivedAt) : Promise.resolve(),
+        doc
+          ? recordDelivery(c, doc).then(() => insertForwards(c, forwardEntries(doc, forward, parsed.entryIds)))
+          : Promise.resolve(),
+        recordAccountEvents(c, audit),
+        statuses.length > 0 ? recordStatuses(c, statuses) : Promise.resolve(),
       ]);
+      if (doc) {
+        deps.outbox?.notify(doc);
+        logger.info(
+          { deliveryId: doc._id, events: events.length, wabas: doc.wabaIds.length },
+          'delivery recorded in the outbox',
+        );
+      }
       return { unusable };
     },
   };
+}
+
+/** The pending forward entries of a new delivery, one per target that wants it. */
+function forwardEntries(doc: OutboxDoc, targets: readonly string[], wabaIds: readonly string[]): ForwardDoc[] {
+  return targets.map((target) => ({
+    _id: forwardId(target, doc._id),
+    target,
+    deliveryId: doc._id,
+    wabaIds: [...wabaIds],
+    receivedAt: doc.receivedAt,
+    state: 'pending' as const,
+    attempts: 0,
+    nextAt: 0,
+  }));
 }

@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import type { MongoClient, Db } from 'mongodb';
 import { loadConfig, type RetentionSettings } from '../../src/config';
 import { connectMongo, type Collections } from '../../src/adapters/store/db';
-import { recordAccountEvent, recordStatuses } from '../../src/adapters/store/events';
+import { recordStatuses } from '../../src/adapters/store/events';
+import { recordAccountEvents } from '../../src/adapters/store/outbox';
 import { claimIdempotencyKey, insertMessage } from '../../src/adapters/store/messages';
 import { recordSettlements } from '../../src/adapters/store/queue';
 import { ensureRetentionIndexes, purgeExpired, startRetention } from '../../src/adapters/store/retention';
@@ -57,15 +58,17 @@ describe('retention on the real MongoDB-wire server', () => {
         receivedAt: at,
       },
     ]);
-    await recordAccountEvent(c, {
-      _id: `e-${tag}`,
-      wabaId: '1',
-      event: 'ACCOUNT_OFFBOARDED',
-      entryId: '1',
-      raw: '{}',
-      receivedAt: at,
-      outcome: 'recorded',
-    });
+    await recordAccountEvents(c, [
+      {
+        _id: `e-${tag}`,
+        wabaId: '1',
+        event: 'ACCOUNT_OFFBOARDED',
+        entryId: '1',
+        raw: '{}',
+        receivedAt: at,
+        outcome: 'recorded',
+      },
+    ]);
     await claimIdempotencyKey(c, { _id: `k:${tag}`, messageId: `m-${tag}`, requestHash: 'h', createdAt: at });
   }
 

@@ -57,7 +57,7 @@ export interface MessageView {
 export const SEND_KEY = 'test-send-key';
 export const OPS_KEY = 'test-ops-key';
 
-export type StackOptions = Pick<ServiceOptions, 'env' | 'sim' | 'worker' | 'noWorker'>;
+export type StackOptions = Pick<ServiceOptions, 'env' | 'sim' | 'worker' | 'noWorker' | 'noRelay' | 'relay'>;
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const { TEMPORAL_ADDRESS, MONGODB_URI } = process.env;
@@ -76,6 +76,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     ...(options.noWorker ? { noWorker: true } : { workflowBundle: await sharedBundle() }),
     ...(options.sim ? { sim: options.sim } : {}),
     ...(options.worker ? { worker: options.worker } : {}),
+    ...(options.noRelay ? { noRelay: true } : {}),
+    ...(options.relay ? { relay: options.relay } : {}),
     env: { PAIR_LIMIT_INTERVAL_MS: '0', ...options.env },
   });
   const { call } = service;

@@ -64,6 +64,14 @@ describe('configuration', () => {
     expect(() => loadConfig({ ...valid, API_MAX_IN_FLIGHT: 'many' })).toThrow(/API_MAX_IN_FLIGHT/);
   });
 
+  it('adds the PagerDuty and threaded Slack sinks, and names SLACK_CHANNEL when only the bot token is set', () => {
+    const c = loadConfig({ ...valid, PAGERDUTY_ROUTING_KEY: 'rk', SLACK_BOT_TOKEN: 'xoxb', SLACK_CHANNEL: 'C1' });
+    expect(c.lifecycle.alertSinks).toEqual(['log', 'slack', 'pagerduty']);
+    expect(c.alerts.pagerduty).toEqual({ eventsUrl: 'https://events.pagerduty.com/v2/enqueue', routingKey: 'rk' });
+    expect(c.alerts.slackApi).toEqual({ baseUrl: 'https://slack.com/api', botToken: 'xoxb', channel: 'C1' });
+    expect(() => loadConfig({ ...valid, SLACK_BOT_TOKEN: 'xoxb' })).toThrow(/SLACK_CHANNEL: is required/);
+  });
+
   it('parses durations and refuses nonsense', () => {
     expect(parseDuration('1500ms')).toBe(1500);
     expect(parseDuration('2.5s')).toBe(2500);

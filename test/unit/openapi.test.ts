@@ -15,7 +15,7 @@ describe('the OpenAPI document', () => {
 
   it('every schema compiles as JSON Schema 2020-12, every $ref resolves, and the examples are valid', () => {
     const doc = openApiDocument() as { components: { schemas: Record<string, { examples?: unknown[] }> } };
-    const ajv = new Ajv2020({ strict: false });
+    const ajv = new Ajv2020({ strict: false, validateFormats: false });
     ajv.addSchema({ $id: ROOT, components: doc.components });
     for (const [name, schema] of Object.entries(doc.components.schemas)) {
       const validate = ajv.compile({ $ref: `${ROOT}#/components/schemas/${name}` });

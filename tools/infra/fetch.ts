@@ -1,7 +1,8 @@
 /**
  * `npm run infra`: makes sure the Temporal CLI and FerretDB binaries are in the user-level cache
  * (see binaries.ts), building them with Go when missing. Also run before `dev`, `test` and `bench`.
- * Also installs the pinned schemathesis (the contract test's fuzzer) into a virtualenv there.
+ * With `--schemathesis` (`npm test` passes it), also installs the pinned schemathesis, the contract
+ * test's API fuzzer, into a virtualenv there.
  * Prints what it did and how long it took on stderr; with `--paths`, prints the two binary paths
  * on stdout (temporal first) for scripts.
  */
@@ -22,9 +23,11 @@ async function main(): Promise<void> {
     process.stderr.write(`[infra] binaries cached (checked in ${ms.toFixed(0)} ms)\n`);
   }
   process.stderr.write(`[infra]   temporal: ${temporal}\n[infra]   ferretdb: ${ferretdb}\n`);
-  // The contract test's API fuzzer (PyPI); see schemathesis.ts.
-  const st = await ensureSchemathesis();
-  process.stderr.write(`[infra]   schemathesis: ${st.binary}${st.installed ? ' (installed now)' : ''}\n`);
+  if (process.argv.includes('--schemathesis')) {
+    // The contract test's API fuzzer (PyPI); see schemathesis.ts.
+    const st = await ensureSchemathesis();
+    process.stderr.write(`[infra]   schemathesis: ${st.binary}${st.installed ? ' (installed now)' : ''}\n`);
+  }
   if (process.argv.includes('--paths')) process.stdout.write(`${temporal}\n${ferretdb}\n`);
 }
 

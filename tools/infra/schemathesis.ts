@@ -2,7 +2,8 @@
  * schemathesis (PyPI), the property-based API tester the contract test runs against the live
  * service, installed into a virtualenv in the user-level cache (see {@link cacheDir}), never into
  * the repository or the user's own Python: `<cache>/schemathesis/<version>/` holds
- * `python3 -m venv` plus `pip install schemathesis==<version>` (PyPI only). Needs Python ≥ 3.9
+ * `python3 -m venv` plus `pip install schemathesis==<version>` (PyPI only). `npm test` runs it
+ * (`tools/infra/fetch.ts --schemathesis`), so `.ci/run` and a fresh machine get it. Needs Python ≥ 3.9
  * (`$PYTHON`, else `python3`). A `.complete` marker is written last, so an interrupted install is
  * removed and redone; a lock file keeps two concurrent runs from installing twice.
  */
@@ -66,7 +67,9 @@ export async function ensureSchemathesis(
     await run(python, ['-c', 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)']).catch(() => {
       throw new InfraError(step, `${python} is missing or older than Python 3.9 (set PYTHON to another interpreter)`);
     });
-    await run(python, ['-m', 'venv', venv]);
+    await run(python, ['-m', 'venv', venv]).catch((err: unknown) => {
+      throw new InfraError(step, `${String(err)} (Debian and Ubuntu: apt install python3-venv)`);
+    });
     await run(path.join(venv, 'bin', 'python'), [
       '-m',
       'pip',

@@ -7,7 +7,9 @@ import {
   continueAsNew,
   isCancellation,
   log,
+  patched,
   proxyActivities,
+  proxyLocalActivities,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
@@ -40,10 +42,22 @@ import {
   type MachineInput,
 } from './machine';
 
-const store = proxyActivities<Activities>({
+const storeActivities = proxyActivities<Activities>({
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
+// The short store reads and writes (loadWaba, saveWaba, countQueued: one exact-`_id` operation or
+// a count of the small queue, milliseconds) as local activities: one marker event each instead of
+// an activity's scheduled/started/completed plus a workflow task, same retry policy. A local
+// activity retried past its deadline schedules a timer and retries in a later workflow task.
+const localStoreActivities = proxyLocalActivities<Activities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
+});
+/** Runs recorded before this change used regular activities for the store: they replay that way. */
+const LOCAL_STORE_PATCH = 'lifecycle-local-store-activities';
+const store = (): Pick<Activities, 'loadWaba' | 'saveWaba' | 'countQueued'> =>
+  patched(LOCAL_STORE_PATCH) ? localStoreActivities : storeActivities;
 const drainer = proxyActivities<Activities>({
   startToCloseTimeout: '24 hours',
   heartbeatTimeout: '20 seconds',
@@ -162,6 +176,7 @@ export async function wabaLifecycleWorkflow(
   function alert(spec: AlertSpec): void {
     const full: AlertInput = {
       ...alertContent(spec, { queued, failed }),
+      kind: spec.kind,
       wabaId,
       at: new Date().toISOString(),
       state: waba!.state,
@@ -191,9 +206,9 @@ export async function wabaLifecycleWorkflow(
         await cancelDrain();
         return step({ kind: 'drainStopped', then: command.then });
       case 'persist':
-        return store.saveWaba(command.waba);
+        return store().saveWaba(command.waba);
       case 'countQueued':
-        queued = await store.countQueued(wabaId);
+        queued = await store().countQueued(wabaId);
         return;
       case 'upsertSearchAttributes':
         upsertSearchAttributes([
@@ -215,8 +230,8 @@ export async function wabaLifecycleWorkflow(
   }
 
   // ---- main loop -------------------------------------------------------------------------
-  waba = await store.loadWaba(wabaId);
-  queued = await store.countQueued(wabaId);
+  waba = await store().loadWaba(wabaId);
+  queued = await store().countQueued(wabaId);
   for (const command of onLoad(waba)) await execute(command); // a previous run ended mid-drain
 
   for (;;) {

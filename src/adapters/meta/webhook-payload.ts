@@ -96,6 +96,8 @@ export interface ParsedWebhook {
   otherChanges: Record<string, number>;
   /** Every change by field, including `account_update`, status-only and skipped changes (metrics). */
   changesByField: Record<string, number>;
+  /** The distinct `entry[].id`s (WABA ids on WABA webhooks), in body order (forward filters, order). */
+  entryIds: string[];
   skipped: SkippedChange[];
 }
 
@@ -287,6 +289,7 @@ export function parseWebhookBody(json: unknown): ParsedWebhook {
     statuses: [],
     otherChanges: Object.create(null) as Record<string, number>,
     changesByField: Object.create(null) as Record<string, number>,
+    entryIds: [],
     skipped: [],
   };
 
@@ -297,6 +300,7 @@ export function parseWebhookBody(json: unknown): ParsedWebhook {
       return;
     }
     const { id: entryId, time: metaTime, changes } = entry.data;
+    if (!result.entryIds.includes(entryId)) result.entryIds.push(entryId);
 
     changes.forEach((rawChange, changeIndex) => {
       const rawField = isPlainObject(rawChange) && typeof rawChange.field === 'string' ? rawChange.field : undefined;

@@ -1,6 +1,7 @@
 import { MongoClient, MongoServerError, type Collection, type Db } from 'mongodb';
 import type {
   EventLogEntry,
+  LifecycleEvent,
   MessageContent,
   MessageStatus,
   MetaErrorInfo,
@@ -97,24 +98,95 @@ export interface QueueDoc {
   notify: boolean;
 }
 
-/** `account_events`: audit of every `account_update` event; `_id` is the event's dedupe key. */
+/**
+ * `account_events`: audit of every `account_update` event (and of the status-derived
+ * `SEND_ACCOUNT_UNUSABLE` events), insert-only; `_id` is the event's dedupe key. A lifecycle event
+ * is inserted once it has been handed over to its workflow (`signalled`), so the record is also the
+ * outbox relay's "done" mark; other events are inserted by the webhook sink (`recorded`, `refused`).
+ */
 export interface AccountEventDoc {
   _id: string;
   wabaId: string;
   event: string;
   metaTime?: number;
+  /** `entry[].id` as sent (for a status-derived event: the message's wamid). */
   entryId: string;
   /** The change's `value` as JSON text (`JSON.stringify` of what Meta sent): kept as a string so
    *  that no key or value Meta sends (`$`/`.`/NUL keys, nested arrays, lone surrogates) can make
    *  the document unstorable (`jsonText` in src/lifecycle/ingest.ts: reads back to the parsed value). */
   raw: string;
   receivedAt: string;
-  /** `pending` until handed over to Temporal; then `signalled`, `recorded` (not a lifecycle event),
-   *  or `refused` (a lifecycle event whose WABA id cannot name a workflow: recorded, never applied). */
-  outcome: 'pending' | 'signalled' | 'recorded' | 'refused';
+  /** `signalled` (handed over to the lifecycle workflow), `recorded` (not a lifecycle event), or
+   *  `refused` (a lifecycle event whose WABA id cannot name a workflow: recorded, never applied). */
+  outcome: 'signalled' | 'recorded' | 'refused';
   handedOverAt?: string;
   /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
   storedAt?: Date;
+  /** The outbox delivery it came from. */
+  deliveryId?: string;
+}
+
+/** One event of an outbox delivery: what the workflow gets, plus the audit fields. */
+export interface OutboxEvent extends LifecycleEvent {
+  /** `entry[].id` (or the wamid of a failed status). */
+  entryId: string;
+  /** The change's `value` as JSON text (empty for a status-derived event). */
+  raw: string;
+}
+
+/**
+ * `outbox`: one per accepted Meta delivery that carries lifecycle events, inserted by the webhook
+ * sink before the 200, deleted by the relay once every event is handed over (so it holds only
+ * pending work). `_id` sorts in arrival order. The raw body and Meta's signature are kept so the
+ * same record can later be forwarded byte for byte (issue #12).
+ */
+export interface OutboxDoc {
+  _id: string;
+  kind: 'meta_delivery';
+  receivedAt: string;
+  /** The exact request body, base64. */
+  raw: string;
+  /** Meta's `X-Hub-Signature-256` header as received. */
+  signature?: string;
+  /** Lifecycle events in body order (WABA order is kept per WABA by the relay). */
+  events: OutboxEvent[];
+  /** The distinct WABA ids of `events` (with forwarding: of the whole delivery). */
+  wabaIds: string[];
+  /** Forward targets that still want this delivery (see `forwards`); it stays until they are done. */
+  forward?: string[];
+  /** The change fields of the delivery (`messages`, `account_update`, …), for the forward filters. */
+  fields?: string[];
+}
+
+/**
+ * `forwards`: what is still to be forwarded, one entry per (target, delivery); `_id` is
+ * `<target>:<delivery id>`, so a target's entries sort in arrival order. Only pending and
+ * dead-lettered entries live here (a small, scanned collection); a delivered one moves to
+ * `forwarded`. Written by the forwarders (several processes may try the same entry: at least once).
+ */
+export interface ForwardDoc {
+  _id: string;
+  target: string;
+  deliveryId: string;
+  wabaIds: string[];
+  receivedAt: string;
+  state: 'pending' | 'dead';
+  attempts: number;
+  /** Epoch ms of the next attempt. */
+  nextAt: number;
+  lastError?: string;
+}
+
+/** `forwarded`: insert-only log of delivered forwards (`_id` as in `forwards`). */
+export interface ForwardedDoc {
+  _id: string;
+  target: string;
+  deliveryId: string;
+  wabaIds: string[];
+  receivedAt: string;
+  deliveredAt: string;
+  attempts: number;
+  status: number;
 }
 
 /** `message_statuses`: Meta's delivery statuses, insert-only; `_id` is `<wamid>:<status>`. */
@@ -143,6 +215,18 @@ export interface IdempotencyDoc {
   storedAt?: Date;
 }
 
+/**
+ * `alert_threads`: the Slack thread of a WABA's open incident (`_id` = WABA id). Written only by
+ * that WABA's alert activities; replaced when an incident opens, marked closed when it resolves.
+ */
+export interface AlertThreadDoc {
+  _id: string;
+  channel: string;
+  ts: string;
+  open: boolean;
+  openedAt: string;
+}
+
 export interface Collections {
   wabas: Collection<WabaDoc>;
   phoneNumbers: Collection<PhoneNumberDoc>;
@@ -152,6 +236,22 @@ export interface Collections {
   accountEvents: Collection<AccountEventDoc>;
   messageStatuses: Collection<MessageStatusDoc>;
   idempotency: Collection<IdempotencyDoc>;
+  alertThreads: Collection<AlertThreadDoc>;
+  outbox: Collection<OutboxDoc>;
+  outboxClaims: Collection<OutboxClaimDoc>;
+  forwards: Collection<ForwardDoc>;
+  forwarded: Collection<ForwardedDoc>;
+}
+
+/**
+ * `outbox_claims`: which relay handles a delivery for one lease period. `_id` is
+ * `<delivery id>:<lease number>` (lease n covers the delivery's age n × lease … (n+1) × lease), so
+ * taking a delivery over is an insert that only one relay wins per lease, never an update.
+ */
+export interface OutboxClaimDoc {
+  _id: string;
+  relayId: string;
+  at: string;
 }
 
 export function collections(db: Db): Collections {
@@ -164,6 +264,11 @@ export function collections(db: Db): Collections {
     accountEvents: db.collection<AccountEventDoc>('account_events'),
     messageStatuses: db.collection<MessageStatusDoc>('message_statuses'),
     idempotency: db.collection<IdempotencyDoc>('idempotency'),
+    alertThreads: db.collection<AlertThreadDoc>('alert_threads'),
+    outbox: db.collection<OutboxDoc>('outbox'),
+    outboxClaims: db.collection<OutboxClaimDoc>('outbox_claims'),
+    forwards: db.collection<ForwardDoc>('forwards'),
+    forwarded: db.collection<ForwardedDoc>('forwarded'),
   };
 }
 
@@ -181,6 +286,9 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     c.messages.createIndex({ wabaId: 1, status: 1 }, { name: 'waba_status' }),
     c.accountEvents.createIndex({ wabaId: 1, receivedAt: 1 }, { name: 'waba_received' }),
     c.messageStatuses.createIndex({ wamid: 1 }, { name: 'wamid' }),
+    c.outbox.createIndex({ receivedAt: 1 }, { name: 'receivedAt' }),
+    c.forwards.createIndex({ target: 1, state: 1 }, { name: 'target_state' }),
+    c.forwarded.createIndex({ deliveryId: 1 }, { name: 'deliveryId' }),
   ]);
 }
 

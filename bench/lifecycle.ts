@@ -1,0 +1,330 @@
+/**
+ * `npm run bench:lifecycle`: many WABAs at once, through the real stack (signed webhooks → the
+ * outbox → the relay → one lifecycle workflow per WABA; FerretDB; a fresh Temporal dev server).
+ *
+ * Phases: history events of one offboard → reconnect cycle (without and with 2 queued messages);
+ * a burst of `--wabas` offboardings sent 16 at a time (ack p50/p99, non-200s, time to all
+ * offboarded); 2 messages queued for each of `--reconnect` of them, then those reconnected at
+ * once (acks, time from the first reconnect ack to the last queued send); `--paused` WABAs held
+ * paused and idle (CPU of the whole stack); and the same burst through a bare signal-with-start
+ * workflow on the same server (bench/baseline-workflows.ts) as the baseline ratio.
+ */
+import { randomBytes } from 'node:crypto';
+import { bundleWorkflowCode, NativeConnection, Worker } from '@temporalio/worker';
+import { wabaWorkflowId } from '../workflows/contracts';
+import { accountUpdatePayload } from '../tools/meta-sim/payloads';
+import { sendWebhook } from '../tools/meta-sim/server';
+import { bareEventSignal, type bareLifecycleWorkflow } from './baseline-workflows';
+import { cpuSeconds, flags, fmt, int, machine, percentile, pool, runMain, table, writeResults } from './lib/report';
+import { nowMs, say, sleep, startServers, startService, uniqueDigits, type Service } from './lib/stack';
+
+const args = flags('lifecycle', {
+  wabas: { type: 'string', default: '2000', help: 'WABAs offboarded in the burst' },
+  reconnect: { type: 'string', default: '1000', help: 'of those, reconnected at once' },
+  queued: { type: 'string', default: '2', help: 'messages queued per reconnected WABA' },
+  paused: { type: 'string', default: '10000', help: 'WABAs held paused for the idle CPU measurement' },
+  'idle-seconds': { type: 'string', default: '20', help: 'length of the idle CPU measurement' },
+  concurrency: { type: 'string', default: '16', help: 'webhooks in flight (as Meta)' },
+  'history-only': { type: 'boolean', default: false, help: 'only count history events of one cycle' },
+  'log-level': { type: 'string', default: 'error', help: 'service log level' },
+});
+
+const concurrency = int('concurrency', args.concurrency);
+
+interface Acks {
+  ms: number[];
+  non200: number;
+  firstAckAt: number;
+  lastAckAt: number;
+}
+
+/** Sends `bodies` as signed webhooks, `concurrency` at a time; ack latencies and non-200 count. */
+async function burst(svc: Service, bodies: unknown[]): Promise<Acks> {
+  const ms: number[] = [];
+  let non200 = 0;
+  let firstAckAt = Infinity;
+  let lastAckAt = 0;
+  await pool(bodies, concurrency, async (body) => {
+    for (;;) {
+      const t = nowMs();
+      const r = await sendWebhook({ targetUrl: svc.webhookUrl, appSecret: svc.appSecret, body: body as never }).catch(
+        () => ({ status: 0 }),
+      );
+      const done = nowMs();
+      ms.push(done - t);
+      if (r.status === 200) {
+        firstAckAt = Math.min(firstAckAt, done);
+        lastAckAt = Math.max(lastAckAt, done);
+        return;
+      }
+      non200++; // Meta redelivers: so does the benchmark
+      await sleep(1_000);
+    }
+  });
+  return { ms, non200, firstAckAt, lastAckAt };
+}
+
+const ackRow = (name: string, a: Acks): (string | number)[] => [
+  name,
+  a.ms.length,
+  fmt(percentile(a.ms, 50)),
+  fmt(percentile(a.ms, 99)),
+  a.non200,
+];
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs: number, everyMs = 250): Promise<number> {
+  const t0 = nowMs();
+  while (!(await check())) {
+    if (nowMs() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+  return nowMs();
+}
+
+/** History events of the WABA's latest run (one cycle: each offboarding is a fresh run). */
+async function historyEvents(svc: Service, wabaId: string): Promise<number> {
+  const handle = svc.rt.temporal.workflow.getHandle(wabaWorkflowId(wabaId));
+  await handle.result();
+  const history = await handle.fetchHistory();
+  return history.events?.length ?? 0;
+}
+
+async function cycleHistory(svc: Service, queued: number): Promise<number> {
+  const wabaId = uniqueDigits('1');
+  const phone = uniqueDigits('3');
+  await svc.register(phone, wabaId, { coexistence: true });
+  const t = Math.floor(Date.now() / 1000);
+  await svc.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED', { time: t });
+  await until(
+    'offboarded',
+    async () => (await svc.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded',
+    30_000,
+  );
+  for (let i = 0; i < queued; i++) {
+    await svc.call(svc.sendKey, 'POST', '/v1/messages', {
+      phoneNumberId: phone,
+      to: `1555000${String(i).padStart(4, '0')}`,
+      type: 'text',
+      text: { body: `h${i}` },
+    });
+  }
+  await svc.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED', { time: t + 1 });
+  return historyEvents(svc, wabaId);
+}
+
+const offboardBody = (wabaId: string, time: number) => accountUpdatePayload(wabaId, 'ACCOUNT_OFFBOARDED', { time });
+
+runMain(async () => {
+  const nWabas = int('wabas', args.wabas);
+  const nReconnect = Math.min(nWabas, int('reconnect', args.reconnect, 0));
+  const nQueued = int('queued', args.queued, 0);
+  const nPaused = int('paused', args.paused, 0);
+  const idleSeconds = int('idle-seconds', args['idle-seconds']);
+  const servers = await startServers('lifecycle');
+  let svc: Service | undefined;
+  let baselineWorker: Worker | undefined;
+  let baselineRun: Promise<void> | undefined;
+  let baselineConnection: NativeConnection | undefined;
+  const t0 = nowMs();
+  try {
+    svc = await startService(servers, {
+      env: { PAIR_LIMIT_INTERVAL_MS: '0' },
+      sim: { defaults: { pairBurst: 0 } },
+      logLevel: args['log-level'],
+    });
+    const s = svc;
+    const history = { cycle: await cycleHistory(s, 0), cycleWithQueue: await cycleHistory(s, 2) };
+    say(
+      `history events per offboard → reconnect cycle: ${history.cycle} (with 2 queued messages: ${history.cycleWithQueue})`,
+    );
+    if (args['history-only']) {
+      writeResults('lifecycle', { machine: machine(), args, history });
+      return;
+    }
+
+    // Phase 1: the offboarding burst.
+    const wabas = Array.from({ length: nWabas }, () => uniqueDigits('1'));
+    const time = Math.floor(Date.now() / 1000);
+    say(`phase 1: ${nWabas} offboardings, ${concurrency} at a time`);
+    const offAcks = await burst(
+      s,
+      wabas.map((w) => offboardBody(w, time)),
+    );
+    const allOffAt = await until(
+      'all offboarded',
+      async () => (await s.rt.c.wabas.countDocuments({ state: 'offboarded' })) >= nWabas,
+      600_000,
+      500,
+    );
+    const toAllOffboarded = allOffAt - offAcks.firstAckAt;
+    say(`  all ${nWabas} offboarded ${fmt(toAllOffboarded / 1000)} s after the first ack`);
+
+    // Phase 2: queue, then reconnect at once.
+    const recon = wabas.slice(0, nReconnect);
+    const phones = recon.map(() => uniqueDigits('3'));
+    say(`phase 2: registering ${nReconnect} numbers, queueing ${nReconnect * nQueued} messages`);
+    await pool(recon, concurrency, (w, i) => s.register(phones[i]!, w, { coexistence: true }));
+    const acceptedBefore = s.sim.log.accepted.length;
+    await pool(
+      Array.from({ length: nReconnect * nQueued }, (_, i) => i),
+      concurrency,
+      async (i) => {
+        const k = Math.floor(i / nQueued);
+        const r = await s.call(s.sendKey, 'POST', '/v1/messages', {
+          phoneNumberId: phones[k]!,
+          to: `1555${String(i).padStart(7, '0')}`,
+          type: 'text',
+          text: { body: `q${i}` },
+        });
+        if (r.status !== 202 || r.json.status !== 'queued')
+          throw new Error(`send ${i}: ${r.status} ${JSON.stringify(r.json)}`);
+      },
+    );
+    say(`phase 2: ${nReconnect} reconnections, ${concurrency} at a time`);
+    const reAcks = await burst(
+      s,
+      recon.map((w) => accountUpdatePayload(w, 'ACCOUNT_RECONNECTED', { time: time + 1 })),
+    );
+    const expected = acceptedBefore + nReconnect * nQueued;
+    await until('every queued message sent', async () => s.sim.log.accepted.length >= expected, 600_000, 500);
+    const lastSend = Math.max(...s.sim.log.accepted.slice(acceptedBefore).map((m) => m.at));
+    const reconnectToLastSend = lastSend - reAcks.firstAckAt;
+    say(`  last queued send ${fmt(reconnectToLastSend / 1000)} s after the first reconnect ack`);
+
+    // Phase 3: paused WABAs held idle.
+    const stillPaused = nWabas - nReconnect;
+    const more = Math.max(0, nPaused - stillPaused);
+    say(`phase 3: ${more} more offboardings (batched 100 per delivery) to hold ${nPaused} paused`);
+    const extra = Array.from({ length: more }, () => uniqueDigits('1'));
+    const batches: unknown[] = [];
+    for (let i = 0; i < extra.length; i += 100) {
+      batches.push({
+        object: 'whatsapp_business_account',
+        entry: extra.slice(i, i + 100).map((id) => ({
+          id,
+          time,
+          changes: [{ field: 'account_update', value: { event: 'ACCOUNT_OFFBOARDED' } }],
+        })),
+      });
+    }
+    const setupAcks = await burst(s, batches);
+    await until(
+      'all paused',
+      async () => (await s.rt.c.wabas.countDocuments({ state: 'offboarded' })) >= stillPaused + more,
+      900_000,
+      1_000,
+    );
+    await sleep(5_000); // let the last workflow tasks settle
+    const pids = { service: process.pid, temporal: servers.infra.temporal?.pid, ferretdb: servers.infra.ferretdb?.pid };
+    const cpu0 = cpuSeconds(pids);
+    const w0 = nowMs();
+    await sleep(idleSeconds * 1000);
+    const cpu1 = cpuSeconds(pids);
+    const wall = (nowMs() - w0) / 1000;
+    const idle: Record<string, number> = {};
+    let idleTotal = 0;
+    for (const k of Object.keys(cpu1)) {
+      idle[k] = (((cpu1[k] ?? 0) - (cpu0[k] ?? 0)) / wall) * 100;
+      idleTotal += idle[k]!;
+    }
+
+    // Phase 4: the baseline, a bare signal-with-start workflow, same burst size and concurrency.
+    const baselineQueue = `bench-bare-lifecycle-${randomBytes(4).toString('hex')}`;
+    baselineConnection = await NativeConnection.connect({ address: s.config.temporal.address });
+    baselineWorker = await Worker.create({
+      connection: baselineConnection,
+      namespace: s.config.temporal.namespace,
+      taskQueue: baselineQueue,
+      workflowBundle: await bundleWorkflowCode({
+        workflowsPath: require.resolve('./baseline-workflows'),
+        logger: { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} },
+      }),
+    });
+    baselineRun = baselineWorker.run();
+    say(`phase 4: baseline, ${nWabas} bare signal-with-starts, ${concurrency} at a time`);
+    const b0 = nowMs();
+    const ids = Array.from({ length: nWabas }, (_, i) => `bare/${i}-${randomBytes(3).toString('hex')}`);
+    await pool(ids, concurrency, (id) =>
+      s.rt.temporal.workflow.signalWithStart<typeof bareLifecycleWorkflow, [{ key: string }]>('bareLifecycleWorkflow', {
+        workflowId: id,
+        taskQueue: baselineQueue,
+        signal: bareEventSignal,
+        signalArgs: [{ key: id }],
+      }),
+    );
+    await pool(ids, concurrency, (id) => s.rt.temporal.workflow.getHandle(id).result());
+    const baselineMs = nowMs() - b0;
+
+    const results = {
+      machine: machine(),
+      args,
+      history,
+      phases: {
+        offboard: {
+          acks: offAcks.ms.length,
+          p50: percentile(offAcks.ms, 50),
+          p99: percentile(offAcks.ms, 99),
+          non200: offAcks.non200,
+          toAllOffboardedMs: toAllOffboarded,
+        },
+        reconnect: {
+          acks: reAcks.ms.length,
+          p50: percentile(reAcks.ms, 50),
+          p99: percentile(reAcks.ms, 99),
+          non200: reAcks.non200,
+          firstAckToLastSendMs: reconnectToLastSend,
+        },
+        pausedSetup: {
+          deliveries: setupAcks.ms.length,
+          p50: percentile(setupAcks.ms, 50),
+          p99: percentile(setupAcks.ms, 99),
+          non200: setupAcks.non200,
+        },
+        idle: { paused: stillPaused + more, seconds: wall, cpuPercentOfOneCore: idle, total: idleTotal },
+        baseline: { workflows: nWabas, ms: baselineMs, ratio: baselineMs / toAllOffboarded },
+      },
+      totalSeconds: (nowMs() - t0) / 1000,
+    };
+    process.stdout.write(
+      '\n' +
+        table(
+          ['phase', 'requests', 'ack p50 ms', 'ack p99 ms', 'non-200'],
+          [
+            ackRow(`offboard burst (${nWabas})`, offAcks),
+            ackRow(`reconnect burst (${nReconnect})`, reAcks),
+            ackRow(`paused setup (${batches.length} deliveries × 100)`, setupAcks),
+          ],
+        ) +
+        '\n\n' +
+        table(
+          ['measure', 'value'],
+          [
+            ['history events per offboard → reconnect cycle', history.cycle],
+            ['  … with 2 queued messages', history.cycleWithQueue],
+            [`time to all ${nWabas} offboarded (from the first ack)`, `${fmt(toAllOffboarded / 1000)} s`],
+            [
+              `first reconnect ack → last of ${nReconnect * nQueued} queued sends`,
+              `${fmt(reconnectToLastSend / 1000)} s`,
+            ],
+            [
+              `idle CPU, ${stillPaused + more} paused, % of one core (service+worker / temporal / ferretdb)`,
+              `${fmt(idleTotal)}% (${Object.values(idle)
+                .map((v) => fmt(v))
+                .join(' / ')})`,
+            ],
+            [`baseline: ${nWabas} bare signal-with-start workflows`, `${fmt(baselineMs / 1000)} s`],
+            ['baseline time ÷ service time to all offboarded', fmt(baselineMs / toAllOffboarded, 2)],
+            ['whole run', `${fmt(results.totalSeconds)} s`],
+          ],
+        ) +
+        '\n',
+    );
+    say(`results: ${writeResults('lifecycle', results)}`);
+  } finally {
+    baselineWorker?.shutdown();
+    await baselineRun?.catch(() => undefined);
+    await baselineConnection?.close();
+    await svc?.stop();
+    await servers.stop();
+  }
+});

@@ -1,0 +1,141 @@
+import type { Collections, ForwardDoc, ForwardedDoc } from './db';
+import { isOnlyDuplicateKeys } from './db';
+
+/**
+ * Forwarding progress (`forwards`: pending and dead-lettered entries, small; `forwarded`: the
+ * insert-only log of what was delivered). Keys: `<target>:<delivery id>`; the delivery itself (raw
+ * bytes) is the `outbox` document, kept until no target wants it.
+ */
+
+export const forwardId = (target: string, deliveryId: string): string => `${target}:${deliveryId}`;
+
+/** Creates the pending entries of a new delivery (one insert command; a redo collides harmlessly). */
+export async function insertForwards(c: Collections, docs: ForwardDoc[]): Promise<void> {
+  if (docs.length === 0) return;
+  try {
+    await c.forwards.insertMany(docs, { ordered: false });
+  } catch (err) {
+    if (!isOnlyDuplicateKeys(err)) throw err;
+  }
+}
+
+/** A target's pending entries in arrival order, at most `limit` (a scan of the small `forwards` on FerretDB). */
+export async function pendingForwards(c: Collections, target: string, limit: number): Promise<ForwardDoc[]> {
+  return c.forwards.find({ target, state: 'pending' }).sort({ _id: 1 }).limit(limit).toArray();
+}
+
+/** After a failed attempt: the next one, or the dead letter when the delivery is too old. */
+export async function forwardFailed(
+  c: Collections,
+  entry: ForwardDoc,
+  update: { attempts: number; nextAt: number; lastError: string; dead: boolean },
+): Promise<void> {
+  await c.forwards.updateOne(
+    { _id: entry._id },
+    {
+      $set: {
+        attempts: update.attempts,
+        nextAt: update.nextAt,
+        lastError: update.lastError,
+        state: update.dead ? 'dead' : 'pending',
+      },
+    },
+  );
+}
+
+/** Records a delivered forward (insert-only log) and removes its pending entry. */
+export async function forwardDelivered(
+  c: Collections,
+  entry: ForwardDoc,
+  result: { attempts: number; status: number; at: string },
+): Promise<void> {
+  const doc: ForwardedDoc = {
+    _id: entry._id,
+    target: entry.target,
+    deliveryId: entry.deliveryId,
+    wabaIds: entry.wabaIds,
+    receivedAt: entry.receivedAt,
+    deliveredAt: result.at,
+    attempts: result.attempts,
+    status: result.status,
+  };
+  try {
+    await c.forwarded.insertMany([doc], { ordered: false });
+  } catch (err) {
+    if (!isOnlyDuplicateKeys(err)) throw err; // another forwarder delivered it too (at least once)
+  }
+  await c.forwards.deleteOne({ _id: entry._id });
+}
+
+/** True while some target still has an entry (pending or dead) for the delivery. */
+export async function forwardsLeft(c: Collections, deliveryId: string): Promise<boolean> {
+  const doc = await c.outbox.findOne({ _id: deliveryId }, { projection: { forward: 1 } });
+  if (!doc?.forward?.length) return false;
+  const left = await Promise.all(
+    doc.forward.map((t) => c.forwards.findOne({ _id: forwardId(t, deliveryId) }, { projection: { _id: 1 } })),
+  );
+  return left.some((d) => d !== null);
+}
+
+/** Filters of `GET /v1/deliveries`. */
+export interface DeliveryFilter {
+  state?: 'pending' | 'dead' | 'delivered';
+  target?: string;
+  wabaId?: string;
+  /** ISO times bounding `receivedAt`. */
+  since?: string;
+  until?: string;
+  limit: number;
+}
+
+/** Forward entries matching the filter, newest first. */
+export async function listForwards(c: Collections, f: DeliveryFilter): Promise<(ForwardDoc | ForwardedDoc)[]> {
+  const q: Record<string, unknown> = {};
+  if (f.target) q.target = f.target;
+  if (f.wabaId) q.wabaIds = f.wabaId;
+  if (f.since || f.until)
+    q.receivedAt = { ...(f.since ? { $gte: f.since } : {}), ...(f.until ? { $lt: f.until } : {}) };
+  const open =
+    f.state === 'delivered'
+      ? []
+      : await c.forwards
+          .find(f.state ? { ...q, state: f.state } : q)
+          .sort({ _id: -1 })
+          .limit(f.limit)
+          .toArray();
+  const done =
+    f.state && f.state !== 'delivered' ? [] : await c.forwarded.find(q).sort({ _id: -1 }).limit(f.limit).toArray();
+  return [...open, ...done].sort((a, b) => (a.receivedAt < b.receivedAt ? 1 : -1)).slice(0, f.limit);
+}
+
+/** Puts a delivery's dead-lettered entries (of one target, or all) back to pending; returns how many. */
+export async function retryDead(
+  c: Collections,
+  deliveryId: string,
+  target: string | undefined,
+  now: number,
+): Promise<number> {
+  const doc = await c.outbox.findOne({ _id: deliveryId }, { projection: { forward: 1 } });
+  const targets = (doc?.forward ?? []).filter((t) => !target || t === target);
+  let n = 0;
+  for (const t of targets) {
+    const r = await c.forwards.updateOne(
+      { _id: forwardId(t, deliveryId), state: 'dead' },
+      { $set: { state: 'pending', attempts: 0, nextAt: now }, $unset: { lastError: '' } },
+    );
+    n += r.modifiedCount;
+  }
+  return n;
+}
+
+/** Deletes the delivery once neither its lifecycle events nor any target need it. */
+export async function dropDeliveryIfDone(c: Collections, deliveryId: string): Promise<void> {
+  const doc = await c.outbox.findOne({ _id: deliveryId }, { projection: { events: 1 } });
+  if (!doc) return;
+  if (await forwardsLeft(c, deliveryId)) return;
+  // Lifecycle events: every one must be audited (handed over) before the delivery may go.
+  const audited = await Promise.all(
+    doc.events.map((e) => c.accountEvents.findOne({ _id: e.key }, { projection: { _id: 1 } })),
+  );
+  if (audited.every((a) => a !== null)) await c.outbox.deleteOne({ _id: deliveryId });
+}

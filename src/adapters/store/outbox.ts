@@ -1,0 +1,124 @@
+import type { LifecycleEvent } from '../../../workflows/contracts';
+import { forwardsLeft } from './forwards';
+import { isDuplicateKey, isOnlyDuplicateKeys, type AccountEventDoc, type Collections, type OutboxDoc } from './db';
+
+/**
+ * The durable outbox (`outbox`): one document per accepted Meta delivery that carries work for
+ * Temporal, inserted by the webhook sink before the 200 and deleted by the relay once every event
+ * in it is handed over. It only ever holds what is pending, so finding pending work reads a small
+ * collection (FerretDB scans it). The audit of what was handed over is `account_events`
+ * (insert-only), which is also the relay's per-event "done" record: an event whose key is there
+ * was handed over, so a redelivery or a second relay never applies it twice.
+ */
+
+let lastMs = 0;
+let seqInMs = 0;
+
+/**
+ * A new delivery `_id` that sorts in arrival order: the receipt time in base 36, a counter within
+ * the millisecond (so two deliveries of one process never tie) and a random suffix (processes).
+ */
+export function nextOutboxId(nowMs: number, suffix: string): string {
+  if (nowMs > lastMs) {
+    lastMs = nowMs;
+    seqInMs = 0;
+  } else seqInMs++;
+  return `${lastMs.toString(36).padStart(9, '0')}:${seqInMs.toString(36).padStart(4, '0')}:${suffix}`;
+}
+
+/** Records a delivery. One insert; throws when the store cannot take it (the webhook answers 5xx). */
+export async function recordDelivery(c: Collections, doc: OutboxDoc): Promise<void> {
+  await c.outbox.insertOne(doc);
+}
+
+/**
+ * Pending deliveries older than `olderThan` (ISO), oldest first, at most `limit`, without the
+ * raw bytes. A scan of `outbox` on FerretDB: it holds only what is not handed over yet.
+ */
+export async function pendingDeliveries(c: Collections, olderThan: string, limit: number): Promise<OutboxDoc[]> {
+  return c.outbox
+    .find({ receivedAt: { $lt: olderThan } }, { projection: { raw: 0 } })
+    .sort({ _id: 1 })
+    .limit(limit)
+    .toArray();
+}
+
+/** Deletes a delivery once everything in it is handed over (idempotent; by exact `_id`). */
+export async function deliveryHandedOver(c: Collections, id: string): Promise<void> {
+  // A delivery that forward targets still want stays (their forwarder deletes it when done).
+  if (await forwardsLeft(c, id)) return;
+  await c.outbox.deleteOne({ _id: id });
+}
+
+/** The delivery with its raw bytes (forwarding), or null once it is gone. */
+export function readDelivery(c: Collections, id: string): Promise<OutboxDoc | null> {
+  return c.outbox.findOne({ _id: id });
+}
+
+/**
+ * Claims a delivery for one lease (`<id>:<lease>`): true when this relay won it, false when another
+ * relay holds that lease. Insert-only, so two relays never both win.
+ */
+export async function claimDelivery(c: Collections, id: string, lease: number, relayId: string): Promise<boolean> {
+  try {
+    await c.outboxClaims.insertOne({ _id: `${id}:${lease}`, relayId, at: new Date().toISOString() });
+    return true;
+  } catch (err) {
+    if (isDuplicateKey(err)) return false;
+    throw err;
+  }
+}
+
+/** Removes a finished delivery's claim (idempotent). */
+export async function releaseClaim(c: Collections, id: string, lease: number): Promise<void> {
+  await c.outboxClaims.deleteOne({ _id: `${id}:${lease}` });
+}
+
+/** Pending deliveries (metrics, tests). */
+export async function countPendingDeliveries(c: Collections): Promise<number> {
+  return c.outbox.countDocuments({});
+}
+
+/** True when the event with this key was already handed over (its audit record exists). */
+export async function wasHandedOver(c: Collections, key: string): Promise<boolean> {
+  return (await c.accountEvents.findOne({ _id: key }, { projection: { _id: 1 } })) !== null;
+}
+
+/**
+ * Records that an event was handed over (`signalled`): insert-only; a duplicate key means another
+ * relay (or an earlier attempt) recorded it first, which is the same fact.
+ */
+export async function markHandedOver(c: Collections, doc: AccountEventDoc): Promise<void> {
+  try {
+    await c.accountEvents.insertOne({ ...doc, storedAt: new Date() });
+  } catch (err) {
+    if (!isDuplicateKey(err)) throw err;
+  }
+}
+
+/** Audits events that need no hand-over (`recorded`, `refused`): one insert; redeliveries collide. */
+export async function recordAccountEvents(c: Collections, docs: AccountEventDoc[]): Promise<void> {
+  if (docs.length === 0) return;
+  try {
+    const storedAt = new Date();
+    await c.accountEvents.insertMany(
+      docs.map((d) => ({ ...d, storedAt })),
+      { ordered: false },
+    );
+  } catch (err) {
+    if (!isOnlyDuplicateKeys(err)) throw err;
+  }
+}
+
+/** The lifecycle event an outbox entry hands to the workflow (the audit fields stay behind). */
+export function lifecycleEventOf(e: OutboxDoc['events'][number]): LifecycleEvent {
+  return {
+    key: e.key,
+    type: e.type,
+    wabaId: e.wabaId,
+    ...(e.metaTime !== undefined ? { metaTime: e.metaTime } : {}),
+    receivedAt: e.receivedAt,
+    source: e.source,
+    ...(e.detail !== undefined ? { detail: e.detail } : {}),
+  };
+}

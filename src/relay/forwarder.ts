@@ -1,0 +1,141 @@
+import type { Collections, ForwardDoc } from '../adapters/store/db';
+import { SIGNATURE_HEADER } from '../adapters/meta/signature';
+import { dropDeliveryIfDone, forwardDelivered, forwardFailed, pendingForwards } from '../adapters/store/forwards';
+import { readDelivery } from '../adapters/store/outbox';
+import type { Logger } from '../logger';
+import { signRequest } from './signing';
+import { forwardBackoffMs, type ForwardTarget } from './targets';
+
+export interface ForwarderOptions {
+  /** How often each target's pending entries are looked at. Default 500 ms. */
+  pollMs?: number;
+  /** Requests in flight per target (different WABAs). Default 8. */
+  concurrency?: number;
+  /** Deadline of one request. Default 10 s. */
+  timeoutMs?: number;
+  /** Past this age a delivery that could not be forwarded is dead-lettered. */
+  maxAgeMs: number;
+}
+
+/** The forwarder of one process; `stop` ends its loops after the requests in flight. */
+export interface Forwarder {
+  /** Resolves once no target has a pending entry that is due (tests). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Forwards every recorded Meta delivery to each target that wants it, byte for byte, at least
+ * once: the exact body Meta sent, Meta's own `X-Hub-Signature-256`, and our Standard Webhooks
+ * headers (`webhook-id` = the delivery id, the same on every retry, so receivers dedupe by it).
+ *
+ * - Order: per target, entries go in arrival order; a WABA whose delivery failed holds its later
+ *   deliveries back until it goes through (other WABAs go on). Across processes the order holds
+ *   only as far as one process handles a WABA's entries at a time.
+ * - Retries: exponential back-off from 2 s to 1 h; a delivery older than `maxAgeMs` that still
+ *   fails is dead-lettered (`state: dead`; `POST /v1/deliveries/:id/retry` puts it back).
+ * - The ack to Meta never waits for this: the sink only records the delivery.
+ */
+export function startForwarder(
+  deps: { c: Collections; logger: Logger; targets: readonly ForwardTarget[] },
+  options: ForwarderOptions,
+): Forwarder {
+  const { c, targets } = deps;
+  const logger = deps.logger.child({ component: 'forwarder' });
+  const pollMs = options.pollMs ?? 500;
+  const concurrency = options.concurrency ?? 8;
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  let stopped = false;
+  const loops: Promise<void>[] = [];
+
+  async function send(target: ForwardTarget, entry: ForwardDoc): Promise<number> {
+    const delivery = await readDelivery(c, entry.deliveryId);
+    if (!delivery) return 200; // already gone: nothing left to forward
+    const body = Buffer.from(delivery.raw, 'base64');
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'user-agent': 'coexist-relay-forwarder',
+      ...signRequest(target.secrets, entry.deliveryId, new Date(), body),
+      ...(delivery.signature ? { [SIGNATURE_HEADER]: delivery.signature } : {}),
+    };
+    const res = await fetch(target.url, { method: 'POST', headers, body, signal: AbortSignal.timeout(timeoutMs) });
+    await res.arrayBuffer().catch(() => undefined);
+    if (res.status < 200 || res.status >= 300) throw new Error(`HTTP ${res.status}`);
+    return res.status;
+  }
+
+  async function attempt(target: ForwardTarget, entry: ForwardDoc): Promise<boolean> {
+    const attempts = entry.attempts + 1;
+    try {
+      const status = await send(target, entry);
+      await forwardDelivered(c, entry, { attempts, status, at: new Date().toISOString() });
+      await dropDeliveryIfDone(c, entry.deliveryId);
+      return true;
+    } catch (err) {
+      const dead = Date.now() - Date.parse(entry.receivedAt) > options.maxAgeMs;
+      const lastError = String(err instanceof Error ? err.message : err).slice(0, 200);
+      await forwardFailed(c, entry, { attempts, nextAt: Date.now() + forwardBackoffMs(attempts), lastError, dead });
+      const log = { target: target.name, deliveryId: entry.deliveryId, wabaId: entry.wabaIds[0], attempts, lastError };
+      if (dead) logger.error(log, 'forward dead-lettered: the target kept failing past the maximum age');
+      else logger.warn(log, 'forward failed; will retry');
+      return false;
+    }
+  }
+
+  /** One pass over a target's pending entries, in arrival order, holding back a failed WABA's later ones. */
+  async function pass(target: ForwardTarget): Promise<void> {
+    const entries = await pendingForwards(c, target.name, 500);
+    const blocked = new Set<string>();
+    const now = Date.now();
+    const running = new Set<Promise<void>>();
+    /** The WABAs of deliveries in flight: a later delivery of the same WABA waits for them. */
+    const busy = new Set<string>();
+    for (const entry of entries) {
+      if (stopped) break;
+      const wabas = entry.wabaIds.length > 0 ? entry.wabaIds : ['(none)'];
+      if (wabas.some((w) => blocked.has(w))) continue;
+      if (entry.nextAt > now) {
+        for (const w of wabas) blocked.add(w); // not due: its WABA's later entries wait too
+        continue;
+      }
+      while (wabas.some((w) => busy.has(w)) || running.size >= concurrency) await Promise.race(running);
+      if (wabas.some((w) => blocked.has(w))) continue;
+      for (const w of wabas) busy.add(w);
+      const task: Promise<void> = attempt(target, entry)
+        .then((ok) => {
+          if (!ok) for (const w of wabas) blocked.add(w);
+        })
+        .catch((err: unknown) => {
+          for (const w of wabas) blocked.add(w);
+          logger.warn({ target: target.name, err: String(err) }, 'recording a forward failed');
+        })
+        .finally(() => {
+          for (const w of wabas) busy.delete(w);
+          running.delete(task);
+        });
+      running.add(task);
+    }
+    await Promise.all(running);
+  }
+
+  for (const target of targets) {
+    loops.push(
+      (async () => {
+        while (!stopped) {
+          try {
+            await pass(target);
+          } catch (err) {
+            logger.warn({ target: target.name, err: String(err) }, 'forward pass failed; retrying');
+          }
+          await new Promise((r) => setTimeout(r, pollMs));
+        }
+      })(),
+    );
+  }
+
+  return {
+    async stop() {
+      stopped = true;
+      await Promise.all(loops);
+    },
+  };
+}

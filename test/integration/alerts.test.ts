@@ -1,0 +1,84 @@
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
+
+/** A local HTTP receiver that records JSON bodies and answers with `reply(body, path)`. */
+async function receiver(reply: (body: Record<string, unknown>, req: IncomingMessage) => [number, unknown]) {
+  const got: { path: string; auth?: string; body: Record<string, unknown> }[] = [];
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+      got.push({ path: req.url ?? '', auth: req.headers.authorization, body });
+      const [status, answer] = reply(body, req);
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(answer));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { got, url, stop: () => new Promise((r) => server.close(r)) };
+}
+
+/**
+ * Alert sinks against receivers speaking each sink's request shape: PagerDuty Events API v2 (one
+ * incident per offboarding: trigger, update, resolve) and Slack's Web API (one thread per
+ * offboarding).
+ */
+describe('alert sinks operators use', () => {
+  let stack: Stack;
+  let pd: Awaited<ReturnType<typeof receiver>>;
+  let slack: Awaited<ReturnType<typeof receiver>>;
+  let nextTs = 1000;
+  beforeAll(async () => {
+    pd = await receiver((body) => [202, { status: 'success', message: 'Event processed', dedup_key: body.dedup_key }]);
+    slack = await receiver((body) => [200, { ok: true, channel: body.channel, ts: `${nextTs++}.000100` }]);
+    stack = await startStack({
+      env: {
+        ESCALATION_LEVELS: '1s,2s,1h',
+        PAGERDUTY_ROUTING_KEY: 'pd-routing-key',
+        PAGERDUTY_EVENTS_URL: `${pd.url}/v2/enqueue`,
+        SLACK_BOT_TOKEN: 'xoxb-test',
+        SLACK_CHANNEL: 'C0ALERTS',
+        SLACK_API_BASE_URL: `${slack.url}/api`,
+      },
+    });
+  });
+  afterAll(async () => {
+    await stack?.stop();
+    await pd?.stop();
+    await slack?.stop();
+  });
+
+  it('PagerDuty sees trigger → update → resolve for one offboard/escalate/reconnect cycle, and Slack one thread', async () => {
+    const wabaId = uniqueDigits();
+    const mine = (r: { body: Record<string, unknown> }) => JSON.stringify(r.body).includes(wabaId);
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED')).toBe(200);
+    await eventually(async () => pd.got.filter(mine).length >= 2, 30_000);
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED')).toBe(200);
+    await eventually(async () => pd.got.filter(mine).length >= 3, 30_000);
+
+    const events = pd.got.filter(mine).map((r) => r.body);
+    expect(events.map((e) => e.event_action)).toEqual(['trigger', 'trigger', 'resolve']);
+    expect(new Set(events.map((e) => e.dedup_key))).toEqual(new Set([`coexist-relay/waba/${wabaId}`]));
+    expect(events.every((e) => e.routing_key === 'pd-routing-key')).toBe(true);
+    expect(events.slice(0, 2).map((e) => (e.payload as { severity: string }).severity)).toEqual(['warning', 'error']);
+    expect(pd.got.every((r) => r.path === '/v2/enqueue')).toBe(true);
+
+    await eventually(async () => slack.got.filter(mine).length >= 3, 30_000);
+    const posts = slack.got.filter(mine);
+    expect(posts.every((p) => p.path === '/api/chat.postMessage' && p.auth === 'Bearer xoxb-test')).toBe(true);
+    expect(posts[0]!.body.thread_ts).toBeUndefined();
+    const root =
+      posts[0]!.body.channel === 'C0ALERTS' ? (await stack.rt.c.alertThreads.findOne({ _id: wabaId }))?.ts : undefined;
+    expect(root).toBeDefined();
+    expect(posts.slice(1).map((p) => p.body.thread_ts)).toEqual([root, root]);
+    expect((await stack.rt.c.alertThreads.findOne({ _id: wabaId }))?.open).toBe(false);
+
+    // The next offboarding is a new incident: a new Slack thread, a new PagerDuty trigger.
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED')).toBe(200);
+    await eventually(async () => slack.got.filter(mine).length >= 4 && pd.got.filter(mine).length >= 4, 30_000);
+    expect(slack.got.filter(mine)[3]!.body.thread_ts).toBeUndefined();
+    expect(pd.got.filter(mine)[3]!.body.event_action).toBe('trigger');
+  });
+});

@@ -1,0 +1,159 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { Webhook } from 'standardwebhooks';
+import { sendWebhook } from '../../tools/meta-sim/server';
+import { signBody } from '../../src/adapters/meta/signature';
+import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
+
+interface Received {
+  id: string;
+  raw: Buffer;
+  headers: Record<string, string>;
+}
+
+/** A downstream endpoint that records what it receives; `down` makes it answer 503. */
+async function endpoint() {
+  const got: Received[] = [];
+  const state = { down: false };
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      if (state.down) return void res.writeHead(503).end();
+      const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, String(v)]));
+      got.push({ id: headers['webhook-id']!, raw: Buffer.concat(chunks), headers });
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    got,
+    state,
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`,
+    stop: () => new Promise((r) => server.close(r)),
+  };
+}
+
+const secret = (): string => `whsec_${randomBytes(32).toString('base64')}`;
+const fixture = (name: string): string =>
+  fs.readFileSync(path.join(__dirname, '..', 'fixtures', 'meta', `${name}.json`), 'utf8');
+
+/** Every delivery's body, as Meta would send it, with the WABA id put in `entry[].id`. */
+function mixedBatch(wabaId: string): string[] {
+  const withWaba = (text: string): string => {
+    const body = JSON.parse(text) as { entry: { id: string; time?: number }[] };
+    for (const e of body.entry) e.id = wabaId;
+    return JSON.stringify(body);
+  };
+  const inbound = {
+    object: 'whatsapp_business_account',
+    entry: [
+      {
+        id: wabaId,
+        changes: [
+          {
+            field: 'messages',
+            value: {
+              messaging_product: 'whatsapp',
+              metadata: { display_phone_number: '15550001111', phone_number_id: '106540352242922' },
+              contacts: [{ profile: { name: 'Ana' }, wa_id: '16505551234' }],
+              messages: [
+                {
+                  from: '16505551234',
+                  id: 'wamid.inbound1',
+                  timestamp: '1749416383',
+                  type: 'text',
+                  text: { body: 'hi' },
+                },
+              ],
+            },
+          },
+        ],
+      },
+    ],
+  };
+  const skipped = {
+    object: 'whatsapp_business_account',
+    entry: [{ id: wabaId, changes: [{ field: 'account_update' }] }],
+  };
+  return [
+    JSON.stringify(inbound),
+    withWaba(fixture('smb_message_echoes_text')),
+    withWaba(fixture('history_approved_chunk')),
+    withWaba(fixture('messages_status_sent')),
+    withWaba(fixture('account_update_account_offboarded')),
+    JSON.stringify(skipped),
+    withWaba(fixture('smb_app_state_sync_contact_add')),
+  ];
+}
+
+describe('relay: every Meta delivery forwarded, byte for byte, signed', () => {
+  let stack: Stack;
+  let inbox: Awaited<ReturnType<typeof endpoint>>;
+  let crm: Awaited<ReturnType<typeof endpoint>>;
+  const inboxSecret = secret();
+  const crmNew = secret();
+  const crmOld = secret();
+  beforeAll(async () => {
+    inbox = await endpoint();
+    crm = await endpoint();
+    stack = await startStack({
+      env: {
+        FORWARD_TARGETS: JSON.stringify([
+          { name: 'inbox', url: inbox.url, secrets: [inboxSecret] },
+          { name: 'crm', url: crm.url, secrets: [crmNew, crmOld] },
+        ]),
+      },
+    });
+  });
+  afterAll(async () => {
+    await stack?.stop();
+    await inbox?.stop();
+    await crm?.stop();
+  });
+
+  it('delivers a mixed batch to two receivers, one down for a while, in order, each once by webhook-id', async () => {
+    const wabaId = uniqueDigits();
+    const bodies = mixedBatch(wabaId);
+    crm.state.down = true;
+    for (const body of bodies) {
+      const r = await sendWebhook({ targetUrl: stack.webhookUrl, appSecret: stack.appSecret, body });
+      expect(r.status).toBe(200);
+    }
+    // The inbox gets everything while the CRM is down; the ack never waited for either.
+    await eventually(async () => inbox.got.length >= bodies.length, 30_000);
+    expect(crm.got).toHaveLength(0);
+    await eventually(
+      async () => (await stack.ops('GET', '/v1/deliveries?target=crm&state=pending')).json.deliveries,
+      10_000,
+    );
+    crm.state.down = false;
+    await eventually(async () => crm.got.length >= bodies.length, 60_000);
+
+    for (const [name, ep, secrets] of [
+      ['inbox', inbox, [inboxSecret]],
+      ['crm', crm, [crmNew, crmOld]],
+    ] as const) {
+      const byId = new Map<string, Received>();
+      for (const r of ep.got) if (!byId.has(r.id)) byId.set(r.id, r);
+      // Once each after dedupe by webhook-id, in arrival order, byte for byte.
+      expect({ name, bodies: [...byId.values()].map((r) => r.raw.toString('utf8')) }).toEqual({ name, bodies });
+      for (const r of byId.values()) {
+        // Meta's own signature, for receivers that verify Meta's.
+        expect(r.headers['x-hub-signature-256']).toBe(signBody(r.raw, stack.appSecret));
+        // Standard Webhooks, verified by the stock library with each secret of the rotation.
+        for (const s of secrets) expect(() => new Webhook(s).verify(r.raw, r.headers)).not.toThrow();
+      }
+    }
+    // The lifecycle event in the batch was applied too.
+    await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded');
+    const delivered = await stack.ops('GET', `/v1/deliveries?wabaId=${wabaId}&state=delivered&limit=100`);
+    expect((delivered.json.deliveries as unknown[]).length).toBe(2 * bodies.length);
+    // Nothing is left pending, and the outbox let go of every delivery.
+    expect(await stack.rt.c.forwards.countDocuments({})).toBe(0);
+    await eventually(async () => (await stack.rt.c.outbox.countDocuments({})) === 0, 15_000);
+  });
+});
