@@ -2,6 +2,8 @@ import type { Collections } from '../adapters/store/db';
 import { createServer, type Server } from 'node:http';
 import { onSettlementsRecorded, queueStats, type Settlement } from '../adapters/store/queue';
 import { onOffboardingEnded, wabaStateStats } from '../adapters/store/wabas';
+import { countPendingDeliveries } from '../adapters/store/outbox';
+import { forwardStats } from '../adapters/store/forwards';
 import { withTimeout } from '../util/time';
 import type { WabaState } from '../../workflows/contracts';
 
@@ -330,6 +332,20 @@ export function addStoreGauges(registry: MetricsRegistry, c: Collections, now: (
     'coexist_relay_queue_oldest_age_seconds',
     'Age of the oldest queued message (0 when the queue is empty).',
   );
+  const outbox = registry.gauge(
+    'coexist_relay_outbox_pending_deliveries',
+    'Meta deliveries recorded but not yet fully handed over to Temporal or the forward targets.',
+  );
+  const forwards = registry.gauge(
+    'coexist_relay_forwards',
+    'Forwards to FORWARD_TARGETS by state: pending (to send or retry) and dead (dead-lettered).',
+    ['state'],
+  );
+  registry.collector([outbox, forwards], async () => {
+    const [pending, byState] = await Promise.all([countPendingDeliveries(c), forwardStats(c)]);
+    outbox.set(undefined, pending);
+    for (const [state, n] of Object.entries(byState)) forwards.set({ state }, n);
+  });
   registry.collector([depth, oldest], async () => {
     const stats = await queueStats(c);
     depth.set(undefined, stats.depth);

@@ -72,6 +72,9 @@ describe('metrics on the real stack', () => {
     expect(sample(after, 'coexist_relay_wabas{state="connected"}')).toBe(1);
     expect(sample(after, 'coexist_relay_queue_depth_messages')).toBe(0);
     expect(sample(after, 'coexist_relay_queue_oldest_age_seconds')).toBe(0);
+    // Both deliveries handed over (no FORWARD_TARGETS here): nothing left in the outbox.
+    await eventually(async () => sample(await scrape(), 'coexist_relay_outbox_pending_deliveries') === 0);
+    expect(sample(after, 'coexist_relay_forwards{state="dead"}')).toBe(0);
     expect(sample(after, 'coexist_relay_sends_total{outcome="sent",error_code="none"}')).toBe(3);
     expect(sample(after, 'coexist_relay_sends_total{outcome="failed",error_code="131026"}')).toBe(1);
     expect(sample(after, 'coexist_relay_queue_settled_total{outcome="sent"}')).toBe(2);
