@@ -76,9 +76,96 @@ const escalationSchema = z.string().transform((s, ctx): EscalationLevel[] => {
 
 const intIn = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
+/** A send key and the WABAs it may use (`wabas` absent: every WABA). */
+export interface SendKey {
+  key: string;
+  wabas?: string[];
+}
+
+/**
+ * `SEND_API_KEYS`: comma-separated entries, each `key` (every WABA) or `key:waba1|waba2` (only
+ * those WABAs). Messages never quote a key (it is a secret); they give the entry's position.
+ */
+const sendKeysSchema = csv.transform((entries, ctx): SendKey[] => {
+  const keys: SendKey[] = [];
+  for (const [i, entry] of entries.entries()) {
+    const colon = entry.indexOf(':');
+    if (colon < 0) {
+      keys.push({ key: entry });
+      continue;
+    }
+    const key = entry.slice(0, colon).trim();
+    const wabas = entry
+      .slice(colon + 1)
+      .split('|')
+      .map((w) => w.trim());
+    if (!key || wabas.length === 0 || wabas.some((w) => !/^[0-9]{1,32}$/.test(w))) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `entry ${i + 1} must be key or key:wabaId|wabaId (WABA ids are digits)`,
+      });
+      return z.NEVER;
+    }
+    keys.push({ key, wabas });
+  }
+  if (new Set(keys.map((k) => k.key)).size !== keys.length) {
+    ctx.addIssue({ code: 'custom', message: 'a key is listed twice' });
+    return z.NEVER;
+  }
+  return keys;
+});
+
+/** A duration like `30d`, `24h`, `90s`; `0` or `off` turns the feature off (undefined). */
+const optionalDuration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((s, ctx): number | undefined => {
+      if (s.trim() === '0' || s.trim() === 'off') return undefined;
+      const ms = parseDuration(s);
+      if (!ms || ms < 1_000) {
+        ctx.addIssue({ code: 'custom', message: 'must be a duration of at least 1s like 30d or 24h, or off' });
+        return z.NEVER;
+      }
+      return ms;
+    });
+
+const durationAtLeast = (fallback: string, minMs: number) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((s, ctx) => {
+      const ms = parseDuration(s);
+      if (!ms || ms < minMs) {
+        ctx.addIssue({ code: 'custom', message: `must be a duration like ${fallback} (at least ${minMs / 1000}s)` });
+        return z.NEVER;
+      }
+      return ms;
+    });
+
+const optionalPort = z
+  .string()
+  .optional()
+  .transform((s) => (s ? s : undefined))
+  .pipe(z.optional(z.string().regex(/^[0-9]{1,5}$/, 'must be a port number')))
+  .transform((s) => (s === undefined ? undefined : Number(s)))
+  .refine((n) => n === undefined || n <= 65535, 'must be a port number (0–65535)');
+
 const envSchema = z.object({
   PORT: intIn(0, 65535).default(3000),
   HOST: z.string().default('127.0.0.1'),
+  /** When set, ops, metrics, readiness and /openapi.json move to this listener (off the public one). */
+  INTERNAL_PORT: optionalPort,
+  INTERNAL_HOST: z.string().min(1).default('127.0.0.1'),
+  /** When set, the worker serves its own /metrics here. */
+  WORKER_METRICS_PORT: optionalPort,
+  WORKER_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+  /** When set (`host:port`), the worker's Temporal runtime serves the SDK's Prometheus metrics there. */
+  TEMPORAL_METRICS_BIND: z
+    .string()
+    .optional()
+    .transform((s) => (s ? s : undefined))
+    .refine((s) => s === undefined || /^[^\s:]+:[0-9]{1,5}$/.test(s), 'must be host:port'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 
   META_APP_SECRET: csv,
@@ -92,7 +179,20 @@ const envSchema = z.object({
   API_MAX_IN_FLIGHT: intIn(1, 100_000).default(256),
 
   OPS_API_KEYS: csv,
-  SEND_API_KEYS: csv,
+  SEND_API_KEYS: sendKeysSchema,
+  /** Token bucket per API key on /v1/… : refill rate (requests per second; 0 = off) and burst. */
+  API_KEY_RATE_PER_SEC: intIn(0, 1_000_000).default(100),
+  API_KEY_BURST: intIn(1, 1_000_000).default(200),
+
+  /** Retention per collection (`off` keeps forever); see src/adapters/store/retention.ts. */
+  RETENTION_MESSAGES: optionalDuration('30d'),
+  RETENTION_STATUSES: optionalDuration('30d'),
+  RETENTION_ACCOUNT_EVENTS: optionalDuration('90d'),
+  RETENTION_IDEMPOTENCY: optionalDuration('24h'),
+  /** How often the worker purges expired documents on a store without TTL indexes; at least 10 s. */
+  RETENTION_PURGE_INTERVAL: durationAtLeast('5m', 10_000),
+  /** Documents one purge round deletes per collection at most. */
+  RETENTION_PURGE_BATCH: intIn(1, 10_000).default(500),
 
   TEMPORAL_ADDRESS: z.string().min(1),
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
@@ -179,16 +279,39 @@ const envSchema = z.object({
 
 export type Env = z.infer<typeof envSchema>;
 
+/** Retention windows in ms per kind of record (undefined: kept forever). */
+export interface RetentionSettings {
+  /** `messages` and `settlements`, counted from acceptance / settlement. */
+  messagesMs?: number;
+  /** `message_statuses`, from receipt. */
+  statusesMs?: number;
+  /** `account_events`, from receipt. */
+  accountEventsMs?: number;
+  /** `idempotency`: the window in which a repeated Idempotency-Key replays the first answer. */
+  idempotencyMs?: number;
+  purgeIntervalMs: number;
+  purgeBatch: number;
+}
+
 /** The validated configuration every component receives. */
 export interface Config {
   port: number;
   host: string;
+  /** The internal listener (ops, metrics, readiness, OpenAPI), when configured. */
+  internal?: { port: number; host: string };
+  /** The worker's own metrics listener, when configured. */
+  workerMetrics?: { port: number; host: string };
+  /** `TEMPORAL_METRICS_BIND`: where the worker's Temporal runtime serves SDK metrics. */
+  temporalMetricsBind?: string;
   logLevel: Env['LOG_LEVEL'];
   webhook: { path: string; verifyToken: string; appSecrets: string[]; maxBodyBytes: number };
   /** In-flight limits (load shedding past them). */
   limits: { webhookMaxInFlight: number; apiMaxInFlight: number };
   opsApiKeys: string[];
-  sendApiKeys: string[];
+  sendApiKeys: SendKey[];
+  /** Token bucket per API key (`ratePerSec` 0: no limit). */
+  apiKeyRate: { ratePerSec: number; burst: number };
+  retention: RetentionSettings;
   temporal: { address: string; namespace: string; taskQueue: string };
   mongo: { uri: string; db: string };
   graph: { baseUrl: string; version: string; token: string; tokensByWaba: Record<string, string>; timeoutMs: number };
@@ -225,6 +348,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   const e = result.data;
+  const finalLevel = e.ESCALATION_LEVELS.at(-1);
+  if (e.RETENTION_MESSAGES !== undefined && finalLevel && e.RETENTION_MESSAGES <= finalLevel.afterMs) {
+    // Retention counts from acceptance: a message must be able to wait out the whole escalation.
+    throw new ConfigError(
+      'invalid configuration:\n  RETENTION_MESSAGES: must be longer than the last ESCALATION_LEVELS duration',
+    );
+  }
   if (Boolean(e.SLACK_BOT_TOKEN) !== Boolean(e.SLACK_CHANNEL)) {
     const missing = e.SLACK_BOT_TOKEN ? 'SLACK_CHANNEL' : 'SLACK_BOT_TOKEN';
     throw new ConfigError(
@@ -234,6 +364,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   return {
     port: e.PORT,
     host: e.HOST,
+    ...(e.INTERNAL_PORT !== undefined ? { internal: { port: e.INTERNAL_PORT, host: e.INTERNAL_HOST } } : {}),
+    ...(e.WORKER_METRICS_PORT !== undefined
+      ? { workerMetrics: { port: e.WORKER_METRICS_PORT, host: e.WORKER_METRICS_HOST } }
+      : {}),
+    ...(e.TEMPORAL_METRICS_BIND ? { temporalMetricsBind: e.TEMPORAL_METRICS_BIND } : {}),
     logLevel: e.LOG_LEVEL,
     webhook: {
       path: e.WEBHOOK_PATH,
@@ -244,6 +379,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     limits: { webhookMaxInFlight: e.WEBHOOK_MAX_IN_FLIGHT, apiMaxInFlight: e.API_MAX_IN_FLIGHT },
     opsApiKeys: e.OPS_API_KEYS,
     sendApiKeys: e.SEND_API_KEYS,
+    apiKeyRate: { ratePerSec: e.API_KEY_RATE_PER_SEC, burst: e.API_KEY_BURST },
+    retention: {
+      ...(e.RETENTION_MESSAGES ? { messagesMs: e.RETENTION_MESSAGES } : {}),
+      ...(e.RETENTION_STATUSES ? { statusesMs: e.RETENTION_STATUSES } : {}),
+      ...(e.RETENTION_ACCOUNT_EVENTS ? { accountEventsMs: e.RETENTION_ACCOUNT_EVENTS } : {}),
+      ...(e.RETENTION_IDEMPOTENCY ? { idempotencyMs: e.RETENTION_IDEMPOTENCY } : {}),
+      purgeIntervalMs: e.RETENTION_PURGE_INTERVAL,
+      purgeBatch: e.RETENTION_PURGE_BATCH,
+    },
     temporal: { address: e.TEMPORAL_ADDRESS, namespace: e.TEMPORAL_NAMESPACE, taskQueue: e.TEMPORAL_TASK_QUEUE },
     mongo: { uri: e.MONGODB_URI, db: e.MONGODB_DB },
     graph: {

@@ -28,12 +28,19 @@ async function main(): Promise<void> {
     { maxAgeMs: config.forward.maxAgeMs },
   );
   const http = await startServer({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness, outbox });
-  logger.info({ url: http.url, webhook: http.url + config.webhook.path }, 'server listening');
+  logger.info(
+    {
+      url: http.url,
+      webhook: http.url + config.webhook.path,
+      ...(http.internal ? { internal: http.internal.url } : {}),
+    },
+    'server listening',
+  );
   onShutdown(logger, async () => {
     const closed = http.close();
     await withTimeout(closed, CLOSE_GRACE_MS, 'closing the HTTP server').catch(async () => {
       logger.warn({ graceMs: CLOSE_GRACE_MS }, 'requests still open after the grace time: closing their connections');
-      http.server.closeAllConnections();
+      http.closeAllConnections();
       await closed;
     });
     await outbox.stop();

@@ -8,13 +8,24 @@
  */
 import { boot, onShutdown } from './boot';
 import { connectRuntime } from './runtime';
-import { SHUTDOWN_OPTIONS, createWorker, installUnhandledRejectionHandler, requestShutdown } from './worker';
+import { createRelayMetrics } from './http/metrics';
+import {
+  SHUTDOWN_OPTIONS,
+  createWorker,
+  installTemporalRuntime,
+  installUnhandledRejectionHandler,
+  requestShutdown,
+  startWorkerServices,
+} from './worker';
 
 async function main(): Promise<void> {
   const { config, logger } = boot('coexist-relay-worker');
   installUnhandledRejectionHandler(logger);
+  installTemporalRuntime(config);
   const rt = await connectRuntime(config);
+  const metrics = createRelayMetrics();
   const { worker, connection } = await createWorker({
+    metrics,
     config,
     logger,
     c: rt.c,
@@ -24,10 +35,12 @@ async function main(): Promise<void> {
   });
   // Resolves once the worker has drained (after a signal) and the clients are closed; rejects when
   // the worker fails (a fatal error, or the force time passed with activities still running).
+  const services = await startWorkerServices({ config, logger, db: rt.db, c: rt.c, metrics });
   const stopped = (async () => {
     try {
       await worker.run();
     } finally {
+      await services.stop();
       await connection.close();
       await rt.close();
     }
@@ -37,7 +50,15 @@ async function main(): Promise<void> {
     requestShutdown(worker);
     await stopped;
   });
-  logger.info({ taskQueue: config.temporal.taskQueue, temporal: config.temporal.address }, 'worker running');
+  logger.info(
+    {
+      taskQueue: config.temporal.taskQueue,
+      temporal: config.temporal.address,
+      ...(services.metricsUrl ? { metrics: services.metricsUrl } : {}),
+      ...(config.temporalMetricsBind ? { temporalMetrics: config.temporalMetricsBind } : {}),
+    },
+    'worker running',
+  );
   await stopped;
 }
 

@@ -1,12 +1,22 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { NativeConnection, Worker, bundleWorkflowCode, type WorkerOptions } from '@temporalio/worker';
+import type { Server } from 'node:http';
+import {
+  NativeConnection,
+  Runtime as TemporalRuntime,
+  Worker,
+  bundleWorkflowCode,
+  type WorkerOptions,
+} from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities';
 import type { Config } from './config';
 import type { GraphClient } from './adapters/graph/client';
 import type { Logger } from './logger';
 import type { LaunchDeps } from './lifecycle/launch';
 import type { Collections } from './adapters/store/db';
+import type { Runtime } from './runtime';
+import { startRetention } from './adapters/store/retention';
+import { observeStore, serveMetrics, type RelayMetrics } from './http/metrics';
 
 /** The workflow code the worker runs (bundled for Temporal's sandbox). */
 export const WORKFLOWS_PATH = require.resolve('../workflows');
@@ -83,6 +93,8 @@ export interface WorkerDeps {
   /** Overrides for tests and benchmarks (drain tuning, limits). */
   activityOverrides?: Partial<Pick<ActivityDeps, 'drainTuning' | 'limiters'>>;
   workerOptions?: Partial<WorkerOptions>;
+  /** The process's metrics: settlements recorded by the activities are counted in them. */
+  metrics?: RelayMetrics;
 }
 
 /**
@@ -91,6 +103,7 @@ export interface WorkerDeps {
  */
 export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; connection: NativeConnection }> {
   const { config } = deps;
+  if (deps.metrics) observeStore(deps.metrics, deps.c);
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const activities = createActivities({
     c: deps.c,
@@ -122,4 +135,58 @@ export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; 
     ...deps.workerOptions,
   });
   return { worker, connection };
+}
+
+/**
+ * Installs the Temporal runtime with the SDK's Prometheus exporter on `TEMPORAL_METRICS_BIND`
+ * (`host:port`, served at `/metrics` by the SDK's core). Call once per process, before any worker
+ * connection is made; a no-op without the setting.
+ */
+export function installTemporalRuntime(config: Pick<Config, 'temporalMetricsBind'>): void {
+  if (!config.temporalMetricsBind) return;
+  TemporalRuntime.install({
+    telemetryOptions: {
+      metrics: { prometheus: { bindAddress: config.temporalMetricsBind, useSecondsForDurations: true } },
+    },
+  });
+}
+
+/**
+ * What a worker process runs besides the worker: the retention purge loop (see
+ * src/adapters/store/retention.ts) and, with `WORKER_METRICS_PORT`, a `/metrics` listener for the
+ * metrics recorded in this process. `stop()` ends both.
+ */
+export async function startWorkerServices(deps: {
+  config: Config;
+  logger: Logger;
+  db: Runtime['db'];
+  c: Collections;
+  metrics: RelayMetrics;
+}): Promise<{ metricsUrl?: string; stop(): Promise<void> }> {
+  const { config, logger, metrics } = deps;
+  const retention = startRetention({
+    db: deps.db,
+    c: deps.c,
+    retention: config.retention,
+    logger: logger.child({ component: 'retention' }),
+    onPurged: (collection, n) => metrics.retentionPurged.inc({ collection }, n),
+  });
+  let server: Server | undefined;
+  if (config.workerMetrics) {
+    server = await serveMetrics(metrics.registry, config.workerMetrics.port, config.workerMetrics.host).catch(
+      async (err: unknown) => {
+        await retention.stop();
+        throw err;
+      },
+    );
+  }
+  const addr = server?.address();
+  return {
+    ...(addr && typeof addr === 'object'
+      ? { metricsUrl: `http://${config.workerMetrics!.host}:${addr.port}/metrics` }
+      : {}),
+    async stop() {
+      await Promise.all([retention.stop(), server && new Promise<void>((resolve) => server.close(() => resolve()))]);
+    },
+  };
 }

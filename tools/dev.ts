@@ -23,7 +23,14 @@ import { onShutdown } from '../src/boot';
 import { startMetaSimulator } from './meta-sim/server';
 import { connectRuntime } from '../src/runtime';
 import { startServer } from '../src/server';
-import { SHUTDOWN_OPTIONS, createWorker, requestShutdown } from '../src/worker';
+import { createRelayMetrics } from '../src/http/metrics';
+import {
+  SHUTDOWN_OPTIONS,
+  createWorker,
+  installTemporalRuntime,
+  requestShutdown,
+  startWorkerServices,
+} from '../src/worker';
 import { startOutboxRelay } from '../src/lifecycle/outbox-relay';
 import { startForwarder } from '../src/relay/forwarder';
 import { withTimeout } from '../src/util/time';
@@ -122,11 +129,11 @@ async function main(): Promise<void> {
     [
       '',
       `coexist-relay dev stack is up${env.DEV_SPLIT === '1' ? ' (worker and API as separate processes)' : ''}`,
-      `  API              ${apiUrl}   (send key: ${config.sendApiKeys[0]}, ops key: ${config.opsApiKeys[0]})`,
+      `  API              ${apiUrl}   (send key: ${config.sendApiKeys[0]?.key}, ops key: ${config.opsApiKeys[0]})`,
       `  Meta webhook     ${apiUrl}${config.webhook.path}   (app secret: ${config.webhook.appSecrets[0]}, verify token: ${config.webhook.verifyToken})`,
       `  Temporal         ${config.temporal.address}${uiUrl ? `   UI: ${uiUrl}` : ''}`,
       `  MongoDB          ${redactUri(config.mongo.uri)}${config.mongo.db}`,
-      `  Cloud API        ${config.graph.baseUrl}${simUrl ? '   (the Meta simulator: npm run meta-sim -- --help)' : ''}`,
+      `  Cloud API        ${redactUri(config.graph.baseUrl)}${simUrl ? '   (the Meta simulator: npm run meta-sim -- --help)' : ''}`,
       `  data             ${dataDir}`,
       'Ctrl-C stops everything.',
       '',
@@ -145,13 +152,17 @@ async function main(): Promise<void> {
     return;
   }
 
+  installTemporalRuntime(config);
   const rt = await connectRuntime(config);
+  // One process: the server's /metrics shows what the worker records too.
+  const metrics = createRelayMetrics();
   const relay = startOutboxRelay({ c: rt.c, launch: rt.launch, logger });
   const forwarder = startForwarder(
     { c: rt.c, logger, targets: config.forward.targets },
     { maxAgeMs: config.forward.maxAgeMs },
   );
   const { worker, connection } = await createWorker({
+    metrics,
     config,
     logger,
     c: rt.c,
@@ -159,6 +170,7 @@ async function main(): Promise<void> {
     graph: rt.graph,
     workerOptions: SHUTDOWN_OPTIONS,
   });
+  const services = await startWorkerServices({ config, logger, db: rt.db, c: rt.c, metrics });
   // Set once the server listens; a worker failing before that stops the stack without it.
   const started: { http?: Awaited<ReturnType<typeof startServer>> } = {};
   // Ctrl-C reaches every process of the terminal's group: the SDK starts the worker's shutdown
@@ -170,15 +182,15 @@ async function main(): Promise<void> {
     const { http } = started;
     if (http) {
       const closed = http.close();
-      const server = http.server;
       await withTimeout(closed, 5_000, 'closing the HTTP server').catch(async () => {
-        server.closeAllConnections();
+        http.closeAllConnections();
         await closed;
       });
     }
     await relay.stop();
     await forwarder.stop();
     await running;
+    await services.stop();
     await connection.close();
     await rt.close();
     for (const s of stops) await s();
@@ -197,6 +209,7 @@ async function main(): Promise<void> {
   });
   onShutdown(logger, stopOnce);
   const http = (started.http = await startServer({
+    metrics,
     config,
     logger,
     c: rt.c,

@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import type { NativeConnection, Worker } from '@temporalio/worker';
 import { loadConfig, type Config } from '../src/config';
 import { createApp } from '../src/http/app';
+import { createRelayMetrics, type RelayMetrics } from '../src/http/metrics';
 import { createLogger, type Logger } from '../src/logger';
 import { connectRuntime, type Runtime } from '../src/runtime';
 import { createWorker, type WorkerDeps } from '../src/worker';
@@ -127,6 +128,8 @@ export interface Service {
   env: Record<string, string>;
   logger: Logger;
   rt: Runtime;
+  /** The metrics the app's /metrics shows (the in-process worker counts into them too). */
+  metrics: RelayMetrics;
   sim: MetaSimulator;
   worker?: Worker;
   /** The outbox relay of this instance (absent with `noRelay`). */
@@ -193,6 +196,7 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
   const config = loadConfig(env);
   const logger = createLogger(config.logLevel);
   const rt = await connectRuntime(config);
+  const metrics = createRelayMetrics();
   let worker: Worker | undefined;
   let connection: NativeConnection | undefined;
   if (!opts.noWorker) {
@@ -202,6 +206,7 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
       c: rt.c,
       launch: rt.launch,
       graph: rt.graph,
+      metrics,
       ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : {}),
       ...opts.worker,
     }));
@@ -220,6 +225,7 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
     c: rt.c,
     launch: rt.launch,
     readiness: rt.readiness,
+    metrics,
     ...(relay ? { outbox: relay } : {}),
   });
   // Handlers still running when the test closes the connections keep calling Temporal and
@@ -256,6 +262,7 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
     env,
     logger,
     rt,
+    metrics,
     sim,
     ...(worker ? { worker } : {}),
     ...(relay ? { relay } : {}),

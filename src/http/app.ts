@@ -13,7 +13,9 @@ import { createMessagesRouter } from '../sending/api';
 import { withTimeout } from '../util/time';
 import { appErrorListener, errorMiddleware, HttpError, notFound } from './errors';
 import { inFlightLimit } from './inflight';
+import { addStoreGauges, observeStore, createRelayMetrics, type RelayMetrics } from './metrics';
 import { openApiDocument } from './openapi';
+import { createKeyRateLimit } from './ratelimit';
 import { createCounters, createWebhookRouter, type WebhookCounters, type WebhookSink } from './webhook';
 
 /**
@@ -44,6 +46,50 @@ export interface AppDeps {
   /** Replaces the real sink (tests of the HTTP layer only). */
   sink?: WebhookSink;
   counters?: WebhookCounters;
+  /** The process's metrics (a worker in the same process shares them); new ones when absent. */
+  metrics?: RelayMetrics;
+  /**
+   * Which routes this app serves: `all` (one listener), or, with an internal listener
+   * (`INTERNAL_PORT`), `public` (Meta's webhook, the send API, /healthz) and `internal` (the ops
+   * API, /metrics, /readyz, /openapi.json, /healthz). Default `all`.
+   */
+  surface?: 'all' | 'public' | 'internal';
+}
+
+/** The apps of one server process and what they share. */
+export interface Apps {
+  /** The app on `PORT` (everything, or the public routes when `internal` exists). */
+  main: Koa;
+  /** The app on `INTERNAL_PORT`, when configured. */
+  internal?: Koa;
+  metrics: RelayMetrics;
+}
+
+/**
+ * The server's apps: one serving everything, or, with `config.internal`, a public and an internal
+ * one sharing the metrics, webhook counters and rate limits.
+ */
+export function createApps(deps: Omit<AppDeps, 'surface'>): Apps {
+  const metrics = deps.metrics ?? createRelayMetrics();
+  const counters = deps.counters ?? createCounters();
+  const shared = { ...deps, metrics, counters };
+  if (!deps.config.internal) return { main: createApp(shared), metrics };
+  return {
+    main: createApp({ ...shared, surface: 'public' }),
+    internal: createApp({ ...shared, surface: 'internal' }),
+    metrics,
+  };
+}
+
+const registered = new WeakSet<RelayMetrics>();
+
+/** Once per metrics object: store gauges, webhook counters and settlement counts feed it. */
+function wireMetrics(metrics: RelayMetrics, c: Collections, counters: WebhookCounters): void {
+  if (registered.has(metrics)) return;
+  registered.add(metrics);
+  addStoreGauges(metrics.registry, c);
+  metrics.registry.addText(() => counters.toPrometheus());
+  observeStore(metrics, c);
 }
 
 /**
@@ -52,8 +98,14 @@ export interface AppDeps {
  */
 export function createApp(deps: AppDeps): Koa {
   const { config, logger, c, launch } = deps;
+  const surface = deps.surface ?? 'all';
+  const serves = (part: 'public' | 'internal'): boolean => surface === 'all' || surface === part;
   const admission = createAdmission({ c, launch, logger });
   const counters = deps.counters ?? createCounters();
+  const metrics = deps.metrics ?? createRelayMetrics();
+  wireMetrics(metrics, c, counters);
+  const rateLimit = (api: string) =>
+    createKeyRateLimit({ ...config.apiKeyRate, onLimited: () => metrics.apiRateLimited.inc({ api }) });
   const app = new Koa();
   app.proxy = true;
   app.on('error', appErrorListener(logger));
@@ -69,21 +121,27 @@ export function createApp(deps: AppDeps): Koa {
       onShed: () => counters.shed++,
     }),
   );
-  app.use(
-    inFlightLimit({
-      name: 'api',
-      max: config.limits.apiMaxInFlight,
-      applies: (ctx) => ctx.path.startsWith('/v1/'),
-      status: 429,
-      logger,
-    }),
-  );
+  app.use(async function webhookAckTimer(ctx, next) {
+    if (ctx.method !== 'POST' || ctx.path !== webhookPath || !serves('public')) return next();
+    const start = process.hrtime.bigint();
+    const seconds = () => Number(process.hrtime.bigint() - start) / 1e9;
+    try {
+      await next();
+      metrics.webhookAck.observe({ code: ctx.status }, seconds());
+    } catch (err) {
+      // errorMiddleware (outside this one) renders it with this status.
+      const status = (err as { status?: unknown }).status;
+      metrics.webhookAck.observe({ code: typeof status === 'number' ? status : 500 }, seconds());
+      throw err;
+    }
+  });
 
   const health = new Router();
   health.get('/healthz', (ctx) => {
     ctx.body = { ok: true };
   });
-  health.get('/readyz', async (ctx) => {
+  const internalRoutes = new Router();
+  internalRoutes.get('/readyz', async (ctx) => {
     const names = Object.keys(deps.readiness);
     const checks = await Promise.allSettled(names.map((n) => withTimeout(deps.readiness[n]!(), 2_000, n)));
     const down = names.filter((_, i) => checks[i]!.status === 'rejected');
@@ -95,37 +153,44 @@ export function createApp(deps: AppDeps): Koa {
   });
   // The API contract (no auth), built once from the zod schemas.
   const contract = openApiDocument({ webhookPath: config.webhook.path });
-  health.get('/v1/events/catalog', (ctx) => {
+  internalRoutes.get('/v1/events/catalog', (ctx) => {
     ctx.body = serviceEventCatalog();
   });
-  health.get('/openapi.json', (ctx) => {
+  internalRoutes.get('/openapi.json', (ctx) => {
     ctx.body = contract;
   });
-  health.get('/metrics', (ctx) => {
+  internalRoutes.get('/metrics', async (ctx) => {
     ctx.type = 'text/plain; version=0.0.4';
-    ctx.body = counters.toPrometheus();
+    ctx.body = await metrics.registry.render();
   });
 
-  const webhook = createWebhookRouter({
-    ...config.webhook,
-    sink:
-      deps.sink ??
-      createWebhookSink({
-        c,
+  const routers = [health];
+  if (serves('internal')) routers.push(internalRoutes);
+  if (serves('public')) {
+    routers.push(
+      createWebhookRouter({
+        ...config.webhook,
+        sink:
+          deps.sink ??
+          createWebhookSink({
+            c,
+            logger,
+            forward: config.forward.targets,
+            ...(deps.outbox ? { outbox: deps.outbox } : {}),
+          }),
         logger,
-        forward: config.forward.targets,
-        ...(deps.outbox ? { outbox: deps.outbox } : {}),
+        counters,
       }),
-    logger,
-    counters,
-  });
-  const routers = [
-    health,
-    webhook,
-    createMessagesRouter({ c, launch, admission, config, logger }),
-    createOpsRouter({ c, launch, config, logger }),
-    createDeliveriesRouter({ c, config, logger }),
-  ];
+      createMessagesRouter({ c, launch, admission, config, logger, rateLimit: rateLimit('send') }),
+    );
+  }
+  if (serves('internal')) {
+    const ops = rateLimit('ops');
+    routers.push(
+      createOpsRouter({ c, launch, config, logger, rateLimit: ops }),
+      createDeliveriesRouter({ c, config, logger, rateLimit: ops }),
+    );
+  }
   app.use(unknownMethods(routers));
   for (const r of routers) app.use(r.routes()).use(r.allowedMethods());
   return app;

@@ -84,6 +84,9 @@ function errors(which: Record<number, string>): Json {
     out[status] = {
       description: text || ERROR_TEXT[Number(status)],
       ...(status === '413' ? { headers: { Connection: { schema: { type: 'string', const: 'close' } } } } : {}),
+      ...(status === '429'
+        ? { headers: { 'Retry-After': { description: 'seconds', schema: { type: 'string', pattern: '^[0-9]+$' } } } }
+        : {}),
       content: json(ref('Error')),
     };
   }
@@ -130,8 +133,10 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
     Ready: jsonSchema(readySchema, 'output', shared),
     Ok: { type: 'object', properties: { ok: { const: true } }, required: ['ok'] },
   };
-  const unauthorized = {
+  // Every /v1 operation: API key auth, and the per-key rate limit and in-flight limit.
+  const keyed = {
     401: 'no `Authorization: Bearer <key>` (`missing_api_key`) or a wrong key (`invalid_api_key`)',
+    429: "over the API key's rate limit (`rate_limited`) or too many requests in flight (`too_many_requests`); retry after `Retry-After` seconds",
   };
   return {
     openapi: '3.1.0',
@@ -178,7 +183,8 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
             }),
             ...errors({
               400: 'not JSON (`invalid_json`), a field error (`invalid_request`) or a bad Idempotency-Key (`invalid_idempotency_key`)',
-              ...unauthorized,
+              ...keyed,
+              403: 'this API key may not use the WABA of this phone number (`forbidden_waba`)',
               409: 'the WABA cannot send: `partner_removed` or `reconnect_abandoned`',
               413: 'body over 64 KiB (`payload_too_large`)',
               422: 'the number is not registered (`unknown_phone_number`) or the Idempotency-Key was used with another body',
@@ -196,7 +202,11 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
           parameters: [pathParam('id', 'the `id` of the 202 answer')],
           responses: {
             200: ok('the message', 'MessageView'),
-            ...errors({ ...unauthorized, 404: 'no such message (`unknown_message`)', 500: '' }),
+            ...errors({
+              ...keyed,
+              404: 'no such message, or one of a WABA this key may not use (`unknown_message`: the same answer, so a key learns nothing of other tenants)',
+              500: '',
+            }),
           },
         },
       },
@@ -209,7 +219,7 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
           parameters: [{ name: 'state', in: 'query', required: false, schema: { type: 'string', enum: WABA_STATES } }],
           responses: {
             200: ok('the WABAs (at most 1000)', 'WabaList'),
-            ...errors({ 400: 'unknown state (`invalid_state`)', ...unauthorized, 500: '' }),
+            ...errors({ 400: 'unknown state (`invalid_state`)', ...keyed, 500: '' }),
           },
         },
       },
@@ -222,7 +232,7 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
           parameters: [pathParam('wabaId', 'the WABA id', undefined, EXAMPLE_IDS.wabaId)],
           responses: {
             200: ok('the WABA (connected when it has numbers and no recorded event)', 'WabaView'),
-            ...errors({ ...unauthorized, 404: 'no registered number and no event (`unknown_waba`)', 500: '' }),
+            ...errors({ ...keyed, 404: 'no registered number and no event (`unknown_waba`)', 500: '' }),
           },
         },
       },
@@ -238,7 +248,7 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
             200: ok('applied', 'OperatorActionResult'),
             ...errors({
               400: 'not JSON (`invalid_json`) or a field error (`invalid_request`)',
-              ...unauthorized,
+              ...keyed,
               409: 'the action does not apply to the current state (`action_refused`)',
               413: 'body over 16 KiB (`payload_too_large`)',
               500: '',
@@ -259,7 +269,7 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
             201: ok('registered', 'PhoneNumber'),
             ...errors({
               400: 'not JSON, a field error, an id that is not digits (`invalid_phone_number_id`), or mps over 20 for coexistence (`invalid_mps`)',
-              ...unauthorized,
+              ...keyed,
               413: 'body over 16 KiB (`payload_too_large`)',
               500: '',
             }),
@@ -275,7 +285,7 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
           parameters: [{ name: 'wabaId', in: 'query', required: false, schema: { type: 'string' } }],
           responses: {
             200: ok('the numbers (at most 1000)', 'PhoneNumberList'),
-            ...errors({ 400: 'more than one wabaId (`invalid_waba_id`)', ...unauthorized, 500: '' }),
+            ...errors({ 400: 'more than one wabaId (`invalid_waba_id`)', ...keyed, 500: '' }),
           },
         },
       },
@@ -300,7 +310,7 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
           ],
           responses: {
             200: ok('the rows (at most `limit`, default 100)', 'DeliveryList'),
-            ...errors({ 400: 'a bad filter (`invalid_request`)', ...unauthorized, 500: '' }),
+            ...errors({ 400: 'a bad filter (`invalid_request`)', ...keyed, 500: '' }),
           },
         },
       },
@@ -317,7 +327,7 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
           responses: {
             200: ok('how many forwards were put back', 'RetryResult'),
             ...errors({
-              ...unauthorized,
+              ...keyed,
               404: 'no dead-lettered forward of that delivery (`no_dead_letter`)',
               500: '',
             }),

@@ -1,5 +1,5 @@
 import Router from '@koa/router';
-import type { Context } from 'koa';
+import type { Context, Middleware } from 'koa';
 import { z } from 'zod';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
@@ -174,10 +174,18 @@ function wabaView(doc: WabaSnapshot, queued: number): WabaView {
  * The ops API (keys from OPS_API_KEYS): WABA states, operator actions on the lifecycle workflow,
  * and the phone-number registry.
  */
-export function createOpsRouter(deps: { c: Collections; launch: LaunchDeps; config: Config; logger: Logger }): Router {
+export function createOpsRouter(deps: {
+  c: Collections;
+  launch: LaunchDeps;
+  config: Config;
+  logger: Logger;
+  /** The per-key rate limit (shared with the send API); none when absent. */
+  rateLimit?: Middleware;
+}): Router {
   const { c, launch, config, logger } = deps;
   const router = new Router({ prefix: '/v1' });
   router.use(bearerAuth(config.opsApiKeys, 'ops API'));
+  if (deps.rateLimit) router.use(deps.rateLimit);
 
   router.get('/wabas', async (ctx) => {
     const state = ctx.query.state;

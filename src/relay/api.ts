@@ -1,4 +1,5 @@
 import Router from '@koa/router';
+import type { Middleware } from 'koa';
 import { z } from 'zod';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
@@ -41,10 +42,17 @@ export const retryResultSchema = z.object({ deliveryId: z.string(), retried: z.n
  * Operating the relay (keys from OPS_API_KEYS): what was forwarded, what is pending or
  * dead-lettered, and a retry of a dead-lettered delivery.
  */
-export function createDeliveriesRouter(deps: { c: Collections; config: Config; logger: Logger }): Router {
+export function createDeliveriesRouter(deps: {
+  c: Collections;
+  config: Config;
+  logger: Logger;
+  /** The per-key rate limit (src/http/ratelimit.ts), after authentication. */
+  rateLimit?: Middleware;
+}): Router {
   const { c, config, logger } = deps;
   const router = new Router({ prefix: '/v1/deliveries' });
   router.use(bearerAuth(config.opsApiKeys, 'ops API'));
+  if (deps.rateLimit) router.use(deps.rateLimit);
 
   router.get('/', async (ctx) => {
     const q = parseInput(deliveriesQuerySchema, ctx.query);

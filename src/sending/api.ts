@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import Router from '@koa/router';
 import { z } from 'zod';
-import type { Config } from '../config';
+import type { Middleware } from 'koa';
+import type { Config, SendKey } from '../config';
 import type { Logger } from '../logger';
 import type { Collections } from '../adapters/store/db';
 import { statusesOf } from '../adapters/store/events';
@@ -14,7 +15,7 @@ import {
 } from '../adapters/store/messages';
 import { bearerAuth } from '../http/auth';
 import { readJsonBody } from '../http/body';
-import { badRequest, conflict, notFound, parseInput, unprocessable } from '../http/errors';
+import { badRequest, conflict, forbidden, notFound, parseInput, unprocessable } from '../http/errors';
 import type { LaunchDeps } from '../lifecycle/launch';
 import type { SendRequest } from '../../workflows/contracts';
 import { contentOf, type AdmissionService } from './admission';
@@ -182,9 +183,15 @@ async function messageView(c: Collections, id: string, m: StoredMessage): Promis
   };
 }
 
+/** Whether a send key may use a WABA (a key listing no WABAs may use all). */
+export const keyMayUse = (key: SendKey | undefined, wabaId: string): boolean =>
+  key !== undefined && (key.wabas === undefined || key.wabas.includes(wabaId));
+
 /**
  * The send API: `POST /v1/messages` (202, idempotent with `Idempotency-Key`) and
- * `GET /v1/messages/:id`. Keys from SEND_API_KEYS.
+ * `GET /v1/messages/:id`. Keys from SEND_API_KEYS, each scoped to its WABAs: a number of another
+ * WABA is refused 403 `forbidden_waba`; a message of another WABA answers 404 `unknown_message`,
+ * exactly like a message that does not exist (a key learns nothing about other tenants).
  */
 export function createMessagesRouter(deps: {
   c: Collections;
@@ -192,10 +199,20 @@ export function createMessagesRouter(deps: {
   admission: AdmissionService;
   config: Config;
   logger: Logger;
+  /** The per-key rate limit (shared with the ops API); none when absent. */
+  rateLimit?: Middleware;
 }): Router {
   const { c, launch, admission, config } = deps;
   const router = new Router({ prefix: '/v1/messages' });
-  router.use(bearerAuth(config.sendApiKeys, 'send API'));
+  router.use(
+    bearerAuth(
+      config.sendApiKeys.map((k) => k.key),
+      'send API',
+    ),
+  );
+  if (deps.rateLimit) router.use(deps.rateLimit);
+  const keyOf = (ctx: { state: { apiKeyIndex?: unknown } }): SendKey | undefined =>
+    config.sendApiKeys[Number(ctx.state.apiKeyIndex)];
 
   router.post('/', async (ctx) => {
     const { raw, json } = await readJsonBody(ctx, MAX_SEND_BODY);
@@ -212,6 +229,9 @@ export function createMessagesRouter(deps: {
         'unknown_phone_number',
         `phone number ${body.phoneNumberId} is not registered; an operator registers it with PUT /v1/phone-numbers/${body.phoneNumberId}`,
       );
+    }
+    if (!keyMayUse(keyOf(ctx), number.wabaId)) {
+      throw forbidden('forbidden_waba', `this API key may not send from phone number ${body.phoneNumberId}`);
     }
     const verdict = await admission.verdictFor(number.wabaId);
     if (verdict.kind === 'refuse') throw conflict(verdict.code, verdict.message, { wabaId: number.wabaId });
@@ -257,7 +277,9 @@ export function createMessagesRouter(deps: {
   router.get('/:id', async (ctx) => {
     const id = ctx.params.id!;
     const m = await readMessage(c, id);
-    if (!m) throw notFound('unknown_message', `no message ${id}`);
+    // A settlement without its message document names no WABA: only an unscoped key may read it.
+    const visible = m && (m.doc ? keyMayUse(keyOf(ctx), m.doc.wabaId) : keyOf(ctx)?.wabas === undefined);
+    if (!m || !visible) throw notFound('unknown_message', `no message ${id}`);
     ctx.body = await messageView(c, id, m);
   });
 

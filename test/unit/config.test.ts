@@ -14,7 +14,7 @@ describe('configuration', () => {
   it('reads a valid environment with defaults filled in', () => {
     const c = loadConfig(valid);
     expect(c.webhook.appSecrets).toEqual(['new', 'old']);
-    expect(c.sendApiKeys).toEqual(['send1', 'send2']);
+    expect(c.sendApiKeys).toEqual([{ key: 'send1' }, { key: 'send2' }]);
     expect(c.webhook.maxBodyBytes).toBe(4 * 1024 * 1024);
     expect(c.lifecycle.escalation).toEqual([
       { level: 1, afterMs: 600_000, severity: 'warning' },
@@ -78,5 +78,56 @@ describe('configuration', () => {
     expect(parseDuration('10m')).toBe(600_000);
     expect(parseDuration('1d')).toBe(86_400_000);
     expect(parseDuration('10 minutes')).toBeUndefined();
+  });
+
+  it('reads send keys scoped to WABAs and names SEND_API_KEYS without quoting a key when an entry is bad', () => {
+    expect(loadConfig({ ...valid, SEND_API_KEYS: 'all-key, tenant-key:102290129340398|555' }).sendApiKeys).toEqual([
+      { key: 'all-key' },
+      { key: 'tenant-key', wabas: ['102290129340398', '555'] },
+    ]);
+    for (const bad of ['s3cret-key:', 's3cret-key:abc', ':123', 's3cret-key:1||2', 's3cret-key,s3cret-key:1']) {
+      let message = '';
+      try {
+        loadConfig({ ...valid, SEND_API_KEYS: bad });
+      } catch (err) {
+        message = (err as Error).message;
+      }
+      expect(message).toMatch(/SEND_API_KEYS: /);
+      expect(message).not.toContain('s3cret');
+    }
+  });
+
+  it('reads the internal listener, the worker metrics listener and the per-key rate limit', () => {
+    const c = loadConfig({
+      ...valid,
+      INTERNAL_PORT: '9090',
+      WORKER_METRICS_PORT: '9464',
+      TEMPORAL_METRICS_BIND: '0.0.0.0:9465',
+    });
+    expect(c.internal).toEqual({ port: 9090, host: '127.0.0.1' });
+    expect(c.workerMetrics).toEqual({ port: 9464, host: '127.0.0.1' });
+    expect(c.temporalMetricsBind).toBe('0.0.0.0:9465');
+    expect(loadConfig(valid).internal).toBeUndefined();
+    expect(loadConfig(valid).apiKeyRate).toEqual({ ratePerSec: 100, burst: 200 });
+    expect(() => loadConfig({ ...valid, INTERNAL_PORT: 'http' })).toThrow(/INTERNAL_PORT/);
+    expect(() => loadConfig({ ...valid, TEMPORAL_METRICS_BIND: '9465' })).toThrow(/TEMPORAL_METRICS_BIND/);
+  });
+
+  it('reads retention windows (30 d messages and statuses, 90 d account events, 24 h idempotency by default)', () => {
+    expect(loadConfig(valid).retention).toEqual({
+      messagesMs: 30 * 86_400_000,
+      statusesMs: 30 * 86_400_000,
+      accountEventsMs: 90 * 86_400_000,
+      idempotencyMs: 86_400_000,
+      purgeIntervalMs: 300_000,
+      purgeBatch: 500,
+    });
+    expect(loadConfig({ ...valid, RETENTION_STATUSES: 'off', RETENTION_IDEMPOTENCY: '1h' }).retention).toMatchObject({
+      idempotencyMs: 3_600_000,
+    });
+    expect(loadConfig({ ...valid, RETENTION_STATUSES: 'off' }).retention.statusesMs).toBeUndefined();
+    expect(() => loadConfig({ ...valid, RETENTION_ACCOUNT_EVENTS: 'forever' })).toThrow(/RETENTION_ACCOUNT_EVENTS/);
+    // Messages must outlive the escalation (24 h by default): a queued message is never purged first.
+    expect(() => loadConfig({ ...valid, RETENTION_MESSAGES: '12h' })).toThrow(/RETENTION_MESSAGES/);
   });
 });

@@ -1,3 +1,4 @@
+import { createLogger } from '../../src/logger';
 import { redactUri } from '../../src/util/redact';
 
 describe('redactUri', () => {
@@ -29,5 +30,24 @@ describe('redactUri', () => {
     expect(redactUri('mongodb://127.0.0.1:27018/')).toBe('mongodb://127.0.0.1:27018/');
     expect(redactUri('http://127.0.0.1:3000/healthz?x=a@b')).toBe('http://127.0.0.1:3000/healthz?x=a@b');
     expect(redactUri('mail ops@example.com')).toBe('mail ops@example.com');
+  });
+});
+
+describe('the logger', () => {
+  it('censors secret fields wherever a log object carries them (top level or one level down)', () => {
+    const lines: string[] = [];
+    const logger = createLogger('info', 'test', { write: (l: string) => void lines.push(l) });
+    logger.info(
+      {
+        authorization: 'Bearer k1',
+        token: 't1',
+        headers: { authorization: 'Bearer k2' },
+        mongo: { uri: 'mongodb://u:p@h/' },
+      },
+      'hello',
+    );
+    const text = lines.join('');
+    for (const secret of ['k1', 'k2', 't1', 'u:p']) expect(text).not.toContain(secret);
+    expect(text).toContain('[redacted]');
   });
 });

@@ -72,6 +72,8 @@ export interface MessageDoc {
   updatedAt: string;
   /** Failed direct attempts so far (retries). */
   attempts: number;
+  /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
+  storedAt?: Date;
 }
 
 /**
@@ -87,6 +89,8 @@ export interface SettlementDoc {
   error?: MetaErrorInfo;
   attempts?: number;
   at: string;
+  /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
+  storedAt?: Date;
 }
 
 /**
@@ -130,6 +134,8 @@ export interface AccountEventDoc {
    *  `refused` (a lifecycle event whose WABA id cannot name a workflow: recorded, never applied). */
   outcome: 'signalled' | 'recorded' | 'refused';
   handedOverAt?: string;
+  /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
+  storedAt?: Date;
   /** The outbox delivery it came from. */
   deliveryId?: string;
 }
@@ -210,6 +216,8 @@ export interface MessageStatusDoc {
   /** Meta's errors, projected to fixed keys (never Meta's own sub-objects, so always storable). */
   errors?: { code: number; title?: string; message?: string; details?: string }[];
   receivedAt: string;
+  /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
+  storedAt?: Date;
 }
 
 /** `idempotency`: `_id` is the sender's key (scoped by API key); the first answer is kept. */
@@ -218,6 +226,8 @@ export interface IdempotencyDoc {
   messageId: string;
   requestHash: string;
   createdAt: string;
+  /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
+  storedAt?: Date;
 }
 
 /**
@@ -285,6 +295,7 @@ export async function ensureIndexes(c: Collections): Promise<void> {
   await Promise.all([
     c.queue.createIndex({ messageId: 1 }, { unique: true, name: 'messageId_unique' }),
     c.queue.createIndex({ wabaId: 1, seq: 1 }, { unique: true, name: 'waba_seq_unique' }),
+    c.queue.createIndex({ enqueuedAt: 1 }, { name: 'enqueuedAt' }),
     c.wabas.createIndex({ state: 1 }, { name: 'state' }),
     c.phoneNumbers.createIndex({ wabaId: 1 }, { name: 'wabaId' }),
     c.messages.createIndex({ wabaId: 1, status: 1 }, { name: 'waba_status' }),

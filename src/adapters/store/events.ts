@@ -8,7 +8,11 @@ import { isOnlyDuplicateKeys, type Collections, type MessageStatusDoc } from './
 /** Inserts delivery statuses; redelivered ones collide on `_id` (`<wamid>:<status>`) and are skipped. */
 export async function recordStatuses(c: Collections, docs: MessageStatusDoc[]): Promise<void> {
   try {
-    await c.messageStatuses.insertMany(docs, { ordered: false });
+    const storedAt = new Date();
+    await c.messageStatuses.insertMany(
+      docs.map((d) => ({ ...d, storedAt })),
+      { ordered: false },
+    );
   } catch (err) {
     if (!isOnlyDuplicateKeys(err)) throw err;
   }

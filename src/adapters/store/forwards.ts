@@ -139,3 +139,11 @@ export async function dropDeliveryIfDone(c: Collections, deliveryId: string): Pr
   );
   if (audited.every((a) => a !== null)) await c.outbox.deleteOne({ _id: deliveryId });
 }
+
+/** Forward entries per state (`pending`, `dead`), for metrics: one scan of the small `forwards` collection. */
+export async function forwardStats(c: Collections): Promise<Record<ForwardDoc['state'], number>> {
+  const docs = await c.forwards.find({}, { projection: { state: 1 } }).toArray();
+  const out: Record<ForwardDoc['state'], number> = { pending: 0, dead: 0 };
+  for (const d of docs) out[d.state] = (out[d.state] ?? 0) + 1;
+  return out;
+}

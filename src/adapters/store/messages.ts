@@ -9,7 +9,7 @@ import { isDuplicateKey, type Collections, type IdempotencyDoc, type MessageDoc,
 /** Inserts a message unless it is already recorded; true when this call inserted it. */
 export async function insertMessage(c: Collections, doc: MessageDoc): Promise<boolean> {
   try {
-    await c.messages.insertOne(doc);
+    await c.messages.insertOne({ ...doc, storedAt: new Date() });
     return true;
   } catch (err) {
     if (!isDuplicateKey(err)) throw err;
@@ -38,7 +38,7 @@ export async function markRetrying(c: Collections, messageId: string, at: string
  */
 export async function claimIdempotencyKey(c: Collections, doc: IdempotencyDoc): Promise<IdempotencyDoc | undefined> {
   try {
-    await c.idempotency.insertOne(doc);
+    await c.idempotency.insertOne({ ...doc, storedAt: new Date() });
     return undefined;
   } catch (err) {
     if (!isDuplicateKey(err)) throw err;

@@ -99,7 +99,7 @@ export async function wasHandedOver(c: Collections, key: string): Promise<boolea
  */
 export async function markHandedOver(c: Collections, doc: AccountEventDoc): Promise<void> {
   try {
-    await c.accountEvents.insertOne(doc);
+    await c.accountEvents.insertOne({ ...doc, storedAt: new Date() });
   } catch (err) {
     if (!isDuplicateKey(err)) throw err;
   }
@@ -109,7 +109,11 @@ export async function markHandedOver(c: Collections, doc: AccountEventDoc): Prom
 export async function recordAccountEvents(c: Collections, docs: AccountEventDoc[]): Promise<void> {
   if (docs.length === 0) return;
   try {
-    await c.accountEvents.insertMany(docs, { ordered: false });
+    const storedAt = new Date();
+    await c.accountEvents.insertMany(
+      docs.map((d) => ({ ...d, storedAt })),
+      { ordered: false },
+    );
   } catch (err) {
     if (!isOnlyDuplicateKeys(err)) throw err;
   }

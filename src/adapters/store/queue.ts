@@ -73,15 +73,43 @@ export interface Settlement {
   notify?: boolean;
 }
 
+/** Told about settlements that were recorded for the first time (metrics); must not throw. */
+export type SettlementListener = (settled: readonly Settlement[]) => void;
+
+const listeners = new WeakMap<Collections, SettlementListener[]>();
+
+/**
+ * Calls `listener` after `recordSettlements` on these collections recorded outcomes, with only the
+ * settlements that were new (a message already settled keeps its first outcome and is not repeated).
+ * Returns the function that removes it.
+ */
+export function onSettlementsRecorded(c: Collections, listener: SettlementListener): () => void {
+  const list = listeners.get(c) ?? [];
+  list.push(listener);
+  listeners.set(c, list);
+  return () => {
+    const i = list.indexOf(listener);
+    if (i >= 0) list.splice(i, 1);
+  };
+}
+
+/** Indexes of an `insertMany` batch that failed (duplicate keys, see `isOnlyDuplicateKeys`). */
+function failedIndexes(err: unknown): Set<number> {
+  const writeErrors = (err as { writeErrors?: { index?: number }[] | { index?: number } }).writeErrors;
+  const list = writeErrors === undefined ? [] : Array.isArray(writeErrors) ? writeErrors : [writeErrors];
+  return new Set(list.flatMap((e) => (typeof e.index === 'number' ? [e.index] : [])));
+}
+
 /** Settlements written per insert and delete command (bounds the size of one command). */
 const SETTLEMENTS_PER_WRITE = 500;
 
-/** The document a settlement is stored as. */
+/** The document a settlement is stored as (`storedAt`: the retention clock, see retention.ts). */
 export function settlementDoc(s: Settlement): SettlementDoc {
   return {
     _id: s.messageId,
     status: s.status,
     at: s.at,
+    storedAt: new Date(),
     ...(s.wamid ? { wamid: s.wamid } : {}),
     ...(s.reason ? { reason: s.reason } : {}),
     ...(s.error ? { error: s.error } : {}),
@@ -105,11 +133,16 @@ export async function recordSettlements(c: Collections, settlements: readonly Se
   // statements, and a bulk of inserts plus one `deleteMany` per part has no such limit.
   for (let i = 0; i < settlements.length; i += SETTLEMENTS_PER_WRITE) {
     const part = settlements.slice(i, i + SETTLEMENTS_PER_WRITE);
+    let fresh: readonly Settlement[] = part;
     try {
       await c.settlements.insertMany(part.map(settlementDoc), { ordered: false });
     } catch (err) {
       if (!isOnlyDuplicateKeys(err)) throw err;
+      // Without per-document errors nothing says which were new: count none rather than twice.
+      const failed = failedIndexes(err);
+      fresh = failed.size === 0 ? [] : part.filter((_, j) => !failed.has(j));
     }
+    if (fresh.length > 0) for (const listener of listeners.get(c) ?? []) listener(fresh);
     const queueIds = part.flatMap((s) => (s.queueId ? [s.queueId] : []));
     if (queueIds.length > 0) await c.queue.deleteMany({ _id: { $in: queueIds } });
   }
@@ -128,4 +161,18 @@ export function findSettlement(c: Collections, messageId: string): Promise<Settl
 /** True while the message has an entry in its WABA's queue. */
 export async function isQueued(c: Collections, messageId: string): Promise<boolean> {
   return (await c.queue.findOne({ messageId }, { projection: { _id: 1 } })) !== null;
+}
+
+/** Queue depth over all WABAs and the oldest entry's `enqueuedAt` (epoch ms), for metrics. */
+export async function queueStats(c: Collections): Promise<{ depth: number; oldestEnqueuedAt?: number }> {
+  const [depth, [oldest]] = await Promise.all([
+    c.queue.countDocuments({}),
+    c.queue
+      .find({}, { projection: { enqueuedAt: 1 } })
+      .sort({ enqueuedAt: 1 })
+      .limit(1)
+      .toArray(),
+  ]);
+  const at = oldest ? Date.parse(oldest.enqueuedAt) : NaN;
+  return { depth, ...(Number.isFinite(at) ? { oldestEnqueuedAt: at } : {}) };
 }

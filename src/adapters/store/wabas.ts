@@ -17,11 +17,37 @@ export async function loadWaba(c: Collections, wabaId: string, now: string): Pro
   return (await findWaba(c, wabaId)) ?? freshWaba(wabaId, now);
 }
 
-/** Replaces the WABA document. Only the WABA's lifecycle workflow calls this (single writer). */
+/** Told when a saved WABA left `offboarded` (metrics): for how long it was offboarded. Must not throw. */
+export type OffboardingEndListener = (ended: { wabaId: string; to: WabaState; offboardedMs: number }) => void;
+
+const offboardingListeners = new WeakMap<Collections, OffboardingEndListener[]>();
+
+/** Calls `listener` whenever `saveWaba` on these collections replaces an offboarded WABA with another state. */
+export function onOffboardingEnded(c: Collections, listener: OffboardingEndListener): void {
+  const list = offboardingListeners.get(c) ?? [];
+  list.push(listener);
+  offboardingListeners.set(c, list);
+}
+
+/**
+ * Replaces the WABA document. Only the WABA's lifecycle workflow calls this (single writer). With
+ * an `onOffboardingEnded` listener, the stored state is read first (one read by `_id`), so a retried
+ * save (already written) reports nothing the second time.
+ */
 export async function saveWaba(c: Collections, snapshot: WabaSnapshot): Promise<void> {
   const { wabaId, ...rest } = snapshot;
   const events: EventLogEntry[] = rest.events.slice(-EVENT_LOG_LENGTH);
+  const listeners = offboardingListeners.get(c) ?? [];
+  const before =
+    listeners.length > 0 && rest.state !== 'offboarded'
+      ? await c.wabas.findOne({ _id: wabaId }, { projection: { state: 1, since: 1 } })
+      : null;
   await c.wabas.replaceOne({ _id: wabaId }, { ...rest, events }, { upsert: true });
+  if (before?.state === 'offboarded') {
+    const offboardedMs = Date.parse(rest.since) - Date.parse(before.since);
+    if (Number.isFinite(offboardedMs) && offboardedMs >= 0)
+      for (const l of listeners) l({ wabaId, to: rest.state, offboardedMs });
+  }
 }
 
 /** The WABA's state as last written by its lifecycle workflow; undefined for a WABA never seen. */
@@ -49,4 +75,22 @@ export async function listWabas(c: Collections, state: WabaState | undefined, li
     .limit(limit)
     .toArray();
   return docs.map(({ _id, ...rest }) => ({ ...rest, wabaId: _id }));
+}
+
+/**
+ * WABAs per state and the start of the longest current offboarding (epoch ms), for metrics. Reads
+ * `state` and `since` of every WABA document (one scan of a collection with one document per WABA).
+ */
+export async function wabaStateStats(
+  c: Collections,
+): Promise<{ byState: Partial<Record<WabaState, number>>; oldestOffboardedSince?: number }> {
+  const docs = await c.wabas.find({}, { projection: { state: 1, since: 1 } }).toArray();
+  const byState: Partial<Record<WabaState, number>> = {};
+  let oldest: number | undefined;
+  for (const d of docs) {
+    byState[d.state] = (byState[d.state] ?? 0) + 1;
+    const since = Date.parse(d.since);
+    if (d.state === 'offboarded' && Number.isFinite(since) && (oldest === undefined || since < oldest)) oldest = since;
+  }
+  return { byState, ...(oldest !== undefined ? { oldestOffboardedSince: oldest } : {}) };
 }

@@ -1,0 +1,171 @@
+import { MongoServerError, type Collection, type Db, type Document } from 'mongodb';
+import type { RetentionSettings } from '../../config';
+import type { Logger } from '../../logger';
+import type { Collections } from './db';
+
+/**
+ * Retention: how long each record collection keeps its documents, counted from `storedAt` (a BSON
+ * Date every store writer sets; documents written before it existed have none and are kept).
+ *
+ * - MongoDB: a TTL index per collection (`storedAt`, `expireAfterSeconds` = the window), created
+ *   or, when the window changed, updated with `collMod` by `ensureRetentionIndexes` at worker start.
+ * - FerretDB (no TTL indexes; v1.24 refuses `expireAfterSeconds` as not implemented): `purgeExpired`, run by
+ *   the worker every `RETENTION_PURGE_INTERVAL`. Each round reads at most `RETENTION_PURGE_BATCH`
+ *   expired `_id`s per collection (one scan) and deletes them by exact `_id` (the indexed filter), in
+ *   statements of at most 50; on MongoDB the same round finds what the TTL monitor has not yet
+ *   removed (an index range) and costs little.
+ *
+ * `queue`, `wabas` and `phone_numbers` hold live state and are never purged.
+ */
+
+/** One retained collection and its window. */
+interface Target {
+  name: string;
+  collection: Collection<Document>;
+  ms: number;
+}
+
+function targets(c: Collections, r: RetentionSettings): Target[] {
+  const all: [string, Collection<Document>, number | undefined][] = [
+    ['messages', c.messages as unknown as Collection<Document>, r.messagesMs],
+    ['settlements', c.settlements as unknown as Collection<Document>, r.messagesMs],
+    ['message_statuses', c.messageStatuses as unknown as Collection<Document>, r.statusesMs],
+    ['account_events', c.accountEvents as unknown as Collection<Document>, r.accountEventsMs],
+    ['idempotency', c.idempotency as unknown as Collection<Document>, r.idempotencyMs],
+  ];
+  return all.flatMap(([name, collection, ms]) => (ms ? [{ name, collection, ms }] : []));
+}
+
+const TTL_INDEX = 'storedAt_ttl';
+
+/** MongoDB's code for "an index of that name exists with other options". */
+const INDEX_OPTIONS_CONFLICT = [85, 86];
+
+/** MongoDB's NotImplemented: FerretDB's answer to `expireAfterSeconds`. */
+const NOT_IMPLEMENTED = 238;
+
+const notImplemented = (err: unknown): boolean =>
+  err instanceof MongoServerError &&
+  (err.code === NOT_IMPLEMENTED || /expireAfterSeconds.*not implemented/i.test(err.message));
+
+/**
+ * Creates (or retunes) the TTL index of every retained collection. Idempotent. Returns `ttl` when
+ * the store expires documents itself (MongoDB), `purge` when it has no TTL indexes (FerretDB:
+ * no index is created, since FerretDB would not use one for the purge's filter; `purgeExpired` does
+ * the work). A collection
+ * whose retention is off keeps any TTL index it had until an operator drops it.
+ */
+export async function ensureRetentionIndexes(
+  db: Db,
+  c: Collections,
+  retention: RetentionSettings,
+  logger?: Logger,
+): Promise<'ttl' | 'purge'> {
+  let mode: 'ttl' | 'purge' = 'ttl';
+  for (const t of targets(c, retention)) {
+    const expireAfterSeconds = Math.max(1, Math.round(t.ms / 1000));
+    if (mode === 'purge') break;
+    try {
+      await t.collection.createIndex({ storedAt: 1 }, { name: TTL_INDEX, expireAfterSeconds });
+    } catch (err) {
+      if (notImplemented(err)) {
+        mode = 'purge';
+        continue;
+      }
+      if (!(err instanceof MongoServerError && INDEX_OPTIONS_CONFLICT.includes(Number(err.code)))) throw err;
+      await db.command({ collMod: t.name, index: { name: TTL_INDEX, expireAfterSeconds } });
+      logger?.info({ collection: t.name, expireAfterSeconds }, 'retention window changed');
+    }
+  }
+  return mode;
+}
+
+/** Deletes by exact `_id` per statement, at most this many statements per command. */
+const DELETES_PER_COMMAND = 50;
+
+/**
+ * One purge round: per retained collection, at most `purgeBatch` documents whose `storedAt` is
+ * older than the window, deleted by `_id`. Returns the number deleted per collection.
+ */
+export async function purgeExpired(
+  c: Collections,
+  retention: RetentionSettings,
+  now: Date = new Date(),
+): Promise<Record<string, number>> {
+  const deleted: Record<string, number> = {};
+  for (const t of targets(c, retention)) {
+    const cutoff = new Date(now.getTime() - t.ms);
+    const expired = await t.collection
+      .find({ storedAt: { $lt: cutoff } }, { projection: { _id: 1 } })
+      .limit(retention.purgeBatch)
+      .toArray();
+    let n = 0;
+    for (let i = 0; i < expired.length; i += DELETES_PER_COMMAND) {
+      const part = expired.slice(i, i + DELETES_PER_COMMAND);
+      const r = await t.collection.bulkWrite(
+        part.map((d) => ({ deleteOne: { filter: { _id: d._id } } })),
+        { ordered: false },
+      );
+      n += r.deletedCount;
+    }
+    deleted[t.name] = n;
+  }
+  return deleted;
+}
+
+/** The purge loop the worker runs; `stop()` waits for a round in progress. */
+export interface RetentionLoop {
+  stop(): Promise<void>;
+}
+
+/**
+ * Ensures the TTL indexes, then runs `purgeExpired` every `purgeIntervalMs` (the first round after
+ * one interval). A failed round is logged and retried at the next interval; a round that found a
+ * full batch runs again at once (bounded, so a backlog after a long outage drains without a scan
+ * storm: at most 10 rounds back to back).
+ */
+export function startRetention(deps: {
+  db: Db;
+  c: Collections;
+  retention: RetentionSettings;
+  logger: Logger;
+  onPurged?: (collection: string, n: number) => void;
+}): RetentionLoop {
+  const { db, c, retention, logger } = deps;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  let running: Promise<void> = Promise.resolve();
+
+  const round = async (): Promise<void> => {
+    for (let i = 0; i < 10 && !stopped; i++) {
+      const deleted = await purgeExpired(c, retention);
+      let full = false;
+      for (const [collection, n] of Object.entries(deleted)) {
+        if (n > 0) deps.onPurged?.(collection, n);
+        if (n >= retention.purgeBatch) full = true;
+      }
+      if (Object.values(deleted).some((n) => n > 0)) logger.info({ deleted }, 'retention purge');
+      if (!full) break;
+    }
+  };
+  const schedule = (): void => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      running = round()
+        .catch((err: unknown) => logger.warn({ err }, 'retention purge failed; retrying at the next interval'))
+        .finally(schedule);
+    }, retention.purgeIntervalMs);
+    timer.unref();
+  };
+  running = ensureRetentionIndexes(db, c, retention, logger)
+    .then((mode) => logger.debug({ mode }, mode === 'ttl' ? 'retention: TTL indexes' : 'retention: periodic purge'))
+    .catch((err: unknown) => logger.warn({ err }, 'could not ensure the retention (TTL) indexes'))
+    .finally(schedule);
+  return {
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await running;
+    },
+  };
+}

@@ -1,0 +1,154 @@
+import { randomBytes } from 'node:crypto';
+import type { MongoClient, Db } from 'mongodb';
+import { loadConfig, type RetentionSettings } from '../../src/config';
+import { connectMongo, type Collections } from '../../src/adapters/store/db';
+import { recordStatuses } from '../../src/adapters/store/events';
+import { recordAccountEvents } from '../../src/adapters/store/outbox';
+import { claimIdempotencyKey, insertMessage } from '../../src/adapters/store/messages';
+import { recordSettlements } from '../../src/adapters/store/queue';
+import { ensureRetentionIndexes, purgeExpired, startRetention } from '../../src/adapters/store/retention';
+import { createLogger } from '../../src/logger';
+
+/** Retention on the real MongoDB-wire server (FerretDB here: no TTL, so the purge does the work). */
+describe('retention on the real MongoDB-wire server', () => {
+  let client: MongoClient;
+  let db: Db;
+  let c: Collections;
+  const dbName = `retention_${randomBytes(4).toString('hex')}`;
+  // Windows in seconds, as RETENTION_* would give them.
+  const retention: RetentionSettings = {
+    messagesMs: 2_000,
+    statusesMs: 2_000,
+    accountEventsMs: 4_000,
+    idempotencyMs: 1_000,
+    purgeIntervalMs: 10_000,
+    purgeBatch: 3,
+  };
+
+  beforeAll(async () => {
+    ({ client, db, c } = await connectMongo(process.env.MONGODB_URI!, dbName));
+  });
+  afterAll(async () => {
+    await db.dropDatabase().catch(() => undefined);
+    await client.close();
+  });
+
+  /** One record of each kind, written through the store's own writers. */
+  async function writeRecords(tag: string): Promise<void> {
+    const at = new Date().toISOString();
+    await insertMessage(c, {
+      _id: `m-${tag}`,
+      wabaId: '1',
+      phoneNumberId: '2',
+      to: '15550000000',
+      content: { type: 'text', text: { body: tag } },
+      status: 'accepted',
+      acceptedAt: at,
+      updatedAt: at,
+      attempts: 0,
+    });
+    await recordSettlements(c, [{ messageId: `m-${tag}`, status: 'sent', wamid: `wamid.${tag}`, at }]);
+    await recordStatuses(c, [
+      {
+        _id: `wamid.${tag}:sent`,
+        wamid: `wamid.${tag}`,
+        status: 'sent',
+        wabaId: '1',
+        phoneNumberId: '2',
+        receivedAt: at,
+      },
+    ]);
+    await recordAccountEvents(c, [
+      {
+        _id: `e-${tag}`,
+        wabaId: '1',
+        event: 'ACCOUNT_OFFBOARDED',
+        entryId: '1',
+        raw: '{}',
+        receivedAt: at,
+        outcome: 'recorded',
+      },
+    ]);
+    await claimIdempotencyKey(c, { _id: `k:${tag}`, messageId: `m-${tag}`, requestHash: 'h', createdAt: at });
+  }
+
+  const ids = async () => ({
+    messages: (await c.messages.find({}).toArray()).map((d) => d._id).sort(),
+    settlements: (await c.settlements.find({}).toArray()).map((d) => d._id).sort(),
+    statuses: (await c.messageStatuses.find({}).toArray()).map((d) => d._id).sort(),
+    events: (await c.accountEvents.find({}).toArray()).map((d) => d._id).sort(),
+    idempotency: (await c.idempotency.find({}).toArray()).map((d) => d._id).sort(),
+  });
+
+  it('ensures TTL indexes on MongoDB, or on FerretDB (no TTL) leaves it to the purge; twice is a no-op', async () => {
+    const mode = await ensureRetentionIndexes(db, c, retention);
+    expect(await ensureRetentionIndexes(db, c, retention)).toBe(mode);
+    const names = (await c.messages.indexes()).map((i) => i.name);
+    if (mode === 'ttl') expect(names).toContain('storedAt_ttl');
+    else expect(names).not.toContain('storedAt_ttl');
+  });
+
+  it('purges documents older than their window, in bounded batches, and keeps recent ones', async () => {
+    for (const tag of ['old1', 'old2', 'old3', 'old4']) await writeRecords(tag);
+    await new Promise((r) => setTimeout(r, 2_300)); // past messages / statuses (2 s) and idempotency (1 s)
+    await writeRecords('new');
+
+    // A batch of 3: the first round leaves one old document per collection.
+    const first = await purgeExpired(c, retention);
+    expect(first).toEqual({ messages: 3, settlements: 3, message_statuses: 3, account_events: 0, idempotency: 3 });
+    const second = await purgeExpired(c, retention);
+    expect(second).toEqual({ messages: 1, settlements: 1, message_statuses: 1, account_events: 0, idempotency: 1 });
+    expect(await ids()).toEqual({
+      messages: ['m-new'],
+      settlements: ['m-new'],
+      statuses: ['wamid.new:sent'],
+      // Account events keep 4 s: all five are still there.
+      events: ['e-new', 'e-old1', 'e-old2', 'e-old3', 'e-old4'],
+      idempotency: ['k:new'],
+    });
+    // A collection whose retention is off is never purged.
+    const later = new Date(Date.now() + 10_000);
+    expect(await purgeExpired(c, { ...retention, accountEventsMs: undefined }, later)).toEqual({
+      messages: 1,
+      settlements: 1,
+      message_statuses: 1,
+      idempotency: 1,
+    });
+    expect((await ids()).events).toHaveLength(5);
+  });
+
+  it('the worker’s loop purges on its interval and reports what it deleted', async () => {
+    await writeRecords('loop');
+    const purged: Record<string, number> = {};
+    const loop = startRetention({
+      db,
+      c,
+      retention: { ...retention, messagesMs: 1_000, statusesMs: 1_000, purgeIntervalMs: 1_500, purgeBatch: 100 },
+      logger: createLogger('silent'),
+      onPurged: (collection, n) => (purged[collection] = (purged[collection] ?? 0) + n),
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 2_500));
+    } finally {
+      await loop.stop();
+    }
+    expect(purged).toMatchObject({ messages: 1, settlements: 1, message_statuses: 1, idempotency: 1 });
+    expect((await ids()).messages).toEqual([]);
+  });
+
+  it('reads the windows from RETENTION_* (seconds work for tests like this one)', () => {
+    const config = loadConfig({
+      META_APP_SECRET: 's',
+      META_VERIFY_TOKEN: 't',
+      OPS_API_KEYS: 'o',
+      SEND_API_KEYS: 'k',
+      TEMPORAL_ADDRESS: 'x:1',
+      MONGODB_URI: 'mongodb://x/',
+      GRAPH_API_TOKEN: 'g',
+      ESCALATION_LEVELS: '1s,2s,3s',
+      RETENTION_MESSAGES: '5s',
+      RETENTION_IDEMPOTENCY: '2s',
+    });
+    expect(config.retention).toMatchObject({ messagesMs: 5_000, idempotencyMs: 2_000 });
+  });
+});
