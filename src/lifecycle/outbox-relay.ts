@@ -20,7 +20,8 @@ import type { OutboxNotifier } from './ingest';
 export interface OutboxRelayOptions {
   /** WABAs handed over at once (each WABA's events one after the other). Default 16. */
   concurrency?: number;
-  /** Deadline of one signal-with-start. Default 4 s. */
+  /** Deadline of one signal-with-start. Default 10 s (a call that timed out may still have
+   *  been applied, and is then handed over again: a short deadline only adds duplicates). */
   deadlineMs?: number;
   /** How often the relay looks in the store for deliveries no relay is handling. Default 2 s. */
   sweepIntervalMs?: number;
@@ -73,7 +74,7 @@ export function startOutboxRelay(
   const { c, launch } = deps;
   const logger = deps.logger.child({ component: 'outbox-relay' });
   const concurrency = options.concurrency ?? 16;
-  const deadlineMs = options.deadlineMs ?? 4_000;
+  const deadlineMs = options.deadlineMs ?? 10_000;
   const sweepIntervalMs = options.sweepIntervalMs ?? 2_000;
   const sweepAfterMs = options.sweepAfterMs ?? 10_000;
   const initialBackoffMs = options.initialBackoffMs ?? 500;
