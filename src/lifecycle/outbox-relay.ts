@@ -86,6 +86,9 @@ export function startOutboxRelay(
   /** Deliveries held, in `_id` (arrival) order; `ids` also covers the pass in progress. */
   let held: Held[] = [];
   const ids = new Set<string>();
+  /** Deliveries another relay holds (lease lost), by id → their WABA ids: this relay hands over
+   *  none of those WABAs' later events until the sweep no longer finds the delivery pending. */
+  const othersHold = new Map<string, string[]>();
   let stopped = false;
   let wake: (() => void) | undefined;
   let backingOff = false;
@@ -157,6 +160,8 @@ export function startOutboxRelay(
     try {
       const olderThan = new Date(Date.now() - sweepAfterMs).toISOString();
       const found = await pendingDeliveries(c, olderThan, 500);
+      const stillPending = new Set(found.map((d) => d._id));
+      for (const id of othersHold.keys()) if (!stillPending.has(id)) othersHold.delete(id);
       let added = 0;
       for (const doc of found) {
         if (ids.has(doc._id)) continue;
@@ -254,21 +259,45 @@ export function startOutboxRelay(
       );
       const lost = new Set(candidates.filter((_, i) => claims[i]!.status === 'fulfilled' && !claims[i]!.value));
       const claimFailed = new Set(candidates.filter((_, i) => claims[i]!.status === 'rejected'));
-      const batch = candidates.filter((d) => !lost.has(d) && !claimFailed.has(d));
-      for (const d of lost) ids.delete(d._id);
+      for (const d of lost) {
+        ids.delete(d._id);
+        othersHold.set(d._id, [...new Set(d.events.map((e) => e.wabaId))]);
+      }
+      // Per-WABA order across relays: a delivery waits while an earlier one of its WABAs is held
+      // by another relay, or could not be claimed here.
+      const deferred = new Set<Held>();
+      const batch: Held[] = [];
+      const deferredWabas = new Set<string>();
+      for (const d of candidates) {
+        if (lost.has(d)) continue;
+        const wabaIds = d.events.map((e) => e.wabaId);
+        const earlierElsewhere = [...othersHold].some(([id, ws]) => id < d._id && ws.some((w) => wabaIds.includes(w)));
+        if (claimFailed.has(d) || earlierElsewhere || wabaIds.some((w) => deferredWabas.has(w))) {
+          deferred.add(d);
+          for (const w of wabaIds) deferredWabas.add(w);
+          continue;
+        }
+        batch.push(d);
+      }
       const unfinished = await pass(batch);
-      for (const d of claimFailed) unfinished.add(d._id);
+      const failed = unfinished.size > 0;
+      for (const d of deferred) unfinished.add(d._id);
       const done = batch.filter((d) => !unfinished.has(d._id));
       // Handed over: to the audit lane (it deletes the delivery once the rest is audited).
       for (const d of done) auditQueue.push(d);
       if (done.length > 0) auditWake?.();
       const kept = unfinished;
       held = [...candidates.filter((d) => kept.has(d._id)), ...held.slice(n)];
-      if (kept.size > 0) {
+      if (failed) {
         backoff = backoff === 0 ? initialBackoffMs : Math.min(maxBackoffMs, backoff * 2);
         backingOff = true;
         await sleep(backoff);
         backingOff = false;
+      } else if (deferred.size > 0) {
+        // Waiting for another relay: look again after the next sweep, no back-off.
+        backoff = 0;
+        lastSweep = 0;
+        await sleep(Math.min(sweepIntervalMs, 1_000));
       } else backoff = 0;
     }
   }
