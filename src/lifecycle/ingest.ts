@@ -13,7 +13,7 @@ import type {
 } from '../adapters/store/db';
 import { recordStatuses } from '../adapters/store/events';
 import { forwardId, insertForwards } from '../adapters/store/forwards';
-import { nextOutboxId, recordAccountEvents, recordDelivery } from '../adapters/store/outbox';
+import { nextOutboxId, recordDelivery } from '../adapters/store/outbox';
 import { wants, type ForwardTarget } from '../relay/targets';
 
 /** WABA ids that can name a lifecycle workflow (Meta's are digits). A lifecycle event for any
@@ -51,15 +51,15 @@ export interface OutboxNotifier {
 
 /**
  * The real webhook sink: makes every event durable before the webhook is acknowledged, and does
- * not wait for Temporal. Per delivery, at most three writes, in parallel:
+ * not wait for Temporal. Per delivery, at most two writes, in parallel:
  *
- * - one `outbox` insert holding the delivery's lifecycle events (in body order), the raw body
- *   (base64) and Meta's signature; the outbox relay (src/lifecycle/outbox-relay.ts) hands the
- *   events to their workflows afterwards, per WABA in order, and audits each in `account_events`
- *   once handed over (a redelivered event whose key is audited is never handed over again);
- * - one `account_events` insert of the events that need no hand-over: informational
- *   `account_update`s (`recorded`) and lifecycle events whose WABA id cannot name a workflow
- *   (`refused`, reported as `SinkReport.unusable`); redeliveries collide on `_id` and are skipped;
+ * - one `outbox` insert holding the delivery's lifecycle events (in body order), the events that
+ *   need no hand-over (informational `account_update`s, `recorded`; lifecycle events whose WABA id
+ *   cannot name a workflow, `refused` and reported as `SinkReport.unusable`), the raw body
+ *   (base64) and Meta's signature. The outbox relay (src/lifecycle/outbox-relay.ts) hands the
+ *   lifecycle events to their workflows afterwards, per WABA in order, audits each in
+ *   `account_events` once handed over (a redelivered event whose key is audited is never handed
+ *   over again), then audits the rest (redeliveries collide on `_id`);
  * - one insert-only batch of `messages` statuses into `message_statuses`; a `failed` status whose
  *   error means the account cannot send becomes a `SEND_ACCOUNT_UNUSABLE` outbox event.
  *
@@ -74,14 +74,21 @@ export function createWebhookSink(deps: {
   outbox?: OutboxNotifier;
   /** Forward targets (FORWARD_TARGETS): every delivery one of them wants is kept in the outbox for it. */
   forward?: readonly ForwardTarget[];
+  /** Deliveries whose writes may be unsettled at once, counting those already answered 503 after
+   *  the webhook's deadline whose writes still run; past it a delivery is refused at once (503,
+   *  Meta redelivers), so a slow store cannot pile up work and memory. Default 64. */
+  maxUnsettled?: number;
 }): WebhookSink {
   const { c, logger } = deps;
+  const maxUnsettled = deps.maxUnsettled ?? 64;
+  let unsettled = 0;
   const targets = deps.forward ?? [];
 
   return {
     async accept(parsed: ParsedWebhook, delivery?: DeliveryBytes): Promise<SinkReport> {
       const now = Date.now();
       const receivedAt = new Date(now).toISOString();
+      const deliveryId = nextOutboxId(now, randomBytes(6).toString('hex'));
       const events: OutboxEvent[] = [];
       const audit: AccountEventDoc[] = [];
       let unusable = 0;
@@ -112,6 +119,7 @@ export function createWebhookSink(deps: {
           raw: jsonText(u.raw),
           receivedAt,
           outcome: lifecycle ? 'refused' : 'recorded',
+          deliveryId,
         });
       }
       if (unusable > 0) {
@@ -156,25 +164,32 @@ export function createWebhookSink(deps: {
       const fields = Object.keys(parsed.changesByField);
       const forward = targets.filter((t) => wants(t, { fields, wabaIds: parsed.entryIds })).map((t) => t.name);
       const doc: OutboxDoc | undefined =
-        events.length > 0 || forward.length > 0
+        events.length > 0 || audit.length > 0 || forward.length > 0
           ? {
-              _id: nextOutboxId(now, randomBytes(6).toString('hex')),
+              _id: deliveryId,
               kind: 'meta_delivery',
               receivedAt,
               raw: delivery ? delivery.raw.toString('base64') : '',
               ...(delivery?.signature ? { signature: delivery.signature } : {}),
               events,
+              audit: JSON.stringify(audit),
+              auditCount: audit.length,
               wabaIds: [...new Set(events.map((e) => e.wabaId))],
               ...(forward.length > 0 ? { forward, fields } : {}),
             }
           : undefined;
-      await allOrFirstError([
-        doc
-          ? recordDelivery(c, doc).then(() => insertForwards(c, forwardEntries(doc, forward, parsed.entryIds)))
-          : Promise.resolve(),
-        recordAccountEvents(c, audit),
-        statuses.length > 0 ? recordStatuses(c, statuses) : Promise.resolve(),
-      ]);
+      if (unsettled >= maxUnsettled) throw new Error(`store backlog: ${unsettled} deliveries still being written`);
+      unsettled++;
+      try {
+        await allOrFirstError([
+          doc
+            ? recordDelivery(c, doc).then(() => insertForwards(c, forwardEntries(doc, forward, parsed.entryIds)))
+            : Promise.resolve(),
+          statuses.length > 0 ? recordStatuses(c, statuses) : Promise.resolve(),
+        ]);
+      } finally {
+        unsettled--;
+      }
       if (doc) {
         deps.outbox?.notify(doc);
         logger.info(

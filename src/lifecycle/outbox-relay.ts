@@ -3,7 +3,9 @@ import type { Collections, OutboxDoc, OutboxEvent } from '../adapters/store/db';
 import { randomBytes } from 'node:crypto';
 import {
   claimDelivery,
+  deliveryAudit,
   deliveryHandedOver,
+  recordAccountEvents,
   releaseClaim,
   lifecycleEventOf,
   markHandedOver,
@@ -18,7 +20,8 @@ import type { OutboxNotifier } from './ingest';
 export interface OutboxRelayOptions {
   /** WABAs handed over at once (each WABA's events one after the other). Default 16. */
   concurrency?: number;
-  /** Deadline of one signal-with-start. Default 4 s. */
+  /** Deadline of one signal-with-start. Default 10 s (a call that timed out may still have
+   *  been applied, and is then handed over again: a short deadline only adds duplicates). */
   deadlineMs?: number;
   /** How often the relay looks in the store for deliveries no relay is handling. Default 2 s. */
   sweepIntervalMs?: number;
@@ -43,12 +46,12 @@ export interface OutboxRelay extends OutboxNotifier {
   stop(): Promise<void>;
 }
 
-type Held = Pick<OutboxDoc, '_id' | 'events'> & { receivedAtMs: number; lease?: number };
+type Held = Pick<OutboxDoc, '_id' | 'events' | 'auditCount'> & { receivedAtMs: number; lease?: number };
 
 /**
  * The outbox relay: hands the lifecycle events of recorded webhook deliveries (`outbox`) to their
- * workflows through `deliverLifecycleEvent`, then audits each in `account_events` (`signalled`)
- * and deletes the delivery once all its events are handed over.
+ * workflows through `deliverLifecycleEvent`, audits each in `account_events` (`signalled`), then,
+ * in a lane of its own, audits the delivery's other events (one insert) and deletes the delivery.
  *
  * - Order: passes run one at a time; within a pass, a WABA's events go one after the other in
  *   arrival order (deliveries by `_id`, events in body order), different WABAs in parallel (at most
@@ -71,7 +74,7 @@ export function startOutboxRelay(
   const { c, launch } = deps;
   const logger = deps.logger.child({ component: 'outbox-relay' });
   const concurrency = options.concurrency ?? 16;
-  const deadlineMs = options.deadlineMs ?? 4_000;
+  const deadlineMs = options.deadlineMs ?? 10_000;
   const sweepIntervalMs = options.sweepIntervalMs ?? 2_000;
   const sweepAfterMs = options.sweepAfterMs ?? 10_000;
   const initialBackoffMs = options.initialBackoffMs ?? 500;
@@ -83,10 +86,12 @@ export function startOutboxRelay(
   /** Deliveries held, in `_id` (arrival) order; `ids` also covers the pass in progress. */
   let held: Held[] = [];
   const ids = new Set<string>();
+  /** Deliveries another relay holds (lease lost), by id → their WABA ids: this relay hands over
+   *  none of those WABAs' later events until the sweep no longer finds the delivery pending. */
+  const othersHold = new Map<string, string[]>();
   let stopped = false;
   let wake: (() => void) | undefined;
   let backingOff = false;
-  let idleWaiters: (() => void)[] = [];
 
   const sleep = (ms: number) =>
     new Promise<void>((resolve) => {
@@ -99,16 +104,64 @@ export function startOutboxRelay(
       wake = done;
     });
 
-  function hold(doc: Pick<OutboxDoc, '_id' | 'events' | 'receivedAt'>): void {
+  function hold(doc: Pick<OutboxDoc, '_id' | 'events' | 'receivedAt' | 'auditCount'>): void {
     if (ids.has(doc._id)) return;
     ids.add(doc._id);
-    held.push({ _id: doc._id, events: doc.events, receivedAtMs: Date.parse(doc.receivedAt) });
+    held.push({
+      _id: doc._id,
+      events: doc.events,
+      auditCount: doc.auditCount ?? 0,
+      receivedAtMs: Date.parse(doc.receivedAt),
+    });
+  }
+
+  /** Deletes a delivery whose events are all handed over and audited; false when that failed. */
+  async function finish(d: Held): Promise<boolean> {
+    try {
+      await deliveryHandedOver(c, d._id);
+      if (d.lease !== undefined) await releaseClaim(c, d._id, d.lease).catch(() => undefined);
+      ids.delete(d._id);
+      return true;
+    } catch (err) {
+      logger.warn({ deliveryId: d._id, err: String(err).slice(0, 500) }, 'outbox delete failed; retrying');
+      return false;
+    }
+  }
+
+  // The audit lane: deliveries handed over whose other events still need their audit insert. Apart
+  // from the hand-over passes, so a large batch of informational events never delays the next
+  // delivery's lifecycle events. Holds ids only; the entries are read back from the store.
+  const auditQueue: Held[] = [];
+  let auditWake: (() => void) | undefined;
+  async function auditLane(): Promise<void> {
+    let backoff = 0;
+    while (!stopped) {
+      const d = auditQueue[0];
+      if (!d) {
+        await new Promise<void>((resolve) => (auditWake = resolve));
+        auditWake = undefined;
+        continue;
+      }
+      try {
+        const entries = d.auditCount > 0 ? await deliveryAudit(c, d._id) : [];
+        if (entries && entries.length > 0) await recordAccountEvents(c, entries);
+        if (!(await finish(d))) throw new Error('delete failed');
+        auditQueue.shift();
+        backoff = 0;
+      } catch (err) {
+        backoff = backoff === 0 ? initialBackoffMs : Math.min(maxBackoffMs, backoff * 2);
+        logger.warn({ deliveryId: d._id, err: String(err).slice(0, 500) }, 'outbox audit failed; retrying');
+        await new Promise((r) => setTimeout(r, backoff));
+      }
+    }
   }
 
   async function sweep(): Promise<void> {
     try {
       const olderThan = new Date(Date.now() - sweepAfterMs).toISOString();
       const found = await pendingDeliveries(c, olderThan, 500);
+      const stillPending = new Set(found.map((d) => d._id));
+      for (const id of othersHold.keys()) if (!stillPending.has(id)) othersHold.delete(id);
       let added = 0;
       for (const doc of found) {
         if (ids.has(doc._id)) continue;
@@ -183,8 +236,6 @@ export function startOutboxRelay(
         await sweep();
       }
       if (held.length === 0) {
-        for (const w of idleWaiters) w();
-        idleWaiters = [];
         await sleep(Math.max(10, sweepIntervalMs - (Date.now() - lastSweep)));
         continue;
       }
@@ -208,32 +259,50 @@ export function startOutboxRelay(
       );
       const lost = new Set(candidates.filter((_, i) => claims[i]!.status === 'fulfilled' && !claims[i]!.value));
       const claimFailed = new Set(candidates.filter((_, i) => claims[i]!.status === 'rejected'));
-      const batch = candidates.filter((d) => !lost.has(d) && !claimFailed.has(d));
-      for (const d of lost) ids.delete(d._id);
+      for (const d of lost) {
+        ids.delete(d._id);
+        othersHold.set(d._id, [...new Set(d.events.map((e) => e.wabaId))]);
+      }
+      // Per-WABA order across relays: a delivery waits while an earlier one of its WABAs is held
+      // by another relay, or could not be claimed here.
+      const deferred = new Set<Held>();
+      const batch: Held[] = [];
+      const deferredWabas = new Set<string>();
+      for (const d of candidates) {
+        if (lost.has(d)) continue;
+        const wabaIds = d.events.map((e) => e.wabaId);
+        const earlierElsewhere = [...othersHold].some(([id, ws]) => id < d._id && ws.some((w) => wabaIds.includes(w)));
+        if (claimFailed.has(d) || earlierElsewhere || wabaIds.some((w) => deferredWabas.has(w))) {
+          deferred.add(d);
+          for (const w of wabaIds) deferredWabas.add(w);
+          continue;
+        }
+        batch.push(d);
+      }
       const unfinished = await pass(batch);
-      for (const d of claimFailed) unfinished.add(d._id);
+      const failed = unfinished.size > 0;
+      for (const d of deferred) unfinished.add(d._id);
       const done = batch.filter((d) => !unfinished.has(d._id));
-      const deleted = await Promise.allSettled(
-        done.map(async (d) => {
-          await deliveryHandedOver(c, d._id);
-          if (d.lease !== undefined) await releaseClaim(c, d._id, d.lease).catch(() => undefined);
-        }),
-      );
-      // A delivery whose delete failed stays held: the next pass finds every event audited.
-      const kept = new Set(unfinished);
-      deleted.forEach((r, i) => r.status === 'rejected' && kept.add(done[i]!._id));
+      // Handed over: to the audit lane (it deletes the delivery once the rest is audited).
+      for (const d of done) auditQueue.push(d);
+      if (done.length > 0) auditWake?.();
+      const kept = unfinished;
       held = [...candidates.filter((d) => kept.has(d._id)), ...held.slice(n)];
-      for (const d of batch) if (!kept.has(d._id)) ids.delete(d._id);
-      if (kept.size > 0) {
+      if (failed) {
         backoff = backoff === 0 ? initialBackoffMs : Math.min(maxBackoffMs, backoff * 2);
         backingOff = true;
         await sleep(backoff);
         backingOff = false;
+      } else if (deferred.size > 0) {
+        // Waiting for another relay: look again after the next sweep, no back-off.
+        backoff = 0;
+        lastSweep = 0;
+        await sleep(Math.min(sweepIntervalMs, 1_000));
       } else backoff = 0;
     }
   }
 
-  const running = loop().catch((err: unknown) => {
+  const running = Promise.all([loop(), auditLane()]).catch((err: unknown) => {
     logger.error({ err: String(err).slice(0, 500) }, 'outbox relay stopped unexpectedly');
   });
 
@@ -245,17 +314,16 @@ export function startOutboxRelay(
       if (!backingOff) wake?.();
     },
     get pending() {
-      return held.length;
+      return held.length + auditQueue.length;
     },
-    idle() {
-      if (held.length === 0) return Promise.resolve();
-      return new Promise((resolve) => idleWaiters.push(resolve));
+    async idle() {
+      while (!stopped && (held.length > 0 || auditQueue.length > 0)) await new Promise((r) => setTimeout(r, 50));
     },
     async stop() {
       stopped = true;
       wake?.();
+      auditWake?.();
       await running;
-      for (const w of idleWaiters) w();
     },
   };
 }

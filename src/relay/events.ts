@@ -128,6 +128,8 @@ export async function emitServiceEvents(
       receivedAt: new Date(atMs).toISOString(),
       raw: Buffer.from(JSON.stringify(event)).toString('base64'),
       events: [],
+      audit: '[]',
+      auditCount: 0,
       wabaIds: [event.wabaId],
       forward,
       fields: [SERVICE_EVENTS_FIELD],

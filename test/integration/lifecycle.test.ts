@@ -110,7 +110,9 @@ describe('per-WABA lifecycle on the real stack', () => {
     };
     expect(await stack.webhook(body)).toBe(200);
     await eventually(async () => (await state(a)) === 'offboarded' && (await state(b)) === 'offboarded');
-    const unknown = await stack.rt.c.accountEvents.findOne({ wabaId: a, event: 'MM_LITE_TERMS_SIGNED' });
+    const unknown = await eventually(
+      async () => (await stack.rt.c.accountEvents.findOne({ wabaId: a, event: 'MM_LITE_TERMS_SIGNED' })) ?? undefined,
+    );
     expect(unknown?.outcome).toBe('recorded');
     for (const w of [a, b]) {
       await stack.accountUpdate(w, 'ACCOUNT_RECONNECTED', { time: time + 5 });

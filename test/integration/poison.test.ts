@@ -47,6 +47,8 @@ describe('a delivery carrying a change the store cannot take as a document', () 
         `{"id":"${good}","time":${time},"changes":[{"field":"account_update","value":{"event":"ACCOUNT_OFFBOARDED"}}]}]}`;
       expect(await postText(text)).toBe(200);
       await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: good }))?.state === 'offboarded');
+      // The relay audits the delivery's other events once its lifecycle events are handed over.
+      await eventually(async () => (await stack.rt.c.accountEvents.countDocuments({ wabaId: odd })) > 0);
       const recorded = await stack.rt.c.accountEvents.find({ wabaId: odd }).toArray();
       expect(recorded).toHaveLength(1);
       expect(recorded[0]?.outcome).toBe('recorded');
@@ -54,6 +56,7 @@ describe('a delivery carrying a change the store cannot take as a document', () 
       expect(JSON.parse(recorded[0]!.raw)).toEqual(JSON.parse(poison));
       // The redelivery is a duplicate, not a second record.
       expect(await postText(text)).toBe(200);
+      await eventually(async () => (await stack.rt.c.outbox.countDocuments({})) === 0);
       expect(await stack.rt.c.accountEvents.countDocuments({ wabaId: odd })).toBe(1);
     });
   }
@@ -68,7 +71,9 @@ describe('a delivery carrying a change the store cannot take as a document', () 
       `{"id":"${good}","time":${time},"changes":[{"field":"account_update","value":{"event":"ACCOUNT_OFFBOARDED"}}]}]}`;
     expect(await postText(text)).toBe(200);
     await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: good }))?.state === 'offboarded');
-    const refused = await stack.rt.c.accountEvents.findOne({ outcome: 'refused' });
+    const refused = await eventually(
+      async () => (await stack.rt.c.accountEvents.findOne({ outcome: 'refused' })) ?? undefined,
+    );
     expect(refused).toMatchObject({ event: 'ACCOUNT_OFFBOARDED', outcome: 'refused' });
     const metrics = await (await fetch(`${stack.url}/metrics`)).text();
     expect(metrics).toMatch(/^coexist_relay_webhook_unusable_total 1$/m);

@@ -135,7 +135,7 @@ describe('relay: every Meta delivery forwarded, byte for byte, signed', () => {
     expect(rows.filter((r) => r.target !== 'events')).toHaveLength(2 * bodies.length);
     // Nothing is left pending, and the outbox let go of every delivery.
     await eventually(async () => (await stack.rt.c.forwards.countDocuments({})) === 0, 15_000);
-    await eventually(async () => (await stack.rt.c.outbox.countDocuments({})) === 0, 15_000);
+    await eventually(async () => (await stack.rt.c.outbox.countDocuments({})) === 0, 45_000);
   });
 
   it('tells a target that asks for service events when a gate closes and reopens, each event once, as the catalog says', async () => {

@@ -149,9 +149,9 @@ export interface OutboxEvent extends LifecycleEvent {
 }
 
 /**
- * `outbox`: one per accepted Meta delivery that carries lifecycle events, inserted by the webhook
- * sink before the 200, deleted by the relay once every event is handed over (so it holds only
- * pending work). `_id` sorts in arrival order. The raw body and Meta's signature are kept so the
+ * `outbox`: one per accepted Meta delivery that carries `account_update` events (or a status that
+ * closes the gate), inserted by the webhook sink before the 200 (its only write for them), deleted
+ * by the relay once every event is handed over and audited (so it holds only pending work). `_id` sorts in arrival order. The raw body and Meta's signature are kept so the
  * same record can later be forwarded byte for byte (issue #12).
  */
 export interface OutboxDoc {
@@ -165,7 +165,12 @@ export interface OutboxDoc {
   signature?: string;
   /** Lifecycle events in body order (WABA order is kept per WABA by the relay). */
   events: OutboxEvent[];
-  /** The distinct WABA ids of `events` (with forwarding: of the whole delivery). */
+  /** The events that need no hand-over (`recorded`, `refused`), for the relay to audit: their
+   *  `account_events` documents as one JSON text (one string field costs FerretDB far less to
+   *  store than thousands of subdocuments). */
+  audit: string;
+  auditCount: number;
+  /** The distinct WABA ids of `events`. */
   wabaIds: string[];
   /** Forward targets that still want this delivery (see `forwards`); it stays until they are done. */
   forward?: string[];

@@ -128,18 +128,6 @@ export async function retryDead(
   return n;
 }
 
-/** Deletes the delivery once neither its lifecycle events nor any target need it. */
-export async function dropDeliveryIfDone(c: Collections, deliveryId: string): Promise<void> {
-  const doc = await c.outbox.findOne({ _id: deliveryId }, { projection: { events: 1 } });
-  if (!doc) return;
-  if (await forwardsLeft(c, deliveryId)) return;
-  // Lifecycle events: every one must be audited (handed over) before the delivery may go.
-  const audited = await Promise.all(
-    doc.events.map((e) => c.accountEvents.findOne({ _id: e.key }, { projection: { _id: 1 } })),
-  );
-  if (audited.every((a) => a !== null)) await c.outbox.deleteOne({ _id: deliveryId });
-}
-
 /** Forward entries per state (`pending`, `dead`), for metrics: one scan of the small `forwards` collection. */
 export async function forwardStats(c: Collections): Promise<Record<ForwardDoc['state'], number>> {
   const docs = await c.forwards.find({}, { projection: { state: 1 } }).toArray();

@@ -42,14 +42,20 @@ export async function recordDelivery(c: Collections, doc: OutboxDoc): Promise<vo
 
 /**
  * Pending deliveries older than `olderThan` (ISO), oldest first, at most `limit`, without the
- * raw bytes. A scan of `outbox` on FerretDB: it holds only what is not handed over yet.
+ * raw bytes and the audit entries. A scan of `outbox` on FerretDB: it holds only what is not handed over yet.
  */
 export async function pendingDeliveries(c: Collections, olderThan: string, limit: number): Promise<OutboxDoc[]> {
   return c.outbox
-    .find({ receivedAt: { $lt: olderThan } }, { projection: { raw: 0 } })
+    .find({ receivedAt: { $lt: olderThan } }, { projection: { raw: 0, audit: 0 } })
     .sort({ _id: 1 })
     .limit(limit)
     .toArray();
+}
+
+/** The audit entries of a delivery (read when the relay audits it, so memory holds only ids). */
+export async function deliveryAudit(c: Collections, id: string): Promise<AccountEventDoc[] | undefined> {
+  const doc = await c.outbox.findOne({ _id: id }, { projection: { audit: 1 } });
+  return doc ? (JSON.parse(doc.audit || '[]') as AccountEventDoc[]) : undefined;
 }
 
 /** Deletes a delivery once everything in it is handed over (idempotent; by exact `_id`). */
