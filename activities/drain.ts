@@ -17,14 +17,14 @@ import {
 } from '../src/adapters/store/queue';
 import type { LaunchDeps } from '../src/lifecycle/launch';
 import { notifySettled } from '../src/sending/launch';
-import { PairLimiter, realClock, type RateLimiters } from '../src/sending/pacing';
+import { realClock, type Reservation, type SharedPacer } from '../src/sending/pacing';
 import { REASONS, type SendOutcome } from '../workflows/contracts';
 import type { DrainInput, DrainResult, FailQueueInput } from './types';
 
 export interface DrainDeps {
   c: Collections;
   graph: GraphClient;
-  limiters: RateLimiters;
+  pacer: SharedPacer;
   launch: LaunchDeps;
   config: Config;
   logger: Logger;
@@ -129,7 +129,7 @@ async function persist(c: Collections, batch: Settlement[], logger: Logger): Pro
 }
 
 export function createDrainActivities(deps: DrainDeps) {
-  const { c, graph, limiters, config } = deps;
+  const { c, graph, pacer, config } = deps;
   const tuning: DrainTuning = { ...DEFAULT_TUNING, ...deps.tuning };
 
   return {
@@ -164,7 +164,6 @@ export function createDrainActivities(deps: DrainDeps) {
         ...(ctx.info.heartbeatDetails as Partial<Progress> | undefined),
       };
       const numbers = await numbersOfWaba(c, wabaId);
-      const pairs = new PairLimiter(config.sending.pairLimitBurst, config.sending.pairLimitIntervalMs);
       const notifier = createNotifier(deps.launch, tuning.notifyConcurrency, log);
 
       let stop: string | undefined;
@@ -201,23 +200,23 @@ export function createDrainActivities(deps: DrainDeps) {
         else flushTimer ??= setTimeout(() => void flush(), tuning.flushMs);
       }
 
-      const limiterOf = (entry: QueueDoc) =>
-        limiters.for(entry.phoneNumberId, numbers.get(entry.phoneNumberId)?.mps ?? config.sending.defaultMps);
+      const mpsOf = (entry: QueueDoc) => numbers.get(entry.phoneNumberId)?.mps ?? config.sending.defaultMps;
+      /** Claims the entry's next start (shared with every worker's sends of the number). */
+      const reserve = async (entry: QueueDoc): Promise<Reservation> => {
+        const got = await pacer.reserve({ phoneNumberId: entry.phoneNumberId, mps: mpsOf(entry), to: entry.to });
+        if (got.kind !== 'reserved') throw new Error('a reservation without a wait limit was refused'); // never: no maxWaitMs
+        return got.reservation;
+      };
 
       /**
-       * Sends one entry. `slotAt` is the start time the dispatch loop reserved for its first
-       * attempt (reserved in sequence order, so requests leave in that order); retries reserve
-       * new slots.
+       * Sends one entry. `first` is the start the dispatch loop reserved for its first attempt
+       * (reserved in sequence order, so requests leave in that order); retries reserve new ones.
        */
-      async function sendOne(entry: QueueDoc, slotAt: number): Promise<void> {
-        const limiter = limiterOf(entry);
+      async function sendOne(entry: QueueDoc, first: Reservation): Promise<void> {
         const base = { messageId: entry.messageId, queueId: entry._id, notify: entry.notify };
         for (let attempt = 1; attempt <= tuning.maxAttempts; attempt++) {
-          const startAt =
-            attempt === 1 ? slotAt : Math.max(limiter.reserve(), realClock.now() + pairs.reserve(entry.to));
-          await realClock.sleep(startAt - realClock.now(), signal);
-          await limiter.admit(signal);
-          if (halted()) return;
+          const slot = attempt === 1 ? first : await reserve(entry);
+          if (!(await pacer.depart(slot, signal)) || halted()) return;
           if (entry.expiresAt && Date.parse(entry.expiresAt) <= Date.now()) {
             return settle({ ...base, status: 'expired', reason: REASONS.expired, at: new Date().toISOString() });
           }
@@ -256,8 +255,8 @@ export function createDrainActivities(deps: DrainDeps) {
               attempts: attempt,
             });
           }
-          if (err.pausesNumber) limiter.pause(err.retryAfterMs ?? 1_000);
-          else if (err.pacesRecipient) pairs.penalize(entry.to, pairLimitBackoffMs(attempt));
+          if (err.pausesNumber) await pacer.pause(entry.phoneNumberId, err.retryAfterMs ?? 1_000);
+          else if (err.pacesRecipient) await pacer.penalize(entry.phoneNumberId, entry.to, pairLimitBackoffMs(attempt));
           else await realClock.sleep(Math.min(30_000, (err.retryAfterMs ?? 1_000) * 2 ** (attempt - 1)), signal);
         }
       }
@@ -291,10 +290,10 @@ export function createDrainActivities(deps: DrainDeps) {
             if (halted()) break;
             // Reserve this entry's start slot now, in sequence order, but stay at most
             // `LOOKAHEAD_MS` ahead of the clock (a stopped drain then wastes little of the cap).
-            const slotAt = Math.max(limiterOf(entry).reserve(), realClock.now() + pairs.reserve(entry.to));
-            await realClock.sleep(slotAt - realClock.now() - LOOKAHEAD_MS, signal);
+            const slot = await reserve(entry);
+            await realClock.sleep(slot.at - realClock.now() - LOOKAHEAD_MS, signal);
             const previous = recipientTail.get(entry.to) ?? Promise.resolve();
-            const task: Promise<void> = previous.then(() => (halted() ? undefined : sendOne(entry, slotAt)));
+            const task: Promise<void> = previous.then(() => (halted() ? undefined : sendOne(entry, slot)));
             recipientTail.set(entry.to, task);
             inFlight.add(task);
             void task.finally(() => {

@@ -6,15 +6,18 @@ import type { Logger } from '../src/logger';
 import { deliverLifecycleEvent, type LaunchDeps } from '../src/lifecycle/launch';
 import { UnknownPhoneNumberError, type AdmissionService } from '../src/sending/admission';
 import { attemptSend } from '../src/sending/attempt';
-import type { RateLimiters } from '../src/sending/pacing';
+import type { SharedPacer } from '../src/sending/pacing';
 import { outcomeOfSettlement, type Settlement } from '../src/adapters/store/queue';
 import { FAILURE_TYPES, type SendOutcome, type SendRequest } from '../workflows/contracts';
 import type { AdmitResult } from './types';
 
+/** Longest wait for a send slot inside one `admit` attempt (its start-to-close timeout is 1 minute). */
+export const ADMIT_MAX_WAIT_MS = 30_000;
+
 export interface SendDeps {
   c: Collections;
   graph: GraphClient;
-  limiters: RateLimiters;
+  pacer: SharedPacer;
   launch: LaunchDeps;
   admission: AdmissionService;
   logger: Logger;
@@ -25,7 +28,7 @@ export interface SendDeps {
  * goes out now, then makes the attempt and acts on what it meant (src/sending/attempt.ts).
  */
 export function createSendActivities(deps: SendDeps) {
-  const { c, graph, limiters, admission } = deps;
+  const { c, graph, pacer, admission } = deps;
 
   return {
     /**
@@ -52,9 +55,19 @@ export function createSendActivities(deps: SendDeps) {
       const { wabaId, doc } = decided;
       const log = deps.logger.child({ wabaId, messageId: req.messageId });
 
-      const limiter = limiters.for(req.phoneNumberId, decided.mps);
-      await limiter.take();
       const { phoneNumberId, to } = req;
+      // The slot is shared by every worker (src/sending/pacing.ts). This activity does not
+      // heartbeat and has one minute: a slot further away than ADMIT_MAX_WAIT_MS is not claimed,
+      // and Temporal retries the attempt when the number (or recipient) has room again.
+      const slot = await pacer.take({ phoneNumberId, mps: decided.mps, to, maxWaitMs: ADMIT_MAX_WAIT_MS });
+      if (slot.kind === 'later') {
+        log.info({ retryAfterMs: Math.round(slot.retryAfterMs) }, 'no send slot within the wait; retrying later');
+        throw ApplicationFailure.create({
+          type: FAILURE_TYPES.paced,
+          message: `no send slot within ${ADMIT_MAX_WAIT_MS} ms`,
+          nextRetryDelay: Math.ceil(slot.retryAfterMs),
+        });
+      }
       const attempt = await attemptSend(graph, { wabaId, phoneNumberId, to, content: doc.content });
       const at = new Date().toISOString();
       switch (attempt.kind) {
@@ -88,7 +101,8 @@ export function createSendActivities(deps: SendDeps) {
           return admission.requeue(req, wabaId, doc);
         case 'retry': {
           const err = attempt.error;
-          if (err.pausesNumber) limiter.pause(err.retryAfterMs ?? 1_000);
+          if (err.pausesNumber) await pacer.pause(phoneNumberId, err.retryAfterMs ?? 1_000);
+          else if (err.pacesRecipient) await pacer.penalize(phoneNumberId, to, err.retryAfterMs ?? 4_000);
           await markRetrying(c, req.messageId, at);
           log.info({ code: err.code, reason: err.reason }, 'send failed; will retry');
           // Temporal retries `admit`, which reads the gate again before the next attempt.

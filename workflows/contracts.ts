@@ -203,6 +203,8 @@ export const FAILURE_TYPES = {
   unknownPhoneNumber: 'UnknownPhoneNumber',
   /** A transient Meta error: Temporal retries the attempt (after Meta's wait, when it gave one). */
   metaRetryable: 'MetaRetryable',
+  /** No send slot of the number (or recipient) within the attempt's wait: retried after the given delay. */
+  paced: 'Paced',
   /** No message with that id is recorded. */
   unknownMessage: 'UnknownMessage',
   /** An operator action that does not apply to the WABA's current state. */

@@ -133,6 +133,30 @@ export interface IdempotencyDoc {
   createdAt: string;
 }
 
+/**
+ * `send_slots`: start slots of Cloud API sends, shared by every worker. `_id` names the slot
+ * (`<phoneNumberId>:<index>` for the number's cap, `<phoneNumberId>>…` for a recipient's pair
+ * limit; src/sending/pacing.ts builds them; src/adapters/store/slots.ts queries them); a slot is taken by inserting its document, so two
+ * workers can never hold the same slot (the insert is atomic on MongoDB and FerretDB alike).
+ * Only past slots are deleted, by the worker that took them, by exact `_id`.
+ */
+export interface SendSlotDoc {
+  _id: string;
+  /** Epoch ms after which the slot can no longer be claimed (its deletion is then safe). */
+  expiresAt: number;
+}
+
+/**
+ * `send_pauses`: back-offs Meta asked for (130429 for a number, 131056 for a recipient), one
+ * insert per key and second (`<key>@<epoch second>`), read by every worker before it claims a
+ * slot. Tiny (expired ones are deleted by exact `_id`), so its prefix scan stays cheap on FerretDB.
+ */
+export interface SendPauseDoc {
+  _id: string;
+  key: string;
+  until: number;
+}
+
 export interface Collections {
   wabas: Collection<WabaDoc>;
   phoneNumbers: Collection<PhoneNumberDoc>;
@@ -142,6 +166,8 @@ export interface Collections {
   accountEvents: Collection<AccountEventDoc>;
   messageStatuses: Collection<MessageStatusDoc>;
   idempotency: Collection<IdempotencyDoc>;
+  sendSlots: Collection<SendSlotDoc>;
+  sendPauses: Collection<SendPauseDoc>;
 }
 
 export function collections(db: Db): Collections {
@@ -154,6 +180,8 @@ export function collections(db: Db): Collections {
     accountEvents: db.collection<AccountEventDoc>('account_events'),
     messageStatuses: db.collection<MessageStatusDoc>('message_statuses'),
     idempotency: db.collection<IdempotencyDoc>('idempotency'),
+    sendSlots: db.collection<SendSlotDoc>('send_slots'),
+    sendPauses: db.collection<SendPauseDoc>('send_pauses'),
   };
 }
 
