@@ -5,10 +5,11 @@ import type { Collections } from '../src/adapters/store/db';
 import type { Logger } from '../src/logger';
 import { deliverLifecycleEvent, type LaunchDeps } from '../src/lifecycle/launch';
 import { UnknownPhoneNumberError, type AdmissionService } from '../src/sending/admission';
-import { attemptSend } from '../src/sending/attempt';
-import type { SharedPacer } from '../src/sending/pacing';
+import { sendWithLedger } from '../src/sending/ledger';
+import type { Config } from '../src/config';
+import { realClock, type SharedPacer } from '../src/sending/pacing';
 import { outcomeOfSettlement, type Settlement } from '../src/adapters/store/queue';
-import { FAILURE_TYPES, type SendOutcome, type SendRequest } from '../workflows/contracts';
+import { FAILURE_TYPES, REASONS, type SendOutcome, type SendRequest } from '../workflows/contracts';
 import type { AdmitResult } from './types';
 
 /** Longest wait for a send slot inside one `admit` attempt (its start-to-close timeout is 1 minute). */
@@ -20,6 +21,7 @@ export interface SendDeps {
   pacer: SharedPacer;
   launch: LaunchDeps;
   admission: AdmissionService;
+  config: Config;
   logger: Logger;
 }
 
@@ -59,7 +61,7 @@ export function createSendActivities(deps: SendDeps) {
       // The slot is shared by every worker (src/sending/pacing.ts). This activity does not
       // heartbeat and has one minute: a slot further away than ADMIT_MAX_WAIT_MS is not claimed,
       // and Temporal retries the attempt when the number (or recipient) has room again.
-      const slot = await pacer.take({ phoneNumberId, mps: decided.mps, to, maxWaitMs: ADMIT_MAX_WAIT_MS });
+      const slot = await pacer.reserve({ phoneNumberId, mps: decided.mps, to, maxWaitMs: ADMIT_MAX_WAIT_MS });
       if (slot.kind === 'later') {
         log.info({ retryAfterMs: Math.round(slot.retryAfterMs) }, 'no send slot within the wait; retrying later');
         throw ApplicationFailure.create({
@@ -68,9 +70,30 @@ export function createSendActivities(deps: SendDeps) {
           nextRetryDelay: Math.ceil(slot.retryAfterMs),
         });
       }
-      const attempt = await attemptSend(graph, { wabaId, phoneNumberId, to, content: doc.content });
+      // The ledger records the POST just before its slot, so a crash while waiting leaves nothing in doubt.
+      await realClock.sleep(slot.reservation.at - realClock.now() - 40);
+      const attempt = await sendWithLedger(
+        c,
+        graph,
+        { wabaId, messageId: req.messageId, phoneNumberId, to, content: doc.content },
+        deps.config.sending.inDoubt,
+        log,
+        () => pacer.depart(slot.reservation),
+      );
       const at = new Date().toISOString();
       switch (attempt.kind) {
+        case 'in_doubt_wait':
+          // The previous attempt's answer was lost: a status webhook may still confirm it.
+          throw ApplicationFailure.create({
+            type: FAILURE_TYPES.inDoubt,
+            message: 'the previous attempt may have been sent; waiting for its status',
+            nextRetryDelay: Math.ceil(attempt.ms),
+          });
+        case 'not_sent':
+          throw new Error('admit: departure refused without a cancellation'); // never: depart has no signal here
+        case 'in_doubt_give_up':
+          return admission.settle({ messageId: req.messageId, status: 'failed', reason: REASONS.inDoubt, at });
+        case 'already_sent':
         case 'sent':
           return admission.settle({
             messageId: req.messageId,
@@ -110,7 +133,10 @@ export function createSendActivities(deps: SendDeps) {
             type: FAILURE_TYPES.metaRetryable,
             message: `${err.reason}: ${err.message}`,
             details: [err.toMetaErrorInfo()],
-            nextRetryDelay: err.retryAfterMs,
+            // A lost answer: the next attempt waits for a status webhook for the grace period.
+            nextRetryDelay: err.mayHaveBeenSent
+              ? Math.max(err.retryAfterMs ?? 0, deps.config.sending.inDoubt.graceMs)
+              : err.retryAfterMs,
           });
         }
       }

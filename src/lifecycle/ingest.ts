@@ -9,6 +9,7 @@ import {
 import type { SinkReport, WebhookSink } from '../http/webhook';
 import type { AccountEventDoc, Collections, MessageStatusDoc } from '../adapters/store/db';
 import { markAccountEventHandled, recordAccountEvent, recordStatuses } from '../adapters/store/events';
+import { confirmFromStatuses } from '../sending/ledger';
 import { createLimiter } from '../util/limit';
 import { deliverLifecycleEvent, type LaunchDeps } from './launch';
 
@@ -134,6 +135,7 @@ export function createWebhookSink(deps: {
     }));
     // Redelivered statuses collide on `_id`: that is the dedupe.
     await recordStatuses(c, docs);
+    await confirmFromStatuses(c, statuses); // settles in-doubt sends named by biz_opaque_callback_data
     for (const s of statuses) {
       if (s.status !== 'failed') continue;
       const unusable = s.errors?.find((e) => classifyMetaError({ code: e.code }).class === 'account_unusable');

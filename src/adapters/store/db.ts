@@ -157,6 +157,29 @@ export interface SendPauseDoc {
   until: number;
 }
 
+/**
+ * `send_attempts`: the per-message attempt ledger (src/sending/ledger.ts), `_id` = message id.
+ * Inserted before a message's first Cloud API POST; updated by exact `_id` by the message's one
+ * sender (admit or the drain) before each later POST and after each answer, and by the webhook sink
+ * when a status tagged with the message id (`biz_opaque_callback_data`) confirms an in-doubt send.
+ */
+export interface SendAttemptDoc {
+  _id: string;
+  /** POSTs made so far. */
+  tries: number;
+  /** `in_flight` from just before a POST until its answer is recorded. */
+  state: 'in_flight' | 'answered';
+  /** Epoch ms of the last POST's start. */
+  startedAt: number;
+  /** Set once Meta accepted the message (its answer, or a status webhook naming it). */
+  wamid?: string;
+  confirmedBy?: 'answer' | 'status';
+  /** Sends made again after an in-doubt one (at most 1). */
+  resends: number;
+  /** Epoch ms when the message was first found in doubt. */
+  inDoubtAt?: number;
+}
+
 export interface Collections {
   wabas: Collection<WabaDoc>;
   phoneNumbers: Collection<PhoneNumberDoc>;
@@ -168,6 +191,7 @@ export interface Collections {
   idempotency: Collection<IdempotencyDoc>;
   sendSlots: Collection<SendSlotDoc>;
   sendPauses: Collection<SendPauseDoc>;
+  sendAttempts: Collection<SendAttemptDoc>;
 }
 
 export function collections(db: Db): Collections {
@@ -182,6 +206,7 @@ export function collections(db: Db): Collections {
     idempotency: db.collection<IdempotencyDoc>('idempotency'),
     sendSlots: db.collection<SendSlotDoc>('send_slots'),
     sendPauses: db.collection<SendPauseDoc>('send_pauses'),
+    sendAttempts: db.collection<SendAttemptDoc>('send_attempts'),
   };
 }
 
