@@ -126,10 +126,15 @@ describe('two worker processes, one API, one Temporal, one database', () => {
     expect(stats.throttled).toBe(0);
     expect(stats.pairLimited).toBe(0);
     expectRecipientOrder(phone, queued);
-    // Per-WABA order of the queue: first arrivals in acceptance order, except where a recipient's pair limit held one back.
+    // Per-WABA order of the queue (the recipients the pair limit does not hold back): acceptance
+    // order, except that a send that missed its slot by more than the tolerance (a busy worker)
+    // takes the next free one, at most a lookahead's worth (200 ms: 4 slots) later.
     const arrivals = stack.sim.log.accepted.filter((m) => m.phoneNumberId === phone).map((m) => m.clientId);
     const cool = queued.filter((m) => m.to !== '15552999999').map((m) => m.id);
-    expect(arrivals.filter((id) => cool.includes(id!))).toEqual(cool);
+    const got = arrivals.filter((id) => cool.includes(id!));
+    const displaced = cool.filter((id, i) => got[i] !== id).length;
+    console.log(`multi-worker queue order: ${displaced} of ${cool.length} not in their sequence place`);
+    cool.forEach((id, i) => expect(Math.abs(got.indexOf(id) - i)).toBeLessThanOrEqual(4));
   }, 180_000);
 
   it('after kill -9 of the draining worker: nothing lost, order and caps kept, few duplicates', async () => {
