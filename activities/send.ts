@@ -126,7 +126,7 @@ export function createSendActivities(deps: SendDeps) {
           const err = attempt.error;
           if (err.pausesNumber) await pacer.pause(phoneNumberId, err.retryAfterMs ?? 1_000);
           else if (err.pacesRecipient) await pacer.penalize(phoneNumberId, to, err.retryAfterMs ?? 4_000);
-          await markRetrying(c, req.messageId, at);
+          if (!err.mayHaveBeenSent) await markRetrying(c, req.messageId, at); // else it stays `in_doubt`
           log.info({ code: err.code, reason: err.reason }, 'send failed; will retry');
           // Temporal retries `admit`, which reads the gate again before the next attempt.
           throw ApplicationFailure.create({

@@ -1,5 +1,11 @@
 import type { Collections } from '../adapters/store/db';
-import { insertAttempt, readAttempt, updateAttempt } from '../adapters/store/attempts';
+import {
+  insertAttempt,
+  insertConfirmation,
+  readAttempt,
+  readConfirmation,
+  updateAttempt,
+} from '../adapters/store/attempts';
 import { markInDoubt } from '../adapters/store/messages';
 import type { GraphClient, SendMessageInput } from '../adapters/graph/client';
 import type { Logger } from '../logger';
@@ -56,6 +62,12 @@ export async function beginSend(
     return { kind: 'send', resend: false };
   }
   // In flight with no answer recorded: the previous POST may have reached Meta.
+  const confirmed = await readConfirmation(c, messageId);
+  if (confirmed) {
+    inDoubtCounts.confirmedByStatus++;
+    await updateAttempt(c, messageId, { state: 'answered', wamid: confirmed.wamid, confirmedBy: 'status' });
+    return { kind: 'sent', wamid: confirmed.wamid };
+  }
   if (doc.inDoubtAt === undefined) {
     inDoubtCounts.seen++;
     logger?.warn({ messageId, tries: doc.tries }, 'send in doubt: its answer was lost');
@@ -91,7 +103,16 @@ export async function endSend(
   messageId: string,
   answer: { wamid: string } | { lost: true } | { refused: true },
 ): Promise<void> {
-  if ('lost' in answer) return;
+  if ('lost' in answer) {
+    // In doubt from now: shown on GET /v1/messages/:id; a status webhook may still confirm it.
+    const now = Date.now();
+    inDoubtCounts.seen++;
+    await Promise.all([
+      updateAttempt(c, messageId, { inDoubtAt: now }),
+      markInDoubt(c, messageId, new Date(now).toISOString()),
+    ]);
+    return;
+  }
   if ('wamid' in answer)
     await updateAttempt(c, messageId, { state: 'answered', wamid: answer.wamid, confirmedBy: 'answer' });
   else await updateAttempt(c, messageId, { state: 'answered' });
@@ -99,8 +120,9 @@ export async function endSend(
 
 /**
  * Called by the webhook sink with the statuses of a delivery: a `sent`/`delivered`/`read` status
- * tagged with one of our message ids confirms that send (point reads by `_id`; an update only for a
- * message still without a wamid). The waiting sender then settles it as sent without POSTing again.
+ * tagged with one of our message ids confirms that send (a point read of the ledger by `_id`; an
+ * insert into `send_confirmations` only for a message still without a wamid: the ledger keeps one
+ * writer). The waiting sender then settles it as sent without POSTing again.
  */
 export async function confirmFromStatuses(
   c: Collections,
@@ -113,8 +135,7 @@ export async function confirmFromStatuses(
     confirming.map(async (s) => {
       const doc = await readAttempt(c, s.bizOpaqueCallbackData!);
       if (!doc || doc.wamid) return;
-      await updateAttempt(c, doc._id, { state: 'answered', wamid: s.wamid, confirmedBy: 'status' });
-      inDoubtCounts.confirmedByStatus++;
+      await insertConfirmation(c, { _id: doc._id, wamid: s.wamid, status: s.status, at: new Date().toISOString() });
     }),
   );
 }

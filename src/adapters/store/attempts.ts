@@ -1,4 +1,4 @@
-import { isDuplicateKey, type Collections, type SendAttemptDoc } from './db';
+import { isDuplicateKey, type Collections, type SendAttemptDoc, type SendConfirmationDoc } from './db';
 
 /** The ledger entry of a message, or null before its first send. */
 export function readAttempt(c: Collections, messageId: string): Promise<SendAttemptDoc | null> {
@@ -23,4 +23,18 @@ export async function updateAttempt(
   set: Partial<Omit<SendAttemptDoc, '_id'>>,
 ): Promise<void> {
   await c.sendAttempts.updateOne({ _id: messageId }, { $set: set });
+}
+
+/** A status webhook's confirmation of a message, or null. */
+export function readConfirmation(c: Collections, messageId: string): Promise<SendConfirmationDoc | null> {
+  return c.sendConfirmations.findOne({ _id: messageId });
+}
+
+/** Records a confirmation (insert-only; a second one for the message is dropped). */
+export async function insertConfirmation(c: Collections, doc: SendConfirmationDoc): Promise<void> {
+  try {
+    await c.sendConfirmations.insertOne(doc);
+  } catch (err) {
+    if (!isDuplicateKey(err)) throw err;
+  }
 }

@@ -160,8 +160,8 @@ export interface SendPauseDoc {
 /**
  * `send_attempts`: the per-message attempt ledger (src/sending/ledger.ts), `_id` = message id.
  * Inserted before a message's first Cloud API POST; updated by exact `_id` by the message's one
- * sender (admit or the drain) before each later POST and after each answer, and by the webhook sink
- * when a status tagged with the message id (`biz_opaque_callback_data`) confirms an in-doubt send.
+ * sender (admit or the drain) before each later POST and after each answer (its only writer:
+ * FerretDB updates are a read then a write of the whole document).
  */
 export interface SendAttemptDoc {
   _id: string;
@@ -180,6 +180,18 @@ export interface SendAttemptDoc {
   inDoubtAt?: number;
 }
 
+/**
+ * `send_confirmations`: a status webhook tagged with a message id (`biz_opaque_callback_data`)
+ * whose ledger entry had no wamid yet: insert-only by the webhook sink (`_id` = message id, the
+ * first wins), read by the message's sender before it POSTs again.
+ */
+export interface SendConfirmationDoc {
+  _id: string;
+  wamid: string;
+  status: string;
+  at: string;
+}
+
 export interface Collections {
   wabas: Collection<WabaDoc>;
   phoneNumbers: Collection<PhoneNumberDoc>;
@@ -192,6 +204,7 @@ export interface Collections {
   sendSlots: Collection<SendSlotDoc>;
   sendPauses: Collection<SendPauseDoc>;
   sendAttempts: Collection<SendAttemptDoc>;
+  sendConfirmations: Collection<SendConfirmationDoc>;
 }
 
 export function collections(db: Db): Collections {
@@ -207,6 +220,7 @@ export function collections(db: Db): Collections {
     sendSlots: db.collection<SendSlotDoc>('send_slots'),
     sendPauses: db.collection<SendPauseDoc>('send_pauses'),
     sendAttempts: db.collection<SendAttemptDoc>('send_attempts'),
+    sendConfirmations: db.collection<SendConfirmationDoc>('send_confirmations'),
   };
 }
 
