@@ -66,7 +66,7 @@ const LOOKAHEAD_MS = 200;
 /** How long the dispatch loop waits for a recipient's previous message to leave before moving on. */
 const RECIPIENT_WAIT_MS = 500;
 /** The ledger records a POST this long before its slot. */
-const PRE_RECORD_MS = 40;
+const PRE_RECORD_MS = 150;
 
 /** True if `p` settles within `ms`. */
 async function settledWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
@@ -158,10 +158,11 @@ export function createDrainActivities(deps: DrainDeps) {
      * same person, while other recipients go on).
      *
      * Durability: settlements are written in batches, then the entries are removed; heartbeats
-     * report progress. If the worker dies, the retried activity skips entries whose messages were
-     * already settled; messages that Meta accepted but whose settlement was not yet written (at
-     * most `maxInFlight` + `maxUnpersisted`) are sent again: that is the documented crash window.
-     * Sending never runs further ahead of the database than that.
+     * report progress. Every POST goes through the attempt ledger (src/sending/ledger.ts): if the
+     * worker dies, the retried activity settles without a POST the messages whose answer was
+     * recorded, and the POSTs that were in flight at the crash are in doubt (confirmed by a status
+     * webhook, else `IN_DOUBT_POLICY`: one resend or fail). Pacing is shared with every worker
+     * (src/sending/pacing.ts).
      */
     async drainQueue(input: DrainInput): Promise<DrainResult> {
       const ctx = Context.current();
@@ -236,8 +237,9 @@ export function createDrainActivities(deps: DrainDeps) {
           // The ledger records the POST just before the slot (a crash in between may leave an
           // unsent message in doubt); the POST itself then leaves at the slot's start.
           await realClock.sleep(slot.at - realClock.now() - PRE_RECORD_MS, signal);
-          if (halted()) return;
+          if (halted()) return slot.done();
           if (entry.expiresAt && Date.parse(entry.expiresAt) <= Date.now()) {
+            slot.done();
             return settle({ ...base, status: 'expired', reason: REASONS.expired, at: new Date().toISOString() });
           }
           const result = await sendWithLedger(
@@ -256,6 +258,7 @@ export function createDrainActivities(deps: DrainDeps) {
             // The recipient's next message may leave once this one has left (or was settled without a POST).
             answered,
           );
+          slot.done(); // the slot was used, or will not be: the next send of the number may go
           if (result.kind === 'not_sent') return;
           const at = new Date().toISOString();
           if (result.kind === 'sent' || result.kind === 'already_sent')

@@ -71,7 +71,7 @@ export function createSendActivities(deps: SendDeps) {
         });
       }
       // The ledger records the POST just before its slot, so a crash while waiting leaves nothing in doubt.
-      await realClock.sleep(slot.reservation.at - realClock.now() - 40);
+      await realClock.sleep(slot.reservation.at - realClock.now() - 150);
       const attempt = await sendWithLedger(
         c,
         graph,
@@ -80,6 +80,7 @@ export function createSendActivities(deps: SendDeps) {
         log,
         () => pacer.depart(slot.reservation),
       );
+      slot.reservation.done(); // used, or not needed (already sent, in doubt)
       const at = new Date().toISOString();
       switch (attempt.kind) {
         case 'in_doubt_wait':

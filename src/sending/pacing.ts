@@ -85,7 +85,14 @@ export interface Reservation {
   mps: number;
   to?: string;
   at: number;
+  /** Resolves once the number's previous reservation in this process has left (or was dropped). */
+  turn: Promise<void>;
+  /** Marks this reservation as left or dropped (idempotent). */
+  done: () => void;
 }
+
+/** A reservation nobody departs with stops holding back the next one this long after its start. */
+const DROPPED_AFTER_MS = 2_000;
 
 export interface ReserveRequest {
   phoneNumberId: string;
@@ -108,6 +115,8 @@ export class SharedPacer {
   private readonly pauseReads = new Map<string, { readAt: number; until: number }>();
   /** Slots this process took, to delete once they are past: [id, expiresAt]. */
   private held: [string, number][] = [];
+  /** Per number, the last reservation's departure: this process's sends leave in reservation order. */
+  private readonly lastDeparture = new Map<string, Promise<void>>();
   private sweeping = false;
   private readonly timer: NodeJS.Timeout;
 
@@ -140,9 +149,19 @@ export class SharedPacer {
     }
     const capAt = await this.claimCap(req.phoneNumberId, req.mps, earliest, req.maxWaitMs);
     if (capAt.kind === 'later') return capAt;
+    const turn = this.lastDeparture.get(req.phoneNumberId) ?? Promise.resolve();
+    let done!: () => void;
+    const departed = new Promise<void>((resolve) => (done = resolve));
+    this.lastDeparture.set(req.phoneNumberId, departed);
+    const timer = setTimeout(done, capAt.at - now + DROPPED_AFTER_MS);
+    timer.unref();
+    void departed.then(() => {
+      clearTimeout(timer);
+      if (this.lastDeparture.get(req.phoneNumberId) === departed) this.lastDeparture.delete(req.phoneNumberId);
+    });
     return {
       kind: 'reserved',
-      reservation: { phoneNumberId: req.phoneNumberId, mps: req.mps, to: req.to, at: capAt.at },
+      reservation: { phoneNumberId: req.phoneNumberId, mps: req.mps, to: req.to, at: capAt.at, turn, done },
     };
   }
 
@@ -152,15 +171,22 @@ export class SharedPacer {
    * and waits again. Resolves false without sending on abort.
    */
   async depart(r: Reservation, signal?: AbortSignal): Promise<boolean> {
-    let at = r.at;
-    for (;;) {
-      await this.clock.sleep(at - this.clock.now(), signal);
-      if (signal?.aborted) return false;
-      const now = this.clock.now();
-      const paused = await this.pausedUntil(r.phoneNumberId);
-      if (now - at <= LATE_TOLERANCE_MS && paused <= at) return true;
-      const next = await this.claimCap(r.phoneNumberId, r.mps, Math.max(now, paused));
-      if (next.kind === 'reserved') at = next.at;
+    try {
+      // This process's sends of a number leave in reservation order, so a late one that takes a
+      // new slot holds back those reserved after it instead of being overtaken by them.
+      await r.turn;
+      let at = r.at;
+      for (;;) {
+        await this.clock.sleep(at - this.clock.now(), signal);
+        if (signal?.aborted) return false;
+        const now = this.clock.now();
+        const paused = await this.pausedUntil(r.phoneNumberId);
+        if (now - at <= LATE_TOLERANCE_MS && paused <= at) return true;
+        const next = await this.claimCap(r.phoneNumberId, r.mps, Math.max(now, paused));
+        if (next.kind === 'reserved') at = next.at;
+      }
+    } finally {
+      r.done();
     }
   }
 

@@ -237,6 +237,12 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     c.messages.createIndex({ wabaId: 1, status: 1 }, { name: 'waba_status' }),
     c.accountEvents.createIndex({ wabaId: 1, receivedAt: 1 }, { name: 'waba_received' }),
     c.messageStatuses.createIndex({ wamid: 1 }, { name: 'wamid' }),
+    // These also create the send path's collections up front: creating one on FerretDB during the
+    // first send of a drain stalls it by tens of milliseconds, enough to miss a pacing slot.
+    c.sendSlots.createIndex({ expiresAt: 1 }, { name: 'expiresAt' }),
+    c.sendPauses.createIndex({ key: 1 }, { name: 'key' }),
+    c.sendAttempts.createIndex({ state: 1 }, { name: 'state' }),
+    c.sendConfirmations.createIndex({ at: 1 }, { name: 'at' }),
   ]);
 }
 
