@@ -47,10 +47,11 @@ describe('shared pacing across processes', () => {
     for (const p of pacers) p.close();
     expect(departures).toHaveLength(60);
     expect(maxInWindow(departures, 1000)).toBeLessThanOrEqual(10);
-    // 60 sends at 10 msg/s (paced at ≥ 90%): about 6 s, not twice as fast, not much slower.
+    // 60 sends at 10 msg/s (slots at ≥ 87% of it): at least 6 s, never twice as fast; slower
+    // when a busy machine makes sends miss their slots (each then takes a later one).
     const span = Math.max(...departures) - Math.min(...departures);
-    expect(span).toBeGreaterThan(5_000);
-    expect(span).toBeLessThan(8_000);
+    expect(span).toBeGreaterThan(5_500);
+    expect(span).toBeLessThan(15_000);
   });
 
   it('holds the pair limit across workers and a pause seen by one worker stops the other', async () => {
