@@ -3,7 +3,7 @@ import { Context } from '@temporalio/activity';
 import type { Config } from '../src/config';
 import type { GraphClient } from '../src/adapters/graph/client';
 import { pairLimitBackoffMs } from '../src/adapters/graph/errors';
-import { attemptSend } from '../src/sending/attempt';
+import { sendWithLedger } from '../src/sending/ledger';
 import type { Logger } from '../src/logger';
 import type { Collections, QueueDoc } from '../src/adapters/store/db';
 import { numbersOfWaba } from '../src/adapters/store/phone-numbers';
@@ -17,14 +17,14 @@ import {
 } from '../src/adapters/store/queue';
 import type { LaunchDeps } from '../src/lifecycle/launch';
 import { notifySettled } from '../src/sending/launch';
-import { PairLimiter, realClock, type RateLimiters } from '../src/sending/pacing';
+import { realClock, type Reservation, type SharedPacer } from '../src/sending/pacing';
 import { REASONS, type SendOutcome } from '../workflows/contracts';
 import type { DrainInput, DrainResult, FailQueueInput } from './types';
 
 export interface DrainDeps {
   c: Collections;
   graph: GraphClient;
-  limiters: RateLimiters;
+  pacer: SharedPacer;
   launch: LaunchDeps;
   config: Config;
   logger: Logger;
@@ -63,6 +63,21 @@ const DEFAULT_TUNING: DrainTuning = {
 
 /** How far ahead of the clock the dispatch loop reserves start slots. */
 const LOOKAHEAD_MS = 200;
+/** How long the dispatch loop waits for a recipient's previous message to leave before moving on. */
+const RECIPIENT_WAIT_MS = 500;
+/** The ledger records a POST this long before its slot. */
+const PRE_RECORD_MS = 150;
+
+/** True if `p` settles within `ms`. */
+async function settledWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([p.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 interface Progress {
   sent: number;
@@ -129,7 +144,7 @@ async function persist(c: Collections, batch: Settlement[], logger: Logger): Pro
 }
 
 export function createDrainActivities(deps: DrainDeps) {
-  const { c, graph, limiters, config } = deps;
+  const { c, graph, pacer, config } = deps;
   const tuning: DrainTuning = { ...DEFAULT_TUNING, ...deps.tuning };
 
   return {
@@ -143,10 +158,11 @@ export function createDrainActivities(deps: DrainDeps) {
      * same person, while other recipients go on).
      *
      * Durability: settlements are written in batches, then the entries are removed; heartbeats
-     * report progress. If the worker dies, the retried activity skips entries whose messages were
-     * already settled; messages that Meta accepted but whose settlement was not yet written (at
-     * most `maxInFlight` + `maxUnpersisted`) are sent again: that is the documented crash window.
-     * Sending never runs further ahead of the database than that.
+     * report progress. Every POST goes through the attempt ledger (src/sending/ledger.ts): if the
+     * worker dies, the retried activity settles without a POST the messages whose answer was
+     * recorded, and the POSTs that were in flight at the crash are in doubt (confirmed by a status
+     * webhook, else `IN_DOUBT_POLICY`: one resend or fail). Pacing is shared with every worker
+     * (src/sending/pacing.ts).
      */
     async drainQueue(input: DrainInput): Promise<DrainResult> {
       const ctx = Context.current();
@@ -164,7 +180,6 @@ export function createDrainActivities(deps: DrainDeps) {
         ...(ctx.info.heartbeatDetails as Partial<Progress> | undefined),
       };
       const numbers = await numbersOfWaba(c, wabaId);
-      const pairs = new PairLimiter(config.sending.pairLimitBurst, config.sending.pairLimitIntervalMs);
       const notifier = createNotifier(deps.launch, tuning.notifyConcurrency, log);
 
       let stop: string | undefined;
@@ -201,35 +216,62 @@ export function createDrainActivities(deps: DrainDeps) {
         else flushTimer ??= setTimeout(() => void flush(), tuning.flushMs);
       }
 
-      const limiterOf = (entry: QueueDoc) =>
-        limiters.for(entry.phoneNumberId, numbers.get(entry.phoneNumberId)?.mps ?? config.sending.defaultMps);
+      const mpsOf = (entry: QueueDoc) => numbers.get(entry.phoneNumberId)?.mps ?? config.sending.defaultMps;
+      /** Claims the entry's next start (shared with every worker's sends of the number). */
+      const reserve = async (entry: QueueDoc): Promise<Reservation> => {
+        const got = await pacer.reserve({ phoneNumberId: entry.phoneNumberId, mps: mpsOf(entry), to: entry.to });
+        if (got.kind !== 'reserved') throw new Error('a reservation without a wait limit was refused'); // never: no maxWaitMs
+        return got.reservation;
+      };
 
       /**
-       * Sends one entry. `slotAt` is the start time the dispatch loop reserved for its first
-       * attempt (reserved in sequence order, so requests leave in that order); retries reserve
-       * new slots.
+       * Sends one entry. `first` is the start the dispatch loop reserved for its first attempt
+       * (reserved in sequence order, so requests leave in that order); retries reserve new ones.
        */
-      async function sendOne(entry: QueueDoc, slotAt: number): Promise<void> {
-        const limiter = limiterOf(entry);
+      async function sendOne(entry: QueueDoc, first: Reservation, answered: () => void): Promise<void> {
         const base = { messageId: entry.messageId, queueId: entry._id, notify: entry.notify };
+        let reserved: Reservation | undefined = first;
         for (let attempt = 1; attempt <= tuning.maxAttempts; attempt++) {
-          const startAt =
-            attempt === 1 ? slotAt : Math.max(limiter.reserve(), realClock.now() + pairs.reserve(entry.to));
-          await realClock.sleep(startAt - realClock.now(), signal);
-          await limiter.admit(signal);
-          if (halted()) return;
+          const slot: Reservation = reserved ?? (await reserve(entry));
+          reserved = undefined;
+          // The ledger records the POST just before the slot (a crash in between may leave an
+          // unsent message in doubt); the POST itself then leaves at the slot's start.
+          await realClock.sleep(slot.at - realClock.now() - PRE_RECORD_MS, signal);
+          if (halted()) return slot.done();
           if (entry.expiresAt && Date.parse(entry.expiresAt) <= Date.now()) {
+            slot.done();
             return settle({ ...base, status: 'expired', reason: REASONS.expired, at: new Date().toISOString() });
           }
-          const result = await attemptSend(graph, {
-            wabaId,
-            phoneNumberId: entry.phoneNumberId,
-            to: entry.to,
-            content: entry.content,
-          });
+          const result = await sendWithLedger(
+            c,
+            graph,
+            {
+              wabaId,
+              messageId: entry.messageId,
+              phoneNumberId: entry.phoneNumberId,
+              to: entry.to,
+              content: entry.content,
+            },
+            config.sending.inDoubt,
+            log,
+            async () => (await pacer.depart(slot, signal)) && !halted(),
+            // The recipient's next message may leave once this one has left (or was settled without a POST).
+            answered,
+          );
+          slot.done(); // the slot was used, or will not be: the next send of the number may go
+          if (result.kind === 'not_sent') return;
           const at = new Date().toISOString();
-          if (result.kind === 'sent')
+          if (result.kind === 'sent' || result.kind === 'already_sent')
             return settle({ ...base, status: 'sent', wamid: result.wamid, at, attempts: attempt });
+          if (result.kind === 'in_doubt_give_up')
+            return settle({ ...base, status: 'failed', reason: REASONS.inDoubt, at, attempts: attempt });
+          if (result.kind === 'in_doubt_wait') {
+            // Waits for a status webhook to confirm it (or the grace period); this recipient's
+            // later messages wait too, the others go on. Not an attempt.
+            await realClock.sleep(Math.min(result.ms, 5_000), signal);
+            attempt--;
+            continue;
+          }
           if (result.kind === 'unusable') {
             stop ??= result.detail;
             return; // stays queued
@@ -256,8 +298,8 @@ export function createDrainActivities(deps: DrainDeps) {
               attempts: attempt,
             });
           }
-          if (err.pausesNumber) limiter.pause(err.retryAfterMs ?? 1_000);
-          else if (err.pacesRecipient) pairs.penalize(entry.to, pairLimitBackoffMs(attempt));
+          if (err.pausesNumber) await pacer.pause(entry.phoneNumberId, err.retryAfterMs ?? 1_000);
+          else if (err.pacesRecipient) await pacer.penalize(entry.phoneNumberId, entry.to, pairLimitBackoffMs(attempt));
           else await realClock.sleep(Math.min(30_000, (err.retryAfterMs ?? 1_000) * 2 ** (attempt - 1)), signal);
         }
       }
@@ -289,17 +331,30 @@ export function createDrainActivities(deps: DrainDeps) {
           }
           for (const entry of page) {
             if (halted()) break;
-            // Reserve this entry's start slot now, in sequence order, but stay at most
-            // `LOOKAHEAD_MS` ahead of the clock (a stopped drain then wastes little of the cap).
-            const slotAt = Math.max(limiterOf(entry).reserve(), realClock.now() + pairs.reserve(entry.to));
-            await realClock.sleep(slotAt - realClock.now() - LOOKAHEAD_MS, signal);
-            const previous = recipientTail.get(entry.to) ?? Promise.resolve();
-            const task: Promise<void> = previous.then(() => (halted() ? undefined : sendOne(entry, slotAt)));
-            recipientTail.set(entry.to, task);
+            // A recipient's message is reserved only once the previous one to that recipient has
+            // left: briefly waited for here (sequence order kept), else by its own task (a slow
+            // predecessor, e.g. in doubt, holds back only its recipient).
+            const previous = recipientTail.get(entry.to);
+            const ready = previous === undefined || (await settledWithin(previous, RECIPIENT_WAIT_MS));
+            let release!: () => void;
+            const answered = new Promise<void>((resolve) => (release = resolve));
+            let task: Promise<void>;
+            if (ready) {
+              // Reserve this entry's start slot now, in sequence order, but stay at most
+              // `LOOKAHEAD_MS` ahead of the clock (a stopped drain then wastes little of the cap).
+              const slot = await reserve(entry);
+              await realClock.sleep(slot.at - realClock.now() - LOOKAHEAD_MS, signal);
+              task = (halted() ? Promise.resolve() : sendOne(entry, slot, release)).finally(release);
+            } else {
+              task = previous
+                .then(async () => (halted() ? undefined : sendOne(entry, await reserve(entry), release)))
+                .finally(release);
+            }
+            recipientTail.set(entry.to, answered);
             inFlight.add(task);
             void task.finally(() => {
               inFlight.delete(task);
-              if (recipientTail.get(entry.to) === task) recipientTail.delete(entry.to);
+              if (recipientTail.get(entry.to) === answered) recipientTail.delete(entry.to);
             });
             while (inFlight.size >= tuning.maxInFlight) await Promise.race(inFlight);
             while (unpersisted >= tuning.maxUnpersisted) await flush(); // the database sets the pace

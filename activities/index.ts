@@ -3,7 +3,7 @@ import type { GraphClient } from '../src/adapters/graph/client';
 import type { Logger } from '../src/logger';
 import type { Collections } from '../src/adapters/store/db';
 import type { LaunchDeps } from '../src/lifecycle/launch';
-import { RateLimiters } from '../src/sending/pacing';
+import { SharedPacer } from '../src/sending/pacing';
 import { createAdmission } from '../src/sending/admission';
 import { createAlertActivities } from './alerts';
 import { createDrainActivities, type DrainTuning } from './drain';
@@ -18,7 +18,8 @@ export interface ActivityDeps {
   launch: LaunchDeps;
   config: Config;
   logger: Logger;
-  limiters?: RateLimiters;
+  /** The shared limiter; one per worker process (built from `c` and the config when absent). */
+  pacer?: SharedPacer;
   drainTuning?: Partial<DrainTuning>;
 }
 
@@ -27,13 +28,18 @@ export interface ActivityDeps {
  * (`proxyActivities<Activities>`), never this code.
  */
 export function createActivities(deps: ActivityDeps) {
-  const limiters = deps.limiters ?? new RateLimiters();
+  const pacer =
+    deps.pacer ??
+    new SharedPacer(deps.c, {
+      burst: deps.config.sending.pairLimitBurst,
+      intervalMs: deps.config.sending.pairLimitIntervalMs,
+    });
   const admission = createAdmission({ c: deps.c, launch: deps.launch, logger: deps.logger });
   return {
     ...createLifecycleActivities(deps.c, deps.config.forward.targets),
     ...createProbeActivities(deps),
-    ...createSendActivities({ ...deps, limiters, admission }),
-    ...createDrainActivities({ ...deps, limiters, tuning: deps.drainTuning }),
+    ...createSendActivities({ ...deps, pacer, admission }),
+    ...createDrainActivities({ ...deps, pacer, tuning: deps.drainTuning }),
     ...createAlertActivities({ c: deps.c, logger: deps.logger, alerts: deps.config.alerts }),
   };
 }

@@ -5,21 +5,25 @@ import type { Collections } from '../src/adapters/store/db';
 import type { Logger } from '../src/logger';
 import { deliverLifecycleEvent, type LaunchDeps } from '../src/lifecycle/launch';
 import { UnknownPhoneNumberError, type AdmissionService } from '../src/sending/admission';
-import { attemptSend } from '../src/sending/attempt';
-import type { RateLimiters } from '../src/sending/pacing';
+import { sendWithLedger } from '../src/sending/ledger';
+import type { Config } from '../src/config';
+import { realClock, type SharedPacer } from '../src/sending/pacing';
 import { outcomeOfSettlement, type Settlement } from '../src/adapters/store/queue';
-import { FAILURE_TYPES, type SendOutcome, type SendRequest } from '../workflows/contracts';
+import { FAILURE_TYPES, REASONS, type SendOutcome, type SendRequest } from '../workflows/contracts';
 import type { AdmitResult } from './types';
+
+/** Longest wait for a send slot inside one `admit` attempt (its start-to-close timeout is 1 minute). */
+export const ADMIT_MAX_WAIT_MS = 30_000;
 
 export interface SendDeps {
   c: Collections;
   graph: GraphClient;
-  limiters: RateLimiters;
+  pacer: SharedPacer;
   launch: LaunchDeps;
   admission: AdmissionService;
+  /** Sending settings; also names the token's source in alerts (never the token). */
+  config: Config;
   logger: Logger;
-  /** Names the token's source in alerts (never the token). */
-  config?: { graph: { tokensByWaba: Record<string, string> } };
 }
 
 /**
@@ -32,7 +36,7 @@ function tokenSource(config: SendDeps['config'], wabaId: string): string {
 }
 
 export function createSendActivities(deps: SendDeps) {
-  const { c, graph, limiters, admission } = deps;
+  const { c, graph, pacer, admission } = deps;
 
   return {
     /**
@@ -59,13 +63,45 @@ export function createSendActivities(deps: SendDeps) {
       const { wabaId, doc } = decided;
       const log = deps.logger.child({ wabaId, messageId: req.messageId });
 
-      const limiter = limiters.for(req.phoneNumberId, decided.mps);
-      await limiter.take();
       const { phoneNumberId, to } = req;
+      // The slot is shared by every worker (src/sending/pacing.ts). This activity does not
+      // heartbeat and has one minute: a slot further away than ADMIT_MAX_WAIT_MS is not claimed,
+      // and Temporal retries the attempt when the number (or recipient) has room again.
+      const slot = await pacer.reserve({ phoneNumberId, mps: decided.mps, to, maxWaitMs: ADMIT_MAX_WAIT_MS });
+      if (slot.kind === 'later') {
+        log.info({ retryAfterMs: Math.round(slot.retryAfterMs) }, 'no send slot within the wait; retrying later');
+        throw ApplicationFailure.create({
+          type: FAILURE_TYPES.paced,
+          message: `no send slot within ${ADMIT_MAX_WAIT_MS} ms`,
+          nextRetryDelay: Math.ceil(slot.retryAfterMs),
+        });
+      }
+      // The ledger records the POST just before its slot, so a crash while waiting leaves nothing in doubt.
+      await realClock.sleep(slot.reservation.at - realClock.now() - 150);
       const attemptedAt = Date.now();
-      const attempt = await attemptSend(graph, { wabaId, phoneNumberId, to, content: doc.content });
+      const attempt = await sendWithLedger(
+        c,
+        graph,
+        { wabaId, messageId: req.messageId, phoneNumberId, to, content: doc.content },
+        deps.config.sending.inDoubt,
+        log,
+        () => pacer.depart(slot.reservation),
+      );
+      slot.reservation.done(); // used, or not needed (already sent, in doubt)
       const at = new Date().toISOString();
       switch (attempt.kind) {
+        case 'in_doubt_wait':
+          // The previous attempt's answer was lost: a status webhook may still confirm it.
+          throw ApplicationFailure.create({
+            type: FAILURE_TYPES.inDoubt,
+            message: 'the previous attempt may have been sent; waiting for its status',
+            nextRetryDelay: Math.ceil(attempt.ms),
+          });
+        case 'not_sent':
+          throw new Error('admit: departure refused without a cancellation'); // never: depart has no signal here
+        case 'in_doubt_give_up':
+          return admission.settle({ messageId: req.messageId, status: 'failed', reason: REASONS.inDoubt, at });
+        case 'already_sent':
         case 'sent':
           return admission.settle({
             messageId: req.messageId,
@@ -103,15 +139,19 @@ export function createSendActivities(deps: SendDeps) {
           return admission.requeue(req, wabaId, doc);
         case 'retry': {
           const err = attempt.error;
-          if (err.pausesNumber) limiter.pause(err.retryAfterMs ?? 1_000);
-          await markRetrying(c, req.messageId, at);
+          if (err.pausesNumber) await pacer.pause(phoneNumberId, err.retryAfterMs ?? 1_000);
+          else if (err.pacesRecipient) await pacer.penalize(phoneNumberId, to, err.retryAfterMs ?? 4_000);
+          if (!err.mayHaveBeenSent) await markRetrying(c, req.messageId, at); // else it stays `in_doubt`
           log.info({ code: err.code, reason: err.reason }, 'send failed; will retry');
           // Temporal retries `admit`, which reads the gate again before the next attempt.
           throw ApplicationFailure.create({
             type: FAILURE_TYPES.metaRetryable,
             message: `${err.reason}: ${err.message}`,
             details: [err.toMetaErrorInfo()],
-            nextRetryDelay: err.retryAfterMs,
+            // A lost answer: the next attempt waits for a status webhook for the grace period.
+            nextRetryDelay: err.mayHaveBeenSent
+              ? Math.max(err.retryAfterMs ?? 0, deps.config.sending.inDoubt.graceMs)
+              : err.retryAfterMs,
           });
         }
       }

@@ -243,6 +243,10 @@ const envSchema = z.object({
   /** Pair limit per recipient: burst, then one message per interval (Meta: ~45 in 6 s, then 1 / 6 s). */
   PAIR_LIMIT_BURST: intIn(1, 1000).default(45),
   PAIR_LIMIT_INTERVAL_MS: intIn(0, 600_000).default(6_000),
+  /** A send whose answer was lost: `resend_after` the grace period with no status (at-least-once) or `fail` (at-most-once). */
+  IN_DOUBT_POLICY: z.enum(['resend_after', 'fail']).default('resend_after'),
+  /** How long an in-doubt send waits for a status webhook before the policy applies. */
+  IN_DOUBT_GRACE_MS: intIn(0, 3_600_000).default(15_000),
   /** How often a queued send workflow checks its message when no settle signal came. */
   QUEUED_POLL_INTERVAL: z
     .string()
@@ -322,7 +326,13 @@ export interface Config {
     slackApi?: { baseUrl: string; botToken: string; channel: string };
     pagerduty?: { eventsUrl: string; routingKey: string };
   };
-  sending: { defaultMps: number; pairLimitBurst: number; pairLimitIntervalMs: number; queuedPollMs: number };
+  sending: {
+    defaultMps: number;
+    pairLimitBurst: number;
+    pairLimitIntervalMs: number;
+    queuedPollMs: number;
+    inDoubt: { policy: 'resend_after' | 'fail'; graceMs: number };
+  };
   forward: { targets: ForwardTarget[]; maxAgeMs: number };
   /** The prebuilt workflow bundle the worker loads instead of bundling the source at start. */
   workflowBundlePath?: string;
@@ -431,6 +441,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       pairLimitBurst: e.PAIR_LIMIT_BURST,
       pairLimitIntervalMs: e.PAIR_LIMIT_INTERVAL_MS,
       queuedPollMs: e.QUEUED_POLL_INTERVAL,
+      inDoubt: { policy: e.IN_DOUBT_POLICY, graceMs: e.IN_DOUBT_GRACE_MS },
     },
     forward: { targets: e.FORWARD_TARGETS, maxAgeMs: e.FORWARD_MAX_AGE },
     ...(e.WORKFLOW_BUNDLE_PATH ? { workflowBundlePath: e.WORKFLOW_BUNDLE_PATH } : {}),

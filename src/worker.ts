@@ -91,7 +91,7 @@ export interface WorkerDeps {
   /** A bundle built in process (tests); without it, `prebuiltBundlePath` or bundling at start. */
   workflowBundle?: { code: string };
   /** Overrides for tests and benchmarks (drain tuning, limits). */
-  activityOverrides?: Partial<Pick<ActivityDeps, 'drainTuning' | 'limiters'>>;
+  activityOverrides?: Partial<Pick<ActivityDeps, 'drainTuning' | 'pacer'>>;
   workerOptions?: Partial<WorkerOptions>;
   /** The process's metrics: settlements recorded by the activities are counted in them. */
   metrics?: RelayMetrics;

@@ -243,7 +243,9 @@ export const operatorActionUpdate = defineUpdate<OperatorActionResult, [Operator
 // ---------------------------------------------------------------------------------------------
 // Sending.
 
-export type MessageStatus = 'accepted' | 'queued' | 'sending' | 'sent' | 'failed' | 'expired' | 'cancelled';
+/** `in_doubt`: a send's answer was lost (timeout, crash); it may have gone out (src/sending/ledger.ts). */
+export type MessageStatus =
+  'accepted' | 'queued' | 'sending' | 'in_doubt' | 'sent' | 'failed' | 'expired' | 'cancelled';
 
 /** The Cloud API message body we accept (a subset: text and template). */
 export type MessageContent =
@@ -300,6 +302,8 @@ export const REASONS = {
   partnerRemoved: 'partner_removed',
   expired: 'expired',
   retriesExhausted: 'retries_exhausted',
+  /** A send's answer was lost and IN_DOUBT_POLICY (or the one resend allowed) says not to send again. */
+  inDoubt: 'in_doubt',
 } as const;
 
 /**
@@ -311,6 +315,10 @@ export const FAILURE_TYPES = {
   unknownPhoneNumber: 'UnknownPhoneNumber',
   /** A transient Meta error: Temporal retries the attempt (after Meta's wait, when it gave one). */
   metaRetryable: 'MetaRetryable',
+  /** No send slot of the number (or recipient) within the attempt's wait: retried after the given delay. */
+  paced: 'Paced',
+  /** A previous attempt's answer was lost: retried once a status webhook may have confirmed it. */
+  inDoubt: 'InDoubt',
   /** No message with that id is recorded. */
   unknownMessage: 'UnknownMessage',
   /** An operator action that does not apply to the WABA's current state. */

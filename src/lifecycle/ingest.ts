@@ -15,6 +15,7 @@ import { recordStatuses } from '../adapters/store/events';
 import { forwardId, insertForwards } from '../adapters/store/forwards';
 import { nextOutboxId, recordDelivery } from '../adapters/store/outbox';
 import { wants, type ForwardTarget } from '../relay/targets';
+import { confirmFromStatuses } from '../sending/ledger';
 
 /** WABA ids that can name a lifecycle workflow (Meta's are digits). A lifecycle event for any
  *  other id (NUL bytes, lone surrogates, kilobytes of text) is recorded as `refused`, never handed
@@ -185,7 +186,10 @@ export function createWebhookSink(deps: {
           doc
             ? recordDelivery(c, doc).then(() => insertForwards(c, forwardEntries(doc, forward, parsed.entryIds)))
             : Promise.resolve(),
-          statuses.length > 0 ? recordStatuses(c, statuses) : Promise.resolve(),
+          statuses.length > 0
+            ? // then settles in-doubt sends the statuses name (biz_opaque_callback_data)
+              recordStatuses(c, statuses).then(() => confirmFromStatuses(c, parsed.statuses))
+            : Promise.resolve(),
         ]);
       } finally {
         unsettled--;

@@ -114,7 +114,9 @@ export const acceptedSchema = z.object({ id: z.string(), status: z.literal('acce
 /** `GET /v1/messages/:id`: the public view of a message (built by `messageView`). */
 export const messageViewSchema = z.object({
   id: z.string(),
-  status: z.enum(['accepted', 'queued', 'sending', 'sent', 'failed', 'expired', 'cancelled']),
+  status: z
+    .enum(['accepted', 'queued', 'sending', 'in_doubt', 'sent', 'failed', 'expired', 'cancelled'])
+    .describe('`in_doubt`: the answer to a send was lost; settled by a status webhook or by IN_DOUBT_POLICY'),
   wamid: z.string().optional().describe("Meta's message id, once sent"),
   reason: z.string().optional().describe('why it failed, expired or was cancelled'),
   error: metaErrorSchema.optional(),

@@ -39,6 +39,11 @@ export interface SendMessageInput {
   /** Recipient phone number or WhatsApp id. */
   to: string;
   content: MessageContent;
+  /**
+   * Our message id, sent as `biz_opaque_callback_data`: Meta echoes it in the message's status
+   * webhooks, which is how a send whose answer was lost is recognised (src/sending/ledger.ts).
+   */
+  messageId?: string;
 }
 
 /** Meta accepted the message (not delivered yet: outcomes arrive as `statuses` webhooks). */
@@ -104,10 +109,10 @@ export function createGraphClient(options: GraphClientOptions): GraphClientHandl
   }
 
   return {
-    async sendMessage({ wabaId, phoneNumberId, to, content }) {
+    async sendMessage({ wabaId, phoneNumberId, to, content, messageId }) {
       const token = await options.tokenFor(wabaId, phoneNumberId);
       const url = `${root}/${encodeURIComponent(phoneNumberId)}/messages`;
-      const answer = await call('POST', url, token, JSON.stringify(messageBody(to, content)));
+      const answer = await call('POST', url, token, JSON.stringify(messageBody(to, content, messageId)));
       const json = parseJson(answer.text);
       const success = isSuccess(answer.status) ? readSendSuccess(json) : undefined;
       if (success) return success;
@@ -213,7 +218,7 @@ function readAnswer(res: IncomingMessage): Promise<HttpAnswer> {
 }
 
 /** The Cloud API request body: `{ messaging_product, recipient_type, to, type, [type]: … }`. */
-export function messageBody(to: string, content: MessageContent): Record<string, unknown> {
+export function messageBody(to: string, content: MessageContent, messageId?: string): Record<string, unknown> {
   const payload = content.type === 'text' ? content.text : content.template;
   return {
     messaging_product: 'whatsapp',
@@ -221,6 +226,7 @@ export function messageBody(to: string, content: MessageContent): Record<string,
     to,
     type: content.type,
     [content.type]: payload,
+    ...(messageId === undefined ? {} : { biz_opaque_callback_data: messageId }),
   };
 }
 

@@ -77,6 +77,8 @@ export interface StatusUpdate {
   recipientId: string;
   /** Errors with a usable numeric code (others are dropped). Absent when Meta sent none. */
   errors?: StatusError[];
+  /** `statuses[].biz_opaque_callback_data`: the message id the send was tagged with, when present. */
+  bizOpaqueCallbackData?: string;
 }
 
 /** A part of the body that was left out, and why. Indexes are positions in the body's arrays. */
@@ -207,6 +209,7 @@ const statusSchema = z.object({
   timestamp: unixTimeSchema,
   recipient_id: idSchema.optional().catch(undefined),
   errors: z.array(z.unknown()).optional().catch(undefined),
+  biz_opaque_callback_data: z.string().min(1).max(512).optional().catch(undefined),
 });
 
 /** `path: message` of the first issue, for reasons. */
@@ -398,6 +401,9 @@ export function parseWebhookBody(json: unknown): ParsedWebhook {
             timestamp: s.data.timestamp,
             recipientId: s.data.recipient_id ?? '',
             ...(errors === undefined ? {} : { errors }),
+            ...(s.data.biz_opaque_callback_data === undefined
+              ? {}
+              : { bizOpaqueCallbackData: s.data.biz_opaque_callback_data }),
           });
         });
         return;

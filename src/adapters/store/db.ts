@@ -247,6 +247,65 @@ export interface AlertThreadDoc {
   openedAt: string;
 }
 
+/**
+ * `send_slots`: start slots of Cloud API sends, shared by every worker. `_id` names the slot
+ * (`<phoneNumberId>:<index>` for the number's cap, `<phoneNumberId>>…` for a recipient's pair
+ * limit; src/sending/pacing.ts builds them; src/adapters/store/slots.ts queries them); a slot is taken by inserting its document, so two
+ * workers can never hold the same slot (the insert is atomic on MongoDB and FerretDB alike).
+ * Only past slots are deleted, by the worker that took them, by exact `_id`.
+ */
+export interface SendSlotDoc {
+  _id: string;
+  /** Epoch ms after which the slot can no longer be claimed (its deletion is then safe). */
+  expiresAt: number;
+}
+
+/**
+ * `send_pauses`: back-offs Meta asked for (130429 for a number, 131056 for a recipient), one
+ * insert per key and second (`<key>@<epoch second>`), read by every worker before it claims a
+ * slot. Tiny (expired ones are deleted by exact `_id`), so its prefix scan stays cheap on FerretDB.
+ */
+export interface SendPauseDoc {
+  _id: string;
+  key: string;
+  until: number;
+}
+
+/**
+ * `send_attempts`: the per-message attempt ledger (src/sending/ledger.ts), `_id` = message id.
+ * Inserted before a message's first Cloud API POST; updated by exact `_id` by the message's one
+ * sender (admit or the drain) before each later POST and after each answer (its only writer:
+ * FerretDB updates are a read then a write of the whole document).
+ */
+export interface SendAttemptDoc {
+  _id: string;
+  /** POSTs made so far. */
+  tries: number;
+  /** `in_flight` from just before a POST until its answer is recorded. */
+  state: 'in_flight' | 'answered';
+  /** Epoch ms of the last POST's start. */
+  startedAt: number;
+  /** Set once Meta accepted the message (its answer, or a status webhook naming it). */
+  wamid?: string;
+  confirmedBy?: 'answer' | 'status';
+  /** Sends made again after an in-doubt one (at most 1). */
+  resends: number;
+  /** Epoch ms when the message was first found in doubt. */
+  inDoubtAt?: number;
+}
+
+/**
+ * `send_confirmations`: a status webhook tagged with a message id (`biz_opaque_callback_data`)
+ * whose ledger entry had no wamid yet: insert-only by the webhook sink (`_id` = message id, the
+ * first wins), read by the message's sender before it POSTs again.
+ */
+export interface SendConfirmationDoc {
+  _id: string;
+  wamid: string;
+  status: string;
+  at: string;
+}
+
 export interface Collections {
   wabas: Collection<WabaDoc>;
   phoneNumbers: Collection<PhoneNumberDoc>;
@@ -261,6 +320,10 @@ export interface Collections {
   outboxClaims: Collection<OutboxClaimDoc>;
   forwards: Collection<ForwardDoc>;
   forwarded: Collection<ForwardedDoc>;
+  sendSlots: Collection<SendSlotDoc>;
+  sendPauses: Collection<SendPauseDoc>;
+  sendAttempts: Collection<SendAttemptDoc>;
+  sendConfirmations: Collection<SendConfirmationDoc>;
 }
 
 /**
@@ -289,6 +352,10 @@ export function collections(db: Db): Collections {
     outboxClaims: db.collection<OutboxClaimDoc>('outbox_claims'),
     forwards: db.collection<ForwardDoc>('forwards'),
     forwarded: db.collection<ForwardedDoc>('forwarded'),
+    sendSlots: db.collection<SendSlotDoc>('send_slots'),
+    sendPauses: db.collection<SendPauseDoc>('send_pauses'),
+    sendAttempts: db.collection<SendAttemptDoc>('send_attempts'),
+    sendConfirmations: db.collection<SendConfirmationDoc>('send_confirmations'),
   };
 }
 
@@ -309,6 +376,12 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     c.outbox.createIndex({ receivedAt: 1 }, { name: 'receivedAt' }),
     c.forwards.createIndex({ target: 1, state: 1 }, { name: 'target_state' }),
     c.forwarded.createIndex({ deliveryId: 1 }, { name: 'deliveryId' }),
+    // These also create the send path's collections up front: creating one on FerretDB during the
+    // first send of a drain stalls it by tens of milliseconds, enough to miss a pacing slot.
+    c.sendSlots.createIndex({ expiresAt: 1 }, { name: 'expiresAt' }),
+    c.sendPauses.createIndex({ key: 1 }, { name: 'key' }),
+    c.sendAttempts.createIndex({ state: 1 }, { name: 'state' }),
+    c.sendConfirmations.createIndex({ at: 1 }, { name: 'at' }),
   ]);
 }
 

@@ -32,6 +32,11 @@ export async function markRetrying(c: Collections, messageId: string, at: string
   await c.messages.updateOne({ _id: messageId }, { $set: { status: 'sending', updatedAt: at }, $inc: { attempts: 1 } });
 }
 
+/** Marks a message `in_doubt`: a send's answer was lost (see src/sending/ledger.ts). */
+export async function markInDoubt(c: Collections, messageId: string, at: string): Promise<void> {
+  await c.messages.updateOne({ _id: messageId }, { $set: { status: 'in_doubt', updatedAt: at } });
+}
+
 /**
  * Claims an Idempotency-Key for `messageId` (insert-only, atomic on a unique `_id`). Returns the
  * first claim when the key was already used: the caller compares its `requestHash`.

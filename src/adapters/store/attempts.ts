@@ -1,0 +1,40 @@
+import { isDuplicateKey, type Collections, type SendAttemptDoc, type SendConfirmationDoc } from './db';
+
+/** The ledger entry of a message, or null before its first send. */
+export function readAttempt(c: Collections, messageId: string): Promise<SendAttemptDoc | null> {
+  return c.sendAttempts.findOne({ _id: messageId });
+}
+
+/** Inserts a message's first ledger entry; false when one already exists (another sender started). */
+export async function insertAttempt(c: Collections, doc: SendAttemptDoc): Promise<boolean> {
+  try {
+    await c.sendAttempts.insertOne(doc);
+    return true;
+  } catch (err) {
+    if (isDuplicateKey(err)) return false;
+    throw err;
+  }
+}
+
+/** Updates a ledger entry by exact `_id` (one writer per message at a time). */
+export async function updateAttempt(
+  c: Collections,
+  messageId: string,
+  set: Partial<Omit<SendAttemptDoc, '_id'>>,
+): Promise<void> {
+  await c.sendAttempts.updateOne({ _id: messageId }, { $set: set });
+}
+
+/** A status webhook's confirmation of a message, or null. */
+export function readConfirmation(c: Collections, messageId: string): Promise<SendConfirmationDoc | null> {
+  return c.sendConfirmations.findOne({ _id: messageId });
+}
+
+/** Records a confirmation (insert-only; a second one for the message is dropped). */
+export async function insertConfirmation(c: Collections, doc: SendConfirmationDoc): Promise<void> {
+  try {
+    await c.sendConfirmations.insertOne(doc);
+  } catch (err) {
+    if (!isDuplicateKey(err)) throw err;
+  }
+}

@@ -1,0 +1,193 @@
+import type { Collections } from '../adapters/store/db';
+import {
+  insertAttempt,
+  insertConfirmation,
+  readAttempt,
+  readConfirmation,
+  updateAttempt,
+} from '../adapters/store/attempts';
+import { markInDoubt } from '../adapters/store/messages';
+import type { GraphClient, SendMessageInput } from '../adapters/graph/client';
+import type { Logger } from '../logger';
+import { attemptSend, type Attempt } from './attempt';
+
+/**
+ * The per-attempt ledger (`send_attempts`): the one owner of "may this message be POSTed to the
+ * Cloud API (again)?". Every sender (admit, the drain) calls `beginSend` right before a POST and
+ * `endSend` with its answer. A POST whose answer never got recorded (timeout, lost connection,
+ * `GraphApiError.mayHaveBeenSent`, a crash) leaves the message **in doubt**: it may have gone out.
+ * Sends are tagged with the message id (`biz_opaque_callback_data`), so a status webhook naming it
+ * (`confirmFromStatuses`, called by ingest) settles it as sent. Without one within the grace
+ * period, `IN_DOUBT_POLICY` decides: `resend_after` sends it once more (at-least-once: at most one
+ * duplicate), `fail` fails it (at-most-once). Either way a message is never POSTed again after a
+ * second lost answer.
+ */
+
+export interface InDoubtPolicy {
+  policy: 'resend_after' | 'fail';
+  graceMs: number;
+}
+
+export type BeginSend =
+  /** POST now (the ledger says a POST is in flight). */
+  | { kind: 'send'; resend: boolean }
+  /** Meta already accepted it (answer recorded, or a status webhook confirmed it): do not POST. */
+  | { kind: 'sent'; wamid: string }
+  /** In doubt: ask again after `ms` (a status webhook may still confirm it). */
+  | { kind: 'wait'; ms: number }
+  /** In doubt and the policy (or the one resend) says never to POST it again. */
+  | { kind: 'give_up' };
+
+/** In-doubt counts of this process (logged; `GET /v1/messages/:id` shows `in_doubt` per message). */
+export const inDoubtCounts = { seen: 0, confirmedByStatus: 0, resent: 0, failed: 0 };
+
+/** Decides, from the ledger, whether this message may be POSTed now; records the POST when it may. */
+export async function beginSend(
+  c: Collections,
+  messageId: string,
+  policy: InDoubtPolicy,
+  logger?: Logger,
+): Promise<BeginSend> {
+  const now = Date.now();
+  let doc = await readAttempt(c, messageId);
+  if (!doc) {
+    if (await insertAttempt(c, { _id: messageId, tries: 1, state: 'in_flight', startedAt: now, resends: 0 }))
+      return { kind: 'send', resend: false };
+    doc = await readAttempt(c, messageId);
+    if (!doc) return { kind: 'wait', ms: 1_000 };
+  }
+  if (doc.wamid) return { kind: 'sent', wamid: doc.wamid };
+  if (doc.state === 'answered') {
+    await updateAttempt(c, messageId, { tries: doc.tries + 1, state: 'in_flight', startedAt: now });
+    return { kind: 'send', resend: false };
+  }
+  // In flight with no answer recorded: the previous POST may have reached Meta.
+  const confirmed = await readConfirmation(c, messageId);
+  if (confirmed) {
+    inDoubtCounts.confirmedByStatus++;
+    await updateAttempt(c, messageId, { state: 'answered', wamid: confirmed.wamid, confirmedBy: 'status' });
+    return { kind: 'sent', wamid: confirmed.wamid };
+  }
+  if (doc.inDoubtAt === undefined) {
+    inDoubtCounts.seen++;
+    logger?.warn({ messageId, tries: doc.tries }, 'send in doubt: its answer was lost');
+    await Promise.all([
+      updateAttempt(c, messageId, { inDoubtAt: now }),
+      markInDoubt(c, messageId, new Date(now).toISOString()),
+    ]);
+  }
+  const waited = now - doc.startedAt;
+  if (waited < policy.graceMs) return { kind: 'wait', ms: policy.graceMs - waited };
+  if (policy.policy === 'fail' || doc.resends >= 1) {
+    inDoubtCounts.failed++;
+    logger?.warn({ messageId, policy: policy.policy, resends: doc.resends }, 'in-doubt send not sent again');
+    return { kind: 'give_up' };
+  }
+  inDoubtCounts.resent++;
+  logger?.warn({ messageId }, 'in-doubt send: no status within the grace period; sending once more');
+  await updateAttempt(c, messageId, {
+    tries: doc.tries + 1,
+    state: 'in_flight',
+    startedAt: now,
+    resends: doc.resends + 1,
+  });
+  return { kind: 'send', resend: true };
+}
+
+/**
+ * Records a POST's answer. `wamid` when Meta accepted it; `lost: true` when the answer may hide an
+ * accepted send (the ledger then keeps it in flight: in doubt); otherwise a definite refusal.
+ */
+export async function endSend(
+  c: Collections,
+  messageId: string,
+  answer: { wamid: string } | { lost: true } | { refused: true },
+): Promise<void> {
+  if ('lost' in answer) {
+    // In doubt from now: shown on GET /v1/messages/:id; a status webhook may still confirm it.
+    const now = Date.now();
+    inDoubtCounts.seen++;
+    await Promise.all([
+      updateAttempt(c, messageId, { inDoubtAt: now }),
+      markInDoubt(c, messageId, new Date(now).toISOString()),
+    ]);
+    return;
+  }
+  if ('wamid' in answer)
+    await updateAttempt(c, messageId, { state: 'answered', wamid: answer.wamid, confirmedBy: 'answer' });
+  else await updateAttempt(c, messageId, { state: 'answered' });
+}
+
+/**
+ * Called by the webhook sink with the statuses of a delivery: a `sent`/`delivered`/`read` status
+ * tagged with one of our message ids confirms that send (a point read of the ledger by `_id`; an
+ * insert into `send_confirmations` only for a message still without a wamid: the ledger keeps one
+ * writer). The waiting sender then settles it as sent without POSTing again.
+ */
+export async function confirmFromStatuses(
+  c: Collections,
+  statuses: { bizOpaqueCallbackData?: string; wamid: string; status: string }[],
+): Promise<void> {
+  const confirming = statuses.filter(
+    (s) => s.bizOpaqueCallbackData && (s.status === 'sent' || s.status === 'delivered' || s.status === 'read'),
+  );
+  await Promise.all(
+    confirming.map(async (s) => {
+      const doc = await readAttempt(c, s.bizOpaqueCallbackData!);
+      if (!doc || doc.wamid) return;
+      await insertConfirmation(c, { _id: doc._id, wamid: s.wamid, status: s.status, at: new Date().toISOString() });
+    }),
+  );
+}
+
+/** What a ledgered send attempt means: the Cloud API's answer, or the ledger's word without a POST. */
+export type LedgeredAttempt =
+  | Attempt
+  | { kind: 'already_sent'; wamid: string }
+  | { kind: 'in_doubt_wait'; ms: number }
+  | { kind: 'in_doubt_give_up' }
+  /** `depart` said not to send (cancelled): nothing left. */
+  | { kind: 'not_sent' };
+
+/**
+ * One send attempt through the ledger: `beginSend`, the POST (tagged with the message id), then
+ * `endSend` with what the answer means. The one path every Cloud API send takes (admit, the drain).
+ */
+export async function sendWithLedger(
+  c: Collections,
+  graph: GraphClient,
+  input: SendMessageInput & { messageId: string },
+  policy: InDoubtPolicy,
+  logger: Logger,
+  /**
+   * The wait for the send's start, made after the ledger recorded the POST (so the POST leaves at
+   * its slot, not one database write later); false: do not send (the record is withdrawn).
+   */
+  depart: () => Promise<boolean>,
+  /** Called right before the POST leaves. */
+  onPost?: () => void,
+): Promise<LedgeredAttempt> {
+  const begin = await beginSend(c, input.messageId, policy, logger);
+  if (begin.kind === 'sent') return { kind: 'already_sent', wamid: begin.wamid };
+  if (begin.kind === 'wait') return { kind: 'in_doubt_wait', ms: begin.ms };
+  if (begin.kind === 'give_up') return { kind: 'in_doubt_give_up' };
+  if (!(await depart())) {
+    await endSend(c, input.messageId, { refused: true });
+    return { kind: 'not_sent' };
+  }
+  onPost?.();
+  const result = await attemptSend(graph, input); // a throw leaves the ledger in flight: in doubt
+  const answer =
+    result.kind === 'sent'
+      ? { wamid: result.wamid }
+      : result.kind === 'retry' && result.error.mayHaveBeenSent
+        ? ({ lost: true } as const)
+        : ({ refused: true } as const);
+  try {
+    await endSend(c, input.messageId, answer);
+  } catch (err) {
+    // The settlement still records a sent message; else the next attempt treats the POST as in doubt.
+    logger.warn({ messageId: input.messageId, err: String(err) }, 'recording the send answer failed');
+  }
+  return result;
+}

@@ -1,0 +1,50 @@
+import { statusFor, statusPayload } from '../../tools/meta-sim/payloads';
+import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
+
+/**
+ * Sends whose answer was lost (the Cloud API accepted them, our client timed out): they show
+ * `in_doubt`, a status webhook tagged with the message id settles them as sent without a second
+ * POST, and without one the default policy (`resend_after`) sends once more after the grace period.
+ */
+describe('in-doubt sends on the real stack', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ env: { GRAPH_API_TIMEOUT_MS: '400', IN_DOUBT_GRACE_MS: '3000' } });
+  });
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  async function slowNumber(): Promise<{ wabaId: string; phone: string }> {
+    const wabaId = uniqueDigits();
+    const phone = uniqueDigits('4');
+    await stack.register(phone, wabaId);
+    stack.sim.setNumber(phone, { latencyMs: 1_000 }); // accepted at once, answered after our timeout
+    return { wabaId, phone };
+  }
+  const accepted = (phone: string) => stack.sim.log.accepted.filter((m) => m.phoneNumberId === phone);
+  const sendText = async (phone: string, body: string) =>
+    (await stack.send({ phoneNumberId: phone, to: '15556660000', type: 'text', text: { body } })).json.id as string;
+
+  it('tags the send with the message id; a status webhook naming it settles it as sent, never POSTed twice', async () => {
+    const { wabaId, phone } = await slowNumber();
+    const id = await sendText(phone, 'lost answer');
+    await eventually(async () => (await stack.message(id))?.status === 'in_doubt', 20_000, 50);
+    const [first] = accepted(phone);
+    expect(first?.clientId).toBe(id); // biz_opaque_callback_data = message id
+    expect(await stack.webhook(statusPayload(wabaId, phone, [statusFor(first!, 'sent')]))).toBe(200);
+    await eventually(async () => (await stack.message(id))?.status === 'sent', 20_000, 100);
+    expect((await stack.message(id))?.wamid).toBe(first!.wamid);
+    expect(accepted(phone)).toHaveLength(1);
+    expect(stack.sim.receiverStats(phone).duplicates).toBe(0);
+  }, 30_000);
+
+  it('without a status, resend_after sends it once more after the grace period', async () => {
+    const { phone } = await slowNumber();
+    const id = await sendText(phone, 'no status');
+    await eventually(async () => (await stack.message(id))?.status === 'in_doubt', 20_000, 50);
+    stack.sim.setNumber(phone, { latencyMs: 0 });
+    await eventually(async () => (await stack.message(id))?.status === 'sent', 30_000, 200);
+    expect(accepted(phone)).toHaveLength(2); // at-least-once: the one resend the policy allows
+  }, 40_000);
+});
