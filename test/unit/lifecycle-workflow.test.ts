@@ -142,7 +142,8 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
       'save:reconnect_abandoned:3',
       'failQueue:reconnect_timeout',
     ]);
-    expect(f.alerts.map((a) => [a.level, a.severity])).toEqual([
+    // Alerts are delivered concurrently (fire and forget): which levels, not their arrival order.
+    expect(f.alerts.map((a) => [a.level, a.severity]).sort((x, y) => Number(x[0]) - Number(y[0]))).toEqual([
       [1, 'warning'],
       [2, 'page'],
       [3, 'critical'],
