@@ -248,31 +248,11 @@ const envSchema = z.object({
   /** How long an in-doubt send waits for a status webhook before the policy applies. */
   IN_DOUBT_GRACE_MS: intIn(0, 3_600_000).default(15_000),
   /** How often a queued send workflow checks its message when no settle signal came. */
-  QUEUED_POLL_INTERVAL: z
-    .string()
-    .default('10m')
-    .transform((s, ctx) => {
-      const ms = parseDuration(s);
-      if (!ms) {
-        ctx.addIssue({ code: 'custom', message: 'must be a duration like 10m' });
-        return z.NEVER;
-      }
-      return ms;
-    }),
+  QUEUED_POLL_INTERVAL: durationAtLeast('10m', 1),
   /** Downstream endpoints that receive every Meta delivery (JSON array; see src/relay/targets.ts). */
   FORWARD_TARGETS: forwardTargetsSchema,
   /** How long a delivery is retried before it is dead-lettered (Meta's own retry period is 7 days). */
-  FORWARD_MAX_AGE: z
-    .string()
-    .default('7d')
-    .transform((s, ctx) => {
-      const ms = parseDuration(s);
-      if (!ms) {
-        ctx.addIssue({ code: 'custom', message: 'must be a duration like 7d or 12h' });
-        return z.NEVER;
-      }
-      return ms;
-    }),
+  FORWARD_MAX_AGE: durationAtLeast('7d', 1_000),
   /** A prebuilt workflow bundle (`npm run build` writes dist/workflow-bundle.js); unset: see `createWorker`. */
   WORKFLOW_BUNDLE_PATH: z
     .string()

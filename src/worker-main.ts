@@ -10,12 +10,10 @@ import { boot, onShutdown } from './boot';
 import { connectRuntime } from './runtime';
 import { createRelayMetrics } from './http/metrics';
 import {
-  SHUTDOWN_OPTIONS,
-  createWorker,
   installTemporalRuntime,
   installUnhandledRejectionHandler,
   requestShutdown,
-  startWorkerServices,
+  startWorkerProcess,
 } from './worker';
 
 async function main(): Promise<void> {
@@ -24,18 +22,9 @@ async function main(): Promise<void> {
   installTemporalRuntime(config);
   const rt = await connectRuntime(config);
   const metrics = createRelayMetrics();
-  const { worker, connection } = await createWorker({
-    metrics,
-    config,
-    logger,
-    c: rt.c,
-    launch: rt.launch,
-    graph: rt.graph,
-    workerOptions: SHUTDOWN_OPTIONS,
-  });
   // Resolves once the worker has drained (after a signal) and the clients are closed; rejects when
   // the worker fails (a fatal error, or the force time passed with activities still running).
-  const services = await startWorkerServices({ config, logger, db: rt.db, c: rt.c, metrics });
+  const { worker, connection, services } = await startWorkerProcess({ config, logger, rt, metrics });
   const stopped = (async () => {
     try {
       await worker.run();

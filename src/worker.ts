@@ -190,3 +190,31 @@ export async function startWorkerServices(deps: {
     },
   };
 }
+
+/**
+ * A worker process's whole set: the Temporal worker (with the shutdown options of the entry
+ * points) and its services (retention, worker metrics), over one connected runtime.
+ */
+export async function startWorkerProcess(deps: {
+  config: Config;
+  logger: Logger;
+  rt: Runtime;
+  metrics: RelayMetrics;
+}): Promise<{
+  worker: Worker;
+  connection: NativeConnection;
+  services: Awaited<ReturnType<typeof startWorkerServices>>;
+}> {
+  const { config, logger, rt, metrics } = deps;
+  const { worker, connection } = await createWorker({
+    metrics,
+    config,
+    logger,
+    c: rt.c,
+    launch: rt.launch,
+    graph: rt.graph,
+    workerOptions: SHUTDOWN_OPTIONS,
+  });
+  const services = await startWorkerServices({ config, logger, db: rt.db, c: rt.c, metrics });
+  return { worker, connection, services };
+}

@@ -24,13 +24,7 @@ import { startMetaSimulator } from './meta-sim/server';
 import { connectRuntime } from '../src/runtime';
 import { startServer } from '../src/server';
 import { createRelayMetrics } from '../src/http/metrics';
-import {
-  SHUTDOWN_OPTIONS,
-  createWorker,
-  installTemporalRuntime,
-  requestShutdown,
-  startWorkerServices,
-} from '../src/worker';
+import { installTemporalRuntime, requestShutdown, startWorkerProcess } from '../src/worker';
 import { startOutboxRelay } from '../src/lifecycle/outbox-relay';
 import { startForwarder } from '../src/relay/forwarder';
 import { withTimeout } from '../src/util/time';
@@ -161,16 +155,7 @@ async function main(): Promise<void> {
     { c: rt.c, logger, targets: config.forward.targets },
     { maxAgeMs: config.forward.maxAgeMs },
   );
-  const { worker, connection } = await createWorker({
-    metrics,
-    config,
-    logger,
-    c: rt.c,
-    launch: rt.launch,
-    graph: rt.graph,
-    workerOptions: SHUTDOWN_OPTIONS,
-  });
-  const services = await startWorkerServices({ config, logger, db: rt.db, c: rt.c, metrics });
+  const { worker, connection, services } = await startWorkerProcess({ config, logger, rt, metrics });
   // Set once the server listens; a worker failing before that stops the stack without it.
   const started: { http?: Awaited<ReturnType<typeof startServer>> } = {};
   // Ctrl-C reaches every process of the terminal's group: the SDK starts the worker's shutdown
