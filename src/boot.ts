@@ -23,7 +23,7 @@ export function boot(name: string): { config: Config; logger: Logger } {
  * A repeat of the shutdown signal within this window is the same Ctrl-C arriving twice: the
  * terminal signals the whole process group and a parent (tsx's CLI, npm) relays it as well.
  */
-const DUPLICATE_SIGNAL_MS = 2_000;
+const DUPLICATE_SIGNAL_MS = 5_000;
 
 /**
  * Runs `stop` once, on the first SIGINT or SIGTERM, then exits 0 (1 when `stop` rejects, logged).

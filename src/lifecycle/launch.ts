@@ -77,18 +77,23 @@ export async function applyOperatorAction(
   wabaId: string,
   action: OperatorAction,
 ): Promise<OperatorActionResult> {
-  const startWorkflowOperation = new WithStartWorkflowOperation<LifecycleWorkflow>(LIFECYCLE_WORKFLOW, {
-    ...lifecycleStart(deps, wabaId, `operator ${action.action}`),
-    workflowIdConflictPolicy: 'USE_EXISTING',
-  });
-  try {
-    return await deps.client.workflow.executeUpdateWithStart(operatorActionUpdate, {
-      args: [action],
-      startWorkflowOperation,
+  // A run that ends (nothing left to wait for) just as the update reaches it fails the call without
+  // an answer from the workflow: a fresh update-with-start then starts the next run. Tried 3 times.
+  for (let attempt = 1; ; attempt++) {
+    const startWorkflowOperation = new WithStartWorkflowOperation<LifecycleWorkflow>(LIFECYCLE_WORKFLOW, {
+      ...lifecycleStart(deps, wabaId, `operator ${action.action}`),
+      workflowIdConflictPolicy: 'USE_EXISTING',
     });
-  } catch (err) {
-    if (err instanceof WorkflowUpdateFailedError) throw new ActionRefusedError(err.cause?.message ?? err.message);
-    throw err;
+    try {
+      return await deps.client.workflow.executeUpdateWithStart(operatorActionUpdate, {
+        args: [action],
+        startWorkflowOperation,
+      });
+    } catch (err) {
+      if (err instanceof WorkflowUpdateFailedError) throw new ActionRefusedError(err.cause?.message ?? err.message);
+      if (attempt >= 3) throw err;
+      await new Promise((r) => setTimeout(r, 200 * attempt));
+    }
   }
 }
 
