@@ -76,7 +76,11 @@ describe('npm run dev', () => {
       const goneBy = Date.now() + 10_000;
       while (groupAlive(pgid) && Date.now() < goneBy) await new Promise((r) => setTimeout(r, 100));
 
-      expect(result).toEqual({ code: 0, signal: null });
+      // The launcher exits 0 after "stopped". npm, which got the same Ctrl-C, usually reports that 0;
+      // on a saturated machine it sometimes reports 130 for the SIGINT it saw itself (seen in 2 of 3
+      // full-suite runs, never alone). Either way nothing may be left running and nothing may fail.
+      expect(result.signal).toBeNull();
+      expect([0, 130]).toContain(result.code);
       expect(output).toContain('stopped');
       expect(output).not.toMatch(/Error|\n\s+at /);
       expect(groupAlive(pgid)).toBe(false);
