@@ -1,6 +1,6 @@
 import type { Collections } from '../src/adapters/store/db';
 import { countQueued } from '../src/adapters/store/queue';
-import { findWaba, loadWaba, saveWaba, type WabaSnapshot } from '../src/adapters/store/wabas';
+import { loadWaba, saveWaba, type WabaSnapshot } from '../src/adapters/store/wabas';
 import { emitServiceEvents, wabaEventsOf } from '../src/relay/events';
 import type { ForwardTarget } from '../src/relay/targets';
 
@@ -14,12 +14,14 @@ export function createLifecycleActivities(c: Collections, forwardTargets: readon
      * the change's service events (gate closed or opened, escalated, …) are recorded first, under
      * ids a retry repeats, so none is lost and none is told twice.
      */
-    async saveWaba(snapshot: WabaSnapshot): Promise<void> {
-      if (forwardTargets.length > 0) {
-        await emitServiceEvents(c, forwardTargets, wabaEventsOf(await findWaba(c, snapshot.wabaId), snapshot));
-      }
-      await saveWaba(c, snapshot);
-    },
+    saveWaba: (snapshot: WabaSnapshot): Promise<void> =>
+      saveWaba(
+        c,
+        snapshot,
+        forwardTargets.length > 0
+          ? (previous) => emitServiceEvents(c, forwardTargets, wabaEventsOf(previous, snapshot))
+          : undefined,
+      ),
     countQueued: (wabaId: string): Promise<number> => countQueued(c, wabaId),
   };
 }

@@ -315,6 +315,7 @@ export function parseWebhookBody(json: unknown): ParsedWebhook {
     skipped: [],
   };
 
+  const entryIdsSeen = new Set<string>();
   envelope.data.entry.forEach((rawEntry, entryIndex) => {
     const entry = entrySchema.safeParse(rawEntry);
     if (!entry.success) {
@@ -322,7 +323,10 @@ export function parseWebhookBody(json: unknown): ParsedWebhook {
       return;
     }
     const { id: entryId, time: metaTime, changes } = entry.data;
-    if (!result.entryIds.includes(entryId)) result.entryIds.push(entryId);
+    if (!entryIdsSeen.has(entryId)) {
+      entryIdsSeen.add(entryId);
+      result.entryIds.push(entryId);
+    }
 
     changes.forEach((rawChange, changeIndex) => {
       const rawField = isPlainObject(rawChange) && typeof rawChange.field === 'string' ? rawChange.field : undefined;

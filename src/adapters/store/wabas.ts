@@ -34,16 +34,19 @@ export function onOffboardingEnded(c: Collections, listener: OffboardingEndListe
  * an `onOffboardingEnded` listener, the stored state is read first (one read by `_id`), so a retried
  * save (already written) reports nothing the second time.
  */
-export async function saveWaba(c: Collections, snapshot: WabaSnapshot): Promise<void> {
+export async function saveWaba(
+  c: Collections,
+  snapshot: WabaSnapshot,
+  /** Runs before the write with the stored document (undefined for a new WABA): the one read of it. */
+  beforeWrite?: (previous: WabaSnapshot | undefined) => Promise<void>,
+): Promise<void> {
   const { wabaId, ...rest } = snapshot;
   const events: EventLogEntry[] = rest.events.slice(-EVENT_LOG_LENGTH);
   const listeners = offboardingListeners.get(c) ?? [];
-  const before =
-    listeners.length > 0 && rest.state !== 'offboarded'
-      ? await c.wabas.findOne({ _id: wabaId }, { projection: { state: 1, since: 1 } })
-      : null;
+  const before = listeners.length > 0 || beforeWrite ? await findWaba(c, wabaId) : undefined;
+  if (beforeWrite) await beforeWrite(before);
   await c.wabas.replaceOne({ _id: wabaId }, { ...rest, events }, { upsert: true });
-  if (before?.state === 'offboarded') {
+  if (before?.state === 'offboarded' && rest.state !== 'offboarded') {
     const offboardedMs = Date.parse(rest.since) - Date.parse(before.since);
     if (Number.isFinite(offboardedMs) && offboardedMs >= 0)
       for (const l of listeners) l({ wabaId, to: rest.state, offboardedMs });
