@@ -1,7 +1,8 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { spawnWatched } from '../support/child';
 import { Worker } from '@temporalio/worker';
 
 /**
@@ -44,30 +45,18 @@ async function runUntilReadyThenStop(
   ready: RegExp,
   whileUp?: (output: string) => Promise<void>,
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
-  const child = spawn(process.execPath, [script], {
+  const run = spawnWatched(process.execPath, [script], {
     cwd: ROOT,
     // A plain environment: nothing from Jest (no loaders), only what the process needs.
     env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let output = '';
-  child.stdout.on('data', (b: Buffer) => (output += b.toString()));
-  child.stderr.on('data', (b: Buffer) => (output += b.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })),
-  );
   try {
-    const deadline = Date.now() + 60_000;
-    while (!ready.test(output)) {
-      if (child.exitCode !== null) throw new Error(`${script} exited early:\n${output}`);
-      if (Date.now() > deadline) throw new Error(`${script} not ready after 60 s:\n${output}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    await whileUp?.(output);
+    await run.ready(ready, 60_000);
+    await whileUp?.(run.output());
   } finally {
-    child.kill('SIGTERM');
+    run.child.kill('SIGTERM');
   }
-  return { ...(await exited), output };
+  return { ...(await run.exited), output: run.output() };
 }
 
 describe('the production build', () => {

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawnWatched } from '../support/child';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -54,21 +54,11 @@ describe('npm run dev', () => {
       PORT: '0',
     });
     // Its own process group, as a terminal's foreground job.
-    const child = spawn('npm', ['run', 'dev'], { cwd: ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const dev = spawnWatched('npm', ['run', 'dev'], { cwd: ROOT, env, detached: true });
+    const { child, exited } = dev;
     const pgid = child.pid!;
-    let output = '';
-    child.stdout.on('data', (b: Buffer) => (output += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (output += b.toString()));
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-      child.once('exit', (code, signal) => resolve({ code, signal })),
-    );
     try {
-      const deadline = Date.now() + 90_000;
-      while (!output.includes('dev stack is up')) {
-        if (child.exitCode !== null) throw new Error(`npm run dev exited early:\n${output}`);
-        if (Date.now() > deadline) throw new Error(`npm run dev not up after 90 s:\n${output}`);
-        await new Promise((r) => setTimeout(r, 200));
-      }
+      await dev.ready(/dev stack is up/, 90_000);
       const signalled = Date.now();
       process.kill(-pgid, 'SIGINT');
       const result = await exited;
@@ -81,8 +71,8 @@ describe('npm run dev', () => {
       // full-suite runs, never alone). Either way nothing may be left running and nothing may fail.
       expect(result.signal).toBeNull();
       expect([0, 130]).toContain(result.code);
-      expect(output).toContain('stopped');
-      expect(output).not.toMatch(/Error|\n\s+at /);
+      expect(dev.output()).toContain('stopped');
+      expect(dev.output()).not.toMatch(/Error|\n\s+at /);
       expect(groupAlive(pgid)).toBe(false);
       // Bounded: well within the worker's shutdown force time (25 s).
       expect(Date.now() - signalled).toBeLessThan(25_000);
