@@ -1,7 +1,7 @@
 import type { Collections, ForwardDoc } from '../adapters/store/db';
 import { SIGNATURE_HEADER } from '../adapters/meta/signature';
 import { forwardDelivered, forwardFailed, pendingForwards } from '../adapters/store/forwards';
-import { readDelivery } from '../adapters/store/outbox';
+import { dropIfForwarded, readDelivery } from '../adapters/store/outbox';
 import type { Logger } from '../logger';
 import { signRequest } from './signing';
 import { forwardBackoffMs, type ForwardTarget } from './targets';
@@ -67,8 +67,8 @@ export function startForwarder(
     const attempts = entry.attempts + 1;
     try {
       const status = await send(target, entry);
-      // The delivery itself goes when the outbox relay next finds nothing left for it (its sweep).
       await forwardDelivered(c, entry, { attempts, status, at: new Date().toISOString() });
+      await dropIfForwarded(c, entry.deliveryId);
       return true;
     } catch (err) {
       const dead = Date.now() - Date.parse(entry.receivedAt) > options.maxAgeMs;

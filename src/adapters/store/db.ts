@@ -172,6 +172,8 @@ export interface OutboxDoc {
   auditCount: number;
   /** The distinct WABA ids of `events`. */
   wabaIds: string[];
+  /** Set once the relay has handed over and audited everything (the delivery waits only for forwards). */
+  relayDone?: boolean;
   /** Forward targets that still want this delivery (see `forwards`); it stays until they are done. */
   forward?: string[];
   /** The change fields of the delivery (`messages`, `account_update`, …), for the forward filters. */

@@ -46,7 +46,7 @@ export async function recordDelivery(c: Collections, doc: OutboxDoc): Promise<vo
  */
 export async function pendingDeliveries(c: Collections, olderThan: string, limit: number): Promise<OutboxDoc[]> {
   return c.outbox
-    .find({ receivedAt: { $lt: olderThan } }, { projection: { raw: 0, audit: 0 } })
+    .find({ receivedAt: { $lt: olderThan }, relayDone: { $ne: true } }, { projection: { raw: 0, audit: 0 } })
     .sort({ _id: 1 })
     .limit(limit)
     .toArray();
@@ -60,9 +60,18 @@ export async function deliveryAudit(c: Collections, id: string): Promise<Account
 
 /** Deletes a delivery once everything in it is handed over (idempotent; by exact `_id`). */
 export async function deliveryHandedOver(c: Collections, id: string): Promise<void> {
-  // A delivery that forward targets still want stays (their forwarder deletes it when done).
+  // Flag first, then look: a forwarder that finishes the last target after our look sees the flag
+  // and deletes (`dropIfForwarded`), so the delivery is never left behind. A flagged delivery is
+  // out of the relay's sweep, so deliveries kept only for a slow target never starve newer ones.
+  await c.outbox.updateOne({ _id: id }, { $set: { relayDone: true } });
   if (await forwardsLeft(c, id)) return;
   await c.outbox.deleteOne({ _id: id });
+}
+
+/** After a target's forward: deletes the delivery when the relay is done with it and no target is left. */
+export async function dropIfForwarded(c: Collections, id: string): Promise<void> {
+  const doc = await c.outbox.findOne({ _id: id }, { projection: { relayDone: 1 } });
+  if (doc?.relayDone && !(await forwardsLeft(c, id))) await c.outbox.deleteOne({ _id: id });
 }
 
 /** The delivery with its raw bytes (forwarding), or null once it is gone. */
