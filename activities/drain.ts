@@ -63,7 +63,7 @@ const DEFAULT_TUNING: DrainTuning = {
 
 /** How far ahead of the clock the dispatch loop reserves start slots. */
 const LOOKAHEAD_MS = 200;
-/** How long the dispatch loop waits for a recipient's previous message to leave before moving on. */
+/** How long the dispatch loop waits for a recipient's previous message to settle before moving on. */
 const RECIPIENT_WAIT_MS = 500;
 /** The ledger records a POST this long before its slot. */
 const PRE_RECORD_MS = 150;
@@ -228,7 +228,7 @@ export function createDrainActivities(deps: DrainDeps) {
        * Sends one entry. `first` is the start the dispatch loop reserved for its first attempt
        * (reserved in sequence order, so requests leave in that order); retries reserve new ones.
        */
-      async function sendOne(entry: QueueDoc, first: Reservation, answered: () => void): Promise<void> {
+      async function sendOne(entry: QueueDoc, first: Reservation): Promise<void> {
         const base = { messageId: entry.messageId, queueId: entry._id, notify: entry.notify };
         let reserved: Reservation | undefined = first;
         for (let attempt = 1; attempt <= tuning.maxAttempts; attempt++) {
@@ -255,8 +255,6 @@ export function createDrainActivities(deps: DrainDeps) {
             config.sending.inDoubt,
             log,
             async () => (await pacer.depart(slot, signal)) && !halted(),
-            // The recipient's next message may leave once this one has left (or was settled without a POST).
-            answered,
           );
           slot.done(); // the slot was used, or will not be: the next send of the number may go
           if (result.kind === 'not_sent') return;
@@ -331,30 +329,31 @@ export function createDrainActivities(deps: DrainDeps) {
           }
           for (const entry of page) {
             if (halted()) break;
-            // A recipient's message is reserved only once the previous one to that recipient has
-            // left: briefly waited for here (sequence order kept), else by its own task (a slow
-            // predecessor, e.g. in doubt, holds back only its recipient).
+            // A recipient's message is reserved only once the previous one to that recipient is
+            // settled (sent or failed, its retries included: a 130429 retried after the next one
+            // left would arrive out of order): briefly waited for here (sequence order kept), else
+            // by its own task (a slow predecessor, e.g. in doubt, holds back only its recipient).
             const previous = recipientTail.get(entry.to);
             const ready = previous === undefined || (await settledWithin(previous, RECIPIENT_WAIT_MS));
-            let release!: () => void;
-            const answered = new Promise<void>((resolve) => (release = resolve));
+            let markSettled!: () => void;
+            const settled = new Promise<void>((resolve) => (markSettled = resolve));
             let task: Promise<void>;
             if (ready) {
               // Reserve this entry's start slot now, in sequence order, but stay at most
               // `LOOKAHEAD_MS` ahead of the clock (a stopped drain then wastes little of the cap).
               const slot = await reserve(entry);
               await realClock.sleep(slot.at - realClock.now() - LOOKAHEAD_MS, signal);
-              task = (halted() ? Promise.resolve() : sendOne(entry, slot, release)).finally(release);
+              task = (halted() ? Promise.resolve() : sendOne(entry, slot)).finally(markSettled);
             } else {
               task = previous
-                .then(async () => (halted() ? undefined : sendOne(entry, await reserve(entry), release)))
-                .finally(release);
+                .then(async () => (halted() ? undefined : sendOne(entry, await reserve(entry))))
+                .finally(markSettled);
             }
-            recipientTail.set(entry.to, answered);
+            recipientTail.set(entry.to, settled);
             inFlight.add(task);
             void task.finally(() => {
               inFlight.delete(task);
-              if (recipientTail.get(entry.to) === answered) recipientTail.delete(entry.to);
+              if (recipientTail.get(entry.to) === settled) recipientTail.delete(entry.to);
             });
             while (inFlight.size >= tuning.maxInFlight) await Promise.race(inFlight);
             while (unpersisted >= tuning.maxUnpersisted) await flush(); // the database sets the pace

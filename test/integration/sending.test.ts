@@ -132,6 +132,23 @@ describe('sending on the real stack', () => {
     for (let i = 20; i < times.length; i++) expect(times[i]! - times[i - 20]!).toBeGreaterThanOrEqual(950);
   });
 
+  it("keeps a recipient's order when Meta throttles one of its queued messages (130429, then retried)", async () => {
+    const { wabaId, phone } = await setup({ mps: 20 });
+    await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED');
+    await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded');
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) ids.push((await stack.send(text(phone, `t${i}`, '15550007000'))).json.id as string);
+    // The drain's first POST answers 130429: that message is retried after the number's pause,
+    // and its recipient's next messages may not overtake it.
+    stack.sim.scriptErrors(phone, [{ code: 130429 }]);
+    await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED');
+    const outcomes = await Promise.all(ids.map(finalOutcome));
+    expect(outcomes.map((o) => o.status)).toEqual(ids.map(() => 'sent'));
+    expect(stack.sim.receiverStats(phone).throttled).toBe(1);
+    const bodies = acceptedFor(phone).map((m) => (m.body as { text: { body: string } }).text.body);
+    expect(bodies).toEqual(ids.map((_, i) => `t${i}`));
+  });
+
   it('expires a queued message whose expiresAt passed before the drain, without sending it', async () => {
     const { wabaId, phone } = await setup();
     await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED');
