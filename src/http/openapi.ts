@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import {
+  actionPendingSchema,
   actionResultSchema,
   actionSchema,
   phoneNumberListSchema,
@@ -125,6 +126,7 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
     PhoneNumberList: jsonSchema(phoneNumberListSchema, 'output', shared),
     OperatorAction: jsonSchema(actionSchema, 'input', shared),
     OperatorActionResult: jsonSchema(actionResultSchema, 'output', shared),
+    OperatorActionPending: jsonSchema(actionPendingSchema, 'output', shared),
     WabaView: jsonSchema(wabaViewSchema, 'output', shared),
     WabaList: jsonSchema(wabaListSchema, 'output', shared),
     DeliveryList: jsonSchema(deliveryListSchema, 'output', shared),
@@ -246,12 +248,17 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
           requestBody: { required: true, content: json(ref('OperatorAction')) },
           responses: {
             200: ok('applied', 'OperatorActionResult'),
+            202: ok(
+              'accepted by the workflow but not applied within 10 s (it applies it after what it is doing now, e.g. stopping a drain)',
+              'OperatorActionPending',
+            ),
             ...errors({
               400: 'not JSON (`invalid_json`) or a field error (`invalid_request`)',
               ...keyed,
               409: 'the action does not apply to the current state (`action_refused`)',
               413: 'body over 16 KiB (`payload_too_large`)',
               500: '',
+              503: 'Temporal did not accept the action within 10 s (`action_not_accepted`); try again',
             }),
           },
         },

@@ -7,6 +7,7 @@ import type {
   AccountEventDoc,
   Collections,
   ForwardDoc,
+  GateHoldDoc,
   MessageStatusDoc,
   OutboxDoc,
   OutboxEvent,
@@ -14,6 +15,8 @@ import type {
 import { recordStatuses } from '../adapters/store/events';
 import { forwardId, insertForwards } from '../adapters/store/forwards';
 import { nextOutboxId, recordDelivery } from '../adapters/store/outbox';
+import { holdGates } from '../adapters/store/gate-holds';
+import { HOLDING_EVENTS } from '../sending/admission';
 import { wants, type ForwardTarget } from '../relay/targets';
 import { confirmFromStatuses } from '../sending/ledger';
 
@@ -52,7 +55,7 @@ export interface OutboxNotifier {
 
 /**
  * The real webhook sink: makes every event durable before the webhook is acknowledged, and does
- * not wait for Temporal. Per delivery, at most two writes, in parallel:
+ * not wait for Temporal. Per delivery, at most three writes, in parallel:
  *
  * - one `outbox` insert holding the delivery's lifecycle events (in body order), the events that
  *   need no hand-over (informational `account_update`s, `recorded`; lifecycle events whose WABA id
@@ -61,6 +64,8 @@ export interface OutboxNotifier {
  *   lifecycle events to their workflows afterwards, per WABA in order, audits each in
  *   `account_events` once handed over (a redelivered event whose key is audited is never handed
  *   over again), then audits the rest (redeliveries collide on `_id`);
+ * - for `ACCOUNT_OFFBOARDED` and `PARTNER_REMOVED`, one insert of the WABAs' gate holds
+ *   (`gate_holds`): the gate is closed from the ack on, whatever the relay's backlog;
  * - one insert-only batch of `messages` statuses into `message_statuses`; a `failed` status whose
  *   error means the account cannot send becomes a `SEND_ACCOUNT_UNUSABLE` outbox event.
  *
@@ -179,6 +184,12 @@ export function createWebhookSink(deps: {
               ...(forward.length > 0 ? { forward, fields } : {}),
             }
           : undefined;
+      // Closures Meta announced hold their WABA's gate from the ack on (see `gate_holds`).
+      const holds = new Map<string, GateHoldDoc>();
+      for (const e of events) {
+        if (HOLDING_EVENTS.has(e.type) && !holds.has(e.wabaId))
+          holds.set(e.wabaId, { _id: e.wabaId, eventKey: e.key, type: e.type, receivedAt });
+      }
       if (unsettled >= maxUnsettled) throw new Error(`store backlog: ${unsettled} deliveries still being written`);
       unsettled++;
       try {
@@ -186,6 +197,7 @@ export function createWebhookSink(deps: {
           doc
             ? recordDelivery(c, doc).then(() => insertForwards(c, forwardEntries(doc, forward, parsed.entryIds)))
             : Promise.resolve(),
+          holdGates(c, [...holds.values()]),
           statuses.length > 0
             ? // then settles in-doubt sends the statuses name (biz_opaque_callback_data)
               recordStatuses(c, statuses).then(() => confirmFromStatuses(c, parsed.statuses))

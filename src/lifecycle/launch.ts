@@ -1,4 +1,9 @@
-import { WithStartWorkflowOperation, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import {
+  WithStartWorkflowOperation,
+  WorkflowUpdateFailedError,
+  WorkflowUpdateStage,
+  type Client,
+} from '@temporalio/client';
 import {
   WabaIdKey,
   lifecycleEventSignal,
@@ -67,33 +72,69 @@ export class ActionRefusedError extends Error {
   override name = 'ActionRefusedError';
 }
 
+/** What an operator action came to within the caller's wait. */
+export type OperatorActionAnswer =
+  | { kind: 'applied'; result: OperatorActionResult }
+  /** The run accepted it (validated, in its history) and applies it after what it is doing now. */
+  | { kind: 'pending' };
+
+/** Temporal did not accept the action within the wait (the worker or the server is too busy). */
+export class ActionNotAcceptedError extends Error {
+  override name = 'ActionNotAcceptedError';
+}
+
+/** How long an operator waits for the action's answer before getting "accepted, pending". */
+export const OPERATOR_ACTION_WAIT_MS = 10_000;
+
 /**
  * Applies an operator action through update-with-start, so it also reaches a WABA whose run has
- * ended (an abandoned one: a new run loads its document). Resolves with the WABA's state after the
- * action; throws `ActionRefusedError` when the action does not apply.
+ * ended (an abandoned one: a new run loads its document). Waits at most `waitMs`: `applied` with
+ * the WABA's state after the action, or `pending` when the run accepted it but is still busy (it
+ * waits for the loop, e.g. behind a drain's cancellation); throws `ActionRefusedError` when the
+ * action does not apply, `ActionNotAcceptedError` when Temporal did not accept it in time. No call
+ * outlives the wait (an abort signal ends the long poll).
  */
 export async function applyOperatorAction(
   deps: LaunchDeps,
   wabaId: string,
   action: OperatorAction,
-): Promise<OperatorActionResult> {
-  // A run that ends (nothing left to wait for) just as the update reaches it fails the call without
-  // an answer from the workflow: a fresh update-with-start then starts the next run. Tried 3 times.
-  for (let attempt = 1; ; attempt++) {
-    const startWorkflowOperation = new WithStartWorkflowOperation<LifecycleWorkflow>(LIFECYCLE_WORKFLOW, {
-      ...lifecycleStart(deps, wabaId, `operator ${action.action}`),
-      workflowIdConflictPolicy: 'USE_EXISTING',
-    });
-    try {
-      return await deps.client.workflow.executeUpdateWithStart(operatorActionUpdate, {
-        args: [action],
-        startWorkflowOperation,
+  waitMs = OPERATOR_ACTION_WAIT_MS,
+): Promise<OperatorActionAnswer> {
+  const deadline = Date.now() + waitMs;
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), waitMs);
+  let accepted = false;
+  try {
+    // A run that ends (nothing left to wait for) just as the update reaches it fails the call
+    // without an answer from the workflow: a fresh update-with-start then starts the next run.
+    for (let attempt = 1; ; attempt++) {
+      const startWorkflowOperation = new WithStartWorkflowOperation<LifecycleWorkflow>(LIFECYCLE_WORKFLOW, {
+        ...lifecycleStart(deps, wabaId, `operator ${action.action}`),
+        workflowIdConflictPolicy: 'USE_EXISTING',
       });
-    } catch (err) {
-      if (err instanceof WorkflowUpdateFailedError) throw new ActionRefusedError(err.cause?.message ?? err.message);
-      if (attempt >= 3) throw err;
-      await new Promise((r) => setTimeout(r, 200 * attempt));
+      accepted = false;
+      try {
+        return await deps.client.withAbortSignal(abort.signal, async () => {
+          const handle = await deps.client.workflow.startUpdateWithStart(operatorActionUpdate, {
+            args: [action],
+            startWorkflowOperation,
+            waitForStage: WorkflowUpdateStage.ACCEPTED,
+          });
+          accepted = true;
+          return { kind: 'applied' as const, result: await handle.result() };
+        });
+      } catch (err) {
+        if (err instanceof WorkflowUpdateFailedError) throw new ActionRefusedError(err.cause?.message ?? err.message);
+        if (abort.signal.aborted) {
+          if (accepted) return { kind: 'pending' };
+          throw new ActionNotAcceptedError(`Temporal did not accept the action within ${waitMs} ms`);
+        }
+        if (attempt >= 3 || Date.now() + 200 * attempt >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, 200 * attempt));
+      }
     }
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -12,6 +12,8 @@ import {
   pendingDeliveries,
   wasHandedOver,
 } from '../adapters/store/outbox';
+import { releaseGateHold } from '../adapters/store/gate-holds';
+import { HOLDING_EVENTS } from '../sending/admission';
 import { createLimiter } from '../util/limit';
 import { deliverLifecycleEvent, type LaunchDeps } from './launch';
 import type { OutboxNotifier } from './ingest';
@@ -197,8 +199,14 @@ export function startOutboxRelay(
           for (let i = 0; i < items.length; i++) {
             const { deliveryId, event } = items[i]!;
             try {
-              if (await wasHandedOver(c, event.key)) continue;
+              if (await wasHandedOver(c, event.key)) {
+                // A redelivery's sink recorded a new hold: the workflow has this event already.
+                if (HOLDING_EVENTS.has(event.type)) await releaseGateHold(c, wabaId);
+                continue;
+              }
               await deliverLifecycleEvent(launch, lifecycleEventOf(event), { deadlineMs });
+              // The workflow has the closure now: its state decides the gate from here on.
+              if (HOLDING_EVENTS.has(event.type)) await releaseGateHold(c, wabaId);
               await markHandedOver(c, {
                 _id: event.key,
                 wabaId,

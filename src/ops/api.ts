@@ -9,9 +9,15 @@ import { countQueued } from '../adapters/store/queue';
 import { findWaba, freshWaba, listWabas, type WabaSnapshot } from '../adapters/store/wabas';
 import { bearerAuth } from '../http/auth';
 import { readJsonBody } from '../http/body';
-import { badRequest, conflict, notFound, parseInput } from '../http/errors';
+import { badRequest, conflict, notFound, parseInput, unavailable } from '../http/errors';
 import { EXAMPLE_IDS } from '../sending/api';
-import { ActionRefusedError, applyOperatorAction, type LaunchDeps } from '../lifecycle/launch';
+import {
+  ActionNotAcceptedError,
+  ActionRefusedError,
+  OPERATOR_ACTION_WAIT_MS,
+  applyOperatorAction,
+  type LaunchDeps,
+} from '../lifecycle/launch';
 import { wabaWorkflowId, type GateCause, type ReopenCause, type WabaState } from '../../workflows/contracts';
 
 export const WABA_STATES = ['connected', 'offboarded', 'draining', 'reconnect_abandoned', 'partner_removed'] as const;
@@ -122,6 +128,14 @@ export const actionResultSchema = z.object({
   state: z.enum(WABA_STATES),
 });
 
+/** `202`: the workflow accepted the action but had not applied it within the wait. */
+export const actionPendingSchema = z.object({
+  wabaId: z.string(),
+  accepted: z.literal(true),
+  applied: z.literal(false),
+  message: z.string(),
+});
+
 /** One registered phone number (`PUT /v1/phone-numbers/:id` answers it; the list holds them). */
 export const phoneNumberViewSchema = z.object({
   phoneNumberId: z.string(),
@@ -214,11 +228,23 @@ export function createOpsRouter(deps: {
     const wabaId = ctx.params.wabaId!;
     const action = parseInput(actionSchema, await readJson(ctx));
     try {
-      const result = await applyOperatorAction(launch, wabaId, action);
-      logger.warn({ wabaId, ...action }, 'operator action applied');
-      ctx.body = { wabaId, ...result };
+      const answer = await applyOperatorAction(launch, wabaId, action);
+      if (answer.kind === 'applied') {
+        logger.warn({ wabaId, ...action }, 'operator action applied');
+        ctx.body = { wabaId, ...answer.result };
+        return;
+      }
+      logger.warn({ wabaId, ...action }, 'operator action accepted; the workflow applies it once it is free');
+      ctx.status = 202;
+      ctx.body = {
+        wabaId,
+        accepted: true,
+        applied: false,
+        message: `accepted; not applied within ${OPERATOR_ACTION_WAIT_MS / 1000} s (the workflow applies it after what it is doing now): see GET /v1/wabas/${wabaId}`,
+      };
     } catch (err) {
       if (err instanceof ActionRefusedError) throw conflict('action_refused', err.message);
+      if (err instanceof ActionNotAcceptedError) throw unavailable('action_not_accepted', `${err.message}; try again`);
       throw err;
     }
   });

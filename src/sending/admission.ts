@@ -1,5 +1,5 @@
 import type { Logger } from '../logger';
-import type { Collections, MessageDoc } from '../adapters/store/db';
+import type { Collections, MessageDoc, OutboxDoc } from '../adapters/store/db';
 import { insertMessage, markQueued, outcomeOf, readMessage } from '../adapters/store/messages';
 import { createPhoneNumberLookup, type PhoneNumberLookup } from '../adapters/store/phone-numbers';
 import {
@@ -11,7 +11,10 @@ import {
   type Settlement,
 } from '../adapters/store/queue';
 import { readWabaState } from '../adapters/store/wabas';
+import { readGateHold } from '../adapters/store/gate-holds';
+import { nextOutboxId, recordDelivery } from '../adapters/store/outbox';
 import { deliverLifecycleEvent, type LaunchDeps } from '../lifecycle/launch';
+import type { OutboxNotifier } from '../lifecycle/ingest';
 import {
   REASONS,
   type LifecycleSettings,
@@ -27,21 +30,36 @@ import {
  * nothing else reads a WABA's state to decide about a message.
  */
 
+/**
+ * Events that close the gate at the webhook's ack: the sink records a hold for them before the 200
+ * (`gate_holds`), so a burst the relay needs minutes to hand over closes every gate at once.
+ */
+export const HOLDING_EVENTS: ReadonlySet<string> = new Set(['ACCOUNT_OFFBOARDED', 'PARTNER_REMOVED']);
+
+/**
+ * A hold older than this is ignored: the relay hands events over in seconds, so an older one is
+ * left over (its delete failed) and trusting it would be the silent outage of a wrong "closed".
+ */
+export const GATE_HOLD_MAX_MS = 5 * 60_000;
+
 /** What the gate says about a message for a WABA in a given state. */
 export type GateVerdict =
   | { kind: 'send' }
-  | { kind: 'queue' }
+  /** `held`: closed only by a hold (the workflow has not applied the closing event yet). */
+  | { kind: 'queue'; held?: true }
   /** `reason` is what the message is failed with; `code` and `message` are the API's 409 answer. */
   | { kind: 'refuse'; reason: string; code: string; message: string };
 
 /**
  * The refusal policy and the gate, in one table: partner removed → refuse; abandoned with
- * `ON_ABANDON=fail` → refuse; connected (or never seen) → send; anything else → queue.
+ * `ON_ABANDON=fail` → refuse; connected (or never seen) → send, unless a fresh hold says a closure
+ * is on its way to the workflow (then queue); anything else → queue.
  */
 export function gateVerdict(
   wabaId: string,
   state: WabaState | undefined,
   onAbandon: LifecycleSettings['onAbandon'],
+  held = false,
 ): GateVerdict {
   if (state === 'partner_removed') {
     return {
@@ -59,7 +77,7 @@ export function gateVerdict(
       message: `WABA ${wabaId} did not reconnect and was abandoned; sends are refused until it reconnects`,
     };
   }
-  if (state === undefined || state === 'connected') return { kind: 'send' };
+  if (state === undefined || state === 'connected') return held ? { kind: 'queue', held: true } : { kind: 'send' };
   return { kind: 'queue' };
 }
 
@@ -78,6 +96,8 @@ export interface AdmissionDeps {
   c: Collections;
   launch: LaunchDeps;
   logger: Logger;
+  /** This process's outbox relay, told of a stray recorded in the outbox (else a relay's sweep finds it). */
+  outbox?: OutboxNotifier;
 }
 
 /** What `admitMessage` decided: an outcome already (settled or queued), or "send it now". */
@@ -98,8 +118,11 @@ export function createAdmission(deps: AdmissionDeps) {
   const onAbandon = launch.lifecycle.onAbandon;
   const lookup: PhoneNumberLookup = createPhoneNumberLookup(c);
 
-  const verdictFor = async (wabaId: string): Promise<GateVerdict> =>
-    gateVerdict(wabaId, (await readWabaState(c, wabaId))?.state, onAbandon);
+  const verdictFor = async (wabaId: string): Promise<GateVerdict> => {
+    const [waba, hold] = await Promise.all([readWabaState(c, wabaId), readGateHold(c, wabaId)]);
+    const held = hold !== null && Date.now() - Date.parse(hold.receivedAt) < GATE_HOLD_MAX_MS;
+    return gateVerdict(wabaId, waba?.state, onAbandon, held);
+  };
 
   function messageDoc(req: SendRequest, wabaId: string, status: 'accepted' | 'queued'): MessageDoc {
     return {
@@ -152,8 +175,8 @@ export function createAdmission(deps: AdmissionDeps) {
     // The gate may have moved between the caller's read and our insert: reopened (the drain that
     // reopened it may have missed this entry) or now refusing (a removal or abandonment that
     // failed the queue before this entry landed). Either way the lifecycle workflow settles it.
-    const after = (await verdictFor(wabaId)).kind;
-    if (after === 'send' || after === 'refuse') {
+    const after = await verdictFor(wabaId);
+    if (after.kind === 'send' || after.kind === 'refuse') {
       await deliverLifecycleEvent(launch, {
         key: `stray:${messageId}`,
         type: 'QUEUE_STRAY',
@@ -161,10 +184,37 @@ export function createAdmission(deps: AdmissionDeps) {
         receivedAt: now,
         source: 'send',
         detail:
-          after === 'send'
+          after.kind === 'send'
             ? `message ${messageId} queued while the gate reopened`
             : `message ${messageId} queued while sends became refused`,
       });
+    } else if (after.held) {
+      // Queued on a hold only: the workflow may still ignore the closing event (a stale one) and
+      // stay connected. The stray goes through the outbox, behind that event (per-WABA order), so
+      // the workflow sees it after the closure: a no-op when it closed, a drain when it did not.
+      const stray: OutboxDoc = {
+        _id: nextOutboxId(Date.now(), `stray-${messageId}`),
+        kind: 'stray',
+        receivedAt: now,
+        raw: '',
+        events: [
+          {
+            key: `stray:${messageId}`,
+            type: 'QUEUE_STRAY',
+            wabaId,
+            receivedAt: now,
+            source: 'send',
+            detail: `message ${messageId} queued while a closure was on its way to the workflow`,
+            entryId: messageId,
+            raw: '',
+          },
+        ],
+        audit: '[]',
+        auditCount: 0,
+        wabaIds: [wabaId],
+      };
+      await recordDelivery(c, stray);
+      deps.outbox?.notify(stray);
     }
     logger.debug({ wabaId, messageId, seq }, 'message queued');
     return { messageId, status: 'queued', at: now };

@@ -117,4 +117,65 @@ describe('the webhook outbox', () => {
       250,
     );
   });
+
+  describe('the gate from the ack on (gate holds)', () => {
+    const text = (phone: string, body: string) => ({
+      phoneNumberId: phone,
+      to: '15550009000',
+      type: 'text',
+      text: { body },
+    });
+    const sentBodies = (phone: string) =>
+      stack.sim.log.accepted
+        .filter((m) => m.phoneNumberId === phone)
+        .map((m) => (m.body as { text: { body: string } }).text.body);
+
+    it('queues sends once an offboarding is acknowledged, before any relay hands it over; the drain after reconnection sends them', async () => {
+      const wabaId = uniqueDigits();
+      const phone = uniqueDigits('3');
+      await stack.register(phone, wabaId, { coexistence: true });
+      const time = Math.floor(Date.now() / 1000);
+      expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED', { time })).toBe(200);
+      // No relay runs: the workflow knows nothing yet, the gate is closed all the same.
+      expect(await stack.rt.c.wabas.findOne({ _id: wabaId })).toBeNull();
+      const r = await stack.send(text(phone, 'held'));
+      expect(r.status).toBe(202);
+      expect((await stack.message(r.json.id as string))?.status).toBe('queued');
+      expect(await stack.rt.c.gateHolds.countDocuments({ _id: wabaId })).toBe(1);
+
+      freshRelay();
+      await eventually(async () => (await state(wabaId)) === 'offboarded', 30_000);
+      // Handed over: the hold is gone, the workflow's state closes the gate.
+      expect(await stack.rt.c.gateHolds.countDocuments({ _id: wabaId })).toBe(0);
+      expect(sentBodies(phone)).toEqual([]);
+      expect(await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED', { time: time + 1 })).toBe(200);
+      await eventually(async () => (await stack.message(r.json.id as string))?.status === 'sent', 30_000);
+      expect(sentBodies(phone)).toEqual(['held']);
+    });
+
+    it('sends what a hold queued when the workflow ignores the offboarding as stale (no lasting closure)', async () => {
+      const wabaId = uniqueDigits();
+      const phone = uniqueDigits('3');
+      await stack.register(phone, wabaId, { coexistence: true });
+      const time = Math.floor(Date.now() / 1000);
+      const relay = freshRelay();
+      await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED', { time });
+      await eventually(async () => (await state(wabaId)) === 'offboarded', 30_000);
+      await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED', { time: time + 10 });
+      await eventually(async () => (await state(wabaId)) === 'connected', 30_000);
+      await relay.idle();
+      await relay.stop();
+
+      // A late redelivery of an offboarding older than the reconnection: held at the ack, then
+      // ignored by the workflow. The message the hold queued is still sent, once.
+      expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED', { time: time + 5 })).toBe(200);
+      const r = await stack.send(text(phone, 'stale-held'));
+      expect((await stack.message(r.json.id as string))?.status).toBe('queued');
+      freshRelay();
+      await eventually(async () => (await stack.message(r.json.id as string))?.status === 'sent', 30_000);
+      expect(await state(wabaId)).toBe('connected');
+      expect(sentBodies(phone)).toEqual(['stale-held']);
+      expect(await stack.rt.c.gateHolds.countDocuments({ _id: wabaId })).toBe(0);
+    });
+  });
 });

@@ -156,8 +156,9 @@ export interface OutboxEvent extends LifecycleEvent {
  */
 export interface OutboxDoc {
   _id: string;
-  /** A Meta webhook delivery, or one of the service's own events (src/relay/events.ts). */
-  kind: 'meta_delivery' | 'service_event';
+  /** A Meta webhook delivery, one of the service's own events for forward targets
+   *  (src/relay/events.ts), or a `QUEUE_STRAY` for a message queued under a gate hold. */
+  kind: 'meta_delivery' | 'service_event' | 'stray';
   receivedAt: string;
   /** The exact request body, base64. */
   raw: string;
@@ -308,6 +309,21 @@ export interface SendConfirmationDoc {
   at: string;
 }
 
+/**
+ * `gate_holds`: a closure Meta announced that the lifecycle workflow has not applied yet, `_id` =
+ * the WABA id. Inserted by the webhook sink before the 200 for `ACCOUNT_OFFBOARDED` and
+ * `PARTNER_REMOVED` (a duplicate key is the same fact), so the gate is closed from the ack on
+ * (`gateVerdict`), however long the outbox relay takes to hand the event over; deleted by `_id`
+ * by the relay once the event is handed over (the workflow's state then decides). At most one
+ * per WABA; a hold older than `GATE_HOLD_MAX_MS` is ignored.
+ */
+export interface GateHoldDoc {
+  _id: string;
+  eventKey: string;
+  type: string;
+  receivedAt: string;
+}
+
 export interface Collections {
   wabas: Collection<WabaDoc>;
   phoneNumbers: Collection<PhoneNumberDoc>;
@@ -326,6 +342,7 @@ export interface Collections {
   sendPauses: Collection<SendPauseDoc>;
   sendAttempts: Collection<SendAttemptDoc>;
   sendConfirmations: Collection<SendConfirmationDoc>;
+  gateHolds: Collection<GateHoldDoc>;
 }
 
 /**
@@ -358,6 +375,7 @@ export function collections(db: Db): Collections {
     sendPauses: db.collection<SendPauseDoc>('send_pauses'),
     sendAttempts: db.collection<SendAttemptDoc>('send_attempts'),
     sendConfirmations: db.collection<SendConfirmationDoc>('send_confirmations'),
+    gateHolds: db.collection<GateHoldDoc>('gate_holds'),
   };
 }
 
@@ -384,6 +402,7 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     c.sendPauses.createIndex({ key: 1 }, { name: 'key' }),
     c.sendAttempts.createIndex({ state: 1 }, { name: 'state' }),
     c.sendConfirmations.createIndex({ at: 1 }, { name: 'at' }),
+    c.gateHolds.createIndex({ receivedAt: 1 }, { name: 'receivedAt' }),
   ]);
 }
 
