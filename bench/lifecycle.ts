@@ -38,13 +38,14 @@ interface Acks {
   lastAckAt: number;
 }
 
-/** Sends `bodies` as signed webhooks, `concurrency` at a time; ack latencies and non-200 count. */
-async function burst(svc: Service, bodies: unknown[]): Promise<Acks> {
+/** Sends `bodies` as signed webhooks, `concurrency` at a time; ack latencies and non-200 count.
+ *  `afterAck(i)` runs right after body `i` was answered 200 (inside its slot of the pool). */
+async function burst(svc: Service, bodies: unknown[], afterAck?: (i: number) => Promise<void>): Promise<Acks> {
   const ms: number[] = [];
   let non200 = 0;
   let firstAckAt = Infinity;
   let lastAckAt = 0;
-  await pool(bodies, concurrency, async (body) => {
+  await pool(bodies, concurrency, async (body, i) => {
     for (;;) {
       const t = nowMs();
       const r = await sendWebhook({ targetUrl: svc.webhookUrl, appSecret: svc.appSecret, body: body as never }).catch(
@@ -55,6 +56,7 @@ async function burst(svc: Service, bodies: unknown[]): Promise<Acks> {
       if (r.status === 200) {
         firstAckAt = Math.min(firstAckAt, done);
         lastAckAt = Math.max(lastAckAt, done);
+        await afterAck?.(i);
         return;
       }
       non200++; // Meta redelivers: so does the benchmark
@@ -142,13 +144,38 @@ runMain(async () => {
       return;
     }
 
-    // Phase 1: the offboarding burst.
+    // Phase 1: the offboarding burst. Every `gateEvery`-th WABA has a number: right after its
+    // ack, a send is made and read back; `queued` means its gate was already closed.
     const wabas = Array.from({ length: nWabas }, () => uniqueDigits('1'));
     const time = Math.floor(Date.now() / 1000);
-    say(`phase 1: ${nWabas} offboardings, ${concurrency} at a time`);
+    const gateEvery = 20;
+    const gatePhones = new Map<number, string>();
+    for (let i = 0; i < nWabas; i += gateEvery) gatePhones.set(i, uniqueDigits('3'));
+    await pool([...gatePhones], concurrency, ([i, phone]) => s.register(phone, wabas[i]!, { coexistence: true }));
+    const gateMs: number[] = [];
+    let gateOpen = 0;
+    const checkGate = async (i: number): Promise<void> => {
+      const phone = gatePhones.get(i);
+      if (!phone) return;
+      const acked = nowMs();
+      const r = await s.call(s.sendKey, 'POST', '/v1/messages', {
+        phoneNumberId: phone,
+        to: '15559990000',
+        type: 'text',
+        text: { body: `gate ${i}` },
+      });
+      const view = await s.call(s.sendKey, 'GET', `/v1/messages/${String(r.json.id)}`);
+      if (view.json.status === 'queued') gateMs.push(nowMs() - acked);
+      else gateOpen++;
+    };
+    say(`phase 1: ${nWabas} offboardings, ${concurrency} at a time (${gatePhones.size} gate checks)`);
     const offAcks = await burst(
       s,
       wabas.map((w) => offboardBody(w, time)),
+      checkGate,
+    );
+    say(
+      `  gate closed at the send API ${fmt(percentile(gateMs, 50))} ms (p50) / ${fmt(percentile(gateMs, 99))} ms (p99) after the ack; ${gateOpen} of ${gatePhones.size} found open`,
     );
     const allOffAt = await until(
       'all offboarded',
@@ -184,7 +211,9 @@ runMain(async () => {
       s,
       recon.map((w) => accountUpdatePayload(w, 'ACCOUNT_RECONNECTED', { time: time + 1 })),
     );
-    const expected = acceptedBefore + nReconnect * nQueued;
+    // The gate checks' messages of reconnected WABAs leave in the same drains.
+    const gateQueued = [...gatePhones.keys()].filter((i) => i < nReconnect).length - gateOpen;
+    const expected = acceptedBefore + nReconnect * nQueued + gateQueued;
     await until('every queued message sent', async () => s.sim.log.accepted.length >= expected, 600_000, 500);
     const lastSend = Math.max(...s.sim.log.accepted.slice(acceptedBefore).map((m) => m.at));
     const reconnectToLastSend = lastSend - reAcks.firstAckAt;
@@ -265,6 +294,12 @@ runMain(async () => {
           p99: percentile(offAcks.ms, 99),
           non200: offAcks.non200,
           toAllOffboardedMs: toAllOffboarded,
+          gateClosedAfterAckMs: {
+            checks: gatePhones.size,
+            p50: percentile(gateMs, 50),
+            p99: percentile(gateMs, 99),
+            open: gateOpen,
+          },
         },
         reconnect: {
           acks: reAcks.ms.length,
@@ -300,6 +335,10 @@ runMain(async () => {
           [
             ['history events per offboard → reconnect cycle', history.cycle],
             ['  … with 2 queued messages', history.cycleWithQueue],
+            [
+              `ack → send API answers queued (${gatePhones.size} checks, p50 / p99; found open)`,
+              `${fmt(percentile(gateMs, 50))} / ${fmt(percentile(gateMs, 99))} ms; ${gateOpen}`,
+            ],
             [`time to all ${nWabas} offboarded (from the first ack)`, `${fmt(toAllOffboarded / 1000)} s`],
             [
               `first reconnect ack → last of ${nReconnect * nQueued} queued sends`,
