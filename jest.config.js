@@ -14,7 +14,7 @@ const servers = {
   globalSetup: '<rootDir>/test/global-setup.ts',
   globalTeardown: '<rootDir>/test/global-teardown.ts',
 };
-const LOAD = ['overload', 'fuzz', 'contract', 'multi-worker', 'faults', 'dev-shutdown'].map(
+const LOAD = ['overload', 'fuzz', 'contract', 'multi-worker', 'faults', 'power-cut', 'dev-shutdown'].map(
   (name) => `<rootDir>/test/integration/${name}.test.ts`,
 );
 

@@ -1,0 +1,169 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { accountUpdatePayload } from '../../tools/meta-sim/payloads';
+import { sendWebhook, startMetaSimulator, type MetaSimulator } from '../../tools/meta-sim/server';
+import { spawnWatched, type WatchedChild } from '../support/child';
+import { eventually, uniqueDigits } from '../support/stack';
+
+/**
+ * A power cut mid-drain: `npm run dev` (Temporal on its db file, FerretDB, the worker and the API
+ * in one launcher) is SIGKILLed as a whole process group once 30 of 120 queued messages have
+ * arrived, then `npm run dev` starts again on the same data dir and ports. The Meta simulator runs
+ * in this process (GRAPH_API_BASE_URL), so the receiver's record outlives the cut. Asserted at the
+ * receiver: nothing lost, each recipient's order, the cap, only sends in flight at the cut repeated.
+ */
+const ROOT = path.join(__dirname, '../..');
+const CAP = 20;
+const QUEUED = 120;
+const RECIPIENTS = 12;
+const APP_SECRET = 'dev-app-secret';
+const OPS = { authorization: 'Bearer dev-ops-key', 'content-type': 'application/json' };
+const SEND = { authorization: 'Bearer dev-send-key', 'content-type': 'application/json' };
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('a power cut of the whole dev stack mid-drain, then npm run dev on the same data', () => {
+  let dataDir: string;
+  let sim: MetaSimulator;
+  let env: Record<string, string | undefined>;
+  let dev: WatchedChild | undefined;
+  let api: string;
+
+  async function startDev(): Promise<WatchedChild> {
+    const d = spawnWatched('npm', ['run', 'dev'], { cwd: ROOT, env, detached: true });
+    await d.ready(/dev stack is up/, 120_000);
+    return d;
+  }
+  async function killGroup(d: WatchedChild, signal: NodeJS.Signals): Promise<void> {
+    const pgid = d.child.pid!;
+    if (groupAlive(pgid)) process.kill(-pgid, signal);
+    const goneBy = Date.now() + 30_000;
+    while (groupAlive(pgid) && Date.now() < goneBy) await new Promise((r) => setTimeout(r, 100));
+    if (groupAlive(pgid)) process.kill(-pgid, 'SIGKILL');
+    await d.exited;
+  }
+
+  beforeAll(async () => {
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'power-cut-'));
+    sim = await startMetaSimulator({ defaults: { latencyMs: 20 } });
+    const port = await freePort();
+    env = { ...process.env };
+    for (const k of ['TEMPORAL_ADDRESS', 'TEMPORAL_NAMESPACE', 'MONGODB_URI']) delete env[k];
+    Object.assign(env, {
+      DEV_DATA_DIR: dataDir,
+      DEV_TEMPORAL_PORT: String(await freePort()),
+      DEV_TEMPORAL_UI_PORT: String(await freePort()),
+      DEV_FERRETDB_PORT: String(await freePort()),
+      GRAPH_API_BASE_URL: sim.url,
+      PORT: String(port),
+      PAIR_LIMIT_INTERVAL_MS: '0',
+      GATE_PROBE_INTERVAL: '0',
+      IN_DOUBT_GRACE_MS: '2000',
+      LOG_LEVEL: 'warn',
+    });
+    api = `http://127.0.0.1:${port}`;
+  }, 60_000);
+
+  afterAll(async () => {
+    if (dev) await killGroup(dev, 'SIGINT');
+    await sim?.stop();
+    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  }, 60_000);
+
+  it('loses nothing: the restarted stack finishes the drain in order, within the cap', async () => {
+    dev = await startDev();
+    const wabaId = uniqueDigits();
+    const phone = uniqueDigits('4');
+    sim.setNumber(phone, { throughputPerSec: CAP });
+    const reg = await fetch(`${api}/v1/phone-numbers/${phone}`, {
+      method: 'PUT',
+      headers: OPS,
+      body: JSON.stringify({ wabaId, mps: CAP }),
+    });
+    expect(reg.status).toBe(201);
+    const webhook = (event: 'ACCOUNT_OFFBOARDED' | 'ACCOUNT_RECONNECTED', time: number) =>
+      sendWebhook({
+        targetUrl: `${api}/webhooks/meta`,
+        appSecret: APP_SECRET,
+        body: accountUpdatePayload(wabaId, event, { time }),
+      });
+    const time = Math.floor(Date.now() / 1000);
+    expect((await webhook('ACCOUNT_OFFBOARDED', time)).status).toBe(200);
+    await eventually(async () => {
+      const r = await fetch(`${api}/v1/wabas/${wabaId}`, { headers: OPS });
+      return r.status === 200 && ((await r.json()) as { state: string }).state === 'offboarded';
+    }, 60_000);
+    const queued: { id: string; to: string }[] = [];
+    for (let i = 0; i < QUEUED; i++) {
+      const to = `1555700${String(i % RECIPIENTS).padStart(4, '0')}`;
+      const r = await fetch(`${api}/v1/messages`, {
+        method: 'POST',
+        headers: SEND,
+        body: JSON.stringify({ phoneNumberId: phone, to, type: 'text', text: { body: `cut-${i}` } }),
+      });
+      expect(r.status).toBe(202);
+      queued.push({ id: ((await r.json()) as { id: string }).id, to });
+    }
+    expect((await webhook('ACCOUNT_RECONNECTED', time + 1)).status).toBe(200);
+    const accepted = () => sim.log.accepted.filter((m) => m.phoneNumberId === phone);
+    await eventually(async () => accepted().length >= 30, 90_000, 10);
+
+    // The cut: every process of the stack at once.
+    await killGroup(dev, 'SIGKILL');
+    const atCut = accepted().length;
+    dev = await startDev();
+
+    const ids = new Set(queued.map((m) => m.id));
+    await eventually(async () => new Set(accepted().map((m) => m.clientId)).size >= QUEUED, 240_000, 500);
+    const stats = sim.receiverStats(phone);
+    const unique = new Set(accepted().map((m) => m.clientId));
+    console.log(
+      `power cut at ${atCut} accepted: unique ${unique.size}, duplicates ${stats.duplicates} ` +
+        `(${stats.duplicateIds.join(', ')}), max per 1,000 ms ${stats.maxPerWindow} (cap ${CAP}), 130429 ${stats.throttled}`,
+    );
+    expect([...unique].every((id) => ids.has(id!))).toBe(true);
+    expect(unique.size).toBe(QUEUED);
+    expect(stats.duplicates).toBeLessThanOrEqual(5);
+    expect(stats.maxPerWindow).toBeLessThanOrEqual(CAP);
+    for (let r = 0; r < RECIPIENTS; r++) {
+      const to = `1555700${String(r).padStart(4, '0')}`;
+      const expected = queued.filter((m) => m.to === to).map((m) => m.id);
+      const seen = new Set<string>();
+      const first = (stats.byRecipient[to] ?? []).filter((id) => ids.has(id) && !seen.has(id) && seen.add(id));
+      expect(first).toEqual(expected);
+    }
+    await eventually(
+      async () => {
+        const views = await Promise.all(
+          queued.map(
+            async (m) =>
+              (await (await fetch(`${api}/v1/messages/${m.id}`, { headers: SEND })).json()) as { status: string },
+          ),
+        );
+        return views.every((v) => v.status === 'sent');
+      },
+      120_000,
+      1_000,
+    );
+  }, 600_000);
+});
