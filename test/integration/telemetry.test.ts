@@ -1,11 +1,18 @@
 /**
  * Telemetry of the production entry points, run as child processes against the real stack: the
- * Temporal SDK's own Prometheus metrics of a worker process (`TEMPORAL_METRICS_BIND`).
+ * Temporal SDK's own Prometheus metrics of a worker process (`TEMPORAL_METRICS_BIND`), and
+ * OpenTelemetry tracing of a server and a worker process (`OTEL_EXPORTER_OTLP_ENDPOINT`) into a
+ * small OTLP/HTTP JSON receiver.
  */
 import path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
+import { createServer as createHttpServer, type Server } from 'node:http';
 import { spawnWatched, type WatchedChild } from '../support/child';
-import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
+import { Worker } from '@temporalio/worker';
+import { bundleWorkflows } from '../../src/worker';
+import { sendWorkflowId } from '../../workflows/contracts';
+import { eventually, sharedBundle, startStack, uniqueDigits, type Stack } from '../support/stack';
 
 const ROOT = path.join(__dirname, '../..');
 
@@ -102,5 +109,233 @@ describe('the Temporal SDK metrics of a worker process (TEMPORAL_METRICS_BIND)',
     ).toBeGreaterThanOrEqual(1);
     expect(text).toMatch(/^# TYPE temporal_activity_execution_latency histogram$/m);
     expect(text).toMatch(/^# TYPE temporal_workflow_completed counter$/m);
+  });
+});
+
+/** A span as an OTLP/HTTP JSON export carries it, flattened with its resource's attributes. */
+interface ExportedSpan {
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string;
+  name: string;
+  kind: number;
+  status?: { code?: number; message?: string };
+  attributes: Record<string, string | number | boolean>;
+  resource: Record<string, string | number | boolean>;
+}
+
+interface OtlpValue {
+  stringValue?: string;
+  intValue?: string | number;
+  doubleValue?: number;
+  boolValue?: boolean;
+}
+type OtlpAttributes = { key: string; value: OtlpValue }[] | undefined;
+
+const attributes = (list: OtlpAttributes): Record<string, string | number | boolean> =>
+  Object.fromEntries(
+    (list ?? []).map(({ key, value }) => [
+      key,
+      value.stringValue ??
+        (value.intValue !== undefined ? Number(value.intValue) : (value.doubleValue ?? value.boolValue!)),
+    ]),
+  );
+
+/** Collects what OTLP/HTTP exporters POST to `/v1/traces` (JSON only; anything else is answered 415). */
+async function otlpReceiver(): Promise<{ url: string; spans: ExportedSpan[]; posts: string[]; stop(): Promise<void> }> {
+  const spans: ExportedSpan[] = [];
+  const posts: string[] = [];
+  const server: Server = createHttpServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      posts.push(`${req.method} ${req.url} ${req.headers['content-type']}`);
+      if (req.method !== 'POST' || req.url !== '/v1/traces' || !/json/.test(req.headers['content-type'] ?? '')) {
+        return void res.writeHead(415).end();
+      }
+      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+        resourceSpans?: {
+          resource?: { attributes?: OtlpAttributes };
+          scopeSpans?: {
+            spans?: (Omit<ExportedSpan, 'attributes' | 'resource'> & { attributes?: OtlpAttributes })[];
+          }[];
+        }[];
+      };
+      for (const rs of body.resourceSpans ?? []) {
+        const resource = attributes(rs.resource?.attributes);
+        for (const ss of rs.scopeSpans ?? [])
+          for (const span of ss.spans ?? []) spans.push({ ...span, attributes: attributes(span.attributes), resource });
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+    spans,
+    posts,
+    stop: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+const SPAN_KIND = { INTERNAL: 1, SERVER: 2, CLIENT: 3 } as const;
+const STATUS_ERROR = 2;
+
+describe('OpenTelemetry tracing of the server and worker processes (OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
+  let stack: Stack;
+  let receiver: Awaited<ReturnType<typeof otlpReceiver>>;
+  let server: WatchedChild | undefined;
+  let worker: WatchedChild | undefined;
+  let apiUrl: string;
+  beforeAll(async () => {
+    stack = await startStack({ noWorker: true });
+    receiver = await otlpReceiver();
+    const env = {
+      ...process.env,
+      ...stack.env,
+      LOG_LEVEL: 'info',
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_SERVICE_NAME: 'coexist-relay-test',
+      // Nothing is exported before the shutdown: what arrives was flushed by it.
+      OTEL_BSP_SCHEDULE_DELAY: '600000',
+    };
+    server = spawnWatched(process.execPath, ['--import', 'tsx', 'src/server-main.ts'], {
+      cwd: ROOT,
+      env: { ...env, PORT: '0' },
+    });
+    worker = spawnWatched(process.execPath, ['--import', 'tsx', 'src/worker-main.ts'], { cwd: ROOT, env });
+    await Promise.all([
+      server.ready(/"msg":"server listening"/, 90_000),
+      worker.ready(/"msg":"worker running"/, 90_000),
+    ]);
+    apiUrl = /"url":"([^"]+)"/.exec(server.output())![1]!;
+  }, 120_000);
+  afterAll(async () => {
+    for (const child of [server, worker]) if (child?.child.exitCode === null) child.child.kill('SIGKILL');
+    await receiver?.stop();
+    await stack?.stop();
+  });
+
+  async function call(key: string, method: string, p: string, body?: unknown, headers: Record<string, string> = {}) {
+    const res = await fetch(apiUrl + p, {
+      method,
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+  }
+
+  it('exports one trace per send from the HTTP request through the workflow and activity to the Graph call, flushed at shutdown', async () => {
+    const wabaId = uniqueDigits();
+    const phone = uniqueDigits('6');
+    const registered = await call(stack.opsKey, 'PUT', `/v1/phone-numbers/${phone}`, { wabaId, coexistence: true });
+    expect(registered.status).toBe(201);
+    // The caller's trace context (W3C traceparent) is continued by the request's span.
+    const traceId = randomBytes(16).toString('hex');
+    const callerSpanId = randomBytes(8).toString('hex');
+    const text = (body: string) => ({ phoneNumberId: phone, to: '15550004444', type: 'text', text: { body } });
+    const sent = await call(stack.sendKey, 'POST', '/v1/messages', text('traced'), {
+      traceparent: `00-${traceId}-${callerSpanId}-01`,
+    });
+    expect(sent.status).toBe(202);
+    // A second send that Meta refuses (131026): its Graph span carries the code.
+    stack.sim.scriptErrors(phone, [{ code: 131026, details: 'Message undeliverable' }]);
+    const refused = await call(stack.sendKey, 'POST', '/v1/messages', text('refused'));
+    expect(refused.status).toBe(202);
+    const status = async (id: unknown) => (await call(stack.sendKey, 'GET', `/v1/messages/${String(id)}`)).json.status;
+    // On a time-out, the children's last log lines say why.
+    const logs = () => `\n--- server:\n${server!.output().slice(-4000)}\n--- worker:\n${worker!.output().slice(-8000)}`;
+    await eventually(async () => (await status(sent.json.id)) === 'sent', 60_000).catch((err: Error) => {
+      throw new Error(err.message + logs());
+    });
+    await eventually(async () => (await status(refused.json.id)) === 'failed', 60_000).catch((err: Error) => {
+      throw new Error(err.message + logs());
+    });
+    expect(receiver.spans).toEqual([]);
+
+    // SIGTERM: each process flushes its spans before it exits 0.
+    server!.child.kill('SIGTERM');
+    worker!.child.kill('SIGTERM');
+    const exits = await Promise.all([server!.exited, worker!.exited]);
+    expect(exits).toEqual([
+      { code: 0, signal: null },
+      { code: 0, signal: null },
+    ]);
+    expect(receiver.posts.length).toBeGreaterThan(0);
+    expect(receiver.posts.every((p) => p === 'POST /v1/traces application/json')).toBe(true);
+    const spans = receiver.spans;
+    const one = (name: string, where: (s: ExportedSpan) => boolean = () => true): ExportedSpan => {
+      const found = spans.filter((s) => s.name === name && where(s));
+      expect(found.map((s) => s.name)).toEqual([name]);
+      return found[0]!;
+    };
+    const inTrace = (id: string) => (s: ExportedSpan) => s.traceId === id;
+    for (const s of spans) expect(s.resource['service.name']).toBe('coexist-relay-test');
+
+    // The traced send: server → Temporal → worker → Graph, one trace, each span the child of the one before.
+    const http = one('HTTP POST /v1/messages', inTrace(traceId));
+    expect(http).toMatchObject({ parentSpanId: callerSpanId, kind: SPAN_KIND.SERVER });
+    expect(http.resource['coexist_relay.component']).toBe('server');
+    expect(http.attributes).toMatchObject({
+      'http.request.method': 'POST',
+      'http.route': '/v1/messages',
+      'http.response.status_code': 202,
+      'coexist_relay.waba_id': wabaId,
+    });
+    const start = one('StartWorkflow:sendMessageWorkflow', inTrace(traceId));
+    expect(start.parentSpanId).toBe(http.spanId);
+    expect(start.resource['coexist_relay.component']).toBe('server');
+    const run = one('RunWorkflow:sendMessageWorkflow', inTrace(traceId));
+    expect(run.parentSpanId).toBe(start.spanId);
+    expect(run.resource['coexist_relay.component']).toBe('worker');
+    const schedule = one('StartActivity:admit', inTrace(traceId));
+    expect(schedule.parentSpanId).toBe(run.spanId);
+    const activity = one('RunActivity:admit', inTrace(traceId));
+    expect(activity.parentSpanId).toBe(schedule.spanId);
+    expect(activity.resource['coexist_relay.component']).toBe('worker');
+    const graph = one('graph send_message', inTrace(traceId));
+    expect(graph).toMatchObject({ parentSpanId: activity.spanId, kind: SPAN_KIND.CLIENT });
+    expect(graph.resource['coexist_relay.component']).toBe('worker');
+    expect(graph.attributes).toMatchObject({
+      'http.request.method': 'POST',
+      'http.response.status_code': 200,
+      'coexist_relay.waba_id': wabaId,
+      'coexist_relay.phone_number_id': phone,
+    });
+    expect(graph.status?.code).not.toBe(STATUS_ERROR);
+
+    // The refused send: a trace of its own (no traceparent), its Graph span an error with Meta's code.
+    const otherHttp = one('HTTP POST /v1/messages', (s) => s.traceId !== traceId);
+    expect(otherHttp.parentSpanId ?? '').toBe('');
+    const failed = one('graph send_message', inTrace(otherHttp.traceId));
+    expect(failed.attributes).toMatchObject({
+      'http.response.status_code': 400,
+      'coexist_relay.meta.error_code': 131026,
+      'coexist_relay.meta.error_class': 'permanent',
+    });
+    expect(failed.status?.code).toBe(STATUS_ERROR);
+
+    // Routes are named by their template; the ops call names no WABA in its path.
+    const put = one('HTTP PUT /v1/phone-numbers/:phoneNumberId');
+    expect(put.attributes).toMatchObject({
+      'http.route': '/v1/phone-numbers/:phoneNumberId',
+      'http.response.status_code': 201,
+    });
+    expect(spans.filter((s) => s.name === 'HTTP GET /v1/messages/:id').length).toBeGreaterThanOrEqual(2);
+
+    // The traced run's history (activity headers carry the context) replays with and without the
+    // tracing interceptors: tracing can be turned on or off while runs are open.
+    const history = await stack.rt.temporal.workflow.getHandle(sendWorkflowId(sent.json.id as string)).fetchHistory();
+    const scheduled = history.events?.find((e) => e.activityTaskScheduledEventAttributes);
+    expect(Object.keys(scheduled?.activityTaskScheduledEventAttributes?.header?.fields ?? {})).toContain(
+      '_tracer-data',
+    );
+    const noSink = { exporter: { export: { fn: () => undefined, callDuringReplay: false } } };
+    await Worker.runReplayHistory({ workflowBundle: await sharedBundle() }, history, 'traced-send-plain-bundle');
+    await Worker.runReplayHistory(
+      { workflowBundle: await bundleWorkflows({ tracing: true }), sinks: noSink },
+      history,
+      'traced-send-tracing-bundle',
+    );
   });
 });
