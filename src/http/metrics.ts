@@ -172,6 +172,23 @@ export class MetricsRegistry {
     this.texts.push(render);
   }
 
+  /**
+   * Every sample name this registry can expose and its metric's type, without running the
+   * collectors: counters and gauges by name, histograms as `_bucket`, `_sum` and `_count`, text
+   * sources by their `# TYPE` lines (the dashboard's test checks its queries against these).
+   */
+  series(): { name: string; type: Metric['type'] }[] {
+    const out = new Map<string, Metric['type']>();
+    for (const m of this.metrics.values()) {
+      if (m.type === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) out.set(m.name + suffix, m.type);
+      else out.set(m.name, m.type);
+    }
+    for (const t of this.texts)
+      for (const [, name, type] of t().matchAll(/^# TYPE (\S+) (counter|gauge)$/gm))
+        out.set(name!, type as Metric['type']);
+    return [...out].map(([name, type]) => ({ name, type })).sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
   /** The whole exposition; collectors run first (each bounded to 2 s). */
   async render(): Promise<string> {
     const results = await Promise.allSettled(this.collectors.map((c) => withTimeout(c.collect(), 2_000, 'collector')));

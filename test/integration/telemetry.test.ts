@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { spawnWatched, type WatchedChild } from '../support/child';
+import { dashboardQueries, seriesOf } from '../support/dashboard';
 import { Worker } from '@temporalio/worker';
 import { bundleWorkflows } from '../../src/worker';
 import { sendWorkflowId } from '../../workflows/contracts';
@@ -109,6 +110,13 @@ describe('the Temporal SDK metrics of a worker process (TEMPORAL_METRICS_BIND)',
     ).toBeGreaterThanOrEqual(1);
     expect(text).toMatch(/^# TYPE temporal_activity_execution_latency histogram$/m);
     expect(text).toMatch(/^# TYPE temporal_workflow_completed counter$/m);
+    // The dashboard's Temporal panels name series this worker really exposes.
+    const scraped = new Set(samples.map((s) => s.name));
+    const inDashboard = [
+      ...new Set(dashboardQueries().flatMap((q) => seriesOf(q.expr).filter((n) => n.startsWith('temporal_')))),
+    ];
+    expect(inDashboard.length).toBeGreaterThanOrEqual(5);
+    expect(inDashboard.filter((n) => !scraped.has(n))).toEqual([]);
   });
 });
 
