@@ -1,8 +1,9 @@
 # One image for both processes of the service: `server` (Koa, the default command) and `worker`
 # (Temporal worker: `node dist/src/worker-main.js`, set per service in docker-compose.yml).
 
-# Build: every dependency, TypeScript compiled to dist/, the workflow bundle prebuilt
-# (dist/workflow-bundle.js, loaded by the compiled worker instead of bundling at start).
+# Build: every dependency, TypeScript compiled to dist/, the workflow bundles prebuilt
+# (dist/workflow-bundle.js, and dist/workflow-bundle-tracing.js for a worker with
+# OTEL_EXPORTER_OTLP_ENDPOINT; loaded by the compiled worker instead of bundling at start).
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./

@@ -167,6 +167,20 @@ const envSchema = z.object({
     .transform((s) => (s ? s : undefined))
     .refine((s) => s === undefined || /^[^\s:]+:[0-9]{1,5}$/.test(s), 'must be host:port'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /**
+   * OpenTelemetry tracing (src/telemetry.ts): the OTLP/HTTP collector's base URL, spans go to
+   * `<url>/v1/traces` as OTLP JSON. Unset: no tracing, nothing of OpenTelemetry is loaded.
+   */
+  OTEL_EXPORTER_OTLP_ENDPOINT: z
+    .string()
+    .optional()
+    .transform((s) => (s ? s : undefined))
+    .pipe(z.url({ protocol: /^https?$/, message: 'must be an http:// or https:// URL' }).optional()),
+  /** The `service.name` of the spans (with tracing on). */
+  OTEL_SERVICE_NAME: z
+    .string()
+    .optional()
+    .transform((s) => (s?.trim() ? s.trim() : 'coexist-relay')),
 
   META_APP_SECRET: csv,
   META_VERIFY_TOKEN: z.string().min(1),
@@ -287,6 +301,8 @@ export interface Config {
   workerMetrics?: { port: number; host: string };
   /** `TEMPORAL_METRICS_BIND`: where the worker's Temporal runtime serves SDK metrics. */
   temporalMetricsBind?: string;
+  /** OpenTelemetry tracing (`OTEL_EXPORTER_OTLP_ENDPOINT`), when on: see src/telemetry.ts. */
+  tracing?: { endpoint: string; serviceName: string };
   logLevel: Env['LOG_LEVEL'];
   webhook: { path: string; verifyToken: string; appSecrets: string[]; maxBodyBytes: number };
   /** In-flight limits (load shedding past them). */
@@ -359,6 +375,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       ? { workerMetrics: { port: e.WORKER_METRICS_PORT, host: e.WORKER_METRICS_HOST } }
       : {}),
     ...(e.TEMPORAL_METRICS_BIND ? { temporalMetricsBind: e.TEMPORAL_METRICS_BIND } : {}),
+    ...(e.OTEL_EXPORTER_OTLP_ENDPOINT
+      ? { tracing: { endpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, ''), serviceName: e.OTEL_SERVICE_NAME } }
+      : {}),
     logLevel: e.LOG_LEVEL,
     webhook: {
       path: e.WEBHOOK_PATH,

@@ -5,6 +5,7 @@ import { createGraphClient, type GraphClient } from './adapters/graph/client';
 import type { LaunchDeps } from './lifecycle/launch';
 import { connectMongo, type Collections } from './adapters/store/db';
 import { redactUri } from './util/redact';
+import { temporalClientInterceptors } from './telemetry';
 
 /** The long-lived clients every entry point needs, connected and checked. */
 export interface Runtime {
@@ -50,7 +51,13 @@ export async function connectRuntime(config: Config): Promise<Runtime> {
     await mongo.close();
     throw new Error(`cannot reach Temporal at ${config.temporal.address}: ${String(err)}`);
   });
-  const temporal = new Client({ connection, namespace: config.temporal.namespace });
+  // With tracing on (startTracing ran first), workflow starts and signals carry the trace context.
+  const interceptors = temporalClientInterceptors();
+  const temporal = new Client({
+    connection,
+    namespace: config.temporal.namespace,
+    ...(interceptors ? { interceptors } : {}),
+  });
   const graph = createGraphClient({
     baseUrl: config.graph.baseUrl,
     version: config.graph.version,

@@ -5,7 +5,7 @@
  * It also runs the outbox relay (src/lifecycle/outbox-relay.ts), which hands the recorded webhook
  * deliveries to Temporal. SIGINT/SIGTERM: the listener stops accepting, requests in flight get
  * `CLOSE_GRACE_MS` to finish (then their connections are cut), the relay finishes its pass, the
- * clients close and the process exits 0.
+ * clients close, the last spans are flushed (with tracing on) and the process exits 0.
  */
 import { boot, onShutdown } from './boot';
 import { connectRuntime } from './runtime';
@@ -13,12 +13,15 @@ import { startServer } from './server';
 import { startOutboxRelay } from './lifecycle/outbox-relay';
 import { startForwarder } from './relay/forwarder';
 import { withTimeout } from './util/time';
+import { startTracing } from './telemetry';
 
 /** How long open requests may run after a shutdown signal. Under docker-compose's 10 s default. */
 const CLOSE_GRACE_MS = 5_000;
 
 async function main(): Promise<void> {
   const { config, logger } = boot('coexist-relay-server');
+  // Before the Temporal client exists: it picks up the tracing interceptor (a no-op when off).
+  const stopTracing = await startTracing(config, 'server');
   const rt = await connectRuntime(config);
   // Hands recorded webhook deliveries to Temporal; safe to run in every server process.
   const outbox = startOutboxRelay({ c: rt.c, launch: rt.launch, logger });
@@ -33,6 +36,7 @@ async function main(): Promise<void> {
       url: http.url,
       webhook: http.url + config.webhook.path,
       ...(http.internal ? { internal: http.internal.url } : {}),
+      ...(config.tracing ? { tracing: config.tracing.endpoint } : {}),
     },
     'server listening',
   );
@@ -46,6 +50,7 @@ async function main(): Promise<void> {
     await outbox.stop();
     await forwarder.stop();
     await rt.close();
+    await stopTracing();
   });
 }
 

@@ -4,11 +4,12 @@
  *
  * SIGINT/SIGTERM: the worker stops polling, in-flight activities get `SHUTDOWN_OPTIONS`' grace
  * time and are then cancelled (Temporal retries them elsewhere), the connections close and the
- * process exits 0. A second SIGINT kills it at once.
+ * process exits 0 (after the last spans are flushed, with tracing on). A second SIGINT kills it at once.
  */
 import { boot, onShutdown } from './boot';
 import { connectRuntime } from './runtime';
 import { createRelayMetrics } from './http/metrics';
+import { startTracing } from './telemetry';
 import {
   installTemporalRuntime,
   installUnhandledRejectionHandler,
@@ -20,6 +21,8 @@ async function main(): Promise<void> {
   const { config, logger } = boot('coexist-relay-worker');
   installUnhandledRejectionHandler(logger);
   installTemporalRuntime(config);
+  // Before any client or worker exists: they pick up the tracing interceptors (a no-op when off).
+  const stopTracing = await startTracing(config, 'worker');
   const rt = await connectRuntime(config);
   const metrics = createRelayMetrics();
   // Resolves once the worker has drained (after a signal) and the clients are closed; rejects when
@@ -32,6 +35,7 @@ async function main(): Promise<void> {
       await services.stop();
       await connection.close();
       await rt.close();
+      await stopTracing();
     }
   })();
   // The SDK also reacts to these signals by shutting the worker down; requestShutdown tolerates that.
@@ -45,6 +49,7 @@ async function main(): Promise<void> {
       temporal: config.temporal.address,
       ...(services.metricsUrl ? { metrics: services.metricsUrl } : {}),
       ...(config.temporalMetricsBind ? { temporalMetrics: config.temporalMetricsBind } : {}),
+      ...(config.tracing ? { tracing: config.tracing.endpoint } : {}),
     },
     'worker running',
   );

@@ -17,31 +17,45 @@ import type { Collections } from './adapters/store/db';
 import type { Runtime } from './runtime';
 import { startRetention } from './adapters/store/retention';
 import { observeStore, serveMetrics, type RelayMetrics } from './http/metrics';
+import { WORKFLOW_TRACING_MODULE, temporalWorkerTracing } from './telemetry';
 
 /** The workflow code the worker runs (bundled for Temporal's sandbox). */
 export const WORKFLOWS_PATH = require.resolve('../workflows');
 
-/** Bundles the workflows once (a few seconds); tests and benchmarks share one bundle. */
-export async function bundleWorkflows(): Promise<{ code: string }> {
+/**
+ * Bundles the workflows once (a few seconds); tests and benchmarks share one bundle. With
+ * `tracing`, the OpenTelemetry workflow interceptors are bundled in (`WORKFLOW_TRACING_MODULE`):
+ * a tracing worker needs that bundle for its workflow spans, and only a tracing worker has one
+ * (the interceptors make spans in every workflow and add a header to every activity it schedules).
+ */
+export async function bundleWorkflows(options: { tracing?: boolean } = {}): Promise<{ code: string }> {
   return bundleWorkflowCode({
     workflowsPath: WORKFLOWS_PATH,
+    ...(options.tracing ? { workflowInterceptorModules: [require.resolve(WORKFLOW_TRACING_MODULE)] } : {}),
     logger: { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} },
   });
 }
 
-/** The file `npm run build` writes next to the compiled code: dist/workflow-bundle.js. */
+/** The files `npm run build` writes next to the compiled code: dist/workflow-bundle.js … */
 export const BUILT_BUNDLE_FILE = 'workflow-bundle.js';
+/** … and dist/workflow-bundle-tracing.js, the same workflows with the tracing interceptors. */
+export const BUILT_TRACING_BUNDLE_FILE = 'workflow-bundle-tracing.js';
+
+/** Whether a workflow bundle's code has the tracing interceptors (`bundleWorkflows({ tracing: true })`). */
+export function bundleHasTracing(code: string): boolean {
+  return code.includes('interceptors-opentelemetry/lib/workflow-interceptors');
+}
 
 /**
  * The prebuilt workflow bundle this process should load, or undefined to bundle the source at start:
  * `WORKFLOW_BUNDLE_PATH` when set, else the bundle `npm run build` put next to the compiled worker
- * (dist/src/worker.js → dist/workflow-bundle.js). Running from source (tsx, Jest) never picks up a
- * dist/ bundle, which could be stale.
+ * (dist/src/worker.js → dist/workflow-bundle.js, or dist/workflow-bundle-tracing.js with tracing
+ * on). Running from source (tsx, Jest) never picks up a dist/ bundle, which could be stale.
  */
-export function prebuiltBundlePath(config: Pick<Config, 'workflowBundlePath'>): string | undefined {
+export function prebuiltBundlePath(config: Pick<Config, 'workflowBundlePath' | 'tracing'>): string | undefined {
   if (config.workflowBundlePath) return path.resolve(config.workflowBundlePath);
   if (path.extname(__filename) !== '.js') return undefined;
-  const next = path.join(__dirname, '..', BUILT_BUNDLE_FILE);
+  const next = path.join(__dirname, '..', config.tracing ? BUILT_TRACING_BUNDLE_FILE : BUILT_BUNDLE_FILE);
   return fs.existsSync(next) ? next : undefined;
 }
 
@@ -118,6 +132,19 @@ export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; 
     { workflowCode: deps.workflowBundle ? 'bundle given' : (codePath ?? `bundled at start from ${WORKFLOWS_PATH}`) },
     'worker workflow code',
   );
+  // With tracing on (startTracing ran first): activity spans, and the sink for workflow spans. The
+  // workflow interceptors are in the bundle: built in at start, or the prebuilt tracing bundle.
+  const tracing = temporalWorkerTracing();
+  const fromSource = !deps.workflowBundle && !codePath;
+  if (tracing && !fromSource) {
+    const code = deps.workflowBundle?.code ?? fs.readFileSync(codePath!, 'utf8');
+    if (!bundleHasTracing(code)) {
+      deps.logger.warn(
+        { workflowCode: codePath ?? 'bundle given' },
+        'tracing is on but the workflow bundle has no tracing interceptors: no workflow spans, and activity spans start new traces',
+      );
+    }
+  }
   const worker = await Worker.create({
     connection,
     namespace: config.temporal.namespace,
@@ -127,6 +154,15 @@ export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; 
       : codePath
         ? { workflowBundle: { codePath } }
         : { workflowsPath: WORKFLOWS_PATH }),
+    ...(tracing
+      ? {
+          interceptors: {
+            activity: tracing.activity,
+            ...(fromSource ? { workflowModules: [require.resolve(WORKFLOW_TRACING_MODULE)] } : {}),
+          },
+          sinks: tracing.sinks,
+        }
+      : {}),
     activities,
     // Heartbeats reach the server at least every second, so a drain learns within about a second
     // that it was cancelled (new offboarding, PARTNER_REMOVED). The SDK's default throttle is 80% of

@@ -29,6 +29,7 @@ import { startOutboxRelay } from '../src/lifecycle/outbox-relay';
 import { startForwarder } from '../src/relay/forwarder';
 import { withTimeout } from '../src/util/time';
 import { redactUri } from '../src/util/redact';
+import { startTracing } from '../src/telemetry';
 
 const DEV_DEFAULTS: Record<string, string> = {
   META_APP_SECRET: 'dev-app-secret',
@@ -147,6 +148,7 @@ async function main(): Promise<void> {
   }
 
   installTemporalRuntime(config);
+  const stopTracing = await startTracing(config, 'dev');
   const rt = await connectRuntime(config);
   // One process: the server's /metrics shows what the worker records too.
   const metrics = createRelayMetrics();
@@ -178,6 +180,7 @@ async function main(): Promise<void> {
     await services.stop();
     await connection.close();
     await rt.close();
+    await stopTracing();
     for (const s of stops) await s();
     await infra.stop();
     process.stdout.write('stopped\n');

@@ -74,6 +74,16 @@ export type LifecycleEventType =
  */
 export type GateCause = 'offboarded' | 'send_error' | 'failed_status' | 'partner_removed' | 'operator' | 'credentials';
 
+/** Every `GateCause` (the ops API's schema, the metrics' `cause` label). */
+export const GATE_CAUSES = [
+  'offboarded',
+  'send_error',
+  'failed_status',
+  'partner_removed',
+  'operator',
+  'credentials',
+] as const satisfies readonly GateCause[];
+
 /** How a closed gate was reopened. */
 export type ReopenCause =
   | 'reconnected'

@@ -16,6 +16,7 @@ import { inFlightLimit } from './inflight';
 import { addStoreGauges, observeStore, createRelayMetrics, type RelayMetrics } from './metrics';
 import { openApiDocument } from './openapi';
 import { createKeyRateLimit } from './ratelimit';
+import { httpTracing } from './tracing';
 import { createCounters, createWebhookRouter, type WebhookCounters, type WebhookSink } from './webhook';
 
 /**
@@ -109,6 +110,8 @@ export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
   app.proxy = true;
   app.on('error', appErrorListener(logger));
+  // Outermost: the span sees the status errorMiddleware renders (a no-op without tracing).
+  app.use(httpTracing());
   app.use(errorMiddleware({ logger }));
   const webhookPath = config.webhook.path;
   app.use(

@@ -5,7 +5,7 @@ import { onOffboardingEnded, wabaStateStats } from '../adapters/store/wabas';
 import { countPendingDeliveries } from '../adapters/store/outbox';
 import { forwardStats } from '../adapters/store/forwards';
 import { withTimeout } from '../util/time';
-import type { WabaState } from '../../workflows/contracts';
+import { GATE_CAUSES, type WabaState } from '../../workflows/contracts';
 
 const WABA_STATES: readonly WabaState[] = [
   'connected',
@@ -172,6 +172,23 @@ export class MetricsRegistry {
     this.texts.push(render);
   }
 
+  /**
+   * Every sample name this registry can expose and its metric's type, without running the
+   * collectors: counters and gauges by name, histograms as `_bucket`, `_sum` and `_count`, text
+   * sources by their `# TYPE` lines (the dashboard's test checks its queries against these).
+   */
+  series(): { name: string; type: Metric['type'] }[] {
+    const out = new Map<string, Metric['type']>();
+    for (const m of this.metrics.values()) {
+      if (m.type === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) out.set(m.name + suffix, m.type);
+      else out.set(m.name, m.type);
+    }
+    for (const t of this.texts)
+      for (const [, name, type] of t().matchAll(/^# TYPE (\S+) (counter|gauge)$/gm))
+        out.set(name!, type as Metric['type']);
+    return [...out].map(([name, type]) => ({ name, type })).sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
   /** The whole exposition; collectors run first (each bounded to 2 s). */
   async render(): Promise<string> {
     const results = await Promise.allSettled(this.collectors.map((c) => withTimeout(c.collect(), 2_000, 'collector')));
@@ -307,8 +324,9 @@ export async function serveMetrics(registry: MetricsRegistry, port: number, host
 
 /**
  * Gauges read from the store at each scrape (cheap: the small `wabas` collection and the queue,
- * which holds only what waits): WABAs per state, the longest current offboarding, queue depth and
- * the age of the oldest queued message. Registered by the server only (one place reports them).
+ * which holds only what waits): WABAs per state, closed gates per cause, the longest current
+ * offboarding, queue depth and the age of the oldest queued message. Registered by the server
+ * only (one place reports them).
  */
 export function addStoreGauges(registry: MetricsRegistry, c: Collections, now: () => number = Date.now): void {
   const wabas = registry.gauge(
@@ -316,14 +334,21 @@ export function addStoreGauges(registry: MetricsRegistry, c: Collections, now: (
     'Known WABAs by lifecycle state (the send gate is open only when connected).',
     ['state'],
   );
+  const closed = registry.gauge(
+    'coexist_relay_gates_closed',
+    'WABAs whose send gate is closed, by the cause recorded when it closed (a draining WABA has none: reopened).',
+    ['cause'],
+  );
   const offboarded = registry.gauge(
     'coexist_relay_offboarded_longest_seconds',
     'How long the longest-offboarded WABA has been offboarded (0 when none is).',
   );
-  registry.collector([wabas, offboarded], async () => {
+  registry.collector([wabas, closed, offboarded], async () => {
     const stats = await wabaStateStats(c);
     wabas.reset();
     for (const state of WABA_STATES) wabas.set({ state }, stats.byState[state] ?? 0);
+    closed.reset();
+    for (const cause of GATE_CAUSES) closed.set({ cause }, stats.byClosureCause[cause] ?? 0);
     const since = stats.oldestOffboardedSince;
     offboarded.set(undefined, since !== undefined ? Math.max(0, (now() - since) / 1000) : 0);
   });

@@ -18,17 +18,9 @@ import {
   applyOperatorAction,
   type LaunchDeps,
 } from '../lifecycle/launch';
-import { wabaWorkflowId, type GateCause, type ReopenCause, type WabaState } from '../../workflows/contracts';
+import { GATE_CAUSES, wabaWorkflowId, type ReopenCause, type WabaState } from '../../workflows/contracts';
 
 export const WABA_STATES = ['connected', 'offboarded', 'draining', 'reconnect_abandoned', 'partner_removed'] as const;
-const GATE_CAUSES = [
-  'offboarded',
-  'send_error',
-  'failed_status',
-  'partner_removed',
-  'operator',
-  'credentials',
-] as const satisfies readonly GateCause[];
 const REOPEN_CAUSES = [
   'reconnected',
   'reconnected_by_probe',

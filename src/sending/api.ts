@@ -232,6 +232,8 @@ export function createMessagesRouter(deps: {
         `phone number ${body.phoneNumberId} is not registered; an operator registers it with PUT /v1/phone-numbers/${body.phoneNumberId}`,
       );
     }
+    // For the request's span (src/http/tracing.ts).
+    ctx.state.wabaId = number.wabaId;
     if (!keyMayUse(keyOf(ctx), number.wabaId)) {
       throw forbidden('forbidden_waba', `this API key may not send from phone number ${body.phoneNumberId}`);
     }

@@ -14,6 +14,7 @@ import { Worker } from '@temporalio/worker';
 const ROOT = path.join(__dirname, '../..');
 const DIST = path.join(ROOT, 'dist');
 const BUNDLE = path.join(DIST, 'workflow-bundle.js');
+const TRACING_BUNDLE = path.join(DIST, 'workflow-bundle-tracing.js');
 const FIXTURES = path.join(__dirname, '../fixtures/histories');
 const BUILD_INPUTS = [
   'src',
@@ -32,7 +33,12 @@ function newestMtime(p: string): number {
 }
 
 function distIsFresh(): boolean {
-  const outputs = [BUNDLE, path.join(DIST, 'src/worker-main.js'), path.join(DIST, 'src/server-main.js')];
+  const outputs = [
+    BUNDLE,
+    TRACING_BUNDLE,
+    path.join(DIST, 'src/worker-main.js'),
+    path.join(DIST, 'src/server-main.js'),
+  ];
   if (!outputs.every((f) => fs.existsSync(f))) return false;
   const built = Math.min(...outputs.map((f) => fs.statSync(f).mtimeMs));
   return BUILD_INPUTS.every((p) => newestMtime(path.join(ROOT, p)) < built);
@@ -61,7 +67,10 @@ async function runUntilReadyThenStop(
 
 describe('the production build', () => {
   // Compiled code is loaded from dist/ at run time, after the build.
-  let compiledWorker: { prebuiltBundlePath(config: { workflowBundlePath?: string }): string | undefined };
+  let compiledWorker: {
+    prebuiltBundlePath(config: { workflowBundlePath?: string; tracing?: object }): string | undefined;
+    bundleHasTracing(code: string): boolean;
+  };
   const env = (): Record<string, string> => ({
     TEMPORAL_ADDRESS: process.env.TEMPORAL_ADDRESS ?? '',
     TEMPORAL_NAMESPACE: process.env.TEMPORAL_NAMESPACE ?? 'default',
@@ -82,12 +91,19 @@ describe('the production build', () => {
     compiledWorker = (await import(path.join(DIST, 'src/worker.js'))) as typeof compiledWorker;
   }, 180_000);
 
-  it('has the compiled worker load the workflow bundle built next to it, or WORKFLOW_BUNDLE_PATH', () => {
+  it('has the compiled worker load the workflow bundle built next to it (the tracing one with tracing on), or WORKFLOW_BUNDLE_PATH', () => {
     expect(compiledWorker.prebuiltBundlePath({})).toBe(BUNDLE);
+    const tracing = { endpoint: 'http://127.0.0.1:4318', serviceName: 'coexist-relay' };
+    expect(compiledWorker.prebuiltBundlePath({ tracing })).toBe(TRACING_BUNDLE);
     expect(compiledWorker.prebuiltBundlePath({ workflowBundlePath: FIXTURES })).toBe(FIXTURES);
+    expect(compiledWorker.bundleHasTracing(fs.readFileSync(TRACING_BUNDLE, 'utf8'))).toBe(true);
+    expect(compiledWorker.bundleHasTracing(fs.readFileSync(BUNDLE, 'utf8'))).toBe(false);
   });
 
-  it('replays every committed history with the prebuilt bundle', async () => {
+  it.each([
+    ['prebuilt bundle', BUNDLE],
+    ['prebuilt tracing bundle', TRACING_BUNDLE],
+  ])('replays every committed history with the %s', async (_, codePath) => {
     const files = fs.readdirSync(FIXTURES).filter((f) => f.endsWith('.json'));
     expect(files.length).toBeGreaterThan(0);
     const histories = files.map((file) => ({
@@ -97,7 +113,9 @@ describe('the production build', () => {
     }));
     const failures: string[] = [];
     let replayed = 0;
-    for await (const result of Worker.runReplayHistories({ workflowBundle: { codePath: BUNDLE } }, histories)) {
+    // The tracing bundle's workflow spans go to a sink; replays call none, but it must exist.
+    const sinks = { exporter: { export: { fn: () => undefined, callDuringReplay: false } } };
+    for await (const result of Worker.runReplayHistories({ workflowBundle: { codePath }, sinks }, histories)) {
       replayed++;
       if (result.error) failures.push(`${result.workflowId}: ${String(result.error)}`);
     }
@@ -109,6 +127,18 @@ describe('the production build', () => {
     const run = await runUntilReadyThenStop('dist/src/worker-main.js', env(), /"msg":"worker running"/);
     expect(run.output).toContain(`"workflowCode":"${BUNDLE}"`);
     expect(run.output).not.toMatch(/Error|\n\s+at /);
+    expect(run).toMatchObject({ code: 0, signal: null });
+  });
+
+  it('runs the compiled worker with tracing on (OTEL_EXPORTER_OTLP_ENDPOINT) on the prebuilt tracing bundle', async () => {
+    const run = await runUntilReadyThenStop(
+      'dist/src/worker-main.js',
+      { ...env(), OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318' },
+      /"msg":"worker running"/,
+    );
+    expect(run.output).toContain(`"workflowCode":"${TRACING_BUNDLE}"`);
+    expect(run.output).toContain('"tracing":"http://127.0.0.1:4318"');
+    expect(run.output).not.toMatch(/Error|\n\s+at |no tracing interceptors/);
     expect(run).toMatchObject({ code: 0, signal: null });
   });
 

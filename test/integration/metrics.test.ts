@@ -40,6 +40,7 @@ describe('metrics on the real stack', () => {
     const before = await scrape();
     expect(sample(before, 'coexist_relay_wabas{state="offboarded"}')).toBe(0);
     expect(sample(before, 'coexist_relay_queue_depth_messages')).toBe(0);
+    expect(sample(before, 'coexist_relay_gates_closed{cause="offboarded"}')).toBe(0);
 
     // Offboard: the gate closes and three sends queue.
     expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED')).toBe(200);
@@ -51,6 +52,8 @@ describe('metrics on the real stack', () => {
     const offboarded = await scrape();
     expect(sample(offboarded, 'coexist_relay_wabas{state="offboarded"}')).toBe(1);
     expect(sample(offboarded, 'coexist_relay_wabas{state="connected"}')).toBe(0);
+    expect(sample(offboarded, 'coexist_relay_gates_closed{cause="offboarded"}')).toBe(1);
+    expect(sample(offboarded, 'coexist_relay_gates_closed{cause="send_error"}')).toBe(0);
     expect(sample(offboarded, 'coexist_relay_queue_depth_messages')).toBe(3);
     expect(sample(offboarded, 'coexist_relay_queue_oldest_age_seconds')).toBeGreaterThanOrEqual(1);
     expect(sample(offboarded, 'coexist_relay_offboarded_longest_seconds')).toBeGreaterThanOrEqual(1);
@@ -70,6 +73,7 @@ describe('metrics on the real stack', () => {
     const after = await scrape();
     expect(sample(after, 'coexist_relay_wabas{state="offboarded"}')).toBe(0);
     expect(sample(after, 'coexist_relay_wabas{state="connected"}')).toBe(1);
+    expect(sample(after, 'coexist_relay_gates_closed{cause="offboarded"}')).toBe(0);
     expect(sample(after, 'coexist_relay_queue_depth_messages')).toBe(0);
     expect(sample(after, 'coexist_relay_queue_oldest_age_seconds')).toBe(0);
     // Both deliveries handed over (no FORWARD_TARGETS here): nothing left in the outbox.

@@ -113,6 +113,24 @@ describe('configuration', () => {
     expect(() => loadConfig({ ...valid, TEMPORAL_METRICS_BIND: '9465' })).toThrow(/TEMPORAL_METRICS_BIND/);
   });
 
+  it('turns tracing on with an http(s) OTEL_EXPORTER_OTLP_ENDPOINT, naming the variable when it is not one', () => {
+    expect(loadConfig(valid).tracing).toBeUndefined();
+    expect(loadConfig({ ...valid, OTEL_EXPORTER_OTLP_ENDPOINT: '' }).tracing).toBeUndefined();
+    expect(loadConfig({ ...valid, OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' }).tracing).toEqual({
+      endpoint: 'http://collector:4318',
+      serviceName: 'coexist-relay',
+    });
+    expect(
+      loadConfig({ ...valid, OTEL_EXPORTER_OTLP_ENDPOINT: 'https://otel.example/otlp', OTEL_SERVICE_NAME: 'relay-eu' })
+        .tracing,
+    ).toEqual({ endpoint: 'https://otel.example/otlp', serviceName: 'relay-eu' });
+    for (const bad of ['collector:4318', 'grpc://collector:4317', 'not a url']) {
+      expect(() => loadConfig({ ...valid, OTEL_EXPORTER_OTLP_ENDPOINT: bad })).toThrow(
+        /OTEL_EXPORTER_OTLP_ENDPOINT: must be an http:\/\/ or https:\/\/ URL/,
+      );
+    }
+  });
+
   it('reads retention windows (30 d messages and statuses, 90 d account events, 24 h idempotency by default)', () => {
     expect(loadConfig(valid).retention).toEqual({
       messagesMs: 30 * 86_400_000,

@@ -3,6 +3,10 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { MessageContent } from '../../../workflows/contracts';
 import { GraphApiError, UNEXPECTED_RESPONSE_CODE } from './errors';
 import { PROBE_FIELDS, readPhoneHealth, type PhoneHealth } from './phone-health';
+import { inSpan } from '../../telemetry';
+
+/** The Graph calls, as named in their spans (`graph <operation>`). */
+type GraphOperation = 'send_message' | 'get_phone_number' | 'probe_phone_number';
 
 /**
  * A small client for the two Graph (Cloud API) calls this service makes: sending a message and
@@ -108,36 +112,73 @@ export function createGraphClient(options: GraphClientOptions): GraphClientHandl
     }
   }
 
+  /**
+   * One Graph call in a `graph <operation>` client span (with tracing on, src/telemetry.ts):
+   * the WABA and phone number, the HTTP status, and Meta's error code and subcode on a failure.
+   */
+  function traced<T>(
+    operation: GraphOperation,
+    method: 'GET' | 'POST',
+    ids: { wabaId: string; phoneNumberId: string },
+    fn: (call: (url: string, token: string, body?: string) => Promise<HttpAnswer>) => Promise<T>,
+  ): Promise<T> {
+    const attributes = {
+      'http.request.method': method,
+      'coexist_relay.graph.operation': operation,
+      'coexist_relay.phone_number_id': ids.phoneNumberId,
+      ...(ids.wabaId ? { 'coexist_relay.waba_id': ids.wabaId } : {}),
+    };
+    return inSpan(`graph ${operation}`, { kind: 'client', attributes }, async (span) => {
+      try {
+        return await fn(async (url, token, body) => {
+          const answer = await call(method, url, token, body);
+          span?.setAttribute('http.response.status_code', answer.status);
+          return answer;
+        });
+      } catch (err) {
+        if (span && err instanceof GraphApiError) {
+          span.setAttribute('coexist_relay.meta.error_code', err.code);
+          if (err.subcode !== undefined) span.setAttribute('coexist_relay.meta.error_subcode', err.subcode);
+          span.setAttribute('coexist_relay.meta.error_class', err.errorClass);
+        }
+        throw err;
+      }
+    });
+  }
+
   return {
-    async sendMessage({ wabaId, phoneNumberId, to, content, messageId }) {
-      const token = await options.tokenFor(wabaId, phoneNumberId);
-      const url = `${root}/${encodeURIComponent(phoneNumberId)}/messages`;
-      const answer = await call('POST', url, token, JSON.stringify(messageBody(to, content, messageId)));
-      const json = parseJson(answer.text);
-      const success = isSuccess(answer.status) ? readSendSuccess(json) : undefined;
-      if (success) return success;
-      throw errorFromAnswer(answer, json, { mayHaveBeenSent: isSuccess(answer.status) });
-    },
+    sendMessage: ({ wabaId, phoneNumberId, to, content, messageId }) =>
+      traced('send_message', 'POST', { wabaId, phoneNumberId }, async (exchange) => {
+        const token = await options.tokenFor(wabaId, phoneNumberId);
+        const url = `${root}/${encodeURIComponent(phoneNumberId)}/messages`;
+        const answer = await exchange(url, token, JSON.stringify(messageBody(to, content, messageId)));
+        const json = parseJson(answer.text);
+        const success = isSuccess(answer.status) ? readSendSuccess(json) : undefined;
+        if (success) return success;
+        throw errorFromAnswer(answer, json, { mayHaveBeenSent: isSuccess(answer.status) });
+      }),
 
-    async getPhoneNumber(phoneNumberId, wabaId = '') {
-      const token = await options.tokenFor(wabaId, phoneNumberId);
-      const url = `${root}/${encodeURIComponent(phoneNumberId)}?fields=is_on_biz_app,platform_type`;
-      const answer = await call('GET', url, token);
-      const json = parseJson(answer.text);
-      const state = isSuccess(answer.status) ? readPhoneNumber(json) : undefined;
-      if (state) return state;
-      throw errorFromAnswer(answer, json, { mayHaveBeenSent: false });
-    },
+    getPhoneNumber: (phoneNumberId, wabaId = '') =>
+      traced('get_phone_number', 'GET', { wabaId, phoneNumberId }, async (exchange) => {
+        const token = await options.tokenFor(wabaId, phoneNumberId);
+        const url = `${root}/${encodeURIComponent(phoneNumberId)}?fields=is_on_biz_app,platform_type`;
+        const answer = await exchange(url, token);
+        const json = parseJson(answer.text);
+        const state = isSuccess(answer.status) ? readPhoneNumber(json) : undefined;
+        if (state) return state;
+        throw errorFromAnswer(answer, json, { mayHaveBeenSent: false });
+      }),
 
-    async probePhoneNumber(phoneNumberId, wabaId = '') {
-      const token = await options.tokenFor(wabaId, phoneNumberId);
-      const url = `${root}/${encodeURIComponent(phoneNumberId)}?fields=${PROBE_FIELDS}`;
-      const answer = await call('GET', url, token);
-      const json = parseJson(answer.text);
-      const health = isSuccess(answer.status) ? readPhoneHealth(json) : undefined;
-      if (health) return health;
-      throw errorFromAnswer(answer, json, { mayHaveBeenSent: false });
-    },
+    probePhoneNumber: (phoneNumberId, wabaId = '') =>
+      traced('probe_phone_number', 'GET', { wabaId, phoneNumberId }, async (exchange) => {
+        const token = await options.tokenFor(wabaId, phoneNumberId);
+        const url = `${root}/${encodeURIComponent(phoneNumberId)}?fields=${PROBE_FIELDS}`;
+        const answer = await exchange(url, token);
+        const json = parseJson(answer.text);
+        const health = isSuccess(answer.status) ? readPhoneHealth(json) : undefined;
+        if (health) return health;
+        throw errorFromAnswer(answer, json, { mayHaveBeenSent: false });
+      }),
 
     close: () => transport.close(),
   };

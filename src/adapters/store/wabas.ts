@@ -1,4 +1,4 @@
-import type { EventLogEntry, WabaState } from '../../../workflows/contracts';
+import type { EventLogEntry, GateCause, WabaState } from '../../../workflows/contracts';
 import type { Collections, WabaDoc } from './db';
 
 /** How many recent events a WABA document keeps. */
@@ -81,19 +81,25 @@ export async function listWabas(c: Collections, state: WabaState | undefined, li
 }
 
 /**
- * WABAs per state and the start of the longest current offboarding (epoch ms), for metrics. Reads
- * `state` and `since` of every WABA document (one scan of a collection with one document per WABA).
+ * WABAs per state, closed gates per cause and the start of the longest current offboarding (epoch
+ * ms), for metrics. Reads `state`, `since` and `closure.cause` of every WABA document (one scan of
+ * a collection with one document per WABA).
  */
-export async function wabaStateStats(
-  c: Collections,
-): Promise<{ byState: Partial<Record<WabaState, number>>; oldestOffboardedSince?: number }> {
-  const docs = await c.wabas.find({}, { projection: { state: 1, since: 1 } }).toArray();
+export async function wabaStateStats(c: Collections): Promise<{
+  byState: Partial<Record<WabaState, number>>;
+  byClosureCause: Partial<Record<GateCause, number>>;
+  oldestOffboardedSince?: number;
+}> {
+  const docs = await c.wabas.find({}, { projection: { state: 1, since: 1, 'closure.cause': 1 } }).toArray();
   const byState: Partial<Record<WabaState, number>> = {};
+  const byClosureCause: Partial<Record<GateCause, number>> = {};
   let oldest: number | undefined;
   for (const d of docs) {
     byState[d.state] = (byState[d.state] ?? 0) + 1;
+    const cause = d.closure?.cause;
+    if (cause) byClosureCause[cause] = (byClosureCause[cause] ?? 0) + 1;
     const since = Date.parse(d.since);
     if (d.state === 'offboarded' && Number.isFinite(since) && (oldest === undefined || since < oldest)) oldest = since;
   }
-  return { byState, ...(oldest !== undefined ? { oldestOffboardedSince: oldest } : {}) };
+  return { byState, byClosureCause, ...(oldest !== undefined ? { oldestOffboardedSince: oldest } : {}) };
 }
