@@ -41,6 +41,7 @@ import {
   nowMs,
   say,
   sleep,
+  spawnWorkers,
   startServers,
   startService,
   uniqueDigits,
@@ -78,6 +79,11 @@ const args = flags('drain', {
   'temporal-db': { type: 'string', default: 'memory', help: 'memory | file (temp SQLite file)' },
   'mongodb-uri': { type: 'string', help: 'use this MongoDB instead of starting FerretDB' },
   'log-level': { type: 'string', default: 'warn', help: 'service log level (pino)' },
+  workers: {
+    type: 'string',
+    default: '1',
+    help: 'worker processes: the in-process one plus this many minus one as children (npm run worker)',
+  },
   'keep-dir': { type: 'boolean', default: false, help: 'keep the temp dir (server logs) after the run' },
 });
 
@@ -410,6 +416,7 @@ async function drainCase(svc: Service, o: CaseOptions): Promise<CaseResult> {
 
 async function main(): Promise<void> {
   const messages = int('messages', args.messages);
+  const workers = int('workers', args.workers);
   const messages20 = int('messages20', args.messages20);
   const recipients = int('recipients', args.recipients);
   const caps = args.caps.split(',').map((s) => int('caps', s.trim()));
@@ -437,6 +444,7 @@ async function main(): Promise<void> {
         traceDb: true,
         ...(tuning ? { worker: { activityOverrides: { drainTuning: tuning } } } : {}),
       });
+      const extra = await spawnWorkers(svc, workers - 1);
       try {
         ceiling ??= await simulatorCeiling(svc, ceilingRequests, ceilingConcurrency);
         const n = cap <= 20 ? messages20 : messages;
@@ -447,12 +455,13 @@ async function main(): Promise<void> {
         };
         cases.push(await drainCase(svc, { cap, messages: n, recipients, fill, enqueueSample, connectTimeoutMs, pids }));
       } finally {
+        await extra.stop();
         await svc.stop();
       }
     }
 
     const notes = [
-      `Temporal dev server ${temporalDb === 'file' ? 'on a temp SQLite file' : 'in memory'}; ${mongodbUri ? 'external MongoDB' : 'FerretDB 1.24 (SQLite) in a temp dir'}; simulator, worker and app in this process; a fresh service (database, task queue, simulator) per case.`,
+      `Temporal dev server ${temporalDb === 'file' ? 'on a temp SQLite file' : 'in memory'}; ${mongodbUri ? 'external MongoDB' : 'FerretDB 1.24 (SQLite) in a temp dir'}; simulator, worker and app in this process${workers > 1 ? `, plus ${workers - 1} worker process(es) (npm run worker) on the same task queue: the drain runs on whichever takes it, the cap is shared through the store` : ''}; a fresh service (database, task queue, simulator) per case.`,
       fill === 'mixed'
         ? `Queue fill: all but the last ${enqueueSample} entries inserted in bulk exactly as enqueue() writes them; the last ${enqueueSample} through enqueue() (timed).`
         : `Queue fill: ${fill === 'enqueue' ? 'every entry through enqueue(), one by one (timed)' : 'every entry inserted in bulk as enqueue() writes it'}.`,
@@ -515,6 +524,7 @@ async function main(): Promise<void> {
     );
     const file = writeResults('drain', {
       settings: {
+        workers,
         messages,
         messages20,
         recipients,

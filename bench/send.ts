@@ -41,6 +41,7 @@ import {
 import {
   nowMs,
   say,
+  spawnWorkers,
   startServers,
   startService,
   uniqueDigits,
@@ -58,6 +59,16 @@ const args = flags('send', {
   'temporal-db': { type: 'string', default: 'memory', help: 'memory | file (temp SQLite file)' },
   'mongodb-uri': { type: 'string', help: 'use this MongoDB instead of starting FerretDB' },
   'log-level': { type: 'string', default: 'warn', help: 'service log level (pino)' },
+  cap: {
+    type: 'string',
+    default: '1000',
+    help: "the number's cap, msg/s (20: sends wait for slots; judged at the simulator)",
+  },
+  workers: {
+    type: 'string',
+    default: '1',
+    help: 'worker processes: the in-process one plus this many minus one as children (npm run worker)',
+  },
   'keep-dir': { type: 'boolean', default: false, help: 'keep the temp dir (server logs) after the run' },
 });
 
@@ -84,6 +95,9 @@ interface RoundResult {
   messagesCollectionAtStart: number;
   /** Cores used per process during the round (this process, the dev server, FerretDB). */
   cores: Record<string, number>;
+  /** At the simulator: most accepted sends in any sliding 1,000 ms, and 130429 answers. */
+  maxIn1s: number;
+  throttled: number;
 }
 
 async function main(): Promise<void> {
@@ -91,6 +105,8 @@ async function main(): Promise<void> {
   const concurrency = int('concurrency', args.concurrency);
   const rounds = int('rounds', args.rounds);
   const warmup = int('warmup', args.warmup, 0);
+  const cap = int('cap', args.cap);
+  const workers = int('workers', args.workers);
   const temporalDb = args['temporal-db'] as TemporalDbMode;
   if (temporalDb !== 'memory' && temporalDb !== 'file') throw new Error('--temporal-db must be memory or file');
   const mongodbUri = args['mongodb-uri'] as string | undefined;
@@ -101,6 +117,7 @@ async function main(): Promise<void> {
   let baselineWorker: Worker | undefined;
   let baselineRun: Promise<void> | undefined;
   let baselineConnection: NativeConnection | undefined;
+  let extraWorkers: { stop(): Promise<void> } | undefined;
   try {
     svc = await startService(servers, {
       env: { PAIR_LIMIT_INTERVAL_MS: '0' },
@@ -110,8 +127,9 @@ async function main(): Promise<void> {
     const { config, rt, sim } = svc;
     const wabaId = uniqueDigits('1');
     const phone = uniqueDigits('3');
-    sim.setNumber(phone, { throughputPerSec: 1000, pairBurst: 0 });
-    await svc.register(phone, wabaId, { mps: 1000, coexistence: false });
+    sim.setNumber(phone, { throughputPerSec: cap, pairBurst: 0 });
+    await svc.register(phone, wabaId, { mps: cap, coexistence: false });
+    extraWorkers = await spawnWorkers(svc, workers - 1);
 
     // The baseline: its own bundle, worker and task queue, against the same server and simulator.
     const baselineQueue = `bench-baseline-${randomBytes(4).toString('hex')}`;
@@ -206,7 +224,10 @@ async function main(): Promise<void> {
         const cpu0 = cpuSeconds(pids);
         const b = await batch(kind, messages, `${runTag}r${round}`);
         const cores = coresUsed(cpu0, cpuSeconds(pids), b.wallSeconds);
+        const atSim = sim.receiverStats(phone);
         const r: RoundResult = {
+          maxIn1s: atSim.maxPerWindow,
+          throttled: atSim.throttled,
           kind,
           round,
           position,
@@ -224,7 +245,7 @@ async function main(): Promise<void> {
         };
         results.push(r);
         say(
-          `round ${round + 1}/${rounds} ${kind}: ${messages} in ${fmt(r.wallSeconds, 2)} s = ${fmt(r.perSec)} wf/s (e2e p50 ${fmt(r.e2eP50Ms, 0)} ms, p99 ${fmt(r.e2eP99Ms, 0)} ms; cores ${Object.entries(
+          `round ${round + 1}/${rounds} ${kind}: ${messages} in ${fmt(r.wallSeconds, 2)} s = ${fmt(r.perSec)} wf/s (e2e p50 ${fmt(r.e2eP50Ms, 0)} ms, p99 ${fmt(r.e2eP99Ms, 0)} ms; at the simulator max ${r.maxIn1s} in 1 s (cap ${cap}), 130429 ${r.throttled}; cores ${Object.entries(
             cores,
           )
             .map(([k, v]) => `${k} ${v}`)
@@ -307,6 +328,8 @@ async function main(): Promise<void> {
         messages,
         concurrency,
         rounds,
+        cap,
+        workers,
         warmup,
         temporalDb,
         externalMongo: Boolean(mongodbUri),
@@ -328,6 +351,7 @@ async function main(): Promise<void> {
     baselineWorker?.shutdown();
     if (baselineRun) await within(30_000, baselineRun);
     if (baselineConnection) await within(5_000, baselineConnection.close());
+    await extraWorkers?.stop();
     await svc?.stop();
     await servers.stop(args['keep-dir']);
   }

@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { DefaultLogger, Runtime as TemporalRuntime } from '@temporalio/worker';
 import { bundleWorkflows } from '../../src/worker';
 import {
@@ -137,6 +138,48 @@ export async function startService(servers: BenchServers, options: ServiceOption
       await stop();
     },
   });
+}
+
+/**
+ * `n` more workers as child processes (`src/worker-main.ts`, as `npm run worker` runs them) on the
+ * service's task queue and database, beside its in-process worker; resolves once each says it
+ * runs. `stop()` kills them.
+ */
+export async function spawnWorkers(svc: Service, n: number): Promise<{ stop(): Promise<void> }> {
+  const children = Array.from({ length: n }, () =>
+    spawn(process.execPath, ['--import', 'tsx', 'src/worker-main.ts'], {
+      cwd: path.join(__dirname, '../..'),
+      env: { ...process.env, ...svc.env, LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }),
+  );
+  await Promise.all(
+    children.map(
+      (child) =>
+        new Promise<void>((resolve, reject) => {
+          let out = '';
+          const onData = (b: Buffer) => {
+            out += b.toString();
+            if (out.includes('"msg":"worker running"')) {
+              child.stdout!.off('data', onData);
+              child.stdout!.resume();
+              resolve();
+            }
+          };
+          child.stdout!.on('data', onData);
+          child.once('exit', (code) => reject(new Error(`a worker child exited (${code}) before running:\n${out}`)));
+        }),
+    ),
+  );
+  return {
+    async stop() {
+      await Promise.all(
+        children.map((c) =>
+          c.exitCode !== null ? undefined : new Promise((r) => (c.once('exit', r), c.kill('SIGKILL'))),
+        ),
+      );
+    },
+  };
 }
 
 /** Unique digit ids (WABA, phone number) per run. */
