@@ -17,6 +17,8 @@ import {
 } from '../src/adapters/store/queue';
 import type { LaunchDeps } from '../src/lifecycle/launch';
 import { notifySettled } from '../src/sending/launch';
+import { emitServiceEvents, messageEventsOf } from '../src/relay/events';
+import type { ForwardTarget } from '../src/relay/targets';
 import { realClock, type Reservation, type SharedPacer } from '../src/sending/pacing';
 import { REASONS, type SendOutcome } from '../workflows/contracts';
 import type { DrainInput, DrainResult, FailQueueInput } from './types';
@@ -129,10 +131,19 @@ function createNotifier(launch: LaunchDeps, concurrency: number, logger: Logger)
   };
 }
 
-/** Writes settlements, retrying a few times: losing them would resend messages on resume. */
-async function persist(c: Collections, batch: Settlement[], logger: Logger): Promise<void> {
+/**
+ * Writes settlements, retrying a few times: losing them would resend messages on resume. Their
+ * `message.*` service events first (idempotent ids), for the targets that want them.
+ */
+async function persist(
+  c: Collections,
+  batch: Settlement[],
+  logger: Logger,
+  tell: { wabaId: string; targets: readonly ForwardTarget[] },
+): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
+      await emitServiceEvents(c, tell.targets, messageEventsOf(tell.wabaId, batch));
       await recordSettlements(c, batch);
       return;
     } catch (err) {
@@ -198,7 +209,7 @@ export function createDrainActivities(deps: DrainDeps) {
         const batch = pending;
         pending = [];
         flushing = flushing.then(async () => {
-          if (batch.length > 0) await persist(c, batch, log);
+          if (batch.length > 0) await persist(c, batch, log, { wabaId, targets: config.forward.targets });
           unpersisted -= batch.length;
           notifier.push(batch.filter((s) => s.notify !== false).map(outcomeOfSettlement));
           ctx.heartbeat(progress);
@@ -393,7 +404,7 @@ export function createDrainActivities(deps: DrainDeps) {
           reason: input.reason,
           at,
         }));
-        await persist(c, batch, deps.logger);
+        await persist(c, batch, deps.logger, { wabaId: input.wabaId, targets: config.forward.targets });
         notifier.push(batch.filter((_, i) => page[i]!.notify).map(outcomeOfSettlement));
         failed += batch.length;
         ctx.heartbeat(failed);

@@ -34,7 +34,12 @@ export function createActivities(deps: ActivityDeps) {
       burst: deps.config.sending.pairLimitBurst,
       intervalMs: deps.config.sending.pairLimitIntervalMs,
     });
-  const admission = createAdmission({ c: deps.c, launch: deps.launch, logger: deps.logger });
+  const admission = createAdmission({
+    c: deps.c,
+    launch: deps.launch,
+    logger: deps.logger,
+    forwardTargets: deps.config.forward.targets,
+  });
   return {
     ...createLifecycleActivities(deps.c, deps.config.forward.targets),
     ...createProbeActivities(deps),

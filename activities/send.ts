@@ -100,25 +100,25 @@ export function createSendActivities(deps: SendDeps) {
         case 'not_sent':
           throw new Error('admit: departure refused without a cancellation'); // never: depart has no signal here
         case 'in_doubt_give_up':
-          return admission.settle({ messageId: req.messageId, status: 'failed', reason: REASONS.inDoubt, at });
+          return admission.settle({ messageId: req.messageId, status: 'failed', reason: REASONS.inDoubt, at }, wabaId);
         case 'already_sent':
         case 'sent':
-          return admission.settle({
-            messageId: req.messageId,
-            status: 'sent',
-            wamid: attempt.wamid,
-            at,
-            attempts: doc.attempts + 1,
-          });
+          return admission.settle(
+            { messageId: req.messageId, status: 'sent', wamid: attempt.wamid, at, attempts: doc.attempts + 1 },
+            wabaId,
+          );
         case 'failed':
           log.info({ code: attempt.error.code, reason: attempt.error.reason }, 'send failed permanently');
-          return admission.settle({
-            messageId: req.messageId,
-            status: 'failed',
-            reason: attempt.error.reason,
-            error: attempt.error.toMetaErrorInfo(),
-            at,
-          });
+          return admission.settle(
+            {
+              messageId: req.messageId,
+              status: 'failed',
+              reason: attempt.error.reason,
+              error: attempt.error.toMetaErrorInfo(),
+              at,
+            },
+            wabaId,
+          );
         case 'unusable':
           log.warn({ detail: attempt.detail }, 'account unusable: queueing and closing the gate');
           await deliverLifecycleEvent(deps.launch, {
@@ -161,8 +161,8 @@ export function createSendActivities(deps: SendDeps) {
     async settleDirect(outcome: Omit<Settlement, 'queueId'>): Promise<SendOutcome> {
       const known = await readMessage(c, outcome.messageId);
       if (known?.settlement || known?.doc?.status === 'queued') return outcomeOf(outcome.messageId, known);
-      if (!known) return outcomeOfSettlement(outcome); // never recorded (unknown number): nothing to store
-      return admission.settle(outcome);
+      if (!known?.doc) return outcomeOfSettlement(outcome); // never recorded (unknown number): nothing to store
+      return admission.settle(outcome, known.doc.wabaId);
     },
 
     /** The message's outcome as recorded (the queued send workflow's safety-net poll). */

@@ -101,7 +101,13 @@ export function createApp(deps: AppDeps): Koa {
   const { config, logger, c, launch } = deps;
   const surface = deps.surface ?? 'all';
   const serves = (part: 'public' | 'internal'): boolean => surface === 'all' || surface === part;
-  const admission = createAdmission({ c, launch, logger, ...(deps.outbox ? { outbox: deps.outbox } : {}) });
+  const admission = createAdmission({
+    c,
+    launch,
+    logger,
+    forwardTargets: config.forward.targets,
+    ...(deps.outbox ? { outbox: deps.outbox } : {}),
+  });
   const counters = deps.counters ?? createCounters();
   const metrics = deps.metrics ?? createRelayMetrics();
   wireMetrics(metrics, c, counters);

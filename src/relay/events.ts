@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { Collections, ForwardDoc, OutboxDoc } from '../adapters/store/db';
 import { forwardId, insertForwards } from '../adapters/store/forwards';
-import { recordDeliveryOnce } from '../adapters/store/outbox';
+import { recordDeliveriesOnce } from '../adapters/store/outbox';
+import type { Settlement } from '../adapters/store/queue';
 import type { WabaSnapshot } from '../adapters/store/wabas';
 import { wants, type ForwardTarget } from './targets';
 
@@ -44,6 +45,30 @@ export const serviceEventSchemas = {
     ...base,
     type: z.literal('waba.partner_removed'),
     data: z.object({ reason: z.string().optional() }),
+  }),
+  'message.queued': z.object({
+    ...base,
+    type: z.literal('message.queued'),
+    data: z.object({ messageId: z.string() }),
+  }),
+  'message.sent': z.object({
+    ...base,
+    type: z.literal('message.sent'),
+    data: z.object({ messageId: z.string(), wamid: z.string().optional() }),
+  }),
+  'message.failed': z.object({
+    ...base,
+    type: z.literal('message.failed'),
+    data: z.object({
+      messageId: z.string(),
+      reason: z.string().optional(),
+      code: z.number().int().optional().describe("Meta's error code, when Meta refused it"),
+    }),
+  }),
+  'message.expired': z.object({
+    ...base,
+    type: z.literal('message.expired'),
+    data: z.object({ messageId: z.string(), reason: z.string().optional() }),
   }),
 } as const;
 
@@ -104,12 +129,68 @@ export function wabaEventsOf(prev: WabaSnapshot | undefined, next: WabaSnapshot)
   return events;
 }
 
-/** Records service events in the outbox for every target that wants them (idempotent per event id). */
+/**
+ * The events of messages' final outcomes (pure). Ids are `<messageId>:<status>`: a message has one
+ * final outcome, so a retried write produces the same ids. `cancelled` is not told.
+ */
+export function messageEventsOf(wabaId: string, settlements: readonly Settlement[]): ServiceEvent[] {
+  return settlements.flatMap((s): ServiceEvent[] => {
+    const id = `${s.messageId}:${s.status}`;
+    const reason = s.reason ? { reason: s.reason } : {};
+    switch (s.status) {
+      case 'sent':
+        return [
+          {
+            id,
+            type: 'message.sent',
+            at: s.at,
+            wabaId,
+            data: { messageId: s.messageId, ...(s.wamid ? { wamid: s.wamid } : {}) },
+          },
+        ];
+      case 'failed':
+        return [
+          {
+            id,
+            type: 'message.failed',
+            at: s.at,
+            wabaId,
+            data: { messageId: s.messageId, ...reason, ...(s.error ? { code: s.error.code } : {}) },
+          },
+        ];
+      case 'expired':
+        return [{ id, type: 'message.expired', at: s.at, wabaId, data: { messageId: s.messageId, ...reason } }];
+      default:
+        return [];
+    }
+  });
+}
+
+/** A message put in its WABA's queue (the gate is closed). */
+export const messageQueuedEvent = (wabaId: string, messageId: string, at: string): ServiceEvent => ({
+  id: `${messageId}:queued`,
+  type: 'message.queued',
+  at,
+  wabaId,
+  data: { messageId },
+});
+
+/** True when some target asks for service events (else emitting costs nothing at all). */
+export const wantsServiceEvents = (targets: readonly ForwardTarget[]): boolean =>
+  targets.some((t) => t.fields?.includes(SERVICE_EVENTS_FIELD));
+
+/**
+ * Records service events in the outbox for every target that wants them (idempotent per event id:
+ * a retry inserts the same `_id`s): one insert of the deliveries and one of the forward entries.
+ */
 export async function emitServiceEvents(
   c: Collections,
   targets: readonly ForwardTarget[],
   events: readonly ServiceEvent[],
 ): Promise<void> {
+  if (events.length === 0 || !wantsServiceEvents(targets)) return;
+  const docs: OutboxDoc[] = [];
+  const entries: ForwardDoc[] = [];
   for (const event of events) {
     const forward = targets
       // Only targets that ask for them by name: a Meta-only receiver never sees our events.
@@ -134,17 +215,21 @@ export async function emitServiceEvents(
       forward,
       fields: [SERVICE_EVENTS_FIELD],
     };
-    await recordDeliveryOnce(c, doc);
-    const entries: ForwardDoc[] = forward.map((target) => ({
-      _id: forwardId(target, doc._id),
-      target,
-      deliveryId: doc._id,
-      wabaIds: [event.wabaId],
-      receivedAt: doc.receivedAt,
-      state: 'pending',
-      attempts: 0,
-      nextAt: 0,
-    }));
-    await insertForwards(c, entries);
+    docs.push(doc);
+    for (const target of forward) {
+      entries.push({
+        _id: forwardId(target, doc._id),
+        target,
+        deliveryId: doc._id,
+        wabaIds: [event.wabaId],
+        receivedAt: doc.receivedAt,
+        state: 'pending',
+        attempts: 0,
+        nextAt: 0,
+      });
+    }
   }
+  // Deliveries first: a forward entry never names a delivery that is not there.
+  await recordDeliveriesOnce(c, docs);
+  await insertForwards(c, entries);
 }

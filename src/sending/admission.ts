@@ -15,6 +15,8 @@ import { readGateHold } from '../adapters/store/gate-holds';
 import { nextOutboxId, recordDelivery } from '../adapters/store/outbox';
 import { deliverLifecycleEvent, type LaunchDeps } from '../lifecycle/launch';
 import type { OutboxNotifier } from '../lifecycle/ingest';
+import { emitServiceEvents, messageEventsOf, messageQueuedEvent } from '../relay/events';
+import type { ForwardTarget } from '../relay/targets';
 import {
   REASONS,
   type LifecycleSettings,
@@ -98,6 +100,8 @@ export interface AdmissionDeps {
   logger: Logger;
   /** This process's outbox relay, told of a stray recorded in the outbox (else a relay's sweep finds it). */
   outbox?: OutboxNotifier;
+  /** FORWARD_TARGETS: those asking for service events hear `message.*` (src/relay/events.ts). */
+  forwardTargets?: readonly ForwardTarget[];
 }
 
 /** What `admitMessage` decided: an outcome already (settled or queued), or "send it now". */
@@ -140,7 +144,11 @@ export function createAdmission(deps: AdmissionDeps) {
     };
   }
 
-  async function settle(s: Settlement): Promise<SendOutcome> {
+  const targets = deps.forwardTargets ?? [];
+
+  /** Records a final outcome; the service event first (idempotent), so a retry never loses it. */
+  async function settle(s: Settlement, wabaId: string): Promise<SendOutcome> {
+    await emitServiceEvents(c, targets, messageEventsOf(wabaId, [s]));
     await recordSettlements(c, [s]);
     return outcomeOfSettlement(s);
   }
@@ -172,6 +180,7 @@ export function createAdmission(deps: AdmissionDeps) {
       enqueuedAt: now,
       notify: true,
     });
+    await emitServiceEvents(c, targets, [messageQueuedEvent(wabaId, messageId, now)]);
     // The gate may have moved between the caller's read and our insert: reopened (the drain that
     // reopened it may have missed this entry) or now refusing (a removal or abandonment that
     // failed the queue before this entry landed). Either way the lifecycle workflow settles it.
@@ -267,11 +276,15 @@ export function createAdmission(deps: AdmissionDeps) {
       }
 
       if (req.expiresAt && Date.parse(req.expiresAt) <= Date.now()) {
-        return done(await settle({ messageId: req.messageId, status: 'expired', reason: REASONS.expired, at: now }));
+        return done(
+          await settle({ messageId: req.messageId, status: 'expired', reason: REASONS.expired, at: now }, wabaId),
+        );
       }
       const verdict = await verdictFor(wabaId);
       if (verdict.kind === 'refuse') {
-        return done(await settle({ messageId: req.messageId, status: 'failed', reason: verdict.reason, at: now }));
+        return done(
+          await settle({ messageId: req.messageId, status: 'failed', reason: verdict.reason, at: now }, wabaId),
+        );
       }
       // Closed gate, or an interrupted attempt that had marked the message queued: queue it.
       if (verdict.kind === 'queue' || doc.status === 'queued') {

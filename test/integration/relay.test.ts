@@ -169,4 +169,55 @@ describe('relay: every Meta delivery forwarded, byte for byte, signed', () => {
     // Meta's deliveries do not reach a target that asked only for service events.
     expect(events.got.some((r) => r.raw.toString('utf8').includes('whatsapp_business_account'))).toBe(false);
   });
+
+  it('tells that target each message outcome: sent, queued then sent, failed with Meta code, once per event id', async () => {
+    const wabaId = uniqueDigits();
+    const phone = uniqueDigits('3');
+    await stack.register(phone, wabaId, { coexistence: true });
+    const send = async (body: string) =>
+      (await stack.send({ phoneNumberId: phone, to: '15550001111', type: 'text', text: { body } })).json.id as string;
+    const mine = () =>
+      events.got
+        .map(
+          (r) =>
+            JSON.parse(r.raw.toString('utf8')) as {
+              id: string;
+              type: string;
+              wabaId: string;
+              data: Record<string, unknown>;
+            },
+        )
+        .filter((e) => e.wabaId === wabaId && e.type.startsWith('message.'));
+    const typesOf = (messageId: string) => [
+      ...new Set(
+        mine()
+          .filter((e) => e.data.messageId === messageId)
+          .map((e) => e.type),
+      ),
+    ];
+
+    const direct = await send('direct');
+    await eventually(async () => typesOf(direct).includes('message.sent'), 30_000);
+    expect(mine().find((e) => e.data.messageId === direct && e.type === 'message.sent')?.data.wamid).toMatch(
+      /^wamid\./,
+    );
+
+    stack.sim.scriptErrors(phone, [{ code: 131026, details: 'Message undeliverable' }]);
+    const refused = await send('refused');
+    await eventually(async () => typesOf(refused).includes('message.failed'), 30_000);
+    expect(mine().find((e) => e.data.messageId === refused)?.data.code).toBe(131026);
+
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED')).toBe(200);
+    await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded', 30_000);
+    const held = await send('held');
+    await eventually(async () => typesOf(held).includes('message.queued'), 30_000);
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED')).toBe(200);
+    await eventually(async () => typesOf(held).includes('message.sent'), 30_000);
+    expect(typesOf(held)).toEqual(['message.queued', 'message.sent']);
+    // An id names one event (a receiver that dedupes by id keeps each outcome once).
+    const typesById = new Map<string, Set<string>>();
+    for (const e of mine()) typesById.set(e.id, (typesById.get(e.id) ?? new Set()).add(e.type));
+    expect([...typesById.values()].every((t) => t.size === 1)).toBe(true);
+    expect(typesById.size).toBe(4); // direct: sent; refused: failed; held: queued, sent
+  });
 });

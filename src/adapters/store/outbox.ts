@@ -26,12 +26,13 @@ export function nextOutboxId(nowMs: number, suffix: string): string {
   return `${lastMs.toString(36).padStart(9, '0')}:${seqInMs.toString(36).padStart(4, '0')}:${suffix}`;
 }
 
-/** Records a delivery whose `_id` is deterministic (a retry collides, which is the same fact). */
-export async function recordDeliveryOnce(c: Collections, doc: OutboxDoc): Promise<void> {
+/** Records deliveries whose `_id`s are deterministic, in one insert (retries collide: the same facts). */
+export async function recordDeliveriesOnce(c: Collections, docs: OutboxDoc[]): Promise<void> {
+  if (docs.length === 0) return;
   try {
-    await c.outbox.insertOne(doc);
+    await c.outbox.insertMany(docs, { ordered: false });
   } catch (err) {
-    if (!isDuplicateKey(err)) throw err;
+    if (!isOnlyDuplicateKeys(err)) throw err;
   }
 }
 
