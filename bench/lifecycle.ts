@@ -130,10 +130,8 @@ runMain(async () => {
   const t0 = nowMs();
   try {
     svc = await startService(servers, {
-      // Probes off: the simulator's numbers are never told they are offboarded, so a probe of a
-      // gate check's number would (rightly) find it usable and reopen that WABA's gate. The per-key
-      // rate limit off: phase 2 registers and sends thousands through the API at once.
-      env: { PAIR_LIMIT_INTERVAL_MS: '0', GATE_PROBE_INTERVAL: '0', API_KEY_RATE_PER_SEC: '0' },
+      // The per-key rate limit off: phase 2 registers and sends thousands through the API at once.
+      env: { PAIR_LIMIT_INTERVAL_MS: '0', API_KEY_RATE_PER_SEC: '0' },
       sim: { defaults: { pairBurst: 0 } },
       logLevel: args['log-level'],
     });

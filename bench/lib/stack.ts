@@ -123,7 +123,9 @@ export async function startService(servers: BenchServers, options: ServiceOption
     prefix: 'bench',
     logLevel: options.logLevel ?? 'warn',
     workflowBundle: await bundleWorkflows(),
-    ...(options.env ? { env: options.env } : {}),
+    // Probes off unless a benchmark turns them on: the simulator's numbers are never told they are
+    // offboarded, so a probe (every minute) would find them usable and reopen a gate mid-benchmark.
+    env: { GATE_PROBE_INTERVAL: '0', ...options.env },
     ...(options.sim ? { sim: options.sim } : {}),
     ...(options.worker ? { worker: options.worker } : {}),
   });
