@@ -5,8 +5,8 @@
  *
  * `load` holds the files that saturate the machine on purpose or judge timing and memory under
  * load (overload, fuzzing, the schemathesis contract, two worker processes at the cap, Ctrl-C on
- * the dev stack). `npm test` (tools/test.ts) runs them after the others, one file at a time: beside
- * another heavy file on 2 cores their numbers measure the neighbour, not the service.
+ * the dev stack). `npm test` (tools/test.ts) runs them after the others, each in its own Jest run:
+ * beside another heavy file on 2 cores their numbers measure the neighbour, not the service.
  */
 const swc = ['@swc/jest', { jsc: { parser: { syntax: 'typescript' }, target: 'es2022' } }];
 const common = { testEnvironment: 'node', transform: { '^.+\\.ts$': swc }, moduleFileExtensions: ['ts', 'js', 'json'] };
