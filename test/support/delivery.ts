@@ -1,0 +1,45 @@
+import net from 'node:net';
+
+/** A loopback port that was free a moment ago (for servers that need a fixed port across restarts). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** True while any process of the group `pgid` is alive. */
+export function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What arrived at the simulator for one drain of `queued` (in acceptance order): nothing lost, and
+ * per recipient the first arrivals in acceptance order. `byRecipient` and `clientIds` come from the
+ * simulator's receiver statistics and accepted log of the number.
+ */
+export function expectDelivered(
+  queued: readonly { id: string; to: string }[],
+  byRecipient: Record<string, string[]>,
+  clientIds: readonly (string | undefined)[],
+): void {
+  const ids = new Set(queued.map((m) => m.id));
+  const unique = new Set(clientIds);
+  expect([...unique].every((id) => id !== undefined && ids.has(id))).toBe(true);
+  expect(unique.size).toBe(queued.length); // nothing lost
+  for (const to of new Set(queued.map((m) => m.to))) {
+    const expected = queued.filter((m) => m.to === to).map((m) => m.id);
+    const seen = new Set<string>();
+    const first = (byRecipient[to] ?? []).filter((id) => ids.has(id) && !seen.has(id) && seen.add(id));
+    expect(first).toEqual(expected);
+  }
+}
