@@ -1,6 +1,6 @@
 import { spawnWatched } from '../support/child';
+import { freePort, groupAlive } from '../support/delivery';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -11,26 +11,6 @@ import path from 'node:path';
  * It starts its own Temporal and FerretDB (data in a temp dir, free ports), hence ~20-40 s.
  */
 const ROOT = path.join(__dirname, '../..');
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('npm run dev', () => {
   let dataDir: string;
