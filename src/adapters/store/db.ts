@@ -1,4 +1,4 @@
-import { MongoClient, MongoServerError, type Collection, type Db } from 'mongodb';
+import { MongoClient, MongoServerError, type Collection, type Db, type Document } from 'mongodb';
 import type {
   DisconnectionInfo,
   EventLogEntry,
@@ -433,4 +433,17 @@ export function isOnlyDuplicateKeys(err: unknown): boolean {
   if (writeErrors === undefined) return isDuplicateKey(err);
   const list = Array.isArray(writeErrors) ? writeErrors : [writeErrors];
   return list.length > 0 && list.every((e) => e.code === 11000);
+}
+
+/**
+ * Inserts facts whose `_id` names them (one `insertMany`, unordered): a document already there is
+ * the same fact recorded before (a retry, a redelivery, another process), so duplicates are skipped.
+ */
+export async function insertFacts<T extends Document>(collection: Collection<T>, docs: readonly T[]): Promise<void> {
+  if (docs.length === 0) return;
+  try {
+    await collection.insertMany(docs as never, { ordered: false });
+  } catch (err) {
+    if (!isOnlyDuplicateKeys(err)) throw err;
+  }
 }

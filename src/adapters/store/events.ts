@@ -1,4 +1,4 @@
-import { isOnlyDuplicateKeys, type Collections, type MessageStatusDoc } from './db';
+import { insertFacts, type Collections, type MessageStatusDoc } from './db';
 
 /**
  * Webhook records: `message_statuses` (Meta's delivery statuses), keyed so that a redelivery
@@ -6,16 +6,12 @@ import { isOnlyDuplicateKeys, type Collections, type MessageStatusDoc } from './
  */
 
 /** Inserts delivery statuses; redelivered ones collide on `_id` (`<wamid>:<status>`) and are skipped. */
-export async function recordStatuses(c: Collections, docs: MessageStatusDoc[]): Promise<void> {
-  try {
-    const storedAt = new Date();
-    await c.messageStatuses.insertMany(
-      docs.map((d) => ({ ...d, storedAt })),
-      { ordered: false },
-    );
-  } catch (err) {
-    if (!isOnlyDuplicateKeys(err)) throw err;
-  }
+export function recordStatuses(c: Collections, docs: MessageStatusDoc[]): Promise<void> {
+  const storedAt = new Date();
+  return insertFacts(
+    c.messageStatuses,
+    docs.map((d) => ({ ...d, storedAt })),
+  );
 }
 
 /** The statuses Meta reported for one sent message (`wamid`), by status name. */

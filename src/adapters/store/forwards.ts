@@ -1,5 +1,5 @@
 import type { Collections, ForwardDoc, ForwardedDoc } from './db';
-import { isOnlyDuplicateKeys } from './db';
+import { insertFacts } from './db';
 
 /**
  * Forwarding progress (`forwards`: pending and dead-lettered entries, small; `forwarded`: the
@@ -10,13 +10,8 @@ import { isOnlyDuplicateKeys } from './db';
 export const forwardId = (target: string, deliveryId: string): string => `${target}:${deliveryId}`;
 
 /** Creates the pending entries of a new delivery (one insert command; a redo collides harmlessly). */
-export async function insertForwards(c: Collections, docs: ForwardDoc[]): Promise<void> {
-  if (docs.length === 0) return;
-  try {
-    await c.forwards.insertMany(docs, { ordered: false });
-  } catch (err) {
-    if (!isOnlyDuplicateKeys(err)) throw err;
-  }
+export function insertForwards(c: Collections, docs: ForwardDoc[]): Promise<void> {
+  return insertFacts(c.forwards, docs);
 }
 
 /** A target's pending entries in arrival order, at most `limit` (a scan of the small `forwards` on FerretDB). */
@@ -59,11 +54,7 @@ export async function forwardDelivered(
     attempts: result.attempts,
     status: result.status,
   };
-  try {
-    await c.forwarded.insertMany([doc], { ordered: false });
-  } catch (err) {
-    if (!isOnlyDuplicateKeys(err)) throw err; // another forwarder delivered it too (at least once)
-  }
+  await insertFacts(c.forwarded, [doc]); // another forwarder may have delivered it too (at least once)
   await c.forwards.deleteOne({ _id: entry._id });
 }
 

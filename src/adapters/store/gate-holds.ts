@@ -1,4 +1,4 @@
-import { isOnlyDuplicateKeys, type Collections, type GateHoldDoc } from './db';
+import { insertFacts, type Collections, type GateHoldDoc } from './db';
 
 /**
  * Gate holds (`gate_holds`, see `GateHoldDoc`): a closure recorded at the webhook's ack, before the
@@ -7,13 +7,8 @@ import { isOnlyDuplicateKeys, type Collections, type GateHoldDoc } from './db';
  */
 
 /** Records holds (one insert; a WABA already held stays held by its first event). */
-export async function holdGates(c: Collections, holds: GateHoldDoc[]): Promise<void> {
-  if (holds.length === 0) return;
-  try {
-    await c.gateHolds.insertMany(holds, { ordered: false });
-  } catch (err) {
-    if (!isOnlyDuplicateKeys(err)) throw err;
-  }
+export function holdGates(c: Collections, holds: GateHoldDoc[]): Promise<void> {
+  return insertFacts(c.gateHolds, holds);
 }
 
 /** The WABA's hold, or null (a point read by `_id`). */

@@ -1,6 +1,6 @@
 import type { LifecycleEvent } from '../../../workflows/contracts';
 import { forwardsLeft } from './forwards';
-import { isDuplicateKey, isOnlyDuplicateKeys, type AccountEventDoc, type Collections, type OutboxDoc } from './db';
+import { insertFacts, isDuplicateKey, type AccountEventDoc, type Collections, type OutboxDoc } from './db';
 
 /**
  * The durable outbox (`outbox`): one document per accepted Meta delivery that carries work for
@@ -27,13 +27,8 @@ export function nextOutboxId(nowMs: number, suffix: string): string {
 }
 
 /** Records deliveries whose `_id`s are deterministic, in one insert (retries collide: the same facts). */
-export async function recordDeliveriesOnce(c: Collections, docs: OutboxDoc[]): Promise<void> {
-  if (docs.length === 0) return;
-  try {
-    await c.outbox.insertMany(docs, { ordered: false });
-  } catch (err) {
-    if (!isOnlyDuplicateKeys(err)) throw err;
-  }
+export function recordDeliveriesOnce(c: Collections, docs: OutboxDoc[]): Promise<void> {
+  return insertFacts(c.outbox, docs);
 }
 
 /** Records a delivery. One insert; throws when the store cannot take it (the webhook answers 5xx). */
@@ -122,17 +117,12 @@ export async function markHandedOver(c: Collections, doc: AccountEventDoc): Prom
 }
 
 /** Audits events that need no hand-over (`recorded`, `refused`): one insert; redeliveries collide. */
-export async function recordAccountEvents(c: Collections, docs: AccountEventDoc[]): Promise<void> {
-  if (docs.length === 0) return;
-  try {
-    const storedAt = new Date();
-    await c.accountEvents.insertMany(
-      docs.map((d) => ({ ...d, storedAt })),
-      { ordered: false },
-    );
-  } catch (err) {
-    if (!isOnlyDuplicateKeys(err)) throw err;
-  }
+export function recordAccountEvents(c: Collections, docs: AccountEventDoc[]): Promise<void> {
+  const storedAt = new Date();
+  return insertFacts(
+    c.accountEvents,
+    docs.map((d) => ({ ...d, storedAt })),
+  );
 }
 
 /** The lifecycle event an outbox entry hands to the workflow (the audit fields stay behind). */
