@@ -1,5 +1,5 @@
 import type { Logger } from '../logger';
-import type { Collections, MessageDoc, OutboxDoc } from '../adapters/store/db';
+import type { Collections, MessageDoc } from '../adapters/store/db';
 import { insertMessage, markQueued, outcomeOf, readMessage } from '../adapters/store/messages';
 import { createPhoneNumberLookup, type PhoneNumberLookup } from '../adapters/store/phone-numbers';
 import {
@@ -12,7 +12,7 @@ import {
 } from '../adapters/store/queue';
 import { readWabaState } from '../adapters/store/wabas';
 import { readGateHold } from '../adapters/store/gate-holds';
-import { nextOutboxId, recordDelivery } from '../adapters/store/outbox';
+import { recordStray } from '../adapters/store/outbox';
 import { deliverLifecycleEvent, type LaunchDeps } from '../lifecycle/launch';
 import type { OutboxNotifier } from '../lifecycle/ingest';
 import { emitServiceEvents, messageEventsOf, messageQueuedEvent } from '../relay/events';
@@ -201,28 +201,16 @@ export function createAdmission(deps: AdmissionDeps) {
       // Queued on a hold only: the workflow may still ignore the closing event (a stale one) and
       // stay connected. The stray goes through the outbox, behind that event (per-WABA order), so
       // the workflow sees it after the closure: a no-op when it closed, a drain when it did not.
-      const stray: OutboxDoc = {
-        _id: nextOutboxId(Date.now(), `stray-${messageId}`),
-        kind: 'stray',
+      const stray = await recordStray(c, {
+        key: `stray:${messageId}`,
+        type: 'QUEUE_STRAY',
+        wabaId,
         receivedAt: now,
+        source: 'send',
+        detail: `message ${messageId} queued while a closure was on its way to the workflow`,
+        entryId: messageId,
         raw: '',
-        events: [
-          {
-            key: `stray:${messageId}`,
-            type: 'QUEUE_STRAY',
-            wabaId,
-            receivedAt: now,
-            source: 'send',
-            detail: `message ${messageId} queued while a closure was on its way to the workflow`,
-            entryId: messageId,
-            raw: '',
-          },
-        ],
-        audit: '[]',
-        auditCount: 0,
-        wabaIds: [wabaId],
-      };
-      await recordDelivery(c, stray);
+      });
       deps.outbox?.notify(stray);
     }
     logger.debug({ wabaId, messageId, seq }, 'message queued');

@@ -31,6 +31,25 @@ export function recordDeliveriesOnce(c: Collections, docs: OutboxDoc[]): Promise
   return insertFacts(c.outbox, docs);
 }
 
+/**
+ * Records one of the service's own lifecycle events (a `QUEUE_STRAY`) as an outbox delivery of
+ * kind `stray`, so the relay hands it over after the WABA's earlier deliveries. Returns the record.
+ */
+export async function recordStray(c: Collections, event: OutboxDoc['events'][number]): Promise<OutboxDoc> {
+  const doc: OutboxDoc = {
+    _id: nextOutboxId(Date.now(), `stray-${event.entryId}`),
+    kind: 'stray',
+    receivedAt: event.receivedAt,
+    raw: '',
+    events: [event],
+    audit: '[]',
+    auditCount: 0,
+    wabaIds: [event.wabaId],
+  };
+  await c.outbox.insertOne(doc);
+  return doc;
+}
+
 /** Records a delivery. One insert; throws when the store cannot take it (the webhook answers 5xx). */
 export async function recordDelivery(c: Collections, doc: OutboxDoc): Promise<void> {
   await c.outbox.insertOne(doc);
