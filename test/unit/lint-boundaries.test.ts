@@ -9,10 +9,20 @@ const root = path.resolve(__dirname, '..', '..');
 
 // ESLint loads its (ESM) config with a dynamic import, which Jest's sandbox cannot do: the cases
 // are linted by one plain Node process, started on first use.
+// The boundary rules need no type information, so the cases are parsed from their text alone. With
+// the type-aware program on, typescript-eslint keeps one TypeScript program per process, fed from
+// the files on disk and the case text; once in CI the first case came back without its violation,
+// and that program is the only state the cases share.
 const LINTER = `
 import { ESLint } from 'eslint';
 const cases = JSON.parse(process.env.LINT_CASES);
-const eslint = new ESLint({ cwd: process.cwd() });
+const eslint = new ESLint({
+  cwd: process.cwd(),
+  overrideConfig: {
+    languageOptions: { parserOptions: { project: null, projectService: false } },
+    rules: { '@typescript-eslint/no-floating-promises': 'off' },
+  },
+});
 const out = [];
 for (const c of cases) {
   const [r] = await eslint.lintText(c.code, { filePath: c.file });
@@ -111,7 +121,9 @@ describe('lint keeps the layout', () => {
 
   it.each(CASES.map((c, i) => [c.title, i] as const))('%s', (_title, i) => {
     const c = CASES[i]!;
-    const hit = results[i]!.some((m) => m.startsWith(c.expect) || m.includes(c.expect));
-    expect({ messages: results[i], hit }).toMatchObject({ hit: !c.absent });
+    const hits = results[i]!.filter((m) => m.includes(c.expect));
+    // On failure the received messages are printed whole.
+    if (c.absent) expect(hits).toEqual([]);
+    else expect(results[i]).toContainEqual(expect.stringContaining(c.expect));
   });
 });
