@@ -263,9 +263,12 @@ export function createDrainActivities(deps: DrainDeps) {
               to: entry.to,
               content: entry.content,
             },
-            config.sending.inDoubt,
-            log,
-            async () => (await pacer.depart(slot, signal)) && !halted(),
+            {
+              policy: config.sending.inDoubt,
+              logger: log,
+              depart: async () => (await pacer.depart(slot, signal)) && !halted(),
+              targets: config.forward.targets,
+            },
           );
           slot.done(); // the slot was used, or will not be: the next send of the number may go
           if (result.kind === 'not_sent') return;

@@ -83,9 +83,12 @@ export function createSendActivities(deps: SendDeps) {
         c,
         graph,
         { wabaId, messageId: req.messageId, phoneNumberId, to, content: doc.content },
-        deps.config.sending.inDoubt,
-        log,
-        () => pacer.depart(slot.reservation),
+        {
+          policy: deps.config.sending.inDoubt,
+          logger: log,
+          depart: () => pacer.depart(slot.reservation),
+          targets: deps.config.forward.targets,
+        },
       );
       slot.reservation.done(); // used, or not needed (already sent, in doubt)
       const at = new Date().toISOString();

@@ -203,6 +203,8 @@ const envSchema = z.object({
   RETENTION_STATUSES: optionalDuration('30d'),
   RETENTION_ACCOUNT_EVENTS: optionalDuration('90d'),
   RETENTION_IDEMPOTENCY: optionalDuration('24h'),
+  /** Forwarded deliveries (`delivery_archive`, kept for replay) and the `forwarded` log. */
+  RETENTION_DELIVERIES: optionalDuration('7d'),
   /** How often the worker purges expired documents on a store without TTL indexes; at least 10 s. */
   RETENTION_PURGE_INTERVAL: durationAtLeast('5m', 10_000),
   /** Documents one purge round deletes per collection at most. */
@@ -267,6 +269,8 @@ const envSchema = z.object({
   FORWARD_TARGETS: forwardTargetsSchema,
   /** How long a delivery is retried before it is dead-lettered (Meta's own retry period is 7 days). */
   FORWARD_MAX_AGE: durationAtLeast('7d', 1_000),
+  /** A target whose oldest pending forward is older than this raises an alert (logged, and on /metrics). */
+  FORWARD_BACKLOG_ALERT_AGE: durationAtLeast('15m', 1_000),
   /** A prebuilt workflow bundle (`npm run build` writes dist/workflow-bundle.js); unset: see `createWorker`. */
   WORKFLOW_BUNDLE_PATH: z
     .string()
@@ -287,8 +291,19 @@ export interface RetentionSettings {
   accountEventsMs?: number;
   /** `idempotency`: the window in which a repeated Idempotency-Key replays the first answer. */
   idempotencyMs?: number;
+  /** `delivery_archive` (replay) and `forwarded`, from archiving / delivery. */
+  deliveriesMs?: number;
   purgeIntervalMs: number;
   purgeBatch: number;
+}
+
+/** Forwarding of Meta deliveries and service events (src/relay/forwarder.ts). */
+export interface ForwardSettings {
+  targets: ForwardTarget[];
+  /** Past this age a delivery that could not be forwarded is dead-lettered. */
+  maxAgeMs: number;
+  /** Past this age a target's oldest pending forward raises an alert. */
+  backlogAlertMs: number;
 }
 
 /** The validated configuration every component receives. */
@@ -329,7 +344,7 @@ export interface Config {
     queuedPollMs: number;
     inDoubt: { policy: 'resend_after' | 'fail'; graceMs: number };
   };
-  forward: { targets: ForwardTarget[]; maxAgeMs: number };
+  forward: ForwardSettings;
   /** The prebuilt workflow bundle the worker loads instead of bundling the source at start. */
   workflowBundlePath?: string;
 }
@@ -394,6 +409,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       ...(e.RETENTION_STATUSES ? { statusesMs: e.RETENTION_STATUSES } : {}),
       ...(e.RETENTION_ACCOUNT_EVENTS ? { accountEventsMs: e.RETENTION_ACCOUNT_EVENTS } : {}),
       ...(e.RETENTION_IDEMPOTENCY ? { idempotencyMs: e.RETENTION_IDEMPOTENCY } : {}),
+      ...(e.RETENTION_DELIVERIES ? { deliveriesMs: e.RETENTION_DELIVERIES } : {}),
       purgeIntervalMs: e.RETENTION_PURGE_INTERVAL,
       purgeBatch: e.RETENTION_PURGE_BATCH,
     },
@@ -442,7 +458,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       queuedPollMs: e.QUEUED_POLL_INTERVAL,
       inDoubt: { policy: e.IN_DOUBT_POLICY, graceMs: e.IN_DOUBT_GRACE_MS },
     },
-    forward: { targets: e.FORWARD_TARGETS, maxAgeMs: e.FORWARD_MAX_AGE },
+    forward: { targets: e.FORWARD_TARGETS, maxAgeMs: e.FORWARD_MAX_AGE, backlogAlertMs: e.FORWARD_BACKLOG_ALERT_AGE },
     ...(e.WORKFLOW_BUNDLE_PATH ? { workflowBundlePath: e.WORKFLOW_BUNDLE_PATH } : {}),
   };
 }

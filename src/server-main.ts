@@ -26,10 +26,7 @@ async function main(): Promise<void> {
   // Hands recorded webhook deliveries to Temporal; safe to run in every server process.
   const outbox = startOutboxRelay({ c: rt.c, launch: rt.launch, logger });
   // Forwards recorded deliveries to FORWARD_TARGETS; also safe in every server process.
-  const forwarder = startForwarder(
-    { c: rt.c, logger, targets: config.forward.targets },
-    { maxAgeMs: config.forward.maxAgeMs },
-  );
+  const forwarder = startForwarder({ c: rt.c, logger, forward: config.forward });
   const http = await startServer({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness, outbox });
   logger.info(
     {

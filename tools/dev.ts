@@ -153,10 +153,7 @@ async function main(): Promise<void> {
   // One process: the server's /metrics shows what the worker records too.
   const metrics = createRelayMetrics();
   const relay = startOutboxRelay({ c: rt.c, launch: rt.launch, logger });
-  const forwarder = startForwarder(
-    { c: rt.c, logger, targets: config.forward.targets },
-    { maxAgeMs: config.forward.maxAgeMs },
-  );
+  const forwarder = startForwarder({ c: rt.c, logger, forward: config.forward });
   const { worker, connection, services } = await startWorkerProcess({ config, logger, rt, metrics });
   // Set once the server listens; a worker failing before that stops the stack without it.
   const started: { http?: Awaited<ReturnType<typeof startServer>> } = {};

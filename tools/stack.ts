@@ -215,10 +215,7 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
   const relay = opts.noRelay ? undefined : startOutboxRelay({ c: rt.c, launch: rt.launch, logger }, opts.relay);
   const forwarder = opts.noRelay
     ? undefined
-    : startForwarder(
-        { c: rt.c, logger, targets: config.forward.targets },
-        { maxAgeMs: config.forward.maxAgeMs, pollMs: 200 },
-      );
+    : startForwarder({ c: rt.c, logger, forward: config.forward }, { pollMs: 200 });
   const app = createApp({
     config,
     logger,

@@ -85,10 +85,10 @@ export function createApps(deps: Omit<AppDeps, 'surface'>): Apps {
 const registered = new WeakSet<RelayMetrics>();
 
 /** Once per metrics object: store gauges, webhook counters and settlement counts feed it. */
-function wireMetrics(metrics: RelayMetrics, c: Collections, counters: WebhookCounters): void {
+function wireMetrics(metrics: RelayMetrics, c: Collections, counters: WebhookCounters, config: Config): void {
   if (registered.has(metrics)) return;
   registered.add(metrics);
-  addStoreGauges(metrics.registry, c);
+  addStoreGauges(metrics.registry, c, config.forward);
   metrics.registry.addText(() => counters.toPrometheus());
   observeStore(metrics, c);
 }
@@ -110,7 +110,7 @@ export function createApp(deps: AppDeps): Koa {
   });
   const counters = deps.counters ?? createCounters();
   const metrics = deps.metrics ?? createRelayMetrics();
-  wireMetrics(metrics, c, counters);
+  wireMetrics(metrics, c, counters, config);
   const rateLimit = (api: string) =>
     createKeyRateLimit({ ...config.apiKeyRate, onLimited: () => metrics.apiRateLimited.inc({ api }) });
   const app = new Koa();

@@ -1,3 +1,5 @@
+import type { ForwardSettings } from '../config';
+import { backlogTooOld } from '../relay/forwarder';
 import type { Collections } from '../adapters/store/db';
 import { createServer, type Server } from 'node:http';
 import { onSettlementsRecorded, queueStats, type Settlement } from '../adapters/store/queue';
@@ -328,7 +330,12 @@ export async function serveMetrics(registry: MetricsRegistry, port: number, host
  * offboarding, queue depth and the age of the oldest queued message. Registered by the server
  * only (one place reports them).
  */
-export function addStoreGauges(registry: MetricsRegistry, c: Collections, now: () => number = Date.now): void {
+export function addStoreGauges(
+  registry: MetricsRegistry,
+  c: Collections,
+  forward: ForwardSettings,
+  now: () => number = Date.now,
+): void {
   const wabas = registry.gauge(
     'coexist_relay_wabas',
     'Known WABAs by lifecycle state (the send gate is open only when connected).',
@@ -366,10 +373,26 @@ export function addStoreGauges(registry: MetricsRegistry, c: Collections, now: (
     'Forwards to FORWARD_TARGETS by state: pending (to send or retry) and dead (dead-lettered).',
     ['state'],
   );
-  registry.collector([outbox, forwards], async () => {
-    const [pending, byState] = await Promise.all([countPendingDeliveries(c), forwardStats(c)]);
+  const forwardAge = registry.gauge(
+    'coexist_relay_forward_oldest_pending_age_seconds',
+    'Per forward target: age of its oldest pending forward (0 when it has none); past FORWARD_BACKLOG_ALERT_AGE it alerts.',
+    ['target'],
+  );
+  const forwardAlert = registry.gauge(
+    'coexist_relay_forward_backlog_alerting',
+    'Per forward target: 1 while its oldest pending forward is older than FORWARD_BACKLOG_ALERT_AGE.',
+    ['target'],
+  );
+  registry.collector([outbox, forwards, forwardAge, forwardAlert], async () => {
+    const [pending, stats] = await Promise.all([countPendingDeliveries(c), forwardStats(c)]);
     outbox.set(undefined, pending);
-    for (const [state, n] of Object.entries(byState)) forwards.set({ state }, n);
+    for (const [state, n] of Object.entries(stats.byState)) forwards.set({ state }, n);
+    for (const t of forward.targets) {
+      const since = stats.oldestPending[t.name];
+      const ageMs = since !== undefined ? Math.max(0, now() - since) : 0;
+      forwardAge.set({ target: t.name }, ageMs / 1000);
+      forwardAlert.set({ target: t.name }, backlogTooOld(ageMs, forward) ? 1 : 0);
+    }
   });
   registry.collector([depth, oldest], async () => {
     const stats = await queueStats(c);

@@ -10,7 +10,7 @@ import {
   wabaListSchema,
   wabaViewSchema,
 } from '../ops/api';
-import { deliveryListSchema, retryResultSchema } from '../relay/api';
+import { deliveryListSchema, replayRequestSchema, replayResultSchema, retryResultSchema } from '../relay/api';
 import { acceptedSchema, EXAMPLE_IDS, messageViewSchema, sendSchema } from '../sending/api';
 
 /**
@@ -131,6 +131,8 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
     WabaList: jsonSchema(wabaListSchema, 'output', shared),
     DeliveryList: jsonSchema(deliveryListSchema, 'output', shared),
     RetryResult: jsonSchema(retryResultSchema, 'output', shared),
+    ReplayRequest: jsonSchema(replayRequestSchema, 'input', shared),
+    ReplayResult: jsonSchema(replayResultSchema, 'output', shared),
     Error: jsonSchema(errorSchema, 'output', shared),
     Ready: jsonSchema(readySchema, 'output', shared),
     Ok: { type: 'object', properties: { ok: { const: true } }, required: ['ok'] },
@@ -318,6 +320,26 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
           responses: {
             200: ok('the rows (at most `limit`, default 100)', 'DeliveryList'),
             ...errors({ 400: 'a bad filter (`invalid_request`)', ...keyed, 500: '' }),
+          },
+        },
+      },
+      '/v1/deliveries/replay': {
+        post: {
+          tags: ['ops'],
+          operationId: 'replayDeliveries',
+          summary:
+            'Forwards again the archived deliveries received in [since, until) (RETENTION_DELIVERIES), oldest first, with their original webhook-id',
+          security: OPS,
+          requestBody: { required: true, content: json(ref('ReplayRequest')) },
+          responses: {
+            200: ok('what was put back for forwarding', 'ReplayResult'),
+            ...errors({
+              400: 'a bad range or filter (`invalid_request`), or a body that is not JSON',
+              ...keyed,
+              404: 'no forward target of that name (`unknown_target`)',
+              413: 'a body over 4 KiB',
+              500: '',
+            }),
           },
         },
       },

@@ -181,7 +181,7 @@ export function createWebhookSink(deps: {
               audit: JSON.stringify(audit),
               auditCount: audit.length,
               wabaIds: [...new Set(events.map((e) => e.wabaId))],
-              ...(forward.length > 0 ? { forward, fields } : {}),
+              ...(forward.length > 0 ? { forward, fields, entryIds: parsed.entryIds } : {}),
             }
           : undefined;
       // Closures Meta announced hold their WABA's gate from the ack on (see `gate_holds`).

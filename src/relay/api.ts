@@ -5,6 +5,8 @@ import type { Config } from '../config';
 import type { Logger } from '../logger';
 import type { Collections } from '../adapters/store/db';
 import { listForwards, retryDead } from '../adapters/store/forwards';
+import { replayDeliveries } from '../adapters/store/outbox';
+import { readJsonBody } from '../http/body';
 import { bearerAuth } from '../http/auth';
 import { notFound, parseInput } from '../http/errors';
 
@@ -38,9 +40,29 @@ export const deliveryRowSchema = z.object({
 export const deliveryListSchema = z.object({ deliveries: z.array(deliveryRowSchema) });
 export const retryResultSchema = z.object({ deliveryId: z.string(), retried: z.number().int() });
 
+/** `POST /v1/deliveries/replay` body: forward again what was received in [since, until). */
+export const replayRequestSchema = z
+  .object({
+    since: z.iso.datetime({ offset: true }),
+    until: z.iso.datetime({ offset: true }),
+    target: z.string().max(40).optional().describe('only this forward target (default: every target it went to)'),
+    wabaId: z
+      .string()
+      .regex(/^[0-9]{1,32}$/)
+      .optional()
+      .describe('only deliveries naming this WABA'),
+    limit: z.number().int().min(1).max(10_000).default(1_000).describe('the oldest this many'),
+  })
+  .strict()
+  .refine((r) => Date.parse(r.since) < Date.parse(r.until), { message: 'since must be before until', path: ['since'] });
+export const replayResultSchema = z.object({
+  deliveries: z.number().int().describe('archived deliveries put back for forwarding'),
+  forwards: z.number().int().describe('forward entries created (one per delivery and target)'),
+});
+
 /**
  * Operating the relay (keys from OPS_API_KEYS): what was forwarded, what is pending or
- * dead-lettered, and a retry of a dead-lettered delivery.
+ * dead-lettered, a retry of a dead-lettered delivery, and a replay of a time range from the archive.
  */
 export function createDeliveriesRouter(deps: {
   c: Collections;
@@ -71,6 +93,23 @@ export function createDeliveriesRouter(deps: {
         ...('lastError' in r && r.lastError ? { lastError: r.lastError } : {}),
       })),
     };
+    ctx.body = body;
+  });
+
+  router.post('/replay', async (ctx) => {
+    const r = parseInput(replayRequestSchema, (await readJsonBody(ctx, 4 * 1024)).json);
+    if (r.target && !config.forward.targets.some((t) => t.name === r.target))
+      throw notFound('unknown_target', `no forward target named ${r.target} (FORWARD_TARGETS)`);
+    const filter = {
+      since: new Date(r.since).toISOString(),
+      until: new Date(r.until).toISOString(),
+      limit: r.limit,
+      ...(r.target ? { target: r.target } : {}),
+      ...(r.wabaId ? { wabaId: r.wabaId } : {}),
+    };
+    const result = await replayDeliveries(c, filter, Date.now());
+    logger.warn({ ...filter, ...result }, 'deliveries replayed to forward targets');
+    const body: z.output<typeof replayResultSchema> = result;
     ctx.body = body;
   });
 

@@ -70,6 +70,15 @@ export const serviceEventSchemas = {
     type: z.literal('message.expired'),
     data: z.object({ messageId: z.string(), reason: z.string().optional() }),
   }),
+  'message.in_doubt': z
+    .object({
+      ...base,
+      type: z.literal('message.in_doubt'),
+      data: z.object({ messageId: z.string() }),
+    })
+    .describe(
+      "A send's answer was lost (it may have reached Meta). Told once per message; a later message.sent or message.failed settles it.",
+    ),
 } as const;
 
 export type ServiceEventType = keyof typeof serviceEventSchemas;
@@ -170,6 +179,15 @@ export function messageEventsOf(wabaId: string, settlements: readonly Settlement
 export const messageQueuedEvent = (wabaId: string, messageId: string, at: string): ServiceEvent => ({
   id: `${messageId}:queued`,
   type: 'message.queued',
+  at,
+  wabaId,
+  data: { messageId },
+});
+
+/** A send whose answer was lost: told once, when the ledger first sees it in doubt. */
+export const messageInDoubtEvent = (wabaId: string, messageId: string, at: string): ServiceEvent => ({
+  id: `${messageId}:in_doubt`,
+  type: 'message.in_doubt',
   at,
   wabaId,
   data: { messageId },

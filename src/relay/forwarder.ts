@@ -2,6 +2,7 @@ import type { Collections, ForwardDoc } from '../adapters/store/db';
 import { SIGNATURE_HEADER } from '../adapters/meta/signature';
 import { forwardDelivered, forwardFailed, pendingForwards } from '../adapters/store/forwards';
 import { dropIfForwarded, readDelivery } from '../adapters/store/outbox';
+import type { ForwardSettings } from '../config';
 import type { Logger } from '../logger';
 import { signRequest } from './signing';
 import { forwardBackoffMs, type ForwardTarget } from './targets';
@@ -13,9 +14,11 @@ export interface ForwarderOptions {
   concurrency?: number;
   /** Deadline of one request. Default 10 s. */
   timeoutMs?: number;
-  /** Past this age a delivery that could not be forwarded is dead-lettered. */
-  maxAgeMs: number;
 }
+
+/** The backlog alert's rule (the forwarder's log line and the /metrics gauge): older than FORWARD_BACKLOG_ALERT_AGE. */
+export const backlogTooOld = (oldestPendingAgeMs: number, forward: Pick<ForwardSettings, 'backlogAlertMs'>): boolean =>
+  oldestPendingAgeMs > forward.backlogAlertMs;
 
 /** The forwarder of one process; `stop` ends its loops after the requests in flight. */
 export interface Forwarder {
@@ -36,16 +39,35 @@ export interface Forwarder {
  * - The ack to Meta never waits for this: the sink only records the delivery.
  */
 export function startForwarder(
-  deps: { c: Collections; logger: Logger; targets: readonly ForwardTarget[] },
-  options: ForwarderOptions,
+  deps: { c: Collections; logger: Logger; forward: ForwardSettings },
+  options: ForwarderOptions = {},
 ): Forwarder {
-  const { c, targets } = deps;
+  const { c } = deps;
+  const { targets, maxAgeMs } = deps.forward;
   const logger = deps.logger.child({ component: 'forwarder' });
   const pollMs = options.pollMs ?? 500;
   const concurrency = options.concurrency ?? 8;
   const timeoutMs = options.timeoutMs ?? 10_000;
   let stopped = false;
   const loops: Promise<void>[] = [];
+  /** Targets whose backlog alert this process has raised (logged once per episode). */
+  const alerting = new Set<string>();
+
+  /** Raises the backlog alert when the oldest pending entry got too old; clears it once it is not. */
+  function watchBacklog(target: ForwardTarget, entries: ForwardDoc[]): void {
+    const oldest = entries[0];
+    const ageMs = oldest ? Date.now() - Date.parse(oldest.receivedAt) : 0;
+    const log = { alert: true, target: target.name, oldestAgeSeconds: Math.round(ageMs / 1000) };
+    if (backlogTooOld(ageMs, deps.forward) && !alerting.has(target.name)) {
+      alerting.add(target.name);
+      logger.error(
+        { ...log, pendingAtLeast: entries.length, deliveryId: oldest?.deliveryId, wabaId: oldest?.wabaIds[0] },
+        'forward backlog older than FORWARD_BACKLOG_ALERT_AGE: the target is down or not keeping up (nothing is lost; the ack to Meta is not slowed)',
+      );
+    } else if (!backlogTooOld(ageMs, deps.forward) && alerting.delete(target.name)) {
+      logger.info({ ...log, alert: false }, 'forward backlog back under FORWARD_BACKLOG_ALERT_AGE');
+    }
+  }
 
   async function send(target: ForwardTarget, entry: ForwardDoc): Promise<number> {
     const delivery = await readDelivery(c, entry.deliveryId);
@@ -71,7 +93,7 @@ export function startForwarder(
       await dropIfForwarded(c, entry.deliveryId);
       return true;
     } catch (err) {
-      const dead = Date.now() - Date.parse(entry.receivedAt) > options.maxAgeMs;
+      const dead = Date.now() - Date.parse(entry.receivedAt) > maxAgeMs;
       const lastError = String(err instanceof Error ? err.message : err).slice(0, 200);
       await forwardFailed(c, entry, { attempts, nextAt: Date.now() + forwardBackoffMs(attempts), lastError, dead });
       const log = { target: target.name, deliveryId: entry.deliveryId, wabaId: entry.wabaIds[0], attempts, lastError };
@@ -84,6 +106,7 @@ export function startForwarder(
   /** One pass over a target's pending entries, in arrival order, holding back a failed WABA's later ones. */
   async function pass(target: ForwardTarget): Promise<void> {
     const entries = await pendingForwards(c, target.name, 500);
+    watchBacklog(target, entries);
     const blocked = new Set<string>();
     const now = Date.now();
     const running = new Set<Promise<void>>();

@@ -9,6 +9,8 @@ import {
 import { markInDoubt } from '../adapters/store/messages';
 import type { GraphClient, SendMessageInput } from '../adapters/graph/client';
 import type { Logger } from '../logger';
+import { emitServiceEvents, messageInDoubtEvent } from '../relay/events';
+import type { ForwardTarget } from '../relay/targets';
 import { attemptSend, type Attempt } from './attempt';
 
 /**
@@ -41,12 +43,16 @@ export type BeginSend =
 /** In-doubt counts of this process (logged; `GET /v1/messages/:id` shows `in_doubt` per message). */
 export const inDoubtCounts = { seen: 0, confirmedByStatus: 0, resent: 0, failed: 0 };
 
+/** Told when a message is first found in doubt (the `message.in_doubt` service event). */
+export type OnInDoubt = (at: string) => Promise<void>;
+
 /** Decides, from the ledger, whether this message may be POSTed now; records the POST when it may. */
 export async function beginSend(
   c: Collections,
   messageId: string,
   policy: InDoubtPolicy,
   logger?: Logger,
+  onInDoubt?: OnInDoubt,
 ): Promise<BeginSend> {
   const now = Date.now();
   let doc = await readAttempt(c, messageId);
@@ -71,6 +77,7 @@ export async function beginSend(
   if (doc.inDoubtAt === undefined) {
     inDoubtCounts.seen++;
     logger?.warn({ messageId, tries: doc.tries }, 'send in doubt: its answer was lost');
+    await onInDoubt?.(new Date(now).toISOString()); // before the mark: a failed emit is redone by the retry
     await Promise.all([
       updateAttempt(c, messageId, { inDoubtAt: now }),
       markInDoubt(c, messageId, new Date(now).toISOString()),
@@ -102,11 +109,13 @@ export async function endSend(
   c: Collections,
   messageId: string,
   answer: { wamid: string } | { lost: true } | { refused: true },
+  onInDoubt?: OnInDoubt,
 ): Promise<void> {
   if ('lost' in answer) {
     // In doubt from now: shown on GET /v1/messages/:id; a status webhook may still confirm it.
     const now = Date.now();
     inDoubtCounts.seen++;
+    await onInDoubt?.(new Date(now).toISOString());
     await Promise.all([
       updateAttempt(c, messageId, { inDoubtAt: now }),
       markInDoubt(c, messageId, new Date(now).toISOString()),
@@ -157,17 +166,22 @@ export async function sendWithLedger(
   c: Collections,
   graph: GraphClient,
   input: SendMessageInput & { messageId: string },
-  policy: InDoubtPolicy,
-  logger: Logger,
-  /**
-   * The wait for the send's start, made after the ledger recorded the POST (so the POST leaves at
-   * its slot, not one database write later); false: do not send (the record is withdrawn).
-   */
-  depart: () => Promise<boolean>,
-  /** Called right before the POST leaves. */
-  onPost?: () => void,
+  opts: {
+    policy: InDoubtPolicy;
+    logger: Logger;
+    /**
+     * The wait for the send's start, made after the ledger recorded the POST (so the POST leaves at
+     * its slot, not one database write later); false: do not send (the record is withdrawn).
+     */
+    depart: () => Promise<boolean>;
+    /** Forward targets that may want `message.in_doubt`. */
+    targets: readonly ForwardTarget[];
+  },
 ): Promise<LedgeredAttempt> {
-  const begin = await beginSend(c, input.messageId, policy, logger);
+  const { policy, logger, depart } = opts;
+  const onInDoubt: OnInDoubt = (at) =>
+    emitServiceEvents(c, opts.targets, [messageInDoubtEvent(input.wabaId, input.messageId, at)]);
+  const begin = await beginSend(c, input.messageId, policy, logger, onInDoubt);
   if (begin.kind === 'sent') return { kind: 'already_sent', wamid: begin.wamid };
   if (begin.kind === 'wait') return { kind: 'in_doubt_wait', ms: begin.ms };
   if (begin.kind === 'give_up') return { kind: 'in_doubt_give_up' };
@@ -175,7 +189,6 @@ export async function sendWithLedger(
     await endSend(c, input.messageId, { refused: true });
     return { kind: 'not_sent' };
   }
-  onPost?.();
   const result = await attemptSend(graph, input); // a throw leaves the ledger in flight: in doubt
   const answer =
     result.kind === 'sent'
@@ -184,7 +197,7 @@ export async function sendWithLedger(
         ? ({ lost: true } as const)
         : ({ refused: true } as const);
   try {
-    await endSend(c, input.messageId, answer);
+    await endSend(c, input.messageId, answer, onInDoubt);
   } catch (err) {
     // The settlement still records a sent message; else the next attempt treats the POST as in doubt.
     logger.warn({ messageId: input.messageId, err: String(err) }, 'recording the send answer failed');

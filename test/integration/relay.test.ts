@@ -75,6 +75,10 @@ describe('relay: every Meta delivery forwarded, byte for byte, signed', () => {
     events = await endpoint();
     stack = await startStack({
       env: {
+        // A send's answer can be lost (the in-doubt case): our timeout, then one resend after the grace.
+        GRAPH_API_TIMEOUT_MS: '1500',
+        IN_DOUBT_GRACE_MS: '2000',
+        FORWARD_BACKLOG_ALERT_AGE: '2s',
         FORWARD_TARGETS: JSON.stringify([
           { name: 'inbox', url: inbox.url, secrets: [inboxSecret] },
           {
@@ -110,11 +114,21 @@ describe('relay: every Meta delivery forwarded, byte for byte, signed', () => {
       async () => (await stack.ops('GET', '/v1/deliveries?target=crm&state=pending')).json.deliveries,
       10_000,
     );
+    // A target down past FORWARD_BACKLOG_ALERT_AGE alerts (on /metrics; logged once); the inbox does not.
+    const gauge = async (name: string, target: string): Promise<number> => {
+      const text = await (await fetch(`${stack.url}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`${name}{target="${target}"}`));
+      return Number(line?.split(' ').pop());
+    };
+    await eventually(async () => (await gauge('coexist_relay_forward_backlog_alerting', 'crm')) === 1, 15_000);
+    expect(await gauge('coexist_relay_forward_oldest_pending_age_seconds', 'crm')).toBeGreaterThan(2);
+    expect(await gauge('coexist_relay_forward_backlog_alerting', 'inbox')).toBe(0);
     // Kept only for the CRM now: out of the lifecycle relay's sweep, so they cannot starve newer deliveries.
     await eventually(async () => (await stack.rt.c.outbox.countDocuments({ relayDone: { $ne: true } })) === 0, 30_000);
     expect(await stack.rt.c.outbox.countDocuments({})).toBeGreaterThan(0);
     crm.state.down = false;
     await eventually(async () => crm.got.length >= bodies.length, 60_000);
+    await eventually(async () => (await gauge('coexist_relay_forward_backlog_alerting', 'crm')) === 0, 15_000);
 
     for (const [name, ep, secrets] of [
       ['inbox', inbox, [inboxSecret]],
@@ -139,6 +153,41 @@ describe('relay: every Meta delivery forwarded, byte for byte, signed', () => {
     // Nothing is left pending, and the outbox let go of every delivery.
     await eventually(async () => (await stack.rt.c.forwards.countDocuments({})) === 0, 15_000);
     await eventually(async () => (await stack.rt.c.outbox.countDocuments({})) === 0, 45_000);
+  });
+
+  it('replays a time range from the archive to one target: the same bytes and webhook-ids, in arrival order', async () => {
+    const wabaId = uniqueDigits();
+    const bodies = mixedBatch(wabaId).slice(0, 3); // inbound message, echo, history: no lifecycle event
+    const since = new Date(Date.now() - 1_000).toISOString();
+    for (const body of bodies)
+      expect((await sendWebhook({ targetUrl: stack.webhookUrl, appSecret: stack.appSecret, body })).status).toBe(200);
+    const mine = (ep: typeof inbox) => ep.got.filter((r) => r.raw.toString('utf8').includes(wabaId));
+    await eventually(async () => mine(inbox).length >= 3 && mine(crm).length >= 3, 30_000);
+    // Forwarded everywhere: out of the outbox, into the archive.
+    await eventually(async () => (await stack.rt.c.deliveryArchive.countDocuments({ wabaIds: wabaId })) === 3, 30_000);
+    const first = [...new Map(mine(inbox).map((r) => [r.id, r])).values()];
+    expect(first.map((r) => r.raw.toString('utf8'))).toEqual(bodies);
+
+    const until = new Date(Date.now() + 1_000).toISOString();
+    const replay = await stack.ops('POST', '/v1/deliveries/replay', { since, until, target: 'inbox', wabaId });
+    expect(replay).toEqual({ status: 200, json: { deliveries: 3, forwards: 3 } });
+    await eventually(async () => mine(inbox).length >= 6, 30_000);
+    const again = mine(inbox).slice(first.length);
+    expect(again.map((r) => [r.id, r.raw.toString('utf8')])).toEqual(first.map((r) => [r.id, r.raw.toString('utf8')]));
+    for (const r of again) expect(() => new Webhook(inboxSecret).verify(r.raw, r.headers)).not.toThrow();
+    // Only the target asked for; and the replayed deliveries leave the outbox again.
+    expect(mine(crm)).toHaveLength(3);
+    await eventually(async () => (await stack.rt.c.outbox.countDocuments({ wabaIds: wabaId })) === 0, 30_000);
+
+    // A bad range or an unknown target is refused with a reason.
+    const bad = await stack.ops('POST', '/v1/deliveries/replay', { since: until, until: since });
+    expect(bad.status).toBe(400);
+    expect(bad.json.error).toMatchObject({ code: 'invalid_request', message: expect.stringContaining('since') });
+    const unknown = await stack.ops('POST', '/v1/deliveries/replay', { since, until, target: 'nope' });
+    expect({ status: unknown.status, code: (unknown.json.error as { code: string }).code }).toEqual({
+      status: 404,
+      code: 'unknown_target',
+    });
   });
 
   it('tells a target that asks for service events when a gate closes and reopens, each event once, as the catalog says', async () => {
@@ -170,7 +219,7 @@ describe('relay: every Meta delivery forwarded, byte for byte, signed', () => {
     expect(events.got.some((r) => r.raw.toString('utf8').includes('whatsapp_business_account'))).toBe(false);
   });
 
-  it('tells that target each message outcome: sent, queued then sent, failed with Meta code, once per event id', async () => {
+  it('tells that target each message outcome: sent, failed with Meta code, queued then sent, in doubt then sent, once per event id', async () => {
     const wabaId = uniqueDigits();
     const phone = uniqueDigits('3');
     await stack.register(phone, wabaId, { coexistence: true });
@@ -214,10 +263,20 @@ describe('relay: every Meta delivery forwarded, byte for byte, signed', () => {
     expect(await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED')).toBe(200);
     await eventually(async () => typesOf(held).includes('message.sent'), 30_000);
     expect(typesOf(held)).toEqual(['message.queued', 'message.sent']);
+
+    // Its answer lost (accepted by Meta, answered after our timeout): in doubt, told once; then sent.
+    // Sent once the drain is over (else it queues behind it, and is told `queued` first).
+    await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'connected', 30_000);
+    stack.sim.setNumber(phone, { latencyMs: 2_500 });
+    const lost = await send('lost answer');
+    await eventually(async () => typesOf(lost).includes('message.in_doubt'), 30_000);
+    stack.sim.setNumber(phone, { latencyMs: 0 });
+    await eventually(async () => typesOf(lost).includes('message.sent'), 30_000);
+    expect(typesOf(lost)).toEqual(['message.in_doubt', 'message.sent']);
     // An id names one event (a receiver that dedupes by id keeps each outcome once).
     const typesById = new Map<string, Set<string>>();
     for (const e of mine()) typesById.set(e.id, (typesById.get(e.id) ?? new Set()).add(e.type));
     expect([...typesById.values()].every((t) => t.size === 1)).toBe(true);
-    expect(typesById.size).toBe(4); // direct: sent; refused: failed; held: queued, sent
+    expect(typesById.size).toBe(6); // direct: sent; refused: failed; held: queued, sent; lost: in_doubt, sent
   });
 });

@@ -3,7 +3,8 @@ import type { MongoClient, Db } from 'mongodb';
 import { loadConfig, type RetentionSettings } from '../../src/config';
 import { connectMongo, type Collections } from '../../src/adapters/store/db';
 import { recordStatuses } from '../../src/adapters/store/events';
-import { recordAccountEvents } from '../../src/adapters/store/outbox';
+import { deliveryHandedOver, recordAccountEvents, recordDelivery } from '../../src/adapters/store/outbox';
+import { forwardDelivered, forwardId } from '../../src/adapters/store/forwards';
 import { claimIdempotencyKey, insertMessage } from '../../src/adapters/store/messages';
 import { recordSettlements } from '../../src/adapters/store/queue';
 import { ensureRetentionIndexes, purgeExpired, startRetention } from '../../src/adapters/store/retention';
@@ -21,6 +22,7 @@ describe('retention on the real MongoDB-wire server', () => {
     statusesMs: 2_000,
     accountEventsMs: 4_000,
     idempotencyMs: 1_000,
+    deliveriesMs: 2_000,
     purgeIntervalMs: 10_000,
     purgeBatch: 3,
   };
@@ -70,6 +72,26 @@ describe('retention on the real MongoDB-wire server', () => {
       },
     ]);
     await claimIdempotencyKey(c, { _id: `k:${tag}`, messageId: `m-${tag}`, requestHash: 'h', createdAt: at });
+    // A delivery forwarded to its one target: logged in `forwarded`, archived once the relay is done.
+    const d = `d-${tag}`;
+    await recordDelivery(c, {
+      _id: d,
+      kind: 'meta_delivery',
+      receivedAt: at,
+      raw: Buffer.from(`{"tag":"${tag}"}`).toString('base64'),
+      events: [],
+      audit: '[]',
+      auditCount: 0,
+      wabaIds: ['1'],
+      forward: ['t'],
+    });
+    const entry = { target: 't', deliveryId: d, wabaIds: ['1'], receivedAt: at, state: 'pending' as const };
+    await forwardDelivered(
+      c,
+      { _id: forwardId('t', d), ...entry, attempts: 0, nextAt: 0 },
+      { attempts: 1, status: 200, at },
+    );
+    await deliveryHandedOver(c, d);
   }
 
   const ids = async () => ({
@@ -78,6 +100,9 @@ describe('retention on the real MongoDB-wire server', () => {
     statuses: (await c.messageStatuses.find({}).toArray()).map((d) => d._id).sort(),
     events: (await c.accountEvents.find({}).toArray()).map((d) => d._id).sort(),
     idempotency: (await c.idempotency.find({}).toArray()).map((d) => d._id).sort(),
+    archive: (await c.deliveryArchive.find({}).toArray()).map((d) => d._id).sort(),
+    forwarded: (await c.forwarded.find({}).toArray()).map((d) => d._id).sort(),
+    outbox: (await c.outbox.find({}).toArray()).map((d) => d._id).sort(),
   });
 
   it('ensures TTL indexes on MongoDB, or on FerretDB (no TTL) leaves it to the purge; twice is a no-op', async () => {
@@ -95,9 +120,18 @@ describe('retention on the real MongoDB-wire server', () => {
 
     // A batch of 3: the first round leaves one old document per collection.
     const first = await purgeExpired(c, retention);
-    expect(first).toEqual({ messages: 3, settlements: 3, message_statuses: 3, account_events: 0, idempotency: 3 });
+    const batch = (n: number) => ({
+      messages: n,
+      settlements: n,
+      message_statuses: n,
+      account_events: 0,
+      idempotency: n,
+      delivery_archive: n,
+      forwarded: n,
+    });
+    expect(first).toEqual(batch(3));
     const second = await purgeExpired(c, retention);
-    expect(second).toEqual({ messages: 1, settlements: 1, message_statuses: 1, account_events: 0, idempotency: 1 });
+    expect(second).toEqual(batch(1));
     expect(await ids()).toEqual({
       messages: ['m-new'],
       settlements: ['m-new'],
@@ -105,6 +139,9 @@ describe('retention on the real MongoDB-wire server', () => {
       // Account events keep 4 s: all five are still there.
       events: ['e-new', 'e-old1', 'e-old2', 'e-old3', 'e-old4'],
       idempotency: ['k:new'],
+      archive: ['d-new'],
+      forwarded: ['t:d-new'],
+      outbox: [], // a delivery leaves the outbox once archived
     });
     // A collection whose retention is off is never purged.
     const later = new Date(Date.now() + 10_000);
@@ -113,6 +150,8 @@ describe('retention on the real MongoDB-wire server', () => {
       settlements: 1,
       message_statuses: 1,
       idempotency: 1,
+      delivery_archive: 1,
+      forwarded: 1,
     });
     expect((await ids()).events).toHaveLength(5);
   });

@@ -131,12 +131,13 @@ describe('configuration', () => {
     }
   });
 
-  it('reads retention windows (30 d messages and statuses, 90 d account events, 24 h idempotency by default)', () => {
+  it('reads retention windows (30 d messages and statuses, 90 d account events, 24 h idempotency, 7 d deliveries by default)', () => {
     expect(loadConfig(valid).retention).toEqual({
       messagesMs: 30 * 86_400_000,
       statusesMs: 30 * 86_400_000,
       accountEventsMs: 90 * 86_400_000,
       idempotencyMs: 86_400_000,
+      deliveriesMs: 7 * 86_400_000,
       purgeIntervalMs: 300_000,
       purgeBatch: 500,
     });

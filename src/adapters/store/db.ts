@@ -179,6 +179,8 @@ export interface OutboxDoc {
   forward?: string[];
   /** The change fields of the delivery (`messages`, `account_update`, …), for the forward filters. */
   fields?: string[];
+  /** Every WABA the delivery names (`entry[].id`), set with `forward`: the archive's filter. */
+  entryIds?: string[];
 }
 
 /**
@@ -200,7 +202,7 @@ export interface ForwardDoc {
   lastError?: string;
 }
 
-/** `forwarded`: insert-only log of delivered forwards (`_id` as in `forwards`). */
+/** `forwarded`: insert-only log of delivered forwards (`_id` as in `forwards`; a replay keeps the first). */
 export interface ForwardedDoc {
   _id: string;
   target: string;
@@ -210,6 +212,27 @@ export interface ForwardedDoc {
   deliveredAt: string;
   attempts: number;
   status: number;
+  /** When the store wrote it, as a BSON Date: the retention clock (RETENTION_DELIVERIES). */
+  storedAt?: Date;
+}
+
+/**
+ * `delivery_archive`: a forwarded delivery once the outbox lets it go (no target left), raw bytes
+ * and all, so `POST /v1/deliveries/replay` can send it again; kept for RETENTION_DELIVERIES.
+ * Insert-only; `_id` is the delivery id. Deliveries no target wanted are not archived.
+ */
+export interface ArchivedDeliveryDoc {
+  _id: string;
+  kind: OutboxDoc['kind'];
+  receivedAt: string;
+  raw: string;
+  signature?: string;
+  /** Every WABA it names (a Meta delivery's `entry[].id`s, a service event's WABA). */
+  wabaIds: string[];
+  fields?: string[];
+  /** The targets it was forwarded to. */
+  forward: string[];
+  storedAt?: Date;
 }
 
 /** `message_statuses`: Meta's delivery statuses, insert-only; `_id` is `<wamid>:<status>`. */
@@ -338,6 +361,7 @@ export interface Collections {
   outboxClaims: Collection<OutboxClaimDoc>;
   forwards: Collection<ForwardDoc>;
   forwarded: Collection<ForwardedDoc>;
+  deliveryArchive: Collection<ArchivedDeliveryDoc>;
   sendSlots: Collection<SendSlotDoc>;
   sendPauses: Collection<SendPauseDoc>;
   sendAttempts: Collection<SendAttemptDoc>;
@@ -371,6 +395,7 @@ export function collections(db: Db): Collections {
     outboxClaims: db.collection<OutboxClaimDoc>('outbox_claims'),
     forwards: db.collection<ForwardDoc>('forwards'),
     forwarded: db.collection<ForwardedDoc>('forwarded'),
+    deliveryArchive: db.collection<ArchivedDeliveryDoc>('delivery_archive'),
     sendSlots: db.collection<SendSlotDoc>('send_slots'),
     sendPauses: db.collection<SendPauseDoc>('send_pauses'),
     sendAttempts: db.collection<SendAttemptDoc>('send_attempts'),
@@ -396,6 +421,7 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     c.outbox.createIndex({ receivedAt: 1 }, { name: 'receivedAt' }),
     c.forwards.createIndex({ target: 1, state: 1 }, { name: 'target_state' }),
     c.forwarded.createIndex({ deliveryId: 1 }, { name: 'deliveryId' }),
+    c.deliveryArchive.createIndex({ receivedAt: 1 }, { name: 'receivedAt' }),
     // These also create the send path's collections up front: creating one on FerretDB during the
     // first send of a drain stalls it by tens of milliseconds, enough to miss a pacing slot.
     c.sendSlots.createIndex({ expiresAt: 1 }, { name: 'expiresAt' }),

@@ -53,17 +53,21 @@ export async function forwardDelivered(
     deliveredAt: result.at,
     attempts: result.attempts,
     status: result.status,
+    storedAt: new Date(),
   };
   await insertFacts(c.forwarded, [doc]); // another forwarder may have delivered it too (at least once)
   await c.forwards.deleteOne({ _id: entry._id });
 }
 
-/** True while some target still has an entry (pending or dead) for the delivery. */
-export async function forwardsLeft(c: Collections, deliveryId: string): Promise<boolean> {
-  const doc = await c.outbox.findOne({ _id: deliveryId }, { projection: { forward: 1 } });
-  if (!doc?.forward?.length) return false;
+/** True while some target (of `forward`, the delivery's targets) still has an entry (pending or dead) for it. */
+export async function forwardsLeft(
+  c: Collections,
+  deliveryId: string,
+  forward: string[] | undefined,
+): Promise<boolean> {
+  if (!forward?.length) return false;
   const left = await Promise.all(
-    doc.forward.map((t) => c.forwards.findOne({ _id: forwardId(t, deliveryId) }, { projection: { _id: 1 } })),
+    forward.map((t) => c.forwards.findOne({ _id: forwardId(t, deliveryId) }, { projection: { _id: 1 } })),
   );
   return left.some((d) => d !== null);
 }
@@ -119,10 +123,19 @@ export async function retryDead(
   return n;
 }
 
-/** Forward entries per state (`pending`, `dead`), for metrics: one scan of the small `forwards` collection. */
-export async function forwardStats(c: Collections): Promise<Record<ForwardDoc['state'], number>> {
-  const docs = await c.forwards.find({}, { projection: { state: 1 } }).toArray();
-  const out: Record<ForwardDoc['state'], number> = { pending: 0, dead: 0 };
-  for (const d of docs) out[d.state] = (out[d.state] ?? 0) + 1;
-  return out;
+/** Forward entries per state, and each target's oldest pending one (metrics): one scan of the small `forwards`. */
+export async function forwardStats(c: Collections): Promise<{
+  byState: Record<ForwardDoc['state'], number>;
+  /** Per target: `receivedAt` (epoch ms) of its oldest pending entry. */
+  oldestPending: Record<string, number>;
+}> {
+  const docs = await c.forwards.find({}, { projection: { state: 1, target: 1, receivedAt: 1 } }).toArray();
+  const byState: Record<ForwardDoc['state'], number> = { pending: 0, dead: 0 };
+  const oldestPending: Record<string, number> = {};
+  for (const d of docs) {
+    byState[d.state] = (byState[d.state] ?? 0) + 1;
+    const at = Date.parse(d.receivedAt);
+    if (d.state === 'pending' && at < (oldestPending[d.target] ?? Infinity)) oldestPending[d.target] = at;
+  }
+  return { byState, oldestPending };
 }

@@ -1,6 +1,14 @@
 import type { LifecycleEvent } from '../../../workflows/contracts';
-import { forwardsLeft } from './forwards';
-import { insertFacts, isDuplicateKey, type AccountEventDoc, type Collections, type OutboxDoc } from './db';
+import { forwardId, forwardsLeft, insertForwards } from './forwards';
+import {
+  insertFacts,
+  isDuplicateKey,
+  type AccountEventDoc,
+  type ArchivedDeliveryDoc,
+  type Collections,
+  type ForwardDoc,
+  type OutboxDoc,
+} from './db';
 
 /**
  * The durable outbox (`outbox`): one document per accepted Meta delivery that carries work for
@@ -79,14 +87,88 @@ export async function deliveryHandedOver(c: Collections, id: string): Promise<vo
   // and deletes (`dropIfForwarded`), so the delivery is never left behind. A flagged delivery is
   // out of the relay's sweep, so deliveries kept only for a slow target never starve newer ones.
   await c.outbox.updateOne({ _id: id }, { $set: { relayDone: true } });
-  if (await forwardsLeft(c, id)) return;
-  await c.outbox.deleteOne({ _id: id });
+  await retireIfDone(c, id);
 }
 
 /** After a target's forward: deletes the delivery when the relay is done with it and no target is left. */
 export async function dropIfForwarded(c: Collections, id: string): Promise<void> {
-  const doc = await c.outbox.findOne({ _id: id }, { projection: { relayDone: 1 } });
-  if (doc?.relayDone && !(await forwardsLeft(c, id))) await c.outbox.deleteOne({ _id: id });
+  await retireIfDone(c, id);
+}
+
+/**
+ * The one way a delivery leaves the outbox: once the relay is done and no target has an entry
+ * left. A delivery that had targets is archived first (`delivery_archive`, for replay); a repeat
+ * (two forwarders finishing together) inserts the same `_id` and deletes nothing more.
+ */
+async function retireIfDone(c: Collections, id: string): Promise<void> {
+  const doc = await c.outbox.findOne({ _id: id }, { projection: { events: 0, audit: 0 } });
+  if (!doc?.relayDone || (await forwardsLeft(c, id, doc.forward))) return;
+  if (doc.forward?.length) await insertFacts(c.deliveryArchive, [archiveOf(doc, doc.forward)]);
+  await c.outbox.deleteOne({ _id: id });
+}
+
+function archiveOf(doc: OutboxDoc, forward: string[]): ArchivedDeliveryDoc {
+  return {
+    _id: doc._id,
+    kind: doc.kind,
+    receivedAt: doc.receivedAt,
+    raw: doc.raw,
+    ...(doc.signature ? { signature: doc.signature } : {}),
+    wabaIds: doc.entryIds ?? doc.wabaIds,
+    ...(doc.fields ? { fields: doc.fields } : {}),
+    forward,
+    storedAt: new Date(),
+  };
+}
+
+/** What a replay asks for: deliveries received in [since, until), of one WABA and one target or all. */
+export interface ReplayFilter {
+  since: string;
+  until: string;
+  wabaId?: string;
+  target?: string;
+  /** At most this many deliveries (the oldest first). */
+  limit: number;
+}
+
+/**
+ * Forwards archived deliveries again (`POST /v1/deliveries/replay`): each goes back into the
+ * outbox (already done for the relay) with a pending entry per target, so the forwarders send it
+ * in arrival order with its original `webhook-id`. A delivery still in the outbox, or an entry
+ * still pending, collides harmlessly. A read of `delivery_archive` by `receivedAt` (an index range
+ * on MongoDB; a scan on FerretDB: an operator's action, not a hot path). Returns the deliveries
+ * replayed and the entries created.
+ */
+export async function replayDeliveries(
+  c: Collections,
+  f: ReplayFilter,
+  now: number,
+): Promise<{ deliveries: number; forwards: number }> {
+  const q: Record<string, unknown> = { receivedAt: { $gte: f.since, $lt: f.until } };
+  if (f.wabaId) q.wabaIds = f.wabaId;
+  if (f.target) q.forward = f.target;
+  const docs = await c.deliveryArchive.find(q).sort({ _id: 1 }).limit(f.limit).toArray();
+  let forwards = 0;
+  for (const a of docs) {
+    const targets = a.forward.filter((t) => !f.target || t === f.target);
+    const { storedAt: _storedAt, ...rest } = a;
+    await insertFacts(c.outbox, [
+      { ...rest, entryIds: a.wabaIds, events: [], audit: '[]', auditCount: 0, relayDone: true },
+    ]);
+    const entries: ForwardDoc[] = targets.map((target) => ({
+      _id: forwardId(target, a._id),
+      target,
+      deliveryId: a._id,
+      wabaIds: a.wabaIds,
+      receivedAt: a.receivedAt,
+      state: 'pending',
+      attempts: 0,
+      nextAt: now,
+    }));
+    await insertForwards(c, entries);
+    forwards += entries.length;
+  }
+  return { deliveries: docs.length, forwards };
 }
 
 /** The delivery with its raw bytes (forwarding), or null once it is gone. */
