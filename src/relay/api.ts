@@ -54,7 +54,7 @@ export const replayRequestSchema = z
     limit: z.number().int().min(1).max(10_000).default(1_000).describe('the oldest this many'),
   })
   .strict()
-  .refine((r) => Date.parse(r.since) < Date.parse(r.until), { message: 'since must be before until', path: ['since'] });
+  .describe('an empty range (`until` not after `since`) replays nothing');
 export const replayResultSchema = z.object({
   deliveries: z.number().int().describe('archived deliveries put back for forwarding'),
   forwards: z.number().int().describe('forward entries created (one per delivery and target)'),

@@ -179,8 +179,10 @@ describe('relay: every Meta delivery forwarded, byte for byte, signed', () => {
     expect(mine(crm)).toHaveLength(3);
     await eventually(async () => (await stack.rt.c.outbox.countDocuments({ wabaIds: wabaId })) === 0, 30_000);
 
-    // A bad range or an unknown target is refused with a reason.
-    const bad = await stack.ops('POST', '/v1/deliveries/replay', { since: until, until: since });
+    // An empty range replays nothing; a bad time or an unknown target is refused with a reason.
+    const empty = await stack.ops('POST', '/v1/deliveries/replay', { since: until, until: since });
+    expect(empty).toEqual({ status: 200, json: { deliveries: 0, forwards: 0 } });
+    const bad = await stack.ops('POST', '/v1/deliveries/replay', { since: 'yesterday', until });
     expect(bad.status).toBe(400);
     expect(bad.json.error).toMatchObject({ code: 'invalid_request', message: expect.stringContaining('since') });
     const unknown = await stack.ops('POST', '/v1/deliveries/replay', { since, until, target: 'nope' });
