@@ -10,7 +10,8 @@ export interface Received {
 /** A downstream endpoint that records what it receives; `down` makes it answer 503. */
 export async function endpoint() {
   const got: Received[] = [];
-  const state = { down: false };
+  /** `down`: answer 503; `delayMs`: answer only after this long (recorded at arrival either way). */
+  const state = { down: false, delayMs: 0 };
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -18,7 +19,8 @@ export async function endpoint() {
       if (state.down) return void res.writeHead(503).end();
       const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, String(v)]));
       got.push({ id: headers['webhook-id']!, raw: Buffer.concat(chunks), headers });
-      res.writeHead(204).end();
+      if (state.delayMs > 0) setTimeout(() => res.writeHead(204).end(), state.delayMs);
+      else res.writeHead(204).end();
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

@@ -57,7 +57,10 @@ export interface MessageView {
 export const SEND_KEY = 'test-send-key';
 export const OPS_KEY = 'test-ops-key';
 
-export type StackOptions = Pick<ServiceOptions, 'env' | 'sim' | 'worker' | 'noWorker' | 'noRelay' | 'relay'>;
+export type StackOptions = Pick<ServiceOptions, 'env' | 'sim' | 'worker' | 'noWorker' | 'noRelay' | 'relay'> & {
+  /** A Temporal server of the test's own (default: the global test server). */
+  temporalAddress?: string;
+};
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const { TEMPORAL_ADDRESS, MONGODB_URI } = process.env;
@@ -69,7 +72,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     runtimeInstalled = true;
   }
   const service = await startService({
-    temporalAddress: TEMPORAL_ADDRESS,
+    temporalAddress: options.temporalAddress ?? TEMPORAL_ADDRESS,
     mongoUri: MONGODB_URI,
     prefix: 'test',
     logLevel: process.env.TEST_LOG_LEVEL ?? 'silent',
