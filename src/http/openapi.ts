@@ -260,7 +260,7 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
               409: 'the action does not apply to the current state (`action_refused`)',
               413: 'body over 16 KiB (`payload_too_large`)',
               500: '',
-              503: 'Temporal did not accept the action within 10 s (`action_not_accepted`); try again',
+              503: 'Temporal did not accept the action within 10 s (`action_not_accepted`); it may still be applied once Temporal catches up: check `GET /v1/wabas/{wabaId}` before trying again',
             }),
           },
         },

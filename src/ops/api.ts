@@ -236,7 +236,11 @@ export function createOpsRouter(deps: {
       };
     } catch (err) {
       if (err instanceof ActionRefusedError) throw conflict('action_refused', err.message);
-      if (err instanceof ActionNotAcceptedError) throw unavailable('action_not_accepted', `${err.message}; try again`);
+      if (err instanceof ActionNotAcceptedError)
+        throw unavailable(
+          'action_not_accepted',
+          `${err.message}; Temporal may still apply it once it catches up: check GET /v1/wabas/${wabaId} before trying again`,
+        );
       throw err;
     }
   });
