@@ -41,7 +41,7 @@ export function createActivities(deps: ActivityDeps) {
     forwardTargets: deps.config.forward.targets,
   });
   return {
-    ...createLifecycleActivities(deps.c, deps.config.forward.targets),
+    ...createLifecycleActivities(deps.c, deps.config.forward.targets, deps.config.lifecycle),
     ...createProbeActivities(deps),
     ...createSendActivities({ ...deps, pacer, admission }),
     ...createDrainActivities({ ...deps, pacer, tuning: deps.drainTuning }),

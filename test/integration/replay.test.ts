@@ -64,6 +64,8 @@ describe('workflow histories replay deterministically', () => {
     const bundle = await sharedBundle();
     const histories = {
       'lifecycle-offboard-escalate-reconnect': await lifecycle.fetchHistory(),
+      // Recorded with the `lifecycle-settings-from-worker` patch (the others predate it).
+      'lifecycle-settings-from-worker': await lifecycle.fetchHistory(),
       'lifecycle-partner-removed': await removal.fetchHistory(),
       'send-queued-then-drained': await send.fetchHistory(),
     };

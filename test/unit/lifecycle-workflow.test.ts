@@ -89,12 +89,14 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
     return { calls, alerts, activities };
   }
 
+  /** Runs one WABA's workflow; `settings` go in its input and, unless `workerSettings` say otherwise, are the worker's too. */
   async function run(
     activities: Partial<Activities>,
     settings: LifecycleSettings,
     body: (
       send: (e: Omit<LifecycleEvent, 'key' | 'receivedAt' | 'source' | 'wabaId'>) => Promise<void>,
     ) => Promise<void>,
+    workerSettings: LifecycleSettings = settings,
   ) {
     const wabaId = String(Math.floor(Math.random() * 1e15));
     const taskQueue = `unit-${wabaId}`;
@@ -102,7 +104,7 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
       connection: env.nativeConnection,
       taskQueue,
       workflowBundle,
-      activities,
+      activities: { lifecycleSettings: async () => workerSettings, ...activities },
       maxHeartbeatThrottleInterval: '1 second', // as the service's worker (src/worker.ts)
     });
     let n = 0;
@@ -148,6 +150,21 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
       [2, 'page'],
       [3, 'critical'],
     ]);
+  });
+
+  it("follows the worker's settings, not the ones frozen in the run's input by whoever started it", async () => {
+    const f = fakes();
+    // Started by a process configured with hour-long levels; the worker (a newer deployment) keeps the queue.
+    const starter = {
+      ...settings,
+      escalation: settings.escalation.map((l) => ({ ...l, afterMs: l.afterMs * 12_000 })),
+    };
+    const summary = await run(f.activities, starter, (send) => send({ type: 'ACCOUNT_OFFBOARDED' }), {
+      ...settings,
+      onAbandon: 'keep',
+    });
+    expect(summary.finalState).toBe('reconnect_abandoned');
+    expect(f.calls).not.toContain('failQueue:reconnect_timeout');
   });
 
   it('keeps the queue at the final level when configured to', async () => {

@@ -27,6 +27,7 @@ import {
   stateQuery,
   type LifecycleEvent,
   type LifecycleInput,
+  type LifecycleSettings,
   type OperatorAction,
   type ProbeResult,
   type WabaLifecycleView,
@@ -59,6 +60,11 @@ const SHELL_PATCHES = {
   gateCauseAttribute: 'gate-cause-attribute',
   /** At continue-as-new, an operator update that arrives while handlers finish is applied, not left waiting. */
   continueAsNewUpdate: 'gate-can-update-race',
+  /**
+   * The lifecycle settings come from the worker's configuration (a local activity) when the run
+   * starts and before each escalation level, not from the input frozen by whoever started it.
+   */
+  settingsFromWorker: 'lifecycle-settings-from-worker',
 } as const;
 
 const storeActivities = proxyActivities<Activities>({
@@ -77,6 +83,10 @@ const localStoreActivities = proxyLocalActivities<Activities>({
 const LOCAL_STORE_PATCH = 'lifecycle-local-store-activities';
 const store = (): Pick<Activities, 'loadWaba' | 'saveWaba' | 'countQueued'> =>
   patched(LOCAL_STORE_PATCH) ? localStoreActivities : storeActivities;
+const workerSettings = proxyLocalActivities<Pick<Activities, 'lifecycleSettings'>>({
+  startToCloseTimeout: '10 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },
+});
 const drainer = proxyActivities<Activities>({
   startToCloseTimeout: '24 hours',
   heartbeatTimeout: '20 seconds',
@@ -120,10 +130,14 @@ export async function wabaLifecycleWorkflow(
 ): Promise<LifecycleRunSummary> {
   const { wabaId } = input;
   // Probing exists only in runs whose settings ask for it and that were first run by code that knows it.
-  const settings =
-    input.settings.probeIntervalMs !== undefined && !patched(SHELL_PATCHES.probe)
-      ? { ...input.settings, probeIntervalMs: undefined }
-      : input.settings;
+  const withProbePatch = (s: LifecycleSettings): LifecycleSettings =>
+    s.probeIntervalMs !== undefined && !patched(SHELL_PATCHES.probe) ? { ...s, probeIntervalMs: undefined } : s;
+  let settings = withProbePatch(input.settings);
+  /** Runs started since the patch read the settings of the worker running them (deployments change them). */
+  async function refreshSettings(): Promise<void> {
+    if (patched(SHELL_PATCHES.settingsFromWorker))
+      settings = withProbePatch(await workerSettings.lifecycleSettings());
+  }
   const isPatched = (id: PatchId): boolean => patched(id);
   const inbox: LifecycleEvent[] = [...pending];
   const recentKeys: string[] = pending.map((e) => e.key);
@@ -273,6 +287,7 @@ export async function wabaLifecycleWorkflow(
   }
 
   // ---- main loop -------------------------------------------------------------------------
+  await refreshSettings();
   waba = await store().loadWaba(wabaId);
   queued = await store().countQueued(wabaId);
   for (const command of onLoad(waba)) await execute(command); // a previous run ended mid-drain
@@ -330,6 +345,7 @@ export async function wabaLifecycleWorkflow(
         await execute({ type: 'probe' });
         if (waba.state !== 'offboarded' || wake()) continue;
       }
+      await refreshSettings(); // a deployment may have changed the levels, ON_ABANDON or the sinks
       await step({ kind: 'escalation', level: next.level });
       continue;
     }
