@@ -135,8 +135,7 @@ export async function wabaLifecycleWorkflow(
   let settings = withProbePatch(input.settings);
   /** Runs started since the patch read the settings of the worker running them (deployments change them). */
   async function refreshSettings(): Promise<void> {
-    if (patched(SHELL_PATCHES.settingsFromWorker))
-      settings = withProbePatch(await workerSettings.lifecycleSettings());
+    if (patched(SHELL_PATCHES.settingsFromWorker)) settings = withProbePatch(await workerSettings.lifecycleSettings());
   }
   const isPatched = (id: PatchId): boolean => patched(id);
   const inbox: LifecycleEvent[] = [...pending];
