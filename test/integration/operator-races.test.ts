@@ -1,12 +1,13 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Worker } from '@temporalio/worker';
 import { ensureBinaries } from '../../tools/infra/binaries';
 import { startTemporalDevServer, type TemporalDevServer } from '../../tools/infra/servers';
-import { SEARCH_ATTRIBUTES, wabaWorkflowId } from '../../workflows/contracts';
+import { lifecycleEventSignal, SEARCH_ATTRIBUTES, wabaWorkflowId } from '../../workflows/contracts';
 import { freePort } from '../support/delivery';
 import { endpoint } from '../support/receiver';
-import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
+import { eventually, sharedBundle, startStack, uniqueDigits, type Stack } from '../support/stack';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -82,10 +83,37 @@ describe('operator actions at hard moments of the lifecycle run (own Temporal se
 
     // The run was handed over several times, and exactly one run is open.
     const runs: string[] = [];
-    for await (const w of stack.rt.temporal.workflow.list({ query: `WorkflowId = '${wabaWorkflowId(wabaId)}'` }))
+    const handedOver: string[] = [];
+    for await (const w of stack.rt.temporal.workflow.list({ query: `WorkflowId = '${wabaWorkflowId(wabaId)}'` })) {
       runs.push(w.status.name);
+      if (w.status.name === 'CONTINUED_AS_NEW') handedOver.push(w.runId);
+    }
+    // Each handed-over run replays deterministically against today's code (the patched paths included).
+    for (const runId of handedOver) {
+      const history = await stack.rt.temporal.workflow.getHandle(wabaWorkflowId(wabaId), runId).fetchHistory();
+      await Worker.runReplayHistory({ workflowBundle: await sharedBundle() }, history, runId);
+    }
     expect(runs.filter((s) => s === 'CONTINUED_AS_NEW').length).toBeGreaterThanOrEqual(3);
     expect(runs.filter((s) => s === 'RUNNING')).toHaveLength(1);
+
+    // A late repeat of a key the first run saw is still a duplicate several hand-overs later (the
+    // keys travel with continue-as-new); a fresh key is applied (here: noted, already connected).
+    const firstKey = (await stack.rt.c.accountEvents.find({ wabaId }).sort({ receivedAt: 1 }).limit(1).toArray())[0]!
+      ._id;
+    const handle = stack.rt.temporal.workflow.getHandle(wabaWorkflowId(wabaId));
+    const event = (key: string, detail: string) => ({
+      key,
+      type: 'ACCOUNT_RECONNECTED' as const,
+      wabaId,
+      receivedAt: new Date().toISOString(),
+      source: 'webhook' as const,
+      detail,
+    });
+    await handle.signal(lifecycleEventSignal, event(firstKey, 'late repeat'));
+    await handle.signal(lifecycleEventSignal, event(`fresh-${wabaId}`, 'fresh key'));
+    const details = async () => ((await stack.rt.c.wabas.findOne({ _id: wabaId }))?.events ?? []).map((e) => e.detail);
+    await eventually(async () => (await details()).includes('fresh key'), 20_000, 100);
+    expect(await details()).not.toContain('late repeat');
   }, 240_000);
 
   it('answers 202 (accepted, not applied) when the run is busy past 10 s, and applies it after', async () => {

@@ -65,6 +65,8 @@ const SHELL_PATCHES = {
    * starts and before each escalation level, not from the input frozen by whoever started it.
    */
   settingsFromWorker: 'lifecycle-settings-from-worker',
+  /** Continue-as-new hands the keys seen so far to the next run (a repeat after it is still a duplicate). */
+  continueAsNewKeys: 'lifecycle-can-carries-keys',
 } as const;
 
 const storeActivities = proxyActivities<Activities>({
@@ -127,6 +129,8 @@ const RECENT_KEYS = 200;
 export async function wabaLifecycleWorkflow(
   input: LifecycleInput,
   pending: LifecycleEvent[] = [],
+  /** Keys the previous run saw (handed over by continue-as-new), so a late repeat is still a duplicate. */
+  seen: string[] = [],
 ): Promise<LifecycleRunSummary> {
   const { wabaId } = input;
   // Probing exists only in runs whose settings ask for it and that were first run by code that knows it.
@@ -139,7 +143,7 @@ export async function wabaLifecycleWorkflow(
   }
   const isPatched = (id: PatchId): boolean => patched(id);
   const inbox: LifecycleEvent[] = [...pending];
-  const recentKeys: string[] = pending.map((e) => e.key);
+  const recentKeys: string[] = [...new Set([...seen, ...pending.map((e) => e.key)])].slice(-RECENT_KEYS);
   let operatorRequest: OperatorAction | undefined;
   // Set once the document is loaded; the handlers below run before that and check for it.
   let waba: LifecycleState | undefined;
@@ -357,5 +361,7 @@ export async function wabaLifecycleWorkflow(
   }
   await Promise.all(alerts);
   await condition(allHandlersFinished);
+  if (patched(SHELL_PATCHES.continueAsNewKeys))
+    return continueAsNew<typeof wabaLifecycleWorkflow>(input, inbox, recentKeys);
   return continueAsNew<typeof wabaLifecycleWorkflow>(input, inbox);
 }
