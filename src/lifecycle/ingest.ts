@@ -6,14 +6,13 @@ import type { DeliveryBytes, SinkReport, WebhookSink } from '../http/webhook';
 import type {
   AccountEventDoc,
   Collections,
-  ForwardDoc,
   GateHoldDoc,
   MessageStatusDoc,
   OutboxDoc,
   OutboxEvent,
 } from '../adapters/store/db';
 import { recordStatuses } from '../adapters/store/events';
-import { forwardId, insertForwards } from '../adapters/store/forwards';
+import { insertForwards, pendingEntries } from '../adapters/store/forwards';
 import { nextOutboxId, recordDelivery } from '../adapters/store/outbox';
 import { holdGates } from '../adapters/store/gate-holds';
 import { HOLDING_EVENTS } from '../sending/admission';
@@ -195,7 +194,7 @@ export function createWebhookSink(deps: {
       try {
         await allOrFirstError([
           doc
-            ? recordDelivery(c, doc).then(() => insertForwards(c, forwardEntries(doc, forward, parsed.entryIds)))
+            ? recordDelivery(c, doc).then(() => insertForwards(c, pendingEntries(doc, forward, parsed.entryIds)))
             : Promise.resolve(),
           holdGates(c, [...holds.values()]),
           statuses.length > 0
@@ -216,18 +215,4 @@ export function createWebhookSink(deps: {
       return { unusable };
     },
   };
-}
-
-/** The pending forward entries of a new delivery, one per target that wants it. */
-function forwardEntries(doc: OutboxDoc, targets: readonly string[], wabaIds: readonly string[]): ForwardDoc[] {
-  return targets.map((target) => ({
-    _id: forwardId(target, doc._id),
-    target,
-    deliveryId: doc._id,
-    wabaIds: [...wabaIds],
-    receivedAt: doc.receivedAt,
-    state: 'pending' as const,
-    attempts: 0,
-    nextAt: 0,
-  }));
 }

@@ -107,7 +107,7 @@ export function createDeliveriesRouter(deps: {
       ...(r.target ? { target: r.target } : {}),
       ...(r.wabaId ? { wabaId: r.wabaId } : {}),
     };
-    const result = await replayDeliveries(c, filter, Date.now());
+    const result = await replayDeliveries(c, filter);
     logger.warn({ ...filter, ...result }, 'deliveries replayed to forward targets');
     const body: z.output<typeof replayResultSchema> = result;
     ctx.body = body;

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { Collections, ForwardDoc, OutboxDoc } from '../adapters/store/db';
-import { forwardId, insertForwards } from '../adapters/store/forwards';
+import { insertForwards, pendingEntries } from '../adapters/store/forwards';
 import { recordDeliveriesOnce } from '../adapters/store/outbox';
 import type { Settlement } from '../adapters/store/queue';
 import type { WabaSnapshot } from '../adapters/store/wabas';
@@ -234,18 +234,7 @@ export async function emitServiceEvents(
       fields: [SERVICE_EVENTS_FIELD],
     };
     docs.push(doc);
-    for (const target of forward) {
-      entries.push({
-        _id: forwardId(target, doc._id),
-        target,
-        deliveryId: doc._id,
-        wabaIds: [event.wabaId],
-        receivedAt: doc.receivedAt,
-        state: 'pending',
-        attempts: 0,
-        nextAt: 0,
-      });
-    }
+    entries.push(...pendingEntries(doc, forward, [event.wabaId]));
   }
   // Deliveries first: a forward entry never names a delivery that is not there.
   await recordDeliveriesOnce(c, docs);

@@ -9,6 +9,24 @@ import { insertFacts } from './db';
 
 export const forwardId = (target: string, deliveryId: string): string => `${target}:${deliveryId}`;
 
+/** The pending entries of a delivery, one per target (due at once); `wabaIds` are the WABAs it names. */
+export function pendingEntries(
+  delivery: { _id: string; receivedAt: string },
+  targets: readonly string[],
+  wabaIds: readonly string[],
+): ForwardDoc[] {
+  return targets.map((target) => ({
+    _id: forwardId(target, delivery._id),
+    target,
+    deliveryId: delivery._id,
+    wabaIds: [...wabaIds],
+    receivedAt: delivery.receivedAt,
+    state: 'pending' as const,
+    attempts: 0,
+    nextAt: 0,
+  }));
+}
+
 /** Creates the pending entries of a new delivery (one insert command; a redo collides harmlessly). */
 export function insertForwards(c: Collections, docs: ForwardDoc[]): Promise<void> {
   return insertFacts(c.forwards, docs);

@@ -1,12 +1,11 @@
 import type { LifecycleEvent } from '../../../workflows/contracts';
-import { forwardId, forwardsLeft, insertForwards } from './forwards';
+import { forwardsLeft, insertForwards, pendingEntries } from './forwards';
 import {
   insertFacts,
   isDuplicateKey,
   type AccountEventDoc,
   type ArchivedDeliveryDoc,
   type Collections,
-  type ForwardDoc,
   type OutboxDoc,
 } from './db';
 
@@ -142,7 +141,6 @@ export interface ReplayFilter {
 export async function replayDeliveries(
   c: Collections,
   f: ReplayFilter,
-  now: number,
 ): Promise<{ deliveries: number; forwards: number }> {
   const q: Record<string, unknown> = { receivedAt: { $gte: f.since, $lt: f.until } };
   if (f.wabaId) q.wabaIds = f.wabaId;
@@ -155,16 +153,7 @@ export async function replayDeliveries(
     await insertFacts(c.outbox, [
       { ...rest, entryIds: a.wabaIds, events: [], audit: '[]', auditCount: 0, relayDone: true },
     ]);
-    const entries: ForwardDoc[] = targets.map((target) => ({
-      _id: forwardId(target, a._id),
-      target,
-      deliveryId: a._id,
-      wabaIds: a.wabaIds,
-      receivedAt: a.receivedAt,
-      state: 'pending',
-      attempts: 0,
-      nextAt: now,
-    }));
+    const entries = pendingEntries(a, targets, a.wabaIds);
     await insertForwards(c, entries);
     forwards += entries.length;
   }
