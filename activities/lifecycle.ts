@@ -8,15 +8,12 @@ import type { LifecycleSettings } from '../workflows/contracts';
 /** The lifecycle workflow's store activities: its WABA document and its queue's length. */
 export function createLifecycleActivities(
   c: Collections,
-  forwardTargets: readonly ForwardTarget[] = [],
-  lifecycle?: LifecycleSettings,
+  forwardTargets: readonly ForwardTarget[],
+  lifecycle: LifecycleSettings,
 ) {
   return {
     /** This worker's lifecycle settings (ESCALATION_LEVELS, ON_ABANDON, alert sinks, probes). */
-    lifecycleSettings: async (): Promise<LifecycleSettings> => {
-      if (!lifecycle) throw new Error('this worker has no lifecycle settings');
-      return lifecycle;
-    },
+    lifecycleSettings: async (): Promise<LifecycleSettings> => lifecycle,
     /** The WABA's document, or a fresh connected one. */
     loadWaba: (wabaId: string): Promise<WabaSnapshot> => loadWaba(c, wabaId, new Date().toISOString()),
     /**

@@ -175,23 +175,17 @@ export function messageEventsOf(wabaId: string, settlements: readonly Settlement
   });
 }
 
-/** A message put in its WABA's queue (the gate is closed). */
-export const messageQueuedEvent = (wabaId: string, messageId: string, at: string): ServiceEvent => ({
-  id: `${messageId}:queued`,
-  type: 'message.queued',
-  at,
-  wabaId,
-  data: { messageId },
-});
-
-/** A send whose answer was lost: told once, when the ledger first sees it in doubt. */
-export const messageInDoubtEvent = (wabaId: string, messageId: string, at: string): ServiceEvent => ({
-  id: `${messageId}:in_doubt`,
-  type: 'message.in_doubt',
-  at,
-  wabaId,
-  data: { messageId },
-});
+/**
+ * A message's step before its outcome: `message.queued` (the gate is closed) or
+ * `message.in_doubt` (a send's answer was lost; told once, when the ledger first sees it).
+ * Ids are `<messageId>:queued` / `<messageId>:in_doubt`, the same on every retry.
+ */
+export const messageStepEvent = (
+  type: 'message.queued' | 'message.in_doubt',
+  wabaId: string,
+  messageId: string,
+  at: string,
+): ServiceEvent => ({ id: `${messageId}:${type.slice('message.'.length)}`, type, at, wabaId, data: { messageId } });
 
 /** True when some target asks for service events (else emitting costs nothing at all). */
 export const wantsServiceEvents = (targets: readonly ForwardTarget[]): boolean =>

@@ -15,7 +15,7 @@ import { readGateHold } from '../adapters/store/gate-holds';
 import { recordStray } from '../adapters/store/outbox';
 import { deliverLifecycleEvent, type LaunchDeps } from '../lifecycle/launch';
 import type { OutboxNotifier } from '../lifecycle/ingest';
-import { emitServiceEvents, messageEventsOf, messageQueuedEvent } from '../relay/events';
+import { emitServiceEvents, messageEventsOf, messageStepEvent } from '../relay/events';
 import type { ForwardTarget } from '../relay/targets';
 import {
   REASONS,
@@ -180,7 +180,7 @@ export function createAdmission(deps: AdmissionDeps) {
       enqueuedAt: now,
       notify: true,
     });
-    await emitServiceEvents(c, targets, [messageQueuedEvent(wabaId, messageId, now)]);
+    await emitServiceEvents(c, targets, [messageStepEvent('message.queued', wabaId, messageId, now)]);
     // The gate may have moved between the caller's read and our insert: reopened (the drain that
     // reopened it may have missed this entry) or now refusing (a removal or abandonment that
     // failed the queue before this entry landed). Either way the lifecycle workflow settles it.

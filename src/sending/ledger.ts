@@ -9,7 +9,7 @@ import {
 import { markInDoubt } from '../adapters/store/messages';
 import type { GraphClient, SendMessageInput } from '../adapters/graph/client';
 import type { Logger } from '../logger';
-import { emitServiceEvents, messageInDoubtEvent } from '../relay/events';
+import { emitServiceEvents, messageStepEvent } from '../relay/events';
 import type { ForwardTarget } from '../relay/targets';
 import { attemptSend, type Attempt } from './attempt';
 
@@ -180,7 +180,7 @@ export async function sendWithLedger(
 ): Promise<LedgeredAttempt> {
   const { policy, logger, depart } = opts;
   const onInDoubt: OnInDoubt = (at) =>
-    emitServiceEvents(c, opts.targets, [messageInDoubtEvent(input.wabaId, input.messageId, at)]);
+    emitServiceEvents(c, opts.targets, [messageStepEvent('message.in_doubt', input.wabaId, input.messageId, at)]);
   const begin = await beginSend(c, input.messageId, policy, logger, onInDoubt);
   if (begin.kind === 'sent') return { kind: 'already_sent', wamid: begin.wamid };
   if (begin.kind === 'wait') return { kind: 'in_doubt_wait', ms: begin.ms };
