@@ -380,16 +380,15 @@ export function addStoreGauges(
   );
   const forwardAlert = registry.gauge(
     'coexist_relay_forward_backlog_alerting',
-    'Per forward target: 1 while its oldest pending forward is older than FORWARD_BACKLOG_ALERT_AGE.',
+    'Per forward target: 1 while a pending forward has waited longer than FORWARD_BACKLOG_ALERT_AGE.',
     ['target'],
   );
   registry.collector([outbox, forwards, forwardAge, forwardAlert], async () => {
-    const [pending, stats] = await Promise.all([countPendingDeliveries(c), forwardStats(c)]);
+    const [pending, stats] = await Promise.all([countPendingDeliveries(c), forwardStats(c, now())]);
     outbox.set(undefined, pending);
     for (const [state, n] of Object.entries(stats.byState)) forwards.set({ state }, n);
     for (const t of forward.targets) {
-      const since = stats.oldestPending[t.name];
-      const ageMs = since !== undefined ? Math.max(0, now() - since) : 0;
+      const ageMs = stats.longestPendingMs[t.name] ?? 0;
       forwardAge.set({ target: t.name }, ageMs / 1000);
       forwardAlert.set({ target: t.name }, backlogTooOld(ageMs, forward) ? 1 : 0);
     }

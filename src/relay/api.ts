@@ -107,7 +107,8 @@ export function createDeliveriesRouter(deps: {
       ...(r.target ? { target: r.target } : {}),
       ...(r.wabaId ? { wabaId: r.wabaId } : {}),
     };
-    const result = await replayDeliveries(c, filter);
+    const configured = config.forward.targets.map((t) => t.name);
+    const result = await replayDeliveries(c, filter, configured, Date.now());
     logger.warn({ ...filter, ...result }, 'deliveries replayed to forward targets');
     const body: z.output<typeof replayResultSchema> = result;
     ctx.body = body;

@@ -1,6 +1,6 @@
 import type { Collections, ForwardDoc } from '../adapters/store/db';
 import { SIGNATURE_HEADER } from '../adapters/meta/signature';
-import { forwardDelivered, forwardFailed, pendingForwards } from '../adapters/store/forwards';
+import { forwardDelivered, forwardFailed, pendingAgeMs, pendingForwards } from '../adapters/store/forwards';
 import { dropIfForwarded, readDelivery } from '../adapters/store/outbox';
 import type { ForwardSettings } from '../config';
 import type { Logger } from '../logger';
@@ -16,7 +16,7 @@ export interface ForwarderOptions {
   timeoutMs?: number;
 }
 
-/** The backlog alert's rule (the forwarder's log line and the /metrics gauge): older than FORWARD_BACKLOG_ALERT_AGE. */
+/** The backlog alert's rule (the forwarder's log line and the /metrics gauge): a wait past FORWARD_BACKLOG_ALERT_AGE. */
 export const backlogTooOld = (oldestPendingAgeMs: number, forward: Pick<ForwardSettings, 'backlogAlertMs'>): boolean =>
   oldestPendingAgeMs > forward.backlogAlertMs;
 
@@ -34,8 +34,9 @@ export interface Forwarder {
  * - Order: per target, entries go in arrival order; a WABA whose delivery failed holds its later
  *   deliveries back until it goes through (other WABAs go on). Across processes the order holds
  *   only as far as one process handles a WABA's entries at a time.
- * - Retries: exponential back-off from 2 s to 1 h; a delivery older than `maxAgeMs` that still
- *   fails is dead-lettered (`state: dead`; `POST /v1/deliveries/:id/retry` puts it back).
+ * - Retries: exponential back-off from 2 s to 1 h; an entry that has waited longer than
+ *   `maxAgeMs` (`pendingAgeMs`: since receipt, or since its replay or retry) and still fails is
+ *   dead-lettered (`state: dead`; `POST /v1/deliveries/:id/retry` puts it back, with a fresh clock).
  * - The ack to Meta never waits for this: the sink only records the delivery.
  */
 export function startForwarder(
@@ -53,10 +54,14 @@ export function startForwarder(
   /** Targets whose backlog alert this process has raised (logged once per episode). */
   const alerting = new Set<string>();
 
-  /** Raises the backlog alert when the oldest pending entry got too old; clears it once it is not. */
+  /** Raises the backlog alert when a pending entry has waited too long; clears it once none has. */
   function watchBacklog(target: ForwardTarget, entries: ForwardDoc[]): void {
-    const oldest = entries[0];
-    const ageMs = oldest ? Date.now() - Date.parse(oldest.receivedAt) : 0;
+    const now = Date.now();
+    const oldest = entries.reduce<ForwardDoc | undefined>(
+      (o, e) => (!o || pendingAgeMs(e, now) > pendingAgeMs(o, now) ? e : o),
+      undefined,
+    );
+    const ageMs = oldest ? pendingAgeMs(oldest, now) : 0;
     const log = { alert: true, target: target.name, oldestAgeSeconds: Math.round(ageMs / 1000) };
     if (backlogTooOld(ageMs, deps.forward) && !alerting.has(target.name)) {
       alerting.add(target.name);
@@ -93,7 +98,7 @@ export function startForwarder(
       await dropIfForwarded(c, entry.deliveryId);
       return true;
     } catch (err) {
-      const dead = Date.now() - Date.parse(entry.receivedAt) > maxAgeMs;
+      const dead = pendingAgeMs(entry, Date.now()) > maxAgeMs;
       const lastError = String(err instanceof Error ? err.message : err).slice(0, 200);
       await forwardFailed(c, entry, { attempts, nextAt: Date.now() + forwardBackoffMs(attempts), lastError, dead });
       const log = { target: target.name, deliveryId: entry.deliveryId, wabaId: entry.wabaIds[0], attempts, lastError };

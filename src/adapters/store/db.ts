@@ -199,6 +199,12 @@ export interface ForwardDoc {
   attempts: number;
   /** Epoch ms of the next attempt. */
   nextAt: number;
+  /**
+   * Epoch ms since when it has been waiting: the delivery's receipt for a new entry, the moment
+   * of a replay or of a retry of a dead letter. The clock of FORWARD_MAX_AGE and of the backlog
+   * alert (see `pendingAgeMs`); absent on entries written before it existed (then `receivedAt`).
+   */
+  pendingSince?: number;
   lastError?: string;
 }
 

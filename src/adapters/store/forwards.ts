@@ -9,11 +9,15 @@ import { insertFacts } from './db';
 
 export const forwardId = (target: string, deliveryId: string): string => `${target}:${deliveryId}`;
 
-/** The pending entries of a delivery, one per target (due at once); `wabaIds` are the WABAs it names. */
+/**
+ * The pending entries of a delivery, one per target (due at once); `wabaIds` are the WABAs it
+ * names. They wait from the delivery's receipt, or from `since` (a replay: now).
+ */
 export function pendingEntries(
   delivery: { _id: string; receivedAt: string },
   targets: readonly string[],
   wabaIds: readonly string[],
+  since: number = Date.parse(delivery.receivedAt),
 ): ForwardDoc[] {
   return targets.map((target) => ({
     _id: forwardId(target, delivery._id),
@@ -24,8 +28,17 @@ export function pendingEntries(
     state: 'pending' as const,
     attempts: 0,
     nextAt: 0,
+    pendingSince: since,
   }));
 }
+
+/**
+ * How long an entry has been waiting to be forwarded: what FORWARD_MAX_AGE (the dead letter) and
+ * FORWARD_BACKLOG_ALERT_AGE (the alert) are compared with. Counted from `pendingSince`, so a
+ * replayed or retried old delivery gets its full time again instead of dying or alerting at once.
+ */
+export const pendingAgeMs = (entry: Pick<ForwardDoc, 'pendingSince' | 'receivedAt'>, now: number): number =>
+  Math.max(0, now - (entry.pendingSince ?? Date.parse(entry.receivedAt)));
 
 /** Creates the pending entries of a new delivery (one insert command; a redo collides harmlessly). */
 export function insertForwards(c: Collections, docs: ForwardDoc[]): Promise<void> {
@@ -134,26 +147,34 @@ export async function retryDead(
   for (const t of targets) {
     const r = await c.forwards.updateOne(
       { _id: forwardId(t, deliveryId), state: 'dead' },
-      { $set: { state: 'pending', attempts: 0, nextAt: now }, $unset: { lastError: '' } },
+      { $set: { state: 'pending', attempts: 0, nextAt: now, pendingSince: now }, $unset: { lastError: '' } },
     );
     n += r.modifiedCount;
   }
   return n;
 }
 
-/** Forward entries per state, and each target's oldest pending one (metrics): one scan of the small `forwards`. */
-export async function forwardStats(c: Collections): Promise<{
+/**
+ * Forward entries per state, and each target's longest wait of a pending entry (`pendingAgeMs` at
+ * `now`), for metrics: one scan of the small `forwards` collection.
+ */
+export async function forwardStats(
+  c: Collections,
+  now: number,
+): Promise<{
   byState: Record<ForwardDoc['state'], number>;
-  /** Per target: `receivedAt` (epoch ms) of its oldest pending entry. */
-  oldestPending: Record<string, number>;
+  /** Per target with pending entries: the longest `pendingAgeMs`. */
+  longestPendingMs: Record<string, number>;
 }> {
-  const docs = await c.forwards.find({}, { projection: { state: 1, target: 1, receivedAt: 1 } }).toArray();
+  const docs = await c.forwards
+    .find({}, { projection: { state: 1, target: 1, receivedAt: 1, pendingSince: 1 } })
+    .toArray();
   const byState: Record<ForwardDoc['state'], number> = { pending: 0, dead: 0 };
-  const oldestPending: Record<string, number> = {};
+  const longestPendingMs: Record<string, number> = {};
   for (const d of docs) {
     byState[d.state] = (byState[d.state] ?? 0) + 1;
-    const at = Date.parse(d.receivedAt);
-    if (d.state === 'pending' && at < (oldestPending[d.target] ?? Infinity)) oldestPending[d.target] = at;
+    if (d.state === 'pending')
+      longestPendingMs[d.target] = Math.max(longestPendingMs[d.target] ?? 0, pendingAgeMs(d, now));
   }
-  return { byState, oldestPending };
+  return { byState, longestPendingMs };
 }

@@ -131,33 +131,42 @@ export interface ReplayFilter {
 }
 
 /**
- * Forwards archived deliveries again (`POST /v1/deliveries/replay`): each goes back into the
- * outbox (already done for the relay) with a pending entry per target, so the forwarders send it
- * in arrival order with its original `webhook-id`. A delivery still in the outbox, or an entry
- * still pending, collides harmlessly. A read of `delivery_archive` by `receivedAt` (an index range
- * on MongoDB; a scan on FerretDB: an operator's action, not a hot path). Returns the deliveries
- * replayed and the entries created.
+ * Forwards archived deliveries again (`POST /v1/deliveries/replay`): they go back into the outbox
+ * (already done for the relay) with a pending entry per target, so the forwarders send them in
+ * arrival order with their original `webhook-id`. Only to `configured` targets (one removed from
+ * FORWARD_TARGETS since has no forwarder: its entry would wait forever and pin the delivery in
+ * the outbox). The entries wait from now (`pendingSince`), not from the delivery's receipt. Two
+ * inserts, deliveries first; a delivery still in the outbox, or an entry still pending, collides
+ * harmlessly. A read of `delivery_archive` by `receivedAt` (an index range on MongoDB; a scan on
+ * FerretDB: an operator's action, not a hot path).
  */
 export async function replayDeliveries(
   c: Collections,
   f: ReplayFilter,
+  configured: readonly string[],
+  now: number,
 ): Promise<{ deliveries: number; forwards: number }> {
   const q: Record<string, unknown> = { receivedAt: { $gte: f.since, $lt: f.until } };
   if (f.wabaId) q.wabaIds = f.wabaId;
   if (f.target) q.forward = f.target;
-  const docs = await c.deliveryArchive.find(q).sort({ _id: 1 }).limit(f.limit).toArray();
-  let forwards = 0;
-  for (const a of docs) {
-    const targets = a.forward.filter((t) => !f.target || t === f.target);
-    const { storedAt: _storedAt, ...rest } = a;
-    await insertFacts(c.outbox, [
-      { ...rest, entryIds: a.wabaIds, events: [], audit: '[]', auditCount: 0, relayDone: true },
-    ]);
-    const entries = pendingEntries(a, targets, a.wabaIds);
-    await insertForwards(c, entries);
-    forwards += entries.length;
-  }
-  return { deliveries: docs.length, forwards };
+  const archived = await c.deliveryArchive.find(q).sort({ _id: 1 }).limit(f.limit).toArray();
+  const replays = archived
+    .map((a) => ({ a, targets: a.forward.filter((t) => configured.includes(t) && (!f.target || t === f.target)) }))
+    .filter((r) => r.targets.length > 0);
+  await insertFacts(
+    c.outbox,
+    replays.map(({ a: { storedAt: _storedAt, ...a } }) => ({
+      ...a,
+      entryIds: a.wabaIds,
+      events: [],
+      audit: '[]',
+      auditCount: 0,
+      relayDone: true,
+    })),
+  );
+  const entries = replays.flatMap(({ a, targets }) => pendingEntries(a, targets, a.wabaIds, now));
+  await insertForwards(c, entries);
+  return { deliveries: replays.length, forwards: entries.length };
 }
 
 /** The delivery with its raw bytes (forwarding), or null once it is gone. */
