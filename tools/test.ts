@@ -30,10 +30,11 @@ interface JestJson {
 
 const reports = fs.mkdtempSync(path.join(os.tmpdir(), 'coexist-relay-test-'));
 const failures: string[] = [];
+let runs = 0;
 
 /** One Jest run; its failed tests (or a file that failed to run) are kept for the summary. */
 function run(args: string[]): number {
-  const json = path.join(reports, `run-${failures.length}-${Date.now()}.json`);
+  const json = path.join(reports, `run-${++runs}.json`);
   const r = spawnSync(process.execPath, [jest, ...args, '--json', `--outputFile=${json}`], {
     stdio: 'inherit',
     cwd: root,
@@ -50,8 +51,8 @@ function failedTests(json: string, args: string[]): string[] {
   } catch {
     return [`jest ${args.join(' ')}: no report (the run itself failed)`];
   }
-  // The first lines of the failure, without colours: enough to tell one failure from another.
-  const firstLine = (m: string | undefined) =>
+  // The first lines of the failure, without colours or stack: enough to tell one failure from another.
+  const summary = (m: string | undefined) =>
     (m ?? '')
       .replace(/\u001b\[[0-9;]*m/g, '')
       .split('\n')
@@ -62,8 +63,8 @@ function failedTests(json: string, args: string[]): string[] {
   return out.testResults.flatMap((file) => {
     const name = path.relative(root, file.name);
     const failed = file.assertionResults.filter((a) => a.status === 'failed');
-    if (failed.length === 0) return file.message ? [`${name}: ${firstLine(file.message)}`] : [];
-    return failed.map((a) => `${name} › ${a.fullName}: ${firstLine(a.failureMessages[0])}`);
+    if (failed.length === 0) return file.message ? [`${name}: ${summary(file.message)}`] : [];
+    return failed.map((a) => `${name} › ${a.fullName}: ${summary(a.failureMessages[0])}`);
   });
 }
 
