@@ -100,9 +100,13 @@ export async function dropIfForwarded(c: Collections, id: string): Promise<void>
  * (two forwarders finishing together) inserts the same `_id` and deletes nothing more.
  */
 async function retireIfDone(c: Collections, id: string): Promise<void> {
-  const doc = await c.outbox.findOne({ _id: id }, { projection: { events: 0, audit: 0 } });
-  if (!doc?.relayDone || (await forwardsLeft(c, id, doc.forward))) return;
-  if (doc.forward?.length) await insertFacts(c.deliveryArchive, [archiveOf(doc, doc.forward)]);
+  // The flags first: the raw bytes (up to the webhook's body limit) are read only to archive them.
+  const head = await c.outbox.findOne({ _id: id }, { projection: { relayDone: 1, forward: 1 } });
+  if (!head?.relayDone || (await forwardsLeft(c, id, head.forward))) return;
+  if (head.forward?.length) {
+    const doc = await c.outbox.findOne({ _id: id }, { projection: { events: 0, audit: 0 } });
+    if (doc) await insertFacts(c.deliveryArchive, [archiveOf(doc, head.forward)]);
+  }
   await c.outbox.deleteOne({ _id: id });
 }
 
