@@ -240,7 +240,12 @@ export function createDrainActivities(deps: DrainDeps) {
        * (reserved in sequence order, so requests leave in that order); retries reserve new ones.
        */
       async function sendOne(entry: QueueDoc, first: Reservation): Promise<void> {
-        const base = { messageId: entry.messageId, queueId: entry._id, notify: entry.notify };
+        const base = {
+          messageId: entry.messageId,
+          queueId: entry._id,
+          notify: entry.notify,
+          ...(entry.round ? { round: entry.round } : {}),
+        };
         let reserved: Reservation | undefined = first;
         for (let attempt = 1; attempt <= tuning.maxAttempts; attempt++) {
           const slot: Reservation = reserved ?? (await reserve(entry));
@@ -259,6 +264,7 @@ export function createDrainActivities(deps: DrainDeps) {
             {
               wabaId,
               messageId: entry.messageId,
+              ...(entry.round ? { round: entry.round } : {}),
               phoneNumberId: entry.phoneNumberId,
               to: entry.to,
               content: entry.content,
@@ -318,7 +324,7 @@ export function createDrainActivities(deps: DrainDeps) {
 
       /** Entries an interrupted attempt already settled: remove them without sending. */
       async function dropSettled(page: QueueDoc[]): Promise<QueueDoc[]> {
-        const settled = await Promise.all(page.map((e) => findSettlement(c, e.messageId)));
+        const settled = await Promise.all(page.map((e) => findSettlement(c, e.messageId, e.round)));
         const keep = page.filter((_, i) => !settled[i]);
         const done = page.filter((_, i) => settled[i]).map((e) => e._id);
         await removeEntries(c, done);
@@ -330,12 +336,12 @@ export function createDrainActivities(deps: DrainDeps) {
       const heartbeatTimer = setInterval(() => ctx.heartbeat(progress), 5_000);
       let checkedForResume = 0;
       // The next page is read while this one is sent (a page read scans the queue on FerretDB).
-      let nextPage: Promise<QueueDoc[]> = nextEntries(c, wabaId, 0, tuning.pageSize);
+      let nextPage: Promise<QueueDoc[]> = nextEntries(c, wabaId, undefined, tuning.pageSize);
       try {
         while (!halted()) {
           let page = await nextPage;
           if (page.length === 0) break;
-          nextPage = nextEntries(c, wabaId, page[page.length - 1]!.seq, tuning.pageSize);
+          nextPage = nextEntries(c, wabaId, page[page.length - 1]!._id, tuning.pageSize);
           nextPage.catch(() => undefined); // awaited on the next turn; not left unhandled if we stop
           if (resumed && checkedForResume < tuning.maxInFlight + tuning.maxUnpersisted) {
             checkedForResume += page.length;
@@ -397,7 +403,7 @@ export function createDrainActivities(deps: DrainDeps) {
       const notifier = createNotifier(deps.launch, tuning.notifyConcurrency, deps.logger);
       let failed = 0;
       for (;;) {
-        const page = await nextEntries(c, input.wabaId, 0, tuning.pageSize);
+        const page = await nextEntries(c, input.wabaId, undefined, tuning.pageSize);
         if (page.length === 0) break;
         const at = new Date().toISOString();
         const batch: Settlement[] = page.map((e) => ({
@@ -406,6 +412,7 @@ export function createDrainActivities(deps: DrainDeps) {
           status: 'failed',
           reason: input.reason,
           at,
+          ...(e.round ? { round: e.round } : {}),
         }));
         await persist(c, batch, deps.logger, { wabaId: input.wabaId, targets: config.forward.targets });
         notifier.push(batch.filter((_, i) => page[i]!.notify).map(outcomeOfSettlement));

@@ -3,9 +3,10 @@ import { countQueued } from '../src/adapters/store/queue';
 import { loadWaba, saveWaba, type WabaSnapshot } from '../src/adapters/store/wabas';
 import { emitServiceEvents, wabaEventsOf } from '../src/relay/events';
 import type { ForwardTarget } from '../src/relay/targets';
-import type { LifecycleSettings } from '../workflows/contracts';
+import { requeueLateFailure } from '../src/sending/late-failure';
+import type { LateFailureInput, LateFailureResult, LifecycleSettings } from '../workflows/contracts';
 
-/** The lifecycle workflow's store activities: its WABA document and its queue's length. */
+/** The lifecycle workflow's store activities: its WABA document, its queue's length, late failures. */
 export function createLifecycleActivities(
   c: Collections,
   forwardTargets: readonly ForwardTarget[],
@@ -30,5 +31,8 @@ export function createLifecycleActivities(
           : undefined,
       ),
     countQueued: (wabaId: string): Promise<number> => countQueued(c, wabaId),
+    /** Queues a message Meta failed after accepting it again, once (src/sending/late-failure.ts). */
+    requeueLateFailure: (failure: LateFailureInput): Promise<LateFailureResult> =>
+      requeueLateFailure(c, failure, forwardTargets),
   };
 }

@@ -160,8 +160,30 @@ export interface LifecycleEvent {
   errorReason?: string;
   messageId?: string;
   wamid?: string;
+  /**
+   * A failed status's `biz_opaque_callback_data`: the key of our send Meta failed (the message id,
+   * or `<id>#2`). With it the lifecycle workflow queues the message again, once (late failure).
+   */
+  sendKey?: string;
   /** PARTNER_REMOVED: Meta's `disconnection_info`. */
   disconnectionInfo?: DisconnectionInfo;
+}
+
+/** A message Meta failed after accepting it: what `requeueLateFailure` needs. */
+export interface LateFailureInput {
+  wabaId: string;
+  /** The send's key (`biz_opaque_callback_data` of the failed status). */
+  sendKey: string;
+  wamid: string;
+  code: number;
+  /** Epoch ms of the failed status. */
+  failedAt: number;
+}
+
+/** Whether `requeueLateFailure` queued the message again (else why not). */
+export interface LateFailureResult {
+  requeued: boolean;
+  why?: string;
 }
 
 /** One row of the WABA's recent-event log (kept short, newest last). */

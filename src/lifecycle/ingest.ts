@@ -161,6 +161,8 @@ export function createWebhookSink(deps: {
           code: bad.code,
           errorReason: classifyMetaError({ code: bad.code }).reason,
           wamid: s.wamid,
+          // Our send's key: the workflow queues that message again, once (a late failure).
+          ...(s.bizOpaqueCallbackData ? { sendKey: s.bizOpaqueCallbackData } : {}),
           detail: `status webhook: message ${s.wamid} failed with Meta code ${bad.code}${bad.title ? ` (${bad.title})` : ''}`,
           entryId: s.wamid,
           raw: '',

@@ -5,6 +5,7 @@ import { insertForwards, pendingEntries } from '../adapters/store/forwards';
 import { recordDeliveriesOnce } from '../adapters/store/outbox';
 import type { Settlement } from '../adapters/store/queue';
 import type { WabaSnapshot } from '../adapters/store/wabas';
+import { sendKey } from '../adapters/store/messages';
 import { wants, type ForwardTarget } from './targets';
 
 /**
@@ -79,6 +80,19 @@ export const serviceEventSchemas = {
     .describe(
       "A send's answer was lost (it may have reached Meta). Told once per message; a later message.sent or message.failed settles it.",
     ),
+  'message.requeued': z
+    .object({
+      ...base,
+      type: z.literal('message.requeued'),
+      data: z.object({
+        messageId: z.string(),
+        wamid: z.string().describe('the send Meta accepted and then failed'),
+        code: z.number().int().describe("Meta's error code on the failed status"),
+      }),
+    })
+    .describe(
+      'Meta failed a message after accepting it (a failed status saying the account cannot send): it is queued again, once, and a second message.sent or message.failed follows.',
+    ),
 } as const;
 
 export type ServiceEventType = keyof typeof serviceEventSchemas;
@@ -144,7 +158,7 @@ export function wabaEventsOf(prev: WabaSnapshot | undefined, next: WabaSnapshot)
  */
 export function messageEventsOf(wabaId: string, settlements: readonly Settlement[]): ServiceEvent[] {
   return settlements.flatMap((s): ServiceEvent[] => {
-    const id = `${s.messageId}:${s.status}`;
+    const id = `${sendKey(s.messageId, s.round)}:${s.status}`;
     const reason = s.reason ? { reason: s.reason } : {};
     switch (s.status) {
       case 'sent':
@@ -178,14 +192,22 @@ export function messageEventsOf(wabaId: string, settlements: readonly Settlement
 /**
  * A message's step before its outcome: `message.queued` (the gate is closed) or
  * `message.in_doubt` (a send's answer was lost; told once, when the ledger first sees it).
- * Ids are `<messageId>:queued` / `<messageId>:in_doubt`, the same on every retry.
+ * Ids are `<sendKey>:queued` / `<sendKey>:in_doubt` (the message id for its first send), the same
+ * on every retry.
  */
 export const messageStepEvent = (
   type: 'message.queued' | 'message.in_doubt',
   wabaId: string,
   messageId: string,
   at: string,
-): ServiceEvent => ({ id: `${messageId}:${type.slice('message.'.length)}`, type, at, wabaId, data: { messageId } });
+  round?: number,
+): ServiceEvent => ({
+  id: `${sendKey(messageId, round)}:${type.slice('message.'.length)}`,
+  type,
+  at,
+  wabaId,
+  data: { messageId },
+});
 
 /** True when some target asks for service events (else emitting costs nothing at all). */
 export const wantsServiceEvents = (targets: readonly ForwardTarget[]): boolean =>

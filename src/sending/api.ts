@@ -139,6 +139,21 @@ export const messageViewSchema = z.object({
     .describe("Meta's status webhooks by status"),
   attempts: z.number().int().min(0),
   updatedAt: z.string(),
+  history: z
+    .array(
+      z.object({
+        status: z.enum(['sent', 'failed', 'queued', 'expired', 'cancelled']),
+        at: z.string(),
+        wamid: z.string().optional(),
+        by: z.literal('meta').optional().describe('Meta failed it after accepting it (a failed status)'),
+        code: z.number().int().optional().describe("Meta's error code"),
+        reason: z.string().optional(),
+      }),
+    )
+    .optional()
+    .describe(
+      'Only for a message Meta failed after accepting it (its account could not send), queued again once: sent, failed by Meta, queued, then its second outcome. `wamid`, `status` and `delivery` then describe the second send.',
+    ),
 });
 export type MessageView = z.output<typeof messageViewSchema>;
 type DeliveryStatus = keyof MessageView['delivery'];
@@ -149,7 +164,9 @@ export const newMessageId = (): string => `msg_${Date.now().toString(36)}${rando
 
 /** The public view of a message, with Meta's delivery statuses folded in. */
 async function messageView(c: Collections, id: string, m: StoredMessage): Promise<MessageView> {
-  const { doc, settlement } = m;
+  const { doc } = m;
+  // A message queued again after a late failure shows its second send (its first is in `history`).
+  const settlement = m.resend ? m.resend.settlement : m.settlement;
   const outcome = outcomeOf(id, m);
   const delivery: MessageView['delivery'] = {};
   if (outcome.wamid) {
@@ -182,7 +199,41 @@ async function messageView(c: Collections, id: string, m: StoredMessage): Promis
     delivery,
     attempts: settlement?.attempts ?? doc?.attempts ?? 0,
     updatedAt: at,
+    ...(m.resend ? { history: historyOf(m) } : {}),
   };
+}
+
+/** A re-queued message's steps: first send, Meta's late failure, queued again, second outcome. */
+function historyOf(m: StoredMessage): NonNullable<MessageView['history']> {
+  const first = m.settlement;
+  const failure = m.resend?.failure;
+  const second = m.resend?.settlement;
+  return [
+    ...(first ? [{ status: 'sent' as const, at: first.at, ...(first.wamid ? { wamid: first.wamid } : {}) }] : []),
+    ...(failure
+      ? [
+          {
+            status: 'failed' as const,
+            at: failure.failedAt,
+            wamid: failure.wamid,
+            by: 'meta' as const,
+            code: failure.code,
+          },
+          { status: 'queued' as const, at: failure.requeuedAt },
+        ]
+      : []),
+    ...(second
+      ? [
+          {
+            status: second.status,
+            at: second.at,
+            ...(second.wamid ? { wamid: second.wamid } : {}),
+            ...(second.reason ? { reason: second.reason } : {}),
+            ...(second.error ? { code: second.error.code } : {}),
+          },
+        ]
+      : []),
+  ];
 }
 
 /** Whether a send key may use a WABA (a key listing no WABAs may use all). */

@@ -6,7 +6,7 @@ import {
   readConfirmation,
   updateAttempt,
 } from '../adapters/store/attempts';
-import { markInDoubt } from '../adapters/store/messages';
+import { markInDoubt, sendKey } from '../adapters/store/messages';
 import type { GraphClient, SendMessageInput } from '../adapters/graph/client';
 import type { Logger } from '../logger';
 import { emitServiceEvents, messageStepEvent } from '../relay/events';
@@ -46,32 +46,38 @@ export const inDoubtCounts = { seen: 0, confirmedByStatus: 0, resent: 0, failed:
 /** Told when a message is first found in doubt (the `message.in_doubt` service event). */
 export type OnInDoubt = (at: string) => Promise<void>;
 
-/** Decides, from the ledger, whether this message may be POSTed now; records the POST when it may. */
+/**
+ * Decides, from the ledger, whether this message may be POSTed now; records the POST when it may.
+ * `round` 2 is the send after Meta failed the first one late: its own ledger entry (`sendKey`).
+ */
 export async function beginSend(
   c: Collections,
   messageId: string,
   policy: InDoubtPolicy,
   logger?: Logger,
   onInDoubt?: OnInDoubt,
+  round?: number,
 ): Promise<BeginSend> {
   const now = Date.now();
-  let doc = await readAttempt(c, messageId);
+  const key = sendKey(messageId, round);
+  let doc = await readAttempt(c, key);
   if (!doc) {
-    if (await insertAttempt(c, { _id: messageId, tries: 1, state: 'in_flight', startedAt: now, resends: 0 }))
+    const first = { _id: key, messageId, ...(round && round > 1 ? { round } : {}) };
+    if (await insertAttempt(c, { ...first, tries: 1, state: 'in_flight', startedAt: now, resends: 0 }))
       return { kind: 'send', resend: false };
-    doc = await readAttempt(c, messageId);
+    doc = await readAttempt(c, key);
     if (!doc) return { kind: 'wait', ms: 1_000 };
   }
   if (doc.wamid) return { kind: 'sent', wamid: doc.wamid };
   if (doc.state === 'answered') {
-    await updateAttempt(c, messageId, { tries: doc.tries + 1, state: 'in_flight', startedAt: now });
+    await updateAttempt(c, key, { tries: doc.tries + 1, state: 'in_flight', startedAt: now });
     return { kind: 'send', resend: false };
   }
   // In flight with no answer recorded: the previous POST may have reached Meta.
-  const confirmed = await readConfirmation(c, messageId);
+  const confirmed = await readConfirmation(c, key);
   if (confirmed) {
     inDoubtCounts.confirmedByStatus++;
-    await updateAttempt(c, messageId, { state: 'answered', wamid: confirmed.wamid, confirmedBy: 'status' });
+    await updateAttempt(c, key, { state: 'answered', wamid: confirmed.wamid, confirmedBy: 'status' });
     return { kind: 'sent', wamid: confirmed.wamid };
   }
   if (doc.inDoubtAt === undefined) {
@@ -79,7 +85,7 @@ export async function beginSend(
     logger?.warn({ messageId, tries: doc.tries }, 'send in doubt: its answer was lost');
     await onInDoubt?.(new Date(now).toISOString()); // before the mark: a failed emit is redone by the retry
     await Promise.all([
-      updateAttempt(c, messageId, { inDoubtAt: now }),
+      updateAttempt(c, key, { inDoubtAt: now }),
       markInDoubt(c, messageId, new Date(now).toISOString()),
     ]);
   }
@@ -92,7 +98,7 @@ export async function beginSend(
   }
   inDoubtCounts.resent++;
   logger?.warn({ messageId }, 'in-doubt send: no status within the grace period; sending once more');
-  await updateAttempt(c, messageId, {
+  await updateAttempt(c, key, {
     tries: doc.tries + 1,
     state: 'in_flight',
     startedAt: now,
@@ -110,21 +116,22 @@ export async function endSend(
   messageId: string,
   answer: { wamid: string } | { lost: true } | { refused: true },
   onInDoubt?: OnInDoubt,
+  round?: number,
 ): Promise<void> {
+  const key = sendKey(messageId, round);
   if ('lost' in answer) {
     // In doubt from now: shown on GET /v1/messages/:id; a status webhook may still confirm it.
     const now = Date.now();
     inDoubtCounts.seen++;
     await onInDoubt?.(new Date(now).toISOString());
     await Promise.all([
-      updateAttempt(c, messageId, { inDoubtAt: now }),
+      updateAttempt(c, key, { inDoubtAt: now }),
       markInDoubt(c, messageId, new Date(now).toISOString()),
     ]);
     return;
   }
-  if ('wamid' in answer)
-    await updateAttempt(c, messageId, { state: 'answered', wamid: answer.wamid, confirmedBy: 'answer' });
-  else await updateAttempt(c, messageId, { state: 'answered' });
+  if ('wamid' in answer) await updateAttempt(c, key, { state: 'answered', wamid: answer.wamid, confirmedBy: 'answer' });
+  else await updateAttempt(c, key, { state: 'answered' });
 }
 
 /**
@@ -159,13 +166,14 @@ export type LedgeredAttempt =
   | { kind: 'not_sent' };
 
 /**
- * One send attempt through the ledger: `beginSend`, the POST (tagged with the message id), then
- * `endSend` with what the answer means. The one path every Cloud API send takes (admit, the drain).
+ * One send attempt through the ledger: `beginSend`, the POST (tagged with its send key: the
+ * message id, or `<id>#2` for the send after a late failure), then `endSend` with what the answer
+ * means. The one path every Cloud API send takes (admit, the drain).
  */
 export async function sendWithLedger(
   c: Collections,
   graph: GraphClient,
-  input: SendMessageInput & { messageId: string },
+  input: SendMessageInput & { messageId: string; round?: number },
   opts: {
     policy: InDoubtPolicy;
     logger: Logger;
@@ -179,17 +187,21 @@ export async function sendWithLedger(
   },
 ): Promise<LedgeredAttempt> {
   const { policy, logger, depart } = opts;
+  const { round, ...send } = input;
   const onInDoubt: OnInDoubt = (at) =>
-    emitServiceEvents(c, opts.targets, [messageStepEvent('message.in_doubt', input.wabaId, input.messageId, at)]);
-  const begin = await beginSend(c, input.messageId, policy, logger, onInDoubt);
+    emitServiceEvents(c, opts.targets, [
+      messageStepEvent('message.in_doubt', input.wabaId, input.messageId, at, round),
+    ]);
+  const begin = await beginSend(c, input.messageId, policy, logger, onInDoubt, round);
   if (begin.kind === 'sent') return { kind: 'already_sent', wamid: begin.wamid };
   if (begin.kind === 'wait') return { kind: 'in_doubt_wait', ms: begin.ms };
   if (begin.kind === 'give_up') return { kind: 'in_doubt_give_up' };
   if (!(await depart())) {
-    await endSend(c, input.messageId, { refused: true });
+    await endSend(c, input.messageId, { refused: true }, undefined, round);
     return { kind: 'not_sent' };
   }
-  const result = await attemptSend(graph, input); // a throw leaves the ledger in flight: in doubt
+  // A throw leaves the ledger in flight: in doubt.
+  const result = await attemptSend(graph, { ...send, messageId: sendKey(input.messageId, round) });
   const answer =
     result.kind === 'sent'
       ? { wamid: result.wamid }
@@ -197,7 +209,7 @@ export async function sendWithLedger(
         ? ({ lost: true } as const)
         : ({ refused: true } as const);
   try {
-    await endSend(c, input.messageId, answer, onInDoubt);
+    await endSend(c, input.messageId, answer, onInDoubt, round);
   } catch (err) {
     // The settlement still records a sent message; else the next attempt treats the POST as in doubt.
     logger.warn({ messageId: input.messageId, err: String(err) }, 'recording the send answer failed');

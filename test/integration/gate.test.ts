@@ -177,6 +177,64 @@ describe('send gate: causes, probes, ordering and the way back', () => {
     expect((await doc(wabaId))?.lastReopen).toMatchObject({ cause: 'probe_after_grace', closedBy: 'failed_status' });
   });
 
+  it('a message Meta failed after accepting it is queued again at the front and sent once more, once', async () => {
+    const wabaId = uniqueDigits();
+    const phone = await numberFor(wabaId);
+    const r = await stack.send(text(phone, 'accepted, then failed'));
+    const id = r.json.id as string;
+    await eventually(async () => (await stack.message(id))?.status === 'sent');
+    const first = (await stack.message(id))!.wamid!;
+    const sendsOf = () => stack.sim.log.accepted.filter((a) => a.clientId?.startsWith(id));
+    expect(sendsOf()).toHaveLength(1);
+
+    // Meta fails it: the account could not send after all (tagged with our id, as Meta echoes it).
+    const failedStatus = (wamid: string, key: string) =>
+      statusPayload(wabaId, phone, [
+        {
+          id: wamid,
+          status: 'failed',
+          recipientId: '15550001111',
+          errors: [{ code: 131031 }],
+          bizOpaqueCallbackData: key,
+        },
+      ]);
+    expect(await stack.webhook(failedStatus(first, id))).toBe(200);
+    await eventually(async () => (await stack.message(id))?.status === 'queued');
+    expect(await state(wabaId)).toBe('offboarded');
+    const queuedView = await stack.message(id);
+    expect(queuedView?.history?.map((h) => h.status)).toEqual(['sent', 'failed', 'queued']);
+    expect(queuedView?.history?.[1]).toMatchObject({ by: 'meta', code: 131031, wamid: first });
+    // Messages accepted while the gate is closed queue behind it.
+    const later = await stack.send(text(phone, 'accepted while closed'));
+    await eventually(async () => (await stack.message(later.json.id as string))?.status === 'queued');
+    // Redelivered: nothing more.
+    expect(await stack.webhook(failedStatus(first, id))).toBe(200);
+
+    // The probe reopens after the grace period; the drain sends it first, then the later one.
+    await eventually(async () => (await stack.message(later.json.id as string))?.status === 'sent', 20_000);
+    const view = await stack.message(id);
+    expect(view?.status).toBe('sent');
+    expect(view?.wamid).toBeDefined();
+    expect(view?.wamid).not.toBe(first);
+    expect(view?.history?.map((h) => h.status)).toEqual(['sent', 'failed', 'queued', 'sent']);
+    expect(view?.history?.[3]?.wamid).toBe(view?.wamid);
+    expect(sendsOf().map((a) => a.clientId)).toEqual([id, `${id}#2`]);
+    const order = stack.sim.log.accepted.filter((a) => a.phoneNumberId === phone).map((a) => a.clientId);
+    expect(order.indexOf(`${id}#2`)).toBeLessThan(order.indexOf(later.json.id as string));
+
+    // Once: a late failure of the second send leaves the message as it is (the workflow has seen it
+    // when its event log has a second SEND_ACCOUNT_UNUSABLE, stale or applied).
+    expect(await stack.webhook(failedStatus(view!.wamid!, `${id}#2`))).toBe(200);
+    await eventually(
+      async () => (await doc(wabaId))!.events.filter((e) => e.type === 'SEND_ACCOUNT_UNUSABLE').length === 2,
+    );
+    await new Promise((r) => setTimeout(r, 1_000)); // a wrong re-queue would show within a second
+    expect((await stack.message(id))?.history).toHaveLength(4);
+    expect((await stack.message(id))?.status).toBe('sent');
+    expect(await stack.rt.c.queue.countDocuments({ messageId: id })).toBe(0);
+    expect(sendsOf()).toHaveLength(2);
+  });
+
   it('PARTNER_REMOVED shows disconnection_info and refuses sends; PARTNER_ADDED brings the WABA back', async () => {
     const wabaId = uniqueDigits();
     const phone = await numberFor(wabaId);

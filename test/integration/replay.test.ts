@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Worker } from '@temporalio/worker';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
+import { statusPayload } from '../../tools/meta-sim/payloads';
 import { sendWorkflowId, wabaWorkflowId } from '../../workflows/contracts';
 import { eventually, sharedBundle, startStack, uniqueDigits, type Stack } from '../support/stack';
 
@@ -89,7 +90,7 @@ describe('histories of gate probes and the way back from partner removal replay 
     await stack?.stop();
   });
 
-  it('replays fresh runs: a lost reconnection reopened by the probe (patched markers); removal then PARTNER_ADDED', async () => {
+  it('replays fresh runs: a lost reconnection reopened by the probe (patched markers); removal then PARTNER_ADDED; a late failure re-queued', async () => {
     const wabaId = uniqueDigits();
     const phone = uniqueDigits('5');
     await stack.register(phone, wabaId, { coexistence: true });
@@ -113,10 +114,40 @@ describe('histories of gate probes and the way back from partner removal replay 
     const back = stack.rt.temporal.workflow.getHandle(wabaWorkflowId(removed));
     await back.result();
 
+    // A message Meta failed after accepting it: queued again (`gate-late-failure-requeue`), drained at the reconnection.
+    const late = uniqueDigits();
+    const latePhone = uniqueDigits('5');
+    await stack.register(latePhone, late, { coexistence: true });
+    const sent = await stack.send({
+      phoneNumberId: latePhone,
+      to: '15550009997',
+      type: 'text',
+      text: { body: 'late' },
+    });
+    const sentId = sent.json.id as string;
+    await eventually(async () => (await stack.message(sentId))?.status === 'sent');
+    const wamid = (await stack.message(sentId))!.wamid!;
+    const failed = statusPayload(late, latePhone, [
+      {
+        id: wamid,
+        status: 'failed',
+        recipientId: '15550009997',
+        errors: [{ code: 131031 }],
+        bizOpaqueCallbackData: sentId,
+      },
+    ]);
+    expect(await stack.webhook(failed)).toBe(200);
+    await eventually(async () => (await stack.message(sentId))?.status === 'queued');
+    await stack.accountUpdate(late, 'ACCOUNT_RECONNECTED');
+    const requeued = stack.rt.temporal.workflow.getHandle(wabaWorkflowId(late));
+    await requeued.result();
+    expect((await stack.message(sentId))?.history?.map((h) => h.status)).toEqual(['sent', 'failed', 'queued', 'sent']);
+
     const bundle = await sharedBundle();
     const histories = {
       'lifecycle-probe-reopen': await probed.fetchHistory(),
       'lifecycle-partner-added': await back.fetchHistory(),
+      'lifecycle-late-failure-requeue': await requeued.fetchHistory(),
     };
     for (const [name, history] of Object.entries(histories)) {
       await Worker.runReplayHistory({ workflowBundle: bundle }, history, name);

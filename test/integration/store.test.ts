@@ -44,14 +44,14 @@ describe('queue store on the real MongoDB-wire server', () => {
     try {
       for (let i = 1; i <= 3; i++) await enqueue(c, entry(wabaId, i)); // this process: 1..3
       for (let i = 4; i <= 10; i++) await enqueue(other.c, entry(wabaId, i)); // the other: 4..10
-      const sent = await nextEntries(c, wabaId, 0, 5); // the drain settles 1..5
+      const sent = await nextEntries(c, wabaId, undefined, 5); // the drain settles 1..5
       await recordSettlements(
         c,
         sent.map((e) => ({ messageId: e.messageId, queueId: e._id, status: 'sent' as const, at: 'now' })),
       );
       const seq = await enqueue(c, entry(wabaId, 11)); // accepted last: must leave last
       expect(seq).toBe(11);
-      const rest = await nextEntries(c, wabaId, 0, 100);
+      const rest = await nextEntries(c, wabaId, undefined, 100);
       expect(rest.map((e) => e.messageId)).toEqual([6, 7, 8, 9, 10, 11].map((i) => `${wabaId}-m${i}`));
     } finally {
       await other.client.close();
@@ -73,7 +73,7 @@ describe('queue store on the real MongoDB-wire server', () => {
   it('settles 150 entries in one go (more statements than a FerretDB update command survives) without hanging', async () => {
     const wabaId = 'w' + randomBytes(4).toString('hex');
     for (let i = 0; i < 150; i++) await enqueue(c, entry(wabaId, i));
-    const page = await nextEntries(c, wabaId, 0, 500);
+    const page = await nextEntries(c, wabaId, undefined, 500);
     await c.messages.insertMany(
       page.map((e) => ({
         _id: e.messageId,

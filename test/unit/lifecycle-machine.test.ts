@@ -1055,3 +1055,53 @@ describe('lifecycle machine: gate causes and reopen rules', () => {
     expect(types(s)).not.toContain('failQueue');
   });
 });
+
+describe('late failures: a failed status naming our send queues that message again', () => {
+  const failed = (extra: Partial<LifecycleEvent> = {}) =>
+    event('SEND_ACCOUNT_UNUSABLE', {
+      source: 'status',
+      wamid: 'wamid.A',
+      sendKey: 'msg_1',
+      code: 131031,
+      causeTime: NOW - 500,
+      ...extra,
+    });
+  const requeueOf = (s: Step) => s.commands.find((c) => c.type === 'requeueLate');
+
+  it('closing the gate: the message is queued again after the closure is written', () => {
+    const s = step(waba('connected'), failed());
+    expect(s.state.state).toBe('offboarded');
+    expect(requeueOf(s)).toEqual({
+      type: 'requeueLate',
+      failure: { wabaId: 'W1', sendKey: 'msg_1', wamid: 'wamid.A', code: 131031, failedAt: NOW - 500 },
+    });
+    expect(types(s).indexOf('requeueLate')).toBeGreaterThan(types(s).indexOf('persist'));
+    expect(types(s)).not.toContain('startDrain');
+  });
+
+  it('while a drain runs: queued before the drain is stopped (cancelDrain stays last)', () => {
+    const s = step(waba('draining'), failed(), ctx({ drainRunning: true }));
+    expect(types(s)).toEqual(['requeueLate', 'cancelDrain']);
+  });
+
+  it('a stale status leaves the gate open, queues the message again and drains it', () => {
+    const s = step(waba('connected', { lastReconnectedAt: NOW - 100 }), failed());
+    expect(s.state.state).toBe('connected');
+    expect(lastEvent(s)?.outcome).toBe('stale: caused before the last reconnection');
+    expect(types(s).slice(-3)).toEqual(['requeueLate', 'countQueued', 'startDrain']);
+    expect(s.commands[s.commands.length - 1]).toEqual({ type: 'startDrain', mode: 'stray', onlyIfQueued: true });
+  });
+
+  it('joining an open offboarding: queued again, drained at the reopening', () => {
+    const s = step(waba('offboarded', { closure: { cause: 'offboarded', at: SINCE } }), failed());
+    expect(types(s).slice(-1)).toEqual(['requeueLate']);
+  });
+
+  it('not for a removed WABA, not without our send key, not for a send error, not before the patch', () => {
+    expect(requeueOf(step(waba('partner_removed'), failed()))).toBeUndefined();
+    expect(requeueOf(step(waba('connected'), failed({ sendKey: undefined })))).toBeUndefined();
+    expect(requeueOf(step(waba('connected'), failed({ source: 'send' })))).toBeUndefined();
+    const old = ctx({ isPatched: (id) => id !== 'gate-late-failure-requeue' });
+    expect(requeueOf(step(waba('connected'), failed(), old))).toBeUndefined();
+  });
+});

@@ -15,6 +15,7 @@ import type {
   EventLogEntry,
   GateCause,
   GateClosure,
+  LateFailureInput,
   LifecycleEvent,
   LifecycleSettings,
   OperatorAction,
@@ -53,6 +54,8 @@ export const PATCHES = {
   staleInternalEvents: 'gate-stale-internal-events',
   /** PARTNER_ADDED and a partner-removed QUEUE_STRAY (settle the strays failed) are acted on. */
   partnerWayBack: 'gate-partner-way-back',
+  /** A failed status naming our send queues that message again, once (`requeueLate`). */
+  lateFailureRequeue: 'gate-late-failure-requeue',
 } as const;
 export type PatchId = (typeof PATCHES)[keyof typeof PATCHES];
 
@@ -122,7 +125,9 @@ export type Command =
   /** `deliverAlert` to every sink, in the background. */
   | { type: 'alert'; alert: AlertSpec }
   /** Run the `probeGate` activity, then feed `{ kind: 'probed', result }` back. Always the last command of its step. */
-  | { type: 'probe' };
+  | { type: 'probe' }
+  /** `requeueLateFailure(failure)`: queue a message Meta failed after accepting it again, once. */
+  | { type: 'requeueLate'; failure: LateFailureInput };
 
 /** A step of the machine: the state to carry on with and the commands to carry out. */
 export interface Step {
@@ -440,7 +445,38 @@ function then(step: Step, ...commands: Command[]): Step {
   return { state: step.state, commands: [...step.commands, ...commands] };
 }
 
+/**
+ * An event's step: what it does to the gate (`gateStep`), and for a failed status naming our send
+ * (a message Meta accepted, then failed because the account cannot send), that message queued
+ * again, once, whether or not the status closes the gate (a stale one does not, but the message
+ * still failed). Not for a removed WABA: its queue would only be failed. When the gate stays open
+ * and nothing drains, a stray drain sends it.
+ */
 function applyEvent(state: LifecycleState, e: LifecycleEvent, ctx: StepContext): Step {
+  const step = gateStep(state, e, ctx);
+  if (e.type !== 'SEND_ACCOUNT_UNUSABLE' || e.source !== 'status' || !e.sendKey || !e.wamid) return step;
+  if (step.state.state === 'partner_removed' || !patchedIn(ctx, PATCHES.lateFailureRequeue)) return step;
+  const requeue: Command = {
+    type: 'requeueLate',
+    failure: {
+      wabaId: state.wabaId,
+      sendKey: e.sendKey,
+      wamid: e.wamid,
+      code: e.code ?? 0,
+      failedAt: e.causeTime ?? ctx.now,
+    },
+  };
+  const last = step.commands[step.commands.length - 1];
+  // `cancelDrain` and `probe` stay last: the message is queued before the drain is stopped.
+  if (last && (last.type === 'cancelDrain' || last.type === 'probe')) {
+    return { state: step.state, commands: [...step.commands.slice(0, -1), requeue, last] };
+  }
+  const drains = step.commands.some((c) => c.type === 'startDrain') || ctx.drainRunning;
+  if (step.state.state !== 'connected' || drains) return then(step, requeue);
+  return then(step, requeue, { type: 'countQueued' }, { type: 'startDrain', mode: 'stray', onlyIfQueued: true });
+}
+
+function gateStep(state: LifecycleState, e: LifecycleEvent, ctx: StepContext): Step {
   const { now } = ctx;
   const entry = (outcome: string): Omit<EventLogEntry, 'at'> => ({
     type: e.type,

@@ -85,6 +85,11 @@ const localStoreActivities = proxyLocalActivities<Activities>({
 const LOCAL_STORE_PATCH = 'lifecycle-local-store-activities';
 const store = (): Pick<Activities, 'loadWaba' | 'saveWaba' | 'countQueued'> =>
   patched(LOCAL_STORE_PATCH) ? localStoreActivities : storeActivities;
+/** A late failure's re-queueing: a few point reads and writes (src/sending/late-failure.ts). */
+const lateFailures = proxyLocalActivities<Pick<Activities, 'requeueLateFailure'>>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
+});
 const workerSettings = proxyLocalActivities<Pick<Activities, 'lifecycleSettings'>>({
   startToCloseTimeout: '10 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },
@@ -285,6 +290,9 @@ export async function wabaLifecycleWorkflow(
         return;
       case 'alert':
         alert(command.alert);
+        return;
+      case 'requeueLate':
+        await lateFailures.requeueLateFailure(command.failure);
         return;
     }
   }

@@ -72,6 +72,11 @@ export interface MessageDoc {
   updatedAt: string;
   /** Failed direct attempts so far (retries). */
   attempts: number;
+  /**
+   * 2 once Meta failed the first send after accepting it and the message was queued again (see
+   * `late_failures`); its second outcome is the settlement of `sendKey(id, 2)`. Absent: round 1.
+   */
+  round?: number;
   /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
   storedAt?: Date;
 }
@@ -82,6 +87,7 @@ export interface MessageDoc {
  * delete scans the collection.
  */
 export interface SettlementDoc {
+  /** `sendKey(messageId, round)`: the message id for its first send. */
   _id: string;
   status: Extract<MessageStatus, 'sent' | 'failed' | 'expired' | 'cancelled'>;
   wamid?: string;
@@ -110,6 +116,26 @@ export interface QueueDoc {
   enqueuedAt: string;
   /** A send workflow is waiting for this message's outcome. */
   notify: boolean;
+  /** 2 for a message queued again after Meta failed its first send (see `late_failures`). */
+  round?: number;
+}
+
+/**
+ * `late_failures`: a message Meta accepted (200, wamid) and later failed with an "account
+ * unusable" status, queued again once (src/sending/late-failure.ts). Insert-only, `_id` = message
+ * id: the insert is the "once".
+ */
+export interface LateFailureDoc {
+  _id: string;
+  wabaId: string;
+  /** The wamid Meta failed. */
+  wamid: string;
+  code: number;
+  /** The failed status's time (ISO). */
+  failedAt: string;
+  /** When the message was queued again (ISO). */
+  requeuedAt: string;
+  storedAt?: Date;
 }
 
 /**
@@ -310,7 +336,12 @@ export interface SendPauseDoc {
  * FerretDB updates are a read then a write of the whole document).
  */
 export interface SendAttemptDoc {
+  /** `sendKey(messageId, round)`, also the send's `biz_opaque_callback_data`. */
   _id: string;
+  /** The message (absent on entries written before rounds existed: then `_id`). */
+  messageId?: string;
+  /** The send's round (absent: 1). */
+  round?: number;
   /** POSTs made so far. */
   tries: number;
   /** `in_flight` from just before a POST until its answer is recorded. */
@@ -373,6 +404,7 @@ export interface Collections {
   sendAttempts: Collection<SendAttemptDoc>;
   sendConfirmations: Collection<SendConfirmationDoc>;
   gateHolds: Collection<GateHoldDoc>;
+  lateFailures: Collection<LateFailureDoc>;
 }
 
 /**
@@ -407,6 +439,7 @@ export function collections(db: Db): Collections {
     sendAttempts: db.collection<SendAttemptDoc>('send_attempts'),
     sendConfirmations: db.collection<SendConfirmationDoc>('send_confirmations'),
     gateHolds: db.collection<GateHoldDoc>('gate_holds'),
+    lateFailures: db.collection<LateFailureDoc>('late_failures'),
   };
 }
 
@@ -435,6 +468,7 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     c.sendAttempts.createIndex({ state: 1 }, { name: 'state' }),
     c.sendConfirmations.createIndex({ at: 1 }, { name: 'at' }),
     c.gateHolds.createIndex({ receivedAt: 1 }, { name: 'receivedAt' }),
+    c.lateFailures.createIndex({ wabaId: 1 }, { name: 'wabaId' }),
   ]);
 }
 

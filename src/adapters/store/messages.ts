@@ -1,10 +1,25 @@
 import type { SendOutcome } from '../../../workflows/contracts';
-import { isDuplicateKey, type Collections, type IdempotencyDoc, type MessageDoc, type SettlementDoc } from './db';
+import {
+  isDuplicateKey,
+  type Collections,
+  type IdempotencyDoc,
+  type LateFailureDoc,
+  type MessageDoc,
+  type SettlementDoc,
+} from './db';
 
 /**
  * `messages` (one per accepted message; its final outcome is a `settlements` document, see
  * queue.ts) and `idempotency` (senders' Idempotency-Keys).
  */
+
+/**
+ * The key of one send of a message: its ledger entry, its `biz_opaque_callback_data` and its
+ * settlement. The message id for the first send; `<id>#2` for the send after Meta failed the first
+ * one late (src/sending/late-failure.ts). The ledger entry records the message id and round, so a
+ * key is never parsed.
+ */
+export const sendKey = (messageId: string, round = 1): string => (round <= 1 ? messageId : `${messageId}#${round}`);
 
 /** Inserts a message unless it is already recorded; true when this call inserted it. */
 export async function insertMessage(c: Collections, doc: MessageDoc): Promise<boolean> {
@@ -53,24 +68,44 @@ export async function claimIdempotencyKey(c: Collections, doc: IdempotencyDoc): 
   }
 }
 
+/** Marks a message queued again for its second send (before its queue entry is inserted). */
+export async function markRequeued(c: Collections, messageId: string, at: string): Promise<void> {
+  await c.messages.updateOne({ _id: messageId }, { $set: { status: 'queued', round: 2, queuedAt: at, updatedAt: at } });
+}
+
 /** A message as recorded: its document and, once it has one, its settlement. */
 export interface StoredMessage {
   doc: MessageDoc | null;
+  /** The first send's settlement. */
   settlement: SettlementDoc | null;
+  /** Set once Meta failed the first send late and the message was queued again. */
+  resend?: { failure: LateFailureDoc | null; settlement: SettlementDoc | null };
 }
 
-/** Reads a message and its settlement (two reads by `_id`; on FerretDB 1.24 each scans its collection); undefined if unknown. */
+/**
+ * Reads a message and its settlement (two reads by `_id`, in parallel), and for a message queued
+ * again after a late failure its failure and second settlement (two more); undefined if unknown.
+ */
 export async function readMessage(c: Collections, messageId: string): Promise<StoredMessage | undefined> {
   const [doc, settlement] = await Promise.all([
     c.messages.findOne({ _id: messageId }),
     c.settlements.findOne({ _id: messageId }),
   ]);
-  return doc || settlement ? { doc, settlement } : undefined;
+  if (!doc && !settlement) return undefined;
+  if (!doc?.round || doc.round < 2) return { doc, settlement };
+  const [failure, second] = await Promise.all([
+    c.lateFailures.findOne({ _id: messageId }),
+    c.settlements.findOne({ _id: sendKey(messageId, doc.round) }),
+  ]);
+  return { doc, settlement, resend: { failure, settlement: second } };
 }
 
-/** The outcome a stored message shows: its settlement when settled, else its current status. */
+/**
+ * The outcome a stored message shows: its (latest) settlement when settled, else its current
+ * status. A message queued again after a late failure shows its second send.
+ */
 export function outcomeOf(messageId: string, m: StoredMessage): SendOutcome {
-  const s = m.settlement;
+  const s = m.resend ? m.resend.settlement : m.settlement;
   if (s) {
     return {
       messageId,

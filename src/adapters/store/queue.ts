@@ -1,13 +1,24 @@
 import type { MessageStatus, MetaErrorInfo, SendOutcome } from '../../../workflows/contracts';
-import { outcomeOf } from './messages';
+import { outcomeOf, sendKey } from './messages';
 import { isDuplicateKey, isOnlyDuplicateKeys, type Collections, type QueueDoc, type SettlementDoc } from './db';
 
 /** `_id` of a queue entry: the WABA id and a zero-padded sequence number sort together. */
 export const queueEntryId = (wabaId: string, seq: number): string => `${wabaId}:${String(seq).padStart(12, '0')}`;
 
-/** Range filter over one WABA's entries by `_id` (an index range on MongoDB, a scan on FerretDB). */
-function wabaRange(wabaId: string, afterSeq = 0) {
-  return { _id: { $gt: queueEntryId(wabaId, afterSeq), $lt: `${wabaId};` } };
+/**
+ * `_id` of an entry queued again at the front (a message Meta failed after accepting it): before
+ * every numbered entry of its WABA (`<wabaId>:000000000000~…` sorts below `<wabaId>:000000000001`),
+ * and among such entries in acceptance order. Its `seq` is 0.
+ */
+export const frontEntryId = (wabaId: string, acceptedAt: string, messageId: string): string =>
+  `${queueEntryId(wabaId, 0)}~${acceptedAt}~${messageId}`;
+
+/**
+ * Range filter over one WABA's entries by `_id`, after `afterId` (an index range on MongoDB, a
+ * scan on FerretDB). Without `afterId`, from the front.
+ */
+function wabaRange(wabaId: string, afterId?: string) {
+  return { _id: { $gt: afterId ?? queueEntryId(wabaId, 0), $lt: `${wabaId};` } };
 }
 
 export type NewQueueEntry = Omit<QueueDoc, '_id' | 'seq'>;
@@ -18,7 +29,7 @@ async function readTail(c: Collections, wabaId: string): Promise<number> {
     .sort({ _id: -1 })
     .limit(1)
     .toArray();
-  return last?.seq ?? 0;
+  return Math.max(0, last?.seq ?? 0); // front entries (negative `seq`) are not numbered
 }
 
 /**
@@ -48,9 +59,39 @@ export async function enqueue(c: Collections, entry: NewQueueEntry): Promise<num
   throw new Error(`could not take a queue position for WABA ${entry.wabaId} after 50 attempts`);
 }
 
-/** The next `limit` entries of a WABA's queue after `afterSeq`, in sequence order. */
-export function nextEntries(c: Collections, wabaId: string, afterSeq: number, limit: number): Promise<QueueDoc[]> {
-  return c.queue.find(wabaRange(wabaId, afterSeq)).sort({ _id: 1 }).limit(limit).toArray();
+/**
+ * Puts a message at the front of its WABA's queue (see `frontEntryId`); idempotent per message (a
+ * message already queued keeps its entry). Its `seq` is negative (minus its acceptance time in ms,
+ * lower on a clash), unique per WABA like every entry's.
+ */
+export async function enqueueFront(c: Collections, entry: NewQueueEntry & { acceptedAt: string }): Promise<void> {
+  const { acceptedAt, ...rest } = entry;
+  const _id = frontEntryId(entry.wabaId, acceptedAt, entry.messageId);
+  let seq = -Math.max(1, Date.parse(acceptedAt) || 1);
+  for (let attempt = 0; attempt < 50; attempt++, seq--) {
+    try {
+      await c.queue.insertOne({ _id, seq, ...rest });
+      return;
+    } catch (err) {
+      if (!isDuplicateKey(err)) throw err;
+      // Queued already (this `_id`, or the message elsewhere in the queue), or another front entry has this `seq`.
+      if (await isQueued(c, entry.messageId)) return;
+    }
+  }
+  throw new Error(`could not put message ${entry.messageId} at the front of WABA ${entry.wabaId}'s queue`);
+}
+
+/**
+ * The next `limit` entries of a WABA's queue after the entry `afterId` (from the front without
+ * one), in queue order: front entries, then by sequence.
+ */
+export function nextEntries(
+  c: Collections,
+  wabaId: string,
+  afterId: string | undefined,
+  limit: number,
+): Promise<QueueDoc[]> {
+  return c.queue.find(wabaRange(wabaId, afterId)).sort({ _id: 1 }).limit(limit).toArray();
 }
 
 /** How many messages wait in a WABA's queue. */
@@ -71,6 +112,8 @@ export interface Settlement {
   attempts?: number;
   /** Whether a send workflow waits for this outcome (not stored). */
   notify?: boolean;
+  /** The send's round (2: the send after a late failure, see `late_failures`); absent: 1. */
+  round?: number;
 }
 
 /** Told about settlements that were recorded for the first time (metrics); must not throw. */
@@ -106,7 +149,7 @@ const SETTLEMENTS_PER_WRITE = 500;
 /** The document a settlement is stored as (`storedAt`: the retention clock, see retention.ts). */
 export function settlementDoc(s: Settlement): SettlementDoc {
   return {
-    _id: s.messageId,
+    _id: sendKey(s.messageId, s.round),
     status: s.status,
     at: s.at,
     storedAt: new Date(),
@@ -153,9 +196,9 @@ export async function removeEntries(c: Collections, queueIds: readonly string[])
   if (queueIds.length > 0) await c.queue.deleteMany({ _id: { $in: [...queueIds] } });
 }
 
-/** A message's final outcome, when it has one. */
-export function findSettlement(c: Collections, messageId: string): Promise<SettlementDoc | null> {
-  return c.settlements.findOne({ _id: messageId });
+/** The outcome of a message's send `round` (the first by default), when it has one. */
+export function findSettlement(c: Collections, messageId: string, round?: number): Promise<SettlementDoc | null> {
+  return c.settlements.findOne({ _id: sendKey(messageId, round) });
 }
 
 /** True while the message has an entry in its WABA's queue. */

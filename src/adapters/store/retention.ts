@@ -29,6 +29,7 @@ function targets(c: Collections, r: RetentionSettings): Target[] {
   const all: [string, Collection<Document>, number | undefined][] = [
     ['messages', c.messages as unknown as Collection<Document>, r.messagesMs],
     ['settlements', c.settlements as unknown as Collection<Document>, r.messagesMs],
+    ['late_failures', c.lateFailures as unknown as Collection<Document>, r.messagesMs],
     ['message_statuses', c.messageStatuses as unknown as Collection<Document>, r.statusesMs],
     ['account_events', c.accountEvents as unknown as Collection<Document>, r.accountEventsMs],
     ['idempotency', c.idempotency as unknown as Collection<Document>, r.idempotencyMs],
