@@ -12,7 +12,8 @@ export interface AlertDeps {
 }
 
 /** True for the alert that ends a WABA's incident (the queue drained after a reconnection; a removed WABA back). */
-const resolves = (a: AlertInput): boolean => a.kind === 'reconnected' || a.kind === 'partnerBack';
+const resolves = (a: AlertInput): boolean =>
+  a.kind === 'reconnected' || a.kind === 'partnerBack' || a.kind === 'credentialsRestored';
 
 /** Slack message text (incoming webhook or Web API). */
 export function slackMessage(a: AlertInput): { text: string } {

@@ -17,6 +17,7 @@ import {
 } from '../src/adapters/store/queue';
 import type { LaunchDeps } from '../src/lifecycle/launch';
 import { notifySettled } from '../src/sending/launch';
+import { pauseForRefusedToken } from '../src/sending/credentials';
 import { emitServiceEvents, messageEventsOf } from '../src/relay/events';
 import type { ForwardTarget } from '../src/relay/targets';
 import { realClock, type Reservation, type SharedPacer } from '../src/sending/pacing';
@@ -194,6 +195,8 @@ export function createDrainActivities(deps: DrainDeps) {
       const notifier = createNotifier(deps.launch, tuning.notifyConcurrency, log);
 
       let stop: string | undefined;
+      let stoppedBy: NonNullable<DrainResult['stopped']> = 'account_unusable';
+      let refusal: { wabaId: string; phoneNumberId: string; detail: string } | undefined;
       let pending: Settlement[] = [];
       /** Settled but not yet written (pending + the batch being written). */
       let unpersisted = 0;
@@ -294,6 +297,15 @@ export function createDrainActivities(deps: DrainDeps) {
             stop ??= result.detail;
             return; // stays queued
           }
+          if (result.kind === 'credentials') {
+            // Meta refuses the token: the rest waits for it (src/sending/credentials.ts), the gate stays as it is.
+            if (stop === undefined) {
+              stop = result.detail;
+              stoppedBy = 'credentials';
+              refusal = { wabaId, phoneNumberId: entry.phoneNumberId, detail: result.detail };
+            }
+            return; // stays queued
+          }
           const err = result.error;
           if (result.kind === 'failed') {
             return settle({
@@ -390,8 +402,11 @@ export function createDrainActivities(deps: DrainDeps) {
         log.info(progress, 'drain cancelled');
         await ctx.cancelled; // throws the cancellation, so the workflow sees it as such
       }
+      if (refusal) {
+        await pauseForRefusedToken({ c, launch: deps.launch, graph: config.graph, logger: log }, refusal);
+      }
       log.info({ ...progress, stopped: stop }, 'drain finished');
-      return { ...progress, ...(stop ? { stopped: 'account_unusable' as const, detail: stop } : {}) };
+      return { ...progress, ...(stop ? { stopped: stoppedBy, detail: stop } : {}) };
     },
 
     /**

@@ -6,6 +6,7 @@ import type { LaunchDeps } from '../src/lifecycle/launch';
 import { SharedPacer } from '../src/sending/pacing';
 import { createAdmission } from '../src/sending/admission';
 import { createAlertActivities } from './alerts';
+import { createCredentialsActivities } from './credentials';
 import { createDrainActivities, type DrainTuning } from './drain';
 import { createLifecycleActivities } from './lifecycle';
 import { createProbeActivities } from './probe';
@@ -39,10 +40,12 @@ export function createActivities(deps: ActivityDeps) {
     launch: deps.launch,
     logger: deps.logger,
     forwardTargets: deps.config.forward.targets,
+    graph: deps.config.graph,
   });
   return {
     ...createLifecycleActivities(deps.c, deps.config.forward.targets, deps.config.lifecycle),
     ...createProbeActivities(deps),
+    ...createCredentialsActivities(deps),
     ...createSendActivities({ ...deps, pacer, admission }),
     ...createDrainActivities({ ...deps, pacer, tuning: deps.drainTuning }),
     ...createAlertActivities({ c: deps.c, logger: deps.logger, alerts: deps.config.alerts }),

@@ -6,6 +6,7 @@ import type { Logger } from '../src/logger';
 import { deliverLifecycleEvent, type LaunchDeps } from '../src/lifecycle/launch';
 import { UnknownPhoneNumberError, type AdmissionService } from '../src/sending/admission';
 import { sendWithLedger } from '../src/sending/ledger';
+import { pauseForRefusedToken } from '../src/sending/credentials';
 import type { Config } from '../src/config';
 import { realClock, type SharedPacer } from '../src/sending/pacing';
 import { outcomeOfSettlement, type Settlement } from '../src/adapters/store/queue';
@@ -21,7 +22,7 @@ export interface SendDeps {
   pacer: SharedPacer;
   launch: LaunchDeps;
   admission: AdmissionService;
-  /** Sending settings; also names the token's source in alerts (never the token). */
+  /** Sending settings, and the Graph tokens' sources (a refused token pauses its source). */
   config: Config;
   logger: Logger;
 }
@@ -30,11 +31,6 @@ export interface SendDeps {
  * Send-path activities. `admit` asks the admission (src/sending/admission.ts) whether the message
  * goes out now, then makes the attempt and acts on what it meant (src/sending/attempt.ts).
  */
-/** Where the token for a WABA comes from, for operators (never the token itself). */
-function tokenSource(config: SendDeps['config'], wabaId: string): string {
-  return config && wabaId in config.graph.tokensByWaba ? `GRAPH_API_TOKENS_BY_WABA[${wabaId}]` : 'GRAPH_API_TOKEN';
-}
-
 export function createSendActivities(deps: SendDeps) {
   const { c, graph, pacer, admission } = deps;
 
@@ -134,11 +130,16 @@ export function createSendActivities(deps: SendDeps) {
             code: attempt.error.code,
             errorReason: attempt.error.reason,
             messageId: req.messageId,
-            detail:
-              attempt.error.reason === 'auth_failed'
-                ? `${attempt.detail}; token from ${tokenSource(deps.config, wabaId)}`
-                : attempt.detail,
+            detail: attempt.detail,
           });
+          return admission.requeue(req, wabaId, doc);
+        case 'credentials':
+          // Not this WABA's state: every WABA using the token waits (src/sending/credentials.ts).
+          log.warn({ detail: attempt.detail }, 'Meta refused the token: queueing and pausing the token');
+          await pauseForRefusedToken(
+            { c, launch: deps.launch, graph: deps.config.graph, logger: log },
+            { wabaId, phoneNumberId, detail: attempt.detail },
+          );
           return admission.requeue(req, wabaId, doc);
         case 'retry': {
           const err = attempt.error;

@@ -38,7 +38,8 @@ export interface DrainResult {
   expired: number;
   /** Entries skipped because an earlier, interrupted attempt had already settled them. */
   alreadySettled: number;
-  stopped?: 'account_unusable';
+  /** `credentials`: Meta refused the token; the rest waits for the token's pause to lift. */
+  stopped?: 'account_unusable' | 'credentials';
   detail?: string;
 }
 

@@ -1,6 +1,6 @@
 import { Client, Connection } from '@temporalio/client';
 import type { MongoClient, Db } from 'mongodb';
-import type { Config } from './config';
+import { graphTokenOf, type Config } from './config';
 import { createGraphClient, type GraphClient } from './adapters/graph/client';
 import type { LaunchDeps } from './lifecycle/launch';
 import { connectMongo, type Collections } from './adapters/store/db';
@@ -62,7 +62,7 @@ export async function connectRuntime(config: Config): Promise<Runtime> {
     baseUrl: config.graph.baseUrl,
     version: config.graph.version,
     timeoutMs: config.graph.timeoutMs,
-    tokenFor: (wabaId) => config.graph.tokensByWaba[wabaId] ?? config.graph.token,
+    tokenFor: (wabaId) => graphTokenOf(config.graph, wabaId).token,
   });
   return {
     mongo,

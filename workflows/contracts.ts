@@ -17,6 +17,12 @@ export const DEFAULT_TASK_QUEUE = 'coexist-relay';
 export const wabaWorkflowId = (wabaId: string): string => `waba-reconnect/${wabaId}`;
 /** One send workflow per accepted message. */
 export const sendWorkflowId = (messageId: string): string => `send/${messageId}`;
+/**
+ * One credentials workflow per token source while Meta refuses that token (src/sending/credentials.ts),
+ * per deployment (its task queue: deployments sharing a namespace have their own tokens).
+ */
+export const credentialsWorkflowId = (taskQueue: string, source: string): string =>
+  `credentials/${taskQueue}/${source}`;
 
 // ---------------------------------------------------------------------------------------------
 // Search attributes (registered on the dev server by the launchers; see SEARCH_ATTRIBUTES).
@@ -325,6 +331,23 @@ export interface SendOutcome {
 
 /** Sent by the drain (and the queue's other settlers) to a waiting send workflow. */
 export const messageSettledSignal = defineSignal<[SendOutcome]>('messageSettled');
+
+/** A send met Meta's refusal of a token: which token (by source) and the send, for probing. */
+export interface TokenRefusal {
+  source: string;
+  wabaId: string;
+  phoneNumberId: string;
+  detail: string;
+  /** ISO time of the refusal. */
+  at: string;
+}
+
+/** Told to the token's credentials workflow (signal-with-start) by every send Meta refuses the token of. */
+export const tokenRefusedSignal = defineSignal<[TokenRefusal]>('tokenRefused');
+
+/** What a probe with a token says: it works, Meta refuses it, or no answer either way. */
+export type TokenProbe =
+  { works: true; detail: string } | { works: false; detail: string } | { works: undefined; detail: string };
 /** Current status of a send workflow's message. */
 export const messageStatusQuery = defineQuery<SendOutcome>('messageStatus');
 

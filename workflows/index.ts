@@ -1,3 +1,4 @@
 /** Every workflow the worker registers (the worker bundles this file). */
 export { wabaLifecycleWorkflow } from './lifecycle/workflow';
 export { sendMessageWorkflow } from './send';
+export { credentialsWorkflow } from './credentials';

@@ -106,6 +106,7 @@ export function createApp(deps: AppDeps): Koa {
     launch,
     logger,
     forwardTargets: config.forward.targets,
+    graph: config.graph,
     ...(deps.outbox ? { outbox: deps.outbox } : {}),
   });
   const counters = deps.counters ?? createCounters();

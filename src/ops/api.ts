@@ -11,6 +11,7 @@ import { bearerAuth } from '../http/auth';
 import { readJsonBody } from '../http/body';
 import { badRequest, conflict, notFound, parseInput, unavailable } from '../http/errors';
 import { EXAMPLE_IDS } from '../sending/api';
+import { tokenPauseFor } from '../sending/credentials';
 import {
   ActionNotAcceptedError,
   ActionRefusedError,
@@ -18,7 +19,13 @@ import {
   applyOperatorAction,
   type LaunchDeps,
 } from '../lifecycle/launch';
-import { GATE_CAUSES, wabaWorkflowId, type ReopenCause, type WabaState } from '../../workflows/contracts';
+import {
+  GATE_CAUSES,
+  credentialsWorkflowId,
+  wabaWorkflowId,
+  type ReopenCause,
+  type WabaState,
+} from '../../workflows/contracts';
 
 export const WABA_STATES = ['connected', 'offboarded', 'draining', 'reconnect_abandoned', 'partner_removed'] as const;
 const REOPEN_CAUSES = [
@@ -107,6 +114,18 @@ export const wabaViewSchema = z.object({
     .max(10),
   updatedAt: z.string(),
   workflowId: z.string().describe('the lifecycle workflow in Temporal'),
+  tokenPause: z
+    .object({
+      source: z.string().describe('where the token comes from: GRAPH_API_TOKEN or GRAPH_API_TOKENS_BY_WABA[<waba>]'),
+      since: z.string(),
+      checkedAt: z.string().optional().describe("the credentials workflow's last probe"),
+      detail: z.string(),
+      workflowId: z.string().describe('the credentials workflow in Temporal'),
+    })
+    .optional()
+    .describe(
+      "Only on GET /v1/wabas/{wabaId}, while Meta refuses the WABA's token: sending is paused for every WABA using it (messages queue); a probe that succeeds resumes it. Not a gate closure.",
+    ),
 });
 export type WabaView = z.output<typeof wabaViewSchema>;
 
@@ -203,17 +222,35 @@ export function createOpsRouter(deps: {
     ctx.body = { wabas: docs.map((d, i) => wabaView(d, queued[i]!)) };
   });
 
+  /** The WABA's token pause, while in force (src/sending/credentials.ts). */
+  async function tokenPauseOf(wabaId: string): Promise<Pick<WabaView, 'tokenPause'>> {
+    const paused = await tokenPauseFor(c, config.graph, wabaId, config.lifecycle.probeIntervalMs);
+    if (!paused) return {};
+    const { source, pause } = paused;
+    return {
+      tokenPause: {
+        source,
+        since: pause.since,
+        ...(pause.checkedAt ? { checkedAt: pause.checkedAt } : {}),
+        detail: pause.detail,
+        workflowId: credentialsWorkflowId(config.temporal.taskQueue, source),
+      },
+    };
+  }
+
   router.get('/wabas/:wabaId', async (ctx) => {
     const wabaId = ctx.params.wabaId!;
     const doc = await findWaba(c, wabaId);
     if (doc) {
-      ctx.body = wabaView(doc, await countQueued(c, wabaId));
+      const [queued, paused] = await Promise.all([countQueued(c, wabaId), tokenPauseOf(wabaId)]);
+      ctx.body = { ...wabaView(doc, queued), ...paused };
       return;
     }
     if (!(await wabaHasNumbers(c, wabaId))) {
       throw notFound('unknown_waba', `WABA ${wabaId} has no registered number and no recorded event`);
     }
-    ctx.body = wabaView(freshWaba(wabaId, new Date().toISOString()), 0);
+    const [queued, paused] = await Promise.all([countQueued(c, wabaId), tokenPauseOf(wabaId)]);
+    ctx.body = { ...wabaView(freshWaba(wabaId, new Date().toISOString()), queued), ...paused };
   });
 
   router.post('/wabas/:wabaId/actions', async (ctx) => {

@@ -13,6 +13,8 @@ import {
 import { readWabaState } from '../adapters/store/wabas';
 import { readGateHold } from '../adapters/store/gate-holds';
 import { recordStray } from '../adapters/store/outbox';
+import type { Config } from '../config';
+import { tokenPauseFor } from './credentials';
 import { deliverLifecycleEvent, type LaunchDeps } from '../lifecycle/launch';
 import type { OutboxNotifier } from '../lifecycle/ingest';
 import { emitServiceEvents, messageEventsOf, messageStepEvent } from '../relay/events';
@@ -47,21 +49,26 @@ export const GATE_HOLD_MAX_MS = 5 * 60_000;
 /** What the gate says about a message for a WABA in a given state. */
 export type GateVerdict =
   | { kind: 'send' }
-  /** `held`: closed only by a hold (the workflow has not applied the closing event yet). */
-  | { kind: 'queue'; held?: true }
+  /**
+   * `held`: closed only by a hold (the workflow has not applied the closing event yet).
+   * `tokenPaused`: Meta refuses the WABA's token (src/sending/credentials.ts); the token's
+   * credentials workflow asks the WABA to drain once the token works again.
+   */
+  | { kind: 'queue'; held?: true; tokenPaused?: true }
   /** `reason` is what the message is failed with; `code` and `message` are the API's 409 answer. */
   | { kind: 'refuse'; reason: string; code: string; message: string };
 
 /**
  * The refusal policy and the gate, in one table: partner removed → refuse; abandoned with
- * `ON_ABANDON=fail` → refuse; connected (or never seen) → send, unless a fresh hold says a closure
- * is on its way to the workflow (then queue); anything else → queue.
+ * `ON_ABANDON=fail` → refuse; connected (or never seen) → send, unless the WABA's token is paused
+ * or a fresh hold says a closure is on its way to the workflow (then queue); anything else → queue.
  */
 export function gateVerdict(
   wabaId: string,
   state: WabaState | undefined,
   onAbandon: LifecycleSettings['onAbandon'],
   held = false,
+  tokenPaused = false,
 ): GateVerdict {
   if (state === 'partner_removed') {
     return {
@@ -79,6 +86,7 @@ export function gateVerdict(
       message: `WABA ${wabaId} did not reconnect and was abandoned; sends are refused until it reconnects`,
     };
   }
+  if (tokenPaused) return { kind: 'queue', tokenPaused: true };
   if (state === undefined || state === 'connected') return held ? { kind: 'queue', held: true } : { kind: 'send' };
   return { kind: 'queue' };
 }
@@ -102,6 +110,8 @@ export interface AdmissionDeps {
   outbox?: OutboxNotifier;
   /** FORWARD_TARGETS: those asking for service events hear `message.*` (src/relay/events.ts). */
   forwardTargets?: readonly ForwardTarget[];
+  /** The Graph tokens by WABA: a WABA whose token Meta refuses waits (src/sending/credentials.ts). */
+  graph: Config['graph'];
 }
 
 /** What `admitMessage` decided: an outcome already (settled or queued), or "send it now". */
@@ -123,9 +133,13 @@ export function createAdmission(deps: AdmissionDeps) {
   const lookup: PhoneNumberLookup = createPhoneNumberLookup(c);
 
   const verdictFor = async (wabaId: string): Promise<GateVerdict> => {
-    const [waba, hold] = await Promise.all([readWabaState(c, wabaId), readGateHold(c, wabaId)]);
+    const [waba, hold, tokenPaused] = await Promise.all([
+      readWabaState(c, wabaId),
+      readGateHold(c, wabaId),
+      tokenPauseFor(c, deps.graph, wabaId, launch.lifecycle.probeIntervalMs),
+    ]);
     const held = hold !== null && Date.now() - Date.parse(hold.receivedAt) < GATE_HOLD_MAX_MS;
-    return gateVerdict(wabaId, waba?.state, onAbandon, held);
+    return gateVerdict(wabaId, waba?.state, onAbandon, held, tokenPaused !== null);
   };
 
   function messageDoc(req: SendRequest, wabaId: string, status: 'accepted' | 'queued'): MessageDoc {

@@ -11,6 +11,8 @@ export type Attempt =
   | { kind: 'failed'; error: GraphApiError }
   /** The account cannot send: keep the message queued and close the gate (`detail` says why). */
   | { kind: 'unusable'; error: GraphApiError; detail: string }
+  /** Meta refused the token (codes 0, 190): keep the message queued and pause the token (src/sending/credentials.ts). */
+  | { kind: 'credentials'; error: GraphApiError; detail: string }
   /** Transient: try again later (throttling, 5xx, network). */
   | { kind: 'retry'; error: GraphApiError };
 
@@ -26,7 +28,11 @@ export async function attemptSend(graph: GraphClient, input: SendMessageInput): 
         return { kind: 'failed', error: err };
       case 'account_unusable': {
         const code = `${err.code}${err.subcode ? `/${err.subcode}` : ''}`;
-        return { kind: 'unusable', error: err, detail: `${err.reason} (Meta code ${code}): ${err.message}` };
+        const detail = `${err.reason} (Meta code ${code}): ${err.message}`;
+        // A refused token is not the account's state: every WABA using it is paused, none closed.
+        return err.reason === 'auth_failed'
+          ? { kind: 'credentials', error: err, detail }
+          : { kind: 'unusable', error: err, detail };
       }
       case 'retry':
         return { kind: 'retry', error: err };

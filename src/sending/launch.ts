@@ -2,18 +2,23 @@ import { randomUUID } from 'node:crypto';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import {
   WabaIdKey,
+  credentialsWorkflowId,
   messageSettledSignal,
   sendWorkflowId,
+  tokenRefusedSignal,
+  type TokenRefusal,
   type MessageContent,
   type SendOutcome,
   type SendRequest,
 } from '../../workflows/contracts';
 import type { SendOptions, sendMessageWorkflow } from '../../workflows/send';
+import type { credentialsWorkflow } from '../../workflows/credentials';
 import type { LaunchDeps } from '../lifecycle/launch';
 
 /**
- * The send launcher: the one door into send workflows (start, settle signal, result). It owns
- * their id and start options. Workflow code is referenced by type only.
+ * The send launcher: the one door into send workflows (start, settle signal, result) and into the
+ * credentials workflow of a refused token. It owns their ids and start options. Workflow code is
+ * referenced by type only.
  */
 
 type SendWorkflow = typeof sendMessageWorkflow;
@@ -75,4 +80,24 @@ export function createSenderClient(deps: Pick<LaunchDeps, 'client' | 'taskQueue'
       return deps.client.workflow.getHandle<SendWorkflow>(sendWorkflowId(messageId)).result();
     },
   };
+}
+
+type CredentialsWorkflow = typeof credentialsWorkflow;
+
+/**
+ * Tells the token's credentials workflow of a refusal (signal-with-start: one run per token at a
+ * time; a refusal after a run lifted its pause starts the next one).
+ */
+export async function reportTokenRefusal(
+  deps: Pick<LaunchDeps, 'client' | 'taskQueue'>,
+  refusal: TokenRefusal,
+): Promise<void> {
+  await deps.client.workflow.signalWithStart<CredentialsWorkflow, [TokenRefusal]>('credentialsWorkflow', {
+    workflowId: credentialsWorkflowId(deps.taskQueue, refusal.source),
+    taskQueue: deps.taskQueue,
+    args: [refusal],
+    signal: tokenRefusedSignal,
+    signalArgs: [refusal],
+    staticSummary: `Sending paused: Meta refuses the token from ${refusal.source}`,
+  });
 }

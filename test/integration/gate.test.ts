@@ -298,26 +298,73 @@ describe('send gate: causes, probes, ordering and the way back', () => {
     expect(await stack.rt.c.queue.countDocuments({ wabaId })).toBe(0);
   });
 
-  it('an expired token and its fix: cause credentials, nothing abandoned, sending resumes by itself once a probe with the token succeeds', async () => {
+  it('a drain that meets a refused token stops, opens the WABA and leaves the rest queued for the token; the fix drains it', async () => {
     const wabaId = uniqueDigits();
     const phone = await numberFor(wabaId);
-    // Meta no longer accepts our token for this number: sends and reads answer 190.
-    stack.sim.setNumber(phone, { token: 'a-token-we-do-not-have' });
-    const r = await stack.send(text(phone, 'during the token outage'));
-    expect(r.status).toBe(202);
+    await stack.sim.lifecycle(phone, 'ACCOUNT_OFFBOARDED');
     await eventually(async () => (await state(wabaId)) === 'offboarded');
-    await eventually(async () => (await stack.message(r.json.id as string))?.status === 'queued');
-    const view = await stack.ops('GET', `/v1/wabas/${wabaId}`);
-    expect(view.json).toMatchObject({ gateCause: 'credentials', closure: { cause: 'credentials', code: 190 } });
-    expect((view.json.closure as { detail: string }).detail).toContain('token from GRAPH_API_TOKEN');
-    // Probes with the bad token answer 190: unknown, the gate stays closed.
-    await new Promise((res) => setTimeout(res, PROBE_MS + 1_000));
-    expect(await state(wabaId)).toBe('offboarded');
-    expect((await stack.lifecycleState(wabaId))?.lastProbe?.verdict).toBe('unknown');
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await stack.send(text(phone, `queued ${i}`))).json.id as string);
+    await eventually(async () => (await stack.message(ids[2]!))?.status === 'queued');
+    stack.sim.setNumber(phone, { token: 'a-token-we-do-not-have' });
+    await stack.sim.lifecycle(phone, 'ACCOUNT_RECONNECTED');
+    // The drain's first send is refused: the WABA is connected again (not closed for the token), all three wait.
+    await eventually(async () =>
+      (await doc(wabaId))?.events.some((e) => e.outcome === 'drain paused: Meta refuses the token'),
+    );
+    await eventually(async () => (await state(wabaId)) === 'connected');
+    expect((await doc(wabaId))?.closure).toBeUndefined();
+    for (const id of ids) expect((await stack.message(id))?.status).toBe('queued');
+    expect(await stack.rt.c.credentialPauses.findOne({ _id: 'GRAPH_API_TOKEN' })).not.toBeNull();
 
     stack.sim.setNumber(phone, { token: stack.config.graph.token });
-    await eventually(async () => (await stack.message(r.json.id as string))?.status === 'sent', PROBE_MS + 10_000);
-    await eventually(async () => (await state(wabaId)) === 'connected');
-    expect((await doc(wabaId))?.lastReopen).toMatchObject({ cause: 'credentials_restored', closedBy: 'credentials' });
+    for (const id of ids) await eventually(async () => (await stack.message(id))?.status === 'sent', PROBE_MS + 15_000);
+    const order = stack.sim.log.accepted.filter((m) => m.phoneNumberId === phone).map((m) => m.clientId);
+    expect(order).toEqual(ids);
+  });
+
+  it('an expired token and its fix: one pause for every WABA using the token, one alert, no WABA closed or abandoned, sending resumes by itself', async () => {
+    const wabaA = uniqueDigits();
+    const phoneA = await numberFor(wabaA);
+    const wabaB = uniqueDigits();
+    const phoneB = await numberFor(wabaB);
+    const alertsBefore = alerts.bodies.length;
+    // Meta no longer accepts our token: sends and reads with it answer 190 (the simulator checks it per number).
+    stack.sim.setNumber(phoneA, { token: 'a-token-we-do-not-have' });
+    const a = await stack.send(text(phoneA, 'during the token outage'));
+    expect(a.status).toBe(202);
+    await eventually(async () => (await stack.message(a.json.id as string))?.status === 'queued');
+    // B uses the same token (GRAPH_API_TOKEN): it waits too, though its own number would take it.
+    await eventually(async () => (await stack.rt.c.credentialPauses.findOne({ _id: 'GRAPH_API_TOKEN' })) !== null);
+    const b = await stack.send(text(phoneB, 'same token, other WABA'));
+    await eventually(async () => (await stack.message(b.json.id as string))?.status === 'queued');
+    expect(stack.sim.log.accepted.filter((m) => m.phoneNumberId === phoneB)).toHaveLength(0);
+    // Neither WABA's gate closed (no document, or connected): nothing to escalate or abandon.
+    expect([undefined, 'connected']).toContain(await state(wabaA));
+    expect([undefined, 'connected']).toContain(await state(wabaB));
+
+    // Probes with the refused token keep the pause (a few probe intervals).
+    await new Promise((res) => setTimeout(res, 2 * PROBE_MS + 500));
+    expect((await stack.message(a.json.id as string))?.status).toBe('queued');
+    const paused = alerts.bodies.slice(alertsBefore).filter((x) => x.kind === 'credentialsPaused');
+    expect(paused).toHaveLength(1);
+    expect(paused[0]!.title).toContain('GRAPH_API_TOKEN');
+    const opsView = await stack.ops('GET', `/v1/wabas/${wabaB}`);
+    expect(opsView.json).toMatchObject({ queued: 1, tokenPause: { source: 'GRAPH_API_TOKEN' } });
+    expect(opsView.json.gateCause).toBeUndefined();
+
+    // The token is fixed: the next probe lifts the pause and both WABAs drain.
+    stack.sim.setNumber(phoneA, { token: stack.config.graph.token });
+    await eventually(async () => (await stack.message(a.json.id as string))?.status === 'sent', PROBE_MS + 15_000);
+    await eventually(async () => (await stack.message(b.json.id as string))?.status === 'sent', 15_000);
+    expect(await stack.rt.c.credentialPauses.countDocuments({})).toBe(0);
+    expect((await stack.ops('GET', `/v1/wabas/${wabaB}`)).json.tokenPause).toBeUndefined();
+    await eventually(async () => alerts.bodies.slice(alertsBefore).some((x) => x.kind === 'credentialsRestored'));
+    expect(alerts.bodies.slice(alertsBefore).filter((x) => x.kind === 'credentialsPaused')).toHaveLength(1);
+    expect([undefined, 'connected']).toContain(await state(wabaA));
+    expect([undefined, 'connected']).toContain(await state(wabaB));
+    // Sending is normal again.
+    const c = await stack.send(text(phoneB, 'after the fix'));
+    await eventually(async () => (await stack.message(c.json.id as string))?.status === 'sent');
   });
 });

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { Worker } from '@temporalio/worker';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import { statusPayload } from '../../tools/meta-sim/payloads';
-import { sendWorkflowId, wabaWorkflowId } from '../../workflows/contracts';
+import { credentialsWorkflowId, sendWorkflowId, wabaWorkflowId } from '../../workflows/contracts';
 import { eventually, sharedBundle, startStack, uniqueDigits, type Stack } from '../support/stack';
 
 /**
@@ -90,7 +90,7 @@ describe('histories of gate probes and the way back from partner removal replay 
     await stack?.stop();
   });
 
-  it('replays fresh runs: a lost reconnection reopened by the probe (patched markers); removal then PARTNER_ADDED; a late failure re-queued', async () => {
+  it('replays fresh runs: a lost reconnection reopened by the probe (patched markers); removal then PARTNER_ADDED; a late failure re-queued; a refused token paused and resumed', async () => {
     const wabaId = uniqueDigits();
     const phone = uniqueDigits('5');
     await stack.register(phone, wabaId, { coexistence: true });
@@ -143,11 +143,32 @@ describe('histories of gate probes and the way back from partner removal replay 
     await requeued.result();
     expect((await stack.message(sentId))?.history?.map((h) => h.status)).toEqual(['sent', 'failed', 'queued', 'sent']);
 
+    // A refused token: its credentials workflow alerts, probes and resumes.
+    const tokenWaba = uniqueDigits();
+    const tokenPhone = uniqueDigits('5');
+    await stack.register(tokenPhone, tokenWaba, { coexistence: true });
+    stack.sim.setNumber(tokenPhone, { wabaId: tokenWaba, token: 'a-token-we-do-not-have' });
+    const waiting = await stack.send({
+      phoneNumberId: tokenPhone,
+      to: '15550009996',
+      type: 'text',
+      text: { body: 'token' },
+    });
+    await eventually(async () => (await stack.message(waiting.json.id as string))?.status === 'queued');
+    await new Promise((r) => setTimeout(r, 1_500)); // at least one refused probe
+    stack.sim.setNumber(tokenPhone, { token: stack.config.graph.token });
+    const credentials = stack.rt.temporal.workflow.getHandle(
+      credentialsWorkflowId(stack.config.temporal.taskQueue, 'GRAPH_API_TOKEN'),
+    );
+    await credentials.result();
+    await eventually(async () => (await stack.message(waiting.json.id as string))?.status === 'sent');
+
     const bundle = await sharedBundle();
     const histories = {
       'lifecycle-probe-reopen': await probed.fetchHistory(),
       'lifecycle-partner-added': await back.fetchHistory(),
       'lifecycle-late-failure-requeue': await requeued.fetchHistory(),
+      'credentials-pause-resume': await credentials.fetchHistory(),
     };
     for (const [name, history] of Object.entries(histories)) {
       await Worker.runReplayHistory({ workflowBundle: bundle }, history, name);

@@ -52,6 +52,7 @@ export interface MessageView {
   deliveryStatus?: string;
   attempts: number;
   wabaId?: string;
+  history?: { status: string; at: string; wamid?: string; by?: string; code?: number }[];
 }
 
 export const SEND_KEY = 'test-send-key';

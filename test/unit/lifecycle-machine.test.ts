@@ -1105,3 +1105,28 @@ describe('late failures: a failed status naming our send queues that message aga
     expect(requeueOf(step(waba('connected'), failed(), old))).toBeUndefined();
   });
 });
+
+describe('lifecycle machine: a drain paused by a refused token', () => {
+  const paused: DrainResult = {
+    sent: 1,
+    failed: 0,
+    expired: 0,
+    alreadySettled: 0,
+    stopped: 'credentials',
+    detail: 'code 190',
+  };
+
+  it('while draining: connected again (gate open, no closure, no alert, no stray drain): the token waits, not the WABA', () => {
+    const s = step(waba('draining', { escalationLevel: 2 }), { kind: 'drainEnded', outcome: paused });
+    expect(s.state).toMatchObject({ state: 'connected', escalationLevel: 0 });
+    expect(s.state.closure).toBeUndefined();
+    expect(lastEvent(s)).toMatchObject({ outcome: 'drain paused: Meta refuses the token', detail: 'code 190' });
+    expect(types(s)).toEqual(['persist', 'countQueued', 'upsertSearchAttributes']);
+  });
+
+  it('while connected (a stray drain): recorded, nothing else', () => {
+    const s = step(waba('connected'), { kind: 'drainEnded', outcome: paused });
+    expect(s.state.state).toBe('connected');
+    expect(types(s)).toEqual(['persist', 'countQueued']);
+  });
+});

@@ -766,6 +766,16 @@ function escalate(state: LifecycleState, level: number, ctx: StepContext): Step 
 
 function finishDrain(state: LifecycleState, result: DrainResult, ctx: StepContext): Step {
   const { now } = ctx;
+  if (result.stopped === 'credentials') {
+    // Meta refused the token, not the account: the rest waits for the token's pause (its own
+    // workflow asks for a drain when the token works again); the WABA's gate opens as usual.
+    const noted = note(
+      state,
+      { type: 'SEND_ACCOUNT_UNUSABLE', outcome: 'drain paused: Meta refuses the token', detail: result.detail },
+      now,
+    );
+    return state.state === 'draining' ? moveTo(noted, 'connected', undefined, now) : save(noted, now);
+  }
   if (result.stopped === 'account_unusable') {
     const noted = note(
       state,

@@ -405,6 +405,26 @@ export interface Collections {
   sendConfirmations: Collection<SendConfirmationDoc>;
   gateHolds: Collection<GateHoldDoc>;
   lateFailures: Collection<LateFailureDoc>;
+  credentialPauses: Collection<CredentialPauseDoc>;
+}
+
+/**
+ * `credential_pauses`: Meta refused a Graph API token (codes 0, 190): sending with it is paused for
+ * every WABA that uses it (src/sending/credentials.ts). `_id` = the token's source
+ * (`GRAPH_API_TOKEN`, `GRAPH_API_TOKENS_BY_WABA[<waba>]`). Inserted by the sender that met the
+ * refusal (a duplicate key is the same pause), `checkedAt` updated by the token's credentials
+ * workflow only, deleted by it when a probe with the token succeeds.
+ */
+export interface CredentialPauseDoc {
+  _id: string;
+  /** ISO time of the first refusal of this pause. */
+  since: string;
+  /** ISO time of the credentials workflow's last probe (absent before its first). */
+  checkedAt?: string;
+  /** The send that met the refusal: its WABA and number (the workflow probes with them). */
+  wabaId: string;
+  phoneNumberId: string;
+  detail: string;
 }
 
 /**
@@ -440,6 +460,7 @@ export function collections(db: Db): Collections {
     sendConfirmations: db.collection<SendConfirmationDoc>('send_confirmations'),
     gateHolds: db.collection<GateHoldDoc>('gate_holds'),
     lateFailures: db.collection<LateFailureDoc>('late_failures'),
+    credentialPauses: db.collection<CredentialPauseDoc>('credential_pauses'),
   };
 }
 

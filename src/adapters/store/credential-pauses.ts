@@ -1,0 +1,27 @@
+import { isDuplicateKey, type Collections, type CredentialPauseDoc } from './db';
+
+/** Records a token's pause; false when it was already paused (the same pause: nothing changes). */
+export async function pauseToken(c: Collections, doc: CredentialPauseDoc): Promise<boolean> {
+  try {
+    await c.credentialPauses.insertOne(doc);
+    return true;
+  } catch (err) {
+    if (isDuplicateKey(err)) return false;
+    throw err;
+  }
+}
+
+/** The token's pause, or null (a point read by `_id`). */
+export function readTokenPause(c: Collections, source: string): Promise<CredentialPauseDoc | null> {
+  return c.credentialPauses.findOne({ _id: source });
+}
+
+/** The credentials workflow's mark that it still watches the pause (its only writer). */
+export async function markTokenChecked(c: Collections, source: string, at: string): Promise<void> {
+  await c.credentialPauses.updateOne({ _id: source }, { $set: { checkedAt: at } });
+}
+
+/** Lifts the pause (the token works again). */
+export async function liftTokenPause(c: Collections, source: string): Promise<void> {
+  await c.credentialPauses.deleteOne({ _id: source });
+}

@@ -1,0 +1,118 @@
+import {
+  continueAsNew,
+  log,
+  proxyActivities,
+  proxyLocalActivities,
+  setCurrentDetails,
+  setHandler,
+  sleep,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import type { AlertInput } from '../activities/types';
+import { tokenRefusedSignal, type TokenProbe, type TokenRefusal } from './contracts';
+
+/** The probe interval when gate probes are off (as `TOKEN_PROBE_DEFAULT_MS` in src/sending/credentials.ts). */
+const DEFAULT_PROBE_MS = 60_000;
+
+const settingsOf = proxyLocalActivities<Pick<Activities, 'lifecycleSettings'>>({
+  startToCloseTimeout: '10 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },
+});
+const acts = proxyActivities<Pick<Activities, 'probeToken' | 'resumeToken' | 'deliverAlert'>>({
+  startToCloseTimeout: '1 minute',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
+});
+
+/** What a continued run carries over. */
+export interface CredentialsCarry {
+  /** The pause's alert went out (a continued run does not raise it again). */
+  alerted: boolean;
+  probes: number;
+}
+
+/**
+ * One run per refused token (`credentials/<source>`, started by the first send Meta refused the
+ * token for; later refusals are signals). It raises one alert naming the token's source, probes
+ * Meta with the token every `GATE_PROBE_INTERVAL` (1 minute when probes are off), and when a probe
+ * succeeds lifts the pause, asks the WABAs that wait on it to drain, and resolves the alert. A
+ * refusal that arrives while it resumes keeps it watching. See src/sending/credentials.ts.
+ */
+export async function credentialsWorkflow(
+  first: TokenRefusal,
+  carry: CredentialsCarry = { alerted: false, probes: 0 },
+): Promise<{ resumedAt: string; probes: number }> {
+  const { source } = first;
+  let latest = first;
+  let refusals = 0;
+  setHandler(tokenRefusedSignal, (r) => {
+    latest = r;
+    refusals++;
+  });
+  const settings = await settingsOf.lifecycleSettings();
+  const interval =
+    settings.probeIntervalMs && settings.probeIntervalMs > 0 ? settings.probeIntervalMs : DEFAULT_PROBE_MS;
+  let probes = carry.probes;
+  let lastProbe: TokenProbe | undefined;
+
+  const alert = async (kind: 'credentialsPaused' | 'credentialsRestored', title: string, text: string) => {
+    const full: AlertInput = {
+      kind,
+      wabaId: first.wabaId,
+      level: 0,
+      severity: kind === 'credentialsPaused' ? 'critical' : 'warning',
+      title,
+      text,
+      state: 'connected',
+      queued: 0,
+      at: new Date().toISOString(),
+      runSinks: settings.alertSinks,
+    };
+    await Promise.all(
+      settings.alertSinks.map((sink) =>
+        acts
+          .deliverAlert(sink, full)
+          .catch((err: unknown) => log.warn('alert sink failed', { sink, error: String(err) })),
+      ),
+    );
+  };
+  const details = () =>
+    setCurrentDetails(
+      [
+        `Sending paused for every WABA using the token from ${source}: Meta refuses it (${latest.detail}).`,
+        `Probes so far: ${probes}${lastProbe ? `; last: ${lastProbe.works === false ? 'still refused' : 'no answer'} (${lastProbe.detail})` : ''}.`,
+        `Next probe in ${Math.round(interval / 1000)} s, with number ${latest.phoneNumberId} of WABA ${latest.wabaId}.`,
+      ].join('\n'),
+    );
+
+  if (!carry.alerted) {
+    await alert(
+      'credentialsPaused',
+      `Sending paused: Meta refuses the token from ${source}`,
+      `A send for WABA ${first.wabaId} failed with an authentication error (${first.detail}). Sending is paused for every WABA using the token from ${source}; their messages are queued, none is failed or abandoned. Fix or renew the token: a probe every ${Math.round(interval / 1000)} s resumes sending by itself.`,
+    );
+  }
+  for (;;) {
+    details();
+    await sleep(interval);
+    lastProbe = await acts.probeToken({ source, wabaId: latest.wabaId, phoneNumberId: latest.phoneNumberId });
+    probes++;
+    if (lastProbe.works === true) {
+      const before = refusals;
+      const resumedAt = new Date().toISOString();
+      const wabas = await acts.resumeToken({ source, resumedAt });
+      if (refusals === before) {
+        await alert(
+          'credentialsRestored',
+          `Sending resumed: the token from ${source} works again`,
+          `A probe with the token from ${source} succeeded (${lastProbe.detail}). The pause is lifted; ${wabas} WABA(s) with queued messages are draining.`,
+        );
+        return { resumedAt, probes };
+      }
+      log.warn('a refusal arrived while resuming: watching the token again', { source });
+    }
+    if (workflowInfo().continueAsNewSuggested) {
+      await continueAsNew<typeof credentialsWorkflow>(latest, { alerted: true, probes });
+    }
+  }
+}
