@@ -72,6 +72,16 @@ describe('retention on the real MongoDB-wire server', () => {
       },
     ]);
     await claimIdempotencyKey(c, { _id: `k:${tag}`, messageId: `m-${tag}`, requestHash: 'h', createdAt: at });
+    // A late failure of the message (kept as long as messages).
+    await c.lateFailures.insertOne({
+      _id: `m-${tag}`,
+      wabaId: '1',
+      wamid: `wamid.${tag}`,
+      code: 131031,
+      failedAt: at,
+      requeuedAt: at,
+      storedAt: new Date(),
+    });
     // A delivery forwarded to its one target: logged in `forwarded`, archived once the relay is done.
     const d = `d-${tag}`;
     await recordDelivery(c, {
@@ -97,6 +107,7 @@ describe('retention on the real MongoDB-wire server', () => {
   const ids = async () => ({
     messages: (await c.messages.find({}).toArray()).map((d) => d._id).sort(),
     settlements: (await c.settlements.find({}).toArray()).map((d) => d._id).sort(),
+    lateFailures: (await c.lateFailures.find({}).toArray()).map((d) => d._id).sort(),
     statuses: (await c.messageStatuses.find({}).toArray()).map((d) => d._id).sort(),
     events: (await c.accountEvents.find({}).toArray()).map((d) => d._id).sort(),
     idempotency: (await c.idempotency.find({}).toArray()).map((d) => d._id).sort(),
@@ -123,6 +134,7 @@ describe('retention on the real MongoDB-wire server', () => {
     const batch = (n: number) => ({
       messages: n,
       settlements: n,
+      late_failures: n,
       message_statuses: n,
       account_events: 0,
       idempotency: n,
@@ -135,6 +147,7 @@ describe('retention on the real MongoDB-wire server', () => {
     expect(await ids()).toEqual({
       messages: ['m-new'],
       settlements: ['m-new'],
+      lateFailures: ['m-new'],
       statuses: ['wamid.new:sent'],
       // Account events keep 4 s: all five are still there.
       events: ['e-new', 'e-old1', 'e-old2', 'e-old3', 'e-old4'],
@@ -148,6 +161,7 @@ describe('retention on the real MongoDB-wire server', () => {
     expect(await purgeExpired(c, { ...retention, accountEventsMs: undefined }, later)).toEqual({
       messages: 1,
       settlements: 1,
+      late_failures: 1,
       message_statuses: 1,
       idempotency: 1,
       delivery_archive: 1,
