@@ -229,12 +229,15 @@ export class SharedPacer {
     maxWaitMs?: number,
   ): Promise<{ kind: 'reserved'; at: number } | { kind: 'later'; retryAfterMs: number }> {
     const width = capSlotMs(mps);
+    // The hint is a slot number of this width: after an operator changes the number's cap, a hint
+    // of the old width would point years away (or into the past).
+    const hintKey = `${phoneNumberId}@${mps}`;
     for (;;) {
       const now = this.clock.now();
-      const k = Math.max(Math.ceil(Math.max(now, notBefore) / width), (this.capHint.get(phoneNumberId) ?? -1) + 1);
+      const k = Math.max(Math.ceil(Math.max(now, notBefore) / width), (this.capHint.get(hintKey) ?? -1) + 1);
       const at = k * width;
       if (maxWaitMs !== undefined && at - now > maxWaitMs) return { kind: 'later', retryAfterMs: at - now };
-      this.capHint.set(phoneNumberId, k);
+      this.capHint.set(hintKey, k);
       const id = `${phoneNumberId}:${k}`;
       const expiresAt = (k + 1) * width;
       if (await claimSlot(this.c, id, expiresAt)) {

@@ -54,6 +54,22 @@ describe('shared pacing across processes', () => {
     expect(span).toBeLessThan(15_000);
   });
 
+  it("a number whose cap an operator changes gets its next slot within a slot's width, not years away", async () => {
+    const phone = 'p' + randomBytes(4).toString('hex');
+    const pacer = new SharedPacer(conns[0]!.c, { burst: 45, intervalMs: 0 });
+    const first = await pacer.reserve({ phoneNumberId: phone, mps: 1000, to: 'a', maxWaitMs: 30_000 });
+    expect(first.kind).toBe('reserved');
+    if (first.kind === 'reserved') first.reservation.done();
+    // Cap lowered from 1,000 to 1 msg/s: the old width's slot number must not carry over.
+    const second = await pacer.reserve({ phoneNumberId: phone, mps: 1, to: 'b', maxWaitMs: 30_000 });
+    expect(second.kind).toBe('reserved');
+    if (second.kind === 'reserved') {
+      expect(second.reservation.at - Date.now()).toBeLessThan(2_000);
+      second.reservation.done();
+    }
+    pacer.close();
+  });
+
   it('holds the pair limit across workers and a pause seen by one worker stops the other', async () => {
     const phone = 'p' + randomBytes(4).toString('hex');
     const pair = { burst: 5, intervalMs: 1_000 };
