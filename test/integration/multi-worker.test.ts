@@ -16,6 +16,8 @@ interface WorkerProcess {
   child: ChildProcess;
   /** wabaIds whose drain started on this worker (from its log). */
   drains: Set<string>;
+  /** Its last log lines at warn level or above (printed when a wait fails). */
+  recent: string[];
   exited: Promise<unknown>;
 }
 
@@ -26,15 +28,20 @@ function spawnWorker(stack: Stack): WorkerProcess {
     stdio: ['ignore', 'pipe', 'ignore'],
   });
   const drains = new Set<string>();
+  const recent: string[] = [];
   readline.createInterface({ input: child.stdout! }).on('line', (line) => {
     try {
-      const entry = JSON.parse(line) as { msg?: string; wabaId?: string };
+      const entry = JSON.parse(line) as { msg?: string; wabaId?: string; level?: number };
       if (entry.msg === 'drain started' && entry.wabaId) drains.add(entry.wabaId);
+      if ((entry.level ?? 0) >= 40 || /drain/.test(entry.msg ?? '')) {
+        recent.push(line.slice(0, 500));
+        if (recent.length > 40) recent.shift();
+      }
     } catch {
       // not a log line
     }
   });
-  return { child, drains, exited: new Promise((r) => child.once('exit', r)) };
+  return { child, drains, recent, exited: new Promise((r) => child.once('exit', r)) };
 }
 
 describe('two worker processes, one API, one Temporal, one database', () => {
@@ -78,7 +85,32 @@ describe('two worker processes, one API, one Temporal, one database', () => {
       },
       timeoutMs,
       500,
-    );
+    ).catch(async (err: unknown) => {
+      // What was left, for a failure in CI: the messages, their ledger entries, the WABAs, the workers' logs.
+      const views = await Promise.all(ids.map((id) => stack.message(id)));
+      const left = views.filter((v) => v?.status !== 'sent');
+      const ledger = await stack.rt.c.sendAttempts.find({ _id: { $in: left.slice(0, 5).map((v) => v!.id) } }).toArray();
+      const wabas = await stack.rt.c.wabas.find({ _id: { $in: [...new Set(left.map((v) => v!.wabaId!))] } }).toArray();
+      console.log(
+        JSON.stringify(
+          {
+            notSent: left.length,
+            byStatus: left.reduce<Record<string, number>>(
+              (n, v) => ({ ...n, [v!.status]: (n[v!.status] ?? 0) + 1 }),
+              {},
+            ),
+            first: left.slice(0, 5),
+            ledger,
+            wabas: wabas.map((w) => ({ state: w.state, events: w.events.slice(-5) })),
+            queue: await stack.rt.c.queue.countDocuments({}),
+            workers: workers.map((w) => ({ alive: w.child.exitCode === null && !w.child.killed, recent: w.recent })),
+          },
+          null,
+          1,
+        ),
+      );
+      throw err;
+    });
 
   /** Per recipient, the ids of `queued` in acceptance order must be the order of first arrival. */
   function expectRecipientOrder(phone: string, queued: { id: string; to: string }[]): void {
