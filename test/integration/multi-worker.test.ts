@@ -162,13 +162,18 @@ describe('two worker processes, one API, one Temporal, one database', () => {
     expect(stats.pairLimited).toBe(0);
     expectRecipientOrder(phone, queued);
     // Per-WABA order of the queue (the recipients the pair limit does not hold back): acceptance
-    // order, except that a send that missed its slot by more than the tolerance (a busy worker)
-    // takes the next free one, at most a lookahead's worth (200 ms: 4 slots) later.
+    // order at the receiver. A late send takes a new slot and holds back those reserved after it
+    // (the pacer's per-number turn); a send Meta refused and that was retried (a 130429 here) is
+    // left out. What remains: a message whose previous one to the same recipient had not settled
+    // within 500 ms waits for it on its own (a saturated machine), a few places late at most.
     const arrivals = stack.sim.log.accepted.filter((m) => m.phoneNumberId === phone).map((m) => m.clientId);
-    const cool = queued.filter((m) => m.to !== '15552999999').map((m) => m.id);
+    const retried = new Set(stack.sim.log.rejected.filter((r) => r.phoneNumberId === phone).map((r) => r.clientId));
+    const cool = queued.filter((m) => m.to !== '15552999999' && !retried.has(m.id)).map((m) => m.id);
     const got = arrivals.filter((id) => cool.includes(id!));
     const displaced = cool.filter((id, i) => got[i] !== id).length;
-    console.log(`multi-worker queue order: ${displaced} of ${cool.length} not in their sequence place`);
+    console.log(
+      `multi-worker queue order: ${displaced} of ${cool.length} not in their sequence place (${retried.size} retried, left out)`,
+    );
     cool.forEach((id, i) => expect(Math.abs(got.indexOf(id) - i)).toBeLessThanOrEqual(4));
   }, 180_000);
 
