@@ -215,7 +215,7 @@ runMain(async () => {
     // The gate checks' messages of reconnected WABAs leave in the same drains.
     const gateQueued = [...gatePhones.keys()].filter((i) => i < nReconnect).length - gateOpen;
     const expected = acceptedBefore + nReconnect * nQueued + gateQueued;
-    await until('every queued message sent', async () => s.sim.log.accepted.length >= expected, 600_000, 500);
+    await until('every queued message sent', async () => s.sim.log.accepted.length >= expected, 1_800_000, 500);
     const lastSend = Math.max(...s.sim.log.accepted.slice(acceptedBefore).map((m) => m.at));
     const reconnectToLastSend = lastSend - reAcks.firstAckAt;
     say(`  last queued send ${fmt(reconnectToLastSend / 1000)} s after the first reconnect ack`);

@@ -1,6 +1,6 @@
-import { isDuplicateKey, type Collections } from '../adapters/store/db';
+import type { Collections } from '../adapters/store/db';
 import { readAttempt } from '../adapters/store/attempts';
-import { markRequeued, readMessage, sendKey } from '../adapters/store/messages';
+import { markRequeued, readMessage, recordLateFailure, sendKey } from '../adapters/store/messages';
 import { enqueueFront, findSettlement } from '../adapters/store/queue';
 import { emitServiceEvents } from '../relay/events';
 import type { ForwardTarget } from '../relay/targets';
@@ -37,20 +37,17 @@ export async function requeueLateFailure(
     return { requeued: false, why: 'the message was not settled as sent with this wamid' };
   }
   const now = new Date().toISOString();
+  // The "once": a retry (or a redelivered status) finds the first record and goes on from there.
   if (!known.resend) {
-    try {
-      await c.lateFailures.insertOne({
-        _id: messageId,
-        wabaId: input.wabaId,
-        wamid: input.wamid,
-        code: input.code,
-        failedAt: new Date(input.failedAt).toISOString(),
-        requeuedAt: now,
-        storedAt: new Date(),
-      });
-    } catch (err) {
-      if (!isDuplicateKey(err)) throw err; // recorded by an earlier attempt
-    }
+    await recordLateFailure(c, {
+      _id: messageId,
+      wabaId: input.wabaId,
+      wamid: input.wamid,
+      code: input.code,
+      failedAt: new Date(input.failedAt).toISOString(),
+      requeuedAt: now,
+      storedAt: new Date(),
+    });
   }
   // A retry after the second send ended (or began) must not queue it again.
   const [second, secondLedger] = await Promise.all([

@@ -1,4 +1,4 @@
-import { isDuplicateKey, type Collections, type SendAttemptDoc, type SendConfirmationDoc } from './db';
+import { insertOnce, type Collections, type SendAttemptDoc, type SendConfirmationDoc } from './db';
 
 /** The ledger entry of a message, or null before its first send. */
 export function readAttempt(c: Collections, messageId: string): Promise<SendAttemptDoc | null> {
@@ -6,14 +6,8 @@ export function readAttempt(c: Collections, messageId: string): Promise<SendAtte
 }
 
 /** Inserts a message's first ledger entry; false when one already exists (another sender started). */
-export async function insertAttempt(c: Collections, doc: SendAttemptDoc): Promise<boolean> {
-  try {
-    await c.sendAttempts.insertOne(doc);
-    return true;
-  } catch (err) {
-    if (isDuplicateKey(err)) return false;
-    throw err;
-  }
+export function insertAttempt(c: Collections, doc: SendAttemptDoc): Promise<boolean> {
+  return insertOnce(c.sendAttempts, doc);
 }
 
 /** Updates a ledger entry by exact `_id` (one writer per message at a time). */
@@ -32,9 +26,5 @@ export function readConfirmation(c: Collections, messageId: string): Promise<Sen
 
 /** Records a confirmation (insert-only; a second one for the message is dropped). */
 export async function insertConfirmation(c: Collections, doc: SendConfirmationDoc): Promise<void> {
-  try {
-    await c.sendConfirmations.insertOne(doc);
-  } catch (err) {
-    if (!isDuplicateKey(err)) throw err;
-  }
+  await insertOnce(c.sendConfirmations, doc);
 }

@@ -1,14 +1,8 @@
-import { isDuplicateKey, type Collections, type CredentialPauseDoc } from './db';
+import { insertOnce, type Collections, type CredentialPauseDoc } from './db';
 
 /** Records a token's pause; false when it was already paused (the same pause: nothing changes). */
-export async function pauseToken(c: Collections, doc: CredentialPauseDoc): Promise<boolean> {
-  try {
-    await c.credentialPauses.insertOne(doc);
-    return true;
-  } catch (err) {
-    if (isDuplicateKey(err)) return false;
-    throw err;
-  }
+export function pauseToken(c: Collections, doc: CredentialPauseDoc): Promise<boolean> {
+  return insertOnce(c.credentialPauses, doc);
 }
 
 /** The token's pause, or null (a point read by `_id`). */

@@ -523,6 +523,20 @@ export function isOnlyDuplicateKeys(err: unknown): boolean {
 }
 
 /**
+ * Inserts one document whose `_id` is a claim (insert-only, atomic on a unique key on MongoDB and
+ * FerretDB alike): true when this call inserted it, false when it was already there.
+ */
+export async function insertOnce<T extends Document>(collection: Collection<T>, doc: T): Promise<boolean> {
+  try {
+    await collection.insertOne(doc as never);
+    return true;
+  } catch (err) {
+    if (isDuplicateKey(err)) return false;
+    throw err;
+  }
+}
+
+/**
  * Inserts facts whose `_id` names them (one `insertMany`, unordered): a document already there is
  * the same fact recorded before (a retry, a redelivery, another process), so duplicates are skipped.
  */

@@ -1,5 +1,6 @@
 import type { SendOutcome } from '../../../workflows/contracts';
 import {
+  insertOnce,
   isDuplicateKey,
   type Collections,
   type IdempotencyDoc,
@@ -66,6 +67,11 @@ export async function claimIdempotencyKey(c: Collections, doc: IdempotencyDoc): 
     if (!first) throw err;
     return first;
   }
+}
+
+/** Records Meta's late failure of a message (insert-only: the first one wins). */
+export async function recordLateFailure(c: Collections, doc: LateFailureDoc): Promise<void> {
+  await insertOnce(c.lateFailures, doc);
 }
 
 /** Marks a message queued again for its second send (before its queue entry is inserted). */
