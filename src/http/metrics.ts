@@ -6,6 +6,7 @@ import { onSettlementsRecorded, queueStats, type Settlement } from '../adapters/
 import { onOffboardingEnded, wabaStateStats } from '../adapters/store/wabas';
 import { countPendingDeliveries } from '../adapters/store/outbox';
 import { forwardStats } from '../adapters/store/forwards';
+import { listTokenPauses } from '../adapters/store/credential-pauses';
 import { withTimeout } from '../util/time';
 import { GATE_CAUSES, type WabaState } from '../../workflows/contracts';
 
@@ -358,6 +359,15 @@ export function addStoreGauges(
     for (const cause of GATE_CAUSES) closed.set({ cause }, stats.byClosureCause[cause] ?? 0);
     const since = stats.oldestOffboardedSince;
     offboarded.set(undefined, since !== undefined ? Math.max(0, (now() - since) / 1000) : 0);
+  });
+  const tokenPaused = registry.gauge(
+    'coexist_relay_token_paused',
+    'Per Graph API token source: 1 while Meta refuses the token and sending with it is paused (src/sending/credentials.ts).',
+    ['source'],
+  );
+  registry.collector([tokenPaused], async () => {
+    tokenPaused.reset();
+    for (const p of await listTokenPauses(c)) tokenPaused.set({ source: p._id }, 1);
   });
   const depth = registry.gauge('coexist_relay_queue_depth_messages', 'Messages waiting in the queues of all WABAs.');
   const oldest = registry.gauge(

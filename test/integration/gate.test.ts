@@ -352,6 +352,9 @@ describe('send gate: causes, probes, ordering and the way back', () => {
     const opsView = await stack.ops('GET', `/v1/wabas/${wabaB}`);
     expect(opsView.json).toMatchObject({ queued: 1, tokenPause: { source: 'GRAPH_API_TOKEN' } });
     expect(opsView.json.gateCause).toBeUndefined();
+    expect(await (await fetch(`${stack.url}/metrics`)).text()).toContain(
+      'coexist_relay_token_paused{source="GRAPH_API_TOKEN"} 1',
+    );
 
     // The token is fixed: the next probe lifts the pause and both WABAs drain.
     stack.sim.setNumber(phoneA, { token: stack.config.graph.token });

@@ -19,3 +19,8 @@ export async function markTokenChecked(c: Collections, source: string, at: strin
 export async function liftTokenPause(c: Collections, source: string): Promise<void> {
   await c.credentialPauses.deleteOne({ _id: source });
 }
+
+/** Every token pause (one per refused token: a handful at most), for metrics. */
+export function listTokenPauses(c: Collections): Promise<CredentialPauseDoc[]> {
+  return c.credentialPauses.find({}).limit(100).toArray();
+}
