@@ -10,19 +10,18 @@ import {
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { AlertInput } from '../activities/types';
+import { ALERT_ACTIVITY_OPTIONS, SETTINGS_ACTIVITY_OPTIONS } from './activity-options';
 import { tokenRefusedSignal, type TokenProbe, type TokenRefusal } from './contracts';
 
 /** The probe interval when gate probes are off (as `TOKEN_PROBE_DEFAULT_MS` in src/sending/credentials.ts). */
 const DEFAULT_PROBE_MS = 60_000;
 
-const settingsOf = proxyLocalActivities<Pick<Activities, 'lifecycleSettings'>>({
-  startToCloseTimeout: '10 seconds',
-  retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },
-});
-const acts = proxyActivities<Pick<Activities, 'probeToken' | 'resumeToken' | 'deliverAlert'>>({
+const settingsOf = proxyLocalActivities<Pick<Activities, 'lifecycleSettings'>>(SETTINGS_ACTIVITY_OPTIONS);
+const acts = proxyActivities<Pick<Activities, 'probeToken' | 'resumeToken'>>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
+const alerter = proxyActivities<Pick<Activities, 'deliverAlert'>>(ALERT_ACTIVITY_OPTIONS);
 
 /** What a continued run carries over. */
 export interface CredentialsCarry {
@@ -55,7 +54,10 @@ export async function credentialsWorkflow(
   let probes = carry.probes;
   let lastProbe: TokenProbe | undefined;
 
-  const alert = async (kind: 'credentialsPaused' | 'credentialsRestored', title: string, text: string) => {
+  // Alerts go out in the background (bounded retries): a sink that is down never holds back a probe
+  // or the resume. The run waits for them before it ends.
+  const alerts: Promise<void>[] = [];
+  const alert = (kind: 'credentialsPaused' | 'credentialsRestored', title: string, text: string): void => {
     const full: AlertInput = {
       kind,
       wabaId: first.wabaId,
@@ -68,13 +70,13 @@ export async function credentialsWorkflow(
       at: new Date().toISOString(),
       runSinks: settings.alertSinks,
     };
-    await Promise.all(
-      settings.alertSinks.map((sink) =>
-        acts
+    for (const sink of settings.alertSinks) {
+      alerts.push(
+        alerter
           .deliverAlert(sink, full)
-          .catch((err: unknown) => log.warn('alert sink failed', { sink, error: String(err) })),
-      ),
-    );
+          .catch((err: unknown) => log.warn('alert sink failed after retries', { sink, error: String(err) })),
+      );
+    }
   };
   const details = () =>
     setCurrentDetails(
@@ -85,14 +87,16 @@ export async function credentialsWorkflow(
       ].join('\n'),
     );
 
-  if (!carry.alerted) {
-    await alert(
-      'credentialsPaused',
-      `Sending paused: Meta refuses the token from ${source}`,
-      `A send for WABA ${first.wabaId} failed with an authentication error (${first.detail}). Sending is paused for every WABA using the token from ${source}; their messages are queued, none is failed or abandoned. Fix or renew the token: a probe every ${Math.round(interval / 1000)} s resumes sending by itself.`,
-    );
-  }
+  let alerted = carry.alerted;
   for (;;) {
+    if (!alerted) {
+      alert(
+        'credentialsPaused',
+        `Sending paused: Meta refuses the token from ${source}`,
+        `A send for WABA ${latest.wabaId} failed with an authentication error (${latest.detail}). Sending is paused for every WABA using the token from ${source}; their messages are queued, none is failed or abandoned. Fix or renew the token: a probe every ${Math.round(interval / 1000)} s resumes sending by itself.`,
+      );
+      alerted = true;
+    }
     details();
     await sleep(interval);
     lastProbe = await acts.probeToken({ source, wabaId: latest.wabaId, phoneNumberId: latest.phoneNumberId });
@@ -102,17 +106,21 @@ export async function credentialsWorkflow(
       const resumedAt = new Date().toISOString();
       const wabas = await acts.resumeToken({ source, resumedAt });
       if (refusals === before) {
-        await alert(
+        alert(
           'credentialsRestored',
           `Sending resumed: the token from ${source} works again`,
           `A probe with the token from ${source} succeeded (${lastProbe.detail}). The pause is lifted; ${wabas} WABA(s) with queued messages are draining.`,
         );
-        return { resumedAt, probes };
+        await Promise.all(alerts);
+        // A refusal while the alerts went out: the token broke again (its sender paused it anew).
+        if (refusals === before) return { resumedAt, probes };
+        alerted = false;
       }
       log.warn('a refusal arrived while resuming: watching the token again', { source });
     }
     if (workflowInfo().continueAsNewSuggested) {
-      await continueAsNew<typeof credentialsWorkflow>(latest, { alerted: true, probes });
+      await Promise.all(alerts);
+      await continueAsNew<typeof credentialsWorkflow>(latest, { alerted, probes });
     }
   }
 }

@@ -14,17 +14,25 @@ const PROBE_MS = 3_000;
 
 async function startReceiver() {
   const bodies: Record<string, unknown>[] = [];
+  /** While set, the sink is down: every delivery is answered 500 and counted in `refused`. */
+  const state = { failing: false, refused: 0 };
   const server = http.createServer((req, res) => {
     let data = '';
     req.on('data', (c: Buffer) => (data += c.toString()));
     req.on('end', () => {
+      if (state.failing) {
+        state.refused++;
+        res.statusCode = 500;
+        res.end('down');
+        return;
+      }
       bodies.push(JSON.parse(data) as Record<string, unknown>);
       res.end('ok');
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return { url, bodies, stop: () => new Promise((r) => server.close(r)) };
+  return { url, bodies, state, stop: () => new Promise((r) => server.close(r)) };
 }
 
 describe('send gate: causes, probes, ordering and the way back', () => {
@@ -369,5 +377,24 @@ describe('send gate: causes, probes, ordering and the way back', () => {
     // Sending is normal again.
     const c = await stack.send(text(phoneB, 'after the fix'));
     await eventually(async () => (await stack.message(c.json.id as string))?.status === 'sent');
+  });
+
+  it('a refused token resumes by itself while the alert sink is down (alerts never hold back the probe)', async () => {
+    const wabaId = uniqueDigits();
+    const phone = await numberFor(wabaId);
+    alerts.state.failing = true;
+    try {
+      stack.sim.setNumber(phone, { token: 'a-token-we-do-not-have' });
+      const r = await stack.send(text(phone, 'token refused, sink down'));
+      await eventually(async () => (await stack.message(r.json.id as string))?.status === 'queued');
+      await eventually(async () => alerts.state.refused > 0); // the pause's alert met the dead sink
+      await new Promise((res) => setTimeout(res, PROBE_MS + 500));
+      stack.sim.setNumber(phone, { token: stack.config.graph.token });
+      // The sink is still down: the probe, the resume and the drain go on without it.
+      await eventually(async () => (await stack.message(r.json.id as string))?.status === 'sent', PROBE_MS + 15_000);
+      expect(await stack.rt.c.credentialPauses.countDocuments({})).toBe(0);
+    } finally {
+      alerts.state.failing = false;
+    }
   });
 });

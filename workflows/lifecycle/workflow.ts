@@ -16,6 +16,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities } from '../../activities';
+import { ALERT_ACTIVITY_OPTIONS, SETTINGS_ACTIVITY_OPTIONS } from '../activity-options';
 import type { AlertInput, DrainInput, DrainResult } from '../../activities/types';
 import {
   EscalationLevelKey,
@@ -85,15 +86,7 @@ const localStoreActivities = proxyLocalActivities<Activities>({
 const LOCAL_STORE_PATCH = 'lifecycle-local-store-activities';
 const store = (): Pick<Activities, 'loadWaba' | 'saveWaba' | 'countQueued'> =>
   patched(LOCAL_STORE_PATCH) ? localStoreActivities : storeActivities;
-/** A late failure's re-queueing: a few point reads and writes (src/sending/late-failure.ts). */
-const lateFailures = proxyLocalActivities<Pick<Activities, 'requeueLateFailure'>>({
-  startToCloseTimeout: '30 seconds',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
-});
-const workerSettings = proxyLocalActivities<Pick<Activities, 'lifecycleSettings'>>({
-  startToCloseTimeout: '10 seconds',
-  retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },
-});
+const workerSettings = proxyLocalActivities<Pick<Activities, 'lifecycleSettings'>>(SETTINGS_ACTIVITY_OPTIONS);
 const drainer = proxyActivities<Activities>({
   startToCloseTimeout: '24 hours',
   heartbeatTimeout: '20 seconds',
@@ -102,10 +95,7 @@ const drainer = proxyActivities<Activities>({
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
-const alerter = proxyActivities<Activities>({
-  startToCloseTimeout: '30 seconds',
-  retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumAttempts: 6 },
-});
+const alerter = proxyActivities<Activities>(ALERT_ACTIVITY_OPTIONS);
 
 /** How a run of the lifecycle workflow ended; its result. */
 export interface LifecycleRunSummary {
@@ -292,7 +282,8 @@ export async function wabaLifecycleWorkflow(
         alert(command.alert);
         return;
       case 'requeueLate':
-        await lateFailures.requeueLateFailure(command.failure);
+        // A few point reads and writes (src/sending/late-failure.ts): a local store activity too.
+        await localStoreActivities.requeueLateFailure(command.failure);
         return;
     }
   }
