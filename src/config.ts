@@ -355,10 +355,6 @@ export class ConfigError extends Error {
 }
 
 /**
- * Validates `env` (normally `process.env`) into a `Config`. Throws `ConfigError` listing each
- * offending variable by name and what is wrong with it.
- */
-/**
  * The Graph API token a WABA's calls use and where it comes from (`GRAPH_API_TOKENS_BY_WABA[<waba>]`
  * or `GRAPH_API_TOKEN`): the one owner of that choice. Sending is paused per source when Meta
  * refuses the token (src/sending/credentials.ts); operators see the source, never the token.
@@ -370,6 +366,10 @@ export function graphTokenOf(graph: Config['graph'], wabaId: string): { token: s
     : { token: graph.token, source: 'GRAPH_API_TOKEN' };
 }
 
+/**
+ * Validates `env` (normally `process.env`) into a `Config`. Throws `ConfigError` listing each
+ * offending variable by name and what is wrong with it.
+ */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const result = envSchema.safeParse(env);
   if (!result.success) {

@@ -88,7 +88,7 @@ const registered = new WeakSet<RelayMetrics>();
 function wireMetrics(metrics: RelayMetrics, c: Collections, counters: WebhookCounters, config: Config): void {
   if (registered.has(metrics)) return;
   registered.add(metrics);
-  addStoreGauges(metrics.registry, c, config.forward);
+  addStoreGauges(metrics.registry, c, config.forward, Date.now, config.lifecycle.probeIntervalMs);
   metrics.registry.addText(() => counters.toPrometheus());
   observeStore(metrics, c);
 }

@@ -7,6 +7,7 @@ import { onOffboardingEnded, wabaStateStats } from '../adapters/store/wabas';
 import { countPendingDeliveries } from '../adapters/store/outbox';
 import { forwardStats } from '../adapters/store/forwards';
 import { listTokenPauses } from '../adapters/store/credential-pauses';
+import { pauseInForce } from '../sending/credentials';
 import { withTimeout } from '../util/time';
 import { GATE_CAUSES, type WabaState } from '../../workflows/contracts';
 
@@ -336,6 +337,8 @@ export function addStoreGauges(
   c: Collections,
   forward: ForwardSettings,
   now: () => number = Date.now,
+  /** GATE_PROBE_INTERVAL: how long a token pause holds without a check (`pauseInForce`). */
+  probeIntervalMs?: number,
 ): void {
   const wabas = registry.gauge(
     'coexist_relay_wabas',
@@ -367,7 +370,9 @@ export function addStoreGauges(
   );
   registry.collector([tokenPaused], async () => {
     tokenPaused.reset();
-    for (const p of await listTokenPauses(c)) tokenPaused.set({ source: p._id }, 1);
+    // As the gate sees them: a pause nobody has checked for too long no longer holds anything.
+    for (const p of await listTokenPauses(c))
+      if (pauseInForce(p, probeIntervalMs, now())) tokenPaused.set({ source: p._id }, 1);
   });
   const depth = registry.gauge('coexist_relay_queue_depth_messages', 'Messages waiting in the queues of all WABAs.');
   const oldest = registry.gauge(

@@ -1,6 +1,7 @@
 import { graphTokenOf, type Config } from '../config';
 import type { Collections, CredentialPauseDoc } from '../adapters/store/db';
-import { liftTokenPause, pauseToken, readTokenPause } from '../adapters/store/credential-pauses';
+import { liftTokenPause, markTokenChecked, pauseToken, readTokenPause } from '../adapters/store/credential-pauses';
+import { wabasWithQueued } from '../adapters/store/queue';
 import type { GraphClient } from '../adapters/graph/client';
 import { isGraphApiError } from '../adapters/graph/errors';
 import { deliverLifecycleEvent, type LaunchDeps } from '../lifecycle/launch';
@@ -68,6 +69,10 @@ export async function pauseForRefusedToken(
       { wabaId: send.wabaId, tokenSource: source },
       'Meta refused the token: sending paused for every WABA using it',
     );
+  } else {
+    // Paused already: this refusal is fresh evidence, so the gate trusts the pause again even if
+    // its workflow had stopped checking it (a blind `$set` of one field: no read-modify-write).
+    await markTokenChecked(deps.c, source, at);
   }
   await reportTokenRefusal(deps.launch, refusal);
 }
@@ -95,8 +100,7 @@ export async function resumeToken(
   resumedAt: string,
 ): Promise<number> {
   await liftTokenPause(deps.c, source);
-  const queued = (await deps.c.queue.distinct('wabaId')) as string[];
-  const using = queued.filter((w) => graphTokenOf(deps.graph, w).source === source);
+  const using = (await wabasWithQueued(deps.c)).filter((w) => graphTokenOf(deps.graph, w).source === source);
   for (const wabaId of using) {
     await deliverLifecycleEvent(deps.launch, {
       key: `stray:token:${source}:${resumedAt}`,

@@ -10,7 +10,10 @@ export function readTokenPause(c: Collections, source: string): Promise<Credenti
   return c.credentialPauses.findOne({ _id: source });
 }
 
-/** The credentials workflow's mark that it still watches the pause (its only writer). */
+/**
+ * The pause's last evidence: a probe that Meta still refused (the credentials workflow) or a new
+ * refusal (a sender). A blind `$set` of `checkedAt`; nothing is read first.
+ */
 export async function markTokenChecked(c: Collections, source: string, at: string): Promise<void> {
   await c.credentialPauses.updateOne({ _id: source }, { $set: { checkedAt: at } });
 }

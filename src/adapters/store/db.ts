@@ -412,14 +412,15 @@ export interface Collections {
  * `credential_pauses`: Meta refused a Graph API token (codes 0, 190): sending with it is paused for
  * every WABA that uses it (src/sending/credentials.ts). `_id` = the token's source
  * (`GRAPH_API_TOKEN`, `GRAPH_API_TOKENS_BY_WABA[<waba>]`). Inserted by the sender that met the
- * refusal (a duplicate key is the same pause), `checkedAt` updated by the token's credentials
- * workflow only, deleted by it when a probe with the token succeeds.
+ * refusal (a duplicate key is the same pause); `checkedAt` set by the token's credentials workflow
+ * at each probe and by a sender meeting a new refusal; deleted by the workflow when a probe with
+ * the token succeeds.
  */
 export interface CredentialPauseDoc {
   _id: string;
   /** ISO time of the first refusal of this pause. */
   since: string;
-  /** ISO time of the credentials workflow's last probe (absent before its first). */
+  /** ISO time of the last evidence: a probe still refused, or a new refusal (absent before either). */
   checkedAt?: string;
   /** The send that met the refusal: its WABA and number (the workflow probes with them). */
   wabaId: string;
@@ -489,7 +490,6 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     c.sendAttempts.createIndex({ state: 1 }, { name: 'state' }),
     c.sendConfirmations.createIndex({ at: 1 }, { name: 'at' }),
     c.gateHolds.createIndex({ receivedAt: 1 }, { name: 'receivedAt' }),
-    c.lateFailures.createIndex({ wabaId: 1 }, { name: 'wabaId' }),
   ]);
 }
 

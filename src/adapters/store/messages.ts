@@ -1,7 +1,6 @@
 import type { SendOutcome } from '../../../workflows/contracts';
 import {
   insertOnce,
-  isDuplicateKey,
   type Collections,
   type IdempotencyDoc,
   type LateFailureDoc,
@@ -23,14 +22,8 @@ import {
 export const sendKey = (messageId: string, round = 1): string => (round <= 1 ? messageId : `${messageId}#${round}`);
 
 /** Inserts a message unless it is already recorded; true when this call inserted it. */
-export async function insertMessage(c: Collections, doc: MessageDoc): Promise<boolean> {
-  try {
-    await c.messages.insertOne({ ...doc, storedAt: new Date() });
-    return true;
-  } catch (err) {
-    if (!isDuplicateKey(err)) throw err;
-    return false;
-  }
+export function insertMessage(c: Collections, doc: MessageDoc): Promise<boolean> {
+  return insertOnce(c.messages, { ...doc, storedAt: new Date() });
 }
 
 /** The message's acceptance time, when it is recorded. */
@@ -58,15 +51,10 @@ export async function markInDoubt(c: Collections, messageId: string, at: string)
  * first claim when the key was already used: the caller compares its `requestHash`.
  */
 export async function claimIdempotencyKey(c: Collections, doc: IdempotencyDoc): Promise<IdempotencyDoc | undefined> {
-  try {
-    await c.idempotency.insertOne({ ...doc, storedAt: new Date() });
-    return undefined;
-  } catch (err) {
-    if (!isDuplicateKey(err)) throw err;
-    const first = await c.idempotency.findOne({ _id: doc._id });
-    if (!first) throw err;
-    return first;
-  }
+  if (await insertOnce(c.idempotency, { ...doc, storedAt: new Date() })) return undefined;
+  const first = await c.idempotency.findOne({ _id: doc._id });
+  if (!first) throw new Error(`Idempotency-Key ${doc._id} was taken and is gone`); // retried by the caller's 5xx
+  return first;
 }
 
 /** Records Meta's late failure of a message (insert-only: the first one wins). */

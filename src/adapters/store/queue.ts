@@ -94,6 +94,14 @@ export function nextEntries(
   return c.queue.find(wabaRange(wabaId, afterId)).sort({ _id: 1 }).limit(limit).toArray();
 }
 
+/**
+ * The WABAs with messages waiting (`distinct` over the queue, which holds only what waits: an
+ * index scan on MongoDB, a scan of the queue on FerretDB). For a rare fan-out, not a hot path.
+ */
+export async function wabasWithQueued(c: Collections): Promise<string[]> {
+  return (await c.queue.distinct('wabaId')) as string[];
+}
+
 /** How many messages wait in a WABA's queue. */
 export function countQueued(c: Collections, wabaId: string): Promise<number> {
   return c.queue.countDocuments(wabaRange(wabaId));
