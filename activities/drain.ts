@@ -6,13 +6,15 @@ import { pairLimitBackoffMs } from '../src/adapters/graph/errors';
 import { sendWithLedger } from '../src/sending/ledger';
 import type { Logger } from '../src/logger';
 import type { Collections, QueueDoc } from '../src/adapters/store/db';
-import { numbersOfWaba } from '../src/adapters/store/phone-numbers';
+import { createPhoneNumberLookup } from '../src/adapters/store/phone-numbers';
 import {
+  advanceHead,
   findSettlement,
   nextEntries,
   outcomeOfSettlement,
   recordSettlements,
   removeEntries,
+  type QueueCursor,
   type Settlement,
 } from '../src/adapters/store/queue';
 import type { LaunchDeps } from '../src/lifecycle/launch';
@@ -191,7 +193,8 @@ export function createDrainActivities(deps: DrainDeps) {
         alreadySettled: 0,
         ...(ctx.info.heartbeatDetails as Partial<Progress> | undefined),
       };
-      const numbers = await numbersOfWaba(c, wabaId);
+      // Each entry's number by its id (cached for seconds): no read of the registry by WABA, which scans on FerretDB.
+      const lookupNumber = createPhoneNumberLookup(c);
       const notifier = createNotifier(deps.launch, tuning.notifyConcurrency, log);
 
       let stop: string | undefined;
@@ -230,10 +233,12 @@ export function createDrainActivities(deps: DrainDeps) {
         else flushTimer ??= setTimeout(() => void flush(), tuning.flushMs);
       }
 
-      const mpsOf = (entry: QueueDoc) => numbers.get(entry.phoneNumberId)?.mps ?? config.sending.defaultMps;
+      const mpsOf = async (entry: QueueDoc) =>
+        (await lookupNumber(entry.phoneNumberId))?.mps ?? config.sending.defaultMps;
       /** Claims the entry's next start (shared with every worker's sends of the number). */
       const reserve = async (entry: QueueDoc): Promise<Reservation> => {
-        const got = await pacer.reserve({ phoneNumberId: entry.phoneNumberId, mps: mpsOf(entry), to: entry.to });
+        const mps = await mpsOf(entry);
+        const got = await pacer.reserve({ phoneNumberId: entry.phoneNumberId, mps, to: entry.to });
         if (got.kind !== 'reserved') throw new Error('a reservation without a wait limit was refused'); // never: no maxWaitMs
         return got.reservation;
       };
@@ -347,13 +352,15 @@ export function createDrainActivities(deps: DrainDeps) {
       log.info({ mode: input.mode, resumed }, 'drain started');
       const heartbeatTimer = setInterval(() => ctx.heartbeat(progress), 5_000);
       let checkedForResume = 0;
-      // The next page is read while this one is sent (a page read scans the queue on FerretDB).
-      let nextPage: Promise<QueueDoc[]> = nextEntries(c, wabaId, undefined, tuning.pageSize);
+      // The next page is read while this one is sent (a point read per entry).
+      type Page = Awaited<ReturnType<typeof nextEntries>>;
+      let nextPage: Promise<Page> = nextEntries(c, wabaId, undefined, tuning.pageSize);
       try {
         while (!halted()) {
-          let page = await nextPage;
+          const read = await nextPage;
+          let page = read.entries;
           if (page.length === 0) break;
-          nextPage = nextEntries(c, wabaId, page[page.length - 1]!._id, tuning.pageSize);
+          nextPage = nextEntries(c, wabaId, read.cursor, tuning.pageSize);
           nextPage.catch(() => undefined); // awaited on the next turn; not left unhandled if we stop
           if (resumed && checkedForResume < tuning.maxInFlight + tuning.maxUnpersisted) {
             checkedForResume += page.length;
@@ -398,6 +405,8 @@ export function createDrainActivities(deps: DrainDeps) {
         await flush();
         await notifier.drained();
       }
+      // Later walks start past what this drain sent (best effort: a failure only costs them reads).
+      await advanceHead(c, wabaId).catch((err: unknown) => log.warn({ err: String(err) }, 'queue head not advanced'));
       if (signal.aborted) {
         log.info(progress, 'drain cancelled');
         await ctx.cancelled; // throws the cancellation, so the workflow sees it as such
@@ -417,8 +426,11 @@ export function createDrainActivities(deps: DrainDeps) {
       const ctx = Context.current();
       const notifier = createNotifier(deps.launch, tuning.notifyConcurrency, deps.logger);
       let failed = 0;
+      let cursor: QueueCursor | undefined;
       for (;;) {
-        const page = await nextEntries(c, input.wabaId, undefined, tuning.pageSize);
+        const read = await nextEntries(c, input.wabaId, cursor, tuning.pageSize);
+        const page = read.entries;
+        cursor = read.cursor;
         if (page.length === 0) break;
         const at = new Date().toISOString();
         const batch: Settlement[] = page.map((e) => ({
@@ -435,6 +447,7 @@ export function createDrainActivities(deps: DrainDeps) {
         ctx.heartbeat(failed);
       }
       await notifier.drained();
+      await advanceHead(c, input.wabaId);
       deps.logger.info({ wabaId: input.wabaId, failed, reason: input.reason }, 'queue failed');
       return failed;
     },

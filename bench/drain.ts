@@ -18,7 +18,7 @@
  * Run: npm run bench:drain [-- --messages 10000 --recipients 1000 --messages20 2000 --caps 1000,20]
  */
 import { createGraphClient } from '../src/adapters/graph/client';
-import { enqueue, queueEntryId, type NewQueueEntry } from '../src/adapters/store/queue';
+import { countQueued, enqueue, loadEmptyQueue, type NewQueueEntry } from '../src/adapters/store/queue';
 import type { MessageDoc } from '../src/adapters/store/db';
 import type { DrainTuning } from '../activities/drain';
 import type { WabaState } from '../workflows/contracts';
@@ -233,18 +233,12 @@ async function drainCase(svc: Service, o: CaseOptions): Promise<CaseResult> {
     enqueuedAt: new Date().toISOString(),
     notify: false, // no send workflow waits for these: the drain sends no settle signals
   });
-  for (let i = 0; i < bulkCount; i += 500) {
-    const batch = docs.slice(i, Math.min(bulkCount, i + 500));
-    await c.queue.insertMany(
-      batch.map((d, j) => ({ _id: queueEntryId(wabaId, i + j + 1), seq: i + j + 1, ...entryOf(d) })),
-      { ordered: false },
-    );
-  }
+  await loadEmptyQueue(c, wabaId, docs.slice(0, bulkCount).map(entryOf));
   const enqueueMs: number[] = [];
   let lastReport = nowMs();
   for (const [j, d] of docs.slice(bulkCount).entries()) {
     const t = nowMs();
-    const seq = await enqueue(c, entryOf(d));
+    const { seq } = await enqueue(c, entryOf(d));
     enqueueMs.push(nowMs() - t);
     if (seq !== bulkCount + j + 1) throw new Error(`enqueue() returned seq ${seq}, expected ${bulkCount + j + 1}`);
     if (nowMs() - lastReport > 10_000) {
@@ -255,7 +249,7 @@ async function drainCase(svc: Service, o: CaseOptions): Promise<CaseResult> {
     }
   }
   const fillSeconds = (nowMs() - fill0) / 1000;
-  const queued = await c.queue.countDocuments({ wabaId });
+  const queued = await countQueued(c, wabaId);
   if (queued !== messages) throw new Error(`the queue holds ${queued} entries, expected ${messages}`);
   const enqueueStats = {
     calls: enqueueMs.length,

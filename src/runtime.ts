@@ -4,6 +4,7 @@ import { graphTokenOf, type Config } from './config';
 import { createGraphClient, type GraphClient } from './adapters/graph/client';
 import type { LaunchDeps } from './lifecycle/launch';
 import { connectMongo, type Collections } from './adapters/store/db';
+import { migrateQueueLayout } from './adapters/store/queue';
 import { redactUri } from './util/redact';
 import { temporalClientInterceptors } from './telemetry';
 
@@ -47,6 +48,8 @@ export async function connectRuntime(config: Config): Promise<Runtime> {
     // The driver's message may quote the URI too: both are redacted.
     throw new Error(`cannot reach MongoDB at ${redactUri(config.mongo.uri)}: ${redactUri(String(err))}`);
   });
+  // A queue written before claims and marks is rewritten once (src/adapters/store/queue.ts).
+  await migrateQueueLayout(c);
   const connection = await Connection.connect({ address: config.temporal.address }).catch(async (err: unknown) => {
     await mongo.close();
     throw new Error(`cannot reach Temporal at ${config.temporal.address}: ${String(err)}`);

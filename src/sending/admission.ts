@@ -1,6 +1,6 @@
 import type { Logger } from '../logger';
 import type { Collections, MessageDoc } from '../adapters/store/db';
-import { insertMessage, markQueued, outcomeOf, readMessage } from '../adapters/store/messages';
+import { insertMessage, markQueued, outcomeOf, readMessage, recordQueueEntry } from '../adapters/store/messages';
 import { createPhoneNumberLookup, type PhoneNumberLookup } from '../adapters/store/phone-numbers';
 import {
   enqueue,
@@ -184,7 +184,7 @@ export function createAdmission(deps: AdmissionDeps) {
     // Status first, entry second: an admit retry that finds `queued`, no entry and no settlement
     // knows this step was interrupted and queues again.
     if (!recordedAsQueued) await markQueued(c, messageId, now);
-    const seq = await enqueue(c, {
+    const { id: entryId, seq } = await enqueue(c, {
       wabaId,
       messageId,
       phoneNumberId,
@@ -194,6 +194,7 @@ export function createAdmission(deps: AdmissionDeps) {
       enqueuedAt: now,
       notify: true,
     });
+    await recordQueueEntry(c, messageId, entryId);
     await emitServiceEvents(c, targets, [messageStepEvent('message.queued', wabaId, messageId, now)]);
     // The gate may have moved between the caller's read and our insert: reopened (the drain that
     // reopened it may have missed this entry) or now refusing (a removal or abandonment that
@@ -268,7 +269,7 @@ export function createAdmission(deps: AdmissionDeps) {
         doc = known.doc;
         if (doc.status === 'queued') {
           // Queued (by the API, or an earlier attempt): still waiting, or settled since we looked.
-          if (await isQueued(c, req.messageId)) {
+          if (await isQueued(c, req.messageId, doc.queueEntryId)) {
             return done({ messageId: req.messageId, status: 'queued', at: doc.queuedAt ?? now });
           }
           const settlement = await findSettlement(c, req.messageId);

@@ -1,6 +1,6 @@
 import type { Collections } from '../adapters/store/db';
 import { readAttempt } from '../adapters/store/attempts';
-import { markRequeued, readMessage, recordLateFailure, sendKey } from '../adapters/store/messages';
+import { markRequeued, readMessage, recordLateFailure, recordQueueEntry, sendKey } from '../adapters/store/messages';
 import { enqueueFront, findSettlement } from '../adapters/store/queue';
 import { emitServiceEvents } from '../relay/events';
 import type { ForwardTarget } from '../relay/targets';
@@ -67,7 +67,7 @@ export async function requeueLateFailure(
   // Status first, entry second (as a first queueing): a retry finds round 2 and an entry, or inserts it.
   await markRequeued(c, messageId, now);
   const { doc } = known;
-  await enqueueFront(c, {
+  const entry = await enqueueFront(c, {
     wabaId: doc.wabaId,
     messageId,
     phoneNumberId: doc.phoneNumberId,
@@ -79,5 +79,6 @@ export async function requeueLateFailure(
     round: 2,
     acceptedAt: doc.acceptedAt,
   });
+  await recordQueueEntry(c, messageId, entry.id);
   return { requeued: true };
 }

@@ -82,6 +82,26 @@ describe('retention on the real MongoDB-wire server', () => {
       requeuedAt: at,
       storedAt: new Date(),
     });
+    // A queue position's claim (kept as long as messages), a tombstone closing another one (the
+    // same), and a live entry (never purged: it has no `storedAt`).
+    await c.queueClaims.insertOne({ _id: `q-${tag}`, wabaId: '1', messageId: `m-${tag}`, storedAt: new Date() });
+    const queued = {
+      wabaId: `w-${tag}`, // (wabaId, seq) is unique
+      phoneNumberId: '1',
+      to: '1',
+      content: { type: 'text' as const, text: { body: '' } },
+      enqueuedAt: at,
+      notify: false,
+    };
+    await c.queue.insertOne({ _id: `q-${tag}`, seq: 1, messageId: `live-${tag}`, ...queued });
+    await c.queue.insertOne({
+      _id: `t-${tag}`,
+      seq: 2,
+      messageId: `~closed:t-${tag}`,
+      ...queued,
+      tombstone: true,
+      storedAt: new Date(),
+    });
     // A delivery forwarded to its one target: logged in `forwarded`, archived once the relay is done.
     const d = `d-${tag}`;
     await recordDelivery(c, {
@@ -114,6 +134,8 @@ describe('retention on the real MongoDB-wire server', () => {
     archive: (await c.deliveryArchive.find({}).toArray()).map((d) => d._id).sort(),
     forwarded: (await c.forwarded.find({}).toArray()).map((d) => d._id).sort(),
     outbox: (await c.outbox.find({}).toArray()).map((d) => d._id).sort(),
+    claims: (await c.queueClaims.find({}).toArray()).map((d) => d._id).sort(),
+    queue: (await c.queue.find({}).toArray()).map((d) => d._id).sort(),
   });
 
   it('ensures TTL indexes on MongoDB, or on FerretDB (no TTL) leaves it to the purge; twice is a no-op', async () => {
@@ -135,6 +157,8 @@ describe('retention on the real MongoDB-wire server', () => {
       messages: n,
       settlements: n,
       late_failures: n,
+      queue_claims: n,
+      queue: n,
       message_statuses: n,
       account_events: 0,
       idempotency: n,
@@ -155,6 +179,9 @@ describe('retention on the real MongoDB-wire server', () => {
       archive: ['d-new'],
       forwarded: ['t:d-new'],
       outbox: [], // a delivery leaves the outbox once archived
+      claims: ['q-new'],
+      // Live entries stay whatever their age; only the recent tombstone is left.
+      queue: ['q-new', 'q-old1', 'q-old2', 'q-old3', 'q-old4', 't-new'],
     });
     // A collection whose retention is off is never purged.
     const later = new Date(Date.now() + 10_000);
@@ -162,6 +189,8 @@ describe('retention on the real MongoDB-wire server', () => {
       messages: 1,
       settlements: 1,
       late_failures: 1,
+      queue_claims: 1,
+      queue: 1,
       message_statuses: 1,
       idempotency: 1,
       delivery_archive: 1,

@@ -2,9 +2,16 @@ import { randomBytes } from 'node:crypto';
 import type { MongoClient } from 'mongodb';
 import { connectMongo, type Collections } from '../../src/adapters/store/db';
 import {
+  ABANDONED_CLAIM_MS,
+  advanceHead,
   countQueued,
   enqueue,
+  enqueueFront,
+  frontEntryId,
+  isQueued,
+  migrateQueueLayout,
   nextEntries,
+  queueEntryId,
   recordSettlements,
   type NewQueueEntry,
 } from '../../src/adapters/store/queue';
@@ -44,14 +51,14 @@ describe('queue store on the real MongoDB-wire server', () => {
     try {
       for (let i = 1; i <= 3; i++) await enqueue(c, entry(wabaId, i)); // this process: 1..3
       for (let i = 4; i <= 10; i++) await enqueue(other.c, entry(wabaId, i)); // the other: 4..10
-      const sent = await nextEntries(c, wabaId, undefined, 5); // the drain settles 1..5
+      const { entries: sent } = await nextEntries(c, wabaId, undefined, 5); // the drain settles 1..5
       await recordSettlements(
         c,
         sent.map((e) => ({ messageId: e.messageId, queueId: e._id, status: 'sent' as const, at: 'now' })),
       );
-      const seq = await enqueue(c, entry(wabaId, 11)); // accepted last: must leave last
+      const { seq } = await enqueue(c, entry(wabaId, 11)); // accepted last: must leave last
       expect(seq).toBe(11);
-      const rest = await nextEntries(c, wabaId, undefined, 100);
+      const { entries: rest } = await nextEntries(c, wabaId, undefined, 100);
       expect(rest.map((e) => e.messageId)).toEqual([6, 7, 8, 9, 10, 11].map((i) => `${wabaId}-m${i}`));
     } finally {
       await other.client.close();
@@ -62,18 +69,20 @@ describe('queue store on the real MongoDB-wire server', () => {
     const wabaId = 'w' + randomBytes(4).toString('hex');
     // Two "processes" (separate handles, so separate tail caches) racing.
     const other = { ...c };
-    const seqs = await Promise.all(Array.from({ length: 30 }, (_, i) => enqueue(i % 2 ? c : other, entry(wabaId, i))));
+    const seqs = await Promise.all(
+      Array.from({ length: 30 }, async (_, i) => (await enqueue(i % 2 ? c : other, entry(wabaId, i))).seq),
+    );
     expect(new Set(seqs).size).toBe(30);
     expect([...seqs].sort((a, b) => a - b)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
     const again = await enqueue(c, entry(wabaId, 7));
-    expect(again).toBe(seqs[7]);
+    expect(again.seq).toBe(seqs[7]);
     expect(await countQueued(c, wabaId)).toBe(30);
   });
 
   it('settles 150 entries in one go (more statements than a FerretDB update command survives) without hanging', async () => {
     const wabaId = 'w' + randomBytes(4).toString('hex');
     for (let i = 0; i < 150; i++) await enqueue(c, entry(wabaId, i));
-    const page = await nextEntries(c, wabaId, undefined, 500);
+    const { entries: page } = await nextEntries(c, wabaId, undefined, 500);
     await c.messages.insertMany(
       page.map((e) => ({
         _id: e.messageId,
@@ -102,5 +111,111 @@ describe('queue store on the real MongoDB-wire server', () => {
     expect(await c.settlements.countDocuments({ _id: { $in: page.map((e) => e.messageId) }, status: 'sent' })).toBe(
       150,
     );
+  });
+  const settle = (entries: { messageId: string; _id: string }[]) =>
+    recordSettlements(
+      c,
+      entries.map((e) => ({ messageId: e.messageId, queueId: e._id, status: 'sent' as const, at: 'now' })),
+    );
+  const mark = (wabaId: string, lane: 'main' | 'front', which: 'head' | 'tail') =>
+    c.queueMarks.findOne({ _id: `${wabaId}/${lane}/${which}` }).then((d) => d?.n ?? 0);
+
+  it('never reuses a position when the tail hint lags (two processes raised it at once), and readers look past it', async () => {
+    const wabaId = 'w' + randomBytes(4).toString('hex');
+    for (let i = 1; i <= 4; i++) await enqueue(c, entry(wabaId, i));
+    // FerretDB's `$max` reads, then writes: a lost raise leaves the hint behind the last claims.
+    await c.queueMarks.updateOne({ _id: `${wabaId}/main/tail` }, { $set: { n: 1 } });
+    const { entries } = await nextEntries(c, wabaId, undefined, 100);
+    expect(entries.map((e) => e.seq)).toEqual([1, 2, 3, 4]);
+    // The drain sends 1..4 and they leave; then a process whose hint says 1 queues.
+    await settle(entries);
+    const fifth = await enqueue(c, entry(wabaId, 5));
+    expect(fifth.seq).toBe(5); // positions 2..4 are claimed for good: not given again
+    expect((await nextEntries(c, wabaId, undefined, 100)).entries.map((e) => e.messageId)).toEqual([`${wabaId}-m5`]);
+    expect(await mark(wabaId, 'main', 'tail')).toBe(5);
+  });
+
+  it('advances the head past what left, stops at a live entry, and walks only from there', async () => {
+    const wabaId = 'w' + randomBytes(4).toString('hex');
+    for (let i = 1; i <= 6; i++) await enqueue(c, entry(wabaId, i));
+    const { entries } = await nextEntries(c, wabaId, undefined, 3);
+    await settle(entries); // 1..3 sent
+    await advanceHead(c, wabaId);
+    expect(await mark(wabaId, 'main', 'head')).toBe(3);
+    // Entries under the head are never read again: one put back under it stays unseen.
+    await c.queue.insertOne({ ...entries[0]!, messageId: 'ghost' });
+    expect((await nextEntries(c, wabaId, undefined, 100)).entries.map((e) => e.seq)).toEqual([4, 5, 6]);
+    expect(await countQueued(c, wabaId)).toBe(3);
+  });
+
+  it('closes an abandoned claim with a tombstone, waits for a fresh one, and a late entry cannot land under the head', async () => {
+    const wabaId = 'w' + randomBytes(4).toString('hex');
+    await enqueue(c, entry(wabaId, 1));
+    // A process took position 2 and died before inserting its entry; position 3 followed.
+    const claim = { _id: queueEntryId(wabaId, 2), wabaId, messageId: `${wabaId}-m2`, storedAt: new Date() };
+    await c.queueClaims.insertOne(claim);
+    await enqueue(c, entry(wabaId, 3));
+    const first = await nextEntries(c, wabaId, undefined, 100);
+    expect(first.entries.map((e) => e.seq)).toEqual([1, 3]);
+    await settle(first.entries);
+    await advanceHead(c, wabaId);
+    expect(await mark(wabaId, 'main', 'head')).toBe(1); // the claim is fresh: its entry may still come
+    await c.queueClaims.updateOne(
+      { _id: claim._id },
+      { $set: { storedAt: new Date(Date.now() - ABANDONED_CLAIM_MS - 1_000) } },
+    );
+    await advanceHead(c, wabaId);
+    expect(await mark(wabaId, 'main', 'head')).toBe(3);
+    // The dead process's insert now fails on the tombstone: nothing lands where no one reads.
+    await expect(c.queue.insertOne({ _id: claim._id, seq: 2, ...entry(wabaId, 2) })).rejects.toMatchObject({
+      code: 11000,
+    });
+    expect(await countQueued(c, wabaId)).toBe(0);
+    expect((await enqueue(c, entry(wabaId, 4))).seq).toBe(4);
+  });
+
+  it('sends the front lane first, in acceptance order, and answers isQueued by the entry id', async () => {
+    const wabaId = 'w' + randomBytes(4).toString('hex');
+    const main = await enqueue(c, entry(wabaId, 1));
+    await enqueueFront(c, { ...entry(wabaId, 9), round: 2, acceptedAt: '2026-01-02T00:00:00.000Z' });
+    const early = await enqueueFront(c, { ...entry(wabaId, 8), round: 2, acceptedAt: '2026-01-01T00:00:00.000Z' });
+    expect(early.id).toBe(frontEntryId(wabaId, 2));
+    // Idempotent per message.
+    expect((await enqueueFront(c, { ...entry(wabaId, 8), round: 2, acceptedAt: 'x' })).id).toBe(early.id);
+    const page = await nextEntries(c, wabaId, undefined, 2);
+    expect(page.entries.map((e) => e.messageId)).toEqual([`${wabaId}-m8`, `${wabaId}-m9`]);
+    const rest = await nextEntries(c, wabaId, page.cursor, 10);
+    expect(rest.entries.map((e) => e.messageId)).toEqual([`${wabaId}-m1`]);
+    expect(await isQueued(c, `${wabaId}-m1`, main.id)).toBe(true);
+    await settle(rest.entries);
+    expect(await isQueued(c, `${wabaId}-m1`, main.id)).toBe(false);
+    expect(await countQueued(c, wabaId)).toBe(2);
+  });
+
+  it('rewrites a queue of the earlier layout (entries only) so nothing waiting is lost', async () => {
+    const name = `store_old_${randomBytes(4).toString('hex')}`;
+    const old = await connectMongo(process.env.MONGODB_URI!, name);
+    try {
+      const wabaId = 'w' + randomBytes(4).toString('hex');
+      const doc = (i: number) => ({ _id: queueEntryId(wabaId, i), seq: i, ...entry(wabaId, i) });
+      await old.c.queue.insertMany([doc(3), doc(4)]);
+      await old.c.queue.insertOne({
+        _id: `${queueEntryId(wabaId, 0)}~2026-01-01T00:00:00.000Z~${wabaId}-m1`,
+        seq: -1767225600000,
+        ...entry(wabaId, 1),
+        round: 2,
+      });
+      expect(await migrateQueueLayout(old.c)).toBe(3);
+      expect(await migrateQueueLayout(old.c)).toBe(0); // once
+      const { entries } = await nextEntries(old.c, wabaId, undefined, 10);
+      expect(entries.map((e) => e.messageId)).toEqual([1, 3, 4].map((i) => `${wabaId}-m${i}`));
+      expect((await enqueue(old.c, entry(wabaId, 5))).seq).toBe(5);
+    } finally {
+      await old.client
+        .db(name)
+        .dropDatabase()
+        .catch(() => undefined);
+      await old.client.close();
+    }
   });
 });

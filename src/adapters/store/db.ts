@@ -69,6 +69,8 @@ export interface MessageDoc {
   expiresAt?: string;
   acceptedAt: string;
   queuedAt?: string;
+  /** The queue entry's `_id` while queued (set after the entry is inserted; absent before). */
+  queueEntryId?: string;
   updatedAt: string;
   /** Failed direct attempts so far (retries). */
   attempts: number;
@@ -100,13 +102,18 @@ export interface SettlementDoc {
 }
 
 /**
- * `queue`: only what is waiting. `_id` is `<wabaId>:<seq, zero-padded>`, so inserting a taken
- * sequence number fails atomically; a unique index on `messageId` stops a message from queueing
- * twice. Only the WABA's lifecycle workflow (its drain) removes entries.
+ * `queue`: only what is waiting, in two lanes per WABA: `front` (messages queued again after Meta
+ * failed them, sent first) and `main`. `_id` is `<wabaId>:<n, zero-padded>` in the main lane and
+ * `<wabaId>:000000000000~F<n, zero-padded>` in the front lane, where `n` was taken by inserting a
+ * `queue_claims` document of the same `_id` (src/adapters/store/queue.ts); a unique index on
+ * `messageId` stops a message from queueing twice. Every read and delete is by exact `_id` (an
+ * index search on MongoDB and, with the wrapper's index, on FerretDB). Only the WABA's lifecycle
+ * workflow (its drain) removes entries. A `tombstone` closes a claim whose entry never came.
  */
 export interface QueueDoc {
   _id: string;
   wabaId: string;
+  /** The lane position: `n` in the main lane, `-n` in the front lane (unique per WABA). */
   seq: number;
   messageId: string;
   phoneNumberId: string;
@@ -118,6 +125,35 @@ export interface QueueDoc {
   notify: boolean;
   /** 2 for a message queued again after Meta failed its first send (see `late_failures`). */
   round?: number;
+  /** Front lane: when the API accepted the message (front entries leave in this order). */
+  acceptedAt?: string;
+  /** A claim closed without an entry (never sent; purged with the claims, see retention.ts). */
+  tombstone?: true;
+  /** Set on tombstones only: the retention clock. */
+  storedAt?: Date;
+}
+
+/**
+ * `queue_claims`: one per lane position ever taken (`_id` = the queue entry's `_id`), insert-only,
+ * kept after the entry left (until retention): a position is never given twice, even to a process
+ * whose view of the lane's tail is stale.
+ */
+export interface QueueClaimDoc {
+  _id: string;
+  wabaId: string;
+  messageId: string;
+  round?: number;
+  storedAt: Date;
+}
+
+/**
+ * `queue_marks`: per WABA and lane, `<wabaId>/<lane>/tail` (the highest position known taken:
+ * raised with `$max` by whoever queues, a hint that may lag) and `<wabaId>/<lane>/head` (every
+ * position up to it has left for good: raised by the drain).
+ */
+export interface QueueMarkDoc {
+  _id: string;
+  n: number;
 }
 
 /**
@@ -390,6 +426,8 @@ export interface Collections {
   messages: Collection<MessageDoc>;
   settlements: Collection<SettlementDoc>;
   queue: Collection<QueueDoc>;
+  queueClaims: Collection<QueueClaimDoc>;
+  queueMarks: Collection<QueueMarkDoc>;
   accountEvents: Collection<AccountEventDoc>;
   messageStatuses: Collection<MessageStatusDoc>;
   idempotency: Collection<IdempotencyDoc>;
@@ -446,6 +484,8 @@ export function collections(db: Db): Collections {
     messages: db.collection<MessageDoc>('messages'),
     settlements: db.collection<SettlementDoc>('settlements'),
     queue: db.collection<QueueDoc>('queue'),
+    queueClaims: db.collection<QueueClaimDoc>('queue_claims'),
+    queueMarks: db.collection<QueueMarkDoc>('queue_marks'),
     accountEvents: db.collection<AccountEventDoc>('account_events'),
     messageStatuses: db.collection<MessageStatusDoc>('message_statuses'),
     idempotency: db.collection<IdempotencyDoc>('idempotency'),
@@ -474,6 +514,7 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     c.queue.createIndex({ messageId: 1 }, { unique: true, name: 'messageId_unique' }),
     c.queue.createIndex({ wabaId: 1, seq: 1 }, { unique: true, name: 'waba_seq_unique' }),
     c.queue.createIndex({ enqueuedAt: 1 }, { name: 'enqueuedAt' }),
+    c.queueClaims.createIndex({ storedAt: 1 }, { name: 'storedAt' }),
     c.wabas.createIndex({ state: 1 }, { name: 'state' }),
     c.phoneNumbers.createIndex({ wabaId: 1 }, { name: 'wabaId' }),
     c.messages.createIndex({ wabaId: 1, status: 1 }, { name: 'waba_status' }),
@@ -547,4 +588,27 @@ export async function insertFacts<T extends Document>(collection: Collection<T>,
   } catch (err) {
     if (!isOnlyDuplicateKeys(err)) throw err;
   }
+}
+
+/** Statements per delete command: FerretDB stalls on long multi-statement commands. */
+const DELETES_PER_COMMAND = 50;
+
+/**
+ * Deletes documents by exact `_id`, one statement each (the filter FerretDB answers through the
+ * wrapper's index; `{ _id: { $in } }` would scan), at most 50 statements per command. Returns how
+ * many were deleted.
+ */
+export async function deleteByIds<T extends Document>(
+  collection: Collection<T>,
+  ids: readonly unknown[],
+): Promise<number> {
+  let deleted = 0;
+  for (let i = 0; i < ids.length; i += DELETES_PER_COMMAND) {
+    const part = ids.slice(i, i + DELETES_PER_COMMAND);
+    const r = await collection.bulkWrite(part.map((id) => ({ deleteOne: { filter: { _id: id } } })) as never, {
+      ordered: false,
+    });
+    deleted += r.deletedCount;
+  }
+  return deleted;
 }

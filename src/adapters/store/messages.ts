@@ -36,6 +36,11 @@ export async function markQueued(c: Collections, messageId: string, at: string):
   await c.messages.updateOne({ _id: messageId }, { $set: { status: 'queued', queuedAt: at, updatedAt: at } });
 }
 
+/** Records where a queued message's entry is (`isQueued` then reads it by `_id`). */
+export async function recordQueueEntry(c: Collections, messageId: string, entryId: string): Promise<void> {
+  await c.messages.updateOne({ _id: messageId }, { $set: { queueEntryId: entryId } });
+}
+
 /** Marks a message `sending` after a failed attempt that will be retried, counting the attempt. */
 export async function markRetrying(c: Collections, messageId: string, at: string): Promise<void> {
   await c.messages.updateOne({ _id: messageId }, { $set: { status: 'sending', updatedAt: at }, $inc: { attempts: 1 } });

@@ -24,11 +24,6 @@ export function createPhoneNumberLookup(c: Collections, ttlMs = 5_000) {
 
 export type PhoneNumberLookup = ReturnType<typeof createPhoneNumberLookup>;
 
-/** The numbers of one WABA, by id (the drain paces each of them). */
-export async function numbersOfWaba(c: Collections, wabaId: string): Promise<Map<string, PhoneNumberDoc>> {
-  return new Map((await c.phoneNumbers.find({ wabaId }).toArray()).map((n) => [n._id, n]));
-}
-
 /** True when some number of the WABA is registered. */
 export async function wabaHasNumbers(c: Collections, wabaId: string): Promise<boolean> {
   return (await c.phoneNumbers.findOne({ wabaId }, { projection: { _id: 1 } })) !== null;

@@ -1,7 +1,7 @@
 import { MongoServerError, type Collection, type Db, type Document } from 'mongodb';
 import type { RetentionSettings } from '../../config';
 import type { Logger } from '../../logger';
-import type { Collections } from './db';
+import { deleteByIds, type Collections } from './db';
 
 /**
  * Retention: how long each record collection keeps its documents, counted from `storedAt` (a BSON
@@ -15,7 +15,8 @@ import type { Collections } from './db';
  *   statements of at most 50; on MongoDB the same round finds what the TTL monitor has not yet
  *   removed (an index range) and costs little.
  *
- * `queue`, `wabas` and `phone_numbers` hold live state and are never purged.
+ * `wabas`, `phone_numbers`, `queue_marks` and the queue's live entries hold live state and are never
+ * purged (the queue's tombstones and `queue_claims` are, with the messages).
  */
 
 /** One retained collection and its window. */
@@ -30,6 +31,9 @@ function targets(c: Collections, r: RetentionSettings): Target[] {
     ['messages', c.messages as unknown as Collection<Document>, r.messagesMs],
     ['settlements', c.settlements as unknown as Collection<Document>, r.messagesMs],
     ['late_failures', c.lateFailures as unknown as Collection<Document>, r.messagesMs],
+    ['queue_claims', c.queueClaims as unknown as Collection<Document>, r.messagesMs],
+    // Only the queue's tombstones carry `storedAt`: live entries are never purged.
+    ['queue', c.queue as unknown as Collection<Document>, r.messagesMs],
     ['message_statuses', c.messageStatuses as unknown as Collection<Document>, r.statusesMs],
     ['account_events', c.accountEvents as unknown as Collection<Document>, r.accountEventsMs],
     ['idempotency', c.idempotency as unknown as Collection<Document>, r.idempotencyMs],
@@ -83,9 +87,6 @@ export async function ensureRetentionIndexes(
   return mode;
 }
 
-/** Deletes by exact `_id` per statement, at most this many statements per command. */
-const DELETES_PER_COMMAND = 50;
-
 /**
  * One purge round: per retained collection, at most `purgeBatch` documents whose `storedAt` is
  * older than the window, deleted by `_id`. Returns the number deleted per collection.
@@ -102,15 +103,10 @@ export async function purgeExpired(
       .find({ storedAt: { $lt: cutoff } }, { projection: { _id: 1 } })
       .limit(retention.purgeBatch)
       .toArray();
-    let n = 0;
-    for (let i = 0; i < expired.length; i += DELETES_PER_COMMAND) {
-      const part = expired.slice(i, i + DELETES_PER_COMMAND);
-      const r = await t.collection.bulkWrite(
-        part.map((d) => ({ deleteOne: { filter: { _id: d._id } } })),
-        { ordered: false },
-      );
-      n += r.deletedCount;
-    }
+    const n = await deleteByIds(
+      t.collection,
+      expired.map((d) => d._id),
+    );
     deleted[t.name] = n;
   }
   return deleted;

@@ -1,5 +1,5 @@
 import type { Collection } from 'mongodb';
-import { isDuplicateKey, type Collections, type SendPauseDoc } from './db';
+import { deleteByIds, isDuplicateKey, type Collections, type SendPauseDoc } from './db';
 
 /** Takes the slot `id`: true if this caller now holds it, false if someone else already did. */
 export async function claimSlot(c: Collections, id: string, expiresAt: number): Promise<boolean> {
@@ -12,15 +12,9 @@ export async function claimSlot(c: Collections, id: string, expiresAt: number): 
   }
 }
 
-/** Frees slots by exact `_id` (at most 50 per command: long multi-statement commands stall FerretDB). */
+/** Frees slots by exact `_id`. */
 export async function releaseSlots(c: Collections, ids: string[]): Promise<void> {
-  for (let i = 0; i < ids.length; i += 50) {
-    const chunk = ids.slice(i, i + 50);
-    await c.sendSlots.bulkWrite(
-      chunk.map((id) => ({ deleteOne: { filter: { _id: id } } })),
-      { ordered: false },
-    );
-  }
+  await deleteByIds(c.sendSlots, ids);
 }
 
 /** Records a back-off for `key` until `until` (epoch ms). A second pause of the same second is dropped. */
