@@ -118,6 +118,8 @@ export class SharedPacer {
   /** Per number, the last reservation's departure: this process's sends leave in reservation order. */
   private readonly lastDeparture = new Map<string, Promise<void>>();
   private sweeping = false;
+  /** Departures that missed their slot (this process was late) and took another: for tests and metrics. */
+  lateDepartures = 0;
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -182,7 +184,11 @@ export class SharedPacer {
         const now = this.clock.now();
         const paused = await this.pausedUntil(r.phoneNumberId);
         if (now - at <= LATE_TOLERANCE_MS && paused <= at) return true;
-        const next = await this.claimCap(r.phoneNumberId, r.mps, Math.max(now, paused));
+        // Late (this process was busy past its slot) or paused: the slot under the clock if it is
+        // free and young enough to leave in without a timer, else the next one. Sleeping to the next
+        // slot again would, on a saturated event loop, wake late again and again (each miss a claim).
+        this.lateDepartures++;
+        const next = await this.claimCap(r.phoneNumberId, r.mps, Math.max(now, paused), undefined, true);
         if (next.kind === 'reserved') at = next.at;
       }
     } finally {
@@ -227,6 +233,8 @@ export class SharedPacer {
     mps: number,
     notBefore: number,
     maxWaitMs?: number,
+    /** The slot already under way may be taken, when at most half the tolerance of it has passed. */
+    current = false,
   ): Promise<{ kind: 'reserved'; at: number } | { kind: 'later'; retryAfterMs: number }> {
     const width = capSlotMs(mps);
     // The hint is a slot number of this width: after an operator changes the number's cap, a hint
@@ -234,7 +242,10 @@ export class SharedPacer {
     const hintKey = `${phoneNumberId}@${mps}`;
     for (;;) {
       const now = this.clock.now();
-      const k = Math.max(Math.ceil(Math.max(now, notBefore) / width), (this.capHint.get(hintKey) ?? -1) + 1);
+      const t = Math.max(now, notBefore);
+      const under = Math.floor(t / width);
+      const first = current && t - under * width <= LATE_TOLERANCE_MS / 2 ? under : Math.ceil(t / width);
+      const k = Math.max(first, (this.capHint.get(hintKey) ?? -1) + 1);
       const at = k * width;
       if (maxWaitMs !== undefined && at - now > maxWaitMs) return { kind: 'later', retryAfterMs: at - now };
       this.capHint.set(hintKey, k);
@@ -286,10 +297,10 @@ export class SharedPacer {
       const now = this.clock.now();
       const past = this.held.filter(([, expiresAt]) => expiresAt < now).map(([id]) => id);
       if (past.length === 0) return;
-      this.held = this.held.filter(([, expiresAt]) => expiresAt >= now);
       await releaseSlots(this.c, past);
+      this.held = this.held.filter(([, expiresAt]) => expiresAt >= now);
     } catch {
-      // Left for the next sweep's lifetime: a few stale slots cost nothing but space.
+      // Kept in `held`: the next sweep deletes them again (deleting a deleted slot is a no-op).
     } finally {
       this.sweeping = false;
     }

@@ -54,6 +54,27 @@ describe('shared pacing across processes', () => {
     expect(span).toBeLessThan(15_000);
   });
 
+  it('a process whose timers always fire late (a saturated event loop) still sends, each send taking a new slot at most a few times', async () => {
+    const phone = 'p' + randomBytes(4).toString('hex');
+    // Every timer wakes 120 ms late: past LATE_TOLERANCE_MS, so no slot slept to is ever met.
+    const lateClock = {
+      now: () => Date.now(),
+      sleep: (ms: number) => new Promise<void>((resolve) => (ms <= 0 ? resolve() : setTimeout(resolve, ms + 120))),
+    };
+    const pacer = new SharedPacer(conns[0]!.c, { burst: 45, intervalMs: 0 }, lateClock);
+    const started = Date.now();
+    for (const mps of [80, 20]) {
+      for (let i = 0; i < 5; i++) {
+        const got = await pacer.take({ phoneNumberId: `${phone}-${mps}`, mps, to: `r${i}` });
+        expect(got.kind).toBe('reserved');
+      }
+    }
+    pacer.close();
+    // Before: each late wake claimed the next slot and slept to it, late again, without end.
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(pacer.lateDepartures).toBeLessThanOrEqual(40);
+  });
+
   it("a number whose cap an operator changes gets its next slot within a slot's width, not years away", async () => {
     const phone = 'p' + randomBytes(4).toString('hex');
     const pacer = new SharedPacer(conns[0]!.c, { burst: 45, intervalMs: 0 });
