@@ -120,6 +120,8 @@ export class SharedPacer {
   private sweeping = false;
   /** Departures that missed their slot (this process was late) and took another: for tests and metrics. */
   lateDepartures = 0;
+  /** Recent cap-slot claim latency, ms (moving average). */
+  private claimMs = 0;
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -184,9 +186,9 @@ export class SharedPacer {
         const now = this.clock.now();
         const paused = await this.pausedUntil(r.phoneNumberId);
         if (now - at <= LATE_TOLERANCE_MS && paused <= at) return true;
-        // Late (this process was busy past its slot) or paused: the slot under the clock if it is
-        // free and young enough to leave in without a timer, else the next one. Sleeping to the next
-        // slot again would, on a saturated event loop, wake late again and again (each miss a claim).
+        // Late (this process was busy past its slot) or paused: the slot that will be under way when
+        // the claim is answered, left in without a timer, else the next one. Sleeping to the next
+        // slot again would, on a saturated event loop or a slow database, miss it again and again.
         this.lateDepartures++;
         const next = await this.claimCap(r.phoneNumberId, r.mps, Math.max(now, paused), undefined, true);
         if (next.kind === 'reserved') at = next.at;
@@ -233,7 +235,11 @@ export class SharedPacer {
     mps: number,
     notBefore: number,
     maxWaitMs?: number,
-    /** The slot already under way may be taken, when at most half the tolerance of it has passed. */
+    /**
+     * For a send that leaves as soon as the claim is answered: the slot under way when the answer
+     * is expected (now + the recent claim latency) is taken if at most half the tolerance of it
+     * will have passed by then.
+     */
     current = false,
   ): Promise<{ kind: 'reserved'; at: number } | { kind: 'later'; retryAfterMs: number }> {
     const width = capSlotMs(mps);
@@ -242,7 +248,7 @@ export class SharedPacer {
     const hintKey = `${phoneNumberId}@${mps}`;
     for (;;) {
       const now = this.clock.now();
-      const t = Math.max(now, notBefore);
+      const t = Math.max(now + (current ? this.claimMs : 0), notBefore);
       const under = Math.floor(t / width);
       const first = current && t - under * width <= LATE_TOLERANCE_MS / 2 ? under : Math.ceil(t / width);
       const k = Math.max(first, (this.capHint.get(hintKey) ?? -1) + 1);
@@ -251,7 +257,10 @@ export class SharedPacer {
       this.capHint.set(hintKey, k);
       const id = `${phoneNumberId}:${k}`;
       const expiresAt = (k + 1) * width;
-      if (await claimSlot(this.c, id, expiresAt)) {
+      const claimed = await claimSlot(this.c, id, expiresAt);
+      // How long a claim takes here now (database and event loop): a moving average.
+      this.claimMs += (Math.max(0, this.clock.now() - now) - this.claimMs) / 8;
+      if (claimed) {
         this.held.push([id, expiresAt]);
         return { kind: 'reserved', at };
       }

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { MongoClient } from 'mongodb';
-import { connectMongo, type Collections } from '../../src/adapters/store/db';
+import { MongoClient as Client } from 'mongodb';
+import { collections, connectMongo, groupInsert, type Collections } from '../../src/adapters/store/db';
 import {
   ABANDONED_CLAIM_MS,
   advanceHead,
@@ -216,6 +217,37 @@ describe('queue store on the real MongoDB-wire server', () => {
         .dropDatabase()
         .catch(() => undefined);
       await old.client.close();
+    }
+  });
+  it('groups concurrent inserts into one collection into few commands, and fails only the caller whose document failed', async () => {
+    const monitored = new Client(process.env.MONGODB_URI!, { monitorCommands: true });
+    await monitored.connect();
+    try {
+      const gc = collections(monitored.db(dbName));
+      let inserts = 0;
+      monitored.on('commandStarted', (e) => {
+        if (e.commandName === 'insert' && e.command.insert === 'gate_holds') inserts++;
+      });
+      const tag = randomBytes(4).toString('hex');
+      const hold = (i: number) => ({
+        _id: `${tag}-${i}`,
+        eventKey: 'k',
+        type: 'ACCOUNT_OFFBOARDED',
+        receivedAt: 'now',
+      });
+      await gc.gateHolds.insertOne(hold(0)); // already there
+      const results = await Promise.allSettled([
+        ...Array.from({ length: 20 }, (_, i) => groupInsert(gc.gateHolds, [hold(i + 1)], false)),
+        groupInsert(gc.gateHolds, [hold(0), hold(21)], true), // a duplicate it skips
+        groupInsert(gc.gateHolds, [hold(0)], false), // a duplicate it must hear about
+      ]);
+      expect(results.slice(0, 21).every((r) => r.status === 'fulfilled')).toBe(true);
+      expect(results[21]).toMatchObject({ status: 'rejected', reason: { code: 11000 } });
+      expect(await gc.gateHolds.countDocuments({ _id: { $regex: `^${tag}-` } })).toBe(22);
+      // The first leaves alone; the rest waited for it and went out together.
+      expect(inserts).toBeLessThanOrEqual(4);
+    } finally {
+      await monitored.close();
     }
   });
 });

@@ -552,15 +552,21 @@ export function isDuplicateKey(err: unknown): boolean {
   return err instanceof MongoServerError && err.code === 11000;
 }
 
+/** The per-document errors of a failed `insertMany` (empty when it failed as a whole). */
+export function writeErrorsOf(err: unknown): { index?: number; code?: number }[] {
+  const writeErrors = (err as { writeErrors?: { index?: number; code?: number }[] | { index?: number; code?: number } })
+    .writeErrors;
+  return writeErrors === undefined ? [] : Array.isArray(writeErrors) ? writeErrors : [writeErrors];
+}
+
 /**
  * True when an `insertMany({ ordered: false })` failed only because some documents were already
  * there (duplicate keys): the others were inserted, and the duplicates are the dedupe at work.
  */
 export function isOnlyDuplicateKeys(err: unknown): boolean {
-  const writeErrors = (err as { writeErrors?: { code?: number }[] | { code?: number } }).writeErrors;
-  if (writeErrors === undefined) return isDuplicateKey(err);
-  const list = Array.isArray(writeErrors) ? writeErrors : [writeErrors];
-  return list.length > 0 && list.every((e) => e.code === 11000);
+  const list = writeErrorsOf(err);
+  if (list.length === 0) return isDuplicateKey(err);
+  return list.every((e) => e.code === 11000);
 }
 
 /**
@@ -578,16 +584,89 @@ export async function insertOnce<T extends Document>(collection: Collection<T>, 
 }
 
 /**
- * Inserts facts whose `_id` names them (one `insertMany`, unordered): a document already there is
- * the same fact recorded before (a retry, a redelivery, another process), so duplicates are skipped.
+ * Inserts facts whose `_id` names them (one `insertMany`, unordered, grouped with other callers'
+ * inserts into the same collection, see `groupInsert`): a document already there is the same fact
+ * recorded before (a retry, a redelivery, another process), so duplicates are skipped.
  */
-export async function insertFacts<T extends Document>(collection: Collection<T>, docs: readonly T[]): Promise<void> {
-  if (docs.length === 0) return;
-  try {
-    await collection.insertMany(docs as never, { ordered: false });
-  } catch (err) {
-    if (!isOnlyDuplicateKeys(err)) throw err;
+export function insertFacts<T extends Document>(collection: Collection<T>, docs: readonly T[]): Promise<void> {
+  return groupInsert(collection, docs, true);
+}
+
+interface PendingInsert {
+  docs: readonly Document[];
+  ignoreDuplicates: boolean;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/** Per collection handle: inserts waiting for the one in flight. */
+const insertGroups = new WeakMap<Collection<never>, { waiting: PendingInsert[]; writing: boolean }>();
+
+/** Documents per grouped `insertMany` (a caller's documents are never split). */
+const GROUP_MAX_DOCS = 1_000;
+
+/**
+ * Group commit: inserts into one collection that arrive while an earlier one is being written wait
+ * for it and then go out together, as one unordered `insertMany` (one SQLite transaction, so one
+ * commit, on FerretDB; one round trip on MongoDB). The first insert of an idle collection leaves at
+ * once, so nothing waits that would not have waited for the database anyway. Each caller's promise
+ * settles with its own documents: resolved once they are stored (and, with `ignoreDuplicates`,
+ * when some were already there), rejected with the command's error when one of them failed or the
+ * command failed as a whole (then some of the group may be stored: every caller here may retry).
+ */
+export function groupInsert<T extends Document>(
+  collection: Collection<T>,
+  docs: readonly T[],
+  ignoreDuplicates: boolean,
+): Promise<void> {
+  if (docs.length === 0) return Promise.resolve();
+  const key = collection as unknown as Collection<never>;
+  let group = insertGroups.get(key);
+  if (!group) insertGroups.set(key, (group = { waiting: [], writing: false }));
+  const g = group;
+  return new Promise<void>((resolve, reject) => {
+    g.waiting.push({ docs, ignoreDuplicates, resolve, reject });
+    void flushGroup(key, g);
+  });
+}
+
+async function flushGroup(
+  collection: Collection<never>,
+  g: { waiting: PendingInsert[]; writing: boolean },
+): Promise<void> {
+  if (g.writing || g.waiting.length === 0) return;
+  g.writing = true;
+  const batch: PendingInsert[] = [];
+  let count = 0;
+  while (g.waiting.length > 0 && (batch.length === 0 || count + g.waiting[0]!.docs.length <= GROUP_MAX_DOCS)) {
+    const next = g.waiting.shift()!;
+    batch.push(next);
+    count += next.docs.length;
   }
+  // Per document that failed, its error code; `unplaced`: an error that names no document.
+  const failed = new Map<number, number | undefined>();
+  let error: unknown;
+  let unplaced = false;
+  try {
+    await collection.insertMany(batch.flatMap((p) => p.docs) as never[], { ordered: false });
+  } catch (err) {
+    error = err;
+    const list = writeErrorsOf(err);
+    for (const e of list) if (typeof e.index === 'number') failed.set(e.index, e.code);
+    unplaced = failed.size === 0;
+  }
+  let offset = 0;
+  for (const p of batch) {
+    const own = Array.from({ length: p.docs.length }, (_, i) => offset + i).filter((i) => failed.has(i));
+    offset += p.docs.length;
+    // A duplicate named by no document is a skip for callers that skip duplicates (the rest was stored).
+    const skipsIt = p.ignoreDuplicates && isDuplicateKey(error);
+    const mine = unplaced ? !skipsIt : own.some((i) => !(p.ignoreDuplicates && failed.get(i) === 11000));
+    if (mine) p.reject(error);
+    else p.resolve();
+  }
+  g.writing = false;
+  void flushGroup(collection, g);
 }
 
 /** Statements per delete command: FerretDB stalls on long multi-statement commands. */

@@ -1,6 +1,7 @@
 import type { LifecycleEvent } from '../../../workflows/contracts';
 import { forwardsLeft, insertForwards, pendingEntries } from './forwards';
 import {
+  groupInsert,
   insertFacts,
   isDuplicateKey,
   type AccountEventDoc,
@@ -58,8 +59,9 @@ export async function recordStray(c: Collections, event: OutboxDoc['events'][num
 }
 
 /** Records a delivery. One insert; throws when the store cannot take it (the webhook answers 5xx). */
-export async function recordDelivery(c: Collections, doc: OutboxDoc): Promise<void> {
-  await c.outbox.insertOne(doc);
+export function recordDelivery(c: Collections, doc: OutboxDoc): Promise<void> {
+  // Grouped with the other webhooks' records being written (one commit for many acks).
+  return groupInsert(c.outbox, [doc], false);
 }
 
 /**

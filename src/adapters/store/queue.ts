@@ -5,6 +5,7 @@ import {
   insertOnce,
   isDuplicateKey,
   isOnlyDuplicateKeys,
+  writeErrorsOf,
   type Collections,
   type QueueDoc,
   type SettlementDoc,
@@ -392,9 +393,7 @@ export function onSettlementsRecorded(c: Collections, listener: SettlementListen
 
 /** Indexes of an `insertMany` batch that failed (duplicate keys, see `isOnlyDuplicateKeys`). */
 function failedIndexes(err: unknown): Set<number> {
-  const writeErrors = (err as { writeErrors?: { index?: number }[] | { index?: number } }).writeErrors;
-  const list = writeErrors === undefined ? [] : Array.isArray(writeErrors) ? writeErrors : [writeErrors];
-  return new Set(list.flatMap((e) => (typeof e.index === 'number' ? [e.index] : [])));
+  return new Set(writeErrorsOf(err).flatMap((e) => (typeof e.index === 'number' ? [e.index] : [])));
 }
 
 /** Settlements written per insert and delete command (bounds the size of one command). */
