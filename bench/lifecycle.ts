@@ -240,7 +240,7 @@ runMain(async () => {
     await until(
       'all paused',
       async () => (await s.rt.c.wabas.countDocuments({ state: 'offboarded' })) >= stillPaused + more,
-      900_000,
+      2_400_000, // 10,000 WABAs offboarded through their workflows take ~15 min on the dev stack
       1_000,
     );
     await sleep(5_000); // let the last workflow tasks settle
