@@ -206,6 +206,8 @@ export function createDrainActivities(deps: DrainDeps) {
       let flushing: Promise<void> = Promise.resolve();
       let flushTimer: NodeJS.Timeout | undefined;
       const inFlight = new Set<Promise<void>>();
+      /** Entries this drain removed: `advanceHead` passes them without reading them again. */
+      const removed = new Set<string>();
       const recipientTail = new Map<string, Promise<void>>();
       const halted = (): boolean => stop !== undefined || signal.aborted;
 
@@ -216,6 +218,7 @@ export function createDrainActivities(deps: DrainDeps) {
         pending = [];
         flushing = flushing.then(async () => {
           if (batch.length > 0) await persist(c, batch, log, { wabaId, targets: config.forward.targets });
+          for (const b of batch) if (b.queueId) removed.add(b.queueId);
           unpersisted -= batch.length;
           notifier.push(batch.filter((s) => s.notify !== false).map(outcomeOfSettlement));
           ctx.heartbeat(progress);
@@ -345,6 +348,7 @@ export function createDrainActivities(deps: DrainDeps) {
         const keep = page.filter((_, i) => !settled[i]);
         const done = page.filter((_, i) => settled[i]).map((e) => e._id);
         await removeEntries(c, done);
+        for (const id of done) removed.add(id);
         progress.alreadySettled += done.length;
         return keep;
       }
@@ -406,7 +410,9 @@ export function createDrainActivities(deps: DrainDeps) {
         await notifier.drained();
       }
       // Later walks start past what this drain sent (best effort: a failure only costs them reads).
-      await advanceHead(c, wabaId).catch((err: unknown) => log.warn({ err: String(err) }, 'queue head not advanced'));
+      await advanceHead(c, wabaId, removed).catch((err: unknown) =>
+        log.warn({ err: String(err) }, 'queue head not advanced'),
+      );
       if (signal.aborted) {
         log.info(progress, 'drain cancelled');
         await ctx.cancelled; // throws the cancellation, so the workflow sees it as such
@@ -427,6 +433,7 @@ export function createDrainActivities(deps: DrainDeps) {
       const notifier = createNotifier(deps.launch, tuning.notifyConcurrency, deps.logger);
       let failed = 0;
       let cursor: QueueCursor | undefined;
+      const removed = new Set<string>();
       for (;;) {
         const read = await nextEntries(c, input.wabaId, cursor, tuning.pageSize);
         const page = read.entries;
@@ -442,12 +449,13 @@ export function createDrainActivities(deps: DrainDeps) {
           ...(e.round ? { round: e.round } : {}),
         }));
         await persist(c, batch, deps.logger, { wabaId: input.wabaId, targets: config.forward.targets });
+        for (const e of page) removed.add(e._id);
         notifier.push(batch.filter((_, i) => page[i]!.notify).map(outcomeOfSettlement));
         failed += batch.length;
         ctx.heartbeat(failed);
       }
       await notifier.drained();
-      await advanceHead(c, input.wabaId);
+      await advanceHead(c, input.wabaId, removed);
       deps.logger.info({ wabaId: input.wabaId, failed, reason: input.reason }, 'queue failed');
       return failed;
     },

@@ -149,6 +149,18 @@ describe('queue store on the real MongoDB-wire server', () => {
     expect(await countQueued(c, wabaId)).toBe(3);
   });
 
+  it('advances the head past the entries the drain says it removed, without evidence from the store', async () => {
+    const wabaId = 'w' + randomBytes(4).toString('hex');
+    for (let i = 1; i <= 3; i++) await enqueue(c, entry(wabaId, i));
+    const { entries } = await nextEntries(c, wabaId, undefined, 2);
+    // Removed without settlements: for the store alone these are fresh claims whose entry may still come.
+    await c.queue.deleteMany({ _id: { $in: entries.map((e) => e._id) } });
+    await advanceHead(c, wabaId);
+    expect(await mark(wabaId, 'main', 'head')).toBe(0);
+    await advanceHead(c, wabaId, new Set(entries.map((e) => e._id)));
+    expect(await mark(wabaId, 'main', 'head')).toBe(2);
+  });
+
   it('closes an abandoned claim with a tombstone, waits for a fresh one, and a late entry cannot land under the head', async () => {
     const wabaId = 'w' + randomBytes(4).toString('hex');
     await enqueue(c, entry(wabaId, 1));

@@ -55,6 +55,9 @@ export const ABANDONED_CLAIM_MS = 60_000;
 /** Point reads issued at once by a walk. */
 const READS_AT_ONCE = 32;
 
+/** The filter for live entries (tombstones are not waiting messages). */
+const LIVE = { tombstone: { $ne: true as const } };
+
 async function readMarks(c: Collections, wabaId: string, lane: QueueLane): Promise<{ head: number; tail: number }> {
   const [head, tail] = await Promise.all([
     c.queueMarks.findOne({ _id: markId(wabaId, lane, 'head') }),
@@ -258,15 +261,23 @@ export async function nextEntries(
  * there. A position without an entry has left when its claim is gone (retention), its message's
  * send is settled, or its claim is older than `ABANDONED_CLAIM_MS` (then a tombstone closes it, so
  * the entry can no longer land). Stops at a live entry or a fresh claim whose entry may still come.
- * Called by the drain; cost: a few point reads per position that left since the last call.
+ * Called by the drain with the entries it removed (no reads for those); otherwise a few point reads
+ * per position that left since the last call.
  */
-export async function advanceHead(c: Collections, wabaId: string): Promise<void> {
+export async function advanceHead(
+  c: Collections,
+  wabaId: string,
+  /** Entry ids the caller removed itself (settled and deleted): known gone, not read again. */
+  removed: ReadonlySet<string> = new Set(),
+): Promise<void> {
   for (const lane of LANES) {
     const { head, tail } = await readMarks(c, wabaId, lane);
     let gone = head;
     scan: for (let n = head + 1; n <= tail; n += READS_AT_ONCE) {
       const ns = Array.from({ length: Math.min(READS_AT_ONCE, tail - n + 1) }, (_, i) => n + i);
-      const verdicts = await Promise.all(ns.map((m) => hasLeft(c, wabaId, lane, m)));
+      const verdicts = await Promise.all(
+        ns.map((m) => removed.has(entryIdOf(wabaId, lane, m)) || hasLeft(c, wabaId, lane, m)),
+      );
       for (const [i, left] of verdicts.entries()) {
         if (!left) break scan;
         gone = ns[i]!;
@@ -293,7 +304,7 @@ async function hasLeft(c: Collections, wabaId: string, lane: QueueLane, n: numbe
  * index scan on MongoDB, a scan of the queue on FerretDB). For a rare fan-out, not a hot path.
  */
 export async function wabasWithQueued(c: Collections): Promise<string[]> {
-  return (await c.queue.distinct('wabaId', { tombstone: { $ne: true } })) as string[];
+  return (await c.queue.distinct('wabaId', LIVE)) as string[];
 }
 
 /**
@@ -325,7 +336,7 @@ export async function countQueued(c: Collections, wabaId: string): Promise<numbe
 export async function migrateQueueLayout(c: Collections): Promise<number> {
   if (await c.queueMarks.findOne({ _id: LAYOUT_MARK })) return 0;
   let moved = 0;
-  for (const e of await c.queue.find({ tombstone: { $ne: true } }).toArray()) {
+  for (const e of await c.queue.find(LIVE).toArray()) {
     if (e._id === queueEntryId(e.wabaId, e.seq) && e.seq > 0) {
       const claimed = await insertOnce(c.queueClaims, {
         _id: e._id,
@@ -471,9 +482,9 @@ export async function isQueued(c: Collections, messageId: string, entryId?: stri
 /** Queue depth over all WABAs and the oldest entry's `enqueuedAt` (epoch ms), for metrics. */
 export async function queueStats(c: Collections): Promise<{ depth: number; oldestEnqueuedAt?: number }> {
   const [depth, [oldest]] = await Promise.all([
-    c.queue.countDocuments({ tombstone: { $ne: true } }),
+    c.queue.countDocuments(LIVE),
     c.queue
-      .find({ tombstone: { $ne: true } }, { projection: { enqueuedAt: 1 } })
+      .find(LIVE, { projection: { enqueuedAt: 1 } })
       .sort({ enqueuedAt: 1 })
       .limit(1)
       .toArray(),
