@@ -242,6 +242,8 @@ const envSchema = z.object({
   ON_ABANDON: z.enum(['fail', 'keep']).default('fail'),
   /** While a gate is closed, probe Meta's phone-number nodes this often (`0` turns probing off). */
   GATE_PROBE_INTERVAL: durationOrOff('1m'),
+  /** Probes back off while a gate stays closed (a probe each time the closure's age doubles), at most this far apart. */
+  GATE_PROBE_MAX_INTERVAL: durationAtLeast('1h', 1_000),
   /** A gate closed by a send error or failed status reopens when a probe says usable this long after closing. */
   GATE_PROBE_GRACE: durationOrOff('2m'),
   ALERT_WEBHOOK_URL: optionalUrl,
@@ -388,6 +390,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       'invalid configuration:\n  RETENTION_MESSAGES: must be longer than the last ESCALATION_LEVELS duration',
     );
   }
+  if (e.GATE_PROBE_INTERVAL > 0 && e.GATE_PROBE_MAX_INTERVAL < e.GATE_PROBE_INTERVAL) {
+    throw new ConfigError('invalid configuration:\n  GATE_PROBE_MAX_INTERVAL: must be at least GATE_PROBE_INTERVAL');
+  }
   if (Boolean(e.SLACK_BOT_TOKEN) !== Boolean(e.SLACK_CHANNEL)) {
     const missing = e.SLACK_BOT_TOKEN ? 'SLACK_CHANNEL' : 'SLACK_BOT_TOKEN';
     throw new ConfigError(
@@ -438,7 +443,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       escalation: e.ESCALATION_LEVELS,
       onAbandon: e.ON_ABANDON,
       ...(e.GATE_PROBE_INTERVAL > 0
-        ? { probeIntervalMs: e.GATE_PROBE_INTERVAL, probeGraceMs: e.GATE_PROBE_GRACE }
+        ? {
+            probeIntervalMs: e.GATE_PROBE_INTERVAL,
+            probeMaxIntervalMs: e.GATE_PROBE_MAX_INTERVAL,
+            probeGraceMs: e.GATE_PROBE_GRACE,
+          }
         : {}),
       alertSinks: [
         'log',

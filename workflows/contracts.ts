@@ -228,6 +228,12 @@ export interface LifecycleSettings {
    * level). Absent in runs started before probing existed: those never probe.
    */
   probeIntervalMs?: number;
+  /**
+   * Back-off of the probes: after the first, each probe waits as long as the gate has been closed
+   * (a probe each time the closure's age doubles), at least `probeIntervalMs`, at most this.
+   * Absent (runs started before the back-off, or probing off): every `probeIntervalMs`.
+   */
+  probeMaxIntervalMs?: number;
   /** A gate closed by a send error or a failed status reopens when a probe says usable this long after closing. */
   probeGraceMs?: number;
 }

@@ -72,6 +72,16 @@ describe('configuration', () => {
     expect(() => loadConfig({ ...valid, SLACK_BOT_TOKEN: 'xoxb' })).toThrow(/SLACK_CHANNEL: is required/);
   });
 
+  it('backs gate probes off up to GATE_PROBE_MAX_INTERVAL (1 h by default), never below GATE_PROBE_INTERVAL', () => {
+    expect(loadConfig(valid).lifecycle).toMatchObject({ probeIntervalMs: 60_000, probeMaxIntervalMs: 3_600_000 });
+    expect(loadConfig({ ...valid, GATE_PROBE_MAX_INTERVAL: '10m' }).lifecycle.probeMaxIntervalMs).toBe(600_000);
+    expect(() => loadConfig({ ...valid, GATE_PROBE_INTERVAL: '5m', GATE_PROBE_MAX_INTERVAL: '2m' })).toThrow(
+      /GATE_PROBE_MAX_INTERVAL: must be at least GATE_PROBE_INTERVAL/,
+    );
+    expect(() => loadConfig({ ...valid, GATE_PROBE_MAX_INTERVAL: 'soon' })).toThrow(/GATE_PROBE_MAX_INTERVAL/);
+    expect(loadConfig({ ...valid, GATE_PROBE_INTERVAL: '0' }).lifecycle.probeMaxIntervalMs).toBeUndefined();
+  });
+
   it('parses durations and refuses nonsense', () => {
     expect(parseDuration('1500ms')).toBe(1500);
     expect(parseDuration('2.5s')).toBe(2500);

@@ -3,6 +3,7 @@ import type { WabaSnapshot } from '../../src/adapters/store/wabas';
 import type { LifecycleEvent, LifecycleEventType, LifecycleSettings, WabaState } from '../../workflows/contracts';
 import {
   alertContent,
+  nextProbeAt,
   nextWakeUp,
   onLoad,
   refusal,
@@ -739,6 +740,44 @@ describe('lifecycle machine: start of a run, wake-ups and the state query', () =
       kind: 'escalation',
       level: next.level,
       at: Date.parse(SINCE) + next.afterMs,
+    });
+  });
+
+  it('probes back off while the gate stays closed: 1, 2, 4, 8 … minutes after the closure, then at the cap', () => {
+    const since = Date.parse(SINCE);
+    const min = 60_000;
+    const backoff: LifecycleSettings = { ...settings, probeIntervalMs: min, probeMaxIntervalMs: 30 * min };
+    const times: number[] = [];
+    let last: number | undefined;
+    for (let i = 0; i < 9; i++) {
+      last = nextProbeAt(since, backoff, last)!;
+      times.push((last - since) / min);
+    }
+    expect(times).toEqual([1, 2, 4, 8, 16, 32, 62, 92, 122]);
+    // Without a cap (a run started before the back-off): every interval.
+    expect(nextProbeAt(since, { ...settings, probeIntervalMs: min }, since + 10 * min)).toBe(since + 11 * min);
+    expect(nextProbeAt(since, settings)).toBeUndefined();
+    expect(nextProbeAt(since, { ...settings, probeIntervalMs: 0, probeMaxIntervalMs: min })).toBeUndefined();
+    // A cap below the interval never probes more often than the interval.
+    expect(nextProbeAt(since, { ...settings, probeIntervalMs: min, probeMaxIntervalMs: 1_000 }, since + 5 * min)).toBe(
+      since + 6 * min,
+    );
+  });
+
+  it('an offboarded WABA probes when the backed-off probe comes before the next level', () => {
+    const backoff: LifecycleSettings = { ...settings, probeIntervalMs: 60_000, probeMaxIntervalMs: 3_600_000 };
+    const since = Date.parse(SINCE);
+    // Level 1 is 5 min after the closure; the probe after one at 2 min comes at 4 min.
+    expect(nextWakeUp(waba('offboarded', { escalationLevel: 0 }), backoff, false, since + 120_000)).toEqual({
+      kind: 'probe',
+      at: since + 240_000,
+    });
+    // After one at 4 min the next (8 min) is past level 1: the level comes first, probing before it.
+    expect(nextWakeUp(waba('offboarded', { escalationLevel: 0 }), backoff, false, since + 240_000)).toEqual({
+      kind: 'escalation',
+      level: 1,
+      at: since + settings.escalation[0]!.afterMs,
+      probeFirst: true,
     });
   });
 

@@ -206,6 +206,23 @@ export function refusal(state: LifecycleState, action: OperatorAction): string |
   return undefined;
 }
 
+/**
+ * When to probe Meta next for a gate closed since `sinceMs` (undefined: probing is off). The first
+ * probe comes `probeIntervalMs` after the closure; with a back-off (`probeMaxIntervalMs`) each later
+ * one waits as long as the gate has been closed by then, capped: 1, 2, 4, 8 … minutes after the
+ * closure, then every `probeMaxIntervalMs`. Reconnections come within minutes, so early probes
+ * matter most; later ones keep a lost webhook from closing a gate for good at a cost that stays
+ * small however many WABAs wait (10,000 at a 1 h cap: under 3 probes a second).
+ */
+export function nextProbeAt(sinceMs: number, settings: LifecycleSettings, lastProbeAt?: number): number | undefined {
+  const interval = settings.probeIntervalMs;
+  if (!interval || interval <= 0) return undefined;
+  const from = Math.max(sinceMs, lastProbeAt ?? 0);
+  const max = settings.probeMaxIntervalMs;
+  if (max === undefined) return from + interval;
+  return from + Math.min(Math.max(max, interval), Math.max(interval, from - sinceMs));
+}
+
 /** What to wait for when the inbox, the operator request and the drain outcome are all empty. */
 export function nextWakeUp(
   state: LifecycleState,
@@ -216,8 +233,7 @@ export function nextWakeUp(
 ): WakeUp {
   if (drainRunning) return { kind: 'input' };
   if (state.state !== 'offboarded') return { kind: 'done' };
-  const interval = settings.probeIntervalMs;
-  const probeAt = interval && interval > 0 ? Math.max(Date.parse(state.since), lastProbeAt ?? 0) + interval : undefined;
+  const probeAt = nextProbeAt(Date.parse(state.since), settings, lastProbeAt);
   const next = settings.escalation[state.escalationLevel];
   if (!next) return probeAt === undefined ? { kind: 'input' } : { kind: 'probe', at: probeAt };
   const at = Date.parse(state.since) + next.afterMs;

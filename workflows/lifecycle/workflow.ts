@@ -57,6 +57,8 @@ import {
 const SHELL_PATCHES = {
   /** Probe Meta while the gate is closed (new timers and the `probeGate` activity). */
   probe: 'gate-probe',
+  /** Probes back off while the gate stays closed (`probeMaxIntervalMs`). */
+  probeBackoff: 'gate-probe-backoff',
   /** `GateCause` search attribute next to `WabaState` and `EscalationLevel`. */
   gateCauseAttribute: 'gate-cause-attribute',
   /** At continue-as-new, an operator update that arrives while handlers finish is applied, not left waiting. */
@@ -129,8 +131,16 @@ export async function wabaLifecycleWorkflow(
 ): Promise<LifecycleRunSummary> {
   const { wabaId } = input;
   // Probing exists only in runs whose settings ask for it and that were first run by code that knows it.
-  const withProbePatch = (s: LifecycleSettings): LifecycleSettings =>
-    s.probeIntervalMs !== undefined && !patched(SHELL_PATCHES.probe) ? { ...s, probeIntervalMs: undefined } : s;
+  // Its back-off only in runs that reach this code (an older run's timers keep their cadence).
+  const withProbePatch = (s: LifecycleSettings): LifecycleSettings => {
+    if (s.probeIntervalMs !== undefined && !patched(SHELL_PATCHES.probe)) {
+      return { ...s, probeIntervalMs: undefined, probeMaxIntervalMs: undefined };
+    }
+    if (s.probeMaxIntervalMs !== undefined && !patched(SHELL_PATCHES.probeBackoff)) {
+      return { ...s, probeMaxIntervalMs: undefined };
+    }
+    return s;
+  };
   let settings = withProbePatch(input.settings);
   /** Runs started since the patch read the settings of the worker running them (deployments change them). */
   async function refreshSettings(): Promise<void> {
