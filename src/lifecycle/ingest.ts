@@ -1,7 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { classifyMetaError } from '../adapters/graph/errors';
 import type { Logger } from '../logger';
-import { isLifecycleEvent, type LifecycleWebhookEvent, type ParsedWebhook } from '../adapters/meta/webhook-payload';
+import {
+  isLifecycleEvent,
+  parseWebhookBody,
+  type LifecycleWebhookEvent,
+  type ParsedWebhook,
+} from '../adapters/meta/webhook-payload';
 import type { DeliveryBytes, SinkReport, WebhookSink } from '../http/webhook';
 import type {
   AccountEventDoc,
@@ -45,6 +50,66 @@ async function allOrFirstError(promises: Promise<unknown>[]): Promise<void> {
   const results = await Promise.allSettled(promises);
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
+}
+
+/**
+ * A delivery's `account_update` changes, sorted: lifecycle events with a WABA id that can name a
+ * workflow become outbox events (handed over by the relay); the rest become their `account_events`
+ * audit documents (`recorded`, or `refused` for a lifecycle event whose WABA id cannot name a
+ * workflow, counted in `unusable`). The sink sorts a delivery with it at the ack, and the relay
+ * again from the stored raw body when it audits (`auditOfDelivery`): the same input gives the same
+ * documents, so the audit is not stored twice.
+ */
+export function accountUpdateRecords(
+  parsed: ParsedWebhook,
+  receivedAt: string,
+  deliveryId: string,
+): { events: OutboxEvent[]; audit: AccountEventDoc[]; unusable: number } {
+  const events: OutboxEvent[] = [];
+  const audit: AccountEventDoc[] = [];
+  let unusable = 0;
+  for (const u of parsed.accountUpdates) {
+    const lifecycle = isLifecycleEvent(u.event);
+    if (lifecycle && WORKFLOW_SAFE_ID.test(u.wabaId)) {
+      events.push({
+        key: u.key,
+        type: u.event as LifecycleWebhookEvent,
+        wabaId: u.wabaId,
+        ...(u.metaTime !== undefined ? { metaTime: u.metaTime } : {}),
+        receivedAt,
+        source: 'webhook',
+        ...(u.detail ? { detail: u.detail } : {}),
+        ...(u.disconnectionInfo ? { disconnectionInfo: u.disconnectionInfo } : {}),
+        entryId: u.entryId,
+        raw: jsonText(u.raw),
+      });
+      continue;
+    }
+    if (lifecycle) unusable++;
+    audit.push({
+      _id: u.key,
+      wabaId: u.wabaId,
+      event: u.event,
+      ...(u.metaTime !== undefined ? { metaTime: u.metaTime } : {}),
+      entryId: u.entryId,
+      raw: jsonText(u.raw),
+      receivedAt,
+      outcome: lifecycle ? 'refused' : 'recorded',
+      deliveryId,
+    });
+  }
+  return { events, audit, unusable };
+}
+
+/**
+ * The audit documents of a recorded delivery: the ones stored with it (no raw body, or recorded by
+ * an earlier version), else derived from its raw body as the sink sorted it.
+ */
+export function auditOfDelivery(doc: Pick<OutboxDoc, '_id' | 'raw' | 'audit' | 'receivedAt'>): AccountEventDoc[] {
+  if (doc.audit !== undefined) return JSON.parse(doc.audit || '[]') as AccountEventDoc[];
+  if (!doc.raw) return [];
+  const parsed = parseWebhookBody(JSON.parse(Buffer.from(doc.raw, 'base64').toString('utf8')));
+  return accountUpdateRecords(parsed, doc.receivedAt, doc._id).audit;
 }
 
 /** Where the sink announces a recorded delivery (the relay in this process hands it over at once). */
@@ -94,39 +159,7 @@ export function createWebhookSink(deps: {
       const now = Date.now();
       const receivedAt = new Date(now).toISOString();
       const deliveryId = nextOutboxId(now, randomBytes(6).toString('hex'));
-      const events: OutboxEvent[] = [];
-      const audit: AccountEventDoc[] = [];
-      let unusable = 0;
-      for (const u of parsed.accountUpdates) {
-        const lifecycle = isLifecycleEvent(u.event);
-        if (lifecycle && WORKFLOW_SAFE_ID.test(u.wabaId)) {
-          events.push({
-            key: u.key,
-            type: u.event as LifecycleWebhookEvent,
-            wabaId: u.wabaId,
-            ...(u.metaTime !== undefined ? { metaTime: u.metaTime } : {}),
-            receivedAt,
-            source: 'webhook',
-            ...(u.detail ? { detail: u.detail } : {}),
-            ...(u.disconnectionInfo ? { disconnectionInfo: u.disconnectionInfo } : {}),
-            entryId: u.entryId,
-            raw: jsonText(u.raw),
-          });
-          continue;
-        }
-        if (lifecycle) unusable++;
-        audit.push({
-          _id: u.key,
-          wabaId: u.wabaId,
-          event: u.event,
-          ...(u.metaTime !== undefined ? { metaTime: u.metaTime } : {}),
-          entryId: u.entryId,
-          raw: jsonText(u.raw),
-          receivedAt,
-          outcome: lifecycle ? 'refused' : 'recorded',
-          deliveryId,
-        });
-      }
+      const { events, audit, unusable } = accountUpdateRecords(parsed, receivedAt, deliveryId);
       if (unusable > 0) {
         const first = audit.find((a) => a.outcome === 'refused');
         logger.warn(
@@ -179,7 +212,8 @@ export function createWebhookSink(deps: {
               raw: delivery ? delivery.raw.toString('base64') : '',
               ...(delivery?.signature ? { signature: delivery.signature } : {}),
               events,
-              audit: JSON.stringify(audit),
+              // The relay derives the audit from the raw body; kept here only without one.
+              ...(delivery ? {} : { audit: JSON.stringify(audit) }),
               auditCount: audit.length,
               wabaIds: [...new Set(events.map((e) => e.wabaId))],
               ...(forward.length > 0 ? { forward, fields, entryIds: parsed.entryIds } : {}),

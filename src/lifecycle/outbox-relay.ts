@@ -1,5 +1,5 @@
 import type { Logger } from '../logger';
-import type { Collections, OutboxDoc, OutboxEvent } from '../adapters/store/db';
+import type { AccountEventDoc, Collections, OutboxDoc, OutboxEvent } from '../adapters/store/db';
 import { randomBytes } from 'node:crypto';
 import {
   claimDelivery,
@@ -16,7 +16,7 @@ import { releaseGateHold } from '../adapters/store/gate-holds';
 import { HOLDING_EVENTS } from '../sending/admission';
 import { createLimiter } from '../util/limit';
 import { deliverLifecycleEvent, type LaunchDeps } from './launch';
-import type { OutboxNotifier } from './ingest';
+import { auditOfDelivery, type OutboxNotifier } from './ingest';
 
 /** Tuning of the relay; the defaults suit production. */
 export interface OutboxRelayOptions {
@@ -51,7 +51,12 @@ export interface OutboxRelay extends OutboxNotifier {
 /** Deliveries the audit lane audits and deletes at once. */
 const AUDITS_AT_ONCE = 8;
 
-type Held = Pick<OutboxDoc, '_id' | 'events' | 'auditCount'> & { receivedAtMs: number; lease?: number };
+type Held = Pick<OutboxDoc, '_id' | 'events' | 'auditCount'> & {
+  receivedAtMs: number;
+  lease?: number;
+  /** The delivery's forward targets as recorded (none: it is deleted at once when done). */
+  forward: string[];
+};
 
 /**
  * The outbox relay: hands the lifecycle events of recorded webhook deliveries (`outbox`) to their
@@ -109,13 +114,14 @@ export function startOutboxRelay(
       wake = done;
     });
 
-  function hold(doc: Pick<OutboxDoc, '_id' | 'events' | 'receivedAt' | 'auditCount'>): void {
+  function hold(doc: Pick<OutboxDoc, '_id' | 'events' | 'receivedAt' | 'auditCount' | 'forward'>): void {
     if (ids.has(doc._id)) return;
     ids.add(doc._id);
     held.push({
       _id: doc._id,
       events: doc.events,
       auditCount: doc.auditCount ?? 0,
+      forward: doc.forward ?? [],
       receivedAtMs: Date.parse(doc.receivedAt),
     });
   }
@@ -123,7 +129,7 @@ export function startOutboxRelay(
   /** Deletes a delivery whose events are all handed over and audited; false when that failed. */
   async function finish(d: Held): Promise<boolean> {
     try {
-      await deliveryHandedOver(c, d._id);
+      await deliveryHandedOver(c, d._id, d.forward);
       if (d.lease !== undefined) await releaseClaim(c, d._id, d.lease).catch(() => undefined);
       ids.delete(d._id);
       return true;
@@ -139,8 +145,19 @@ export function startOutboxRelay(
   const auditQueue: Held[] = [];
   let auditWake: (() => void) | undefined;
   async function auditOne(d: Held): Promise<void> {
-    const entries = d.auditCount > 0 ? await deliveryAudit(c, d._id) : [];
-    if (entries && entries.length > 0) await recordAccountEvents(c, entries);
+    const stored = d.auditCount > 0 ? await deliveryAudit(c, d._id) : undefined;
+    let entries: AccountEventDoc[] = [];
+    try {
+      entries = stored ? auditOfDelivery({ _id: d._id, ...stored }) : [];
+    } catch (err) {
+      // The body parsed at the ack; only a change of the parser can get here. Its lifecycle
+      // events are handed over already: log and let the delivery go rather than retry forever.
+      logger.error(
+        { deliveryId: d._id, err: String(err).slice(0, 500) },
+        'outbox audit: the stored body no longer parses',
+      );
+    }
+    if (entries.length > 0) await recordAccountEvents(c, entries);
     if (!(await finish(d))) throw new Error('delete failed');
   }
   async function auditLane(): Promise<void> {

@@ -228,10 +228,14 @@ export interface OutboxDoc {
   signature?: string;
   /** Lifecycle events in body order (WABA order is kept per WABA by the relay). */
   events: OutboxEvent[];
-  /** The events that need no hand-over (`recorded`, `refused`), for the relay to audit: their
-   *  `account_events` documents as one JSON text (one string field costs FerretDB far less to
-   *  store than thousands of subdocuments). */
-  audit: string;
+  /**
+   * The events that need no hand-over (`recorded`, `refused`), for the relay to audit, as their
+   * `account_events` documents in one JSON text. Only when `raw` is empty (and in deliveries
+   * recorded by earlier versions): otherwise the relay derives them from `raw` (`auditOfDelivery`),
+   * so a large batch is stored once, not twice (FerretDB's cost of every write and read of this
+   * document grows with its size).
+   */
+  audit?: string;
   auditCount: number;
   /** The distinct WABA ids of `events`. */
   wabaIds: string[];

@@ -76,14 +76,25 @@ export async function pendingDeliveries(c: Collections, olderThan: string, limit
     .toArray();
 }
 
-/** The audit entries of a delivery (read when the relay audits it, so memory holds only ids). */
-export async function deliveryAudit(c: Collections, id: string): Promise<AccountEventDoc[] | undefined> {
-  const doc = await c.outbox.findOne({ _id: id }, { projection: { audit: 1 } });
-  return doc ? (JSON.parse(doc.audit || '[]') as AccountEventDoc[]) : undefined;
+/** What the relay audits a delivery from (read when it audits it, so memory holds only ids). */
+export async function deliveryAudit(
+  c: Collections,
+  id: string,
+): Promise<Pick<OutboxDoc, 'raw' | 'audit' | 'receivedAt'> | undefined> {
+  return (await c.outbox.findOne({ _id: id }, { projection: { raw: 1, audit: 1, receivedAt: 1 } })) ?? undefined;
 }
 
-/** Deletes a delivery once everything in it is handed over (idempotent; by exact `_id`). */
-export async function deliveryHandedOver(c: Collections, id: string): Promise<void> {
+/**
+ * Deletes a delivery once everything in it is handed over (idempotent; by exact `_id`). `forward`
+ * is the delivery's targets as recorded (fixed at its insert): without any, no forwarder will ever
+ * look at it, so it is deleted at once (one write instead of a rewrite of the whole document, two
+ * reads and the delete).
+ */
+export async function deliveryHandedOver(c: Collections, id: string, forward?: readonly string[]): Promise<void> {
+  if (forward !== undefined && forward.length === 0) {
+    await c.outbox.deleteOne({ _id: id });
+    return;
+  }
   // Flag first, then look: a forwarder that finishes the last target after our look sees the flag
   // and deletes (`dropIfForwarded`), so the delivery is never left behind. A flagged delivery is
   // out of the relay's sweep, so deliveries kept only for a slow target never starve newer ones.
