@@ -4,6 +4,7 @@ import { graphTokenOf, type Config } from './config';
 import { createGraphClient, type GraphClient } from './adapters/graph/client';
 import type { LaunchDeps } from './lifecycle/launch';
 import { connectMongo, type Collections } from './adapters/store/db';
+import { migrateNumberMembership } from './adapters/store/phone-numbers';
 import { migrateQueueLayout } from './adapters/store/queue';
 import { redactUri } from './util/redact';
 import { temporalClientInterceptors } from './telemetry';
@@ -50,6 +51,8 @@ export async function connectRuntime(config: Config): Promise<Runtime> {
   });
   // A queue written before claims and marks is rewritten once (src/adapters/store/queue.ts).
   await migrateQueueLayout(c);
+  // Numbers registered before a WABA's numbers were kept by slot get theirs (phone-numbers.ts).
+  await migrateNumberMembership(c);
   const connection = await Connection.connect({ address: config.temporal.address }).catch(async (err: unknown) => {
     await mongo.close();
     throw new Error(`cannot reach Temporal at ${config.temporal.address}: ${String(err)}`);

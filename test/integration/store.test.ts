@@ -3,6 +3,13 @@ import type { MongoClient } from 'mongodb';
 import { MongoClient as Client } from 'mongodb';
 import { collections, connectMongo, groupInsert, type Collections } from '../../src/adapters/store/db';
 import {
+  listPhoneNumbers,
+  migrateNumberMembership,
+  numbersOfWaba,
+  registerPhoneNumber,
+  wabaHasNumbers,
+} from '../../src/adapters/store/phone-numbers';
+import {
   ABANDONED_CLAIM_MS,
   advanceHead,
   countQueued,
@@ -261,5 +268,65 @@ describe('queue store on the real MongoDB-wire server', () => {
     } finally {
       await monitored.close();
     }
+  });
+});
+
+/** A WABA's numbers by exact `_id` (`waba_numbers`), against the real MongoDB-wire server. */
+describe('phone-number membership on the real MongoDB-wire server', () => {
+  let client: MongoClient;
+  let c: Collections;
+  const dbName = `numbers_${randomBytes(4).toString('hex')}`;
+  const now = new Date().toISOString();
+  beforeAll(async () => {
+    const conn = await connectMongo(process.env.MONGODB_URI!, dbName);
+    client = conn.client;
+    c = conn.c;
+  });
+  afterAll(async () => {
+    await client
+      .db(dbName)
+      .dropDatabase()
+      .catch(() => undefined);
+    await client.close();
+  });
+  const fields = (wabaId: string) => ({ wabaId, mps: 20, coexistence: true });
+
+  it('keeps every number of 12 registered at once through two clients, once each, and follows a move', async () => {
+    const waba = 'w' + randomBytes(4).toString('hex');
+    const other = await connectMongo(process.env.MONGODB_URI!, dbName);
+    try {
+      const ids = Array.from({ length: 12 }, (_, i) => `${waba}-p${String(i).padStart(2, '0')}`);
+      await Promise.all(ids.map((id, i) => registerPhoneNumber(i % 2 ? c : other.c, id, fields(waba), now)));
+      // Registered again: no second slot.
+      await registerPhoneNumber(c, ids[0]!, fields(waba), now);
+      expect((await numbersOfWaba(c, waba)).map((d) => d._id)).toEqual(ids);
+      expect(await c.wabaNumbers.countDocuments({ wabaId: waba })).toBe(12);
+
+      // Moved to another WABA: gone from the first, listed under the second; moved back, listed again.
+      const second = waba + 'b';
+      await registerPhoneNumber(c, ids[3]!, fields(second), now);
+      expect((await numbersOfWaba(c, waba)).map((d) => d._id)).toEqual(ids.filter((_, i) => i !== 3));
+      expect((await listPhoneNumbers(c, second)).map((d) => d._id)).toEqual([ids[3]]);
+      expect(await wabaHasNumbers(c, second)).toBe(true);
+      await registerPhoneNumber(c, ids[3]!, fields(waba), now);
+      expect((await numbersOfWaba(c, waba)).map((d) => d._id)).toEqual(ids);
+      expect(await wabaHasNumbers(c, second)).toBe(false);
+    } finally {
+      await other.client.close();
+    }
+  });
+
+  it('gives numbers registered before the membership their slots, once', async () => {
+    const waba = 'w' + randomBytes(4).toString('hex');
+    // As an earlier version left them: registry documents only, and no layout mark.
+    await c.phoneNumbers.insertMany(
+      ['b', 'a'].map((x) => ({ _id: `${waba}-${x}`, ...fields(waba), createdAt: now, updatedAt: now })),
+    );
+    await c.wabaNumbers.deleteOne({ _id: '~layout' });
+    expect(await numbersOfWaba(c, waba)).toEqual([]);
+    expect(await migrateNumberMembership(c)).toBeGreaterThanOrEqual(2);
+    expect((await numbersOfWaba(c, waba)).map((d) => d._id)).toEqual([`${waba}-a`, `${waba}-b`]);
+    expect(await migrateNumberMembership(c)).toBe(0);
+    expect(await c.wabaNumbers.countDocuments({ wabaId: waba })).toBe(2);
   });
 });

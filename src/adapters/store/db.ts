@@ -54,6 +54,18 @@ export interface PhoneNumberDoc {
 }
 
 /**
+ * `waba_numbers`: which numbers a WABA has, as insert-only slots `<wabaId>#<n>` (n = 0, 1, 2 …,
+ * taken in order by `registerPhoneNumber`), so a WABA's numbers are read by exact `_id` (the one
+ * filter FerretDB answers from an index). A slot is a hint: a number moved to another WABA keeps
+ * its old slot, and readers keep only numbers whose registry document names this WABA.
+ */
+export interface WabaNumberDoc {
+  _id: string;
+  wabaId: string;
+  phoneNumberId: string;
+}
+
+/**
  * `messages`: one per accepted message, inserted at acceptance (`accepted`, or `queued` when the
  * gate is closed). Rarely updated afterwards (`queued` after an "account unusable" answer,
  * `sending` while retrying): the final outcome is a `settlements` document.
@@ -427,6 +439,7 @@ export interface GateHoldDoc {
 export interface Collections {
   wabas: Collection<WabaDoc>;
   phoneNumbers: Collection<PhoneNumberDoc>;
+  wabaNumbers: Collection<WabaNumberDoc>;
   messages: Collection<MessageDoc>;
   settlements: Collection<SettlementDoc>;
   queue: Collection<QueueDoc>;
@@ -485,6 +498,7 @@ export function collections(db: Db): Collections {
   return {
     wabas: db.collection<WabaDoc>('wabas'),
     phoneNumbers: db.collection<PhoneNumberDoc>('phone_numbers'),
+    wabaNumbers: db.collection<WabaNumberDoc>('waba_numbers'),
     messages: db.collection<MessageDoc>('messages'),
     settlements: db.collection<SettlementDoc>('settlements'),
     queue: db.collection<QueueDoc>('queue'),

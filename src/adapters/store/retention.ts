@@ -15,7 +15,7 @@ import { deleteByIds, type Collections } from './db';
  *   statements of at most 50; on MongoDB the same round finds what the TTL monitor has not yet
  *   removed (an index range) and costs little.
  *
- * `wabas`, `phone_numbers`, `queue_marks` and the queue's live entries hold live state and are never
+ * `wabas`, `phone_numbers`, `waba_numbers`, `queue_marks` and the queue's live entries hold live state and are never
  * purged (the queue's tombstones and `queue_claims` are, with the messages).
  */
 
