@@ -18,6 +18,7 @@ const NODE_BUILTINS = builtinModules.flatMap((m) => [m, `node:${m}`, `${m}/*`]);
 const TEMPORAL_CLIENT_OWNERS = [
   'src/lifecycle/launch.ts',
   'src/sending/launch.ts',
+  'src/relay/launch.ts',
   'src/runtime.ts',
   'src/worker.ts',
   'src/*-main.ts',

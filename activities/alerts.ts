@@ -13,7 +13,20 @@ export interface AlertDeps {
 
 /** True for the alert that ends a WABA's incident (the queue drained after a reconnection; a removed WABA back). */
 const resolves = (a: AlertInput): boolean =>
-  a.kind === 'reconnected' || a.kind === 'partnerBack' || a.kind === 'credentialsRestored';
+  a.kind === 'reconnected' ||
+  a.kind === 'partnerBack' ||
+  a.kind === 'credentialsRestored' ||
+  a.kind === 'forwardBacklogCleared';
+
+/** The incident an alert belongs to: its own (`token/…`, `forward/…`) or its WABA's. */
+const incidentOf = (a: AlertInput): string => a.incident ?? `waba/${a.wabaId}`;
+
+/** The key of an incident's Slack thread (`alert_threads`): the WABA id for a WABA's incident. */
+const threadKeyOf = (a: AlertInput): string => a.incident ?? a.wabaId;
+
+/** What an alert is about, for people: the WABA and its state, or the incident. */
+const subjectOf = (a: AlertInput): string =>
+  a.incident ? a.incident : `WABA ${a.wabaId}, ${a.state}, level ${a.level}`;
 
 /** Slack message text (incoming webhook or Web API). */
 export function slackMessage(a: AlertInput): { text: string } {
@@ -24,32 +37,43 @@ export function slackMessage(a: AlertInput): { text: string } {
       : a.severity === 'page'
         ? ':pager:'
         : ':warning:';
-  return { text: `${icon} *${a.title}* (WABA ${a.wabaId}, ${a.state}, level ${a.level})\n${a.text}` };
+  return { text: `${icon} *${a.title}* (${subjectOf(a)})\n${a.text}` };
 }
 
-/** PagerDuty's dedup key: one incident per WABA at a time (a resolved one is reopened as a new incident). */
-export const pagerDutyDedupKey = (wabaId: string): string => `coexist-relay/waba/${wabaId}`;
+/**
+ * PagerDuty's dedup key: one incident per WABA at a time (a resolved one is reopened as a new
+ * incident), and one per refused token or forward target (`incident`).
+ */
+export const pagerDutyDedupKey = (a: Pick<AlertInput, 'wabaId' | 'incident'>): string =>
+  `coexist-relay/${incidentOf(a as AlertInput)}`;
 
 /**
  * The PagerDuty Events API v2 body: `trigger` (a new incident, or an update of the open one with
  * the same dedup key) for every alert but the reconnection, which sends `resolve`.
  */
 export function pagerDutyEvent(a: AlertInput, routingKey: string): Record<string, unknown> {
-  const dedup_key = pagerDutyDedupKey(a.wabaId);
+  const dedup_key = pagerDutyDedupKey(a);
   if (resolves(a)) return { routing_key: routingKey, event_action: 'resolve', dedup_key };
   return {
     routing_key: routingKey,
     event_action: 'trigger',
     dedup_key,
     payload: {
-      summary: `${a.title} (WABA ${a.wabaId})`.slice(0, 1024),
+      summary: (a.incident ? a.title : `${a.title} (WABA ${a.wabaId})`).slice(0, 1024),
       source: 'coexist-relay',
       severity: a.severity === 'critical' ? 'critical' : a.severity === 'page' ? 'error' : 'warning',
-      component: `waba ${a.wabaId}`,
+      component: a.incident ?? `waba ${a.wabaId}`,
       group: 'whatsapp-coexistence',
       class: a.kind ?? 'alert',
       timestamp: a.at,
-      custom_details: { wabaId: a.wabaId, state: a.state, level: a.level, queued: a.queued, text: a.text },
+      custom_details: {
+        wabaId: a.wabaId,
+        ...(a.incident ? { incident: a.incident } : {}),
+        state: a.state,
+        level: a.level,
+        queued: a.queued,
+        text: a.text,
+      },
     },
   };
 }
@@ -85,7 +109,8 @@ export function createAlertActivities(deps: AlertDeps) {
    * answered, so a retry after a lost answer can post the opening message twice, never lose one.
    */
   async function slackThreaded(api: NonNullable<Config['alerts']['slackApi']>, a: AlertInput): Promise<void> {
-    const open = await openThreadOf(c, a.wabaId);
+    const key = threadKeyOf(a);
+    const open = await openThreadOf(c, key);
     const res = await post(
       `${api.baseUrl}/chat.postMessage`,
       { channel: api.channel, ...slackMessage(a), ...(open ? { thread_ts: open.ts } : {}) },
@@ -96,26 +121,27 @@ export function createAlertActivities(deps: AlertDeps) {
     if (!answer.ok) throw new Error(`Slack refused the alert: ${answer.error ?? 'no reason given'}`);
     if (!open && answer.ts && !resolves(a)) {
       await saveThread(c, {
-        _id: a.wabaId,
+        _id: key,
         channel: answer.channel ?? api.channel,
         ts: answer.ts,
         open: true,
         openedAt: a.at,
       });
     }
-    if (open && resolves(a)) await closeThread(c, a.wabaId);
+    if (open && resolves(a)) await closeThread(c, key);
   }
 
-  // One WABA's Slack alerts one after the other in this process, so a level raised while the
+  // One incident's Slack alerts one after the other in this process, so a level raised while the
   // incident's first message is still in flight replies in its thread instead of opening another.
   const slackChains = new Map<string, Promise<void>>();
   function slackInOrder(api: NonNullable<Config['alerts']['slackApi']>, a: AlertInput): Promise<void> {
-    const previous = slackChains.get(a.wabaId) ?? Promise.resolve();
+    const key = threadKeyOf(a);
+    const previous = slackChains.get(key) ?? Promise.resolve();
     const next = previous.catch(() => undefined).then(() => slackThreaded(api, a));
     const tail = next.catch(() => undefined);
-    slackChains.set(a.wabaId, tail);
+    slackChains.set(key, tail);
     void tail.then(() => {
-      if (slackChains.get(a.wabaId) === tail) slackChains.delete(a.wabaId);
+      if (slackChains.get(key) === tail) slackChains.delete(key);
     });
     return next;
   }

@@ -8,6 +8,7 @@ import { createAdmission } from '../src/sending/admission';
 import { createAlertActivities } from './alerts';
 import { createCredentialsActivities } from './credentials';
 import { createDrainActivities, type DrainTuning } from './drain';
+import { createForwardBacklogActivities } from './forward-backlog';
 import { createLifecycleActivities } from './lifecycle';
 import { createProbeActivities } from './probe';
 import { createSendActivities } from './send';
@@ -46,6 +47,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createLifecycleActivities(deps.c, deps.config.forward.targets, deps.config.lifecycle),
     ...createProbeActivities(deps),
     ...createCredentialsActivities(deps),
+    ...createForwardBacklogActivities(deps),
     ...createSendActivities({ ...deps, pacer, admission }),
     ...createDrainActivities({ ...deps, pacer, tuning: deps.drainTuning }),
     ...createAlertActivities({ c: deps.c, logger: deps.logger, alerts: deps.config.alerts }),

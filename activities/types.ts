@@ -8,6 +8,12 @@ export interface AlertInput {
    * WABA's incident on every kind but `reconnected`, which resolves it.
    */
   kind?: string;
+  /**
+   * The incident the alert belongs to, when it is not the WABA's offboarding: `token/<source>` (a
+   * refused token), `forward/<target>` (a forward backlog). One PagerDuty dedup key and one Slack
+   * thread per incident; absent: the WABA's (`waba/<wabaId>`).
+   */
+  incident?: string;
   /** Escalation level (0 for alerts that are not escalation levels). */
   level: number;
   severity: 'warning' | 'page' | 'critical';

@@ -6,7 +6,8 @@
  * a burst of `--wabas` offboardings sent 16 at a time (ack p50/p99, non-200s, time to all
  * offboarded); 2 messages queued for each of `--reconnect` of them, then those reconnected at
  * once (acks, time from the first reconnect ack to the last queued send); `--paused` WABAs held
- * paused and idle (CPU of the whole stack); and the same burst through a bare signal-with-start
+ * paused and idle (CPU of the whole stack, the gate probes per second at the simulator, and the
+ * CPU projected once every probe has backed off to GATE_PROBE_MAX_INTERVAL); and the same burst through a bare signal-with-start
  * workflow on the same server (bench/baseline-workflows.ts) as the baseline ratio.
  */
 import { randomBytes } from 'node:crypto';
@@ -236,6 +237,8 @@ runMain(async () => {
         })),
       });
     }
+    // Each has a number, as a real client does: the gate's probes read it at the simulator.
+    await pool(extra, concurrency, (w) => s.register(uniqueDigits('3'), w, { coexistence: true }));
     const setupAcks = await burst(s, batches);
     await until(
       'all paused',
@@ -246,16 +249,27 @@ runMain(async () => {
     await sleep(5_000); // let the last workflow tasks settle
     const pids = { service: process.pid, temporal: servers.infra.temporal?.pid, ferretdb: servers.infra.ferretdb?.pid };
     const cpu0 = cpuSeconds(pids);
+    const probes0 = s.sim.stats().probes;
     const w0 = nowMs();
     await sleep(idleSeconds * 1000);
     const cpu1 = cpuSeconds(pids);
     const wall = (nowMs() - w0) / 1000;
+    // The paused WABAs' gate probes (GATE_PROBE_INTERVAL, backing off to GATE_PROBE_MAX_INTERVAL):
+    // the deliberate work of "idle", and what it costs each.
+    const probesPerSecond = (s.sim.stats().probes - probes0) / wall;
+    const capSeconds = (s.config.lifecycle.probeMaxIntervalMs ?? 0) / 1000;
     const idle: Record<string, number> = {};
     let idleTotal = 0;
     for (const k of Object.keys(cpu1)) {
       idle[k] = (((cpu1[k] ?? 0) - (cpu0[k] ?? 0)) / wall) * 100;
       idleTotal += idle[k]!;
     }
+    const cpuPerProbe = probesPerSecond > 0 ? idleTotal / probesPerSecond : undefined;
+    const steadyProbesPerSecond = capSeconds > 0 ? (stillPaused + more) / capSeconds : 0;
+    say(
+      `  idle: ${fmt(idleTotal)}% of one core, ${fmt(probesPerSecond, 1)} probes/s; ` +
+        `at the ${fmt(capSeconds / 60)} min cap: ${fmt(steadyProbesPerSecond, 1)} probes/s ≈ ${cpuPerProbe === undefined ? '?' : fmt(cpuPerProbe * steadyProbesPerSecond, 1)}%`,
+    );
 
     // Phase 4: the baseline, a bare signal-with-start workflow, same burst size and concurrency.
     const baselineQueue = `bench-bare-lifecycle-${randomBytes(4).toString('hex')}`;
@@ -315,7 +329,15 @@ runMain(async () => {
           p99: percentile(setupAcks.ms, 99),
           non200: setupAcks.non200,
         },
-        idle: { paused: stillPaused + more, seconds: wall, cpuPercentOfOneCore: idle, total: idleTotal },
+        idle: {
+          paused: stillPaused + more,
+          seconds: wall,
+          cpuPercentOfOneCore: idle,
+          total: idleTotal,
+          probesPerSecond,
+          cpuPercentPerProbePerSecond: cpuPerProbe,
+          atCap: { probeMaxIntervalSeconds: capSeconds, probesPerSecond: steadyProbesPerSecond },
+        },
         baseline: { workflows: nWabas, ms: baselineMs, ratio: baselineMs / toAllOffboarded },
       },
       totalSeconds: (nowMs() - t0) / 1000,
@@ -350,6 +372,13 @@ runMain(async () => {
               `${fmt(idleTotal)}% (${Object.values(idle)
                 .map((v) => fmt(v))
                 .join(' / ')})`,
+            ],
+            [`gate probes during the idle measurement`, `${fmt(probesPerSecond, 1)} /s`],
+            [
+              `idle CPU projected once every WABA's probes reach the ${fmt(capSeconds / 60)} min cap`,
+              cpuPerProbe === undefined
+                ? 'no probe measured'
+                : `${fmt(cpuPerProbe * steadyProbesPerSecond, 1)}% (${fmt(steadyProbesPerSecond, 1)} probes/s × ${fmt(cpuPerProbe, 2)}% each)`,
             ],
             [`baseline: ${nWabas} bare signal-with-start workflows`, `${fmt(baselineMs / 1000)} s`],
             ['baseline time ÷ service time to all offboarded', fmt(baselineMs / toAllOffboarded, 2)],

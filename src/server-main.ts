@@ -12,6 +12,7 @@ import { connectRuntime } from './runtime';
 import { startServer } from './server';
 import { startOutboxRelay } from './lifecycle/outbox-relay';
 import { startForwarder } from './relay/forwarder';
+import { reportForwardBacklog } from './relay/launch';
 import { withTimeout } from './util/time';
 import { startTracing } from './telemetry';
 
@@ -26,7 +27,12 @@ async function main(): Promise<void> {
   // Hands recorded webhook deliveries to Temporal; safe to run in every server process.
   const outbox = startOutboxRelay({ c: rt.c, launch: rt.launch, logger });
   // Forwards recorded deliveries to FORWARD_TARGETS; also safe in every server process.
-  const forwarder = startForwarder({ c: rt.c, logger, forward: config.forward });
+  const forwarder = startForwarder({
+    c: rt.c,
+    logger,
+    forward: config.forward,
+    reportBacklog: (r) => reportForwardBacklog(rt.launch, r),
+  });
   const http = await startServer({ config, logger, c: rt.c, launch: rt.launch, readiness: rt.readiness, outbox });
   logger.info(
     {

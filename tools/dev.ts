@@ -27,6 +27,7 @@ import { createRelayMetrics } from '../src/http/metrics';
 import { installTemporalRuntime, requestShutdown, startWorkerProcess } from '../src/worker';
 import { startOutboxRelay } from '../src/lifecycle/outbox-relay';
 import { startForwarder } from '../src/relay/forwarder';
+import { reportForwardBacklog } from '../src/relay/launch';
 import { withTimeout } from '../src/util/time';
 import { redactUri } from '../src/util/redact';
 import { startTracing } from '../src/telemetry';
@@ -153,7 +154,12 @@ async function main(): Promise<void> {
   // One process: the server's /metrics shows what the worker records too.
   const metrics = createRelayMetrics();
   const relay = startOutboxRelay({ c: rt.c, launch: rt.launch, logger });
-  const forwarder = startForwarder({ c: rt.c, logger, forward: config.forward });
+  const forwarder = startForwarder({
+    c: rt.c,
+    logger,
+    forward: config.forward,
+    reportBacklog: (r) => reportForwardBacklog(rt.launch, r),
+  });
   const { worker, connection, services } = await startWorkerProcess({ config, logger, rt, metrics });
   // Set once the server listens; a worker failing before that stops the stack without it.
   const started: { http?: Awaited<ReturnType<typeof startServer>> } = {};

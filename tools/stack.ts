@@ -21,6 +21,7 @@ import { connectRuntime, type Runtime } from '../src/runtime';
 import { createWorker, type WorkerDeps } from '../src/worker';
 import { startOutboxRelay, type OutboxRelay, type OutboxRelayOptions } from '../src/lifecycle/outbox-relay';
 import { startForwarder } from '../src/relay/forwarder';
+import { reportForwardBacklog } from '../src/relay/launch';
 import { SEARCH_ATTRIBUTES } from '../workflows/contracts';
 import { ensureBinaries } from './infra/binaries';
 import { startFerretDb, startTemporalDevServer, type FerretDb, type TemporalDevServer } from './infra/servers';
@@ -215,7 +216,10 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
   const relay = opts.noRelay ? undefined : startOutboxRelay({ c: rt.c, launch: rt.launch, logger }, opts.relay);
   const forwarder = opts.noRelay
     ? undefined
-    : startForwarder({ c: rt.c, logger, forward: config.forward }, { pollMs: 200 });
+    : startForwarder(
+        { c: rt.c, logger, forward: config.forward, reportBacklog: (r) => reportForwardBacklog(rt.launch, r) },
+        { pollMs: 200 },
+      );
   const app = createApp({
     config,
     logger,

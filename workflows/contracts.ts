@@ -24,6 +24,10 @@ export const sendWorkflowId = (messageId: string): string => `send/${messageId}`
 export const credentialsWorkflowId = (taskQueue: string, source: string): string =>
   `credentials/${taskQueue}/${source}`;
 
+/** The backlog alert of one forward target (one run per target at a time, whichever server saw it). */
+export const forwardBacklogWorkflowId = (taskQueue: string, target: string): string =>
+  `forward-backlog/${taskQueue}/${target}`;
+
 // ---------------------------------------------------------------------------------------------
 // Search attributes (registered on the dev server by the launchers; see SEARCH_ATTRIBUTES).
 
@@ -350,6 +354,24 @@ export interface TokenRefusal {
 
 /** Told to the token's credentials workflow (signal-with-start) by every send Meta refuses the token of. */
 export const tokenRefusedSignal = defineSignal<[TokenRefusal]>('tokenRefused');
+
+/** A server saw a forward target's oldest pending entry wait past FORWARD_BACKLOG_ALERT_AGE. */
+export interface ForwardBacklogReport {
+  target: string;
+  oldestAgeMs: number;
+  /** Pending entries the server saw (at least this many). */
+  pending: number;
+  /** The oldest pending entry's delivery and first WABA. */
+  deliveryId?: string;
+  wabaId?: string;
+}
+
+export const forwardBacklogSignal = defineSignal<[ForwardBacklogReport]>('forwardBacklog');
+
+/** What the worker reads of a target's backlog now, with the alert age it is configured with. */
+export interface ForwardBacklogCheck extends ForwardBacklogReport {
+  alertAfterMs: number;
+}
 
 /** What a probe with a token says: it works, Meta refuses it, or no answer either way. */
 export type TokenProbe =

@@ -60,6 +60,9 @@ export async function credentialsWorkflow(
   const alert = (kind: 'credentialsPaused' | 'credentialsRestored', title: string, text: string): void => {
     const full: AlertInput = {
       kind,
+      // The token's own incident, not the WABA's offboarding one (restoring the token must not
+      // resolve an offboarding).
+      incident: `token/${source}`,
       wabaId: first.wabaId,
       level: 0,
       severity: kind === 'credentialsPaused' ? 'critical' : 'warning',

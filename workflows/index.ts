@@ -2,3 +2,4 @@
 export { wabaLifecycleWorkflow } from './lifecycle/workflow';
 export { sendMessageWorkflow } from './send';
 export { credentialsWorkflow } from './credentials';
+export { forwardBacklogWorkflow } from './forward-backlog';

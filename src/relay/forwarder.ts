@@ -4,6 +4,7 @@ import { forwardDelivered, forwardFailed, pendingAgeMs, pendingForwards } from '
 import { dropIfForwarded, readDelivery } from '../adapters/store/outbox';
 import type { ForwardSettings } from '../config';
 import type { Logger } from '../logger';
+import type { ForwardBacklogReport } from '../../workflows/contracts';
 import { signRequest } from './signing';
 import { forwardBackoffMs, type ForwardTarget } from './targets';
 
@@ -19,6 +20,9 @@ export interface ForwarderOptions {
 /** The backlog alert's rule (the forwarder's log line and the /metrics gauge): a wait past FORWARD_BACKLOG_ALERT_AGE. */
 export const backlogTooOld = (oldestPendingAgeMs: number, forward: Pick<ForwardSettings, 'backlogAlertMs'>): boolean =>
   oldestPendingAgeMs > forward.backlogAlertMs;
+
+/** How often a server tells a target's backlog workflow that the backlog is still too old. */
+export const BACKLOG_REPORT_MS = 30_000;
 
 /** The forwarder of one process; `stop` ends its loops after the requests in flight. */
 export interface Forwarder {
@@ -40,7 +44,17 @@ export interface Forwarder {
  * - The ack to Meta never waits for this: the sink only records the delivery.
  */
 export function startForwarder(
-  deps: { c: Collections; logger: Logger; forward: ForwardSettings },
+  deps: {
+    c: Collections;
+    logger: Logger;
+    forward: ForwardSettings;
+    /**
+     * Raises the backlog alert with the alert sinks (`reportForwardBacklog`: one workflow per
+     * target, whichever server reports). Called at most every `BACKLOG_REPORT_MS` per target while
+     * its backlog is too old; a failure is logged and tried again then.
+     */
+    reportBacklog?: (report: ForwardBacklogReport) => Promise<void>;
+  },
   options: ForwarderOptions = {},
 ): Forwarder {
   const { c } = deps;
@@ -53,6 +67,8 @@ export function startForwarder(
   const loops: Promise<void>[] = [];
   /** Targets whose backlog alert this process has raised (logged once per episode). */
   const alerting = new Set<string>();
+  /** When this process last reported each target's backlog to its alert workflow. */
+  const reportedAt = new Map<string, number>();
 
   /** Raises the backlog alert when a pending entry has waited too long; clears it once none has. */
   function watchBacklog(target: ForwardTarget, entries: ForwardDoc[]): void {
@@ -71,7 +87,23 @@ export function startForwarder(
       );
     } else if (!backlogTooOld(ageMs, deps.forward) && alerting.delete(target.name)) {
       logger.info({ ...log, alert: false }, 'forward backlog back under FORWARD_BACKLOG_ALERT_AGE');
+      reportedAt.delete(target.name);
     }
+    const report = deps.reportBacklog;
+    if (!report || !alerting.has(target.name) || now - (reportedAt.get(target.name) ?? 0) < BACKLOG_REPORT_MS) return;
+    reportedAt.set(target.name, now);
+    report({
+      target: target.name,
+      oldestAgeMs: ageMs,
+      pending: entries.length,
+      ...(oldest ? { deliveryId: oldest.deliveryId } : {}),
+      ...(oldest?.wabaIds[0] ? { wabaId: oldest.wabaIds[0] } : {}),
+    }).catch((err: unknown) =>
+      logger.warn(
+        { target: target.name, err: String(err).slice(0, 300) },
+        'forward backlog alert not raised; trying again',
+      ),
+    );
   }
 
   async function send(target: ForwardTarget, entry: ForwardDoc): Promise<number> {

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { sendWebhook } from '../../tools/meta-sim/server';
 import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
 
 /** A local HTTP receiver that records JSON bodies and answers with `reply(body, path)`. */
@@ -30,11 +31,19 @@ describe('alert sinks operators use', () => {
   let pd: Awaited<ReturnType<typeof receiver>>;
   let slack: Awaited<ReturnType<typeof receiver>>;
   let nextTs = 1000;
+  /** A forward target that answers 503 while `down`. */
+  let crm: Awaited<ReturnType<typeof receiver>>;
+  let crmDown = false;
   beforeAll(async () => {
     pd = await receiver((body) => [202, { status: 'success', message: 'Event processed', dedup_key: body.dedup_key }]);
     slack = await receiver((body) => [200, { ok: true, channel: body.channel, ts: `${nextTs++}.000100` }]);
+    crm = await receiver(() => (crmDown ? [503, {}] : [200, {}]));
     stack = await startStack({
       env: {
+        FORWARD_TARGETS: JSON.stringify([
+          { name: 'crm', url: crm.url, secrets: ['c'.repeat(32)], fields: ['messages'] },
+        ]),
+        FORWARD_BACKLOG_ALERT_AGE: '2s',
         ESCALATION_LEVELS: '1s,2s,1h',
         PAGERDUTY_ROUTING_KEY: 'pd-routing-key',
         PAGERDUTY_EVENTS_URL: `${pd.url}/v2/enqueue`,
@@ -48,6 +57,7 @@ describe('alert sinks operators use', () => {
     await stack?.stop();
     await pd?.stop();
     await slack?.stop();
+    await crm?.stop();
   });
 
   it('PagerDuty sees trigger → update → resolve for one offboard/escalate/reconnect cycle, and Slack one thread', async () => {
@@ -81,5 +91,63 @@ describe('alert sinks operators use', () => {
     await eventually(async () => slack.got.filter(mine).length >= 4 && pd.got.filter(mine).length >= 4, 30_000);
     expect(slack.got.filter(mine)[3]!.body.thread_ts).toBeUndefined();
     expect(pd.got.filter(mine)[3]!.body.event_action).toBe('trigger');
+  });
+
+  it('a forward target down past FORWARD_BACKLOG_ALERT_AGE is one incident: PagerDuty trigger → resolve, one Slack thread', async () => {
+    const dedupKey = 'coexist-relay/forward/crm';
+    const ofBacklog = (r: { body: Record<string, unknown> }) =>
+      r.body.dedup_key === dedupKey || JSON.stringify(r.body).includes('forward/crm');
+    crmDown = true;
+    const wabaId = uniqueDigits();
+    const inbound = {
+      object: 'whatsapp_business_account',
+      entry: [
+        {
+          id: wabaId,
+          time: Math.floor(Date.now() / 1000),
+          changes: [
+            {
+              field: 'messages',
+              value: {
+                messaging_product: 'whatsapp',
+                metadata: { display_phone_number: '15550001111', phone_number_id: uniqueDigits() },
+                messages: [
+                  { from: '15557654321', id: 'wamid.in1', timestamp: '1', type: 'text', text: { body: 'hi' } },
+                ],
+              },
+            },
+          ],
+        },
+      ],
+    };
+    expect((await sendWebhook({ targetUrl: stack.webhookUrl, appSecret: stack.appSecret, body: inbound })).status).toBe(
+      200,
+    );
+    await eventually(
+      async () => pd.got.filter(ofBacklog).length >= 1 && slack.got.filter(ofBacklog).length >= 1,
+      30_000,
+    );
+    // Down for a while: still one incident (the server reports again every 30 s; the run alerts once).
+    await new Promise((r) => setTimeout(r, 4_000));
+    expect(pd.got.filter(ofBacklog).map((r) => r.body.event_action)).toEqual(['trigger']);
+    const trigger = pd.got.find(ofBacklog)!.body;
+    expect((trigger.payload as { component: string }).component).toBe('forward/crm');
+    expect((trigger.payload as { summary: string }).summary).toContain('crm');
+
+    crmDown = false;
+    await eventually(
+      async () => pd.got.filter(ofBacklog).length >= 2 && slack.got.filter(ofBacklog).length >= 2,
+      60_000,
+    );
+    expect(pd.got.filter(ofBacklog).map((r) => r.body.event_action)).toEqual(['trigger', 'resolve']);
+    expect(new Set(pd.got.filter(ofBacklog).map((r) => r.body.dedup_key))).toEqual(new Set([dedupKey]));
+    const posts = slack.got.filter(ofBacklog);
+    const root = (await stack.rt.c.alertThreads.findOne({ _id: 'forward/crm' }))?.ts;
+    expect(posts[0]!.body.thread_ts).toBeUndefined();
+    expect(posts[1]!.body.thread_ts).toBe(root);
+    await eventually(
+      async () => (await stack.rt.c.alertThreads.findOne({ _id: 'forward/crm' }))?.open === false,
+      10_000,
+    );
   });
 });

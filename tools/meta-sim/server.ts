@@ -293,6 +293,8 @@ export interface SimStats {
   requests: number;
   accepted: number;
   rejected: number;
+  /** Phone-number reads (`GET /:version/:phoneNumberId`, the gate's probes) since start. */
+  probes: number;
 }
 
 /**
@@ -650,7 +652,7 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     if (!t) tallies.set(id, (t = new ReceiverTally()));
     return t;
   };
-  const counters = { connections: 0, requests: 0, seq: 0 };
+  const counters = { connections: 0, requests: 0, seq: 0, probes: 0 };
   const instanceTag = Math.random().toString(36).slice(2, 8);
 
   const numberState = (id: string): NumberState => {
@@ -752,6 +754,7 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
   function handlePhoneNumber(phoneNumberId: string, authorization: string | undefined, query: URLSearchParams): Answer {
     const state = numberState(phoneNumberId);
     tally(phoneNumberId).probes++;
+    counters.probes++;
     if (!tokenMatches(state, authorization)) return errorAnswer({ code: 190 });
     if (state.config.mode === 'partner_removed') {
       return errorAnswer({ code: 100, subcode: 33, message: ACCESS_LOST_MESSAGE.replace('post', 'get') });
@@ -885,6 +888,7 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
       requests: counters.requests,
       accepted: log.accepted.length,
       rejected: log.rejected.length,
+      probes: counters.probes,
     };
   }
 

@@ -50,6 +50,28 @@ export async function pendingForwards(c: Collections, target: string, limit: num
   return c.forwards.find({ target, state: 'pending' }).sort({ _id: 1 }).limit(limit).toArray();
 }
 
+/**
+ * A target's backlog as the forwarder sees it: its oldest-waiting pending entry (`pendingAgeMs`)
+ * among the first `limit` in arrival order, and how many of those there are.
+ */
+export async function targetBacklog(
+  c: Collections,
+  target: string,
+  now: number,
+  limit = 500,
+): Promise<{ oldestAgeMs: number; pending: number; oldest?: ForwardDoc }> {
+  const entries = await pendingForwards(c, target, limit);
+  const oldest = entries.reduce<ForwardDoc | undefined>(
+    (o, e) => (!o || pendingAgeMs(e, now) > pendingAgeMs(o, now) ? e : o),
+    undefined,
+  );
+  return {
+    oldestAgeMs: oldest ? pendingAgeMs(oldest, now) : 0,
+    pending: entries.length,
+    ...(oldest ? { oldest } : {}),
+  };
+}
+
 /** After a failed attempt: the next one, or the dead letter when the delivery is too old. */
 export async function forwardFailed(
   c: Collections,
