@@ -41,7 +41,12 @@ describe('alert sinks operators use', () => {
     stack = await startStack({
       env: {
         FORWARD_TARGETS: JSON.stringify([
-          { name: 'crm', url: crm.url, secrets: ['c'.repeat(32)], fields: ['messages'] },
+          {
+            name: 'crm',
+            url: crm.url,
+            secrets: [`whsec_${Buffer.from('c'.repeat(32)).toString('base64')}`],
+            fields: ['messages'],
+          },
         ]),
         FORWARD_BACKLOG_ALERT_AGE: '2s',
         ESCALATION_LEVELS: '1s,2s,1h',
