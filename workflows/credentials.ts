@@ -10,7 +10,8 @@ import {
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { AlertInput } from '../activities/types';
-import { ALERT_ACTIVITY_OPTIONS, SETTINGS_ACTIVITY_OPTIONS } from './activity-options';
+import { alertInBackground } from './alerts';
+import { SETTINGS_ACTIVITY_OPTIONS } from './activity-options';
 import { tokenRefusedSignal, type TokenProbe, type TokenRefusal } from './contracts';
 
 /** The probe interval when gate probes are off (as `TOKEN_PROBE_DEFAULT_MS` in src/sending/credentials.ts). */
@@ -21,7 +22,6 @@ const acts = proxyActivities<Pick<Activities, 'probeToken' | 'resumeToken'>>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
-const alerter = proxyActivities<Pick<Activities, 'deliverAlert'>>(ALERT_ACTIVITY_OPTIONS);
 
 /** What a continued run carries over. */
 export interface CredentialsCarry {
@@ -73,13 +73,7 @@ export async function credentialsWorkflow(
       at: new Date().toISOString(),
       runSinks: settings.alertSinks,
     };
-    for (const sink of settings.alertSinks) {
-      alerts.push(
-        alerter
-          .deliverAlert(sink, full)
-          .catch((err: unknown) => log.warn('alert sink failed after retries', { sink, error: String(err) })),
-      );
-    }
+    alerts.push(...alertInBackground(settings.alertSinks, full));
   };
   const details = () =>
     setCurrentDetails(

@@ -1,6 +1,5 @@
 import {
   continueAsNew,
-  log,
   proxyActivities,
   proxyLocalActivities,
   setCurrentDetails,
@@ -10,7 +9,8 @@ import {
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { AlertInput } from '../activities/types';
-import { ALERT_ACTIVITY_OPTIONS, SETTINGS_ACTIVITY_OPTIONS } from './activity-options';
+import { alertInBackground } from './alerts';
+import { SETTINGS_ACTIVITY_OPTIONS } from './activity-options';
 import { forwardBacklogSignal, type ForwardBacklogCheck, type ForwardBacklogReport } from './contracts';
 
 /** How often an open backlog alert looks again: the alert age, within these bounds. */
@@ -22,7 +22,6 @@ const acts = proxyActivities<Pick<Activities, 'forwardBacklog'>>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
-const alerter = proxyActivities<Pick<Activities, 'deliverAlert'>>(ALERT_ACTIVITY_OPTIONS);
 
 /** What a continued run carries over. */
 export interface ForwardBacklogCarry {
@@ -69,13 +68,7 @@ export async function forwardBacklogWorkflow(
       at: new Date().toISOString(),
       runSinks: settings.alertSinks,
     };
-    for (const sink of settings.alertSinks) {
-      alerts.push(
-        alerter
-          .deliverAlert(sink, full)
-          .catch((err: unknown) => log.warn('alert sink failed after retries', { sink, error: String(err) })),
-      );
-    }
+    alerts.push(...alertInBackground(settings.alertSinks, full));
   };
 
   let { alerted, checks } = carry;

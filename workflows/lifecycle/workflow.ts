@@ -18,6 +18,7 @@ import {
 import type { Activities } from '../../activities';
 import { ALERT_ACTIVITY_OPTIONS, SETTINGS_ACTIVITY_OPTIONS } from '../activity-options';
 import type { AlertInput, DrainInput, DrainResult } from '../../activities/types';
+import { alertInBackground } from '../alerts';
 import {
   EscalationLevelKey,
   FAILURE_TYPES,
@@ -97,7 +98,8 @@ const drainer = proxyActivities<Activities>({
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
-const alerter = proxyActivities<Activities>(ALERT_ACTIVITY_OPTIONS);
+/** The gate's probe of Meta: bounded like alert delivery (a probe that keeps failing is `unknown`). */
+const prober = proxyActivities<Pick<Activities, 'probeGate'>>(ALERT_ACTIVITY_OPTIONS);
 
 /** How a run of the lifecycle workflow ended; its result. */
 export interface LifecycleRunSummary {
@@ -233,14 +235,8 @@ export async function wabaLifecycleWorkflow(
       queued,
       runSinks: settings.alertSinks,
     };
-    for (const sink of settings.alertSinks) {
-      alerts.push(
-        alerter.deliverAlert(sink, full).catch((err: unknown) => {
-          // A failing sink never breaks the workflow: it is logged and the run goes on.
-          log.warn('alert sink failed after retries', { wabaId, sink, error: String(err) });
-        }),
-      );
-    }
+    // A failing sink never breaks the workflow: it is logged and the run goes on.
+    alerts.push(...alertInBackground(settings.alertSinks, full));
   }
 
   /** Applies one input to the machine (at the workflow clock's now) and carries out its commands. */
@@ -276,7 +272,7 @@ export async function wabaLifecycleWorkflow(
         ]);
         return;
       case 'probe': {
-        const result = await alerter.probeGate({ wabaId });
+        const result = await prober.probeGate({ wabaId });
         lastProbeAt = Date.now();
         lastProbe = { ...result, at: new Date(lastProbeAt).toISOString() };
         return step({ kind: 'probed', result });
