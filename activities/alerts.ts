@@ -9,6 +9,8 @@ export interface AlertDeps {
   logger: Logger;
   alerts: Config['alerts'];
   timeoutMs?: number;
+  /** Counts each attempt to deliver to a sink other than the log (`coexist_relay_alert_deliveries_total`). */
+  onDelivery?: (sink: Exclude<AlertSink, 'log'>, outcome: 'delivered' | 'failed') => void;
 }
 
 /** True for the alert that ends a WABA's incident (the queue drained after a reconnection; a removed WABA back). */
@@ -153,6 +155,17 @@ export function createAlertActivities(deps: AlertDeps) {
   };
 
   async function deliver(sink: Exclude<AlertSink, 'log'>, a: AlertInput): Promise<void> {
+    if (!configured[sink]) return missing(sink, a);
+    try {
+      await deliverTo(sink, a);
+      deps.onDelivery?.(sink, 'delivered');
+    } catch (err) {
+      deps.onDelivery?.(sink, 'failed');
+      throw err;
+    }
+  }
+
+  async function deliverTo(sink: Exclude<AlertSink, 'log'>, a: AlertInput): Promise<void> {
     switch (sink) {
       case 'webhook':
         if (!alerts.webhookUrl) return missing(sink, a);

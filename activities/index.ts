@@ -5,7 +5,7 @@ import type { Collections } from '../src/adapters/store/db';
 import type { LaunchDeps } from '../src/lifecycle/launch';
 import { SharedPacer } from '../src/sending/pacing';
 import { createAdmission } from '../src/sending/admission';
-import { createAlertActivities } from './alerts';
+import { createAlertActivities, type AlertDeps } from './alerts';
 import { createCredentialsActivities } from './credentials';
 import { createDrainActivities, type DrainTuning } from './drain';
 import { createForwardBacklogActivities } from './forward-backlog';
@@ -23,6 +23,8 @@ export interface ActivityDeps {
   /** The shared limiter; one per worker process (built from `c` and the config when absent). */
   pacer?: SharedPacer;
   drainTuning?: Partial<DrainTuning>;
+  /** Counts alert deliveries per sink and outcome (the process's metrics). */
+  onAlertDelivery?: AlertDeps['onDelivery'];
 }
 
 /**
@@ -50,7 +52,12 @@ export function createActivities(deps: ActivityDeps) {
     ...createForwardBacklogActivities(deps),
     ...createSendActivities({ ...deps, pacer, admission }),
     ...createDrainActivities({ ...deps, pacer, tuning: deps.drainTuning }),
-    ...createAlertActivities({ c: deps.c, logger: deps.logger, alerts: deps.config.alerts }),
+    ...createAlertActivities({
+      c: deps.c,
+      logger: deps.logger,
+      alerts: deps.config.alerts,
+      ...(deps.onAlertDelivery ? { onDelivery: deps.onAlertDelivery } : {}),
+    }),
   };
 }
 

@@ -125,6 +125,9 @@ export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; 
     launch: deps.launch,
     config,
     logger: deps.logger.child({ component: 'activities' }),
+    ...(deps.metrics
+      ? { onAlertDelivery: (sink, outcome) => deps.metrics!.alertDeliveries.inc({ sink, outcome }) }
+      : {}),
     ...deps.activityOverrides,
   });
   const codePath = deps.workflowBundle ? undefined : prebuiltBundlePath(config);

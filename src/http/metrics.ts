@@ -225,6 +225,8 @@ export interface RelayMetrics {
   apiRateLimited: Counter;
   /** `coexist_relay_retention_purged_total{collection}`: documents the retention purge deleted. */
   retentionPurged: Counter;
+  /** `coexist_relay_alert_deliveries_total{sink,outcome}`: attempts to deliver an alert to a sink. */
+  alertDeliveries: Counter;
   /** `coexist_relay_offboarded_duration_seconds{to}`: how long ended offboardings lasted. */
   offboardedDuration: Histogram;
 }
@@ -272,6 +274,11 @@ export function createRelayMetrics(registry = new MetricsRegistry()): RelayMetri
       'coexist_relay_retention_purged_total',
       'Documents deleted by the retention purge, by collection.',
       ['collection'],
+    ),
+    alertDeliveries: registry.counter(
+      'coexist_relay_alert_deliveries_total',
+      'Attempts to deliver an alert to a sink (webhook, slack, pagerduty), by outcome (delivered, failed; a failed one is retried).',
+      ['sink', 'outcome'],
     ),
     offboardedDuration: registry.histogram(
       'coexist_relay_offboarded_duration_seconds',

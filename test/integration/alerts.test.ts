@@ -80,6 +80,12 @@ describe('alert sinks operators use', () => {
     expect(events.every((e) => e.routing_key === 'pd-routing-key')).toBe(true);
     expect(events.slice(0, 2).map((e) => (e.payload as { severity: string }).severity)).toEqual(['warning', 'error']);
     expect(pd.got.every((r) => r.path === '/v2/enqueue')).toBe(true);
+    // Counted where operators look (the worker's metrics; one process here).
+    const metrics = await (await fetch(`${stack.url}/metrics`)).text();
+    const delivered = /^coexist_relay_alert_deliveries_total\{sink="pagerduty",outcome="delivered"\} (\d+)/m.exec(
+      metrics,
+    );
+    expect(Number(delivered?.[1])).toBeGreaterThanOrEqual(3);
 
     await eventually(async () => slack.got.filter(mine).length >= 3, 30_000);
     const posts = slack.got.filter(mine);
