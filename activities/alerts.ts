@@ -21,7 +21,7 @@ const resolves = (a: AlertInput): boolean =>
   a.kind === 'forwardBacklogCleared';
 
 /** The incident an alert belongs to: its own (`token/…`, `forward/…`) or its WABA's. */
-const incidentOf = (a: AlertInput): string => a.incident ?? `waba/${a.wabaId}`;
+const incidentOf = (a: Pick<AlertInput, 'wabaId' | 'incident'>): string => a.incident ?? `waba/${a.wabaId}`;
 
 /** The key of an incident's Slack thread (`alert_threads`): the WABA id for a WABA's incident. */
 const threadKeyOf = (a: AlertInput): string => a.incident ?? a.wabaId;
@@ -47,7 +47,7 @@ export function slackMessage(a: AlertInput): { text: string } {
  * incident), and one per refused token or forward target (`incident`).
  */
 export const pagerDutyDedupKey = (a: Pick<AlertInput, 'wabaId' | 'incident'>): string =>
-  `coexist-relay/${incidentOf(a as AlertInput)}`;
+  `coexist-relay/${incidentOf(a)}`;
 
 /**
  * The PagerDuty Events API v2 body: `trigger` (a new incident, or an update of the open one with
@@ -154,10 +154,10 @@ export function createAlertActivities(deps: AlertDeps) {
     pagerduty: Boolean(alerts.pagerduty),
   };
 
+  /** Delivers to a sink other than the log, counting the attempt; a sink this worker lacks is only logged. */
   async function deliver(sink: Exclude<AlertSink, 'log'>, a: AlertInput): Promise<void> {
-    if (!configured[sink]) return missing(sink, a);
     try {
-      await deliverTo(sink, a);
+      if (!(await deliverTo(sink, a))) return missing(sink, a);
       deps.onDelivery?.(sink, 'delivered');
     } catch (err) {
       deps.onDelivery?.(sink, 'failed');
@@ -165,21 +165,22 @@ export function createAlertActivities(deps: AlertDeps) {
     }
   }
 
-  async function deliverTo(sink: Exclude<AlertSink, 'log'>, a: AlertInput): Promise<void> {
+  /** False when this worker has no such sink configured. */
+  async function deliverTo(sink: Exclude<AlertSink, 'log'>, a: AlertInput): Promise<boolean> {
     switch (sink) {
       case 'webhook':
-        if (!alerts.webhookUrl) return missing(sink, a);
+        if (!alerts.webhookUrl) return false;
         await post(alerts.webhookUrl, { kind: 'coexist-relay.alert', ...a }, timeoutMs);
-        return;
+        return true;
       case 'slack':
-        if (alerts.slackApi) return slackInOrder(alerts.slackApi, a);
-        if (!alerts.slackUrl) return missing(sink, a);
-        await post(alerts.slackUrl, slackMessage(a), timeoutMs);
-        return;
+        if (alerts.slackApi) await slackInOrder(alerts.slackApi, a);
+        else if (alerts.slackUrl) await post(alerts.slackUrl, slackMessage(a), timeoutMs);
+        else return false;
+        return true;
       case 'pagerduty':
-        if (!alerts.pagerduty) return missing(sink, a);
+        if (!alerts.pagerduty) return false;
         await post(alerts.pagerduty.eventsUrl, pagerDutyEvent(a, alerts.pagerduty.routingKey), timeoutMs);
-        return;
+        return true;
     }
   }
 

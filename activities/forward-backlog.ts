@@ -1,16 +1,18 @@
 import type { Config } from '../src/config';
 import type { Collections } from '../src/adapters/store/db';
 import { targetBacklog } from '../src/adapters/store/forwards';
+import { backlogTooOld } from '../src/relay/forwarder';
 import type { ForwardBacklogCheck } from '../workflows/contracts';
 
-/** The forward backlog workflow's activity: a target's backlog now, with this worker's alert age. */
+/** The forward backlog workflow's activity: a target's backlog now, judged by the forwarder's rule (`backlogTooOld`). */
 export function createForwardBacklogActivities(deps: { c: Collections; config: Config }) {
   return {
     async forwardBacklog(input: { target: string }): Promise<ForwardBacklogCheck> {
       const b = await targetBacklog(deps.c, input.target, Date.now());
       return {
         target: input.target,
-        oldestAgeMs: b.oldestAgeMs,
+        oldestAgeMs: b.ageMs,
+        tooOld: backlogTooOld(b.ageMs, deps.config.forward),
         pending: b.pending,
         ...(b.oldest ? { deliveryId: b.oldest.deliveryId } : {}),
         ...(b.oldest?.wabaIds[0] ? { wabaId: b.oldest.wabaIds[0] } : {}),

@@ -368,8 +368,10 @@ export interface ForwardBacklogReport {
 
 export const forwardBacklogSignal = defineSignal<[ForwardBacklogReport]>('forwardBacklog');
 
-/** What the worker reads of a target's backlog now, with the alert age it is configured with. */
+/** What the worker reads of a target's backlog now, judged by the forwarder's rule, and the alert age it uses. */
 export interface ForwardBacklogCheck extends ForwardBacklogReport {
+  /** The oldest entry waits past FORWARD_BACKLOG_ALERT_AGE (`backlogTooOld`, the one rule). */
+  tooOld: boolean;
   alertAfterMs: number;
 }
 

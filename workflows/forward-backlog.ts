@@ -76,7 +76,7 @@ export async function forwardBacklogWorkflow(
     const check = await acts.forwardBacklog({ target });
     checks++;
     const ageS = Math.round(check.oldestAgeMs / 1000);
-    if (check.oldestAgeMs <= check.alertAfterMs) {
+    if (!check.tooOld) {
       if (alerted) {
         alert(
           'forwardBacklogCleared',

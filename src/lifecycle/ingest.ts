@@ -54,20 +54,31 @@ async function allOrFirstError(promises: Promise<unknown>[]): Promise<void> {
 
 /**
  * A delivery's `account_update` changes, sorted: lifecycle events with a WABA id that can name a
- * workflow become outbox events (handed over by the relay); the rest become their `account_events`
- * audit documents (`recorded`, or `refused` for a lifecycle event whose WABA id cannot name a
- * workflow, counted in `unusable`). The sink sorts a delivery with it at the ack, and the relay
- * again from the stored raw body when it audits (`auditOfDelivery`): the same input gives the same
- * documents, so the audit is not stored twice.
+ * workflow become outbox events (handed over by the relay); the rest are audited in
+ * `account_events` (`recorded`, or `refused` for a lifecycle event whose WABA id cannot name a
+ * workflow, counted in `unusable`). The one rule for the sink at the ack and for the relay when it
+ * audits from the stored raw body (`auditOfDelivery`): the same input gives the same documents, so
+ * the audit is stored once. `withAudit: false` (the sink, when it stores the body) only counts the
+ * audited changes and names the first refused one, so the ack does not build documents the relay
+ * builds again.
  */
 export function accountUpdateRecords(
   parsed: ParsedWebhook,
   receivedAt: string,
   deliveryId: string,
-): { events: OutboxEvent[]; audit: AccountEventDoc[]; unusable: number } {
+  withAudit = true,
+): {
+  events: OutboxEvent[];
+  audit: AccountEventDoc[];
+  auditCount: number;
+  unusable: number;
+  firstRefused?: { wabaId: string; key: string };
+} {
   const events: OutboxEvent[] = [];
   const audit: AccountEventDoc[] = [];
+  let auditCount = 0;
   let unusable = 0;
+  let firstRefused: { wabaId: string; key: string } | undefined;
   for (const u of parsed.accountUpdates) {
     const lifecycle = isLifecycleEvent(u.event);
     if (lifecycle && WORKFLOW_SAFE_ID.test(u.wabaId)) {
@@ -85,7 +96,12 @@ export function accountUpdateRecords(
       });
       continue;
     }
-    if (lifecycle) unusable++;
+    auditCount++;
+    if (lifecycle) {
+      unusable++;
+      firstRefused ??= { wabaId: u.wabaId, key: u.key };
+    }
+    if (!withAudit) continue;
     audit.push({
       _id: u.key,
       wabaId: u.wabaId,
@@ -98,7 +114,7 @@ export function accountUpdateRecords(
       deliveryId,
     });
   }
-  return { events, audit, unusable };
+  return { events, audit, auditCount, unusable, ...(firstRefused ? { firstRefused } : {}) };
 }
 
 /**
@@ -159,11 +175,16 @@ export function createWebhookSink(deps: {
       const now = Date.now();
       const receivedAt = new Date(now).toISOString();
       const deliveryId = nextOutboxId(now, randomBytes(6).toString('hex'));
-      const { events, audit, unusable } = accountUpdateRecords(parsed, receivedAt, deliveryId);
+      // With the raw body stored, the relay builds the audit documents from it (not here, at the ack).
+      const { events, audit, auditCount, unusable, firstRefused } = accountUpdateRecords(
+        parsed,
+        receivedAt,
+        deliveryId,
+        !delivery,
+      );
       if (unusable > 0) {
-        const first = audit.find((a) => a.outcome === 'refused');
         logger.warn(
-          { refused: unusable, firstWabaId: first?.wabaId.slice(0, 64), firstKey: first?._id },
+          { refused: unusable, firstWabaId: firstRefused?.wabaId.slice(0, 64), firstKey: firstRefused?.key },
           'account_update refused: its WABA id cannot name a workflow',
         );
       }
@@ -204,7 +225,7 @@ export function createWebhookSink(deps: {
       const fields = Object.keys(parsed.changesByField);
       const forward = targets.filter((t) => wants(t, { fields, wabaIds: parsed.entryIds })).map((t) => t.name);
       const doc: OutboxDoc | undefined =
-        events.length > 0 || audit.length > 0 || forward.length > 0
+        events.length > 0 || auditCount > 0 || forward.length > 0
           ? {
               _id: deliveryId,
               kind: 'meta_delivery',
@@ -214,7 +235,7 @@ export function createWebhookSink(deps: {
               events,
               // The relay derives the audit from the raw body; kept here only without one.
               ...(delivery ? {} : { audit: JSON.stringify(audit) }),
-              auditCount: audit.length,
+              auditCount,
               wabaIds: [...new Set(events.map((e) => e.wabaId))],
               ...(forward.length > 0 ? { forward, fields, entryIds: parsed.entryIds } : {}),
             }

@@ -1,6 +1,12 @@
 import type { Collections, ForwardDoc } from '../adapters/store/db';
 import { SIGNATURE_HEADER } from '../adapters/meta/signature';
-import { forwardDelivered, forwardFailed, pendingAgeMs, pendingForwards } from '../adapters/store/forwards';
+import {
+  forwardDelivered,
+  forwardFailed,
+  oldestPending,
+  pendingAgeMs,
+  pendingForwards,
+} from '../adapters/store/forwards';
 import { dropIfForwarded, readDelivery } from '../adapters/store/outbox';
 import type { ForwardSettings } from '../config';
 import type { Logger } from '../logger';
@@ -73,11 +79,7 @@ export function startForwarder(
   /** Raises the backlog alert when a pending entry has waited too long; clears it once none has. */
   function watchBacklog(target: ForwardTarget, entries: ForwardDoc[]): void {
     const now = Date.now();
-    const oldest = entries.reduce<ForwardDoc | undefined>(
-      (o, e) => (!o || pendingAgeMs(e, now) > pendingAgeMs(o, now) ? e : o),
-      undefined,
-    );
-    const ageMs = oldest ? pendingAgeMs(oldest, now) : 0;
+    const { ageMs, oldest } = oldestPending(entries, now);
     const log = { alert: true, target: target.name, oldestAgeSeconds: Math.round(ageMs / 1000) };
     if (backlogTooOld(ageMs, deps.forward) && !alerting.has(target.name)) {
       alerting.add(target.name);

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { reportForwardBacklog } from '../../src/relay/launch';
 import { sendWebhook } from '../../tools/meta-sim/server';
 import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
 
@@ -138,7 +139,10 @@ describe('alert sinks operators use', () => {
       async () => pd.got.filter(ofBacklog).length >= 1 && slack.got.filter(ofBacklog).length >= 1,
       30_000,
     );
-    // Down for a while: still one incident (the server reports again every 30 s; the run alerts once).
+    // Down for a while, and seen by two more servers at once: still one incident (each server
+    // reports every 30 s to the target's one workflow; the run alerts once).
+    const report = { target: 'crm', oldestAgeMs: 3_000, pending: 1 };
+    await Promise.all([reportForwardBacklog(stack.rt.launch, report), reportForwardBacklog(stack.rt.launch, report)]);
     await new Promise((r) => setTimeout(r, 4_000));
     expect(pd.got.filter(ofBacklog).map((r) => r.body.event_action)).toEqual(['trigger']);
     const trigger = pd.got.find(ofBacklog)!.body;

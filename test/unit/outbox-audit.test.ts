@@ -39,6 +39,14 @@ describe('outbox audit: derived from the stored raw body at the relay', () => {
     expect(JSON.parse(sorted.audit[0]!.raw)).toEqual(body.entry[1]!.changes[0]!.value);
   });
 
+  it('without the audit documents (the sink, with the body stored) gives the same events and counts', () => {
+    const counted = accountUpdateRecords(parseWebhookBody(body), receivedAt, 'd1', false);
+    expect(counted.audit).toEqual([]);
+    expect(counted.events).toEqual(sorted.events);
+    expect([counted.auditCount, counted.unusable]).toEqual([sorted.audit.length, 1]);
+    expect(counted.firstRefused).toEqual({ wabaId: sorted.audit[1]!.wabaId, key: sorted.audit[1]!._id });
+  });
+
   it('gives the same documents from the raw body as the sink made at the ack, and prefers a stored audit', () => {
     expect(auditOfDelivery({ _id: 'd1', raw: raw.toString('base64'), receivedAt })).toEqual(sorted.audit);
     expect(

@@ -50,26 +50,25 @@ export async function pendingForwards(c: Collections, target: string, limit: num
   return c.forwards.find({ target, state: 'pending' }).sort({ _id: 1 }).limit(limit).toArray();
 }
 
+/** The entry of `entries` that has waited longest (`pendingAgeMs` at `now`), and that wait (0 without one). */
+export function oldestPending(entries: readonly ForwardDoc[], now: number): { ageMs: number; oldest?: ForwardDoc } {
+  let oldest: ForwardDoc | undefined;
+  for (const e of entries) if (!oldest || pendingAgeMs(e, now) > pendingAgeMs(oldest, now)) oldest = e;
+  return oldest ? { ageMs: pendingAgeMs(oldest, now), oldest } : { ageMs: 0 };
+}
+
 /**
- * A target's backlog as the forwarder sees it: its oldest-waiting pending entry (`pendingAgeMs`)
- * among the first `limit` in arrival order, and how many of those there are.
+ * A target's backlog as the forwarder sees it: its oldest-waiting pending entry among the first
+ * `limit` in arrival order (`oldestPending`), and how many of those there are.
  */
 export async function targetBacklog(
   c: Collections,
   target: string,
   now: number,
   limit = 500,
-): Promise<{ oldestAgeMs: number; pending: number; oldest?: ForwardDoc }> {
+): Promise<{ ageMs: number; pending: number; oldest?: ForwardDoc }> {
   const entries = await pendingForwards(c, target, limit);
-  const oldest = entries.reduce<ForwardDoc | undefined>(
-    (o, e) => (!o || pendingAgeMs(e, now) > pendingAgeMs(o, now) ? e : o),
-    undefined,
-  );
-  return {
-    oldestAgeMs: oldest ? pendingAgeMs(oldest, now) : 0,
-    pending: entries.length,
-    ...(oldest ? { oldest } : {}),
-  };
+  return { ...oldestPending(entries, now), pending: entries.length };
 }
 
 /** After a failed attempt: the next one, or the dead letter when the delivery is too old. */

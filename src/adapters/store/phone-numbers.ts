@@ -46,14 +46,15 @@ async function membership(c: Collections, wabaId: string): Promise<{ ids: string
 /**
  * Adds a number to its WABA's membership unless a slot has it: takes the first free slot by an
  * insert-only claim (a slot another registration took first moves it on to the next), so
- * concurrent registrations on any number of processes never lose one.
+ * concurrent registrations on any number of processes never lose one. True when it added a slot.
  */
-async function addMember(c: Collections, wabaId: string, phoneNumberId: string): Promise<void> {
+async function addMember(c: Collections, wabaId: string, phoneNumberId: string): Promise<boolean> {
   const { ids, free } = await membership(c, wabaId);
-  if (ids.includes(phoneNumberId)) return;
+  if (ids.includes(phoneNumberId)) return false;
   for (let n = free; !(await insertOnce(c.wabaNumbers, { _id: slotId(wabaId, n), wabaId, phoneNumberId })); n++) {
-    if ((await c.wabaNumbers.findOne({ _id: slotId(wabaId, n) }))?.phoneNumberId === phoneNumberId) return;
+    if ((await c.wabaNumbers.findOne({ _id: slotId(wabaId, n) }))?.phoneNumberId === phoneNumberId) return false;
   }
+  return true;
 }
 
 /**
@@ -119,11 +120,7 @@ export async function migrateNumberMembership(c: Collections): Promise<number> {
   if (await c.wabaNumbers.findOne({ _id: MEMBERSHIP_MARK })) return 0;
   let added = 0;
   for (const n of await c.phoneNumbers.find({}, { projection: { _id: 1, wabaId: 1 } }).toArray()) {
-    const before = (await membership(c, n.wabaId)).ids.includes(n._id);
-    if (!before) {
-      await addMember(c, n.wabaId, n._id);
-      added++;
-    }
+    if (await addMember(c, n.wabaId, n._id)) added++;
   }
   await insertOnce(c.wabaNumbers, { _id: MEMBERSHIP_MARK, wabaId: '', phoneNumberId: '' });
   return added;
