@@ -16,8 +16,23 @@ import { wabaWorkflowId } from '../workflows/contracts';
 import { accountUpdatePayload } from '../tools/meta-sim/payloads';
 import { sendWebhook } from '../tools/meta-sim/server';
 import { bareEventSignal, type bareLifecycleWorkflow } from './baseline-workflows';
-import { cpuSeconds, flags, fmt, int, machine, percentile, pool, runMain, table, writeResults } from './lib/report';
-import { nowMs, say, sleep, startServers, startService, uniqueDigits, type Service } from './lib/stack';
+import path from 'node:path';
+import { freePort } from '../tools/infra/servers';
+import {
+  cpuProfile,
+  cpuSeconds,
+  flags,
+  fmt,
+  int,
+  machine,
+  percentile,
+  pool,
+  RESULTS_DIR,
+  runMain,
+  table,
+  writeResults,
+} from './lib/report';
+import { nowMs, say, sdkMetrics, sleep, startServers, startService, uniqueDigits, type Service } from './lib/stack';
 
 const args = flags('lifecycle', {
   wabas: { type: 'string', default: '2000', help: 'WABAs offboarded in the burst' },
@@ -28,6 +43,12 @@ const args = flags('lifecycle', {
   concurrency: { type: 'string', default: '16', help: 'webhooks in flight (as Meta)' },
   'history-only': { type: 'boolean', default: false, help: 'only count history events of one cycle' },
   'log-level': { type: 'string', default: 'error', help: 'service log level' },
+  cache: {
+    type: 'string',
+    default: '',
+    help: "the worker's maxCachedWorkflows (default: the SDK's, from the heap size)",
+  },
+  profile: { type: 'boolean', default: false, help: 'write a CPU profile of the service during the idle window' },
 });
 
 const concurrency = int('concurrency', args.concurrency);
@@ -145,6 +166,8 @@ runMain(async () => {
       },
       sim: { defaults: { pairBurst: 0 } },
       logLevel: args['log-level'],
+      sdkMetricsPort: await freePort(),
+      ...(args.cache ? { worker: { workerOptions: { maxCachedWorkflows: int('cache', args.cache, 0) } } } : {}),
     });
     const s = svc;
     const history = { cycle: await cycleHistory(s, 0), cycleWithQueue: await cycleHistory(s, 2) };
@@ -267,10 +290,34 @@ runMain(async () => {
     const pids = { service: process.pid, temporal: servers.infra.temporal?.pid, ferretdb: servers.infra.ferretdb?.pid };
     const cpu0 = cpuSeconds(pids);
     const probes0 = s.sim.stats().probes;
+    const sdk0 = await sdkMetrics();
     const w0 = nowMs();
-    await sleep(idleSeconds * 1000);
+    const hold = (): Promise<void> => sleep(idleSeconds * 1000);
+    const profile = args.profile
+      ? await cpuProfile(path.join(RESULTS_DIR, 'lifecycle-idle.cpuprofile'), hold)
+      : undefined;
+    if (!profile) await hold();
     const cpu1 = cpuSeconds(pids);
     const wall = (nowMs() - w0) / 1000;
+    const sdk1 = await sdkMetrics();
+    // What the worker did meanwhile, from the SDK's own counters: workflow tasks (each a cache
+    // hit, or a miss that replays the whole history), activities, and the cache's size.
+    const perSecond = (name: string): number => ((sdk1.get(name) ?? 0) - (sdk0.get(name) ?? 0)) / wall;
+    const worker = {
+      workflowTasksPerSecond: perSecond('temporal_workflow_task_execution_latency_count'),
+      replaysPerSecond: perSecond('temporal_workflow_task_replay_latency_count'),
+      cacheHitsPerSecond: perSecond('temporal_sticky_cache_hit'),
+      cacheMissesPerSecond: perSecond('temporal_sticky_cache_miss'),
+      forcedEvictionsPerSecond: perSecond('temporal_sticky_cache_total_forced_eviction'),
+      activitiesPerSecond: perSecond('temporal_activity_execution_latency_count'),
+      localActivitiesPerSecond: perSecond('temporal_local_activity_execution_latency_count'),
+      cacheSize: sdk1.get('temporal_sticky_cache_size'),
+    };
+    say(`  worker while idle: ${JSON.stringify(worker)}`);
+    if (profile) {
+      say(`  CPU profile (${fmt(profile.totalMs / 1000)} s sampled), heaviest by self time:`);
+      for (const r of profile.top) say(`    ${fmt(r.selfMs, 0).padStart(7)} ms  ${r.fn}  ${r.at}`);
+    }
     // The paused WABAs' gate probes (GATE_PROBE_INTERVAL, backing off to GATE_PROBE_MAX_INTERVAL):
     // the deliberate work of "idle", and what it costs each.
     const probesPerSecond = (s.sim.stats().probes - probes0) / wall;
@@ -354,6 +401,8 @@ runMain(async () => {
           probesPerSecond,
           cpuPercentPerProbePerSecond: cpuPerProbe,
           atCap: { probeMaxIntervalSeconds: capSeconds, probesPerSecond: steadyProbesPerSecond },
+          worker,
+          ...(profile ? { profileTop: profile.top } : {}),
         },
         baseline: { workflows: nWabas, ms: baselineMs, ratio: baselineMs / toAllOffboarded },
       },

@@ -290,3 +290,55 @@ export async function traceCommands(client: MongoClient) {
     },
   };
 }
+
+/** A V8 CPU profile of this process while `fn` runs (node:inspector), written to `file`, and its
+ *  heaviest functions by self time (ms), merged by name and location. */
+export async function cpuProfile<T>(
+  file: string,
+  fn: () => Promise<T>,
+): Promise<{ result: T; top: { fn: string; at: string; selfMs: number }[]; totalMs: number }> {
+  const { Session } = await import('node:inspector');
+  const session = new Session();
+  session.connect();
+  const post = (method: string, params?: object): Promise<unknown> =>
+    new Promise((resolve, reject) =>
+      session.post(method, params ?? {}, (err, res) => (err ? reject(err) : resolve(res))),
+    );
+  await post('Profiler.enable');
+  await post('Profiler.start');
+  const stop = async (): Promise<V8Profile> => {
+    const { profile } = (await post('Profiler.stop')) as { profile: V8Profile };
+    session.disconnect();
+    return profile;
+  };
+  const result = await fn().catch(async (err: unknown) => {
+    await stop();
+    throw err;
+  });
+  const profile = await stop();
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, JSON.stringify(profile));
+  const self = new Map<number, number>();
+  const deltas = profile.timeDeltas ?? [];
+  profile.samples?.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (deltas[i] ?? 0) / 1000));
+  const merged = new Map<string, { fn: string; at: string; selfMs: number }>();
+  let totalMs = 0;
+  for (const node of profile.nodes) {
+    const ms = self.get(node.id) ?? 0;
+    totalMs += ms;
+    const f = node.callFrame;
+    const at = f.url ? `${f.url.replace(/^.*node_modules\//, '')}:${f.lineNumber + 1}` : '';
+    const key = `${f.functionName}|${at}`;
+    const row = merged.get(key) ?? { fn: f.functionName || '(anonymous)', at, selfMs: 0 };
+    row.selfMs += ms;
+    merged.set(key, row);
+  }
+  const top = [...merged.values()].sort((a, b) => b.selfMs - a.selfMs).slice(0, 25);
+  return { result, top, totalMs };
+}
+
+interface V8Profile {
+  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
+  samples?: number[];
+  timeDeltas?: number[];
+}

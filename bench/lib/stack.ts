@@ -91,11 +91,34 @@ export async function startServers(name: string, opts: ServersOptions = {}): Pro
 }
 
 let runtimeInstalled = false;
-/** The SDK's own logs: warnings and worse only. */
-export function installTemporalRuntime(): void {
+let sdkMetricsUrl: string | undefined;
+/** The SDK's own logs: warnings and worse only. With `metricsPort`, the SDK's Prometheus metrics
+ *  (`temporal_…`: workflow tasks, sticky cache hits and misses, activities) on that loopback port,
+ *  read by `sdkMetrics()`. The runtime is installed once per process: the first call decides. */
+export function installTemporalRuntime(metricsPort?: number): void {
   if (runtimeInstalled) return;
-  TemporalRuntime.install({ logger: new DefaultLogger('WARN') });
+  const bind = metricsPort === undefined ? undefined : `127.0.0.1:${metricsPort}`;
+  TemporalRuntime.install({
+    logger: new DefaultLogger('WARN'),
+    ...(bind
+      ? { telemetryOptions: { metrics: { prometheus: { bindAddress: bind, useSecondsForDurations: true } } } }
+      : {}),
+  });
+  if (bind) sdkMetricsUrl = `http://${bind}/metrics`;
   runtimeInstalled = true;
+}
+
+/** The SDK's metrics of this process summed over their labels, by name (empty without a metrics
+ *  port given to `installTemporalRuntime`). */
+export async function sdkMetrics(): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  if (!sdkMetricsUrl) return out;
+  const text = await (await fetch(sdkMetricsUrl)).text();
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{[^}]*\})? ([^ ]+)/.exec(line);
+    if (m) out.set(m[1]!, (out.get(m[1]!) ?? 0) + Number(m[2]));
+  }
+  return out;
 }
 
 export const SEND_KEY = 'bench-send-key';
@@ -103,6 +126,8 @@ export const OPS_KEY = 'bench-ops-key';
 
 export interface ServiceOptions extends Pick<StackServiceOptions, 'env' | 'sim' | 'worker'> {
   logLevel?: string;
+  /** Serve the SDK's own metrics on this loopback port (see `sdkMetrics`). */
+  sdkMetricsPort?: number;
   /** Time every MongoDB command of the service's client (see `Service.dbTrace`). */
   traceDb?: boolean;
 }
@@ -115,7 +140,7 @@ export interface Service extends StackService {
 
 /** The service in this process against `servers` (tools/stack.ts), plus the benchmark's extras. */
 export async function startService(servers: BenchServers, options: ServiceOptions = {}): Promise<Service> {
-  installTemporalRuntime();
+  installTemporalRuntime(options.sdkMetricsPort);
   const service = await startStackService({
     temporalAddress: servers.temporal.address,
     temporalNamespace: servers.temporal.namespace,
