@@ -1,46 +1,100 @@
+import { Context } from '@temporalio/activity';
+import type { Config } from '../src/config';
 import type { GraphClient } from '../src/adapters/graph/client';
 import type { Collections } from '../src/adapters/store/db';
 import { listPhoneNumbers } from '../src/adapters/store/phone-numbers';
+import { reportGateProbe, type LaunchDeps } from '../src/lifecycle/launch';
 import type { Logger } from '../src/logger';
-import type { ProbeResult } from '../workflows/contracts';
+import type { GateProbeSweepInput, GateProbeSweepResult, ProbeResult } from '../workflows/contracts';
+import { probeDue, probeSweepPeriodMs } from '../workflows/lifecycle/machine';
+
+/** Probes of one sweep pass in flight at once (each a few point reads and one Graph read per number). */
+const SWEEP_CONCURRENCY = 16;
+/** A sweep pass with probing off: look again in a minute (a deployment may turn it on). */
+const SWEEP_IDLE_MS = 60_000;
 
 /** The send gate's probe of Meta: what the phone-number nodes of a WABA say now. */
-export function createProbeActivities(deps: { c: Collections; graph: GraphClient; logger: Logger }) {
+export function createProbeActivities(deps: {
+  c: Collections;
+  graph: GraphClient;
+  launch: LaunchDeps;
+  config: Pick<Config, 'lifecycle'>;
+  logger: Logger;
+}) {
   const { c, graph, logger } = deps;
+
+  /**
+   * Reads every registered number of the WABA (`probePhoneNumber`). `usable` when all of them can
+   * send, `unusable` when one cannot, `unknown` when a read failed (token, network, Meta) or the
+   * WABA has no registered number. Never throws for Meta's answers: a failed probe is `unknown`
+   * and the gate stays as it is. Idempotent (reads only).
+   */
+  async function probeGate(input: { wabaId: string }): Promise<ProbeResult> {
+    const { wabaId } = input;
+    const numbers = await listPhoneNumbers(c, wabaId);
+    if (numbers.length === 0) return { verdict: 'unknown', detail: 'no registered phone number to probe' };
+    const readings = await Promise.all(
+      numbers.map(async (n) => {
+        try {
+          const h = await graph.probePhoneNumber(n._id, wabaId);
+          return { id: n._id, usable: h.usable, text: `${n._id}: ${h.summary}` };
+        } catch (err) {
+          const e = err as { code?: number; message?: string };
+          return {
+            id: n._id,
+            usable: undefined,
+            text: `${n._id}: probe failed (Meta code ${e.code ?? '?'}: ${e.message ?? String(err)})`,
+          };
+        }
+      }),
+    );
+    const detail = readings.map((r) => r.text).join('; ');
+    const verdict = readings.some((r) => r.usable === false)
+      ? 'unusable'
+      : readings.some((r) => r.usable === undefined)
+        ? 'unknown'
+        : 'usable';
+    logger.info({ wabaId, verdict, detail }, 'gate probe');
+    return { verdict, detail };
+  }
+
   return {
+    probeGate,
+
     /**
-     * Reads every registered number of the WABA (`probePhoneNumber`). `usable` when all of them can
-     * send, `unusable` when one cannot, `unknown` when a read failed (token, network, Meta) or the
-     * WABA has no registered number. Never throws for Meta's answers: a failed probe is `unknown`
-     * and the gate stays as it is. Idempotent (reads only).
+     * One pass of the gate probe sweep: reads the offboarded WABAs (one read of `wabas` by state),
+     * probes each whose probe point (`probeDue`, the schedule of workflows/lifecycle/machine.ts)
+     * falls in (`fromMs`, `toMs`], and reports the usable ones to their runs, which decide (a
+     * closure by a send error waits for its grace period, a run that moved on ignores it). Unusable
+     * and unknown probes change nothing and wake no workflow. Safe to retry: a repeated probe is a
+     * read, a repeated report is applied once (the run reopens only while offboarded).
+     * `nextInMs`: when the next pass is due (`probeSweepPeriodMs`).
      */
-    async probeGate(input: { wabaId: string }): Promise<ProbeResult> {
-      const { wabaId } = input;
-      const numbers = await listPhoneNumbers(c, wabaId);
-      if (numbers.length === 0) return { verdict: 'unknown', detail: 'no registered phone number to probe' };
-      const readings = await Promise.all(
-        numbers.map(async (n) => {
-          try {
-            const h = await graph.probePhoneNumber(n._id, wabaId);
-            return { id: n._id, usable: h.usable, text: `${n._id}: ${h.summary}` };
-          } catch (err) {
-            const e = err as { code?: number; message?: string };
-            return {
-              id: n._id,
-              usable: undefined,
-              text: `${n._id}: probe failed (Meta code ${e.code ?? '?'}: ${e.message ?? String(err)})`,
-            };
+    async sweepGateProbes(input: GateProbeSweepInput): Promise<GateProbeSweepResult & { nextInMs: number }> {
+      const settings = deps.config.lifecycle;
+      const periodMs = probeSweepPeriodMs(settings);
+      const result: GateProbeSweepResult = { offboarded: 0, probed: 0, usable: 0, unreported: 0 };
+      if (periodMs === undefined) return { ...result, nextInMs: SWEEP_IDLE_MS };
+      const ctx = Context.current();
+      const paused = await c.wabas.find({ state: 'offboarded' }, { projection: { _id: 1, since: 1 } }).toArray();
+      result.offboarded = paused.length;
+      const due = paused.filter((w) => probeDue(Date.parse(w.since), settings, input.fromMs, input.toMs));
+      let next = 0;
+      const lane = async (): Promise<void> => {
+        while (next < due.length) {
+          const wabaId = due[next++]!._id;
+          const probe = await probeGate({ wabaId });
+          result.probed++;
+          if (probe.verdict === 'usable') {
+            result.usable++;
+            if (!(await reportGateProbe(deps.launch, wabaId, probe))) result.unreported++;
           }
-        }),
-      );
-      const detail = readings.map((r) => r.text).join('; ');
-      const verdict = readings.some((r) => r.usable === false)
-        ? 'unusable'
-        : readings.some((r) => r.usable === undefined)
-          ? 'unknown'
-          : 'usable';
-      logger.info({ wabaId, verdict, detail }, 'gate probe');
-      return { verdict, detail };
+          ctx.heartbeat(result);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(SWEEP_CONCURRENCY, due.length) }, lane));
+      if (result.probed > 0) logger.info({ ...input, ...result }, 'gate probe sweep');
+      return { ...result, nextInMs: periodMs };
     },
   };
 }

@@ -12,7 +12,7 @@ import { createActivities, type ActivityDeps } from '../activities';
 import type { Config } from './config';
 import type { GraphClient } from './adapters/graph/client';
 import type { Logger } from './logger';
-import type { LaunchDeps } from './lifecycle/launch';
+import { startGateProbeSweep, type LaunchDeps } from './lifecycle/launch';
 import type { Collections } from './adapters/store/db';
 import type { Runtime } from './runtime';
 import { startRetention } from './adapters/store/retention';
@@ -173,6 +173,9 @@ export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; 
     maxHeartbeatThrottleInterval: '1 second',
     ...deps.workerOptions,
   });
+  // The deployment's one gate probe sweep: started by whichever worker comes first (it runs on any).
+  const sweep = await startGateProbeSweep(deps.launch);
+  deps.logger.info({ sweep, taskQueue: config.temporal.taskQueue }, 'gate probe sweep');
   return { worker, connection };
 }
 

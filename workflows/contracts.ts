@@ -24,6 +24,13 @@ export const sendWorkflowId = (messageId: string): string => `send/${messageId}`
 export const credentialsWorkflowId = (taskQueue: string, source: string): string =>
   `credentials/${taskQueue}/${source}`;
 
+/**
+ * The gate probe sweep: one per deployment (task queue), started by every worker at start-up
+ * (already running: left as it is). It probes the offboarded WABAs whose probe is due and signals
+ * the usable ones (workflows/gate-probes.ts).
+ */
+export const gateProbeSweepWorkflowId = (taskQueue: string): string => `gate-probes/${taskQueue}`;
+
 /** The backlog alert of one forward target (one run per target at a time, whichever server saw it). */
 export const forwardBacklogWorkflowId = (taskQueue: string, target: string): string =>
   `forward-backlog/${taskQueue}/${target}`;
@@ -285,6 +292,8 @@ export interface OperatorActionResult {
 }
 
 export const lifecycleEventSignal = defineSignal<[LifecycleEvent]>('lifecycleEvent');
+/** The gate probe sweep's report to a WABA's run: Meta says every number of the WABA can send. */
+export const gateProbedSignal = defineSignal<[ProbeResult]>('gateProbed');
 export const stateQuery = defineQuery<WabaLifecycleView>('state');
 export const operatorActionUpdate = defineUpdate<OperatorActionResult, [OperatorAction]>('operatorAction');
 
@@ -373,6 +382,24 @@ export interface ForwardBacklogCheck extends ForwardBacklogReport {
   /** The oldest entry waits past FORWARD_BACKLOG_ALERT_AGE (`backlogTooOld`, the one rule). */
   tooOld: boolean;
   alertAfterMs: number;
+}
+
+/** One pass of the gate probe sweep: the WABAs with a probe point in (`fromMs`, `toMs`]. */
+export interface GateProbeSweepInput {
+  fromMs: number;
+  toMs: number;
+}
+
+/** What a pass of the sweep did. */
+export interface GateProbeSweepResult {
+  /** Offboarded WABAs read. */
+  offboarded: number;
+  /** Of those, probed (a point in the window). */
+  probed: number;
+  /** Probes that said usable, each reported to the WABA's run. */
+  usable: number;
+  /** Usable reports no open run took (it ended meanwhile). */
+  unreported: number;
 }
 
 /** What a probe with a token says: it works, Meta refuses it, or no answer either way. */

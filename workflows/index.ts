@@ -3,3 +3,4 @@ export { wabaLifecycleWorkflow } from './lifecycle/workflow';
 export { sendMessageWorkflow } from './send';
 export { credentialsWorkflow } from './credentials';
 export { forwardBacklogWorkflow } from './forward-backlog';
+export { gateProbeSweepWorkflow } from './gate-probes';

@@ -1,11 +1,15 @@
 import {
   WithStartWorkflowOperation,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowNotFoundError,
   WorkflowUpdateFailedError,
   WorkflowUpdateStage,
   type Client,
 } from '@temporalio/client';
 import {
   WabaIdKey,
+  gateProbeSweepWorkflowId,
+  gateProbedSignal,
   lifecycleEventSignal,
   operatorActionUpdate,
   stateQuery,
@@ -14,8 +18,10 @@ import {
   type LifecycleSettings,
   type OperatorAction,
   type OperatorActionResult,
+  type ProbeResult,
   type WabaLifecycleView,
 } from '../../workflows/contracts';
+import type { gateProbeSweepWorkflow } from '../../workflows/gate-probes';
 import type { wabaLifecycleWorkflow } from '../../workflows/lifecycle/workflow';
 
 /**
@@ -144,5 +150,45 @@ export async function queryLifecycleState(deps: Pick<LaunchDeps, 'client'>, waba
     return await deps.client.workflow.getHandle(wabaWorkflowId(wabaId)).query<WabaLifecycleView>(stateQuery);
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Starts the deployment's gate probe sweep (one run per task queue) unless it runs already; every
+ * worker calls it at start-up, so a sweep that ended or was terminated comes back with the next
+ * worker start. Resolves `started` or `running`.
+ */
+export async function startGateProbeSweep(
+  deps: Pick<LaunchDeps, 'client' | 'taskQueue'>,
+): Promise<'started' | 'running'> {
+  try {
+    await deps.client.workflow.start<typeof gateProbeSweepWorkflow>('gateProbeSweepWorkflow', {
+      workflowId: gateProbeSweepWorkflowId(deps.taskQueue),
+      taskQueue: deps.taskQueue,
+      args: [{}],
+      staticSummary: 'Gate probe sweep: probes offboarded WABAs whose probe is due',
+    });
+    return 'started';
+  } catch (err) {
+    if (err instanceof WorkflowExecutionAlreadyStartedError) return 'running';
+    throw err;
+  }
+}
+
+/**
+ * Hands a usable probe to the WABA's open run (a signal, no start: only an open offboarded run can
+ * use it). False when no run is open (it ended meanwhile: nothing to reopen).
+ */
+export async function reportGateProbe(
+  deps: Pick<LaunchDeps, 'client'>,
+  wabaId: string,
+  result: ProbeResult,
+): Promise<boolean> {
+  try {
+    await deps.client.workflow.getHandle(wabaWorkflowId(wabaId)).signal(gateProbedSignal, result);
+    return true;
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return false;
+    throw err;
   }
 }

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { statusPayload } from '../../tools/meta-sim/payloads';
-import { GateCauseKey, wabaWorkflowId } from '../../workflows/contracts';
+import { GateCauseKey, gateProbeSweepWorkflowId, wabaWorkflowId } from '../../workflows/contracts';
 import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
 
 /**
@@ -90,8 +90,14 @@ describe('send gate: causes, probes, ordering and the way back', () => {
     expect((closedView.json.closure as { metaTime?: number }).metaTime).toBe(off.body.entry[0]!.time);
     const q = await stack.lifecycleState(wabaId);
     expect(q?.closure?.cause).toBe('offboarded');
-    expect(q?.next).toMatch(/next probe of Meta at/);
+    expect(q?.next).toMatch(/next probe of Meta at .* \(by the gate probe sweep\)/);
     const handle = stack.rt.temporal.workflow.getHandle(wabaWorkflowId(wabaId));
+    // The deployment's sweep probes while Meta says the number is offboarded; the run is not woken.
+    const sweep = await stack.rt.temporal.workflow
+      .getHandle(gateProbeSweepWorkflowId(stack.config.temporal.taskQueue))
+      .describe();
+    expect(sweep.status.name).toBe('RUNNING');
+    await eventually(async () => stack.sim.receiverStats(phone).probes >= 1, 3 * PROBE_MS);
     await eventually(async () => (await handle.describe()).typedSearchAttributes.get(GateCauseKey) === 'offboarded');
 
     const ids: string[] = [];
@@ -122,6 +128,16 @@ describe('send gate: causes, probes, ordering and the way back', () => {
       alerts.bodies.some((b) => b.wabaId === wabaId && String(b.title).includes("Meta's webhook never arrived")),
     );
     await eventually(async () => (await handle.describe()).typedSearchAttributes.get(GateCauseKey) === 'none');
+    // Probed by the sweep only: no probe activity of the run's own, and one signal, the usable
+    // probe's, however many probes Meta answered "offboarded" before it.
+    const events = (await handle.fetchHistory()).events ?? [];
+    const probeActivities = events.filter(
+      (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'probeGate',
+    );
+    const probeSignals = events.filter((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'gateProbed');
+    expect(probeActivities).toHaveLength(0);
+    expect(probeSignals).toHaveLength(1);
+    expect(stack.sim.receiverStats(phone).probes).toBeGreaterThanOrEqual(2);
   });
 
   it("Meta's example pair: a reconnection whose time is earlier than the offboarding's is applied, not dropped", async () => {

@@ -3,8 +3,12 @@ import type { WabaSnapshot } from '../../src/adapters/store/wabas';
 import type { LifecycleEvent, LifecycleEventType, LifecycleSettings, WabaState } from '../../workflows/contracts';
 import {
   alertContent,
+  describeWakeUp,
   nextProbeAt,
   nextWakeUp,
+  probeDue,
+  probePointAfter,
+  probeSweepPeriodMs,
   onLoad,
   refusal,
   transition,
@@ -762,6 +766,77 @@ describe('lifecycle machine: start of a run, wake-ups and the state query', () =
     expect(nextProbeAt(since, { ...settings, probeIntervalMs: min, probeMaxIntervalMs: 1_000 }, since + 5 * min)).toBe(
       since + 6 * min,
     );
+  });
+
+  it("the sweep's fixed schedule has the same points as the run's own probes, and finds each in its window once", () => {
+    const since = Date.parse(SINCE);
+    const min = 60_000;
+    const backoff: LifecycleSettings = { ...settings, probeIntervalMs: min, probeMaxIntervalMs: 30 * min };
+    const points: number[] = [];
+    let t = since - 1;
+    for (let i = 0; i < 9; i++) {
+      t = probePointAfter(since, backoff, t)!;
+      points.push((t - since) / min);
+    }
+    expect(points).toEqual([1, 2, 4, 8, 16, 32, 62, 92, 122]);
+    // Far into the steady part: arithmetic, the next cap step after t.
+    expect(probePointAfter(since, backoff, since + 10_000 * min + 1)).toBe(since + 10_022 * min);
+    // Without a cap: every interval; a point exactly at t is not after it.
+    expect(probePointAfter(since, { ...settings, probeIntervalMs: min }, since + 3 * min)).toBe(since + 4 * min);
+    expect(probePointAfter(since, settings, since)).toBeUndefined();
+    // Sweeping contiguous windows of 20 s over 3 hours finds every point once, in its own window.
+    const found: number[] = [];
+    for (let from = since; from < since + 180 * min; from += 20_000)
+      if (probeDue(since, backoff, from, from + 20_000)) found.push(Math.ceil((from + 20_000 - since) / min));
+    expect(found).toEqual([1, 2, 4, 8, 16, 32, 62, 92, 122, 152]);
+    // A window longer than the cap always has one (a late sweep probes once for all it missed).
+    expect(probeDue(since, backoff, since + 500 * min, since + 531 * min)).toBe(true);
+    expect(probeDue(since, backoff, since + 63 * min, since + 91 * min)).toBe(false);
+  });
+
+  it('the sweep looks every half interval, between 1 s and 30 s; never with probing off', () => {
+    expect(probeSweepPeriodMs({ ...settings, probeIntervalMs: 60_000 })).toBe(30_000);
+    expect(probeSweepPeriodMs({ ...settings, probeIntervalMs: 600_000 })).toBe(30_000);
+    expect(probeSweepPeriodMs({ ...settings, probeIntervalMs: 3_000 })).toBe(1_500);
+    expect(probeSweepPeriodMs({ ...settings, probeIntervalMs: 500 })).toBe(1_000);
+    expect(probeSweepPeriodMs({ ...settings, probeIntervalMs: 0 })).toBeUndefined();
+    expect(probeSweepPeriodMs(settings)).toBeUndefined();
+  });
+
+  it('probed by the sweep, an offboarded WABA waits only for input or its next level (probed first there)', () => {
+    const backoff: LifecycleSettings = { ...settings, probeIntervalMs: 60_000, probeMaxIntervalMs: 3_600_000 };
+    const since = Date.parse(SINCE);
+    const now = since + 130_000;
+    const level1 = since + settings.escalation[0]!.afterMs;
+    const atLevel0 = nextWakeUp(waba('offboarded', { escalationLevel: 0 }), backoff, false, undefined, {
+      by: 'sweep',
+      now,
+    });
+    expect(atLevel0).toEqual({
+      kind: 'escalation',
+      level: 1,
+      at: level1,
+      probeFirst: true,
+      sweptProbeAt: since + 240_000,
+    });
+    expect(describeWakeUp(atLevel0)).toBe(
+      `escalation level 1 at ${new Date(level1).toISOString()} (after a probe of Meta); ` +
+        `next probe of Meta at ${new Date(since + 240_000).toISOString()} (by the gate probe sweep)`,
+    );
+    const pastLevels = nextWakeUp(waba('offboarded', { escalationLevel: 3 }), backoff, false, undefined, {
+      by: 'sweep',
+      now,
+    });
+    expect(pastLevels).toEqual({ kind: 'input', sweptProbeAt: since + 240_000 });
+    expect(describeWakeUp(pastLevels)).toMatch(
+      /^waiting for a webhook.*; next probe of Meta at .* \(by the gate probe sweep\)$/,
+    );
+    // Probing off: the sweep has nothing to say.
+    expect(
+      nextWakeUp(waba('offboarded', { escalationLevel: 3 }), settings, false, undefined, { by: 'sweep', now }),
+    ).toEqual({
+      kind: 'input',
+    });
   });
 
   it('an offboarded WABA probes when the backed-off probe comes before the next level', () => {

@@ -145,13 +145,16 @@ export interface QueueCounts {
 
 /** When the shell should wake up next if nothing arrives. */
 export type WakeUp =
-  /** Wait for an event, an operator action or a drain outcome, however long it takes. */
-  | { kind: 'input' }
+  /**
+   * Wait for an event, an operator action, a drain outcome or a probe the sweep reports, however
+   * long it takes (`sweptProbeAt`: when the sweep probes this WABA next, for operators).
+   */
+  | { kind: 'input'; sweptProbeAt?: number }
   /**
    * Wait for input, but no later than `at` (epoch ms): then apply escalation `level` (with
    * `probeFirst`, probe Meta first and apply the level only if the gate is still closed).
    */
-  | { kind: 'escalation'; level: number; at: number; probeFirst?: boolean }
+  | { kind: 'escalation'; level: number; at: number; probeFirst?: boolean; sweptProbeAt?: number }
   /** Wait for input, but no later than `at` (epoch ms): then probe Meta (`probe` command). */
   | { kind: 'probe'; at: number }
   /** Nothing to wait for: the run may end once its handlers have finished. */
@@ -207,20 +210,64 @@ export function refusal(state: LifecycleState, action: OperatorAction): string |
 }
 
 /**
- * When to probe Meta next for a gate closed since `sinceMs` (undefined: probing is off). The first
- * probe comes `probeIntervalMs` after the closure; with a back-off (`probeMaxIntervalMs`) each later
- * one waits as long as the gate has been closed by then, capped: 1, 2, 4, 8 … minutes after the
- * closure, then every `probeMaxIntervalMs`. Reconnections come within minutes, so early probes
- * matter most; later ones keep a lost webhook from closing a gate for good at a cost that stays
- * small however many WABAs wait (10,000 at a 1 h cap: under 3 probes a second).
+ * The gap from probe point `p` to the next one, for a gate closed since `sinceMs`: `probeIntervalMs`
+ * without a back-off; with one (`probeMaxIntervalMs`) as long as the gate has been closed at `p`,
+ * between the interval and the cap. So the points fall 1, 2, 4, 8 … minutes after the closure,
+ * then every `probeMaxIntervalMs`. Reconnections come within minutes, so early probes matter
+ * most; later ones keep a lost webhook from closing a gate for good at a cost that stays small
+ * however many WABAs wait (10,000 at a 1 h cap: under 3 probes a second).
+ */
+function probeGap(sinceMs: number, interval: number, max: number | undefined, p: number): number {
+  if (max === undefined) return interval;
+  return Math.min(Math.max(max, interval), Math.max(interval, p - sinceMs));
+}
+
+/**
+ * When to probe Meta next for a gate closed since `sinceMs` (undefined: probing is off): the first
+ * probe `probeIntervalMs` after the closure, then one `probeGap` after the last one.
  */
 export function nextProbeAt(sinceMs: number, settings: LifecycleSettings, lastProbeAt?: number): number | undefined {
   const interval = settings.probeIntervalMs;
   if (!interval || interval <= 0) return undefined;
   const from = Math.max(sinceMs, lastProbeAt ?? 0);
+  return from + probeGap(sinceMs, interval, settings.probeMaxIntervalMs, from);
+}
+
+/**
+ * The first probe point strictly after `t` on the fixed schedule of a gate closed since `sinceMs`
+ * (points `probeGap` apart from `sinceMs + probeIntervalMs`), undefined when probing is off. The
+ * gate probe sweep (workflows/gate-probes.ts) probes a WABA when a point falls in its window, so
+ * it needs no memory of earlier probes; a late sweep probes once for all the points it missed.
+ * Constant work per WABA however long it has been closed (the steady part is arithmetic).
+ */
+export function probePointAfter(sinceMs: number, settings: LifecycleSettings, t: number): number | undefined {
+  const interval = settings.probeIntervalMs;
+  if (!interval || interval <= 0) return undefined;
   const max = settings.probeMaxIntervalMs;
-  if (max === undefined) return from + interval;
-  return from + Math.min(Math.max(max, interval), Math.max(interval, from - sinceMs));
+  const cap = max === undefined ? interval : Math.max(max, interval);
+  let p = sinceMs + interval;
+  while (p <= t) {
+    const gap = probeGap(sinceMs, interval, max, p);
+    if (gap === cap) return p + (Math.floor((t - p) / cap) + 1) * cap; // evenly spaced from here
+    p += gap;
+  }
+  return p;
+}
+
+/** True when a probe point of a gate closed since `sinceMs` falls in the window (`fromMs`, `toMs`]. */
+export function probeDue(sinceMs: number, settings: LifecycleSettings, fromMs: number, toMs: number): boolean {
+  const p = probePointAfter(sinceMs, settings, fromMs);
+  return p !== undefined && p <= toMs;
+}
+
+/**
+ * How often the gate probe sweep looks for due probes: half the probe interval, between 1 s and
+ * 30 s (a probe then comes at most that long after its point). Undefined when probing is off.
+ */
+export function probeSweepPeriodMs(settings: LifecycleSettings): number | undefined {
+  const interval = settings.probeIntervalMs;
+  if (!interval || interval <= 0) return undefined;
+  return Math.min(30_000, Math.max(1_000, Math.floor(interval / 2)));
 }
 
 /** What to wait for when the inbox, the operator request and the drain outcome are all empty. */
@@ -230,28 +277,52 @@ export function nextWakeUp(
   drainRunning: boolean,
   /** Epoch ms of this run's last probe. */
   lastProbeAt?: number,
+  /**
+   * `timers` (runs from before the sweep): the run probes Meta itself at each point. `sweep`: the
+   * gate probe sweep probes and signals a usable result, so the run only waits (for input or the
+   * next escalation level, still probed first); `probeAt` then only tells operators when.
+   */
+  probes: { by: 'timers' } | { by: 'sweep'; now: number } = { by: 'timers' },
 ): WakeUp {
   if (drainRunning) return { kind: 'input' };
   if (state.state !== 'offboarded') return { kind: 'done' };
-  const probeAt = nextProbeAt(Date.parse(state.since), settings, lastProbeAt);
+  const sinceMs = Date.parse(state.since);
+  const probeAt =
+    probes.by === 'sweep'
+      ? probePointAfter(sinceMs, settings, probes.now)
+      : nextProbeAt(sinceMs, settings, lastProbeAt);
+  const swept = probes.by === 'sweep' && probeAt !== undefined ? { sweptProbeAt: probeAt } : {};
   const next = settings.escalation[state.escalationLevel];
-  if (!next) return probeAt === undefined ? { kind: 'input' } : { kind: 'probe', at: probeAt };
-  const at = Date.parse(state.since) + next.afterMs;
-  if (probeAt !== undefined && probeAt < at) return { kind: 'probe', at: probeAt };
-  return { kind: 'escalation', level: next.level, at, ...(probeAt !== undefined ? { probeFirst: true } : {}) };
+  if (!next) {
+    if (probeAt === undefined || probes.by === 'sweep') return { kind: 'input', ...swept };
+    return { kind: 'probe', at: probeAt };
+  }
+  const at = sinceMs + next.afterMs;
+  if (probes.by === 'timers' && probeAt !== undefined && probeAt < at) return { kind: 'probe', at: probeAt };
+  return {
+    kind: 'escalation',
+    level: next.level,
+    at,
+    ...(probeAt !== undefined ? { probeFirst: true } : {}),
+    ...swept,
+  };
 }
 
 /** `nextWakeUp` in plain words, for operators. */
 export function describeWakeUp(wake: WakeUp): string {
+  const swept =
+    'sweptProbeAt' in wake && wake.sweptProbeAt !== undefined
+      ? `; next probe of Meta at ${iso(wake.sweptProbeAt)} (by the gate probe sweep)`
+      : '';
   switch (wake.kind) {
     case 'input':
-      return 'waiting for a webhook, an operator action or the drain';
+      return `waiting for a webhook, an operator action or the drain${swept}`;
     case 'done':
       return 'nothing to wait for: the run ends';
     case 'probe':
       return `next probe of Meta at ${iso(wake.at)}`;
     case 'escalation':
-      return `escalation level ${wake.level} at ${iso(wake.at)}${wake.probeFirst ? ' (after a probe of Meta)' : ''}`;
+      return `escalation level ${wake.level} at ${iso(wake.at)}${wake.probeFirst ? ' (after a probe of Meta)' : ''}${swept}`;
   }
 }
 

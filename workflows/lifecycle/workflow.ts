@@ -24,6 +24,7 @@ import {
   FAILURE_TYPES,
   GateCauseKey,
   WabaStateKey,
+  gateProbedSignal,
   lifecycleEventSignal,
   operatorActionUpdate,
   stateQuery,
@@ -60,6 +61,11 @@ const SHELL_PATCHES = {
   probe: 'gate-probe',
   /** Probes back off while the gate stays closed (`probeMaxIntervalMs`). */
   probeBackoff: 'gate-probe-backoff',
+  /**
+   * The gate probe sweep (workflows/gate-probes.ts) probes on the run's behalf and signals a usable
+   * result: no probe timers or `probeGate` activities between escalation levels.
+   */
+  probeSweep: 'gate-probe-sweep',
   /** `GateCause` search attribute next to `WabaState` and `EscalationLevel`. */
   gateCauseAttribute: 'gate-cause-attribute',
   /** At continue-as-new, an operator update that arrives while handlers finish is applied, not left waiting. */
@@ -164,6 +170,8 @@ export async function wabaLifecycleWorkflow(
   const alerts: Promise<void>[] = [];
   let lastProbeAt: number | undefined;
   let lastProbe: (ProbeResult & { at: string }) | undefined;
+  /** A usable probe the sweep reported, not yet applied (the latest wins). */
+  let sweptProbe: ProbeResult | undefined;
   let nextText = '';
 
   setHandler(lifecycleEventSignal, (event) => {
@@ -174,6 +182,10 @@ export async function wabaLifecycleWorkflow(
     recentKeys.push(event.key);
     if (recentKeys.length > RECENT_KEYS) recentKeys.shift();
     inbox.push(event);
+  });
+
+  setHandler(gateProbedSignal, (result) => {
+    sweptProbe = result;
   });
 
   setHandler(stateQuery, (): WabaLifecycleView => view(wabaId, waba, queued, { next: nextText, lastProbe }));
@@ -251,6 +263,13 @@ export async function wabaLifecycleWorkflow(
     for (const command of next.commands) await execute(command);
   }
 
+  /** Applies a probe's answer, the run's own or one the sweep reported. */
+  function applyProbe(result: ProbeResult): Promise<void> {
+    lastProbeAt = Date.now();
+    lastProbe = { ...result, at: new Date(lastProbeAt).toISOString() };
+    return step({ kind: 'probed', result });
+  }
+
   /** Carries out one command; each activity is scheduled when its command comes up, in order. */
   async function execute(command: Command): Promise<void> {
     switch (command.type) {
@@ -271,12 +290,8 @@ export async function wabaLifecycleWorkflow(
             : []),
         ]);
         return;
-      case 'probe': {
-        const result = await prober.probeGate({ wabaId });
-        lastProbeAt = Date.now();
-        lastProbe = { ...result, at: new Date(lastProbeAt).toISOString() };
-        return step({ kind: 'probed', result });
-      }
+      case 'probe':
+        return applyProbe(await prober.probeGate({ wabaId }));
       case 'startDrain':
         if (!command.onlyIfQueued || queued > 0) startDrain(command.mode);
         return;
@@ -300,7 +315,8 @@ export async function wabaLifecycleWorkflow(
   queued = await store().countQueued(wabaId);
   for (const command of onLoad(waba)) await execute(command); // a previous run ended mid-drain
 
-  const wake = (): boolean => inbox.length > 0 || operatorRequest !== undefined || drainOutcome !== undefined;
+  const wake = (): boolean =>
+    inbox.length > 0 || operatorRequest !== undefined || drainOutcome !== undefined || sweptProbe !== undefined;
   for (;;) {
     // Long offboardings stay within history limits: the WABA document carries the state over.
     if (workflowInfo().continueAsNewSuggested && !drainScope && !operatorRequest) {
@@ -332,7 +348,21 @@ export async function wabaLifecycleWorkflow(
       await step({ kind: 'drainEnded', outcome });
       continue;
     }
-    const next = nextWakeUp(waba, settings, drainScope !== undefined, lastProbeAt);
+    if (sweptProbe !== undefined) {
+      const result = sweptProbe;
+      sweptProbe = undefined;
+      await applyProbe(result);
+      continue;
+    }
+    // Runs that reach the sweep leave probing between levels to it (no timer per probe).
+    const bySweep = settings.probeIntervalMs !== undefined && patched(SHELL_PATCHES.probeSweep);
+    const next = nextWakeUp(
+      waba,
+      settings,
+      drainScope !== undefined,
+      lastProbeAt,
+      bySweep ? { by: 'sweep', now: Date.now() } : { by: 'timers' },
+    );
     nextText = describeWakeUp(next);
     setCurrentDetails(currentDetails(waba, queued, nextText, lastProbe));
     if (next.kind === 'input') {
