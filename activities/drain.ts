@@ -160,6 +160,9 @@ async function persist(
 export function createDrainActivities(deps: DrainDeps) {
   const { c, graph, pacer, config } = deps;
   const tuning: DrainTuning = { ...DEFAULT_TUNING, ...deps.tuning };
+  // DRAIN_ORDER=waba: each message leaves only once the one before it in the queue is answered
+  // (its retries and in-doubt wait included), so the receiver sees the queue's order exactly.
+  const maxInFlight = deps.config.sending.drainOrder === 'waba' ? 1 : tuning.maxInFlight;
 
   return {
     /**
@@ -398,7 +401,7 @@ export function createDrainActivities(deps: DrainDeps) {
               inFlight.delete(task);
               if (recipientTail.get(entry.to) === settled) recipientTail.delete(entry.to);
             });
-            while (inFlight.size >= tuning.maxInFlight) await Promise.race(inFlight);
+            while (inFlight.size >= maxInFlight) await Promise.race(inFlight);
             while (unpersisted >= tuning.maxUnpersisted) await flush(); // the database sets the pace
           }
         }

@@ -265,6 +265,11 @@ const envSchema = z.object({
   IN_DOUBT_POLICY: z.enum(['resend_after', 'fail']).default('resend_after'),
   /** How long an in-doubt send waits for a status webhook before the policy applies. */
   IN_DOUBT_GRACE_MS: intIn(0, 3_600_000).default(15_000),
+  /**
+   * What a drain keeps in order at the receiver: `recipient` (each recipient's messages strictly,
+   * the WABA's queue up to a few places) or `waba` (the whole queue strictly: one send at a time).
+   */
+  DRAIN_ORDER: z.enum(['recipient', 'waba']).default('recipient'),
   /** How often a queued send workflow checks its message when no settle signal came. */
   QUEUED_POLL_INTERVAL: durationAtLeast('10m', 1),
   /** Downstream endpoints that receive every Meta delivery (JSON array; see src/relay/targets.ts). */
@@ -345,6 +350,8 @@ export interface Config {
     pairLimitIntervalMs: number;
     queuedPollMs: number;
     inDoubt: { policy: 'resend_after' | 'fail'; graceMs: number };
+    /** `DRAIN_ORDER`: `waba` sends a drain's messages one at a time, each after the previous one's answer. */
+    drainOrder: 'recipient' | 'waba';
   };
   forward: ForwardSettings;
   /** The prebuilt workflow bundle the worker loads instead of bundling the source at start. */
@@ -478,6 +485,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       pairLimitIntervalMs: e.PAIR_LIMIT_INTERVAL_MS,
       queuedPollMs: e.QUEUED_POLL_INTERVAL,
       inDoubt: { policy: e.IN_DOUBT_POLICY, graceMs: e.IN_DOUBT_GRACE_MS },
+      drainOrder: e.DRAIN_ORDER,
     },
     forward: { targets: e.FORWARD_TARGETS, maxAgeMs: e.FORWARD_MAX_AGE, backlogAlertMs: e.FORWARD_BACKLOG_ALERT_AGE },
     ...(e.WORKFLOW_BUNDLE_PATH ? { workflowBundlePath: e.WORKFLOW_BUNDLE_PATH } : {}),

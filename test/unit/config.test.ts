@@ -82,6 +82,12 @@ describe('configuration', () => {
     expect(loadConfig({ ...valid, GATE_PROBE_INTERVAL: '0' }).lifecycle.probeMaxIntervalMs).toBeUndefined();
   });
 
+  it('keeps each recipient in order by default; DRAIN_ORDER=waba keeps the whole queue; nothing else', () => {
+    expect(loadConfig(valid).sending.drainOrder).toBe('recipient');
+    expect(loadConfig({ ...valid, DRAIN_ORDER: 'waba' }).sending.drainOrder).toBe('waba');
+    expect(() => loadConfig({ ...valid, DRAIN_ORDER: 'strict' })).toThrow(/DRAIN_ORDER/);
+  });
+
   it('parses durations and refuses nonsense', () => {
     expect(parseDuration('1500ms')).toBe(1500);
     expect(parseDuration('2.5s')).toBe(2500);
