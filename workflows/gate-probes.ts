@@ -29,7 +29,8 @@ export interface GateProbeSweepCarry {
  * pass per period, not 10,000 timers. A failed pass leaves its window to the next one.
  */
 export async function gateProbeSweepWorkflow(carry: GateProbeSweepCarry = {}): Promise<never> {
-  let fromMs = carry.fromMs ?? Date.now();
+  // A new sweep's first window opens when it was started (its first task comes a period later).
+  let fromMs = carry.fromMs ?? workflowInfo().startTime.getTime();
   let passes = carry.passes ?? 0;
   const totals: GateProbeSweepResult = carry.totals ?? { offboarded: 0, probed: 0, usable: 0, unreported: 0 };
   for (let i = 0; i < PASSES_PER_RUN && !workflowInfo().continueAsNewSuggested; i++) {

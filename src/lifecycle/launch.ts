@@ -22,6 +22,7 @@ import {
   type WabaLifecycleView,
 } from '../../workflows/contracts';
 import type { gateProbeSweepWorkflow } from '../../workflows/gate-probes';
+import { probeSweepPeriodMs } from '../../workflows/lifecycle/machine';
 import type { wabaLifecycleWorkflow } from '../../workflows/lifecycle/workflow';
 
 /**
@@ -153,19 +154,24 @@ export async function queryLifecycleState(deps: Pick<LaunchDeps, 'client'>, waba
   }
 }
 
+/** How long a new sweep waits before its first pass when probing is off (it looks again each minute). */
+const SWEEP_FIRST_PASS_WHEN_OFF_MS = 60_000;
+
 /**
  * Starts the deployment's gate probe sweep (one run per task queue) unless it runs already; every
  * worker calls it at start-up, so a sweep that ended or was terminated comes back with the next
- * worker start. Resolves `started` or `running`.
+ * worker start. Its first workflow task comes one sweep period later (`startDelay`): a worker
+ * that has just started has nothing in flight for it yet. Resolves `started` or `running`.
  */
 export async function startGateProbeSweep(
-  deps: Pick<LaunchDeps, 'client' | 'taskQueue'>,
+  deps: Pick<LaunchDeps, 'client' | 'taskQueue' | 'lifecycle'>,
 ): Promise<'started' | 'running'> {
   try {
     await deps.client.workflow.start<typeof gateProbeSweepWorkflow>('gateProbeSweepWorkflow', {
       workflowId: gateProbeSweepWorkflowId(deps.taskQueue),
       taskQueue: deps.taskQueue,
       args: [{}],
+      startDelay: probeSweepPeriodMs(deps.lifecycle) ?? SWEEP_FIRST_PASS_WHEN_OFF_MS,
       staticSummary: 'Gate probe sweep: probes offboarded WABAs whose probe is due',
     });
     return 'started';
