@@ -1,6 +1,7 @@
 import path from 'node:path';
 import readline from 'node:readline';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { firstArrivals } from '../support/delivery';
 import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
 
 /**
@@ -125,27 +126,17 @@ describe.each(['recipient', 'waba'] as const)(
     /** Per recipient, the ids of `queued` in acceptance order must be the order of first arrival. */
     function expectRecipientOrder(phone: string, queued: { id: string; to: string }[]): void {
       const byRecipient = stack.sim.receiverStats(phone).byRecipient;
-      const recipients = new Set(queued.map((m) => m.to));
-      for (const to of recipients) {
+      for (const to of new Set(queued.map((m) => m.to))) {
         const expected = queued.filter((m) => m.to === to).map((m) => m.id);
-        const wanted = new Set(expected);
-        const seen = new Set<string>();
-        const firstArrivals = (byRecipient[to] ?? []).filter((id) => wanted.has(id) && !seen.has(id) && seen.add(id));
-        expect(firstArrivals).toEqual(expected);
+        expect(firstArrivals(byRecipient[to] ?? [], expected)).toEqual(expected);
       }
     }
 
     /** The first arrivals of `queued` at the receiver are exactly the queue's order. */
     function expectQueueOrder(phone: string, queued: { id: string }[]): void {
-      const wanted = new Set(queued.map((m) => m.id));
-      const seen = new Set<string>();
-      const firstArrivals = stack.sim.log.accepted
-        .filter(
-          (m) =>
-            m.phoneNumberId === phone && wanted.has(m.clientId!) && !seen.has(m.clientId!) && seen.add(m.clientId!),
-        )
-        .map((m) => m.clientId);
-      expect(firstArrivals).toEqual(queued.map((m) => m.id));
+      const ids = queued.map((m) => m.id);
+      const arrivals = stack.sim.log.accepted.filter((m) => m.phoneNumberId === phone).map((m) => m.clientId);
+      expect(firstArrivals(arrivals, ids)).toEqual(ids);
     }
 
     it('keeps every cap, the pair limit and queue order with drained and direct traffic on both workers', async () => {

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { MongoClient } from 'mongodb';
 import { connectMongo, type Collections } from '../../src/adapters/store/db';
-import { SharedPacer } from '../../src/sending/pacing';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { LATE_TOLERANCE_MS, SharedPacer, maxSendsPerWindow } from '../../src/sending/pacing';
 
 /** The shared limiter against the real MongoDB-wire server: two "workers" are two clients and two pacers. */
 describe('shared pacing across processes', () => {
@@ -35,6 +36,9 @@ describe('shared pacing across processes', () => {
     const phone = 'p' + randomBytes(4).toString('hex');
     const pacers = conns.map((conn) => new SharedPacer(conn.c, { burst: 45, intervalMs: 0 }));
     const departures: number[] = [];
+    // This process's own event-loop lag: a departure is stamped here that much after the pacer let it go.
+    const lag = monitorEventLoopDelay({ resolution: 10 });
+    lag.enable();
     await Promise.all(
       pacers.flatMap((pacer, w) =>
         Array.from({ length: 30 }, async (_, i) => {
@@ -44,9 +48,20 @@ describe('shared pacing across processes', () => {
         }),
       ),
     );
+    lag.disable();
     for (const p of pacers) p.close();
     expect(departures).toHaveLength(60);
-    expect(maxInWindow(departures, 1000)).toBeLessThanOrEqual(10);
+    // The pacer's contract: each send leaves within LATE_TOLERANCE_MS of its slot's start, so any
+    // second holds at most the cap (10) as the pacer sees it. Stamped here, a departure can also be
+    // late by this process's event-loop lag (2 cores, other test files running): the bound allows
+    // exactly that much more, and is the cap itself while the lag stays under about 80 ms. (The
+    // cap at the receiver is judged by the simulator: multi-worker, faults and power-cut tests.)
+    const lagMs = lag.max / 1e6;
+    const most = maxInWindow(departures, 1000);
+    console.log(
+      `pacing, two pacers at 10 msg/s: at most ${most} departures in any 1,000 ms; event-loop lag ≤ ${lagMs.toFixed(0)} ms`,
+    );
+    expect(most).toBeLessThanOrEqual(maxSendsPerWindow(10, 1000, LATE_TOLERANCE_MS + lagMs));
     // 60 sends at 10 msg/s (slots at ≥ 87% of it): at least 6 s, never twice as fast; slower
     // when a busy machine makes sends miss their slots (each then takes a later one).
     const span = Math.max(...departures) - Math.min(...departures);

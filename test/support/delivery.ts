@@ -27,6 +27,13 @@ export function groupAlive(pgid: number): boolean {
  * per recipient the first arrivals in acceptance order. `byRecipient` and `clientIds` come from the
  * simulator's receiver statistics and accepted log of the number.
  */
+/** The first arrival of each of `ids` in `arrivals` (ids in arrival order; repeats and others dropped). */
+export function firstArrivals(arrivals: readonly (string | undefined)[], ids: readonly string[]): string[] {
+  const wanted = new Set(ids);
+  const seen = new Set<string>();
+  return arrivals.filter((id): id is string => id !== undefined && wanted.has(id) && !seen.has(id) && !!seen.add(id));
+}
+
 export function expectDelivered(
   queued: readonly { id: string; to: string }[],
   byRecipient: Record<string, string[]>,
@@ -38,8 +45,6 @@ export function expectDelivered(
   expect(unique.size).toBe(queued.length); // nothing lost
   for (const to of new Set(queued.map((m) => m.to))) {
     const expected = queued.filter((m) => m.to === to).map((m) => m.id);
-    const seen = new Set<string>();
-    const first = (byRecipient[to] ?? []).filter((id) => ids.has(id) && !seen.has(id) && seen.add(id));
-    expect(first).toEqual(expected);
+    expect(firstArrivals(byRecipient[to] ?? [], expected)).toEqual(expected);
   }
 }
