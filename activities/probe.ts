@@ -6,12 +6,10 @@ import { listPhoneNumbers } from '../src/adapters/store/phone-numbers';
 import { reportGateProbe, type LaunchDeps } from '../src/lifecycle/launch';
 import type { Logger } from '../src/logger';
 import type { GateProbeSweepInput, GateProbeSweepResult, ProbeResult } from '../workflows/contracts';
-import { probeDue, probeSweepPeriodMs } from '../workflows/lifecycle/machine';
+import { PROBE_SWEEP_IDLE_MS, probeDue, probeSweepPeriodMs } from '../workflows/lifecycle/machine';
 
 /** Probes of one sweep pass in flight at once (each a few point reads and one Graph read per number). */
 const SWEEP_CONCURRENCY = 16;
-/** A sweep pass with probing off: look again in a minute (a deployment may turn it on). */
-const SWEEP_IDLE_MS = 60_000;
 
 /** The send gate's probe of Meta: what the phone-number nodes of a WABA say now. */
 export function createProbeActivities(deps: {
@@ -74,7 +72,7 @@ export function createProbeActivities(deps: {
       const settings = deps.config.lifecycle;
       const periodMs = probeSweepPeriodMs(settings);
       const result: GateProbeSweepResult = { offboarded: 0, probed: 0, usable: 0, unreported: 0 };
-      if (periodMs === undefined) return { ...result, nextInMs: SWEEP_IDLE_MS };
+      if (periodMs === undefined) return { ...result, nextInMs: PROBE_SWEEP_IDLE_MS };
       const ctx = Context.current();
       const paused = await c.wabas.find({ state: 'offboarded' }, { projection: { _id: 1, since: 1 } }).toArray();
       result.offboarded = paused.length;

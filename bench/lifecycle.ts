@@ -316,7 +316,6 @@ runMain(async () => {
     const perSecond = (name: string): number => ((sdk1.get(name) ?? 0) - (sdk0.get(name) ?? 0)) / wall;
     const worker = {
       workflowTasksPerSecond: perSecond('temporal_workflow_task_execution_latency_count'),
-      replaysPerSecond: perSecond('temporal_workflow_task_replay_latency_count'),
       cacheHitsPerSecond: perSecond('temporal_sticky_cache_hit'),
       cacheMissesPerSecond: perSecond('temporal_sticky_cache_miss'),
       forcedEvictionsPerSecond: perSecond('temporal_sticky_cache_total_forced_eviction'),

@@ -11,11 +11,14 @@ const sweeper = proxyActivities<Pick<Activities, 'sweepGateProbes'>>({
 /** Passes per run before it continues as new (a pass is about ten history events). */
 const PASSES_PER_RUN = 300;
 
+/** Counts since the sweep started (a pass's `offboarded` is a reading, not a count to add up). */
+type SweepTotals = Omit<GateProbeSweepResult, 'offboarded'>;
+
 /** What a continued run carries over: where the next window starts, and the totals so far. */
 export interface GateProbeSweepCarry {
   fromMs?: number;
   passes?: number;
-  totals?: GateProbeSweepResult;
+  totals?: SweepTotals;
 }
 
 /**
@@ -32,16 +35,16 @@ export async function gateProbeSweepWorkflow(carry: GateProbeSweepCarry = {}): P
   // A new sweep's first window opens when it was started (its first task comes a period later).
   let fromMs = carry.fromMs ?? workflowInfo().startTime.getTime();
   let passes = carry.passes ?? 0;
-  const totals: GateProbeSweepResult = carry.totals ?? { offboarded: 0, probed: 0, usable: 0, unreported: 0 };
+  const totals: SweepTotals = carry.totals ?? { probed: 0, usable: 0, unreported: 0 };
+  // Until a pass says otherwise (a failed pass keeps the last period).
+  let nextInMs = 30_000;
   for (let i = 0; i < PASSES_PER_RUN && !workflowInfo().continueAsNewSuggested; i++) {
     const toMs = Date.now();
-    let nextInMs = 30_000;
     try {
       const pass = await sweeper.sweepGateProbes({ fromMs, toMs });
       fromMs = toMs;
       passes++;
       nextInMs = pass.nextInMs;
-      totals.offboarded = pass.offboarded;
       totals.probed += pass.probed;
       totals.usable += pass.usable;
       totals.unreported += pass.unreported;

@@ -22,7 +22,7 @@ import {
   type WabaLifecycleView,
 } from '../../workflows/contracts';
 import type { gateProbeSweepWorkflow } from '../../workflows/gate-probes';
-import { probeSweepPeriodMs } from '../../workflows/lifecycle/machine';
+import { PROBE_SWEEP_IDLE_MS, probeSweepPeriodMs } from '../../workflows/lifecycle/machine';
 import type { wabaLifecycleWorkflow } from '../../workflows/lifecycle/workflow';
 
 /**
@@ -154,9 +154,6 @@ export async function queryLifecycleState(deps: Pick<LaunchDeps, 'client'>, waba
   }
 }
 
-/** How long a new sweep waits before its first pass when probing is off (it looks again each minute). */
-const SWEEP_FIRST_PASS_WHEN_OFF_MS = 60_000;
-
 /**
  * Starts the deployment's gate probe sweep (one run per task queue) unless it runs already; every
  * worker calls it at start-up, so a sweep that ended or was terminated comes back with the next
@@ -171,7 +168,7 @@ export async function startGateProbeSweep(
       workflowId: gateProbeSweepWorkflowId(deps.taskQueue),
       taskQueue: deps.taskQueue,
       args: [{}],
-      startDelay: probeSweepPeriodMs(deps.lifecycle) ?? SWEEP_FIRST_PASS_WHEN_OFF_MS,
+      startDelay: probeSweepPeriodMs(deps.lifecycle) ?? PROBE_SWEEP_IDLE_MS,
       staticSummary: 'Gate probe sweep: probes offboarded WABAs whose probe is due',
     });
     return 'started';

@@ -260,9 +260,13 @@ export function probeDue(sinceMs: number, settings: LifecycleSettings, fromMs: n
   return p !== undefined && p <= toMs;
 }
 
+/** How often the gate probe sweep looks again while probing is off (a deployment may turn it on). */
+export const PROBE_SWEEP_IDLE_MS = 60_000;
+
 /**
  * How often the gate probe sweep looks for due probes: half the probe interval, between 1 s and
- * 30 s (a probe then comes at most that long after its point). Undefined when probing is off.
+ * 30 s (a probe then comes at most that long after its point). Undefined when probing is off
+ * (the sweep then looks again every `PROBE_SWEEP_IDLE_MS`).
  */
 export function probeSweepPeriodMs(settings: LifecycleSettings): number | undefined {
   const interval = settings.probeIntervalMs;
