@@ -15,7 +15,7 @@ describe('tenancy and the public surface', () => {
     stack = await startStack({
       env: {
         SEND_API_KEYS: `${SEND_KEY},${TENANT_KEY}:${wabaA},${RATE_KEY}`,
-        API_KEY_RATE_PER_SEC: '5',
+        API_KEY_RATE_PER_SEC: '1',
         API_KEY_BURST: '20',
       },
     });
@@ -49,18 +49,23 @@ describe('tenancy and the public surface', () => {
   });
 
   it('past its burst a key gets 429 rate_limited with Retry-After, while other keys are unaffected', async () => {
-    const answers = [];
-    for (let i = 0; i < 30; i++) answers.push(await stack.call(RATE_KEY, 'GET', '/v1/messages/msg_nothing'));
+    const answers: { status: number; retryAfter: string | null; json: Record<string, unknown> }[] = [];
+    for (let i = 0; i < 30; i++) {
+      const res = await fetch(`${stack.url}/v1/messages/msg_nothing`, {
+        headers: { authorization: `Bearer ${RATE_KEY}` },
+      });
+      answers.push({ status: res.status, retryAfter: res.headers.get('retry-after'), json: await res.json() });
+    }
     const limited = answers.filter((a) => a.status === 429);
-    // 20 in the burst plus what refilled at 5/s while the 30 ran (well under a second here).
+    // 20 in the burst plus what refilled at 1/s while the 30 ran: under 10 s, some are refused
+    // however slow this machine is (a second-by-second refill of 5/s let a loaded CI run through).
     expect(answers.filter((a) => a.status === 404).length).toBeGreaterThanOrEqual(20);
     expect(answers.filter((a) => a.status === 404).length).toBeLessThan(30);
-    expect(limited[0]?.json).toMatchObject({ error: { code: 'rate_limited' } });
-    const res = await fetch(`${stack.url}/v1/messages/msg_nothing`, {
-      headers: { authorization: `Bearer ${RATE_KEY}` },
-    });
-    expect(res.status).toBe(429);
-    expect(res.headers.get('retry-after')).toBe('1');
+    expect(answers.every((a) => a.status === 404 || a.status === 429)).toBe(true);
+    for (const a of limited) {
+      expect(a.json).toMatchObject({ error: { code: 'rate_limited' } });
+      expect(a.retryAfter).toBe('1');
+    }
     expect((await stack.call(SEND_KEY, 'GET', '/v1/messages/msg_nothing')).status).toBe(404);
     const metrics = await (await fetch(`${stack.url}/metrics`)).text();
     expect(metrics).toMatch(/^coexist_relay_api_rate_limited_total\{api="send"\} ([1-9][0-9]*)$/m);
