@@ -12,6 +12,7 @@ import { createForwardBacklogActivities } from './forward-backlog';
 import { createLifecycleActivities } from './lifecycle';
 import { createProbeActivities } from './probe';
 import { createSendActivities } from './send';
+import type { ProbeResult } from '../workflows/contracts';
 
 /** What the activities are built from: real clients, injected by the worker (or a test). */
 export interface ActivityDeps {
@@ -25,6 +26,8 @@ export interface ActivityDeps {
   drainTuning?: Partial<DrainTuning>;
   /** Counts alert deliveries per sink and outcome (the process's metrics). */
   onAlertDelivery?: AlertDeps['onDelivery'];
+  /** Counts gate probes by verdict (the process's metrics). */
+  onGateProbe?: (verdict: ProbeResult['verdict']) => void;
 }
 
 /**

@@ -18,6 +18,8 @@ export function createProbeActivities(deps: {
   launch: LaunchDeps;
   config: Pick<Config, 'lifecycle'>;
   logger: Logger;
+  /** Counts every probe by its verdict (the process's metrics). */
+  onGateProbe?: (verdict: ProbeResult['verdict']) => void;
 }) {
   const { c, graph, logger } = deps;
 
@@ -30,7 +32,10 @@ export function createProbeActivities(deps: {
   async function probeGate(input: { wabaId: string }): Promise<ProbeResult> {
     const { wabaId } = input;
     const numbers = await listPhoneNumbers(c, wabaId);
-    if (numbers.length === 0) return { verdict: 'unknown', detail: 'no registered phone number to probe' };
+    if (numbers.length === 0) {
+      deps.onGateProbe?.('unknown');
+      return { verdict: 'unknown', detail: 'no registered phone number to probe' };
+    }
     const readings = await Promise.all(
       numbers.map(async (n) => {
         try {
@@ -53,6 +58,7 @@ export function createProbeActivities(deps: {
         ? 'unknown'
         : 'usable';
     logger.info({ wabaId, verdict, detail }, 'gate probe');
+    deps.onGateProbe?.(verdict);
     return { verdict, detail };
   }
 

@@ -126,7 +126,10 @@ export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; 
     config,
     logger: deps.logger.child({ component: 'activities' }),
     ...(deps.metrics
-      ? { onAlertDelivery: (sink, outcome) => deps.metrics!.alertDeliveries.inc({ sink, outcome }) }
+      ? {
+          onAlertDelivery: (sink, outcome) => deps.metrics!.alertDeliveries.inc({ sink, outcome }),
+          onGateProbe: (verdict) => deps.metrics!.gateProbes.inc({ verdict }),
+        }
       : {}),
     ...deps.activityOverrides,
   });

@@ -227,6 +227,8 @@ export interface RelayMetrics {
   retentionPurged: Counter;
   /** `coexist_relay_alert_deliveries_total{sink,outcome}`: attempts to deliver an alert to a sink. */
   alertDeliveries: Counter;
+  /** `coexist_relay_gate_probes_total{verdict}`: the send gate's probes of Meta, by what they found. */
+  gateProbes: Counter;
   /** `coexist_relay_offboarded_duration_seconds{to}`: how long ended offboardings lasted. */
   offboardedDuration: Histogram;
 }
@@ -279,6 +281,11 @@ export function createRelayMetrics(registry = new MetricsRegistry()): RelayMetri
       'coexist_relay_alert_deliveries_total',
       'Attempts to deliver an alert to a sink (webhook, slack, pagerduty), by outcome (delivered, failed; a failed one is retried).',
       ['sink', 'outcome'],
+    ),
+    gateProbes: registry.counter(
+      'coexist_relay_gate_probes_total',
+      "Probes of Meta's phone-number nodes for offboarded WABAs (the sweep's and the escalation levels'), by verdict: usable (reported to the run, which may reopen), unusable, unknown (no answer).",
+      ['verdict'],
     ),
     offboardedDuration: registry.histogram(
       'coexist_relay_offboarded_duration_seconds',

@@ -138,6 +138,10 @@ describe('send gate: causes, probes, ordering and the way back', () => {
     expect(probeActivities).toHaveLength(0);
     expect(probeSignals).toHaveLength(1);
     expect(stack.sim.receiverStats(phone).probes).toBeGreaterThanOrEqual(2);
+    // Operators see the probes on /metrics by verdict: Meta said "offboarded", then usable.
+    const metrics = await (await fetch(`${stack.url}/metrics`)).text();
+    expect(metrics).toMatch(/^coexist_relay_gate_probes_total\{verdict="unusable"\} [1-9][0-9]*$/m);
+    expect(metrics).toMatch(/^coexist_relay_gate_probes_total\{verdict="usable"\} [1-9][0-9]*$/m);
   });
 
   it("Meta's example pair: a reconnection whose time is earlier than the offboarding's is applied, not dropped", async () => {

@@ -54,7 +54,11 @@ describe('tenancy and the public surface', () => {
       const res = await fetch(`${stack.url}/v1/messages/msg_nothing`, {
         headers: { authorization: `Bearer ${RATE_KEY}` },
       });
-      answers.push({ status: res.status, retryAfter: res.headers.get('retry-after'), json: await res.json() });
+      answers.push({
+        status: res.status,
+        retryAfter: res.headers.get('retry-after'),
+        json: (await res.json()) as Record<string, unknown>,
+      });
     }
     const limited = answers.filter((a) => a.status === 429);
     // 20 in the burst plus what refilled at 1/s while the 30 ran: under 10 s, some are refused
