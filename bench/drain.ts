@@ -16,6 +16,8 @@
  * limit, 64 requests in flight), to show the simulator is not what limits the drain.
  *
  * Run: npm run bench:drain [-- --messages 10000 --recipients 1000 --messages20 2000 --caps 1000,20]
+ * The queue's exact order (DRAIN_ORDER=waba, one send at a time) against Meta-like latency:
+ *   npm run bench:drain -- --orders recipient,waba --latency 150 --caps 20 --messages20 300
  */
 import { createGraphClient } from '../src/adapters/graph/client';
 import { countQueued, enqueue, loadEmptyQueue, type NewQueueEntry } from '../src/adapters/store/queue';
@@ -84,6 +86,13 @@ const args = flags('drain', {
     default: '1',
     help: 'worker processes: the in-process one plus this many minus one as children (npm run worker)',
   },
+  orders: {
+    type: 'string',
+    default: 'recipient',
+    help: 'DRAIN_ORDER values to run each cap with, in this order: recipient (default) | waba (one send at a time)',
+  },
+  latency: { type: 'string', default: '0', help: "ms the simulator adds to every answer (Meta's round trip)" },
+  jitter: { type: 'string', default: '0', help: 'ms of uniform random latency the simulator adds on top' },
   'keep-dir': { type: 'boolean', default: false, help: 'keep the temp dir (server logs) after the run' },
 });
 
@@ -92,6 +101,8 @@ type FillMode = 'mixed' | 'enqueue' | 'bulk';
 interface CaseResult {
   cap: number;
   coexistence: boolean;
+  /** DRAIN_ORDER of the case. */
+  order?: string;
   messages: number;
   recipients: number;
   fill: FillMode;
@@ -424,41 +435,60 @@ async function main(): Promise<void> {
   const temporalDb = args['temporal-db'] as TemporalDbMode;
   if (temporalDb !== 'memory' && temporalDb !== 'file') throw new Error('--temporal-db must be memory or file');
   const mongodbUri = args['mongodb-uri'] as string | undefined;
+  const orders = args.orders.split(',').map((s) => s.trim());
+  if (!orders.every((o) => o === 'recipient' || o === 'waba')) throw new Error('--orders must list recipient or waba');
+  const latencyMs = int('latency', args.latency, 0);
+  const jitterMs = int('jitter', args.jitter, 0);
   const started = nowMs();
 
   const servers: BenchServers = await startServers('drain', { temporalDb, mongodbUri });
   try {
     const cases: CaseResult[] = [];
     let ceiling: Awaited<ReturnType<typeof simulatorCeiling>> | undefined;
-    for (const cap of caps) {
-      const svc = await startService(servers, {
-        env: { PAIR_LIMIT_BURST: String(PAIR_BURST), PAIR_LIMIT_INTERVAL_MS: String(PAIR_INTERVAL_MS) },
-        sim: { defaults: { pairBurst: PAIR_BURST, pairRefillMs: PAIR_INTERVAL_MS } },
-        logLevel: args['log-level'],
-        traceDb: true,
-        ...(tuning ? { worker: { activityOverrides: { drainTuning: tuning } } } : {}),
-      });
-      const extra = await spawnWorkers(svc, workers - 1);
-      try {
-        ceiling ??= await simulatorCeiling(svc, ceilingRequests, ceilingConcurrency);
-        const n = cap <= 20 ? messages20 : messages;
-        const pids = {
-          node: process.pid,
-          temporal: servers.infra.temporal?.pid,
-          ferretdb: servers.infra.ferretdb?.pid,
-        };
-        cases.push(await drainCase(svc, { cap, messages: n, recipients, fill, enqueueSample, connectTimeoutMs, pids }));
-      } finally {
-        await extra.stop();
-        await svc.stop();
+    for (const cap of caps)
+      for (const order of orders) {
+        const svc = await startService(servers, {
+          env: {
+            PAIR_LIMIT_BURST: String(PAIR_BURST),
+            PAIR_LIMIT_INTERVAL_MS: String(PAIR_INTERVAL_MS),
+            DRAIN_ORDER: order,
+          },
+          sim: { defaults: { pairBurst: PAIR_BURST, pairRefillMs: PAIR_INTERVAL_MS, latencyMs, jitterMs } },
+          logLevel: args['log-level'],
+          traceDb: true,
+          ...(tuning ? { worker: { activityOverrides: { drainTuning: tuning } } } : {}),
+        });
+        const extra = await spawnWorkers(svc, workers - 1);
+        try {
+          ceiling ??= await simulatorCeiling(svc, ceilingRequests, ceilingConcurrency);
+          const n = cap <= 20 ? messages20 : messages;
+          const pids = {
+            node: process.pid,
+            temporal: servers.infra.temporal?.pid,
+            ferretdb: servers.infra.ferretdb?.pid,
+          };
+          const result = await drainCase(svc, {
+            cap,
+            messages: n,
+            recipients,
+            fill,
+            enqueueSample,
+            connectTimeoutMs,
+            pids,
+          });
+          cases.push({ ...result, order });
+        } finally {
+          await extra.stop();
+          await svc.stop();
+        }
       }
-    }
 
     const notes = [
       `Temporal dev server ${temporalDb === 'file' ? 'on a temp SQLite file' : 'in memory'}; ${mongodbUri ? 'external MongoDB' : 'FerretDB 1.24 (SQLite) in a temp dir'}; simulator, worker and app in this process${workers > 1 ? `, plus ${workers - 1} worker process(es) (npm run worker) on the same task queue: the drain runs on whichever takes it, the cap is shared through the store` : ''}; a fresh service (database, task queue, simulator) per case.`,
       fill === 'mixed'
         ? `Queue fill: all but the last ${enqueueSample} entries inserted in bulk exactly as enqueue() writes them; the last ${enqueueSample} through enqueue() (timed).`
         : `Queue fill: ${fill === 'enqueue' ? 'every entry through enqueue(), one by one (timed)' : 'every entry inserted in bulk as enqueue() writes it'}.`,
+      `DRAIN_ORDER per case: ${orders.join(', ')}${orders.includes('waba') ? ' (waba: one send at a time, the queue exact order at the receiver)' : ''}; the simulator answers after ${latencyMs} ms${jitterMs ? ` + up to ${jitterMs} ms` : ''} (--latency, --jitter).`,
       `Drain tuning: ${tuning ? `${JSON.stringify(tuning)} over the service's defaults (--tuning)` : "the service's defaults"}.`,
       `Pair limit ${PAIR_BURST} burst / ${PAIR_INTERVAL_MS} ms in the service config and the simulator; queue entries have notify: false (no send workflows wait, so the drain sends no settle signals).`,
       ...(caps.some((c) => c <= 20)
@@ -469,7 +499,7 @@ async function main(): Promise<void> {
       "rate = sends / (last.at − first.at) on the simulator's accepted log (n−1 in the numerator gives the interval rate, in the JSON); ratio = rate / cap; max/1s = most sends in any sliding 1 s window.",
     ];
     const rows = cases.map((r) => [
-      `${r.cap} msg/s${r.coexistence ? ' (coex)' : ''}`,
+      `${r.cap} msg/s${r.coexistence ? ' (coex)' : ''}${orders.length > 1 || r.order !== 'recipient' ? ` ${r.order}` : ''}`,
       r.sent === r.messages ? String(r.messages) : `${r.sent}/${r.messages}`,
       fmt(r.ackToFirstSendMs, 0),
       fmt(r.ratePerSec, 1),
@@ -526,6 +556,9 @@ async function main(): Promise<void> {
         fill,
         enqueueSample,
         tuning: tuning ?? 'service defaults',
+        orders,
+        latencyMs,
+        jitterMs,
         connectTimeoutS: connectTimeoutMs / 1000,
         ceilingRequests,
         ceilingConcurrency,
