@@ -6,7 +6,12 @@ import { listPhoneNumbers } from '../src/adapters/store/phone-numbers';
 import { reportGateProbe, type LaunchDeps } from '../src/lifecycle/launch';
 import type { Logger } from '../src/logger';
 import type { GateProbeSweepInput, GateProbeSweepResult, ProbeResult } from '../workflows/contracts';
-import { PROBE_SWEEP_IDLE_MS, probeDue, probeSweepPeriodMs } from '../workflows/lifecycle/machine';
+import {
+  PROBE_SWEEP_IDLE_MS,
+  probeDue,
+  probeSweepPeriodMs,
+  sweepPeriodAfterRead,
+} from '../workflows/lifecycle/machine';
 
 /** Probes of one sweep pass in flight at once (each a few point reads and one Graph read per number). */
 const SWEEP_CONCURRENCY = 16;
@@ -72,7 +77,7 @@ export function createProbeActivities(deps: {
      * closure by a send error waits for its grace period, a run that moved on ignores it). Unusable
      * and unknown probes change nothing and wake no workflow. Safe to retry: a repeated probe is a
      * read, a repeated report is applied once (the run reopens only while offboarded).
-     * `nextInMs`: when the next pass is due (`probeSweepPeriodMs`).
+     * `nextInMs`: when the next pass is due (`sweepPeriodAfterRead`: the period, longer when the read is slow).
      */
     async sweepGateProbes(input: GateProbeSweepInput): Promise<GateProbeSweepResult & { nextInMs: number }> {
       const settings = deps.config.lifecycle;
@@ -80,7 +85,9 @@ export function createProbeActivities(deps: {
       const result: GateProbeSweepResult = { offboarded: 0, probed: 0, usable: 0, unreported: 0 };
       if (periodMs === undefined) return { ...result, nextInMs: PROBE_SWEEP_IDLE_MS };
       const ctx = Context.current();
+      const readStart = Date.now();
       const paused = await c.wabas.find({ state: 'offboarded' }, { projection: { _id: 1, since: 1 } }).toArray();
+      const readMs = Date.now() - readStart;
       result.offboarded = paused.length;
       const due = paused.filter((w) => probeDue(Date.parse(w.since), settings, input.fromMs, input.toMs));
       let next = 0;
@@ -97,8 +104,10 @@ export function createProbeActivities(deps: {
         }
       };
       await Promise.all(Array.from({ length: Math.min(SWEEP_CONCURRENCY, due.length) }, lane));
-      if (result.probed > 0) logger.info({ ...input, ...result }, 'gate probe sweep');
-      return { ...result, nextInMs: periodMs };
+      const nextInMs = sweepPeriodAfterRead(periodMs, readMs);
+      if (result.probed > 0 || nextInMs > periodMs)
+        logger.info({ ...input, ...result, readMs, nextInMs }, 'gate probe sweep');
+      return { ...result, nextInMs };
     },
   };
 }

@@ -9,6 +9,8 @@ import {
   probeDue,
   probePointAfter,
   probeSweepPeriodMs,
+  sweepPeriodAfterRead,
+  SWEEP_MAX_PERIOD_MS,
   onLoad,
   refusal,
   transition,
@@ -801,6 +803,16 @@ describe('lifecycle machine: start of a run, wake-ups and the state query', () =
     expect(probeSweepPeriodMs({ ...settings, probeIntervalMs: 500 })).toBe(1_000);
     expect(probeSweepPeriodMs({ ...settings, probeIntervalMs: 0 })).toBeUndefined();
     expect(probeSweepPeriodMs(settings)).toBeUndefined();
+  });
+
+  it("the sweep's period stretches so that reading the offboarded WABAs takes at most 1/80 of its time, up to 10 min", () => {
+    expect(sweepPeriodAfterRead(30_000, 20)).toBe(30_000); // a few hundred offboarded: the period
+    expect(sweepPeriodAfterRead(30_000, 375)).toBe(30_000);
+    expect(sweepPeriodAfterRead(30_000, 376)).toBe(30_080);
+    expect(sweepPeriodAfterRead(30_000, 4_700)).toBe(376_000); // 10,000 on FerretDB: about 6 min
+    expect(sweepPeriodAfterRead(30_000, 60_000)).toBe(SWEEP_MAX_PERIOD_MS);
+    expect(SWEEP_MAX_PERIOD_MS).toBe(600_000);
+    expect(sweepPeriodAfterRead(1_000, 0)).toBe(1_000);
   });
 
   it('probed by the sweep, an offboarded WABA waits only for input or its next level (probed first there)', () => {

@@ -274,6 +274,28 @@ export function probeSweepPeriodMs(settings: LifecycleSettings): number | undefi
   return Math.min(30_000, Math.max(1_000, Math.floor(interval / 2)));
 }
 
+/**
+ * The share of its time the gate probe sweep may spend reading the offboarded WABAs: FerretDB
+ * answers that read (`wabas` by state) by decoding every WABA document, about 3.8 s of its CPU at
+ * 10,000 (measured), so at a 30 s period the read alone would hold ~13% of a core. 1/80 keeps it
+ * near 1%.
+ */
+export const SWEEP_READ_SHARE = 1 / 80;
+
+/** The longest the sweep waits between passes, however slow its read (probes come at most this late). */
+export const SWEEP_MAX_PERIOD_MS = 10 * 60_000;
+
+/**
+ * The wait before the next sweep pass, given the last pass's read of the offboarded WABAs: the
+ * configured period (`probeSweepPeriodMs`), stretched so that the read takes at most
+ * `SWEEP_READ_SHARE` of the time (a few hundred offboarded WABAs: the period itself; 10,000 on
+ * FerretDB: about 6 minutes), never longer than `SWEEP_MAX_PERIOD_MS`. A longer period makes a
+ * probe later, never skipped: a pass probes once for every point since the last.
+ */
+export function sweepPeriodAfterRead(periodMs: number, readMs: number): number {
+  return Math.max(periodMs, Math.min(SWEEP_MAX_PERIOD_MS, Math.ceil(readMs / SWEEP_READ_SHARE)));
+}
+
 /** What to wait for when the inbox, the operator request and the drain outcome are all empty. */
 export function nextWakeUp(
   state: LifecycleState,
