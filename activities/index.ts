@@ -10,9 +10,8 @@ import { createCredentialsActivities } from './credentials';
 import { createDrainActivities, type DrainTuning } from './drain';
 import { createForwardBacklogActivities } from './forward-backlog';
 import { createLifecycleActivities } from './lifecycle';
-import { createProbeActivities } from './probe';
+import { createProbeActivities, type ProbeDeps } from './probe';
 import { createSendActivities } from './send';
-import type { ProbeResult } from '../workflows/contracts';
 
 /** What the activities are built from: real clients, injected by the worker (or a test). */
 export interface ActivityDeps {
@@ -27,7 +26,7 @@ export interface ActivityDeps {
   /** Counts alert deliveries per sink and outcome (the process's metrics). */
   onAlertDelivery?: AlertDeps['onDelivery'];
   /** Counts gate probes by verdict (the process's metrics). */
-  onGateProbe?: (verdict: ProbeResult['verdict']) => void;
+  onGateProbe?: ProbeDeps['onGateProbe'];
 }
 
 /**

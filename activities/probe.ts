@@ -16,8 +16,7 @@ import {
 /** Probes of one sweep pass in flight at once (each a few point reads and one Graph read per number). */
 const SWEEP_CONCURRENCY = 16;
 
-/** The send gate's probe of Meta: what the phone-number nodes of a WABA say now. */
-export function createProbeActivities(deps: {
+export interface ProbeDeps {
   c: Collections;
   graph: GraphClient;
   launch: LaunchDeps;
@@ -25,7 +24,10 @@ export function createProbeActivities(deps: {
   logger: Logger;
   /** Counts every probe by its verdict (the process's metrics). */
   onGateProbe?: (verdict: ProbeResult['verdict']) => void;
-}) {
+}
+
+/** The send gate's probe of Meta: what the phone-number nodes of a WABA say now. */
+export function createProbeActivities(deps: ProbeDeps) {
   const { c, graph, logger } = deps;
 
   /**
