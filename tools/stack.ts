@@ -156,7 +156,7 @@ export interface Service {
     path: string,
     body?: unknown,
     headers?: Record<string, string>,
-  ): Promise<{ status: number; json: Record<string, unknown> }>;
+  ): Promise<{ status: number; json: Record<string, unknown>; headers: Headers }>;
   /** Registers a phone number for a WABA through the ops API. */
   register(phoneNumberId: string, wabaId: string, body?: { mps?: number; coexistence?: boolean }): Promise<void>;
   /** Stops the app, the worker, the clients and the simulator, and drops the service's database. Idempotent. */
@@ -254,7 +254,11 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
     const text = await res.text();
-    return { status: res.status, json: (text ? JSON.parse(text) : {}) as Record<string, unknown> };
+    return {
+      status: res.status,
+      json: (text ? JSON.parse(text) : {}) as Record<string, unknown>,
+      headers: res.headers,
+    };
   }
 
   let stopping: Promise<void> | undefined;

@@ -94,22 +94,21 @@ describe.each(['recipient', 'waba'] as const)(
         500,
       ).catch(async (err: unknown) => {
         // What was left, for a failure in CI: the messages, their ledger entries, the WABAs, the workers' logs.
-        const views = await Promise.all(ids.map((id) => stack.message(id)));
-        const left = views.filter((v) => v?.status !== 'sent');
+        const views = await Promise.all(ids.map(async (id) => ({ id, view: await stack.message(id) })));
+        const left = views.filter(({ view }) => view?.status !== 'sent');
         const ledger = await stack.rt.c.sendAttempts
-          .find({ _id: { $in: left.slice(0, 5).map((v) => v!.id) } })
+          .find({ _id: { $in: left.slice(0, 5).map((l) => l.id) } })
           .toArray();
-        const wabas = await stack.rt.c.wabas
-          .find({ _id: { $in: [...new Set(left.map((v) => v!.wabaId!))] } })
-          .toArray();
+        const wabaIds = [...new Set(left.flatMap(({ view }) => (view?.wabaId ? [view.wabaId] : [])))];
+        const wabas = await stack.rt.c.wabas.find({ _id: { $in: wabaIds } }).toArray();
         console.log(
           JSON.stringify(
             {
               notSent: left.length,
-              byStatus: left.reduce<Record<string, number>>(
-                (n, v) => ({ ...n, [v!.status]: (n[v!.status] ?? 0) + 1 }),
-                {},
-              ),
+              byStatus: left.reduce<Record<string, number>>((n, { view }) => {
+                const status = view?.status ?? 'unknown';
+                return { ...n, [status]: (n[status] ?? 0) + 1 };
+              }, {}),
               first: left.slice(0, 5),
               ledger,
               wabas: wabas.map((w) => ({ state: w.state, events: w.events.slice(-5) })),

@@ -92,11 +92,24 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       call(SEND_KEY, 'POST', '/v1/messages', body, idempotencyKey ? { 'idempotency-key': idempotencyKey } : {}),
     ops: (method: string, path: string, body?: unknown) => call(OPS_KEY, method, path, body),
     async message(id: string) {
-      const r = await call(SEND_KEY, 'GET', `/v1/messages/${id}`);
-      return r.status === 200 ? (r.json as unknown as MessageView) : undefined;
+      // A test that polls many messages spends the key's burst like any client: it waits out the
+      // API's 429 (Retry-After) instead of reading "unknown" (the limit is the product's, not the test's).
+      for (;;) {
+        const r = await call(SEND_KEY, 'GET', `/v1/messages/${id}`);
+        if (r.status === 200) return r.json as unknown as MessageView;
+        if (r.status === 404) return undefined;
+        if (r.status !== 429) throw new Error(`GET /v1/messages/${id}: ${r.status} ${JSON.stringify(r.json)}`);
+        await new Promise((res) => setTimeout(res, retryAfterMs(r.headers)));
+      }
     },
     lifecycleState: (wabaId: string) => queryLifecycleState(service.rt.launch, wabaId),
   });
+}
+
+/** A 429's `Retry-After` (seconds) in milliseconds, 1 s when absent. */
+function retryAfterMs(headers: Headers): number {
+  const s = Number(headers.get('retry-after'));
+  return Number.isFinite(s) && s > 0 ? s * 1000 : 1000;
 }
 
 /** Polls `fn` until it returns a truthy value (or throws the last error after `timeoutMs`). */
