@@ -1,9 +1,11 @@
-import { log, proxyActivities } from '@temporalio/workflow';
+import { log, proxyLocalActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { AlertInput, AlertSink } from '../activities/types';
 import { ALERT_ACTIVITY_OPTIONS } from './activity-options';
 
-const alerter = proxyActivities<Pick<Activities, 'deliverAlert'>>(ALERT_ACTIVITY_OPTIONS);
+// A local activity: one history marker per delivery instead of an activity's three events and a
+// workflow task (a delivery is one HTTP call or a log line, well within a workflow task).
+const alerter = proxyLocalActivities<Pick<Activities, 'deliverAlert'>>(ALERT_ACTIVITY_OPTIONS);
 
 /**
  * Sends one alert to each of `sinks` in the background (`deliverAlert`, bounded retries): a sink

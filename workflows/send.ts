@@ -3,7 +3,6 @@ import {
   ApplicationFailure,
   condition,
   continueAsNew,
-  patched,
   proxyActivities,
   setHandler,
   workflowInfo,
@@ -76,7 +75,7 @@ export async function sendMessageWorkflow(req: SendRequest, options: SendOptions
     if (await condition(() => TERMINAL.has(current.status), pollMs)) break;
     const stored = await poller.getMessageOutcome(req.messageId);
     if (TERMINAL.has(stored.status)) current = stored;
-    else if (workflowInfo().continueAsNewSuggested && patched('send-can-long-wait')) {
+    else if (workflowInfo().continueAsNewSuggested) {
       // Waits of weeks (ON_ABANDON=keep) stay within history limits. The next run's admit is
       // idempotent: it finds the message queued (or settled) and waits again.
       return continueAsNew<typeof sendMessageWorkflow>(req, options);

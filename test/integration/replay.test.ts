@@ -12,9 +12,9 @@ import {
 import { eventually, sharedBundle, startStack, uniqueDigits, type Stack } from '../support/stack';
 
 /**
- * Determinism guard. Histories recorded from earlier versions of the workflows live in
- * test/fixtures/histories/ and must still replay against today's code; histories of fresh runs
- * must replay too. A change to workflow code that reorders commands fails here, in CI.
+ * Determinism guard. The 1.0 baseline histories (and, from the first release on, those of every
+ * later version) live in test/fixtures/histories/ and must still replay against today's code;
+ * histories of fresh runs must replay too. A change to workflow code that reorders commands fails here, in CI.
  * `RECORD_HISTORIES=1` rewrites the fixtures from the fresh runs (do it only on purpose);
  * `RECORD_HISTORIES=<name>,<name>` writes only those (a new behaviour's history beside the old ones).
  */
@@ -73,8 +73,6 @@ describe('workflow histories replay deterministically', () => {
     const bundle = await sharedBundle();
     const histories = {
       'lifecycle-offboard-escalate-reconnect': await lifecycle.fetchHistory(),
-      // Recorded with the `lifecycle-settings-from-worker` patch (the others predate it).
-      'lifecycle-settings-from-worker': await lifecycle.fetchHistory(),
       'lifecycle-partner-removed': await removal.fetchHistory(),
       'send-queued-then-drained': await send.fetchHistory(),
     };
@@ -98,7 +96,7 @@ describe('histories of gate probes and the way back from partner removal replay 
     await stack?.stop();
   });
 
-  it('replays fresh runs: a lost reconnection reopened by the probe (patched markers); removal then PARTNER_ADDED; a late failure re-queued; a refused token paused and resumed', async () => {
+  it('replays fresh runs: a lost reconnection reopened by the probe; removal then PARTNER_ADDED; a late failure re-queued; a refused token paused and resumed', async () => {
     const wabaId = uniqueDigits();
     const phone = uniqueDigits('5');
     await stack.register(phone, wabaId, { coexistence: true });
@@ -122,7 +120,7 @@ describe('histories of gate probes and the way back from partner removal replay 
     const back = stack.rt.temporal.workflow.getHandle(wabaWorkflowId(removed));
     await back.result();
 
-    // A message Meta failed after accepting it: queued again (`gate-late-failure-requeue`), drained at the reconnection.
+    // A message Meta failed after accepting it: queued again, drained at the reconnection.
     const late = uniqueDigits();
     const latePhone = uniqueDigits('5');
     await stack.register(latePhone, late, { coexistence: true });
@@ -173,8 +171,7 @@ describe('histories of gate probes and the way back from partner removal replay 
 
     const bundle = await sharedBundle();
     const histories = {
-      // The probe by the gate probe sweep (`gate-probe-sweep`); lifecycle-probe-reopen.json is the
-      // same story from before it, when the run probed itself.
+      // A lost reconnection reopened by the gate probe sweep's signal.
       'lifecycle-probe-sweep-reopen': await probed.fetchHistory(),
       'gate-probe-sweep': await stack.rt.temporal.workflow
         .getHandle(gateProbeSweepWorkflowId(stack.config.temporal.taskQueue))

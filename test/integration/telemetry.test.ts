@@ -101,9 +101,9 @@ describe('the Temporal SDK metrics of a worker process (TEMPORAL_METRICS_BIND)',
     expect(admitSeconds).toBeGreaterThan(0);
     expect(admitSeconds).toBeLessThan(30);
     expect(total(samples, 'temporal_workflow_task_execution_latency_count', send)).toBeGreaterThanOrEqual(1);
-    // The offboarding: the lifecycle workflow's local activities loaded and saved the WABA.
+    // The offboarding: the lifecycle workflow's local activities opened (loaded) and saved the WABA.
     expect(
-      total(samples, 'temporal_local_activity_total', { ...lifecycle, activity_type: 'loadWaba' }),
+      total(samples, 'temporal_local_activity_total', { ...lifecycle, activity_type: 'openWaba' }),
     ).toBeGreaterThanOrEqual(1);
     expect(
       total(samples, 'temporal_local_activity_total', { ...lifecycle, activity_type: 'saveWaba' }),

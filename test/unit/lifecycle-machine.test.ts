@@ -4,7 +4,6 @@ import type { LifecycleEvent, LifecycleEventType, LifecycleSettings, WabaState }
 import {
   alertContent,
   describeWakeUp,
-  nextProbeAt,
   nextWakeUp,
   probeDue,
   probePointAfter,
@@ -91,8 +90,8 @@ const upsert = (state: WabaState, escalationLevel: number): Command => ({
 });
 const COUNT: Command = { type: 'countQueued' };
 
-/** The commands of a step that only records the event: write, then count. */
-const recordOnly = (s: Step): Command[] => [persistOf(s), COUNT];
+/** The commands of a step that only records the event: write (which counts the queue too). */
+const recordOnly = (s: Step): Command[] => [persistOf(s)];
 
 describe('lifecycle machine: ACCOUNT_OFFBOARDED and SEND_ACCOUNT_UNUSABLE in each state', () => {
   describe.each(['ACCOUNT_OFFBOARDED', 'SEND_ACCOUNT_UNUSABLE'] as const)('%s', (type) => {
@@ -108,7 +107,7 @@ describe('lifecycle machine: ACCOUNT_OFFBOARDED and SEND_ACCOUNT_UNUSABLE in eac
         expect(s.state).toMatchObject({ state: 'offboarded', since: NOW_ISO, escalationLevel: 0, reason: 'why' });
         expect(s.state.updatedAt).toBe(NOW_ISO);
         expect(lastEvent(s)).toEqual({ type, metaTime: undefined, outcome: 'applied', detail: 'why', at: NOW_ISO });
-        expect(s.commands).toEqual([persistOf(s), COUNT, upsert('offboarded', 0), ...alertCommands]);
+        expect(s.commands).toEqual([persistOf(s), upsert('offboarded', 0), ...alertCommands]);
       },
     );
 
@@ -144,7 +143,7 @@ describe('lifecycle machine: ACCOUNT_OFFBOARDED and SEND_ACCOUNT_UNUSABLE in eac
       const s = step(first.state, { kind: 'drainStopped', then: cancel.then }, ctx({ now: LATER }));
       expect(s.state).toMatchObject({ state: 'offboarded', since: LATER_ISO, updatedAt: LATER_ISO, reason: 'why' });
       expect(lastEvent(s)?.at).toBe(NOW_ISO);
-      expect(s.commands).toEqual([persistOf(s), COUNT, upsert('offboarded', 0), ...alertCommands]);
+      expect(s.commands).toEqual([persistOf(s), upsert('offboarded', 0), ...alertCommands]);
     });
 
     it.each(['offboarded', 'reconnect_abandoned'] as const)(
@@ -182,9 +181,8 @@ describe('lifecycle machine: ACCOUNT_RECONNECTED in each state', () => {
       });
       expect(s.commands).toEqual([
         persistOf(s),
-        COUNT,
         upsert('draining', 2),
-        { type: 'startDrain', mode: 'reconnected', onlyIfQueued: false },
+        { type: 'startDrain', mode: 'reconnected', onlyIfQueued: true },
       ]);
     },
   );
@@ -216,7 +214,6 @@ describe('lifecycle machine: PARTNER_REMOVED in each state', () => {
       });
       expect(s.commands).toEqual([
         persistOf(s),
-        COUNT,
         upsert('partner_removed', 2),
         { type: 'failQueue', reason: 'partner_removed', queueEmptied: true },
         { type: 'alert', alert: { kind: 'partnerRemoved', wabaId: 'W1', detail: 'gone' } },
@@ -262,7 +259,7 @@ describe('lifecycle machine: PARTNER_REMOVED in each state', () => {
       detail: 'gone',
       at: LATER_ISO,
     });
-    expect(types(s)).toEqual(['persist', 'countQueued', 'upsertSearchAttributes', 'failQueue', 'alert']);
+    expect(types(s)).toEqual(['persist', 'upsertSearchAttributes', 'failQueue', 'alert']);
   });
 
   it('when already partner_removed: a duplicate, written and counted only', () => {
@@ -278,7 +275,7 @@ describe('lifecycle machine: QUEUE_STRAY in each state', () => {
     const s = step(waba('connected'), event('QUEUE_STRAY'));
     expect(lastEvent(s)?.outcome).toBe('draining stray entries');
     expect(s.state).toMatchObject({ state: 'connected', since: SINCE });
-    expect(s.commands).toEqual([{ type: 'startDrain', mode: 'stray', onlyIfQueued: false }, persistOf(s), COUNT]);
+    expect(s.commands).toEqual([{ type: 'startDrain', mode: 'stray', onlyIfQueued: false }, persistOf(s)]);
   });
 
   it.each([
@@ -316,12 +313,6 @@ describe('lifecycle machine: strays of a WABA whose sends are refused', () => {
       event('QUEUE_STRAY'),
       ctx({ settings: { ...settings, onAbandon: 'keep' } }),
     );
-    expect(s.commands).toEqual(recordOnly(s));
-  });
-
-  it('replaying a run recorded before the patch: left to the open cycle', () => {
-    const s = step(waba('partner_removed'), event('QUEUE_STRAY'), ctx({ isPatched: () => false }));
-    expect(lastEvent(s)?.outcome).toBe('queue will be drained by the open cycle');
     expect(s.commands).toEqual(recordOnly(s));
   });
 });
@@ -384,17 +375,7 @@ describe('lifecycle machine: ordering by Meta time', () => {
     );
     expect(s.state.state).toBe('draining');
     expect(lastEvent(s)?.outcome).toBe("draining (its time is older than the offboarding's: accepted)");
-    expect(s.commands.at(-1)).toEqual({ type: 'startDrain', mode: 'reconnected', onlyIfQueued: false });
-  });
-
-  it('replaying a run recorded before the patch: an older reconnection still leaves an offboarded WABA offboarded', () => {
-    const s = step(
-      waba('offboarded', { lastOffboardedMetaTime: 500 }),
-      event('ACCOUNT_RECONNECTED', { metaTime: 499 }),
-      ctx({ isPatched: () => false }),
-    );
-    expect(s.state.state).toBe('offboarded');
-    expect(lastEvent(s)?.outcome).toBe('stale: older than the current offboarding');
+    expect(s.commands.at(-1)).toEqual({ type: 'startDrain', mode: 'reconnected', onlyIfQueued: true });
   });
 
   it('a reconnection at the same time as the offboarding is not stale: it drains', () => {
@@ -493,9 +474,8 @@ describe('lifecycle machine: operator actions', () => {
       });
       expect(s.commands).toEqual([
         persistOf(s),
-        COUNT,
         upsert('draining', s.state.escalationLevel),
-        { type: 'startDrain', mode: 'reconnected', onlyIfQueued: false },
+        { type: 'startDrain', mode: 'reconnected', onlyIfQueued: true },
       ]);
     },
   );
@@ -513,7 +493,6 @@ describe('lifecycle machine: operator actions', () => {
       expect(s.state).toMatchObject({ state: 'reconnect_abandoned', reason: 'force_abandon: client left' });
       expect(s.commands).toEqual([
         persistOf(s),
-        COUNT,
         upsert('reconnect_abandoned', s.state.escalationLevel),
         { type: 'failQueue', reason: 'reconnect_timeout', queueEmptied: false },
         COUNT,
@@ -531,7 +510,7 @@ describe('lifecycle machine: operator actions', () => {
       { kind: 'operator', action: { action: 'force_abandon', reason: 'r' } },
       ctx({ settings: { ...settings, onAbandon: 'keep' } }),
     );
-    expect(types(s)).toEqual(['persist', 'countQueued', 'upsertSearchAttributes', 'countQueued', 'alert']);
+    expect(types(s)).toEqual(['persist', 'upsertSearchAttributes', 'countQueued', 'alert']);
   });
 });
 
@@ -552,7 +531,6 @@ describe('lifecycle machine: escalation levels', () => {
       expect(lastEvent(s)).toEqual({ type: 'ESCALATED', outcome: `level ${level} (${severity})`, at: NOW_ISO });
       expect(s.commands).toEqual([
         persistOf(s),
-        COUNT,
         upsert('offboarded', level),
         { type: 'alert', alert: { kind: 'escalated', wabaId: 'W1', level, severity, afterMs, since: SINCE } },
       ]);
@@ -570,7 +548,6 @@ describe('lifecycle machine: escalation levels', () => {
     });
     expect(s.commands).toEqual([
       persistOf(s),
-      COUNT,
       upsert('reconnect_abandoned', 3),
       { type: 'failQueue', reason: 'reconnect_timeout', queueEmptied: false },
       COUNT,
@@ -597,7 +574,6 @@ describe('lifecycle machine: escalation levels', () => {
     expect(s.state.state).toBe('reconnect_abandoned');
     expect(s.commands).toEqual([
       persistOf(s),
-      COUNT,
       upsert('reconnect_abandoned', 3),
       COUNT,
       {
@@ -624,8 +600,36 @@ describe('lifecycle machine: escalation levels', () => {
     expect(lastEvent(s)?.outcome).toBe('level 1 (critical), final');
   });
 
-  it('a level the settings do not have throws', () => {
-    expect(() => step(waba('offboarded'), { kind: 'escalation', level: 4 })).toThrow('no escalation level 4');
+  it('a level past the settings (ESCALATION_LEVELS shortened under the run) is the last one: abandoned, never a throw', () => {
+    const s = step(waba('offboarded', { escalationLevel: 2 }), { kind: 'escalation', level: 4 });
+    expect(s.state).toMatchObject({ state: 'reconnect_abandoned', escalationLevel: 3 });
+    expect(types(s)).toContain('failQueue');
+    // A credentials closure is never abandoned, whatever the level.
+    const token = waba('offboarded', { escalationLevel: 2, closure: { cause: 'credentials', at: SINCE } });
+    expect(step(token, { kind: 'escalation', level: 4 }).state).toMatchObject({
+      state: 'offboarded',
+      escalationLevel: 3,
+    });
+    // No levels at all: nothing to escalate to.
+    const none = ctx({ settings: { ...settings, escalation: [] } });
+    expect(step(waba('offboarded'), { kind: 'escalation', level: 1 }, none).commands).toEqual([]);
+  });
+
+  it('a WABA past the last level of shortened settings, never abandoned, has its last level due now', () => {
+    const short: LifecycleSettings = { ...settings, escalation: settings.escalation.slice(0, 2) };
+    expect(nextWakeUp(waba('offboarded', { escalationLevel: 3 }), short, false, NOW)).toEqual({
+      kind: 'escalation',
+      level: 2,
+      at: NOW,
+    });
+    // At the last level exactly (a credentials closure stays there): waits for input.
+    const token = waba('offboarded', { escalationLevel: 3, closure: { cause: 'credentials', at: SINCE } });
+    expect(nextWakeUp(token, short, false, NOW)).toEqual({ kind: 'input' });
+    expect(nextWakeUp(waba('offboarded', { escalationLevel: 2 }), short, false, NOW)).toEqual({
+      kind: 'escalation',
+      level: 2,
+      at: NOW,
+    });
   });
 });
 
@@ -639,7 +643,6 @@ describe('lifecycle machine: drain results', () => {
     expect(s.state.events).toEqual(waba('draining').events);
     expect(s.commands).toEqual([
       persistOf(s),
-      COUNT,
       upsert('connected', 0),
       { type: 'alert', alert: { kind: 'reconnected', wabaId: 'W1', sent: 5, failed: 1, expired: 2 } },
       { type: 'startDrain', mode: 'stray', onlyIfQueued: true },
@@ -676,7 +679,6 @@ describe('lifecycle machine: drain results', () => {
       expect(s.state).toMatchObject({ state: 'offboarded', since: NOW_ISO, escalationLevel: 0, reason: 'code 131031' });
       expect(s.commands).toEqual([
         persistOf(s),
-        COUNT,
         upsert('offboarded', 0),
         { type: 'alert', alert: { kind: 'accountUnusable', wabaId: 'W1', detail: 'code 131031' } },
       ]);
@@ -691,13 +693,22 @@ describe('lifecycle machine: drain results', () => {
   it('stopped (account unusable) while already offboarded: since and level stay, the gate stays closed', () => {
     const s = step(waba('offboarded', { escalationLevel: 2 }), { kind: 'drainEnded', outcome: unusable });
     expect(s.state).toMatchObject({ state: 'offboarded', since: SINCE, escalationLevel: 2, reason: 'code 131031' });
-    expect(types(s)).toEqual(['persist', 'countQueued', 'upsertSearchAttributes', 'alert']);
+    expect(types(s)).toEqual(['persist', 'upsertSearchAttributes', 'alert']);
   });
 
-  it.each(STATES)('cancelled while %s: nothing changes, nothing to do', (state) => {
-    const before = waba(state);
-    expect(step(before, { kind: 'drainEnded', outcome: 'cancelled' })).toEqual({ state: before, commands: [] });
-  });
+  it.each(STATES)(
+    'interrupted (failed or cancelled unasked) while %s: never draining with nothing running',
+    (state) => {
+      const before = waba(state);
+      const s = step(before, { kind: 'drainEnded', outcome: 'interrupted' });
+      expect(s.state).toEqual(before);
+      if (state === 'draining')
+        expect(s.commands).toEqual([COUNT, { type: 'startDrain', mode: 'reconnected', onlyIfQueued: true }]);
+      else if (state === 'connected')
+        expect(s.commands).toEqual([COUNT, { type: 'startDrain', mode: 'stray', onlyIfQueued: true }]);
+      else expect(s.commands).toEqual([]);
+    },
+  );
 
   it('after a stopped drain, closeGate for ACCOUNT_OFFBOARDED raises no alert', () => {
     const s = step(waba('draining'), {
@@ -705,7 +716,7 @@ describe('lifecycle machine: drain results', () => {
       then: { action: 'closeGate', type: 'ACCOUNT_OFFBOARDED' },
     });
     expect(s.state).toMatchObject({ state: 'offboarded', reason: 'ACCOUNT_OFFBOARDED' });
-    expect(types(s)).toEqual(['persist', 'countQueued', 'upsertSearchAttributes']);
+    expect(types(s)).toEqual(['persist', 'upsertSearchAttributes']);
   });
 });
 
@@ -732,45 +743,24 @@ describe('lifecycle machine: the event log', () => {
 describe('lifecycle machine: start of a run, wake-ups and the state query', () => {
   it.each(STATES)('a run that loads a %s WABA resumes a drain only when it was draining', (state) => {
     expect(onLoad(waba(state))).toEqual(
-      state === 'draining' ? [{ type: 'startDrain', mode: 'reconnected', onlyIfQueued: false }] : [],
+      state === 'draining' ? [{ type: 'startDrain', mode: 'reconnected', onlyIfQueued: true }] : [],
     );
   });
 
   it.each(STATES)('while a drain runs, a %s WABA waits for input only', (state) => {
-    expect(nextWakeUp(waba(state), settings, true)).toEqual({ kind: 'input' });
+    expect(nextWakeUp(waba(state), settings, true, NOW)).toEqual({ kind: 'input' });
   });
 
   it.each([0, 1, 2])('offboarded at level %i: the next level is due at since + its delay', (level) => {
     const next = settings.escalation[level]!;
-    expect(nextWakeUp(waba('offboarded', { escalationLevel: level }), settings, false)).toEqual({
+    expect(nextWakeUp(waba('offboarded', { escalationLevel: level }), settings, false, NOW)).toEqual({
       kind: 'escalation',
       level: next.level,
       at: Date.parse(SINCE) + next.afterMs,
     });
   });
 
-  it('probes back off while the gate stays closed: 1, 2, 4, 8 … minutes after the closure, then at the cap', () => {
-    const since = Date.parse(SINCE);
-    const min = 60_000;
-    const backoff: LifecycleSettings = { ...settings, probeIntervalMs: min, probeMaxIntervalMs: 30 * min };
-    const times: number[] = [];
-    let last: number | undefined;
-    for (let i = 0; i < 9; i++) {
-      last = nextProbeAt(since, backoff, last)!;
-      times.push((last - since) / min);
-    }
-    expect(times).toEqual([1, 2, 4, 8, 16, 32, 62, 92, 122]);
-    // Without a cap (a run started before the back-off): every interval.
-    expect(nextProbeAt(since, { ...settings, probeIntervalMs: min }, since + 10 * min)).toBe(since + 11 * min);
-    expect(nextProbeAt(since, settings)).toBeUndefined();
-    expect(nextProbeAt(since, { ...settings, probeIntervalMs: 0, probeMaxIntervalMs: min })).toBeUndefined();
-    // A cap below the interval never probes more often than the interval.
-    expect(nextProbeAt(since, { ...settings, probeIntervalMs: min, probeMaxIntervalMs: 1_000 }, since + 5 * min)).toBe(
-      since + 6 * min,
-    );
-  });
-
-  it("the sweep's fixed schedule has the same points as the run's own probes, and finds each in its window once", () => {
+  it("the sweep's fixed schedule backs off (1, 2, 4, 8 … minutes, then the cap) and finds each point in its window once", () => {
     const since = Date.parse(SINCE);
     const min = 60_000;
     const backoff: LifecycleSettings = { ...settings, probeIntervalMs: min, probeMaxIntervalMs: 30 * min };
@@ -820,10 +810,7 @@ describe('lifecycle machine: start of a run, wake-ups and the state query', () =
     const since = Date.parse(SINCE);
     const now = since + 130_000;
     const level1 = since + settings.escalation[0]!.afterMs;
-    const atLevel0 = nextWakeUp(waba('offboarded', { escalationLevel: 0 }), backoff, false, undefined, {
-      by: 'sweep',
-      now,
-    });
+    const atLevel0 = nextWakeUp(waba('offboarded', { escalationLevel: 0 }), backoff, false, now);
     expect(atLevel0).toEqual({
       kind: 'escalation',
       level: 1,
@@ -835,47 +822,25 @@ describe('lifecycle machine: start of a run, wake-ups and the state query', () =
       `escalation level 1 at ${new Date(level1).toISOString()} (after a probe of Meta); ` +
         `next probe of Meta at ${new Date(since + 240_000).toISOString()} (by the gate probe sweep)`,
     );
-    const pastLevels = nextWakeUp(waba('offboarded', { escalationLevel: 3 }), backoff, false, undefined, {
-      by: 'sweep',
-      now,
-    });
+    const atLast = waba('offboarded', { escalationLevel: 3, closure: { cause: 'credentials' as const, at: SINCE } });
+    const pastLevels = nextWakeUp(atLast, backoff, false, now);
     expect(pastLevels).toEqual({ kind: 'input', sweptProbeAt: since + 240_000 });
     expect(describeWakeUp(pastLevels)).toMatch(
       /^waiting for a webhook.*; next probe of Meta at .* \(by the gate probe sweep\)$/,
     );
     // Probing off: the sweep has nothing to say.
-    expect(
-      nextWakeUp(waba('offboarded', { escalationLevel: 3 }), settings, false, undefined, { by: 'sweep', now }),
-    ).toEqual({
-      kind: 'input',
-    });
+    expect(nextWakeUp(atLast, settings, false, now)).toEqual({ kind: 'input' });
   });
 
-  it('an offboarded WABA probes when the backed-off probe comes before the next level', () => {
-    const backoff: LifecycleSettings = { ...settings, probeIntervalMs: 60_000, probeMaxIntervalMs: 3_600_000 };
-    const since = Date.parse(SINCE);
-    // Level 1 is 5 min after the closure; the probe after one at 2 min comes at 4 min.
-    expect(nextWakeUp(waba('offboarded', { escalationLevel: 0 }), backoff, false, since + 120_000)).toEqual({
-      kind: 'probe',
-      at: since + 240_000,
-    });
-    // After one at 4 min the next (8 min) is past level 1: the level comes first, probing before it.
-    expect(nextWakeUp(waba('offboarded', { escalationLevel: 0 }), backoff, false, since + 240_000)).toEqual({
-      kind: 'escalation',
-      level: 1,
-      at: since + settings.escalation[0]!.afterMs,
-      probeFirst: true,
-    });
-  });
-
-  it('offboarded past the last level: waits for input only', () => {
-    expect(nextWakeUp(waba('offboarded', { escalationLevel: 3 }), settings, false)).toEqual({ kind: 'input' });
+  it('a credentials closure at the last level (never abandoned): waits for input only', () => {
+    const token = waba('offboarded', { escalationLevel: 3, closure: { cause: 'credentials', at: SINCE } });
+    expect(nextWakeUp(token, settings, false, NOW)).toEqual({ kind: 'input' });
   });
 
   it.each(['connected', 'draining', 'reconnect_abandoned', 'partner_removed'] as const)(
     'a %s WABA with no drain running has nothing to wait for',
     (state) => {
-      expect(nextWakeUp(waba(state), settings, false)).toEqual({ kind: 'done' });
+      expect(nextWakeUp(waba(state), settings, false, NOW)).toEqual({ kind: 'done' });
     },
   );
 
@@ -1056,12 +1021,6 @@ describe('lifecycle machine: gate causes and reopen rules', () => {
     expect(s.state.state).toBe('offboarded');
   });
 
-  it('replaying a run recorded before the patch: an old internal event still closes the gate', () => {
-    const w = waba('connected', { lastReconnectedAt: NOW - 1_000 });
-    const s = step(w, event('SEND_ACCOUNT_UNUSABLE', { causeTime: NOW - 2_000 }), ctx({ isPatched: () => false }));
-    expect(s.state.state).toBe('offboarded');
-  });
-
   it('a usable probe of an offboarded WABA reopens with reconnected_by_probe, alerts and drains', () => {
     const w = waba('offboarded', { closure: { cause: 'offboarded', at: SINCE } });
     const s = step(w, usable, ctx({ settings: probeSettings }));
@@ -1069,8 +1028,8 @@ describe('lifecycle machine: gate causes and reopen rules', () => {
       state: 'draining',
       lastReopen: { cause: 'reconnected_by_probe', closedBy: 'offboarded' },
     });
-    expect(types(s)).toEqual(['persist', 'countQueued', 'upsertSearchAttributes', 'alert', 'startDrain']);
-    const a = s.commands[3];
+    expect(types(s)).toEqual(['persist', 'upsertSearchAttributes', 'alert', 'startDrain']);
+    const a = s.commands[2];
     if (a?.type !== 'alert') throw new Error('expected an alert');
     expect(alertContent(a.alert, { queued: 3, failed: 0 }).title).toBe(
       "Gate reopened by a probe: Meta's webhook never arrived",
@@ -1116,7 +1075,7 @@ describe('lifecycle machine: gate causes and reopen rules', () => {
       lastReopen: { cause: 'partner_added', closedBy: 'partner_removed' },
     });
     expect(s.state.closure).toBeUndefined();
-    expect(types(s)).toEqual(['persist', 'countQueued', 'upsertSearchAttributes', 'alert', 'startDrain']);
+    expect(types(s)).toEqual(['persist', 'upsertSearchAttributes', 'alert', 'startDrain']);
     expect(s.commands.at(-1)).toEqual({ type: 'startDrain', mode: 'stray', onlyIfQueued: true });
   });
 
@@ -1151,17 +1110,16 @@ describe('lifecycle machine: gate causes and reopen rules', () => {
     );
   });
 
-  it('with probing, an offboarded WABA wakes for a probe every interval, and probes first at a level', () => {
+  it('with probing, an offboarded WABA probes first at a level (the sweep probes between levels)', () => {
     const since = Date.parse(SINCE);
     const w = waba('offboarded', { escalationLevel: 0 });
-    expect(nextWakeUp(w, probeSettings, false)).toEqual({ kind: 'probe', at: since + 60_000 });
-    expect(nextWakeUp(w, probeSettings, false, since + 4.5 * 60_000)).toEqual({
+    expect(nextWakeUp(w, probeSettings, false, since + 4.5 * 60_000)).toMatchObject({
       kind: 'escalation',
       level: 1,
       at: since + 5 * 60_000,
       probeFirst: true,
     });
-    expect(nextWakeUp(w, settings, false)).toEqual({ kind: 'escalation', level: 1, at: since + 5 * 60_000 });
+    expect(nextWakeUp(w, settings, false, NOW)).toEqual({ kind: 'escalation', level: 1, at: since + 5 * 60_000 });
   });
 
   it('an auth failure closes with cause credentials; the first usable probe reopens it at once', () => {
@@ -1223,12 +1181,10 @@ describe('late failures: a failed status naming our send queues that message aga
     expect(types(s).slice(-1)).toEqual(['requeueLate']);
   });
 
-  it('not for a removed WABA, not without our send key, not for a send error, not before the patch', () => {
+  it('not for a removed WABA, not without our send key, not for a send error', () => {
     expect(requeueOf(step(waba('partner_removed'), failed()))).toBeUndefined();
     expect(requeueOf(step(waba('connected'), failed({ sendKey: undefined })))).toBeUndefined();
     expect(requeueOf(step(waba('connected'), failed({ source: 'send' })))).toBeUndefined();
-    const old = ctx({ isPatched: (id) => id !== 'gate-late-failure-requeue' });
-    expect(requeueOf(step(waba('connected'), failed(), old))).toBeUndefined();
   });
 });
 
@@ -1247,12 +1203,12 @@ describe('lifecycle machine: a drain paused by a refused token', () => {
     expect(s.state).toMatchObject({ state: 'connected', escalationLevel: 0 });
     expect(s.state.closure).toBeUndefined();
     expect(lastEvent(s)).toMatchObject({ outcome: 'drain paused: Meta refuses the token', detail: 'code 190' });
-    expect(types(s)).toEqual(['persist', 'countQueued', 'upsertSearchAttributes']);
+    expect(types(s)).toEqual(['persist', 'upsertSearchAttributes']);
   });
 
   it('while connected (a stray drain): recorded, nothing else', () => {
     const s = step(waba('connected'), { kind: 'drainEnded', outcome: paused });
     expect(s.state.state).toBe('connected');
-    expect(types(s)).toEqual(['persist', 'countQueued']);
+    expect(types(s)).toEqual(['persist']);
   });
 });

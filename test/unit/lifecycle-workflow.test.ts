@@ -1,6 +1,6 @@
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
-import { Context } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import { temporalBinary } from '../../tools/infra/binaries';
 import { bundleWorkflows } from '../../src/worker';
 import type { WabaSnapshot } from '../../src/adapters/store/wabas';
@@ -39,34 +39,43 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
     await env?.teardown();
   });
 
-  /** Fake activities recording calls; `drainQueue` runs until cancelled unless told to finish. */
-  function fakes(opts: { drainFinishes?: boolean } = {}) {
+  /**
+   * Fake activities recording calls; the queue holds `queued` entries (0: a reconnection opens the
+   * gate without a drain). `drainQueue` runs until cancelled unless told to finish; with
+   * `deadOnCancel` it stops heartbeating and never answers once cancelled (its worker is gone).
+   */
+  function fakes(opts: { drainFinishes?: boolean; queued?: number; deadOnCancel?: boolean } = {}) {
     const calls: string[] = [];
     const alerts: AlertInput[] = [];
     let doc: WabaSnapshot | undefined;
+    let queued = opts.queued ?? 0;
     const activities: Partial<Activities> = {
-      async loadWaba(wabaId: string) {
-        return (
-          doc ?? {
-            wabaId,
-            state: 'connected',
-            since: new Date().toISOString(),
-            escalationLevel: 0,
-            events: [],
-            updatedAt: '',
-          }
-        );
+      async openWaba(wabaId: string) {
+        const waba = doc ?? {
+          wabaId,
+          state: 'connected' as const,
+          since: new Date().toISOString(),
+          escalationLevel: 0,
+          events: [],
+          updatedAt: '',
+        };
+        return { settings: await activities.lifecycleSettings!(), waba, queued };
       },
       async saveWaba(snapshot: WabaSnapshot) {
         doc = snapshot;
         calls.push(`save:${snapshot.state}:${snapshot.escalationLevel}`);
+        return queued;
       },
       async countQueued() {
-        return 0;
+        return queued;
       },
       async drainQueue(input: DrainInput) {
         calls.push(`drain:${input.mode}`);
-        if (opts.drainFinishes) return { sent: 0, failed: 0, expired: 0, alreadySettled: 0 };
+        if (opts.drainFinishes) {
+          const sent = queued;
+          queued = 0;
+          return { sent, failed: 0, expired: 0, alreadySettled: 0 };
+        }
         const ctx = Context.current();
         for (;;) {
           ctx.heartbeat();
@@ -74,6 +83,9 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
             await Promise.race([ctx.cancelled, new Promise((r) => setTimeout(r, 50))]);
           } catch (err) {
             calls.push('drain:cancelled');
+            // Never heartbeats or answers again while the server gives up on it (heartbeat timeout 20 s),
+            // then goes away so the test's worker can shut down.
+            if (opts.deadOnCancel) await new Promise((r) => setTimeout(r, 25_000));
             throw err;
           }
         }
@@ -89,22 +101,24 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
     return { calls, alerts, activities };
   }
 
-  /** Runs one WABA's workflow; `settings` go in its input and, unless `workerSettings` say otherwise, are the worker's too. */
+  /** Runs one WABA's workflow; `settings` go in its input and, unless `workerConfig` says otherwise (read at each use), are the worker's too. */
   async function run(
     activities: Partial<Activities>,
     settings: LifecycleSettings,
     body: (
       send: (e: Omit<LifecycleEvent, 'key' | 'receivedAt' | 'source' | 'wabaId'>) => Promise<void>,
     ) => Promise<void>,
-    workerSettings: LifecycleSettings = settings,
+    workerConfig: LifecycleSettings | (() => LifecycleSettings) = settings,
   ) {
+    const workerSettings = typeof workerConfig === 'function' ? workerConfig : () => workerConfig;
+    activities.lifecycleSettings = async () => workerSettings();
     const wabaId = String(Math.floor(Math.random() * 1e15));
     const taskQueue = `unit-${wabaId}`;
     const worker = await Worker.create({
       connection: env.nativeConnection,
       taskQueue,
       workflowBundle,
-      activities: { lifecycleSettings: async () => workerSettings, ...activities },
+      activities,
       maxHeartbeatThrottleInterval: '1 second', // as the service's worker (src/worker.ts)
     });
     let n = 0;
@@ -174,7 +188,7 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
   });
 
   it('on PARTNER_REMOVED during a drain, stops the drain before failing the queue', async () => {
-    const f = fakes();
+    const f = fakes({ queued: 3 });
     const long = { ...settings, escalation: [{ level: 1, afterMs: 3_600_000, severity: 'critical' as const }] };
     const summary = await run(f.activities, long, async (send) => {
       await send({ type: 'ACCOUNT_OFFBOARDED', metaTime: 100 });
@@ -190,7 +204,7 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
   });
 
   it("applies a reconnection older than the open offboarding (Meta's example pair): one drain, connected", async () => {
-    const f = fakes({ drainFinishes: true });
+    const f = fakes({ drainFinishes: true, queued: 2 });
     const summary = await run(f.activities, settings, async (send) => {
       await send({ type: 'ACCOUNT_OFFBOARDED', metaTime: 500 });
       await send({ type: 'ACCOUNT_RECONNECTED', metaTime: 400 });
@@ -199,5 +213,67 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
     });
     expect(summary.finalState).toBe('connected');
     expect(f.calls.filter((c) => c.startsWith('drain'))).toEqual(['drain:reconnected']);
+  });
+
+  describe('no activity failure, timeout or settings change fails or freezes a run', () => {
+    it('a drain whose worker died when it was asked to stop: the offboarding is applied once its heartbeat times out', async () => {
+      const f = fakes({ queued: 3, deadOnCancel: true });
+      const long = { ...settings, escalation: [{ level: 1, afterMs: 3_600_000, severity: 'critical' as const }] };
+      const summary = await run(f.activities, long, async (send) => {
+        await send({ type: 'ACCOUNT_OFFBOARDED', metaTime: 100 });
+        await send({ type: 'ACCOUNT_RECONNECTED', metaTime: 200 });
+        for (let waited = 0; !f.calls.includes('drain:reconnected') && waited < 30_000; waited += 50)
+          await new Promise((r) => setTimeout(r, 50));
+        await send({ type: 'PARTNER_REMOVED', metaTime: 300 });
+      });
+      // Before: the heartbeat timeout after the cancel failed the run, and the removal was never applied.
+      expect(summary.finalState).toBe('partner_removed');
+      const order = ['drain:reconnected', 'drain:cancelled', 'save:partner_removed:0', 'failQueue:partner_removed'];
+      expect(f.calls.filter((c) => order.includes(c))).toEqual(order);
+    }, 90_000);
+
+    it('ESCALATION_LEVELS shortened below the next level under an open run: the run abandons at the new last level', async () => {
+      const f = fakes();
+      let levels = settings;
+      const summary = await run(
+        f.activities,
+        settings,
+        async (send) => {
+          await send({ type: 'ACCOUNT_OFFBOARDED' });
+          // Level 1 (300 ms) applied under three levels; then a deployment keeps only the first.
+          for (let waited = 0; !f.calls.includes('save:offboarded:1') && waited < 30_000; waited += 20)
+            await new Promise((r) => setTimeout(r, 20));
+          levels = { ...settings, escalation: settings.escalation.slice(0, 1) };
+        },
+        () => levels,
+      );
+      // Before: "no escalation level 2" failed the workflow task for as long as nothing else happened.
+      expect(summary.finalState).toBe('reconnect_abandoned');
+      expect(f.calls).toEqual([
+        'save:offboarded:0',
+        'save:offboarded:1',
+        'save:reconnect_abandoned:1',
+        'failQueue:reconnect_timeout',
+      ]);
+    });
+
+    it('a probe that fails before a level (the store or Graph down): the level is applied, the run goes on', async () => {
+      const f = fakes();
+      f.activities.probeGate = async () => {
+        f.calls.push('probe');
+        throw ApplicationFailure.nonRetryable('store unreachable');
+      };
+      const probing = { ...settings, probeIntervalMs: 60_000, probeMaxIntervalMs: 3_600_000 };
+      const summary = await run(f.activities, probing, (send) => send({ type: 'ACCOUNT_OFFBOARDED' }));
+      // Before: the failed probe activity failed the run at its first level.
+      expect(summary.finalState).toBe('reconnect_abandoned');
+      expect(f.calls.filter((c) => c === 'probe')).toHaveLength(3);
+      expect(f.calls.filter((c) => c.startsWith('save:'))).toEqual([
+        'save:offboarded:0',
+        'save:offboarded:1',
+        'save:offboarded:2',
+        'save:reconnect_abandoned:3',
+      ]);
+    });
   });
 });

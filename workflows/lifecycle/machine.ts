@@ -36,28 +36,7 @@ export interface StepContext {
   settings: LifecycleSettings;
   /** A drain activity was started and has not been cancelled or reported back yet. */
   drainRunning: boolean;
-  /**
-   * Whether a behaviour change guarded by `patched(id)` applies (the shell asks Temporal; replays of
-   * histories recorded before the change answer false). Without it, every change applies.
-   */
-  isPatched?: (id: PatchId) => boolean;
 }
-
-/**
- * The `patched()` ids of the machine's behaviour changes (ARCHITECTURE.md, "Versioning"). Each
- * one changes the commands some input produces, so runs recorded before it must keep the old ones.
- */
-export const PATCHES = {
-  /** A RECONNECTED while offboarded is applied whatever its Meta time. */
-  reconnectAnyTime: 'gate-reconnect-any-time',
-  /** An internal SEND_ACCOUNT_UNUSABLE caused before the last reconnection is stale. */
-  staleInternalEvents: 'gate-stale-internal-events',
-  /** PARTNER_ADDED and a partner-removed QUEUE_STRAY (settle the strays failed) are acted on. */
-  partnerWayBack: 'gate-partner-way-back',
-  /** A failed status naming our send queues that message again, once (`requeueLate`). */
-  lateFailureRequeue: 'gate-late-failure-requeue',
-} as const;
-export type PatchId = (typeof PATCHES)[keyof typeof PATCHES];
 
 /** What the machine still has to do once a drain it asked to stop has stopped sending. */
 export type AfterDrainStopped =
@@ -78,8 +57,11 @@ export type MachineInput =
   | { kind: 'operator'; action: OperatorAction }
   /** The WABA has been offboarded long enough for this escalation level (see `nextWakeUp`). */
   | { kind: 'escalation'; level: number }
-  /** The drain activity returned, or was cancelled without the machine asking for it. */
-  | { kind: 'drainEnded'; outcome: DrainResult | 'cancelled' }
+  /**
+   * The drain activity returned, or ended without the machine asking for it (`interrupted`: it
+   * failed or was cancelled from outside; nothing is sending any more).
+   */
+  | { kind: 'drainEnded'; outcome: DrainResult | 'interrupted' }
   /** A drain stopped by a `cancelDrain` command has stopped sending; `then` says what follows. */
   | { kind: 'drainStopped'; then: AfterDrainStopped }
   /** A `probe` command's answer: what Meta's phone-number nodes say now. */
@@ -112,20 +94,23 @@ export type Command =
    * `{ kind: 'drainStopped', then }` back. Always the last command of its step.
    */
   | { type: 'cancelDrain'; then: AfterDrainStopped }
-  /** `saveWaba(waba)`. */
+  /** `saveWaba(waba)`, which also counts the queue (what later `alert`s and `startDrain.onlyIfQueued` see). */
   | { type: 'persist'; waba: LifecycleState }
   /** `countQueued(wabaId)`; the count is what later `alert`s and `startDrain.onlyIfQueued` see. */
   | { type: 'countQueued' }
   /** Set `WabaState` and `EscalationLevel`. */
   | { type: 'upsertSearchAttributes'; state: WabaState; escalationLevel: number }
-  /** Start `drainQueue({ wabaId, mode })` in the background; with `onlyIfQueued`, only when the last count is above 0. */
+  /**
+   * Start `drainQueue({ wabaId, mode })` in the background; with `onlyIfQueued`, only when the last
+   * count is above 0. A `reconnected` drain skipped that way (the gate's new state was just saved
+   * and the queue counted empty) ends at once: the shell feeds back `drainEnded` with nothing sent,
+   * without an activity.
+   */
   | { type: 'startDrain'; mode: DrainInput['mode']; onlyIfQueued: boolean }
   /** `failQueue({ wabaId, reason })`; its result is the `failed` alerts see. With `queueEmptied`, the count becomes 0. */
   | { type: 'failQueue'; reason: string; queueEmptied: boolean }
   /** `deliverAlert` to every sink, in the background. */
   | { type: 'alert'; alert: AlertSpec }
-  /** Run the `probeGate` activity, then feed `{ kind: 'probed', result }` back. Always the last command of its step. */
-  | { type: 'probe' }
   /** `requeueLateFailure(failure)`: queue a message Meta failed after accepting it again, once. */
   | { type: 'requeueLate'; failure: LateFailureInput };
 
@@ -155,8 +140,6 @@ export type WakeUp =
    * `probeFirst`, probe Meta first and apply the level only if the gate is still closed).
    */
   | { kind: 'escalation'; level: number; at: number; probeFirst?: boolean; sweptProbeAt?: number }
-  /** Wait for input, but no later than `at` (epoch ms): then probe Meta (`probe` command). */
-  | { kind: 'probe'; at: number }
   /** Nothing to wait for: the run may end once its handlers have finished. */
   | { kind: 'done' };
 
@@ -182,7 +165,7 @@ export function transition(state: LifecycleState, input: MachineInput, ctx: Step
     case 'escalation':
       return escalate(state, input.level, ctx);
     case 'drainEnded':
-      return input.outcome === 'cancelled' ? { state, commands: [] } : finishDrain(state, input.outcome, ctx);
+      return input.outcome === 'interrupted' ? drainInterrupted(state) : finishDrain(state, input.outcome, ctx);
     case 'drainStopped':
       return afterDrainStopped(state, input.then, ctx);
     case 'probed':
@@ -192,7 +175,19 @@ export function transition(state: LifecycleState, input: MachineInput, ctx: Step
 
 /** What a freshly started run does with the WABA it loaded: resume a drain a previous run left open. */
 export function onLoad(state: LifecycleState): Command[] {
-  return state.state === 'draining' ? [{ type: 'startDrain', mode: 'reconnected', onlyIfQueued: false }] : [];
+  return state.state === 'draining' ? [{ type: 'startDrain', mode: 'reconnected', onlyIfQueued: true }] : [];
+}
+
+/**
+ * A drain that ended without the machine asking (its activity failed, or it was cancelled from
+ * outside): nothing is sending any more. A WABA still draining drains again (the queue is durable
+ * and the attempt ledger sends each message once; an empty queue opens the gate at once); a
+ * connected one drains the entries queued meanwhile, if any. Never `draining` with nothing running.
+ */
+function drainInterrupted(state: LifecycleState): Step {
+  if (state.state !== 'draining' && state.state !== 'connected') return { state, commands: [] };
+  const mode: DrainInput['mode'] = state.state === 'draining' ? 'reconnected' : 'stray';
+  return { state, commands: [{ type: 'countQueued' }, { type: 'startDrain', mode, onlyIfQueued: true }] };
 }
 
 /** Why an operator action does not apply to the WABA as it is now; undefined when it does. */
@@ -220,17 +215,6 @@ export function refusal(state: LifecycleState, action: OperatorAction): string |
 function probeGap(sinceMs: number, interval: number, max: number | undefined, p: number): number {
   if (max === undefined) return interval;
   return Math.min(Math.max(max, interval), Math.max(interval, p - sinceMs));
-}
-
-/**
- * When to probe Meta next for a gate closed since `sinceMs` (undefined: probing is off): the first
- * probe `probeIntervalMs` after the closure, then one `probeGap` after the last one.
- */
-export function nextProbeAt(sinceMs: number, settings: LifecycleSettings, lastProbeAt?: number): number | undefined {
-  const interval = settings.probeIntervalMs;
-  if (!interval || interval <= 0) return undefined;
-  const from = Math.max(sinceMs, lastProbeAt ?? 0);
-  return from + probeGap(sinceMs, interval, settings.probeMaxIntervalMs, from);
 }
 
 /**
@@ -296,42 +280,38 @@ export function sweepPeriodAfterRead(periodMs: number, readMs: number): number {
   return Math.max(periodMs, Math.min(SWEEP_MAX_PERIOD_MS, Math.ceil(readMs / SWEEP_READ_SHARE)));
 }
 
-/** What to wait for when the inbox, the operator request and the drain outcome are all empty. */
+/**
+ * What to wait for when the inbox, the operator request and the drain outcome are all empty, at
+ * `now`. Probes between levels are the gate probe sweep's (workflows/gate-probes.ts), which signals
+ * a usable result: the run only waits for input or the next escalation level (probed first when
+ * probing is on); `sweptProbeAt` only tells operators when the sweep looks next.
+ *
+ * Always computable whatever the settings: when a deployment shortened `ESCALATION_LEVELS` below
+ * the level a WABA already reached, its last level (abandonment) is due now.
+ */
 export function nextWakeUp(
   state: LifecycleState,
   settings: LifecycleSettings,
   drainRunning: boolean,
-  /** Epoch ms of this run's last probe. */
-  lastProbeAt?: number,
-  /**
-   * `timers` (runs from before the sweep): the run probes Meta itself at each point. `sweep`: the
-   * gate probe sweep probes and signals a usable result, so the run only waits (for input or the
-   * next escalation level, still probed first); `probeAt` then only tells operators when.
-   */
-  probes: { by: 'timers' } | { by: 'sweep'; now: number } = { by: 'timers' },
+  now: number,
 ): WakeUp {
   if (drainRunning) return { kind: 'input' };
   if (state.state !== 'offboarded') return { kind: 'done' };
   const sinceMs = Date.parse(state.since);
-  const probeAt =
-    probes.by === 'sweep'
-      ? probePointAfter(sinceMs, settings, probes.now)
-      : nextProbeAt(sinceMs, settings, lastProbeAt);
-  const swept = probes.by === 'sweep' && probeAt !== undefined ? { sweptProbeAt: probeAt } : {};
-  const next = settings.escalation[state.escalationLevel];
+  const probeAt = probePointAfter(sinceMs, settings, now);
+  const swept = probeAt !== undefined ? { sweptProbeAt: probeAt } : {};
+  const probeFirst = probeAt !== undefined ? { probeFirst: true } : {};
+  const levels = settings.escalation;
+  const next = levels[state.escalationLevel];
   if (!next) {
-    if (probeAt === undefined || probes.by === 'sweep') return { kind: 'input', ...swept };
-    return { kind: 'probe', at: probeAt };
+    // At or past the last level of these settings and not abandoned (they were shortened under the
+    // run; a credentials closure is never abandoned: it waits for the probe): the last level applies now.
+    const overrun =
+      levels.length > 0 && state.escalationLevel >= levels.length && state.closure?.cause !== 'credentials';
+    if (overrun) return { kind: 'escalation', level: levels.length, at: now, ...probeFirst, ...swept };
+    return { kind: 'input', ...swept };
   }
-  const at = sinceMs + next.afterMs;
-  if (probes.by === 'timers' && probeAt !== undefined && probeAt < at) return { kind: 'probe', at: probeAt };
-  return {
-    kind: 'escalation',
-    level: next.level,
-    at,
-    ...(probeAt !== undefined ? { probeFirst: true } : {}),
-    ...swept,
-  };
+  return { kind: 'escalation', level: next.level, at: sinceMs + next.afterMs, ...probeFirst, ...swept };
 }
 
 /** `nextWakeUp` in plain words, for operators. */
@@ -345,8 +325,6 @@ export function describeWakeUp(wake: WakeUp): string {
       return `waiting for a webhook, an operator action or the drain${swept}`;
     case 'done':
       return 'nothing to wait for: the run ends';
-    case 'probe':
-      return `next probe of Meta at ${iso(wake.at)}`;
     case 'escalation':
       return `escalation level ${wake.level} at ${iso(wake.at)}${wake.probeFirst ? ' (after a probe of Meta)' : ''}${swept}`;
   }
@@ -489,10 +467,10 @@ function note(state: LifecycleState, entry: Omit<EventLogEntry, 'at'>, now: numb
   return { ...state, events };
 }
 
-/** Writes the state as it is and counts the queue again. */
+/** Writes the state as it is (the write counts the queue again). */
 function save(state: LifecycleState, now: number): Step {
   const next = { ...state, updatedAt: iso(now) };
-  return { state: next, commands: [{ type: 'persist', waba: next }, { type: 'countQueued' }] };
+  return { state: next, commands: [{ type: 'persist', waba: next }] };
 }
 
 /**
@@ -552,8 +530,6 @@ function closureOf(e: LifecycleEvent): Omit<GateClosure, 'at'> {
   };
 }
 
-const patchedIn = (ctx: StepContext, id: PatchId): boolean => (ctx.isPatched ? ctx.isPatched(id) : true);
-
 function then(step: Step, ...commands: Command[]): Step {
   return { state: step.state, commands: [...step.commands, ...commands] };
 }
@@ -568,7 +544,7 @@ function then(step: Step, ...commands: Command[]): Step {
 function applyEvent(state: LifecycleState, e: LifecycleEvent, ctx: StepContext): Step {
   const step = gateStep(state, e, ctx);
   if (e.type !== 'SEND_ACCOUNT_UNUSABLE' || e.source !== 'status' || !e.sendKey || !e.wamid) return step;
-  if (step.state.state === 'partner_removed' || !patchedIn(ctx, PATCHES.lateFailureRequeue)) return step;
+  if (step.state.state === 'partner_removed') return step;
   const requeue: Command = {
     type: 'requeueLate',
     failure: {
@@ -580,8 +556,8 @@ function applyEvent(state: LifecycleState, e: LifecycleEvent, ctx: StepContext):
     },
   };
   const last = step.commands[step.commands.length - 1];
-  // `cancelDrain` and `probe` stay last: the message is queued before the drain is stopped.
-  if (last && (last.type === 'cancelDrain' || last.type === 'probe')) {
+  // `cancelDrain` stays last: the message is queued before the drain is stopped.
+  if (last && last.type === 'cancelDrain') {
     return { state: step.state, commands: [...step.commands.slice(0, -1), requeue, last] };
   }
   const drains = step.commands.some((c) => c.type === 'startDrain') || ctx.drainRunning;
@@ -618,8 +594,7 @@ function gateStep(state: LifecycleState, e: LifecycleEvent, ctx: StepContext): S
         e.type === 'SEND_ACCOUNT_UNUSABLE' &&
         e.causeTime !== undefined &&
         w.lastReconnectedAt !== undefined &&
-        e.causeTime < w.lastReconnectedAt &&
-        patchedIn(ctx, PATCHES.staleInternalEvents)
+        e.causeTime < w.lastReconnectedAt
       ) {
         return recorded(w, 'stale: caused before the last reconnection');
       }
@@ -651,13 +626,13 @@ function gateStep(state: LifecycleState, e: LifecycleEvent, ctx: StepContext): S
         e.metaTime !== undefined && w.lastOffboardedMetaTime !== undefined && e.metaTime < w.lastOffboardedMetaTime;
       // Never drop a reconnection of an open offboarding: Meta's time is when the webhook was sent, and
       // Meta's own example pair has the reconnection earlier. Opening too early costs one failed send.
-      if (older && !(open && patchedIn(ctx, PATCHES.reconnectAnyTime))) {
+      if (older && !open) {
         return recorded(w, 'stale: older than the current offboarding');
       }
       if (open) {
         const outcome = older ? "draining (its time is older than the offboarding's: accepted)" : 'draining';
         const moved = moveTo(reopened(note(w, entry(outcome), now), 'reconnected', now), 'draining', undefined, now);
-        return then(moved, { type: 'startDrain', mode: 'reconnected', onlyIfQueued: false });
+        return then(moved, { type: 'startDrain', mode: 'reconnected', onlyIfQueued: true });
       }
       return recorded(w, w.state === 'draining' ? 'duplicate: already draining' : 'no offboarding open; remembered');
     }
@@ -710,7 +685,7 @@ function gateStep(state: LifecycleState, e: LifecycleEvent, ctx: StepContext): S
       const refusing =
         state.state === 'partner_removed' ||
         (state.state === 'reconnect_abandoned' && ctx.settings.onAbandon === 'fail');
-      if (refusing && patchedIn(ctx, PATCHES.partnerWayBack)) {
+      if (refusing) {
         const reason = state.state === 'partner_removed' ? PARTNER_REMOVED : RECONNECT_TIMEOUT;
         return then(recorded(state, `stray entries failed (${reason})`), {
           type: 'failQueue',
@@ -765,7 +740,7 @@ function applyOperator(state: LifecycleState, a: OperatorAction, ctx: StepContex
     return then(moveTo(reopened(noted, 'operator', now, detail), 'draining', `force_resume: ${a.reason}`, now), {
       type: 'startDrain',
       mode: 'reconnected',
-      onlyIfQueued: false,
+      onlyIfQueued: true,
     });
   }
   const noted = note(state, { type: 'OPERATOR_FORCE_ABANDON', outcome: 'abandoned', detail }, now);
@@ -825,7 +800,7 @@ function afterProbe(state: LifecycleState, result: ProbeResult, ctx: StepContext
         detail: result.detail,
       },
     },
-    { type: 'startDrain', mode: 'reconnected', onlyIfQueued: false },
+    { type: 'startDrain', mode: 'reconnected', onlyIfQueued: true },
   );
 }
 
@@ -851,10 +826,15 @@ function abandon(state: LifecycleState, reason: string, ctx: StepContext): Step 
   );
 }
 
-function escalate(state: LifecycleState, level: number, ctx: StepContext): Step {
+/**
+ * Escalation `level` of these settings. A deployment may have shortened `ESCALATION_LEVELS` since
+ * the level was chosen: a level past the last one is the last one (abandonment), never an error.
+ */
+function escalate(state: LifecycleState, wanted: number, ctx: StepContext): Step {
   const { settings, now } = ctx;
+  const level = Math.min(wanted, settings.escalation.length);
   const def = settings.escalation[level - 1];
-  if (!def) throw new Error(`no escalation level ${level} in the settings`);
+  if (!def) return { state, commands: [] }; // no levels at all: nothing to escalate to
   // A bad token is not the WABA's fault: its gate is never abandoned (the probe reopens it).
   const final = level === settings.escalation.length && state.closure?.cause !== 'credentials';
   const noted = note(

@@ -5,9 +5,7 @@ import {
   allHandlersFinished,
   condition,
   continueAsNew,
-  isCancellation,
   log,
-  patched,
   proxyActivities,
   proxyLocalActivities,
   setCurrentDetails,
@@ -33,7 +31,6 @@ import {
   type LifecycleSettings,
   type OperatorAction,
   type ProbeResult,
-  type WabaLifecycleView,
   type WabaState,
 } from '../contracts';
 import {
@@ -49,62 +46,28 @@ import {
   type Command,
   type LifecycleState,
   type MachineInput,
-  type PatchId,
 } from './machine';
 
-/**
- * `patched()` ids of the shell's own changes (the machine's are `PATCHES` in ./machine.ts);
- * ARCHITECTURE.md, "Versioning", says when to add one and when to retire it.
- */
-const SHELL_PATCHES = {
-  /** Probe Meta while the gate is closed (new timers and the `probeGate` activity). */
-  probe: 'gate-probe',
-  /** Probes back off while the gate stays closed (`probeMaxIntervalMs`). */
-  probeBackoff: 'gate-probe-backoff',
-  /**
-   * The gate probe sweep (workflows/gate-probes.ts) probes on the run's behalf and signals a usable
-   * result: no probe timers or `probeGate` activities between escalation levels.
-   */
-  probeSweep: 'gate-probe-sweep',
-  /** `GateCause` search attribute next to `WabaState` and `EscalationLevel`. */
-  gateCauseAttribute: 'gate-cause-attribute',
-  /** At continue-as-new, an operator update that arrives while handlers finish is applied, not left waiting. */
-  continueAsNewUpdate: 'gate-can-update-race',
-  /**
-   * The lifecycle settings come from the worker's configuration (a local activity) when the run
-   * starts and before each escalation level, not from the input frozen by whoever started it.
-   */
-  settingsFromWorker: 'lifecycle-settings-from-worker',
-  /** Continue-as-new hands the keys seen so far to the next run (a repeat after it is still a duplicate). */
-  continueAsNewKeys: 'lifecycle-can-carries-keys',
-} as const;
-
-const storeActivities = proxyActivities<Activities>({
+// The store's reads and writes (openWaba, saveWaba, countQueued, requeueLateFailure: a few
+// exact-`_id` operations or a count of the small queue, milliseconds) and the worker's settings
+// are local activities: one marker event each, and several in one workflow task, instead of an
+// activity's scheduled/started/completed plus a workflow task each. They retry until the store
+// answers (a failover delays a step, never fails the run); a local activity retried past its
+// deadline schedules a timer and retries in a later workflow task.
+const store = proxyLocalActivities<Activities>({
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
-// The short store reads and writes (loadWaba, saveWaba, countQueued: one exact-`_id` operation or
-// a count of the small queue, milliseconds) as local activities: one marker event each instead of
-// an activity's scheduled/started/completed plus a workflow task, same retry policy. A local
-// activity retried past its deadline schedules a timer and retries in a later workflow task.
-const localStoreActivities = proxyLocalActivities<Activities>({
-  startToCloseTimeout: '30 seconds',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
-});
-/** Runs recorded before this change used regular activities for the store: they replay that way. */
-const LOCAL_STORE_PATCH = 'lifecycle-local-store-activities';
-const store = (): Pick<Activities, 'loadWaba' | 'saveWaba' | 'countQueued'> =>
-  patched(LOCAL_STORE_PATCH) ? localStoreActivities : storeActivities;
 const workerSettings = proxyLocalActivities<Pick<Activities, 'lifecycleSettings'>>(SETTINGS_ACTIVITY_OPTIONS);
 const drainer = proxyActivities<Activities>({
   startToCloseTimeout: '24 hours',
   heartbeatTimeout: '20 seconds',
-  // A cancelled drain is over only when the activity says so: nothing may be sent after a
-  // PARTNER_REMOVED or a new offboarding has been applied.
+  // A cancelled drain is over only when the activity says so (or its worker is gone, see
+  // `cancelDrain`): nothing may be sent after a PARTNER_REMOVED or a new offboarding is applied.
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
-/** The gate's probe of Meta: bounded like alert delivery (a probe that keeps failing is `unknown`). */
+/** The gate's probe of Meta before an escalation level: bounded like alert delivery. */
 const prober = proxyActivities<Pick<Activities, 'probeGate'>>(ALERT_ACTIVITY_OPTIONS);
 
 /** How a run of the lifecycle workflow ended; its result. */
@@ -115,6 +78,236 @@ export interface LifecycleRunSummary {
 }
 
 const RECENT_KEYS = 200;
+const EMPTY_DRAIN: DrainResult = { sent: 0, failed: 0, expired: 0, alreadySettled: 0 };
+
+/**
+ * One WABA's run: the machine's state as loaded from the store, what the handlers received and
+ * not yet applied, and the drain in the background. The workflow function below wires the
+ * handlers to it and runs its loop; every decision is the pure machine's (./machine.ts).
+ */
+class LifecycleRun {
+  settings: LifecycleSettings;
+  /** Set once the WABA document is loaded; handlers that run before that check for it. */
+  waba: LifecycleState | undefined;
+  readonly inbox: LifecycleEvent[];
+  readonly recentKeys: string[];
+  operatorRequest: OperatorAction | undefined;
+  /** A usable probe the sweep reported, not yet applied (the latest wins). */
+  sweptProbe: ProbeResult | undefined;
+  /** What the last count of the queue (or `failQueue`) reported: alerts and stray drains read them. */
+  queued = 0;
+  failed = 0;
+  eventsApplied = 0;
+  lastProbe: (ProbeResult & { at: string }) | undefined;
+  nextText = '';
+  readonly alerts: Promise<void>[] = [];
+  private drainScope: CancellationScope | undefined;
+  private drainDone: Promise<void> | undefined;
+  private cancelling = false;
+  /** How the background drain ended, when the run did not ask it to stop; consumed by the loop. */
+  drainOutcome: DrainResult | 'interrupted' | undefined;
+  /** The search attributes as last written, so a step that leaves them as they are writes none. */
+  private attributes = '';
+
+  constructor(
+    readonly wabaId: string,
+    settings: LifecycleSettings,
+    pending: LifecycleEvent[],
+    seen: string[],
+  ) {
+    this.settings = settings;
+    this.inbox = [...pending];
+    this.recentKeys = [...new Set([...seen, ...pending.map((e) => e.key)])].slice(-RECENT_KEYS);
+  }
+
+  get drainRunning(): boolean {
+    return this.drainScope !== undefined;
+  }
+
+  /** Something to apply: an event, an operator action, a drain outcome or a swept probe. */
+  hasInput(): boolean {
+    return (
+      this.inbox.length > 0 ||
+      this.operatorRequest !== undefined ||
+      this.drainOutcome !== undefined ||
+      this.sweptProbe !== undefined
+    );
+  }
+
+  receive(event: LifecycleEvent): void {
+    if (this.recentKeys.includes(event.key)) {
+      log.info('duplicate lifecycle event ignored', { wabaId: this.wabaId, key: event.key, type: event.type });
+      return;
+    }
+    this.recentKeys.push(event.key);
+    if (this.recentKeys.length > RECENT_KEYS) this.recentKeys.shift();
+    this.inbox.push(event);
+  }
+
+  /** Loads settings, document and queue length (one local activity), then resumes a drain left open. */
+  async open(): Promise<void> {
+    const opened = await store.openWaba(this.wabaId);
+    this.settings = opened.settings;
+    this.queued = opened.queued;
+    this.waba = opened.waba;
+    for (const command of onLoad(opened.waba)) await this.execute(command);
+  }
+
+  /** Applies one input to the machine (at the workflow clock's now) and carries out its commands. */
+  async step(input: MachineInput): Promise<void> {
+    const next = transition(this.waba!, input, {
+      now: Date.now(),
+      settings: this.settings,
+      drainRunning: this.drainRunning,
+    });
+    this.waba = next.state;
+    for (const command of next.commands) await this.execute(command);
+  }
+
+  /** Applies a probe's answer, the sweep's or the one before an escalation level. */
+  applyProbe(result: ProbeResult): Promise<void> {
+    this.lastProbe = { ...result, at: new Date().toISOString() };
+    return this.step({ kind: 'probed', result });
+  }
+
+  /**
+   * Probes Meta before an escalation level. A probe that fails (the store or Graph down past its
+   * retries) is `unknown`: the level is applied as if no probe were configured, never a failed run.
+   */
+  async probe(): Promise<void> {
+    let result: ProbeResult;
+    try {
+      result = await prober.probeGate({ wabaId: this.wabaId });
+    } catch (err) {
+      log.warn('gate probe failed; the escalation level goes on without it', {
+        wabaId: this.wabaId,
+        error: String(err),
+      });
+      result = { verdict: 'unknown', detail: `probe failed: ${String(err)}` };
+    }
+    await this.applyProbe(result);
+  }
+
+  /** The worker's settings now: a deployment may have changed the levels, ON_ABANDON or the sinks. */
+  async refreshSettings(): Promise<void> {
+    this.settings = await workerSettings.lifecycleSettings();
+  }
+
+  /** Carries out one command; each activity is scheduled when its command comes up, in order. */
+  private async execute(command: Command): Promise<void> {
+    switch (command.type) {
+      case 'cancelDrain':
+        await this.cancelDrain();
+        return this.step({ kind: 'drainStopped', then: command.then });
+      case 'persist':
+        this.queued = await store.saveWaba(command.waba);
+        return;
+      case 'countQueued':
+        this.queued = await store.countQueued(this.wabaId);
+        return;
+      case 'upsertSearchAttributes':
+        return; // written once the step's commands are done (`flushAttributes`)
+      case 'startDrain':
+        if (!command.onlyIfQueued || this.queued > 0) this.startDrain(command.mode);
+        // The gate's new state is saved and the queue counted empty: the reconnection's drain is done.
+        else if (command.mode === 'reconnected') this.drainOutcome = EMPTY_DRAIN;
+        return;
+      case 'failQueue':
+        this.flushAttributes();
+        this.failed = await drainer.failQueue({ wabaId: this.wabaId, reason: command.reason });
+        if (command.queueEmptied) this.queued = 0;
+        return;
+      case 'alert':
+        this.alert(command.alert);
+        return;
+      case 'requeueLate':
+        await store.requeueLateFailure(command.failure);
+        return;
+    }
+  }
+
+  /**
+   * Writes `WabaState`, `EscalationLevel` and `GateCause` when they differ from the last write: one
+   * history event for a step's changes (a reconnection with an empty queue passes `draining` on
+   * its way to `connected` within one task and writes only `connected`).
+   */
+  flushAttributes(): void {
+    const w = this.waba;
+    if (!w) return;
+    const cause = w.closure?.cause ?? 'none';
+    const key = `${w.state}/${w.escalationLevel}/${cause}`;
+    if (key === this.attributes) return;
+    this.attributes = key;
+    upsertSearchAttributes([
+      { key: WabaStateKey, value: w.state },
+      { key: EscalationLevelKey, value: w.escalationLevel },
+      { key: GateCauseKey, value: cause },
+    ]);
+  }
+
+  private startDrain(mode: DrainInput['mode']): void {
+    this.drainOutcome = undefined;
+    this.cancelling = false;
+    const scope = new CancellationScope();
+    this.drainScope = scope;
+    this.drainDone = scope
+      .run(() => drainer.drainQueue({ wabaId: this.wabaId, mode }))
+      .then(
+        (result: DrainResult): DrainResult | 'interrupted' => result,
+        (err: unknown): 'interrupted' => {
+          // Asked to stop: `cancelDrain` consumes it. Otherwise nothing is sending any more, and the
+          // machine decides what follows (a WABA still draining drains again).
+          if (!this.cancelling)
+            log.warn('drain ended without being asked to', { wabaId: this.wabaId, error: String(err) });
+          return 'interrupted';
+        },
+      )
+      .then((outcome) => {
+        if (this.drainScope !== scope) return;
+        if (!this.cancelling) {
+          this.drainScope = undefined;
+          this.drainOutcome = outcome;
+        }
+      });
+  }
+
+  /**
+   * Cancels a running drain and waits until the activity has stopped sending. A drain whose worker
+   * is gone never acknowledges: its heartbeat timeout ends it (Temporal does not retry an activity
+   * once its cancellation is requested), and that ends the wait too. That worker, if it was only
+   * frozen, may still finish the one POST it had in flight: a send to an account that cannot send,
+   * which Meta refuses.
+   */
+  private async cancelDrain(): Promise<void> {
+    if (!this.drainScope) return;
+    this.cancelling = true;
+    this.drainScope.cancel();
+    await this.drainDone;
+    this.drainScope = undefined;
+    this.drainOutcome = undefined;
+    this.cancelling = false;
+  }
+
+  private alert(spec: AlertSpec): void {
+    const full: AlertInput = {
+      ...alertContent(spec, { queued: this.queued, failed: this.failed }),
+      kind: spec.kind,
+      wabaId: this.wabaId,
+      at: new Date().toISOString(),
+      state: this.waba!.state,
+      queued: this.queued,
+      runSinks: this.settings.alertSinks,
+    };
+    // A failing sink never breaks the workflow: it is logged and the run goes on.
+    this.alerts.push(...alertInBackground(this.settings.alertSinks, full));
+  }
+
+  /** Publishes what the run waits for (the `state` query and Temporal UI's details). */
+  describe(text: string): void {
+    this.nextText = text;
+    setCurrentDetails(currentDetails(this.waba, this.queued, text, this.lastProbe));
+  }
+}
 
 /**
  * One run per WABA at a time (id `waba-reconnect/<wabaId>`), started by signal-with-start from
@@ -127,9 +320,11 @@ const RECENT_KEYS = 200;
  * the configured delays; the last one marks the WABA `reconnect_abandoned`. On reconnection the
  * queue is drained in order (one long activity, batched and paced) before the gate reopens.
  *
- * This function is the shell: it wires the handlers, waits, and carries out the commands of the
- * pure state machine in ./machine.ts, which makes every decision. The order of the activities,
- * timers and search-attribute upserts is recorded in histories: change it only behind `patched()`.
+ * This function is the shell: it wires the handlers to a `LifecycleRun`, waits, and carries out
+ * the commands of the pure state machine in ./machine.ts, which makes every decision. No activity
+ * failure, timeout or settings change fails the run: store activities retry until the store
+ * answers, a failed probe is `unknown`, a failed alert is logged, a drain that ends unasked is
+ * started again, and the next step is always computable (`nextWakeUp`).
  */
 export async function wabaLifecycleWorkflow(
   input: LifecycleInput,
@@ -138,241 +333,77 @@ export async function wabaLifecycleWorkflow(
   seen: string[] = [],
 ): Promise<LifecycleRunSummary> {
   const { wabaId } = input;
-  // Probing exists only in runs whose settings ask for it and that were first run by code that knows it.
-  // Its back-off only in runs that reach this code (an older run's timers keep their cadence).
-  const withProbePatch = (s: LifecycleSettings): LifecycleSettings => {
-    if (s.probeIntervalMs !== undefined && !patched(SHELL_PATCHES.probe)) {
-      return { ...s, probeIntervalMs: undefined, probeMaxIntervalMs: undefined };
-    }
-    if (s.probeMaxIntervalMs !== undefined && !patched(SHELL_PATCHES.probeBackoff)) {
-      return { ...s, probeMaxIntervalMs: undefined };
-    }
-    return s;
-  };
-  let settings = withProbePatch(input.settings);
-  /** Runs started since the patch read the settings of the worker running them (deployments change them). */
-  async function refreshSettings(): Promise<void> {
-    if (patched(SHELL_PATCHES.settingsFromWorker)) settings = withProbePatch(await workerSettings.lifecycleSettings());
-  }
-  const isPatched = (id: PatchId): boolean => patched(id);
-  const inbox: LifecycleEvent[] = [...pending];
-  const recentKeys: string[] = [...new Set([...seen, ...pending.map((e) => e.key)])].slice(-RECENT_KEYS);
-  let operatorRequest: OperatorAction | undefined;
-  // Set once the document is loaded; the handlers below run before that and check for it.
-  let waba: LifecycleState | undefined;
-  // What the last countQueued / failQueue reported (alerts and stray drains read them).
-  let queued = 0;
-  let failed = 0;
-  let eventsApplied = 0;
-  let drainScope: CancellationScope | undefined;
-  let drainDone: Promise<void> | undefined;
-  let drainOutcome: DrainResult | 'cancelled' | undefined;
-  const alerts: Promise<void>[] = [];
-  let lastProbeAt: number | undefined;
-  let lastProbe: (ProbeResult & { at: string }) | undefined;
-  /** A usable probe the sweep reported, not yet applied (the latest wins). */
-  let sweptProbe: ProbeResult | undefined;
-  let nextText = '';
+  const run = new LifecycleRun(wabaId, input.settings, pending, seen);
 
-  setHandler(lifecycleEventSignal, (event) => {
-    if (recentKeys.includes(event.key)) {
-      log.info('duplicate lifecycle event ignored', { wabaId, key: event.key, type: event.type });
-      return;
-    }
-    recentKeys.push(event.key);
-    if (recentKeys.length > RECENT_KEYS) recentKeys.shift();
-    inbox.push(event);
-  });
-
+  setHandler(lifecycleEventSignal, (event) => run.receive(event));
   setHandler(gateProbedSignal, (result) => {
-    sweptProbe = result;
+    run.sweptProbe = result;
   });
-
-  setHandler(stateQuery, (): WabaLifecycleView => view(wabaId, waba, queued, { next: nextText, lastProbe }));
-
+  setHandler(stateQuery, () =>
+    view(wabaId, run.waba, run.queued, { next: run.nextText, ...(run.lastProbe ? { lastProbe: run.lastProbe } : {}) }),
+  );
   // Operators reach this through update-with-start, so it also works when no run is open (an
   // abandoned WABA): the handler then waits for the WABA document to load before deciding.
   setHandler(
     operatorActionUpdate,
     async (action) => {
-      await condition(() => waba !== undefined && operatorRequest === undefined);
-      const refused = refusal(waba!, action);
+      await condition(() => run.waba !== undefined && run.operatorRequest === undefined);
+      const refused = refusal(run.waba!, action);
       if (refused)
         throw ApplicationFailure.create({ type: FAILURE_TYPES.actionRefused, message: refused, nonRetryable: true });
-      operatorRequest = action;
-      await condition(() => operatorRequest === undefined);
-      return { accepted: true as const, state: waba!.state };
+      run.operatorRequest = action;
+      await condition(() => run.operatorRequest === undefined);
+      return { accepted: true as const, state: run.waba!.state };
     },
     {
       validator: (action) => {
         if (!action.reason?.trim()) throw new Error('a reason is required');
-        const refused = waba && refusal(waba, action);
+        const refused = run.waba && refusal(run.waba, action);
         if (refused) throw new Error(refused);
       },
     },
   );
 
-  function startDrain(mode: DrainInput['mode']): void {
-    drainOutcome = undefined;
-    drainScope = new CancellationScope();
-    drainDone = drainScope
-      .run(() => drainer.drainQueue({ wabaId, mode }))
-      .then(
-        (result: DrainResult) => {
-          drainOutcome = result;
-        },
-        (err: unknown) => {
-          if (isCancellation(err)) drainOutcome = 'cancelled';
-          else throw err;
-        },
-      );
-  }
-
-  /** Cancels a running drain and waits until the activity has stopped sending. */
-  async function cancelDrain(): Promise<void> {
-    if (!drainScope) return;
-    drainScope.cancel();
-    await drainDone;
-    drainScope = undefined;
-    drainOutcome = undefined;
-  }
-
-  function alert(spec: AlertSpec): void {
-    const full: AlertInput = {
-      ...alertContent(spec, { queued, failed }),
-      kind: spec.kind,
-      wabaId,
-      at: new Date().toISOString(),
-      state: waba!.state,
-      queued,
-      runSinks: settings.alertSinks,
-    };
-    // A failing sink never breaks the workflow: it is logged and the run goes on.
-    alerts.push(...alertInBackground(settings.alertSinks, full));
-  }
-
-  /** Applies one input to the machine (at the workflow clock's now) and carries out its commands. */
-  async function step(machineInput: MachineInput): Promise<void> {
-    const next = transition(waba!, machineInput, {
-      now: Date.now(),
-      settings,
-      drainRunning: drainScope !== undefined,
-      isPatched,
-    });
-    waba = next.state;
-    for (const command of next.commands) await execute(command);
-  }
-
-  /** Applies a probe's answer, the run's own or one the sweep reported. */
-  function applyProbe(result: ProbeResult): Promise<void> {
-    lastProbeAt = Date.now();
-    lastProbe = { ...result, at: new Date(lastProbeAt).toISOString() };
-    return step({ kind: 'probed', result });
-  }
-
-  /** Carries out one command; each activity is scheduled when its command comes up, in order. */
-  async function execute(command: Command): Promise<void> {
-    switch (command.type) {
-      case 'cancelDrain':
-        await cancelDrain();
-        return step({ kind: 'drainStopped', then: command.then });
-      case 'persist':
-        return store().saveWaba(command.waba);
-      case 'countQueued':
-        queued = await store().countQueued(wabaId);
-        return;
-      case 'upsertSearchAttributes':
-        upsertSearchAttributes([
-          { key: WabaStateKey, value: command.state },
-          { key: EscalationLevelKey, value: command.escalationLevel },
-          ...(patched(SHELL_PATCHES.gateCauseAttribute)
-            ? [{ key: GateCauseKey, value: waba?.closure?.cause ?? 'none' }]
-            : []),
-        ]);
-        return;
-      case 'probe':
-        return applyProbe(await prober.probeGate({ wabaId }));
-      case 'startDrain':
-        if (!command.onlyIfQueued || queued > 0) startDrain(command.mode);
-        return;
-      case 'failQueue':
-        failed = await drainer.failQueue({ wabaId, reason: command.reason });
-        if (command.queueEmptied) queued = 0;
-        return;
-      case 'alert':
-        alert(command.alert);
-        return;
-      case 'requeueLate':
-        // A few point reads and writes (src/sending/late-failure.ts): a local store activity too.
-        await localStoreActivities.requeueLateFailure(command.failure);
-        return;
-    }
-  }
-
-  // ---- main loop -------------------------------------------------------------------------
-  await refreshSettings();
-  waba = await store().loadWaba(wabaId);
-  queued = await store().countQueued(wabaId);
-  for (const command of onLoad(waba)) await execute(command); // a previous run ended mid-drain
-
-  const wake = (): boolean =>
-    inbox.length > 0 || operatorRequest !== undefined || drainOutcome !== undefined || sweptProbe !== undefined;
+  await run.open();
+  const wake = (): boolean => run.hasInput();
   for (;;) {
     // Long offboardings stay within history limits: the WABA document carries the state over.
-    if (workflowInfo().continueAsNewSuggested && !drainScope && !operatorRequest) {
-      if (patched(SHELL_PATCHES.continueAsNewUpdate)) {
-        // An operator update may be waiting for the loop: let it in before handing over, or it
-        // (and allHandlersFinished) would wait for a loop that never runs again.
-        await Promise.all(alerts);
-        await condition(() => allHandlersFinished() || operatorRequest !== undefined);
-        if (operatorRequest !== undefined) continue;
-      }
-      break;
+    if (workflowInfo().continueAsNewSuggested && !run.drainRunning && !run.operatorRequest) {
+      // An operator update may be waiting for the loop: let it in before handing over, or it
+      // (and allHandlersFinished) would wait for a loop that never runs again.
+      await Promise.all(run.alerts);
+      await condition(() => allHandlersFinished() || run.operatorRequest !== undefined);
+      if (run.operatorRequest === undefined) break;
     }
-    const event = inbox.shift();
+    const event = run.inbox.shift();
     if (event) {
-      await step({ kind: 'event', event });
-      eventsApplied++;
+      await run.step({ kind: 'event', event });
+      run.eventsApplied++;
       continue;
     }
-    if (operatorRequest) {
-      await step({ kind: 'operator', action: operatorRequest });
-      operatorRequest = undefined;
+    if (run.operatorRequest) {
+      await run.step({ kind: 'operator', action: run.operatorRequest });
+      run.operatorRequest = undefined;
       continue;
     }
-    if (drainOutcome !== undefined) {
-      const outcome = drainOutcome;
-      drainOutcome = undefined;
-      // A cancellation nobody asked for changes nothing (cancelDrain consumes the ones it causes).
-      if (outcome !== 'cancelled') drainScope = undefined;
-      await step({ kind: 'drainEnded', outcome });
+    if (run.drainOutcome !== undefined) {
+      const outcome = run.drainOutcome;
+      run.drainOutcome = undefined;
+      await run.step({ kind: 'drainEnded', outcome });
       continue;
     }
-    if (sweptProbe !== undefined) {
-      const result = sweptProbe;
-      sweptProbe = undefined;
-      await applyProbe(result);
+    if (run.sweptProbe !== undefined) {
+      const result = run.sweptProbe;
+      run.sweptProbe = undefined;
+      await run.applyProbe(result);
       continue;
     }
-    // Runs that reach the sweep leave probing between levels to it (no timer per probe).
-    const bySweep = settings.probeIntervalMs !== undefined && patched(SHELL_PATCHES.probeSweep);
-    const next = nextWakeUp(
-      waba,
-      settings,
-      drainScope !== undefined,
-      lastProbeAt,
-      bySweep ? { by: 'sweep', now: Date.now() } : { by: 'timers' },
-    );
-    nextText = describeWakeUp(next);
-    setCurrentDetails(currentDetails(waba, queued, nextText, lastProbe));
+    run.flushAttributes();
+    const waba = run.waba!;
+    const next = nextWakeUp(waba, run.settings, run.drainRunning, Date.now());
+    run.describe(describeWakeUp(next));
     if (next.kind === 'input') {
       await condition(wake);
-      continue;
-    }
-    if (next.kind === 'probe') {
-      const waitMs = next.at - Date.now();
-      if (waitMs > 0 && (await condition(wake, waitMs))) continue;
-      await execute({ type: 'probe' });
       continue;
     }
     if (next.kind === 'escalation') {
@@ -380,23 +411,24 @@ export async function wabaLifecycleWorkflow(
       if (waitMs > 0 && (await condition(wake, waitMs))) continue;
       if (next.probeFirst) {
         // Each level asks Meta first: a number that works again reopens instead of escalating.
-        await execute({ type: 'probe' });
-        if (waba.state !== 'offboarded' || wake()) continue;
+        await run.probe();
+        if (run.waba!.state !== 'offboarded' || wake()) continue;
       }
-      await refreshSettings(); // a deployment may have changed the levels, ON_ABANDON or the sinks
-      await step({ kind: 'escalation', level: next.level });
+      await run.refreshSettings();
+      // Under the settings as they are now, the level may have moved (later, or none): look again.
+      const due = nextWakeUp(run.waba!, run.settings, run.drainRunning, Date.now());
+      if (due.kind === 'escalation' && due.at <= Date.now()) await run.step({ kind: 'escalation', level: due.level });
       continue;
     }
     // connected, reconnect_abandoned or partner_removed: nothing to wait for. An operator action
     // may still be in flight (its handler waits for the main loop), so wake for it too.
-    await Promise.all(alerts);
+    await Promise.all(run.alerts);
     await condition(() => allHandlersFinished() || wake());
     if (wake()) continue;
-    return { wabaId, finalState: waba.state, eventsApplied };
+    return { wabaId, finalState: run.waba!.state, eventsApplied: run.eventsApplied };
   }
-  await Promise.all(alerts);
+  run.flushAttributes();
+  await Promise.all(run.alerts);
   await condition(allHandlersFinished);
-  if (patched(SHELL_PATCHES.continueAsNewKeys))
-    return continueAsNew<typeof wabaLifecycleWorkflow>(input, inbox, recentKeys);
-  return continueAsNew<typeof wabaLifecycleWorkflow>(input, inbox);
+  return continueAsNew<typeof wabaLifecycleWorkflow>(input, run.inbox, run.recentKeys);
 }
