@@ -11,10 +11,11 @@ import { accountUpdatePayload, SAMPLE_IDS, type DisconnectionInfo, type WebhookE
  * Meta: the same URLs, success and error shapes, codes and HTTP statuses (see
  * /work/shared/reference/meta-whatsapp.md), with per-phone-number behaviour a test can steer:
  * throughput cap (130429, judged by default on a strict 1,000 ms sliding window), pair rate limit
- * (131056), offboarded / partner-removed modes, latency, server errors and scripted errors. It
- * records every accepted and rejected send, and counts per number what Meta would have received
- * (`receiverStats`: most sends in any 1,000 ms, duplicates by `biz_opaque_callback_data`, order
- * per recipient).
+ * (131056), offboarded / partner-removed modes, entity-level health (an app calling error that
+ * makes `health_status` BLOCKED overall while the number can send), latency, server errors and
+ * scripted errors. It records every accepted and rejected send, and counts per number what Meta
+ * would have received (`receiverStats`: most sends in any 1,000 ms, duplicates by
+ * `biz_opaque_callback_data`, order per recipient).
  *
  * Steering works in process (`sim.setNumber(...)`) and over HTTP (`POST /_sim/numbers/:id`), so a
  * test or a person in another process can drive it. `lifecycle()` plays offboard / reconnect /
