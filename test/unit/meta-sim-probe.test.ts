@@ -46,8 +46,14 @@ const ALL_FIELDS =
 const otherEntities = [
   { entity_type: 'WABA', id: WABA, can_send_message: 'AVAILABLE' },
   { entity_type: 'BUSINESS', id: '2329417887457253', can_send_message: 'AVAILABLE' },
-  { entity_type: 'APP', id: '634974688087057', can_send_message: 'AVAILABLE' },
+  { entity_type: 'APP', id: '634974688087057', can_send_message: 'AVAILABLE', can_receive_call_sip: 'AVAILABLE' },
 ];
+const phoneEntity = {
+  entity_type: 'PHONE_NUMBER',
+  id: PHONE,
+  can_send_message: 'AVAILABLE',
+  can_receive_call_sip: 'AVAILABLE',
+};
 
 describe('Meta simulator: phone number node (probe)', () => {
   it('a normal number is usable: CONNECTED, CLOUD_API, health AVAILABLE on every entity', async () => {
@@ -64,7 +70,7 @@ describe('Meta simulator: phone number node (probe)', () => {
         throughput: { level: 'STANDARD' },
         health_status: {
           can_send_message: 'AVAILABLE',
-          entities: [{ entity_type: 'PHONE_NUMBER', id: PHONE, can_send_message: 'AVAILABLE' }, ...otherEntities],
+          entities: [phoneEntity, ...otherEntities],
         },
       },
     });
@@ -90,6 +96,7 @@ describe('Meta simulator: phone number node (probe)', () => {
             entity_type: 'PHONE_NUMBER',
             id: PHONE,
             can_send_message: 'BLOCKED',
+            can_receive_call_sip: 'BLOCKED',
             errors: [
               {
                 error_code: 133010,
@@ -138,15 +145,50 @@ describe('Meta simulator: phone number node (probe)', () => {
     expect((await probe('health_status')).json.health_status).toEqual({
       can_send_message: 'LIMITED',
       entities: [
-        {
-          entity_type: 'PHONE_NUMBER',
-          id: PHONE,
-          can_send_message: 'LIMITED',
-          additional_info: ['Messaging limit reached for the day.'],
-        },
+        { ...phoneEntity, can_send_message: 'LIMITED', additional_info: ['Messaging limit reached for the day.'] },
         ...otherEntities,
       ],
     });
+  });
+
+  it('appCallingErrors: the APP entity is BLOCKED with those errors, the aggregate BLOCKED, the number AVAILABLE, and sends go', async () => {
+    sim.setNumber(PHONE, { appCallingErrors: [138024] });
+    const { json } = await probe('health_status,status,platform_type');
+    expect(json).toMatchObject({ status: 'CONNECTED', platform_type: 'CLOUD_API' });
+    expect(json.health_status).toEqual({
+      can_send_message: 'BLOCKED',
+      entities: [
+        phoneEntity,
+        otherEntities[0],
+        otherEntities[1],
+        {
+          entity_type: 'APP',
+          id: '634974688087057',
+          can_send_message: 'BLOCKED',
+          can_receive_call_sip: 'BLOCKED',
+          errors: [
+            {
+              error_code: 138024,
+              error_description: expect.stringContaining('SIP'),
+              possible_solution: expect.any(String),
+            },
+          ],
+        },
+      ],
+    });
+    expect(await sendStatus()).toBe(200);
+  });
+
+  it('appCallingErrors is set and cleared over HTTP (POST /_sim/numbers/:id), and outlives a reconnection', async () => {
+    const patch = async (body: unknown) =>
+      fetch(`${sim.url}/_sim/numbers/${PHONE}`, { method: 'POST', body: JSON.stringify(body) }).then((r) => r.status);
+    expect(await patch({ appCallingErrors: [138025], mode: 'offboarded' })).toBe(200);
+    sim.setMode(PHONE, 'normal');
+    const health = (await probe('health_status')).json.health_status as { can_send_message: string };
+    expect(health.can_send_message).toBe('BLOCKED');
+    expect(await patch({ appCallingErrors: [] })).toBe(200);
+    expect((await probe('health_status')).json.health_status).toMatchObject({ can_send_message: 'AVAILABLE' });
+    expect(await patch({ appCallingErrors: ['138024'] })).toBe(400);
   });
 
   it('a partner-removed number answers the read with 100/33, as sends do', async () => {
@@ -307,6 +349,42 @@ describe('meta-sim CLI: lost webhooks', () => {
     } finally {
       await receiver.stop();
     }
+  });
+
+  it('scenario --drop reconnect --app-calling-error 138024: the number ends usable with health_status BLOCKED by its app', async () => {
+    const receiver = await startReceiver();
+    try {
+      const argv = ['scenario', WABA, '--gap', '10ms', '--target', receiver.url, '--secret', 's'];
+      const code = await cli([
+        ...argv,
+        '--sim',
+        sim.url,
+        '--phone',
+        PHONE,
+        '--drop',
+        'reconnect',
+        '--app-calling-error',
+        '138024',
+      ]);
+      expect(code).toBe(0);
+      expect(receiver.events()).toEqual(['ACCOUNT_OFFBOARDED']);
+      expect(sim.numberConfig(PHONE)).toMatchObject({ mode: 'normal', appCallingErrors: [138024] });
+      expect(await sendStatus()).toBe(200);
+      expect((await probe('health_status')).json.health_status).toMatchObject({ can_send_message: 'BLOCKED' });
+    } finally {
+      await receiver.stop();
+    }
+  });
+
+  it.each([
+    [['scenario', WABA, '--secret', 's', '--app-calling-error', '138024'], 'needs --sim and --phone'],
+    [
+      ['reconnect', WABA, '--secret', 's', '--sim', 'http://127.0.0.1:1', '--phone', PHONE, '--app-calling-error', 'x'],
+      'comma list of error codes',
+    ],
+  ])('exits 2 with usage on a bad --app-calling-error: %j', async (argv, why) => {
+    expect(await cli(argv, {})).toBe(2);
+    expect(errorSpy).toHaveBeenCalledWith(expect.stringContaining(why));
   });
 
   it.each([

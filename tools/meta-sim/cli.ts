@@ -18,6 +18,10 @@ Commands:
       --latency <ms>            fixed delay added to every answer (default 0)
       --webhook-target <url>    where POST /_sim/numbers/<id>/lifecycle delivers its webhooks
                                 (signed with --secret or META_APP_SECRET)
+      --app-calling-error <codes>
+                                every number's APP health entity BLOCKED with these calling (SIP)
+                                errors, e.g. 138024: health_status BLOCKED overall while the
+                                PHONE_NUMBER entity is AVAILABLE and sends are accepted
   offboard <wabaId>           Send a signed ACCOUNT_OFFBOARDED account_update webhook.
   reconnect <wabaId>          Send a signed ACCOUNT_RECONNECTED account_update webhook.
   partner-removed <wabaId>    Send a signed PARTNER_REMOVED webhook (waba_info.waba_id = <wabaId>).
@@ -34,12 +38,17 @@ Webhook options:
                               reconnect, partner-removed); with --sim the number still switches.
                               e.g. scenario --drop reconnect: the number becomes usable again at
                               the probe and for sends, but ACCOUNT_RECONNECTED never arrives
+  --app-calling-error <codes> with --sim --phone: also give that number's app health entity these
+                              calling (SIP) errors (comma list, e.g. 138024,138025; none = clear)
 
 Examples:
   npm run meta-sim -- serve --port 4010 --cap 20 --token dev-token
   META_APP_SECRET=s3cret npm run meta-sim -- scenario 102290129340398 --gap 10s
   META_APP_SECRET=s3cret npm run meta-sim -- scenario 102290129340398 --gap 10s \\
-    --sim http://127.0.0.1:4010 --phone 106540352242922 --drop reconnect`;
+    --sim http://127.0.0.1:4010 --phone 106540352242922 --drop reconnect
+  # the same with health_status BLOCKED only by an app calling error (the number itself can send):
+  META_APP_SECRET=s3cret npm run meta-sim -- scenario 102290129340398 --gap 10s \\
+    --sim http://127.0.0.1:4010 --phone 106540352242922 --drop reconnect --app-calling-error 138024`;
 
 const DEFAULT_TARGET = 'http://127.0.0.1:3000/webhooks/meta';
 
@@ -59,6 +68,7 @@ const OPTIONS = {
   phone: { type: 'string' },
   drop: { type: 'string' },
   'webhook-target': { type: 'string' },
+  'app-calling-error': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -103,6 +113,7 @@ async function serve(values: Values, rest: string[]): Promise<number> {
     if (!appSecret) throw new UsageError('--webhook-target needs --secret or META_APP_SECRET');
     webhook = { targetUrl: webhookTarget, appSecret };
   }
+  const appCallingErrors = parseCodes(values['app-calling-error']);
   const sim = await startMetaSimulator({
     port: intOption('port', values.port, 4010),
     token: values.token,
@@ -110,6 +121,7 @@ async function serve(values: Values, rest: string[]): Promise<number> {
     defaults: {
       throughputPerSec: intOption('cap', values.cap, 20),
       latencyMs: intOption('latency', values.latency, 0),
+      ...(appCallingErrors ? { appCallingErrors } : {}),
     },
   });
   console.log(`meta-sim listening on ${sim.url}`);
@@ -181,9 +193,16 @@ async function playWebhooks(command: string, wabaId: string, values: Values, env
   return (await send('ACCOUNT_RECONNECTED', { time: Math.max(nowSeconds(), offboardTime + 1) })) ? 0 : 1;
 }
 
-/** With `--sim` and `--phone`: a function that switches that number's mode; true when the simulator took it. */
+/**
+ * With `--sim` and `--phone`: a function that switches that number's mode (and sets its
+ * `--app-calling-error` codes); true when the simulator took it.
+ */
 function simSteering(values: Values): ((mode: string) => Promise<boolean>) | undefined {
-  if (values.sim === undefined && values.phone === undefined) return undefined;
+  const appCallingErrors = parseCodes(values['app-calling-error']);
+  if (values.sim === undefined && values.phone === undefined) {
+    if (appCallingErrors) throw new UsageError('--app-calling-error needs --sim and --phone (or serve)');
+    return undefined;
+  }
   const simUrl = values.sim;
   const phone = values.phone;
   if (!simUrl || !phone) throw new UsageError('--sim and --phone go together');
@@ -194,7 +213,7 @@ function simSteering(values: Values): ((mode: string) => Promise<boolean>) | und
       const res = await fetch(url, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ mode }),
+        body: JSON.stringify({ mode, ...(appCallingErrors ? { appCallingErrors } : {}) }),
         signal: AbortSignal.timeout(10_000),
       });
       console.log(`simulator: ${phone} → ${mode}: HTTP ${res.status}`);
@@ -227,6 +246,17 @@ function intOption(name: string, text: string | undefined, fallback: number): nu
   const n = Number(text);
   if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a non-negative integer, got "${text}"`);
   return n;
+}
+
+/** `--app-calling-error`: `138024,138025` → the codes; `none` → none (clears); absent → undefined. */
+function parseCodes(text: string | undefined): number[] | undefined {
+  if (text === undefined) return undefined;
+  if (text.trim() === 'none') return [];
+  const codes = text.split(',').map((c) => Number(c.trim()));
+  if (codes.some((c) => !Number.isInteger(c) || c <= 0)) {
+    throw new UsageError(`--app-calling-error must be a comma list of error codes or none, got "${text}"`);
+  }
+  return codes;
 }
 
 const GAP_UNITS_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000 };

@@ -11,10 +11,11 @@ import { accountUpdatePayload, SAMPLE_IDS, type DisconnectionInfo, type WebhookE
  * Meta: the same URLs, success and error shapes, codes and HTTP statuses (see
  * /work/shared/reference/meta-whatsapp.md), with per-phone-number behaviour a test can steer:
  * throughput cap (130429, judged by default on a strict 1,000 ms sliding window), pair rate limit
- * (131056), offboarded / partner-removed modes, latency, server errors and scripted errors. It
- * records every accepted and rejected send, and counts per number what Meta would have received
- * (`receiverStats`: most sends in any 1,000 ms, duplicates by `biz_opaque_callback_data`, order
- * per recipient).
+ * (131056), offboarded / partner-removed modes, entity-level health (an app calling error that
+ * makes `health_status` BLOCKED overall while the number can send), latency, server errors and
+ * scripted errors. It records every accepted and rejected send, and counts per number what Meta
+ * would have received (`receiverStats`: most sends in any 1,000 ms, duplicates by
+ * `biz_opaque_callback_data`, order per recipient).
  *
  * Steering works in process (`sim.setNumber(...)`) and over HTTP (`POST /_sim/numbers/:id`), so a
  * test or a person in another process can drive it. `lifecycle()` plays offboard / reconnect /
@@ -111,6 +112,13 @@ export interface NumberConfig {
   verifiedName: string;
   /** When set (and `normal`), the number's health entity is `LIMITED` with these `additional_info` lines. */
   limitedInfo?: string[];
+  /**
+   * Calling (SIP) error codes on the app's health entity, e.g. `[138024]`: the `APP` entity is
+   * `BLOCKED` (for messages and SIP calls) with these errors, so the aggregate `can_send_message`
+   * is `BLOCKED` while the `PHONE_NUMBER` entity stays as the mode says and sends are accepted
+   * (Meta: such an error does not stop messaging). Empty or unset: none.
+   */
+  appCallingErrors?: number[];
   /** Ids of the other entities in `health_status` (WABA, business portfolio, app). */
   wabaId: string;
   businessId: string;
@@ -150,6 +158,7 @@ const patchSchema = z.strictObject({
   displayPhoneNumber: z.string().optional(),
   verifiedName: z.string().optional(),
   limitedInfo: z.array(z.string()).optional(),
+  appCallingErrors: z.array(z.number().int().positive()).optional(),
   wabaId: z.string().min(1).optional(),
   businessId: z.string().min(1).optional(),
   appId: z.string().min(1).optional(),
@@ -1049,11 +1058,15 @@ function requestedFields(param: string | null): readonly PhoneNumberField[] {
   return [...new Set(names)].filter((f): f is PhoneNumberField => known.has(f));
 }
 
+type HealthLevel = 'AVAILABLE' | 'LIMITED' | 'BLOCKED';
+
 /** One `health_status.entities[]` item. */
 export interface HealthEntity {
   entity_type: 'PHONE_NUMBER' | 'WABA' | 'BUSINESS' | 'APP' | (string & {});
   id: string;
-  can_send_message: 'AVAILABLE' | 'LIMITED' | 'BLOCKED';
+  can_send_message: HealthLevel;
+  /** Answered on the `PHONE_NUMBER` and `APP` entities: whether SIP calls can be received. */
+  can_receive_call_sip?: HealthLevel;
   additional_info?: string[];
   errors?: Array<{ error_code: number; error_description: string; possible_solution: string }>;
 }
@@ -1070,6 +1083,9 @@ export interface HealthEntity {
  *   WABA, business and app entities stay `AVAILABLE`. `is_on_biz_app` (the client is still on the
  *   Business app), verification, quality, tier and throughput are unchanged. Meta documents none of
  *   this for offboarded numbers: it is the simulator's model.
+ * In every mode, `appCallingErrors` makes the `APP` entity `BLOCKED` with those errors (so the
+ * aggregate is `BLOCKED`) and leaves the `PHONE_NUMBER` entity alone. The `PHONE_NUMBER` and `APP`
+ * entities carry `can_receive_call_sip` as Meta's health-status page shows them.
  * (`partner_removed` never gets here: the read answers 100/33.)
  */
 export function phoneNumberNode(
@@ -1096,9 +1112,15 @@ export function phoneNumberNode(
 }
 
 function healthStatus(phoneNumberId: string, config: NumberConfig): Record<string, unknown> {
-  const phone: HealthEntity = { entity_type: 'PHONE_NUMBER', id: phoneNumberId, can_send_message: 'AVAILABLE' };
+  const phone: HealthEntity = {
+    entity_type: 'PHONE_NUMBER',
+    id: phoneNumberId,
+    can_send_message: 'AVAILABLE',
+    can_receive_call_sip: 'AVAILABLE',
+  };
   if (config.mode === 'offboarded') {
     phone.can_send_message = 'BLOCKED';
+    phone.can_receive_call_sip = 'BLOCKED';
     phone.errors = [
       {
         error_code: config.offboardedError.code,
@@ -1116,12 +1138,32 @@ function healthStatus(phoneNumberId: string, config: NumberConfig): Record<strin
     phone,
     { entity_type: 'WABA', id: config.wabaId, can_send_message: 'AVAILABLE' },
     { entity_type: 'BUSINESS', id: config.businessId, can_send_message: 'AVAILABLE' },
-    { entity_type: 'APP', id: config.appId, can_send_message: 'AVAILABLE' },
+    appEntity(config),
   ];
   // Overall: BLOCKED if any entity is, else LIMITED if any is, else AVAILABLE (Meta's rule).
   const levels = entities.map((e) => e.can_send_message);
   const overall = levels.includes('BLOCKED') ? 'BLOCKED' : levels.includes('LIMITED') ? 'LIMITED' : 'AVAILABLE';
   return { can_send_message: overall, entities };
+}
+
+/** The app's entity: `BLOCKED` with the number's `appCallingErrors` (the wording is the simulator's). */
+function appEntity(config: NumberConfig): HealthEntity {
+  const codes = config.appCallingErrors ?? [];
+  if (codes.length === 0) {
+    return { entity_type: 'APP', id: config.appId, can_send_message: 'AVAILABLE', can_receive_call_sip: 'AVAILABLE' };
+  }
+  return {
+    entity_type: 'APP',
+    id: config.appId,
+    can_send_message: 'BLOCKED',
+    can_receive_call_sip: 'BLOCKED',
+    errors: codes.map((code) => ({
+      error_code: code,
+      error_description: `Calling over SIP is not available for this app (error ${code}): its SIP settings for the business phone number are invalid or unreachable.`,
+      possible_solution:
+        "Check the SIP server configured in the phone number's call settings (host, port, TLS certificate, credentials).",
+    })),
+  };
 }
 
 function modeError(config: NumberConfig): SimError | undefined {
