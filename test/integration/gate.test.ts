@@ -295,7 +295,11 @@ describe('send gate: causes, probes, ordering and the way back', () => {
   it('an operator reinstates a partner-removed WABA', async () => {
     const wabaId = uniqueDigits();
     const phone = await numberFor(wabaId);
-    expect(await stack.accountUpdate(wabaId, 'PARTNER_REMOVED')).toBe(200);
+    expect(
+      await stack.accountUpdate(wabaId, 'PARTNER_REMOVED', {
+        disconnectionInfo: { reason: 'ACCOUNT_DISCONNECTED', initiated_by: 'USER' },
+      }),
+    ).toBe(200);
     await eventually(async () => (await state(wabaId)) === 'partner_removed');
     const r = await stack.ops('POST', `/v1/wabas/${wabaId}/actions`, {
       action: 'reinstate',
@@ -314,7 +318,9 @@ describe('send gate: causes, probes, ordering and the way back', () => {
     await stack.sim.lifecycle(phone, 'ACCOUNT_OFFBOARDED');
     await eventually(async () => (await state(wabaId)) === 'offboarded');
     const sends = Array.from({ length: 20 }, (_, i) => stack.send(text(phone, `race-${i}`)));
-    const removal = stack.accountUpdate(wabaId, 'PARTNER_REMOVED');
+    const removal = stack.accountUpdate(wabaId, 'PARTNER_REMOVED', {
+      disconnectionInfo: { reason: 'ACCOUNT_DISCONNECTED', initiated_by: 'USER' },
+    });
     const answers = await Promise.all(sends);
     expect(await removal).toBe(200);
     await eventually(async () => (await state(wabaId)) === 'partner_removed');

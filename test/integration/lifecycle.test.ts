@@ -235,9 +235,50 @@ describe('per-WABA lifecycle on the real stack', () => {
     expect(await state(wabaId)).toBe('partner_removed');
   });
 
+  it.each([
+    ['PARTNER_REMOVED (USER_RE_REGISTERED) alone', ['removal']],
+    ['PARTNER_REMOVED (USER_RE_REGISTERED), then ACCOUNT_OFFBOARDED', ['removal', 'offboarding']],
+    ['ACCOUNT_OFFBOARDED, then PARTNER_REMOVED (USER_RE_REGISTERED)', ['offboarding', 'removal']],
+  ] as const)(
+    '%s is a pause: sends queue (202), ACCOUNT_RECONNECTED sends every queued one in order',
+    async (_, order) => {
+      const wabaId = uniqueDigits();
+      const phone = await numberFor(wabaId);
+      for (const e of order) {
+        const status =
+          e === 'removal'
+            ? await stack.accountUpdate(wabaId, 'PARTNER_REMOVED', {
+                disconnectionInfo: { reason: 'USER_RE_REGISTERED', initiated_by: 'USER' },
+              })
+            : await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED');
+        expect(status).toBe(200);
+      }
+      await eventually(async () => (await wabaDoc(wabaId))?.events.length === order.length);
+      expect(await state(wabaId)).toBe('offboarded');
+      const view = await stack.ops('GET', `/v1/wabas/${wabaId}`);
+      expect(view.json).toMatchObject({ state: 'offboarded', disconnectionInfo: { reason: 'USER_RE_REGISTERED' } });
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const r = await stack.send({ phoneNumberId: phone, to: '15550004444', type: 'text', text: { body: `p${i}` } });
+        expect(r.status).toBe(202);
+        ids.push(r.json.id as string);
+      }
+      await eventually(async () => (await stack.rt.c.queue.countDocuments({ wabaId })) === 3);
+      await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED');
+      await eventually(async () =>
+        (await Promise.all(ids.map((id) => stack.message(id)))).every((m) => m?.status === 'sent'),
+      );
+      const arrived = stack.sim.log.accepted.filter((m) => m.phoneNumberId === phone).map((m) => m.clientId);
+      expect(arrived).toEqual(ids);
+      await eventually(async () => (await state(wabaId)) === 'connected');
+    },
+  );
+
   it('marks a WABA partner_removed even with no run open', async () => {
     const wabaId = uniqueDigits();
-    await stack.accountUpdate(wabaId, 'PARTNER_REMOVED');
+    await stack.accountUpdate(wabaId, 'PARTNER_REMOVED', {
+      disconnectionInfo: { reason: 'ACCOUNT_DISCONNECTED', initiated_by: 'USER' },
+    });
     await eventually(async () => (await state(wabaId)) === 'partner_removed');
   });
 

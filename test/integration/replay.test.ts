@@ -66,7 +66,9 @@ describe('workflow histories replay deterministically', () => {
     const removed = uniqueDigits();
     await stack.accountUpdate(removed, 'ACCOUNT_OFFBOARDED');
     await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: removed }))?.state === 'offboarded');
-    await stack.accountUpdate(removed, 'PARTNER_REMOVED');
+    await stack.accountUpdate(removed, 'PARTNER_REMOVED', {
+      disconnectionInfo: { reason: 'ACCOUNT_DISCONNECTED', initiated_by: 'USER' },
+    });
     const removal = stack.rt.temporal.workflow.getHandle(wabaWorkflowId(removed));
     await removal.result();
 
@@ -112,7 +114,9 @@ describe('histories of gate probes and the way back from partner removal replay 
     await probed.result();
 
     const removed = uniqueDigits();
-    await stack.accountUpdate(removed, 'PARTNER_REMOVED');
+    await stack.accountUpdate(removed, 'PARTNER_REMOVED', {
+      disconnectionInfo: { reason: 'ACCOUNT_DISCONNECTED', initiated_by: 'USER' },
+    });
     await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: removed }))?.state === 'partner_removed');
     await stack.rt.temporal.workflow.getHandle(wabaWorkflowId(removed)).result();
     await stack.accountUpdate(removed, 'PARTNER_ADDED');

@@ -23,6 +23,7 @@ import {
   recordSettlements,
   type NewQueueEntry,
 } from '../../src/adapters/store/queue';
+import { findWaba, saveWaba } from '../../src/adapters/store/wabas';
 
 /** The queue store against the real MongoDB-wire server (FerretDB in tests). */
 describe('queue store on the real MongoDB-wire server', () => {
@@ -328,5 +329,46 @@ describe('phone-number membership on the real MongoDB-wire server', () => {
     expect((await numbersOfWaba(c, waba)).map((d) => d._id)).toEqual([`${waba}-a`, `${waba}-b`]);
     expect(await migrateNumberMembership(c)).toBe(0);
     expect(await c.wabaNumbers.countDocuments({ wabaId: waba })).toBe(2);
+  });
+});
+
+describe('the WABA document on the real MongoDB-wire server', () => {
+  let client: MongoClient;
+  let c: Collections;
+  const dbName = `wabas_${randomBytes(4).toString('hex')}`;
+  beforeAll(async () => {
+    const conn = await connectMongo(process.env.MONGODB_URI!, dbName);
+    client = conn.client;
+    c = conn.c;
+  });
+  afterAll(async () => {
+    await client
+      .db(dbName)
+      .dropDatabase()
+      .catch(() => undefined);
+    await client.close();
+  });
+
+  it('never lets an earlier revision overwrite a later one (a local activity run again after a failed workflow task)', async () => {
+    const wabaId = `w${randomBytes(4).toString('hex')}`;
+    const at = new Date().toISOString();
+    const snap = (state: 'draining' | 'connected' | 'offboarded', rev?: number) => ({
+      wabaId,
+      state,
+      since: at,
+      escalationLevel: 0,
+      events: [],
+      updatedAt: at,
+      ...(rev === undefined ? {} : { rev }),
+    });
+    await saveWaba(c, snap('offboarded')); // a document from before revisions
+    await saveWaba(c, snap('draining', 1));
+    await saveWaba(c, snap('connected', 2));
+    await saveWaba(c, snap('draining', 1)); // re-run: stale
+    await saveWaba(c, snap('connected', 2)); // re-run: the same revision, nothing to do
+    expect(await findWaba(c, wabaId)).toMatchObject({ state: 'connected', rev: 2 });
+    await saveWaba(c, snap('offboarded', 3));
+    expect(await findWaba(c, wabaId)).toMatchObject({ state: 'offboarded', rev: 3 });
+    expect(await c.wabas.countDocuments({ _id: wabaId })).toBe(1);
   });
 });

@@ -89,6 +89,8 @@ const upsert = (state: WabaState, escalationLevel: number): Command => ({
   escalationLevel,
 });
 const COUNT: Command = { type: 'countQueued' };
+/** A removal Meta gives a final reason for (the others are pauses: `removalIsPause`). */
+const FINAL: Partial<LifecycleEvent> = { disconnectionInfo: { reason: 'ACCOUNT_DISCONNECTED', initiatedBy: 'USER' } };
 
 /** The commands of a step that only records the event: write (which counts the queue too). */
 const recordOnly = (s: Step): Command[] => [persistOf(s)];
@@ -203,7 +205,10 @@ describe('lifecycle machine: PARTNER_REMOVED in each state', () => {
   it.each(['connected', 'offboarded', 'draining', 'reconnect_abandoned'] as const)(
     'when %s and no drain runs: moves to partner_removed, writes, counts, upserts, fails the queue (partner_removed), alerts',
     (state) => {
-      const s = step(waba(state, { escalationLevel: 2 }), event('PARTNER_REMOVED', { detail: 'gone', metaTime: 7 }));
+      const s = step(
+        waba(state, { escalationLevel: 2 }),
+        event('PARTNER_REMOVED', { ...FINAL, detail: 'gone', metaTime: 7 }),
+      );
       expect(s.state).toMatchObject({ state: 'partner_removed', since: NOW_ISO, escalationLevel: 2, reason: 'gone' });
       expect(lastEvent(s)).toEqual({
         type: 'PARTNER_REMOVED',
@@ -222,15 +227,19 @@ describe('lifecycle machine: PARTNER_REMOVED in each state', () => {
   );
 
   it('without a detail, the reason is PARTNER_REMOVED', () => {
-    expect(step(waba('offboarded'), event('PARTNER_REMOVED')).state.reason).toBe('PARTNER_REMOVED');
+    expect(step(waba('offboarded'), event('PARTNER_REMOVED', FINAL)).state.reason).toBe('PARTNER_REMOVED');
   });
 
   it.each(['connected', 'draining'] as const)(
     'when %s with a drain running: records nothing yet and asks to cancel the drain first',
     (state) => {
       const before = waba(state);
-      const s = step(before, event('PARTNER_REMOVED', { detail: 'gone', metaTime: 7 }), ctx({ drainRunning: true }));
-      expect(s.state).toEqual({ ...before, lastPartnerRemovedMetaTime: 7 });
+      const s = step(
+        before,
+        event('PARTNER_REMOVED', { ...FINAL, detail: 'gone', metaTime: 7 }),
+        ctx({ drainRunning: true }),
+      );
+      expect(s.state).toEqual({ ...before, lastPartnerRemovedMetaTime: 7, disconnectionInfo: FINAL.disconnectionInfo });
       expect(s.commands).toEqual([
         {
           type: 'cancelDrain',
@@ -238,7 +247,12 @@ describe('lifecycle machine: PARTNER_REMOVED in each state', () => {
             action: 'removePartner',
             metaTime: 7,
             detail: 'gone',
-            closure: { cause: 'partner_removed', metaTime: 7, detail: 'gone' },
+            closure: {
+              cause: 'partner_removed',
+              metaTime: 7,
+              detail: 'gone',
+              disconnectionInfo: FINAL.disconnectionInfo,
+            },
           },
         },
       ]);
@@ -263,7 +277,7 @@ describe('lifecycle machine: PARTNER_REMOVED in each state', () => {
   });
 
   it('when already partner_removed: a duplicate, written and counted only', () => {
-    const s = step(waba('partner_removed'), event('PARTNER_REMOVED'), ctx({ drainRunning: true }));
+    const s = step(waba('partner_removed'), event('PARTNER_REMOVED', FINAL), ctx({ drainRunning: true }));
     expect(lastEvent(s)?.outcome).toBe('duplicate');
     expect(s.state).toMatchObject({ state: 'partner_removed', since: SINCE });
     expect(s.commands).toEqual(recordOnly(s));
@@ -400,7 +414,7 @@ describe('lifecycle machine: ordering by Meta time', () => {
   it('partner removal ignores Meta times: it applies and does not touch the remembered ones', () => {
     const s = step(
       waba('offboarded', { lastOffboardedMetaTime: 500, lastReconnectedMetaTime: 600 }),
-      event('PARTNER_REMOVED', { metaTime: 1 }),
+      event('PARTNER_REMOVED', { ...FINAL, metaTime: 1 }),
     );
     expect(s.state).toMatchObject({
       state: 'partner_removed',
@@ -981,11 +995,70 @@ describe('lifecycle machine: gate causes and reopen rules', () => {
 
   it('PARTNER_REMOVED records partner_removed and disconnection_info', () => {
     const info = { reason: 'PRIMARY_INACTIVITY', initiatedBy: 'SYSTEM' };
-    const s = step(waba('connected'), event('PARTNER_REMOVED', { metaTime: 5, disconnectionInfo: info }));
+    const s = step(waba('connected'), event('PARTNER_REMOVED', { ...FINAL, metaTime: 5, disconnectionInfo: info }));
     expect(s.state).toMatchObject({
       state: 'partner_removed',
       disconnectionInfo: info,
       closure: { cause: 'partner_removed', metaTime: 5, disconnectionInfo: info },
+    });
+  });
+
+  describe('PARTNER_REMOVED as a pause (USER_RE_REGISTERED, or no reason given)', () => {
+    const reregistered = { reason: 'USER_RE_REGISTERED', initiatedBy: 'USER' };
+
+    it.each([
+      ['USER_RE_REGISTERED', reregistered],
+      ['no disconnection_info', undefined],
+    ] as const)('%s: a connected WABA is offboarded (gate closed, sends queue, nothing failed)', (_, info) => {
+      const s = step(
+        waba('connected'),
+        event('PARTNER_REMOVED', { metaTime: 5, ...(info ? { disconnectionInfo: info } : {}) }),
+      );
+      expect(s.state).toMatchObject({ state: 'offboarded', escalationLevel: 0, closure: { cause: 'offboarded' } });
+      expect(s.state.closure?.detail).toMatch(/^PARTNER_REMOVED \(.*\); paused until ACCOUNT_RECONNECTED/);
+      expect(lastEvent(s)).toMatchObject({ type: 'PARTNER_REMOVED', outcome: 'applied' });
+      expect(types(s)).not.toContain('failQueue');
+      if (info) expect(s.state.disconnectionInfo).toEqual(info);
+    });
+
+    it('after ACCOUNT_OFFBOARDED: joins the open offboarding; ACCOUNT_RECONNECTED then drains', () => {
+      const off = step(waba('connected'), event('ACCOUNT_OFFBOARDED', { metaTime: 10 }));
+      const removed = step(off.state, event('PARTNER_REMOVED', { metaTime: 11, disconnectionInfo: reregistered }));
+      expect(removed.state.state).toBe('offboarded');
+      expect(lastEvent(removed)).toMatchObject({ type: 'PARTNER_REMOVED', outcome: 'joined the open offboarding' });
+      const back = step(removed.state, event('ACCOUNT_RECONNECTED', { metaTime: 12 }));
+      expect(back.state.state).toBe('draining');
+      expect(back.commands.at(-1)).toEqual({ type: 'startDrain', mode: 'reconnected', onlyIfQueued: true });
+    });
+
+    it('before ACCOUNT_OFFBOARDED: the offboarding joins it; a reconnection drains', () => {
+      const removed = step(
+        waba('connected'),
+        event('PARTNER_REMOVED', { metaTime: 10, disconnectionInfo: reregistered }),
+      );
+      const off = step(removed.state, event('ACCOUNT_OFFBOARDED', { metaTime: 11 }));
+      expect(off.state.state).toBe('offboarded');
+      expect(step(off.state, event('ACCOUNT_RECONNECTED', { metaTime: 12 })).state.state).toBe('draining');
+    });
+
+    it.each([
+      'ACCOUNT_DISCONNECTED',
+      'BUSINESS_DOWNGRADE',
+      'CHANGE_NUMBER',
+      'COMPANION_INACTIVITY',
+      'PRIMARY_INACTIVITY',
+    ])('%s is final: partner removed, the queue failed', (reason) => {
+      const s = step(waba('offboarded'), event('PARTNER_REMOVED', { disconnectionInfo: { reason } }));
+      expect(s.state.state).toBe('partner_removed');
+      expect(types(s)).toContain('failQueue');
+    });
+
+    it('an escalation alert names what closed the gate', () => {
+      const removed = step(waba('connected'), event('PARTNER_REMOVED', { disconnectionInfo: reregistered }));
+      const level = step(removed.state, { kind: 'escalation', level: 1 });
+      const a = level.commands.find((c) => c.type === 'alert');
+      if (a?.type !== 'alert') throw new Error('expected an alert');
+      expect(alertContent(a.alert, { queued: 2, failed: 0 }).text).toContain('PARTNER_REMOVED (USER_RE_REGISTERED');
     });
   });
 
@@ -1087,7 +1160,10 @@ describe('lifecycle machine: gate causes and reopen rules', () => {
   });
 
   it('a PARTNER_REMOVED older than the last PARTNER_ADDED is stale', () => {
-    const s = step(waba('connected', { lastPartnerAddedMetaTime: 300 }), event('PARTNER_REMOVED', { metaTime: 200 }));
+    const s = step(
+      waba('connected', { lastPartnerAddedMetaTime: 300 }),
+      event('PARTNER_REMOVED', { ...FINAL, metaTime: 200 }),
+    );
     expect(s.state.state).toBe('connected');
     expect(lastEvent(s)?.outcome).toBe('stale: older than the last PARTNER_ADDED');
   });

@@ -196,7 +196,7 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
       // PARTNER_REMOVED only once the drain is running (a fixed delay is too short on a busy machine).
       for (let waited = 0; !f.calls.includes('drain:reconnected') && waited < 30_000; waited += 50)
         await new Promise((r) => setTimeout(r, 50));
-      await send({ type: 'PARTNER_REMOVED', metaTime: 300 });
+      await send({ type: 'PARTNER_REMOVED', metaTime: 300, disconnectionInfo: { reason: 'ACCOUNT_DISCONNECTED' } });
     });
     expect(summary.finalState).toBe('partner_removed');
     const order = ['drain:reconnected', 'drain:cancelled', 'save:partner_removed:0', 'failQueue:partner_removed'];
@@ -224,7 +224,7 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
         await send({ type: 'ACCOUNT_RECONNECTED', metaTime: 200 });
         for (let waited = 0; !f.calls.includes('drain:reconnected') && waited < 30_000; waited += 50)
           await new Promise((r) => setTimeout(r, 50));
-        await send({ type: 'PARTNER_REMOVED', metaTime: 300 });
+        await send({ type: 'PARTNER_REMOVED', metaTime: 300, disconnectionInfo: { reason: 'ACCOUNT_DISCONNECTED' } });
       });
       // Before: the heartbeat timeout after the cancel failed the run, and the removal was never applied.
       expect(summary.finalState).toBe('partner_removed');

@@ -78,6 +78,8 @@ export type AlertSpec =
       severity: EscalationLevel['severity'];
       afterMs: number;
       since: string;
+      /** The closure's detail (what closed the gate: Meta's event and reason, the send error). */
+      cause?: string;
     }
   | { kind: 'abandoned'; wabaId: string; level: number; reason: string; onAbandon: LifecycleSettings['onAbandon'] }
   | { kind: 'reconnected'; wabaId: string; sent: number; failed: number; expired: number }
@@ -403,7 +405,7 @@ export function alertContent(
         level: spec.level,
         severity: spec.severity,
         title: `WABA offboarded for ${minutes(spec.afterMs)} min (level ${spec.level})`,
-        text: `WABA ${spec.wabaId} has been offboarded since ${spec.since}; ${counts.queued} message(s) are queued. Waiting for ACCOUNT_RECONNECTED. If another partner onboarded the WABA, reconnection will never come.`,
+        text: `WABA ${spec.wabaId} has been offboarded since ${spec.since}${spec.cause ? ` (${spec.cause})` : ''}; ${counts.queued} message(s) are queued. Waiting for ACCOUNT_RECONNECTED. If another partner onboarded the WABA, reconnection will never come.`,
       };
     case 'abandoned':
       return {
@@ -467,9 +469,9 @@ function note(state: LifecycleState, entry: Omit<EventLogEntry, 'at'>, now: numb
   return { ...state, events };
 }
 
-/** Writes the state as it is (the write counts the queue again). */
+/** Writes the state as it is (the write counts the queue again), as the document's next revision. */
 function save(state: LifecycleState, now: number): Step {
-  const next = { ...state, updatedAt: iso(now) };
+  const next = { ...state, updatedAt: iso(now), rev: (state.rev ?? 0) + 1 };
   return { state: next, commands: [{ type: 'persist', waba: next }] };
 }
 
@@ -527,6 +529,7 @@ function closureOf(e: LifecycleEvent): Omit<GateClosure, 'at'> {
     ...(e.messageId ? { messageId: e.messageId } : {}),
     ...(e.wamid ? { wamid: e.wamid } : {}),
     ...(e.detail ? { detail: e.detail } : {}),
+    ...(e.disconnectionInfo ? { disconnectionInfo: e.disconnectionInfo } : {}),
   };
 }
 
@@ -565,10 +568,38 @@ function applyEvent(state: LifecycleState, e: LifecycleEvent, ctx: StepContext):
   return then(step, requeue, { type: 'countQueued' }, { type: 'startDrain', mode: 'stray', onlyIfQueued: true });
 }
 
-function gateStep(state: LifecycleState, e: LifecycleEvent, ctx: StepContext): Step {
+/**
+ * Whether Meta's `PARTNER_REMOVED` is a pause (the gate closes, sends queue, `ACCOUNT_RECONNECTED`
+ * drains) rather than the end of our access. `USER_RE_REGISTERED` is the coexistence re-registration
+ * (new phone, reinstall) that Meta reconnects within minutes. A removal without a reason (Meta's
+ * `disconnection_info` is rolled out gradually) is a pause too: taking a re-registration for a
+ * final removal fails every queued message and refuses sends after Meta has reconnected it (the
+ * costly, silent mistake), while taking a final removal for a pause only keeps messages queued
+ * until the last escalation level abandons them, alerting at every level. Every other reason
+ * (`ACCOUNT_DISCONNECTED`, `BUSINESS_DOWNGRADE`, `CHANGE_NUMBER`, `COMPANION_INACTIVITY`,
+ * `PRIMARY_INACTIVITY`, …) is final.
+ */
+export function removalIsPause(info: LifecycleEvent['disconnectionInfo']): boolean {
+  return !info?.reason || info.reason === 'USER_RE_REGISTERED';
+}
+
+/** The closure detail of a removal taken as a pause. */
+function pauseDetail(e: LifecycleEvent): string {
+  const reason = e.disconnectionInfo?.reason;
+  const why = reason ? `${reason}: a re-registration` : 'no disconnection_info: taken as a re-registration';
+  return `PARTNER_REMOVED (${why}); paused until ACCOUNT_RECONNECTED${e.detail ? `; ${e.detail}` : ''}`;
+}
+
+function gateStep(
+  state: LifecycleState,
+  e: LifecycleEvent,
+  ctx: StepContext,
+  /** The event's type in the WABA's log (a removal taken as a pause is applied as an offboarding). */
+  logAs: LifecycleEvent['type'] = e.type,
+): Step {
   const { now } = ctx;
   const entry = (outcome: string): Omit<EventLogEntry, 'at'> => ({
-    type: e.type,
+    type: logAs,
     metaTime: e.metaTime,
     outcome,
     detail: e.detail,
@@ -637,6 +668,11 @@ function gateStep(state: LifecycleState, e: LifecycleEvent, ctx: StepContext): S
       return recorded(w, w.state === 'draining' ? 'duplicate: already draining' : 'no offboarding open; remembered');
     }
     case 'PARTNER_REMOVED': {
+      if (removalIsPause(e.disconnectionInfo)) {
+        const recordedInfo = e.disconnectionInfo ? { ...state, disconnectionInfo: e.disconnectionInfo } : state;
+        const asOffboarding: LifecycleEvent = { ...e, type: 'ACCOUNT_OFFBOARDED', detail: pauseDetail(e) };
+        return gateStep(recordedInfo, asOffboarding, ctx, 'PARTNER_REMOVED');
+      }
       const w =
         e.metaTime === undefined
           ? state
@@ -853,6 +889,7 @@ function escalate(state: LifecycleState, wanted: number, ctx: StepContext): Step
       severity: def.severity,
       afterMs: def.afterMs,
       since: moved.state.since,
+      ...(state.closure?.detail ? { cause: state.closure.detail } : {}),
     },
   });
 }

@@ -41,6 +41,11 @@ export interface WabaDoc {
   lastPartnerAddedMetaTime?: number;
   /** The last PARTNER_REMOVED's `disconnection_info`. */
   disconnectionInfo?: DisconnectionInfo;
+  /**
+   * How many times the lifecycle workflow has written the document. A save whose `rev` is not above
+   * the stored one is stale (a local activity run again after its workflow task failed) and skipped.
+   */
+  rev?: number;
 }
 
 /** `phone_numbers`: the registry, written by operators through the ops API. */

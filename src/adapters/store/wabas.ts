@@ -32,7 +32,10 @@ export function onOffboardingEnded(c: Collections, listener: OffboardingEndListe
 /**
  * Replaces the WABA document. Only the WABA's lifecycle workflow calls this (single writer). With
  * an `onOffboardingEnded` listener, the stored state is read first (one read by `_id`), so a retried
- * save (already written) reports nothing the second time.
+ * save (already written) reports nothing the second time. A save whose `rev` is not above the stored
+ * one changes nothing: the workflow's local activities may run again after a failed workflow task,
+ * and an earlier step's snapshot must never overwrite a later one (one conditional write, atomic on
+ * MongoDB and FerretDB; its upsert meets the unique `_id` when a newer document is stored).
  */
 export async function saveWaba(
   c: Collections,
@@ -45,7 +48,13 @@ export async function saveWaba(
   const listeners = offboardingListeners.get(c) ?? [];
   const before = listeners.length > 0 || beforeWrite ? await findWaba(c, wabaId) : undefined;
   if (beforeWrite) await beforeWrite(before);
-  await c.wabas.replaceOne({ _id: wabaId }, { ...rest, events }, { upsert: true });
+  const newer = rest.rev === undefined ? {} : { $or: [{ rev: { $exists: false } }, { rev: { $lt: rest.rev } }] };
+  try {
+    await c.wabas.replaceOne({ _id: wabaId, ...newer }, { ...rest, events }, { upsert: true });
+  } catch (err) {
+    if ((err as { code?: number }).code === 11000) return; // a later save is already stored
+    throw err;
+  }
   if (before?.state === 'offboarded' && rest.state !== 'offboarded') {
     const offboardedMs = Date.parse(rest.since) - Date.parse(before.since);
     if (Number.isFinite(offboardedMs) && offboardedMs >= 0)
