@@ -407,6 +407,8 @@ export interface SendAttemptDoc {
   resends: number;
   /** Epoch ms when the message was first found in doubt. */
   inDoubtAt?: number;
+  /** The retention clock (RETENTION_MESSAGES; absent on documents written before it existed). */
+  storedAt?: Date;
 }
 
 /**
@@ -419,6 +421,18 @@ export interface SendConfirmationDoc {
   wamid: string;
   status: string;
   at: string;
+  /** The retention clock (RETENTION_MESSAGES; absent on documents written before it existed). */
+  storedAt?: Date;
+}
+
+/**
+ * `send_claims`: the claim of a send's POST number `n` ≥ 2 (`_id` = `<send key>/<n>`; the first
+ * POST's claim is the ledger entry's insert). Insert-only: of two senders that read the same
+ * ledger entry, only the one whose insert wins POSTs again (src/sending/ledger.ts).
+ */
+export interface SendClaimDoc {
+  _id: string;
+  storedAt: Date;
 }
 
 /**
@@ -458,6 +472,7 @@ export interface Collections {
   sendPauses: Collection<SendPauseDoc>;
   sendAttempts: Collection<SendAttemptDoc>;
   sendConfirmations: Collection<SendConfirmationDoc>;
+  sendClaims: Collection<SendClaimDoc>;
   gateHolds: Collection<GateHoldDoc>;
   lateFailures: Collection<LateFailureDoc>;
   credentialPauses: Collection<CredentialPauseDoc>;
@@ -517,6 +532,7 @@ export function collections(db: Db): Collections {
     sendPauses: db.collection<SendPauseDoc>('send_pauses'),
     sendAttempts: db.collection<SendAttemptDoc>('send_attempts'),
     sendConfirmations: db.collection<SendConfirmationDoc>('send_confirmations'),
+    sendClaims: db.collection<SendClaimDoc>('send_claims'),
     gateHolds: db.collection<GateHoldDoc>('gate_holds'),
     lateFailures: db.collection<LateFailureDoc>('late_failures'),
     credentialPauses: db.collection<CredentialPauseDoc>('credential_pauses'),
@@ -548,6 +564,7 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     c.sendPauses.createIndex({ key: 1 }, { name: 'key' }),
     c.sendAttempts.createIndex({ state: 1 }, { name: 'state' }),
     c.sendConfirmations.createIndex({ at: 1 }, { name: 'at' }),
+    c.sendClaims.createIndex({ storedAt: 1 }, { name: 'storedAt' }),
     c.gateHolds.createIndex({ receivedAt: 1 }, { name: 'receivedAt' }),
   ]);
 }
