@@ -1,8 +1,10 @@
+import { MongoClient } from 'mongodb';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../../activities';
 import { insertAttempt, insertConfirmation, readAttempt } from '../../src/adapters/store/attempts';
 import type { Collections, SendAttemptDoc } from '../../src/adapters/store/db';
 import { insertMessage } from '../../src/adapters/store/messages';
+import { enqueue } from '../../src/adapters/store/queue';
 import { createLogger } from '../../src/logger';
 import { beginSend } from '../../src/sending/ledger';
 import { REASONS, type SendRequest } from '../../workflows/contracts';
@@ -11,20 +13,23 @@ import { startStack, uniqueDigits, type Stack } from '../support/stack';
 /**
  * The send path's own promises, activity by activity against the real store and the simulated
  * Cloud API: a message is POSTed again by one sender at most, an `admit` attempt past its time
- * sends nothing, and a send Meta accepted is never settled as failed.
+ * sends nothing, a send Meta accepted is never settled as failed, and a drain whose settlements
+ * cannot be written stops sending and fails the attempt (the failed write was an unhandled
+ * rejection that Jest does not show: the test checks what it let happen, sending on unrecorded).
  */
 describe('the send ledger and its senders on the real store', () => {
   let stack: Stack;
   let c: Collections;
   const policy = { policy: 'resend_after' as const, graceMs: 1_000 };
   const logger = createLogger('silent');
-  const activities = () =>
+  const activities = (over: Partial<Collections> = {}, drainTuning = {}) =>
     createActivities({
-      c,
+      c: { ...c, ...over },
       graph: stack.rt.graph,
       launch: stack.rt.launch,
       config: stack.config,
       logger,
+      drainTuning,
     });
   const accepted = (phone: string) => stack.sim.log.accepted.filter((m) => m.phoneNumberId === phone);
 
@@ -140,4 +145,34 @@ describe('the send ledger and its senders on the real store', () => {
       ['failed', undefined],
     ]);
   });
+
+  it('a drain whose settlements cannot be written stops sending and fails the attempt (it went on sending the whole queue)', async () => {
+    const { wabaId, phone } = await newNumber(2);
+    const total = 24; // 12 s at 2/s: longer than the settlement writes' retries (about 6 s)
+    for (let i = 0; i < total; i++) {
+      await enqueue(c, {
+        wabaId,
+        messageId: `msg_ledger${uniqueDigits()}`,
+        phoneNumberId: phone,
+        to: `1555000${String(i).padStart(4, '0')}`,
+        content: { type: 'text', text: { body: `m${i}` } },
+        enqueuedAt: new Date().toISOString(),
+        notify: false,
+      });
+    }
+    // The settlements live on a server that does not answer: every write fails.
+    const down = new MongoClient('mongodb://127.0.0.1:1/', { serverSelectionTimeoutMS: 100 });
+    try {
+      const { drainQueue } = activities(
+        { settlements: down.db('nowhere').collection('settlements') },
+        { flushSize: 1, flushMs: 10 },
+      );
+      const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 600_000, heartbeatTimeoutMs: 60_000 });
+      await expect(env.run(drainQueue, { wabaId, mode: 'reconnected' as const })).rejects.toThrow();
+    } finally {
+      await down.close();
+    }
+    expect(accepted(phone).length).toBeGreaterThan(0);
+    expect(accepted(phone).length).toBeLessThan(total);
+  }, 60_000);
 });
