@@ -362,7 +362,8 @@ export interface AlertThreadDoc {
  * (`<phoneNumberId>:<index>` for the number's cap, `<phoneNumberId>>…` for a recipient's pair
  * limit; src/sending/pacing.ts builds them; src/adapters/store/slots.ts queries them); a slot is taken by inserting its document, so two
  * workers can never hold the same slot (the insert is atomic on MongoDB and FerretDB alike).
- * Only past slots are deleted, by the worker that took them, by exact `_id`.
+ * Only past slots are deleted, by the worker that took them, by exact `_id` (those of a worker that
+ * died: by the retention purge, a minute after their end).
  */
 export interface SendSlotDoc {
   _id: string;
@@ -373,7 +374,8 @@ export interface SendSlotDoc {
 /**
  * `send_pauses`: back-offs Meta asked for (130429 for a number, 131056 for a recipient), one
  * insert per key and second (`<key>@<epoch second>`), read by every worker before it claims a
- * slot. Tiny (expired ones are deleted by exact `_id`), so its prefix scan stays cheap on FerretDB.
+ * slot. Tiny (ended ones are deleted by the key's next reader by exact `_id`, and by the retention
+ * purge a minute after they ended), so its prefix scan stays cheap on FerretDB.
  */
 export interface SendPauseDoc {
   _id: string;
