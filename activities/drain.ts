@@ -212,7 +212,9 @@ export function createDrainActivities(deps: DrainDeps) {
       /** Entries this drain removed: `advanceHead` passes them without reading them again. */
       const removed = new Set<string>();
       const recipientTail = new Map<string, Promise<void>>();
-      const halted = (): boolean => stop !== undefined || signal.aborted;
+      /** Set when settlements could not be written (after `persist`'s retries): nothing more is sent. */
+      let unwritable = false;
+      const halted = (): boolean => stop !== undefined || signal.aborted || unwritable;
 
       function flush(): Promise<void> {
         if (flushTimer) clearTimeout(flushTimer);
@@ -229,14 +231,26 @@ export function createDrainActivities(deps: DrainDeps) {
         return flushing;
       }
 
+      /**
+       * A flush nobody awaits (size or timer): if the write fails for good, the drain stops sending
+       * and the final flush rethrows it, failing this attempt (the retried one resumes: answers
+       * already received are in the ledger, so they are settled without a POST).
+       */
+      function flushInBackground(): void {
+        flush().catch((err: unknown) => {
+          if (!unwritable) log.warn({ err: String(err) }, 'settlements not written; stopping the drain');
+          unwritable = true;
+        });
+      }
+
       function settle(s: Settlement): void {
         if (s.status === 'sent') progress.sent++;
         else if (s.status === 'expired') progress.expired++;
         else progress.failed++;
         pending.push(s);
         unpersisted++;
-        if (pending.length >= tuning.flushSize) void flush();
-        else flushTimer ??= setTimeout(() => void flush(), tuning.flushMs);
+        if (pending.length >= tuning.flushSize) flushInBackground();
+        else flushTimer ??= setTimeout(flushInBackground, tuning.flushMs);
       }
 
       const mpsOf = async (entry: QueueDoc) =>

@@ -1,6 +1,7 @@
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { GraphClient } from '../src/adapters/graph/client';
-import { markRetrying, outcomeOf, readMessage } from '../src/adapters/store/messages';
+import { readAttempt, readConfirmation } from '../src/adapters/store/attempts';
+import { markRetrying, outcomeOf, readMessage, sendKey } from '../src/adapters/store/messages';
 import type { Collections } from '../src/adapters/store/db';
 import type { Logger } from '../src/logger';
 import { deliverLifecycleEvent, type LaunchDeps } from '../src/lifecycle/launch';
@@ -15,6 +16,21 @@ import type { AdmitResult } from './types';
 
 /** Longest wait for a send slot inside one `admit` attempt (its start-to-close timeout is 1 minute). */
 export const ADMIT_MAX_WAIT_MS = 30_000;
+
+/** What an `admit` attempt keeps back from its timeout besides the POST's own timeout (clock skew with the server). */
+export const ADMIT_DEADLINE_MARGIN_MS = 5_000;
+
+/**
+ * The last moment (epoch ms, this worker's clock) at which the current `admit` attempt may POST:
+ * its POST and the answer's record then end before Temporal times the attempt out, so before the
+ * next attempt can start (an overrun attempt never POSTs beside its successor). Counted from the
+ * earlier of the attempt's scheduling (the server's clock) and its start here.
+ */
+function lastPostAt(startedHere: number, graphTimeoutMs: number): number {
+  const info = Context.current().info;
+  const start = Math.min(info.currentAttemptScheduledTimestampMs, startedHere);
+  return start + info.startToCloseTimeoutMs - graphTimeoutMs - ADMIT_DEADLINE_MARGIN_MS;
+}
 
 export interface SendDeps {
   c: Collections;
@@ -44,6 +60,7 @@ export function createSendActivities(deps: SendDeps) {
      * ambiguity: a send whose answer was lost may have gone out).
      */
     async admit(req: SendRequest): Promise<AdmitResult> {
+      const postBy = lastPostAt(Date.now(), deps.config.graph.timeoutMs);
       let decided;
       try {
         decided = await admission.admitMessage(req);
@@ -61,14 +78,16 @@ export function createSendActivities(deps: SendDeps) {
 
       const { phoneNumberId, to } = req;
       // The slot is shared by every worker (src/sending/pacing.ts). This activity does not
-      // heartbeat and has one minute: a slot further away than ADMIT_MAX_WAIT_MS is not claimed,
-      // and Temporal retries the attempt when the number (or recipient) has room again.
-      const slot = await pacer.reserve({ phoneNumberId, mps: decided.mps, to, maxWaitMs: ADMIT_MAX_WAIT_MS });
+      // heartbeat and has one minute: a slot further away than ADMIT_MAX_WAIT_MS (or than the
+      // attempt's last POST) is not claimed, and Temporal retries the attempt when the number (or
+      // recipient) has room again.
+      const maxWaitMs = Math.max(0, Math.min(ADMIT_MAX_WAIT_MS, postBy - realClock.now()));
+      const slot = await pacer.reserve({ phoneNumberId, mps: decided.mps, to, maxWaitMs });
       if (slot.kind === 'later') {
         log.info({ retryAfterMs: Math.round(slot.retryAfterMs) }, 'no send slot within the wait; retrying later');
         throw ApplicationFailure.create({
           type: FAILURE_TYPES.paced,
-          message: `no send slot within ${ADMIT_MAX_WAIT_MS} ms`,
+          message: `no send slot within ${Math.round(maxWaitMs)} ms`,
           nextRetryDelay: Math.ceil(slot.retryAfterMs),
         });
       }
@@ -82,7 +101,8 @@ export function createSendActivities(deps: SendDeps) {
         {
           policy: deps.config.sending.inDoubt,
           logger: log,
-          depart: () => pacer.depart(slot.reservation),
+          // Past the attempt's last POST the send is withdrawn: the next attempt makes it.
+          depart: async () => (await pacer.depart(slot.reservation)) && Date.now() <= postBy,
           targets: deps.config.forward.targets,
         },
       );
@@ -97,7 +117,12 @@ export function createSendActivities(deps: SendDeps) {
             nextRetryDelay: Math.ceil(attempt.ms),
           });
         case 'not_sent':
-          throw new Error('admit: departure refused without a cancellation'); // never: depart has no signal here
+          log.warn('the attempt ran past its last POST; the next attempt sends');
+          throw ApplicationFailure.create({
+            type: FAILURE_TYPES.paced,
+            message: 'the send would have left too close to the attempt timeout',
+            nextRetryDelay: 1_000,
+          });
         case 'in_doubt_give_up':
           return admission.settle({ messageId: req.messageId, status: 'failed', reason: REASONS.inDoubt, at }, wabaId);
         case 'already_sent':
@@ -161,11 +186,25 @@ export function createSendActivities(deps: SendDeps) {
       }
     },
 
-    /** Records the final outcome of a message the send workflow gave up on (not queued). */
+    /**
+     * Records the final outcome of a message the send workflow gave up on (not queued). A send Meta
+     * accepted (its answer, or a status webhook, in the ledger) is settled as sent, whatever the
+     * workflow says.
+     */
     async settleDirect(outcome: Omit<Settlement, 'queueId'>): Promise<SendOutcome> {
       const known = await readMessage(c, outcome.messageId);
       if (known?.settlement || known?.doc?.status === 'queued') return outcomeOf(outcome.messageId, known);
       if (!known?.doc) return outcomeOfSettlement(outcome); // never recorded (unknown number): nothing to store
+      const key = sendKey(outcome.messageId, known.doc.round);
+      const [attempt, confirmed] = await Promise.all([readAttempt(c, key), readConfirmation(c, key)]);
+      const wamid = attempt?.wamid ?? confirmed?.wamid;
+      if (wamid) {
+        const { messageId, at } = outcome;
+        return admission.settle(
+          { messageId, status: 'sent', wamid, at, attempts: known.doc.attempts + 1 },
+          known.doc.wabaId,
+        );
+      }
       return admission.settle(outcome, known.doc.wabaId);
     },
 

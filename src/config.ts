@@ -236,7 +236,8 @@ const envSchema = z.object({
         return z.NEVER;
       }
     }),
-  GRAPH_API_TIMEOUT_MS: intIn(100, 120_000).default(15_000),
+  /** At most 40 s: a direct send's attempt has one minute, and its POST must end within it (activities/send.ts). */
+  GRAPH_API_TIMEOUT_MS: intIn(100, 40_000).default(15_000),
 
   ESCALATION_LEVELS: escalationSchema.default(escalationSchema.parse('10m,60m,24h')),
   ON_ABANDON: z.enum(['fail', 'keep']).default('fail'),

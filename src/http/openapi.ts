@@ -171,7 +171,7 @@ export function openApiDocument(options: { webhookPath?: string } = {}): Json {
               in: 'header',
               required: false,
               description:
-                'the same key never sends twice and replays the first answer (422 `idempotency_key_reused` with another body)',
+                'the same key never sends twice and replays the first answer, even when the gate changed since (422 `idempotency_key_reused` with another body; a refused request is judged again)',
               schema: { type: 'string', pattern: '^[\\x21-\\x7e]{1,255}$' },
             },
           ],

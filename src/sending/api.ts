@@ -288,9 +288,6 @@ export function createMessagesRouter(deps: {
     if (!keyMayUse(keyOf(ctx), number.wabaId)) {
       throw forbidden('forbidden_waba', `this API key may not send from phone number ${body.phoneNumberId}`);
     }
-    const verdict = await admission.verdictFor(number.wabaId);
-    if (verdict.kind === 'refuse') throw conflict(verdict.code, verdict.message, { wabaId: number.wabaId });
-
     let messageId = newMessageId();
     if (idemHeader) {
       const requestHash = createHash('sha256').update(raw).digest('hex');
@@ -322,7 +319,13 @@ export function createMessagesRouter(deps: {
       ...(body.expiresAt ? { expiresAt: new Date(body.expiresAt).toISOString() } : {}),
       ...contentOf(body),
     };
-    if (!existingAcceptedAt) await admission.acceptNew(req, number.wabaId, verdict);
+    if (!existingAcceptedAt) {
+      // Only a new message meets the gate: a replay of an accepted one gets the first answer,
+      // whatever the gate says now.
+      const verdict = await admission.verdictFor(number.wabaId);
+      if (verdict.kind === 'refuse') throw conflict(verdict.code, verdict.message, { wabaId: number.wabaId });
+      await admission.acceptNew(req, number.wabaId, verdict);
+    }
     // Idempotent: a replay (or a retry after a failure here) finds the run already started.
     await startSendWorkflow(launch, req, { queuedPollMs: config.sending.queuedPollMs }, number.wabaId);
     ctx.status = 202;

@@ -1,8 +1,10 @@
-import type { Collections } from '../adapters/store/db';
+import type { Collections, SendAttemptDoc } from '../adapters/store/db';
 import {
+  claimPost,
   insertAttempt,
   insertConfirmation,
   readAttempt,
+  readPostClaim,
   readConfirmation,
   updateAttempt,
 } from '../adapters/store/attempts';
@@ -23,7 +25,35 @@ import { attemptSend, type Attempt } from './attempt';
  * period, `IN_DOUBT_POLICY` decides: `resend_after` sends it once more (at-least-once: at most one
  * duplicate), `fail` fails it (at-most-once). Either way a message is never POSTed again after a
  * second lost answer.
+ *
+ * Two senders may read the same entry at once (an `admit` attempt that overran its timeout and
+ * the next one, a drain beside it). Every POST is therefore claimed by an insert on a unique key
+ * (the entry itself for the first, `send_claims` `<key>/<n>` for POST `n`), atomic on MongoDB and
+ * FerretDB alike: of two senders only one POSTs again; the other waits and reads the entry anew.
  */
+
+/** How long a sender that lost the claim of a POST waits before it reads the entry again. */
+const CLAIM_LOST_WAIT_MS = 1_000;
+/**
+ * A claim the entry still does not show this long after it was taken was abandoned before its
+ * POST (its holder records the POST in the entry right after the claim, before POSTing).
+ */
+const CLAIM_ABANDONED_MS = 60_000;
+
+/**
+ * Claims the entry's next POST: its number, or undefined when another sender holds it. Past an
+ * abandoned claim (see `CLAIM_ABANDONED_MS`) it takes the following number, so a sender that died
+ * between its claim and its record cannot stop the message for good.
+ */
+async function claimNextPost(c: Collections, key: string, doc: SendAttemptDoc): Promise<number | undefined> {
+  for (let n = doc.tries + 1; n <= doc.tries + 3; n++) {
+    if (await claimPost(c, key, n)) return n;
+    const [claim, now] = await Promise.all([readPostClaim(c, key, n), readAttempt(c, key)]);
+    const abandoned = claim && Date.now() - claim.storedAt.getTime() > CLAIM_ABANDONED_MS;
+    if (!abandoned || !now || now.tries >= n) return undefined;
+  }
+  return undefined;
+}
 
 export interface InDoubtPolicy {
   policy: 'resend_after' | 'fail';
@@ -39,9 +69,6 @@ export type BeginSend =
   | { kind: 'wait'; ms: number }
   /** In doubt and the policy (or the one resend) says never to POST it again. */
   | { kind: 'give_up' };
-
-/** In-doubt counts of this process (logged; `GET /v1/messages/:id` shows `in_doubt` per message). */
-export const inDoubtCounts = { seen: 0, confirmedByStatus: 0, resent: 0, failed: 0 };
 
 /** Told when a message is first found in doubt (the `message.in_doubt` service event). */
 export type OnInDoubt = (at: string) => Promise<void>;
@@ -70,18 +97,18 @@ export async function beginSend(
   }
   if (doc.wamid) return { kind: 'sent', wamid: doc.wamid };
   if (doc.state === 'answered') {
-    await updateAttempt(c, key, { tries: doc.tries + 1, state: 'in_flight', startedAt: now });
+    const n = await claimNextPost(c, key, doc);
+    if (n === undefined) return { kind: 'wait', ms: CLAIM_LOST_WAIT_MS };
+    await updateAttempt(c, key, { tries: n, state: 'in_flight', startedAt: now });
     return { kind: 'send', resend: false };
   }
   // In flight with no answer recorded: the previous POST may have reached Meta.
   const confirmed = await readConfirmation(c, key);
   if (confirmed) {
-    inDoubtCounts.confirmedByStatus++;
     await updateAttempt(c, key, { state: 'answered', wamid: confirmed.wamid, confirmedBy: 'status' });
     return { kind: 'sent', wamid: confirmed.wamid };
   }
   if (doc.inDoubtAt === undefined) {
-    inDoubtCounts.seen++;
     logger?.warn({ messageId, tries: doc.tries }, 'send in doubt: its answer was lost');
     await onInDoubt?.(new Date(now).toISOString()); // before the mark: a failed emit is redone by the retry
     await Promise.all([
@@ -92,14 +119,14 @@ export async function beginSend(
   const waited = now - doc.startedAt;
   if (waited < policy.graceMs) return { kind: 'wait', ms: policy.graceMs - waited };
   if (policy.policy === 'fail' || doc.resends >= 1) {
-    inDoubtCounts.failed++;
     logger?.warn({ messageId, policy: policy.policy, resends: doc.resends }, 'in-doubt send not sent again');
     return { kind: 'give_up' };
   }
-  inDoubtCounts.resent++;
+  const n = await claimNextPost(c, key, doc);
+  if (n === undefined) return { kind: 'wait', ms: CLAIM_LOST_WAIT_MS };
   logger?.warn({ messageId }, 'in-doubt send: no status within the grace period; sending once more');
   await updateAttempt(c, key, {
-    tries: doc.tries + 1,
+    tries: n,
     state: 'in_flight',
     startedAt: now,
     resends: doc.resends + 1,
@@ -122,7 +149,6 @@ export async function endSend(
   if ('lost' in answer) {
     // In doubt from now: shown on GET /v1/messages/:id; a status webhook may still confirm it.
     const now = Date.now();
-    inDoubtCounts.seen++;
     await onInDoubt?.(new Date(now).toISOString());
     await Promise.all([
       updateAttempt(c, key, { inDoubtAt: now }),

@@ -1,13 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import type { MongoClient, Db } from 'mongodb';
+import { MongoClient, type Db } from 'mongodb';
 import { loadConfig, type RetentionSettings } from '../../src/config';
-import { connectMongo, type Collections } from '../../src/adapters/store/db';
+import { collections, connectMongo, type Collections } from '../../src/adapters/store/db';
 import { recordStatuses } from '../../src/adapters/store/events';
 import { deliveryHandedOver, recordAccountEvents, recordDelivery } from '../../src/adapters/store/outbox';
 import { forwardDelivered, forwardId } from '../../src/adapters/store/forwards';
 import { claimIdempotencyKey, insertMessage } from '../../src/adapters/store/messages';
 import { recordSettlements } from '../../src/adapters/store/queue';
-import { ensureRetentionIndexes, purgeExpired, startRetention } from '../../src/adapters/store/retention';
+import {
+  ensureRetentionIndexes,
+  purgeExpired,
+  SPENT_AFTER_MS,
+  startRetention,
+} from '../../src/adapters/store/retention';
+import { claimPost, insertAttempt, insertConfirmation } from '../../src/adapters/store/attempts';
+import { claimSlot, recordPause } from '../../src/adapters/store/slots';
 import { createLogger } from '../../src/logger';
 
 /** Retention on the real MongoDB-wire server (FerretDB here: no TTL, so the purge does the work). */
@@ -72,6 +79,17 @@ describe('retention on the real MongoDB-wire server', () => {
       },
     ]);
     await claimIdempotencyKey(c, { _id: `k:${tag}`, messageId: `m-${tag}`, requestHash: 'h', createdAt: at });
+    // The send ledger of the message: its entry, a status's confirmation, the claim of a second POST.
+    await insertAttempt(c, {
+      _id: `m-${tag}`,
+      messageId: `m-${tag}`,
+      tries: 1,
+      state: 'in_flight',
+      startedAt: 0,
+      resends: 0,
+    });
+    await insertConfirmation(c, { _id: `m-${tag}`, wamid: `wamid.${tag}`, status: 'sent', at });
+    await claimPost(c, `m-${tag}`, 2);
     // A late failure of the message (kept as long as messages).
     await c.lateFailures.insertOne({
       _id: `m-${tag}`,
@@ -136,6 +154,9 @@ describe('retention on the real MongoDB-wire server', () => {
     outbox: (await c.outbox.find({}).toArray()).map((d) => d._id).sort(),
     claims: (await c.queueClaims.find({}).toArray()).map((d) => d._id).sort(),
     queue: (await c.queue.find({}).toArray()).map((d) => d._id).sort(),
+    attempts: (await c.sendAttempts.find({}).toArray()).map((d) => d._id).sort(),
+    confirmations: (await c.sendConfirmations.find({}).toArray()).map((d) => d._id).sort(),
+    sendClaims: (await c.sendClaims.find({}).toArray()).map((d) => d._id).sort(),
   });
 
   it('ensures TTL indexes on MongoDB, or on FerretDB (no TTL) leaves it to the purge; twice is a no-op', async () => {
@@ -159,11 +180,16 @@ describe('retention on the real MongoDB-wire server', () => {
       late_failures: n,
       queue_claims: n,
       queue: n,
+      send_attempts: n,
+      send_confirmations: n,
+      send_claims: n,
       message_statuses: n,
       account_events: 0,
       idempotency: n,
       delivery_archive: n,
       forwarded: n,
+      send_slots: 0,
+      send_pauses: 0,
     });
     expect(first).toEqual(batch(3));
     const second = await purgeExpired(c, retention);
@@ -182,6 +208,9 @@ describe('retention on the real MongoDB-wire server', () => {
       claims: ['q-new'],
       // Live entries stay whatever their age; only the recent tombstone is left.
       queue: ['q-new', 'q-old1', 'q-old2', 'q-old3', 'q-old4', 't-new'],
+      attempts: ['m-new'],
+      confirmations: ['m-new'],
+      sendClaims: ['m-new/2'],
     });
     // A collection whose retention is off is never purged.
     const later = new Date(Date.now() + 10_000);
@@ -191,12 +220,46 @@ describe('retention on the real MongoDB-wire server', () => {
       late_failures: 1,
       queue_claims: 1,
       queue: 1,
+      send_attempts: 1,
+      send_confirmations: 1,
+      send_claims: 1,
       message_statuses: 1,
       idempotency: 1,
       delivery_archive: 1,
       forwarded: 1,
+      send_slots: 0,
+      send_pauses: 0,
     });
     expect((await ids()).events).toHaveLength(5);
+  });
+
+  it('purges spent pacing state on its own clock, one delete statement per collection, and keeps what may still be read', async () => {
+    const now = Date.now();
+    const spent = now - SPENT_AFTER_MS - 1_000;
+    // Slots a dead worker left behind, and one still running; pauses of recipients never messaged again, and a recent one.
+    for (let k = 0; k < 5; k++) await claimSlot(c, `9:${k}`, spent - k);
+    await claimSlot(c, '9:live', now + 1_000);
+    for (let i = 0; i < 5; i++) await recordPause(c, `9>1555000000${i}`, spent, spent - 1_000);
+    await recordPause(c, '9>15550009999', now - 1_000, now - 2_000);
+    // Counted on a client of its own that reports every command it sends.
+    const watched = new MongoClient(process.env.MONGODB_URI!, { monitorCommands: true });
+    const deletes: { collection: string; statements: number }[] = [];
+    watched.on('commandStarted', (e) => {
+      const cmd = e.command as { delete?: string; deletes?: unknown[] };
+      if (e.commandName === 'delete') deletes.push({ collection: cmd.delete!, statements: cmd.deletes!.length });
+    });
+    try {
+      const purged = await purgeExpired(collections(watched.db(dbName)), { purgeIntervalMs: 10_000, purgeBatch: 3 });
+      expect(purged).toEqual({ send_slots: 5, send_pauses: 5 });
+    } finally {
+      await watched.close();
+    }
+    expect(deletes).toEqual([
+      { collection: 'send_slots', statements: 1 },
+      { collection: 'send_pauses', statements: 1 },
+    ]);
+    expect((await c.sendSlots.find({}).toArray()).map((d) => d._id)).toEqual(['9:live']);
+    expect((await c.sendPauses.find({}).toArray()).map((d) => d.key)).toEqual(['9>15550009999']);
   });
 
   it('the worker’s loop purges on its interval and reports what it deleted', async () => {

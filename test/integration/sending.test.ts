@@ -62,6 +62,17 @@ describe('sending on the real stack', () => {
     expect(reused.json).toMatchObject({ error: { code: 'idempotency_key_reused' } });
   });
 
+  it('replays the first 202 for an Idempotency-Key after the gate began refusing (a new key gets the 409)', async () => {
+    const { wabaId, phone } = await setup();
+    const first = await stack.send(text(phone, 'before removal'), 'key-removed');
+    expect(first.status).toBe(202);
+    expect(await stack.accountUpdate(wabaId, 'PARTNER_REMOVED')).toBe(200);
+    await eventually(async () => (await stack.lifecycleState(wabaId))?.state === 'partner_removed');
+    const replay = await stack.send(text(phone, 'before removal'), 'key-removed');
+    expect(replay).toMatchObject({ status: 202, json: { id: first.json.id } });
+    expect((await stack.send(text(phone, 'after removal'), 'key-new')).status).toBe(409);
+  });
+
   it('answers bad input with field-level 400s and an unknown number with 422', async () => {
     const { phone } = await setup();
     const bad = await stack.send({ phoneNumberId: phone, to: 'abc', type: 'text' });

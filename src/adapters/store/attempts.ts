@@ -1,4 +1,4 @@
-import { insertOnce, type Collections, type SendAttemptDoc, type SendConfirmationDoc } from './db';
+import { insertOnce, type Collections, type SendAttemptDoc, type SendClaimDoc, type SendConfirmationDoc } from './db';
 
 /** The ledger entry of a message, or null before its first send. */
 export function readAttempt(c: Collections, messageId: string): Promise<SendAttemptDoc | null> {
@@ -7,10 +7,23 @@ export function readAttempt(c: Collections, messageId: string): Promise<SendAtte
 
 /** Inserts a message's first ledger entry; false when one already exists (another sender started). */
 export function insertAttempt(c: Collections, doc: SendAttemptDoc): Promise<boolean> {
-  return insertOnce(c.sendAttempts, doc);
+  return insertOnce(c.sendAttempts, { ...doc, storedAt: new Date() });
 }
 
-/** Updates a ledger entry by exact `_id` (one writer per message at a time). */
+/**
+ * Claims POST number `n` (≥ 2) of a send key: true for the one caller whose insert wins (atomic on
+ * MongoDB and FerretDB), false when another sender already claimed it.
+ */
+export function claimPost(c: Collections, key: string, n: number): Promise<boolean> {
+  return insertOnce(c.sendClaims, { _id: `${key}/${n}`, storedAt: new Date() });
+}
+
+/** The claim of POST `n` of a send key, or null. */
+export function readPostClaim(c: Collections, key: string, n: number): Promise<SendClaimDoc | null> {
+  return c.sendClaims.findOne({ _id: `${key}/${n}` });
+}
+
+/** Updates a ledger entry by exact `_id` (one writer per message at a time: a later POST is claimed first, `claimPost`). */
 export async function updateAttempt(
   c: Collections,
   messageId: string,
@@ -26,5 +39,5 @@ export function readConfirmation(c: Collections, messageId: string): Promise<Sen
 
 /** Records a confirmation (insert-only; a second one for the message is dropped). */
 export async function insertConfirmation(c: Collections, doc: SendConfirmationDoc): Promise<void> {
-  await insertOnce(c.sendConfirmations, doc);
+  await insertOnce(c.sendConfirmations, { ...doc, storedAt: new Date() });
 }

@@ -367,7 +367,8 @@ export interface AlertThreadDoc {
  * (`<phoneNumberId>:<index>` for the number's cap, `<phoneNumberId>>…` for a recipient's pair
  * limit; src/sending/pacing.ts builds them; src/adapters/store/slots.ts queries them); a slot is taken by inserting its document, so two
  * workers can never hold the same slot (the insert is atomic on MongoDB and FerretDB alike).
- * Only past slots are deleted, by the worker that took them, by exact `_id`.
+ * Only past slots are deleted, by the worker that took them, by exact `_id` (those of a worker that
+ * died: by the retention purge, a minute after their end).
  */
 export interface SendSlotDoc {
   _id: string;
@@ -378,7 +379,8 @@ export interface SendSlotDoc {
 /**
  * `send_pauses`: back-offs Meta asked for (130429 for a number, 131056 for a recipient), one
  * insert per key and second (`<key>@<epoch second>`), read by every worker before it claims a
- * slot. Tiny (expired ones are deleted by exact `_id`), so its prefix scan stays cheap on FerretDB.
+ * slot. Tiny (ended ones are deleted by the key's next reader by exact `_id`, and by the retention
+ * purge a minute after they ended), so its prefix scan stays cheap on FerretDB.
  */
 export interface SendPauseDoc {
   _id: string;
@@ -412,6 +414,8 @@ export interface SendAttemptDoc {
   resends: number;
   /** Epoch ms when the message was first found in doubt. */
   inDoubtAt?: number;
+  /** The retention clock (RETENTION_MESSAGES; absent on documents written before it existed). */
+  storedAt?: Date;
 }
 
 /**
@@ -424,6 +428,18 @@ export interface SendConfirmationDoc {
   wamid: string;
   status: string;
   at: string;
+  /** The retention clock (RETENTION_MESSAGES; absent on documents written before it existed). */
+  storedAt?: Date;
+}
+
+/**
+ * `send_claims`: the claim of a send's POST number `n` ≥ 2 (`_id` = `<send key>/<n>`; the first
+ * POST's claim is the ledger entry's insert). Insert-only: of two senders that read the same
+ * ledger entry, only the one whose insert wins POSTs again (src/sending/ledger.ts).
+ */
+export interface SendClaimDoc {
+  _id: string;
+  storedAt: Date;
 }
 
 /**
@@ -463,6 +479,7 @@ export interface Collections {
   sendPauses: Collection<SendPauseDoc>;
   sendAttempts: Collection<SendAttemptDoc>;
   sendConfirmations: Collection<SendConfirmationDoc>;
+  sendClaims: Collection<SendClaimDoc>;
   gateHolds: Collection<GateHoldDoc>;
   lateFailures: Collection<LateFailureDoc>;
   credentialPauses: Collection<CredentialPauseDoc>;
@@ -522,6 +539,7 @@ export function collections(db: Db): Collections {
     sendPauses: db.collection<SendPauseDoc>('send_pauses'),
     sendAttempts: db.collection<SendAttemptDoc>('send_attempts'),
     sendConfirmations: db.collection<SendConfirmationDoc>('send_confirmations'),
+    sendClaims: db.collection<SendClaimDoc>('send_claims'),
     gateHolds: db.collection<GateHoldDoc>('gate_holds'),
     lateFailures: db.collection<LateFailureDoc>('late_failures'),
     credentialPauses: db.collection<CredentialPauseDoc>('credential_pauses'),
@@ -553,6 +571,7 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     c.sendPauses.createIndex({ key: 1 }, { name: 'key' }),
     c.sendAttempts.createIndex({ state: 1 }, { name: 'state' }),
     c.sendConfirmations.createIndex({ at: 1 }, { name: 'at' }),
+    c.sendClaims.createIndex({ storedAt: 1 }, { name: 'storedAt' }),
     c.gateHolds.createIndex({ receivedAt: 1 }, { name: 'receivedAt' }),
   ]);
 }

@@ -16,8 +16,23 @@ import { deleteByIds, type Collections } from './db';
  *   removed (an index range) and costs little.
  *
  * `wabas`, `phone_numbers`, `waba_numbers`, `queue_marks` and the queue's live entries hold live state and are never
- * purged (the queue's tombstones and `queue_claims` are, with the messages).
+ * purged (the queue's tombstones and `queue_claims` are, with the messages; so are the send ledger's
+ * `send_attempts`, `send_confirmations` and `send_claims`).
+ *
+ * Spent pacing state is purged in the same round on every store, whatever the windows: slots past
+ * their end that their worker never deleted (it died) and pauses that ended (a pause is deleted by
+ * the next reader of its key, so one of a recipient never messaged again stayed for good). Both are
+ * read by range on every reservation, which FerretDB answers by scanning the collection: this keeps them
+ * at what the last `SPENT_AFTER_MS` + one interval produced. One filtered `deleteMany` each: one
+ * statement (one commit on FerretDB), where a delete by `_id` costs one per document. The windowed
+ * collections keep the delete by `_id`: their expired documents are the oldest, first in a scan
+ * that stops at the batch, while a filtered delete scans the whole collection twice on FerretDB
+ * (measured at 20,000 documents, 500 expired: 0.65 s by `_id`, 2.2 s by `$in`, 2.9 s by a sorted
+ * `_id` range).
  */
+
+/** How long after its end a slot or a pause is spent (slots: beyond any worker's clock skew; pauses: `pausedUntil`'s keep). */
+export const SPENT_AFTER_MS = 60_000;
 
 /** One retained collection and its window. */
 interface Target {
@@ -34,6 +49,9 @@ function targets(c: Collections, r: RetentionSettings): Target[] {
     ['queue_claims', c.queueClaims as unknown as Collection<Document>, r.messagesMs],
     // Only the queue's tombstones carry `storedAt`: live entries are never purged.
     ['queue', c.queue as unknown as Collection<Document>, r.messagesMs],
+    ['send_attempts', c.sendAttempts as unknown as Collection<Document>, r.messagesMs],
+    ['send_confirmations', c.sendConfirmations as unknown as Collection<Document>, r.messagesMs],
+    ['send_claims', c.sendClaims as unknown as Collection<Document>, r.messagesMs],
     ['message_statuses', c.messageStatuses as unknown as Collection<Document>, r.statusesMs],
     ['account_events', c.accountEvents as unknown as Collection<Document>, r.accountEventsMs],
     ['idempotency', c.idempotency as unknown as Collection<Document>, r.idempotencyMs],
@@ -42,6 +60,12 @@ function targets(c: Collections, r: RetentionSettings): Target[] {
   ];
   return all.flatMap(([name, collection, ms]) => (ms ? [{ name, collection, ms }] : []));
 }
+
+/** Spent pacing state: the collection and the field (epoch ms) that says when each document ended. */
+const SPENT: { name: string; field: string; of: (c: Collections) => Collection<Document> }[] = [
+  { name: 'send_slots', field: 'expiresAt', of: (c) => c.sendSlots as unknown as Collection<Document> },
+  { name: 'send_pauses', field: 'until', of: (c) => c.sendPauses as unknown as Collection<Document> },
+];
 
 const TTL_INDEX = 'storedAt_ttl';
 
@@ -89,7 +113,8 @@ export async function ensureRetentionIndexes(
 
 /**
  * One purge round: per retained collection, at most `purgeBatch` documents whose `storedAt` is
- * older than the window, deleted by `_id`. Returns the number deleted per collection.
+ * older than the window, deleted by `_id`; then the spent pacing state, one statement per
+ * collection. Returns the number deleted per collection.
  */
 export async function purgeExpired(
   c: Collections,
@@ -108,6 +133,10 @@ export async function purgeExpired(
       expired.map((d) => d._id),
     );
     deleted[t.name] = n;
+  }
+  const spentBefore = now.getTime() - SPENT_AFTER_MS;
+  for (const { name, field, of } of SPENT) {
+    deleted[name] = (await of(c).deleteMany({ [field]: { $lt: spentBefore } })).deletedCount;
   }
   return deleted;
 }
@@ -141,7 +170,8 @@ export function startRetention(deps: {
       let full = false;
       for (const [collection, n] of Object.entries(deleted)) {
         if (n > 0) deps.onPurged?.(collection, n);
-        if (n >= retention.purgeBatch) full = true;
+        // Only a windowed collection's full batch means more is left (spent state goes in one statement).
+        if (n >= retention.purgeBatch && !SPENT.some((s) => s.name === collection)) full = true;
       }
       if (Object.values(deleted).some((n) => n > 0)) logger.info({ deleted }, 'retention purge');
       if (!full) break;

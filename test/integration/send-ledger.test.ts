@@ -1,0 +1,178 @@
+import { MongoClient } from 'mongodb';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { createActivities } from '../../activities';
+import { insertAttempt, insertConfirmation, readAttempt } from '../../src/adapters/store/attempts';
+import type { Collections, SendAttemptDoc } from '../../src/adapters/store/db';
+import { insertMessage } from '../../src/adapters/store/messages';
+import { enqueue } from '../../src/adapters/store/queue';
+import { createLogger } from '../../src/logger';
+import { beginSend } from '../../src/sending/ledger';
+import { REASONS, type SendRequest } from '../../workflows/contracts';
+import { startStack, uniqueDigits, type Stack } from '../support/stack';
+
+/**
+ * The send path's own promises, activity by activity against the real store and the simulated
+ * Cloud API: a message is POSTed again by one sender at most, an `admit` attempt past its time
+ * sends nothing, a send Meta accepted is never settled as failed, and a drain whose settlements
+ * cannot be written stops sending and fails the attempt (the failed write was an unhandled
+ * rejection that Jest does not show: the test checks what it let happen, sending on unrecorded).
+ */
+describe('the send ledger and its senders on the real store', () => {
+  let stack: Stack;
+  let c: Collections;
+  const policy = { policy: 'resend_after' as const, graceMs: 1_000 };
+  const logger = createLogger('silent');
+  const activities = (over: Partial<Collections> = {}, drainTuning = {}) =>
+    createActivities({
+      c: { ...c, ...over },
+      graph: stack.rt.graph,
+      launch: stack.rt.launch,
+      config: stack.config,
+      logger,
+      drainTuning,
+    });
+  const accepted = (phone: string) => stack.sim.log.accepted.filter((m) => m.phoneNumberId === phone);
+
+  beforeAll(async () => {
+    stack = await startStack({ noWorker: true });
+    c = stack.rt.c;
+  });
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  /** A ledger entry as a sender left it `agoMs` ago. */
+  async function entry(over: Partial<SendAttemptDoc>, agoMs = 5_000): Promise<string> {
+    const key = `msg_ledger${uniqueDigits()}`;
+    const doc = { _id: key, messageId: key, tries: 1, state: 'in_flight' as const, resends: 0 };
+    await insertAttempt(c, { ...doc, startedAt: Date.now() - agoMs, inDoubtAt: Date.now() - agoMs, ...over });
+    return key;
+  }
+
+  it('lets one of two senders reading an entry at once POST again: the in-doubt resend and the retry after a refusal', async () => {
+    const keys = [
+      ...(await Promise.all([1, 2, 3].map(() => entry({})))), // in doubt past the grace period
+      ...(await Promise.all([1, 2, 3].map(() => entry({ state: 'answered' })))), // refused: may be retried
+    ];
+    for (const key of keys) {
+      const both = await Promise.all([beginSend(c, key, policy), beginSend(c, key, policy)]);
+      expect(both.filter((b) => b.kind === 'send')).toHaveLength(1);
+      expect(both.filter((b) => b.kind === 'wait')).toHaveLength(1);
+      expect((await readAttempt(c, key))?.tries).toBe(2);
+    }
+    // The one resend is spent: the in-doubt ones are never POSTed a third time.
+    const later = await Promise.all(keys.slice(0, 3).map((k) => beginSend(c, k, { ...policy, graceMs: 0 })));
+    expect(later.map((b) => b.kind)).toEqual(['give_up', 'give_up', 'give_up']);
+  });
+
+  it('passes over a claim its sender abandoned before recording it, so the message is not stopped for good', async () => {
+    const key = await entry({ state: 'answered' });
+    await c.sendClaims.insertOne({ _id: `${key}/2`, storedAt: new Date(Date.now() - 120_000) });
+    expect(await beginSend(c, key, policy)).toEqual({ kind: 'send', resend: false });
+    expect((await readAttempt(c, key))?.tries).toBe(3);
+    // A fresh claim is another sender at work: wait.
+    const busy = await entry({ state: 'answered' });
+    await c.sendClaims.insertOne({ _id: `${busy}/2`, storedAt: new Date() });
+    expect((await beginSend(c, busy, policy)).kind).toBe('wait');
+  });
+
+  async function newNumber(mps?: number): Promise<{ wabaId: string; phone: string }> {
+    const wabaId = uniqueDigits();
+    const phone = uniqueDigits('5');
+    await stack.register(phone, wabaId, mps ? { mps } : undefined);
+    return { wabaId, phone };
+  }
+  const request = (phone: string, body: string): SendRequest => ({
+    messageId: `msg_ledger${uniqueDigits()}`,
+    phoneNumberId: phone,
+    to: '15550001111',
+    acceptedAt: new Date().toISOString(),
+    type: 'text',
+    text: { body },
+  });
+
+  it('an admit attempt too close to its timeout sends nothing and is retried; one on time sends', async () => {
+    const { phone } = await newNumber();
+    const { admit } = activities();
+    // Scheduled 45 s ago with one minute: its POST could still be out when the next attempt starts.
+    const late = new MockActivityEnvironment({
+      startToCloseTimeoutMs: 60_000,
+      currentAttemptScheduledTimestampMs: Date.now() - 45_000,
+    });
+    const req = request(phone, 'late');
+    await expect(late.run(admit, req)).rejects.toMatchObject({ type: 'Paced' });
+    expect(accepted(phone)).toHaveLength(0);
+    const onTime = new MockActivityEnvironment({
+      startToCloseTimeoutMs: 60_000,
+      currentAttemptScheduledTimestampMs: Date.now(),
+    });
+    expect(await onTime.run(admit, req)).toMatchObject({ status: 'sent' });
+    expect(accepted(phone)).toHaveLength(1);
+  });
+
+  it('settles as sent, not failed, a message the workflow gave up on whose send Meta accepted', async () => {
+    const { wabaId, phone } = await newNumber();
+    const { settleDirect } = activities();
+    const at = new Date().toISOString();
+    const ids: string[] = [];
+    for (const how of ['answer', 'status', 'none'] as const) {
+      const req = request(phone, how);
+      ids.push(req.messageId);
+      await insertMessage(c, {
+        _id: req.messageId,
+        wabaId,
+        phoneNumberId: phone,
+        to: req.to,
+        content: { type: 'text', text: { body: how } },
+        status: 'sending',
+        acceptedAt: at,
+        updatedAt: at,
+        attempts: 2,
+      });
+      const ledger = { _id: req.messageId, messageId: req.messageId, tries: 1, startedAt: Date.now(), resends: 0 };
+      if (how === 'answer') await insertAttempt(c, { ...ledger, state: 'answered', wamid: 'wamid.answer' });
+      else await insertAttempt(c, { ...ledger, state: 'in_flight' });
+      if (how === 'status') {
+        await insertConfirmation(c, { _id: req.messageId, wamid: 'wamid.status', status: 'delivered', at });
+      }
+    }
+    const outcomes = await Promise.all(
+      ids.map((messageId) => settleDirect({ messageId, status: 'failed', reason: REASONS.retriesExhausted, at })),
+    );
+    expect(outcomes.map((o) => [o.status, o.wamid])).toEqual([
+      ['sent', 'wamid.answer'],
+      ['sent', 'wamid.status'],
+      ['failed', undefined],
+    ]);
+  });
+
+  it('a drain whose settlements cannot be written stops sending and fails the attempt (it went on sending the whole queue)', async () => {
+    const { wabaId, phone } = await newNumber(2);
+    const total = 24; // 12 s at 2/s: longer than the settlement writes' retries (about 6 s)
+    for (let i = 0; i < total; i++) {
+      await enqueue(c, {
+        wabaId,
+        messageId: `msg_ledger${uniqueDigits()}`,
+        phoneNumberId: phone,
+        to: `1555000${String(i).padStart(4, '0')}`,
+        content: { type: 'text', text: { body: `m${i}` } },
+        enqueuedAt: new Date().toISOString(),
+        notify: false,
+      });
+    }
+    // The settlements live on a server that does not answer: every write fails.
+    const down = new MongoClient('mongodb://127.0.0.1:1/', { serverSelectionTimeoutMS: 100 });
+    try {
+      const { drainQueue } = activities(
+        { settlements: down.db('nowhere').collection('settlements') },
+        { flushSize: 1, flushMs: 10 },
+      );
+      const env = new MockActivityEnvironment({ startToCloseTimeoutMs: 600_000, heartbeatTimeoutMs: 60_000 });
+      await expect(env.run(drainQueue, { wabaId, mode: 'reconnected' as const })).rejects.toThrow();
+    } finally {
+      await down.close();
+    }
+    expect(accepted(phone).length).toBeGreaterThan(0);
+    expect(accepted(phone).length).toBeLessThan(total);
+  }, 60_000);
+});
