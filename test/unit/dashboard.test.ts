@@ -4,8 +4,9 @@ import { detachedServerApp } from '../support/server-app';
 /**
  * deploy/grafana/coexist-relay.json must not drift from the code: every `coexist_relay_` series its
  * queries name exists, with a type its functions fit, in the registry a server builds (the app's
- * own wiring: relay metrics, store gauges, webhook counters); every `coexist_relay_` metric of that
- * registry has a panel (prom-client's process metrics need none). `temporal_` series are the
+ * own wiring: relay metrics, store gauges, webhook counters), and so does every `process_` and
+ * `nodejs_` one (prom-client's process metrics); every `coexist_relay_` metric of that registry
+ * has a panel (the process metrics need not). `temporal_` series are the
  * SDK's: test/integration/telemetry.test.ts checks them against a real worker's scrape.
  */
 describe('the Grafana dashboard', () => {
