@@ -169,7 +169,7 @@ const envSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /**
    * OpenTelemetry tracing (src/telemetry.ts): the OTLP/HTTP collector's base URL, spans go to
-   * `<url>/v1/traces` as OTLP JSON. Unset: no tracing, nothing of OpenTelemetry is loaded.
+   * `<url>/v1/traces` as OTLP JSON. Unset: no tracing, no OpenTelemetry SDK is loaded.
    */
   OTEL_EXPORTER_OTLP_ENDPOINT: z
     .string()

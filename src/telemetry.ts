@@ -4,7 +4,8 @@
  * registers a global tracer provider exporting OTLP/HTTP JSON to `<endpoint>/v1/traces` in
  * batches, and makes the Temporal interceptors available to `connectRuntime` (client) and
  * `createWorker` (activities, workflow spans through a sink). Without it, no OpenTelemetry module
- * is loaded: `inSpan` calls its function at once and the Temporal helpers return nothing.
+ * is loaded (but `@opentelemetry/api`, which prom-client requires; no tracer is registered):
+ * `inSpan` calls its function at once and the Temporal helpers return nothing.
  *
  * The spans (README, "Tracing"): `HTTP <METHOD> <route>` per request (src/http/tracing.ts),
  * `graph <operation>` per Cloud API call (src/adapters/graph/client.ts), and the Temporal

@@ -218,7 +218,7 @@ export async function startWorkerServices(deps: {
   });
   let server: Server | undefined;
   if (config.workerMetrics) {
-    server = await serveMetrics(metrics.registry, config.workerMetrics.port, config.workerMetrics.host).catch(
+    server = await serveMetrics(metrics, config.workerMetrics.port, config.workerMetrics.host).catch(
       async (err: unknown) => {
         await retention.stop();
         throw err;

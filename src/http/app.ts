@@ -13,7 +13,7 @@ import { createMessagesRouter } from '../sending/api';
 import { withTimeout } from '../util/time';
 import { appErrorListener, errorMiddleware, HttpError, notFound } from './errors';
 import { inFlightLimit } from './inflight';
-import { addStoreGauges, observeStore, createRelayMetrics, type RelayMetrics } from './metrics';
+import { addStoreGauges, addWebhookCounters, observeStore, createRelayMetrics, type RelayMetrics } from './metrics';
 import { openApiDocument } from './openapi';
 import { createKeyRateLimit } from './ratelimit';
 import { httpTracing } from './tracing';
@@ -88,8 +88,8 @@ const registered = new WeakSet<RelayMetrics>();
 function wireMetrics(metrics: RelayMetrics, c: Collections, counters: WebhookCounters, config: Config): void {
   if (registered.has(metrics)) return;
   registered.add(metrics);
-  addStoreGauges(metrics.registry, c, config.forward, Date.now, config.lifecycle.probeIntervalMs);
-  metrics.registry.addText(() => counters.toPrometheus());
+  addStoreGauges(metrics, c, config.forward, Date.now, config.lifecycle.probeIntervalMs);
+  addWebhookCounters(metrics, counters);
   observeStore(metrics, c);
 }
 
@@ -170,8 +170,8 @@ export function createApp(deps: AppDeps): Koa {
     ctx.body = contract;
   });
   internalRoutes.get('/metrics', async (ctx) => {
-    ctx.type = 'text/plain; version=0.0.4';
-    ctx.body = await metrics.registry.render();
+    ctx.type = metrics.registry.contentType;
+    ctx.body = await metrics.render();
   });
 
   const routers = [health];

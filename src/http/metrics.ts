@@ -2,6 +2,7 @@ import type { ForwardSettings } from '../config';
 import { backlogTooOld } from '../relay/forwarder';
 import type { Collections } from '../adapters/store/db';
 import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { onSettlementsRecorded, queueStats, type Settlement } from '../adapters/store/queue';
 import { onOffboardingEnded, wabaStateStats } from '../adapters/store/wabas';
 import { countPendingDeliveries } from '../adapters/store/outbox';
@@ -9,6 +10,7 @@ import { forwardStats } from '../adapters/store/forwards';
 import { listTokenPauses } from '../adapters/store/credential-pauses';
 import { pauseInForce } from '../sending/credentials';
 import { withTimeout } from '../util/time';
+import type { WebhookCounters } from './webhook';
 import { GATE_CAUSES, type WabaState } from '../../workflows/contracts';
 
 const WABA_STATES: readonly WabaState[] = [
@@ -20,279 +22,137 @@ const WABA_STATES: readonly WabaState[] = [
 ];
 
 /**
- * A small Prometheus registry (text exposition format 0.0.4): counters, gauges and histograms with
- * labels, in base units (seconds, messages), every name starting with `coexist_relay_`. `prom-client`
- * is not a dependency of this project; this covers what the service exposes. One registry per
- * process (the server's on its /metrics, the worker's on `WORKER_METRICS_PORT`); tests that run
- * server and worker in one process share one.
+ * The service's Prometheus metrics, kept by `prom-client`: names starting with `coexist_relay_`, in
+ * base units (seconds, messages). Each `createRelayMetrics()` has its own registry (never
+ * prom-client's global one) with prom-client's default process metrics in it (CPU, memory, heap,
+ * event-loop lag, GC): the server's on its /metrics, the worker's on `WORKER_METRICS_PORT`; `npm
+ * run dev` and the tests that run server and worker in one process share one.
  */
 
-export const METRIC_PREFIX = 'coexist_relay_';
-
-type Labels = Record<string, string | number>;
-
-/** Distinct label sets kept per metric; further ones are counted under `other` values. */
-const MAX_SERIES = 200;
-
-function escapeLabel(v: string): string {
-  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
-}
-
-function seriesKey(labelNames: readonly string[], labels: Labels | undefined): string {
-  return labelNames.map((n) => `${n}="${escapeLabel(String(labels?.[n] ?? ''))}"`).join(',');
-}
-
-const braces = (key: string, extra = ''): string => {
-  const all = [key, extra].filter(Boolean).join(',');
-  return all ? `{${all}}` : '';
-};
-
-const num = (v: number): string => (Number.isFinite(v) ? String(v) : v > 0 ? '+Inf' : v < 0 ? '-Inf' : 'NaN');
-
-abstract class Metric {
-  protected readonly series = new Map<string, number>();
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    readonly labelNames: readonly string[],
-  ) {
-    if (!name.startsWith(METRIC_PREFIX)) throw new Error(`metric ${name} must start with ${METRIC_PREFIX}`);
-  }
-  abstract readonly type: 'counter' | 'gauge' | 'histogram';
-  protected key(labels: Labels | undefined): string {
-    const key = seriesKey(this.labelNames, labels);
-    if (this.series.has(key) || this.series.size < MAX_SERIES) return key;
-    return seriesKey(this.labelNames, Object.fromEntries(this.labelNames.map((n) => [n, 'other'])));
-  }
-  header(): string {
-    return `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} ${this.type}\n`;
-  }
-  render(): string {
-    let out = this.header();
-    for (const [key, v] of this.series) out += `${this.name}${braces(key)} ${num(v)}\n`;
-    return out;
-  }
-  /** The value of one series (tests, and gauges derived from counters). */
-  get(labels?: Labels): number {
-    return this.series.get(seriesKey(this.labelNames, labels)) ?? 0;
-  }
-}
-
-/** A monotonically increasing count (`_total`). */
-export class Counter extends Metric {
-  readonly type = 'counter';
-  inc(labels?: Labels, by = 1): void {
-    const k = this.key(labels);
-    this.series.set(k, (this.series.get(k) ?? 0) + by);
-  }
-}
-
-/** A value that goes up and down (set directly, or by a collector at each scrape). */
-export class Gauge extends Metric {
-  readonly type = 'gauge';
-  set(labels: Labels | undefined, value: number): void {
-    this.series.set(this.key(labels), value);
-  }
-  /** Forgets every series (a collector that re-reads all values starts with this). */
-  reset(): void {
-    this.series.clear();
-  }
-}
-
-/** Observations in cumulative buckets, with their sum and count. */
-export class Histogram extends Metric {
-  readonly type = 'histogram';
-  private readonly buckets = new Map<string, { counts: number[]; sum: number; count: number }>();
-  constructor(
-    name: string,
-    help: string,
-    labelNames: readonly string[],
-    readonly bounds: readonly number[],
-  ) {
-    super(name, help, labelNames);
-  }
-  observe(labels: Labels | undefined, value: number): void {
-    const k = this.key(labels);
-    this.series.set(k, 0);
-    const h = this.buckets.get(k) ?? { counts: this.bounds.map(() => 0), sum: 0, count: 0 };
-    for (const [i, le] of this.bounds.entries()) if (value <= le) h.counts[i]!++;
-    h.sum += value;
-    h.count++;
-    this.buckets.set(k, h);
-  }
-  /** Observations so far of one series. */
-  count(labels?: Labels): number {
-    return this.buckets.get(seriesKey(this.labelNames, labels))?.count ?? 0;
-  }
-  override render(): string {
-    let out = this.header();
-    for (const [key, h] of this.buckets) {
-      for (const [i, le] of this.bounds.entries())
-        out += `${this.name}_bucket${braces(key, `le="${le}"`)} ${h.counts[i]}\n`;
-      out += `${this.name}_bucket${braces(key, 'le="+Inf"')} ${h.count}\n`;
-      out += `${this.name}_sum${braces(key)} ${num(h.sum)}\n`;
-      out += `${this.name}_count${braces(key)} ${h.count}\n`;
-    }
-    return out;
-  }
-}
-
-/** The registry: metrics by name, plus text sources already in the exposition format. */
-export class MetricsRegistry {
-  private readonly metrics = new Map<string, Metric>();
-  private readonly texts: (() => string)[] = [];
-  private readonly collectors: { gauges: Gauge[]; collect: () => Promise<void> }[] = [];
-  /** Collectors that failed (a store that did not answer in time): their gauges are left out. */
-  readonly collectErrors: Counter;
-
-  constructor() {
-    this.collectErrors = this.counter(
-      'coexist_relay_metrics_collect_errors_total',
-      'Scrapes in which a collector (a store query) failed or timed out.',
-    );
-  }
-
-  private add<M extends Metric>(m: M): M {
-    const existing = this.metrics.get(m.name);
-    if (existing) return existing as M;
-    this.metrics.set(m.name, m);
-    return m;
-  }
-  counter(name: string, help: string, labelNames: readonly string[] = []): Counter {
-    return this.add(new Counter(name, help, labelNames));
-  }
-  gauge(name: string, help: string, labelNames: readonly string[] = []): Gauge {
-    return this.add(new Gauge(name, help, labelNames));
-  }
-  /** Runs `collect` before each exposition to set `gauges`; when it fails, they are left out of it. */
-  collector(gauges: Gauge[], collect: () => Promise<void>): void {
-    this.collectors.push({ gauges, collect });
-  }
-  histogram(name: string, help: string, bounds: readonly number[], labelNames: readonly string[] = []): Histogram {
-    return this.add(new Histogram(name, help, labelNames, bounds));
-  }
-  /** Adds a source of ready-made exposition text (the webhook counters). */
-  addText(render: () => string): void {
-    this.texts.push(render);
-  }
-
-  /**
-   * Every sample name this registry can expose and its metric's type, without running the
-   * collectors: counters and gauges by name, histograms as `_bucket`, `_sum` and `_count`, text
-   * sources by their `# TYPE` lines (the dashboard's test checks its queries against these).
-   */
-  series(): { name: string; type: Metric['type'] }[] {
-    const out = new Map<string, Metric['type']>();
-    for (const m of this.metrics.values()) {
-      if (m.type === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) out.set(m.name + suffix, m.type);
-      else out.set(m.name, m.type);
-    }
-    for (const t of this.texts)
-      for (const [, name, type] of t().matchAll(/^# TYPE (\S+) (counter|gauge)$/gm))
-        out.set(name!, type as Metric['type']);
-    return [...out].map(([name, type]) => ({ name, type })).sort((a, b) => (a.name < b.name ? -1 : 1));
-  }
-
-  /** The whole exposition; collectors run first (each bounded to 2 s). */
-  async render(): Promise<string> {
-    const results = await Promise.allSettled(this.collectors.map((c) => withTimeout(c.collect(), 2_000, 'collector')));
-    const failed = new Set<Metric>();
-    for (const [i, r] of results.entries()) {
-      if (r.status === 'fulfilled') continue;
-      this.collectErrors.inc();
-      for (const g of this.collectors[i]!.gauges) failed.add(g);
-    }
-    let out = '';
-    for (const m of this.metrics.values()) if (!failed.has(m)) out += m.render();
-    for (const t of this.texts) out += t();
-    return out;
-  }
-}
-
 /** Seconds buckets for request latencies (5 ms … 10 s). */
-export const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** Seconds buckets for offboarding durations (1 min … 7 d). */
+const OFFBOARDED_BUCKETS = [60, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600, 86_400, 3 * 86_400, 7 * 86_400];
+
+/** How long a store read may take at a scrape before its gauges are left out of it. */
+const COLLECT_TIMEOUT_MS = 2_000;
 
 /** The service's own metrics (names documented in README, "Metrics"). */
 export interface RelayMetrics {
-  registry: MetricsRegistry;
+  /** Their registry: these metrics, the process metrics, and the store gauges and webhook counters once added. */
+  registry: Registry;
   /** `coexist_relay_sends_total{outcome,error_code}`: messages settled (first outcome only). */
-  sends: Counter;
+  sends: Counter<'outcome' | 'error_code'>;
   /** `coexist_relay_queue_settled_total{outcome}`: settled out of the queue; `rate()` is the drain rate. */
-  queueSettled: Counter;
+  queueSettled: Counter<'outcome'>;
   /** `coexist_relay_webhook_ack_duration_seconds{code}`: time to answer a Meta webhook POST. */
-  webhookAck: Histogram;
+  webhookAck: Histogram<'code'>;
   /** `coexist_relay_api_rate_limited_total{api}`: /v1 requests refused by a key's rate limit. */
-  apiRateLimited: Counter;
+  apiRateLimited: Counter<'api'>;
   /** `coexist_relay_retention_purged_total{collection}`: documents the retention purge deleted. */
-  retentionPurged: Counter;
+  retentionPurged: Counter<'collection'>;
   /** `coexist_relay_alert_deliveries_total{sink,outcome}`: attempts to deliver an alert to a sink. */
-  alertDeliveries: Counter;
+  alertDeliveries: Counter<'sink' | 'outcome'>;
   /** `coexist_relay_gate_probes_total{verdict}`: the send gate's probes of Meta, by what they found. */
-  gateProbes: Counter;
+  gateProbes: Counter<'verdict'>;
   /** `coexist_relay_offboarded_duration_seconds{to}`: how long ended offboardings lasted. */
-  offboardedDuration: Histogram;
+  offboardedDuration: Histogram<'to'>;
+  /** `coexist_relay_metrics_collect_errors_total`: scrapes in which a store read failed or timed out. */
+  collectErrors: Counter;
+  /**
+   * Runs `read` before each exposition to set `gauges` (of this registry); when it fails or takes
+   * over 2 s, they are left out of that exposition and `collectErrors` counts it.
+   */
+  collect(gauges: readonly Gauge[], read: () => Promise<void>): void;
+  /** The whole exposition (Prometheus text format 0.0.4, `registry.contentType`); store reads run first. */
+  render(): Promise<string>;
 }
 
-/** Seconds buckets for offboarding durations (1 min … 7 d). */
-export const OFFBOARDED_BUCKETS = [
-  60,
-  300,
-  600,
-  1800,
-  3600,
-  4 * 3600,
-  12 * 3600,
-  86_400,
-  3 * 86_400,
-  7 * 86_400,
-] as const;
-
-/** A registry with the service's counters and histograms (no store gauges: see `addStoreGauges`). */
-export function createRelayMetrics(registry = new MetricsRegistry()): RelayMetrics {
+/** New metrics in a registry of their own, with the process metrics (no store gauges: see `addStoreGauges`). */
+export function createRelayMetrics(): RelayMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  const reads: { gauges: readonly Gauge[]; read: () => Promise<void> }[] = [];
+  const collectErrors = new Counter({
+    name: 'coexist_relay_metrics_collect_errors_total',
+    help: 'Scrapes in which a collector (a store query) failed or timed out.',
+    registers,
+  });
   return {
     registry,
-    sends: registry.counter(
-      'coexist_relay_sends_total',
-      "Messages settled, by outcome (sent failed expired cancelled) and Meta's error code (none when absent).",
-      ['outcome', 'error_code'],
-    ),
-    queueSettled: registry.counter(
-      'coexist_relay_queue_settled_total',
-      'Queued messages settled (drain, expiry, abandonment), by outcome; rate() of it is the drain rate.',
-      ['outcome'],
-    ),
-    webhookAck: registry.histogram(
-      'coexist_relay_webhook_ack_duration_seconds',
-      'Time from receiving a Meta webhook POST to its answer, by status code.',
-      LATENCY_BUCKETS,
-      ['code'],
-    ),
-    apiRateLimited: registry.counter(
-      'coexist_relay_api_rate_limited_total',
-      'Requests to /v1 refused 429 rate_limited by their API key rate limit.',
-      ['api'],
-    ),
-    retentionPurged: registry.counter(
-      'coexist_relay_retention_purged_total',
-      'Documents deleted by the retention purge, by collection.',
-      ['collection'],
-    ),
-    alertDeliveries: registry.counter(
-      'coexist_relay_alert_deliveries_total',
-      'Attempts to deliver an alert to a sink (webhook, slack, pagerduty), by outcome (delivered, failed; a failed one is retried).',
-      ['sink', 'outcome'],
-    ),
-    gateProbes: registry.counter(
-      'coexist_relay_gate_probes_total',
-      "Probes of Meta's phone-number nodes for offboarded WABAs (the sweep's and the escalation levels'), by verdict: usable (reported to the run, which may reopen), unusable, unknown (no answer).",
-      ['verdict'],
-    ),
-    offboardedDuration: registry.histogram(
-      'coexist_relay_offboarded_duration_seconds',
-      'How long offboardings lasted, observed when they end, by the state the WABA went to.',
-      OFFBOARDED_BUCKETS,
-      ['to'],
-    ),
+    sends: new Counter({
+      name: 'coexist_relay_sends_total',
+      help: "Messages settled, by outcome (sent failed expired cancelled) and Meta's error code (none when absent).",
+      labelNames: ['outcome', 'error_code'],
+      registers,
+    }),
+    queueSettled: new Counter({
+      name: 'coexist_relay_queue_settled_total',
+      help: 'Queued messages settled (drain, expiry, abandonment), by outcome; rate() of it is the drain rate.',
+      labelNames: ['outcome'],
+      registers,
+    }),
+    webhookAck: new Histogram({
+      name: 'coexist_relay_webhook_ack_duration_seconds',
+      help: 'Time from receiving a Meta webhook POST to its answer, by status code.',
+      buckets: LATENCY_BUCKETS,
+      labelNames: ['code'],
+      registers,
+    }),
+    apiRateLimited: new Counter({
+      name: 'coexist_relay_api_rate_limited_total',
+      help: 'Requests to /v1 refused 429 rate_limited by their API key rate limit.',
+      labelNames: ['api'],
+      registers,
+    }),
+    retentionPurged: new Counter({
+      name: 'coexist_relay_retention_purged_total',
+      help: 'Documents deleted by the retention purge, by collection.',
+      labelNames: ['collection'],
+      registers,
+    }),
+    alertDeliveries: new Counter({
+      name: 'coexist_relay_alert_deliveries_total',
+      help: 'Attempts to deliver an alert to a sink (webhook, slack, pagerduty), by outcome (delivered, failed; a failed one is retried).',
+      labelNames: ['sink', 'outcome'],
+      registers,
+    }),
+    gateProbes: new Counter({
+      name: 'coexist_relay_gate_probes_total',
+      help: "Probes of Meta's phone-number nodes for offboarded WABAs (the sweep's and the escalation levels'), by verdict: usable (reported to the run, which may reopen), unusable, unknown (no answer).",
+      labelNames: ['verdict'],
+      registers,
+    }),
+    offboardedDuration: new Histogram({
+      name: 'coexist_relay_offboarded_duration_seconds',
+      help: 'How long offboardings lasted, observed when they end, by the state the WABA went to.',
+      buckets: OFFBOARDED_BUCKETS,
+      labelNames: ['to'],
+      registers,
+    }),
+    collectErrors,
+    collect(gauges, read) {
+      reads.push({ gauges, read });
+    },
+    async render() {
+      const results = await Promise.allSettled(
+        reads.map((r) => withTimeout(r.read(), COLLECT_TIMEOUT_MS, 'collector')),
+      );
+      const failed = new Set<unknown>();
+      for (const [i, r] of results.entries()) {
+        if (r.status === 'fulfilled') continue;
+        collectErrors.inc();
+        for (const g of reads[i]!.gauges) failed.add(g);
+      }
+      // As registry.metrics() renders them, less the gauges of a failed read.
+      const names = registry
+        .getMetricsAsArray()
+        .filter((m) => !failed.has(m))
+        .map((m) => m.name);
+      return (await Promise.all(names.map((n) => registry.getSingleMetricAsString(n)))).join('\n\n') + '\n';
+    },
   };
 }
 
@@ -318,18 +178,68 @@ export function observeStore(metrics: RelayMetrics, c: Collections): void {
   onOffboardingEnded(c, ({ to, offboardedMs }) => metrics.offboardedDuration.observe({ to }, offboardedMs / 1000));
 }
 
+/** The webhook's plain counters (src/http/webhook.ts) by name, read at each scrape. */
+const WEBHOOK_TOTALS = {
+  received: ['received_total', 'Webhook POSTs received.'],
+  badSignature: ['bad_signature_total', 'Webhook POSTs refused for a missing or wrong signature.'],
+  tooLarge: ['too_large_total', 'Webhook POSTs refused for exceeding the body cap.'],
+  invalidJson: ['invalid_json_total', 'Signed webhook POSTs whose body is not JSON.'],
+  invalidPayload: ['invalid_payload_total', 'Signed webhook POSTs that are not a webhook envelope.'],
+  nonWabaObjects: ['non_waba_objects_total', 'Webhook deliveries for another object, dropped.'],
+  accepted: ['accepted_total', 'Webhook deliveries handed over and acknowledged.'],
+  sinkFailures: ['sink_failures_total', 'Webhook deliveries answered 503 because the sink failed.'],
+  shed: ['shed_total', 'Webhook deliveries answered 503 because too many were in flight.'],
+  skipped: ['skipped_total', 'Changes or statuses left out for a wrong shape.'],
+  unusable: ['unusable_total', 'Events recorded but not applied because they cannot be understood.'],
+} as const satisfies Partial<Record<keyof WebhookCounters, readonly [string, string]>>;
+
+/** The webhook's labelled counters: name, help, label. */
+const WEBHOOK_BY_LABEL = {
+  byField: ['changes_total', 'Changes in WABA deliveries by field.', 'field'],
+  byAccountUpdateEvent: ['account_updates_total', 'account_update events by event.', 'event'],
+  byStatus: ['statuses_total', 'Message statuses by status.', 'status'],
+} as const satisfies Partial<Record<keyof WebhookCounters, readonly [string, string, string]>>;
+
+/** Exposes `counters` (the webhook's, counted in plain numbers) as `coexist_relay_webhook_…_total` counters. */
+export function addWebhookCounters(metrics: RelayMetrics, counters: WebhookCounters): void {
+  const registers = [metrics.registry];
+  for (const [key, [name, help]] of Object.entries(WEBHOOK_TOTALS)) {
+    new Counter({
+      name: `coexist_relay_webhook_${name}`,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(counters[key as keyof typeof WEBHOOK_TOTALS]);
+      },
+    });
+  }
+  for (const [key, [name, help, label]] of Object.entries(WEBHOOK_BY_LABEL)) {
+    new Counter({
+      name: `coexist_relay_webhook_${name}`,
+      help,
+      labelNames: [label],
+      registers,
+      collect() {
+        this.reset();
+        for (const [value, n] of counters[key as keyof typeof WEBHOOK_BY_LABEL]) this.inc({ [label]: value }, n);
+      },
+    });
+  }
+}
+
 /**
- * Serves `GET /metrics` of `registry` on `host:port` (the worker's `WORKER_METRICS_PORT`); every
+ * Serves `GET /metrics` of `metrics` on `host:port` (the worker's `WORKER_METRICS_PORT`); every
  * other path is 404. Resolves once it listens.
  */
-export async function serveMetrics(registry: MetricsRegistry, port: number, host: string): Promise<Server> {
+export async function serveMetrics(metrics: RelayMetrics, port: number, host: string): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       return;
     }
-    registry.render().then(
-      (text) => res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(text),
+    metrics.render().then(
+      (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
       () => res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics unavailable\n'),
     );
   });
@@ -340,6 +250,11 @@ export async function serveMetrics(registry: MetricsRegistry, port: number, host
   return server;
 }
 
+/** A gauge of `metrics`' registry. */
+function gauge<L extends string = never>(metrics: RelayMetrics, name: string, help: string, labelNames: L[] = []) {
+  return new Gauge<L>({ name, help, labelNames, registers: [metrics.registry] });
+}
+
 /**
  * Gauges read from the store at each scrape (cheap: the small `wabas` collection and the queue,
  * which holds only what waits): WABAs per state, closed gates per cause, the longest current
@@ -347,74 +262,83 @@ export async function serveMetrics(registry: MetricsRegistry, port: number, host
  * only (one place reports them).
  */
 export function addStoreGauges(
-  registry: MetricsRegistry,
+  metrics: RelayMetrics,
   c: Collections,
   forward: ForwardSettings,
   now: () => number = Date.now,
   /** GATE_PROBE_INTERVAL: how long a token pause holds without a check (`pauseInForce`). */
   probeIntervalMs?: number,
 ): void {
-  const wabas = registry.gauge(
+  const wabas = gauge(
+    metrics,
     'coexist_relay_wabas',
     'Known WABAs by lifecycle state (the send gate is open only when connected).',
     ['state'],
   );
-  const closed = registry.gauge(
+  const closed = gauge(
+    metrics,
     'coexist_relay_gates_closed',
     'WABAs whose send gate is closed, by the cause recorded when it closed (a draining WABA has none: reopened).',
     ['cause'],
   );
-  const offboarded = registry.gauge(
+  const offboarded = gauge(
+    metrics,
     'coexist_relay_offboarded_longest_seconds',
     'How long the longest-offboarded WABA has been offboarded (0 when none is).',
   );
-  registry.collector([wabas, closed, offboarded], async () => {
+  metrics.collect([wabas, closed, offboarded], async () => {
     const stats = await wabaStateStats(c);
     wabas.reset();
     for (const state of WABA_STATES) wabas.set({ state }, stats.byState[state] ?? 0);
     closed.reset();
     for (const cause of GATE_CAUSES) closed.set({ cause }, stats.byClosureCause[cause] ?? 0);
     const since = stats.oldestOffboardedSince;
-    offboarded.set(undefined, since !== undefined ? Math.max(0, (now() - since) / 1000) : 0);
+    offboarded.set(since !== undefined ? Math.max(0, (now() - since) / 1000) : 0);
   });
-  const tokenPaused = registry.gauge(
+  const tokenPaused = gauge(
+    metrics,
     'coexist_relay_token_paused',
     'Per Graph API token source: 1 while Meta refuses the token and sending with it is paused (src/sending/credentials.ts).',
     ['source'],
   );
-  registry.collector([tokenPaused], async () => {
+  metrics.collect([tokenPaused], async () => {
     tokenPaused.reset();
     // As the gate sees them: a pause nobody has checked for too long no longer holds anything.
     for (const p of await listTokenPauses(c))
       if (pauseInForce(p, probeIntervalMs, now())) tokenPaused.set({ source: p._id }, 1);
   });
-  const depth = registry.gauge('coexist_relay_queue_depth_messages', 'Messages waiting in the queues of all WABAs.');
-  const oldest = registry.gauge(
+  const depth = gauge(metrics, 'coexist_relay_queue_depth_messages', 'Messages waiting in the queues of all WABAs.');
+  const oldest = gauge(
+    metrics,
     'coexist_relay_queue_oldest_age_seconds',
     'Age of the oldest queued message (0 when the queue is empty).',
   );
-  const outbox = registry.gauge(
+  const outbox = gauge(
+    metrics,
     'coexist_relay_outbox_pending_deliveries',
     'Meta deliveries recorded but not yet fully handed over to Temporal or the forward targets.',
   );
-  const forwards = registry.gauge(
+  const forwards = gauge(
+    metrics,
     'coexist_relay_forwards',
     'Forwards to FORWARD_TARGETS by state: pending (to send or retry) and dead (dead-lettered).',
     ['state'],
   );
-  const forwardAge = registry.gauge(
+  const forwardAge = gauge(
+    metrics,
     'coexist_relay_forward_oldest_pending_age_seconds',
     'Per forward target: age of its oldest pending forward (0 when it has none); past FORWARD_BACKLOG_ALERT_AGE it alerts.',
     ['target'],
   );
-  const forwardAlert = registry.gauge(
+  const forwardAlert = gauge(
+    metrics,
     'coexist_relay_forward_backlog_alerting',
     'Per forward target: 1 while a pending forward has waited longer than FORWARD_BACKLOG_ALERT_AGE.',
     ['target'],
   );
-  registry.collector([outbox, forwards, forwardAge, forwardAlert], async () => {
+  metrics.collect([outbox, forwards, forwardAge, forwardAlert], async () => {
     const [pending, stats] = await Promise.all([countPendingDeliveries(c), forwardStats(c, now())]);
-    outbox.set(undefined, pending);
+    outbox.set(pending);
     for (const [state, n] of Object.entries(stats.byState)) forwards.set({ state }, n);
     for (const t of forward.targets) {
       const ageMs = stats.longestPendingMs[t.name] ?? 0;
@@ -422,10 +346,10 @@ export function addStoreGauges(
       forwardAlert.set({ target: t.name }, backlogTooOld(ageMs, forward) ? 1 : 0);
     }
   });
-  registry.collector([depth, oldest], async () => {
+  metrics.collect([depth, oldest], async () => {
     const stats = await queueStats(c);
-    depth.set(undefined, stats.depth);
+    depth.set(stats.depth);
     const at = stats.oldestEnqueuedAt;
-    oldest.set(undefined, at !== undefined ? Math.max(0, (now() - at) / 1000) : 0);
+    oldest.set(at !== undefined ? Math.max(0, (now() - at) / 1000) : 0);
   });
 }

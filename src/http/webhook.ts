@@ -46,7 +46,7 @@ export interface SinkReport {
   unusable: number;
 }
 
-/** Plain in-memory counters for `/metrics`. Deliveries are counted as received, redeliveries included. */
+/** Plain in-memory counters, on `/metrics` through `addWebhookCounters` (src/http/metrics.ts). Deliveries are counted as received, redeliveries included. */
 export interface WebhookCounters {
   /** Webhook POSTs that reached the handler. */
   received: number;
@@ -76,8 +76,6 @@ export interface WebhookCounters {
   byAccountUpdateEvent: Map<string, number>;
   /** Message statuses by `status`. */
   byStatus: Map<string, number>;
-  /** Prometheus text exposition of all of the above. */
-  toPrometheus(): string;
 }
 
 /** Distinct label values kept per labelled counter; further values are counted under `other`. */
@@ -88,11 +86,9 @@ function incLabel(map: Map<string, number>, label: string, by = 1): void {
   map.set(key, (map.get(key) ?? 0) + by);
 }
 
-const escapeLabel = (v: string): string => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
-
 /** New zeroed counters (one set per app; tests create their own). */
-export function createCounters(prefix = 'coexist_relay_webhook'): WebhookCounters {
-  const counters: WebhookCounters = {
+export function createCounters(): WebhookCounters {
+  return {
     received: 0,
     badSignature: 0,
     tooLarge: 0,
@@ -107,39 +103,7 @@ export function createCounters(prefix = 'coexist_relay_webhook'): WebhookCounter
     byField: new Map(),
     byAccountUpdateEvent: new Map(),
     byStatus: new Map(),
-    toPrometheus() {
-      const lines: string[] = [];
-      const scalar = (name: string, help: string, value: number) => {
-        lines.push(
-          `# HELP ${prefix}_${name} ${help}`,
-          `# TYPE ${prefix}_${name} counter`,
-          `${prefix}_${name} ${value}`,
-        );
-      };
-      const labelled = (name: string, help: string, label: string, map: Map<string, number>) => {
-        lines.push(`# HELP ${prefix}_${name} ${help}`, `# TYPE ${prefix}_${name} counter`);
-        for (const [k, v] of [...map].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-          lines.push(`${prefix}_${name}{${label}="${escapeLabel(k)}"} ${v}`);
-        }
-      };
-      scalar('received_total', 'Webhook POSTs received.', counters.received);
-      scalar('bad_signature_total', 'Webhook POSTs refused for a missing or wrong signature.', counters.badSignature);
-      scalar('too_large_total', 'Webhook POSTs refused for exceeding the body cap.', counters.tooLarge);
-      scalar('invalid_json_total', 'Signed webhook POSTs whose body is not JSON.', counters.invalidJson);
-      scalar('invalid_payload_total', 'Signed webhook POSTs that are not a webhook envelope.', counters.invalidPayload);
-      scalar('non_waba_objects_total', 'Webhook deliveries for another object, dropped.', counters.nonWabaObjects);
-      scalar('accepted_total', 'Webhook deliveries handed over and acknowledged.', counters.accepted);
-      scalar('sink_failures_total', 'Webhook deliveries answered 503 because the sink failed.', counters.sinkFailures);
-      scalar('shed_total', 'Webhook deliveries answered 503 because too many were in flight.', counters.shed);
-      scalar('skipped_total', 'Changes or statuses left out for a wrong shape.', counters.skipped);
-      scalar('unusable_total', 'Events recorded but not applied because they cannot be understood.', counters.unusable);
-      labelled('changes_total', 'Changes in WABA deliveries by field.', 'field', counters.byField);
-      labelled('account_updates_total', 'account_update events by event.', 'event', counters.byAccountUpdateEvent);
-      labelled('statuses_total', 'Message statuses by status.', 'status', counters.byStatus);
-      return lines.join('\n') + '\n';
-    },
   };
-  return counters;
 }
 
 export interface WebhookRouterOptions {

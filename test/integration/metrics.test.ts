@@ -18,13 +18,19 @@ describe('metrics on the real stack', () => {
   async function scrape(): Promise<string> {
     const res = await fetch(`${stack.url}/metrics`);
     expect(res.status).toBe(200);
-    expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+    expect(res.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
     return res.text();
   }
-  /** The value of one sample (`name{labels}`), or undefined when absent. */
+  /** `name{labels}` with its labels sorted (the exposition format does not order them). */
+  const canonical = (series: string): string => {
+    const [, name, labels = ''] = /^([^{]*)(?:\{(.*)\})?$/.exec(series)!;
+    return `${name}{${(labels.match(/\w+="(?:[^"\\]|\\.)*"/g) ?? []).sort().join(',')}}`;
+  };
+  /** The value of one sample (`name{labels}`, labels in any order), or undefined when absent. */
   function sample(text: string, series: string): number | undefined {
-    const line = text.split('\n').find((l) => l.startsWith(series + ' '));
-    return line === undefined ? undefined : Number(line.slice(series.length + 1));
+    const want = canonical(series);
+    const line = text.split('\n').find((l) => !l.startsWith('#') && canonical(l.slice(0, l.lastIndexOf(' '))) === want);
+    return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   const text = (phoneNumberId: string, body: string) => ({
     phoneNumberId,
@@ -94,5 +100,9 @@ describe('metrics on the real stack', () => {
     expect(sample(after, 'coexist_relay_webhook_account_updates_total{event="ACCOUNT_OFFBOARDED"}')).toBe(1);
     expect(after).toMatch(/^# TYPE coexist_relay_sends_total counter$/m);
     expect(after).toMatch(/^# TYPE coexist_relay_webhook_ack_duration_seconds histogram$/m);
+    // And prom-client's process metrics.
+    expect(sample(after, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
+    expect(sample(after, 'nodejs_heap_size_used_bytes')).toBeGreaterThan(0);
+    expect(after).toMatch(/^nodejs_eventloop_lag_p99_seconds \d/m);
   });
 });

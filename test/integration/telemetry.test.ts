@@ -1,6 +1,7 @@
 /**
  * Telemetry of the production entry points, run as child processes against the real stack: the
- * Temporal SDK's own Prometheus metrics of a worker process (`TEMPORAL_METRICS_BIND`), and
+ * Prometheus metrics of a worker process (the SDK's own on `TEMPORAL_METRICS_BIND`, the service's
+ * and its process metrics on `WORKER_METRICS_PORT`), and
  * OpenTelemetry tracing of a server and a worker process (`OTEL_EXPORTER_OTLP_ENDPOINT`) into a
  * small OTLP/HTTP JSON receiver.
  */
@@ -51,17 +52,25 @@ function total(samples: Sample[], name: string, labels: Record<string, string>):
     .reduce((sum, s) => sum + s.value, 0);
 }
 
-describe('the Temporal SDK metrics of a worker process (TEMPORAL_METRICS_BIND)', () => {
+describe('the metrics of a worker process (TEMPORAL_METRICS_BIND, WORKER_METRICS_PORT)', () => {
   let stack: Stack;
   let worker: WatchedChild | undefined;
   let metricsUrl: string;
+  let workerMetricsUrl: string;
   beforeAll(async () => {
     stack = await startStack({ noWorker: true });
-    const port = await freePort();
+    const [port, workerPort] = [await freePort(), await freePort()];
     metricsUrl = `http://127.0.0.1:${port}/metrics`;
+    workerMetricsUrl = `http://127.0.0.1:${workerPort}/metrics`;
     worker = spawnWatched(process.execPath, ['--import', 'tsx', 'src/worker-main.ts'], {
       cwd: ROOT,
-      env: { ...process.env, ...stack.env, LOG_LEVEL: 'info', TEMPORAL_METRICS_BIND: `127.0.0.1:${port}` },
+      env: {
+        ...process.env,
+        ...stack.env,
+        LOG_LEVEL: 'info',
+        TEMPORAL_METRICS_BIND: `127.0.0.1:${port}`,
+        WORKER_METRICS_PORT: String(workerPort),
+      },
     });
     await worker.ready(/"msg":"worker running"/, 90_000);
   }, 120_000);
@@ -117,6 +126,27 @@ describe('the Temporal SDK metrics of a worker process (TEMPORAL_METRICS_BIND)',
     ];
     expect(inDashboard.length).toBeGreaterThanOrEqual(5);
     expect(inDashboard.filter((n) => !scraped.has(n))).toEqual([]);
+  });
+
+  it('serves its own metrics with the process metrics (CPU, memory, heap, event-loop lag, GC) on WORKER_METRICS_PORT', async () => {
+    const res = await fetch(workerMetricsUrl);
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    expect(text).toMatch(/^# TYPE coexist_relay_sends_total counter$/m);
+    const samples = parseSamples(text);
+    for (const name of [
+      'process_cpu_user_seconds_total',
+      'process_resident_memory_bytes',
+      'nodejs_heap_size_used_bytes',
+      'nodejs_eventloop_lag_p99_seconds',
+    ])
+      expect(total(samples, name, {})).toBeGreaterThan(0);
+    // GC is observed from createRelayMetrics on: creating the worker (its workflow bundle) already collects.
+    await eventually(
+      async () =>
+        total(parseSamples(await (await fetch(workerMetricsUrl)).text()), 'nodejs_gc_duration_seconds_count', {}) > 0,
+      30_000,
+    );
   });
 });
 

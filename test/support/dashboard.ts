@@ -27,7 +27,10 @@ export function dashboardQueries(d: Dashboard = readDashboard()): { panel: strin
   return d.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, expr: t.expr ?? '' })));
 }
 
-/** The service's and the Temporal SDK's series a query names (label names never carry these prefixes). */
+/**
+ * The service's, its process metrics' (prom-client's `process_`, `nodejs_`) and the Temporal SDK's
+ * series a query names (label names never carry these prefixes).
+ */
 export function seriesOf(expr: string): string[] {
-  return [...new Set([...expr.matchAll(/\b(?:coexist_relay|temporal)_[a-z0-9_]+\b/g)].map((m) => m[0]))];
+  return [...new Set([...expr.matchAll(/\b(?:coexist_relay|process|nodejs|temporal)_[a-z0-9_]+\b/g)].map((m) => m[0]))];
 }

@@ -6,6 +6,7 @@ import Koa from 'koa';
 import pino from 'pino';
 import { appErrorListener, errorMiddleware } from '../../src/http/errors';
 import { createCounters, createWebhookRouter, type WebhookCounters, type WebhookSink } from '../../src/http/webhook';
+import { addWebhookCounters, createRelayMetrics } from '../../src/http/metrics';
 import { signBody } from '../../src/adapters/meta/signature';
 import type { ParsedWebhook } from '../../src/adapters/meta/webhook-payload';
 
@@ -421,7 +422,9 @@ describe('POST delivery', () => {
       account_update: 1,
     });
     expect(Object.fromEntries(h.counters.byStatus)).toEqual({ failed: 1, sent: 1 });
-    const text = h.counters.toPrometheus();
+    const metrics = createRelayMetrics();
+    addWebhookCounters(metrics, h.counters);
+    const text = await metrics.render();
     expect(text).toContain('coexist_relay_webhook_received_total 6\n');
     expect(text).toContain('coexist_relay_webhook_changes_total{field="history"} 1\n');
     expect(text).toContain('coexist_relay_webhook_changes_total{field="messages"} 2\n');
