@@ -95,4 +95,14 @@ describe('metrics on the real stack', () => {
     expect(after).toMatch(/^# TYPE coexist_relay_sends_total counter$/m);
     expect(after).toMatch(/^# TYPE coexist_relay_webhook_ack_duration_seconds histogram$/m);
   });
+
+  it("shows the worker's pacing clock: its offset to the database clock, the measurement's error bound, no alert", async () => {
+    const text = await scrape();
+    // The database runs on this host: the same clock, so the offset is within the error bound
+    // (plus a millisecond: this process's clock is the monotonic one since it started).
+    const bound = sample(text, 'coexist_relay_pacing_clock_error_bound_seconds')!;
+    expect(bound).toBeLessThanOrEqual(0.004);
+    expect(Math.abs(sample(text, 'coexist_relay_pacing_clock_offset_seconds')!)).toBeLessThanOrEqual(bound + 0.001);
+    expect(sample(text, 'coexist_relay_pacing_clock_alerting')).toBe(0);
+  });
 });

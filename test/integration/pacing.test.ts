@@ -131,7 +131,7 @@ describe('shared pacing across processes', () => {
     expect(most).toBeLessThanOrEqual(maxSendsPerWindow(20, 1000, LATE_TOLERANCE_MS + lagMs));
   });
 
-  it('numbered on each worker own clock instead (the design before), the same two workers meet 130429s', async () => {
+  it('numbered on each worker own clock instead (the design before), the same two workers put more than the cap into some second', async () => {
     const { throttled, most } = await twoWorkersAtTheCap([skewed(-400), skewed(400)]);
     console.log(
       `pacing, two workers 800 ms apart on their own clocks: ${throttled} × 130429, at most ${most} in 1,000 ms`,

@@ -82,6 +82,18 @@ describe('the pacing clock (the database server clock, as a worker measures it)'
     expect(lines.filter((l) => l.alert === false)).toHaveLength(1);
   });
 
+  it('a slow first round at start (a busy start-up) is read again before it alerts', async () => {
+    const { w, local, readShared } = world(500);
+    w.up = [...Array<number>(8).fill(10), 0.5];
+    w.down = [...Array<number>(8).fill(10), 0.5]; // the 9th reading, in the second round, is fast
+    const lines: { level: number }[] = [];
+    const logger = createLogger('info', 'test', { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const clock = await startSharedClock({ readShared, local, logger });
+    clock.stop();
+    expect(clock.status().alerting).toBe(false);
+    expect(lines.filter((l) => l.level >= 50)).toEqual([]);
+  });
+
   it('a database it cannot read at start leaves the own clock in use and alerting; the next sync corrects it', async () => {
     const { w, local, readShared } = world(-900);
     w.fail = true;
