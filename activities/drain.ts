@@ -280,7 +280,7 @@ export function createDrainActivities(deps: DrainDeps) {
           reserved = undefined;
           // The ledger records the POST just before the slot (a crash in between may leave an
           // unsent message in doubt); the POST itself then leaves at the slot's start.
-          await realClock.sleep(slot.at - realClock.now() - PRE_RECORD_MS, signal);
+          await pacer.sleepUntil(slot.at - PRE_RECORD_MS, signal);
           if (halted()) return slot.done();
           if (entry.expiresAt && Date.parse(entry.expiresAt) <= Date.now()) {
             slot.done();
@@ -402,7 +402,7 @@ export function createDrainActivities(deps: DrainDeps) {
               // Reserve this entry's start slot now, in sequence order, but stay at most
               // `LOOKAHEAD_MS` ahead of the clock (a stopped drain then wastes little of the cap).
               const slot = await reserve(entry);
-              await realClock.sleep(slot.at - realClock.now() - LOOKAHEAD_MS, signal);
+              await pacer.sleepUntil(slot.at - LOOKAHEAD_MS, signal);
               task = (halted() ? Promise.resolve() : sendOne(entry, slot)).finally(markSettled);
             } else {
               task = previous

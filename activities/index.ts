@@ -3,7 +3,7 @@ import type { GraphClient } from '../src/adapters/graph/client';
 import type { Logger } from '../src/logger';
 import type { Collections } from '../src/adapters/store/db';
 import type { LaunchDeps } from '../src/lifecycle/launch';
-import { SharedPacer } from '../src/sending/pacing';
+import { SharedPacer, type Clock } from '../src/sending/pacing';
 import { createAdmission } from '../src/sending/admission';
 import { createAlertActivities, type AlertDeps } from './alerts';
 import { createCredentialsActivities } from './credentials';
@@ -22,6 +22,8 @@ export interface ActivityDeps {
   logger: Logger;
   /** The shared limiter; one per worker process (built from `c` and the config when absent). */
   pacer?: SharedPacer;
+  /** The clock the pacer built here numbers slots on (the worker's shared clock); the process's own when absent. */
+  clock?: Clock;
   drainTuning?: Partial<DrainTuning>;
   /** Counts alert deliveries per sink and outcome (the process's metrics). */
   onAlertDelivery?: AlertDeps['onDelivery'];
@@ -36,10 +38,11 @@ export interface ActivityDeps {
 export function createActivities(deps: ActivityDeps) {
   const pacer =
     deps.pacer ??
-    new SharedPacer(deps.c, {
-      burst: deps.config.sending.pairLimitBurst,
-      intervalMs: deps.config.sending.pairLimitIntervalMs,
-    });
+    new SharedPacer(
+      deps.c,
+      { burst: deps.config.sending.pairLimitBurst, intervalMs: deps.config.sending.pairLimitIntervalMs },
+      deps.clock,
+    );
   const admission = createAdmission({
     c: deps.c,
     launch: deps.launch,

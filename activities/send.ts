@@ -9,7 +9,7 @@ import { UnknownPhoneNumberError, type AdmissionService } from '../src/sending/a
 import { sendWithLedger } from '../src/sending/ledger';
 import { pauseForRefusedToken } from '../src/sending/credentials';
 import type { Config } from '../src/config';
-import { realClock, type SharedPacer } from '../src/sending/pacing';
+import type { SharedPacer } from '../src/sending/pacing';
 import { outcomeOfSettlement, type Settlement } from '../src/adapters/store/queue';
 import { FAILURE_TYPES, REASONS, type SendOutcome, type SendRequest } from '../workflows/contracts';
 import type { AdmitResult } from './types';
@@ -92,7 +92,7 @@ export function createSendActivities(deps: SendDeps) {
         });
       }
       // The ledger records the POST just before its slot, so a crash while waiting leaves nothing in doubt.
-      await realClock.sleep(slot.reservation.at - realClock.now() - 150);
+      await pacer.sleepUntil(slot.reservation.at - 150);
       const attemptedAt = Date.now();
       const attempt = await sendWithLedger(
         c,

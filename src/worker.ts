@@ -13,10 +13,11 @@ import type { Config } from './config';
 import type { GraphClient } from './adapters/graph/client';
 import type { Logger } from './logger';
 import { startGateProbeSweep, type LaunchDeps } from './lifecycle/launch';
-import type { Collections } from './adapters/store/db';
+import { readServerTime, type Collections } from './adapters/store/db';
 import type { Runtime } from './runtime';
 import { startRetention } from './adapters/store/retention';
-import { observeStore, serveMetrics, type RelayMetrics } from './http/metrics';
+import { addPacingClockGauges, observeStore, serveMetrics, type RelayMetrics } from './http/metrics';
+import { startSharedClock, type SharedClock } from './sending/shared-clock';
 import { WORKFLOW_TRACING_MODULE, temporalWorkerTracing } from './telemetry';
 
 /** The workflow code the worker runs (bundled for Temporal's sandbox). */
@@ -99,13 +100,15 @@ export function installUnhandledRejectionHandler(logger: Logger): { count(): num
 export interface WorkerDeps {
   config: Config;
   logger: Logger;
+  /** The database: the pacing clock reads its server's time. */
+  db: Runtime['db'];
   c: Collections;
   launch: LaunchDeps;
   graph: GraphClient;
   /** A bundle built in process (tests); without it, `prebuiltBundlePath` or bundling at start. */
   workflowBundle?: { code: string };
   /** Overrides for tests and benchmarks (drain tuning, limits). */
-  activityOverrides?: Partial<Pick<ActivityDeps, 'drainTuning' | 'pacer'>>;
+  activityOverrides?: Partial<Pick<ActivityDeps, 'drainTuning' | 'pacer' | 'clock'>>;
   workerOptions?: Partial<WorkerOptions>;
   /** The process's metrics: settlements recorded by the activities are counted in them. */
   metrics?: RelayMetrics;
@@ -113,12 +116,28 @@ export interface WorkerDeps {
 
 /**
  * The composition root of the worker: real clients in, activities built by their factory, one
- * worker on the configured task queue polling both workflow types.
+ * worker on the configured task queue polling both workflow types. Pacing runs on the database
+ * server's clock (src/sending/shared-clock.ts), read here before the worker starts (the start-up
+ * check: alerts when it cannot be read within the caps' tolerance) and then periodically until
+ * `clock.stop()`.
  */
-export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; connection: NativeConnection }> {
+export async function createWorker(
+  deps: WorkerDeps,
+): Promise<{ worker: Worker; connection: NativeConnection; clock?: SharedClock }> {
   const { config } = deps;
   if (deps.metrics) observeStore(deps.metrics, deps.c);
-  const connection = await NativeConnection.connect({ address: config.temporal.address });
+  const clock =
+    deps.activityOverrides?.pacer || deps.activityOverrides?.clock
+      ? undefined
+      : await startSharedClock({
+          readShared: () => readServerTime(deps.db),
+          logger: deps.logger.child({ component: 'pacing-clock' }),
+          ...(deps.metrics ? { onStatus: addPacingClockGauges(deps.metrics.registry) } : {}),
+        });
+  const connection = await NativeConnection.connect({ address: config.temporal.address }).catch((err: unknown) => {
+    clock?.stop();
+    throw err;
+  });
   const activities = createActivities({
     c: deps.c,
     graph: deps.graph,
@@ -131,6 +150,7 @@ export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; 
           onGateProbe: (verdict) => deps.metrics!.gateProbes.inc({ verdict }),
         }
       : {}),
+    ...(clock ? { clock } : {}),
     ...deps.activityOverrides,
   });
   const codePath = deps.workflowBundle ? undefined : prebuiltBundlePath(config);
@@ -179,7 +199,7 @@ export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; 
   // The deployment's one gate probe sweep: started by whichever worker comes first (it runs on any).
   const sweep = await startGateProbeSweep(deps.launch);
   deps.logger.info({ sweep, taskQueue: config.temporal.taskQueue }, 'gate probe sweep');
-  return { worker, connection };
+  return { worker, connection, ...(clock ? { clock } : {}) };
 }
 
 /**
@@ -251,15 +271,23 @@ export async function startWorkerProcess(deps: {
   services: Awaited<ReturnType<typeof startWorkerServices>>;
 }> {
   const { config, logger, rt, metrics } = deps;
-  const { worker, connection } = await createWorker({
+  const { worker, connection, clock } = await createWorker({
     metrics,
     config,
     logger,
+    db: rt.db,
     c: rt.c,
     launch: rt.launch,
     graph: rt.graph,
     workerOptions: SHUTDOWN_OPTIONS,
   });
-  const services = await startWorkerServices({ config, logger, db: rt.db, c: rt.c, metrics });
+  const started = await startWorkerServices({ config, logger, db: rt.db, c: rt.c, metrics });
+  const services = {
+    ...started,
+    async stop() {
+      clock?.stop();
+      await started.stop();
+    },
+  };
   return { worker, connection, services };
 }

@@ -19,6 +19,7 @@ import { createRelayMetrics, type RelayMetrics } from '../src/http/metrics';
 import { createLogger, type Logger } from '../src/logger';
 import { connectRuntime, type Runtime } from '../src/runtime';
 import { createWorker, type WorkerDeps } from '../src/worker';
+import type { SharedClock } from '../src/sending/shared-clock';
 import { startOutboxRelay, type OutboxRelay, type OutboxRelayOptions } from '../src/lifecycle/outbox-relay';
 import { startForwarder } from '../src/relay/forwarder';
 import { reportForwardBacklog } from '../src/relay/launch';
@@ -200,10 +201,12 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
   const metrics = createRelayMetrics();
   let worker: Worker | undefined;
   let connection: NativeConnection | undefined;
+  let clock: SharedClock | undefined;
   if (!opts.noWorker) {
-    ({ worker, connection } = await createWorker({
+    ({ worker, connection, clock } = await createWorker({
       config,
       logger,
+      db: rt.db,
       c: rt.c,
       launch: rt.launch,
       graph: rt.graph,
@@ -298,6 +301,7 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
         if (forwarder) await within(10_000, forwarder.stop());
         worker?.shutdown();
         await within(30_000, running ?? Promise.resolve());
+        clock?.stop();
         if (connection) await within(5_000, connection.close());
         // Bounded: a wedged store must not keep the caller from stopping its servers.
         await within(5_000, rt.db.dropDatabase());

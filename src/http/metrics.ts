@@ -9,6 +9,7 @@ import { countPendingDeliveries } from '../adapters/store/outbox';
 import { forwardStats } from '../adapters/store/forwards';
 import { listTokenPauses } from '../adapters/store/credential-pauses';
 import { pauseInForce } from '../sending/credentials';
+import type { ClockStatus } from '../sending/shared-clock';
 import { withTimeout } from '../util/time';
 import type { WebhookCounters } from './webhook';
 import { GATE_CAUSES, type WabaState } from '../../workflows/contracts';
@@ -153,6 +154,32 @@ export function createRelayMetrics(): RelayMetrics {
         .map((m) => m.name);
       return (await Promise.all(names.map((n) => registry.getSingleMetricAsString(n)))).join('\n\n') + '\n';
     },
+  };
+}
+
+/**
+ * The worker's pacing clock gauges (src/sending/shared-clock.ts), registered by the worker: its
+ * offset to the database server's clock, the error bound of that measurement, and the alert (1
+ * while the bound exceeds what the caps tolerate, or the clock could not be read).
+ */
+export function addPacingClockGauges(registry: MetricsRegistry): (status: ClockStatus) => void {
+  const offset = registry.gauge(
+    'coexist_relay_pacing_clock_offset_seconds',
+    "The database server's clock minus this worker's own, as last measured (pacing numbers slots on the database clock).",
+  );
+  const error = registry.gauge(
+    'coexist_relay_pacing_clock_error_bound_seconds',
+    'Bound on the error of that measurement (half its round trip); absent while the clock could not be read.',
+  );
+  const alerting = registry.gauge(
+    'coexist_relay_pacing_clock_alerting',
+    "1 while this worker cannot tell the database clock within the pacing's tolerance: caps may be exceeded across workers.",
+  );
+  return (status) => {
+    offset.set(undefined, status.offsetMs / 1000);
+    if (Number.isFinite(status.errorMs)) error.set(undefined, status.errorMs / 1000);
+    else error.reset();
+    alerting.set(undefined, status.alerting ? 1 : 0);
   };
 }
 

@@ -10,9 +10,11 @@ import { claimSlot, pausedUntil, recordPause, releaseSlots } from '../adapters/s
  * asks for (130429, 131056) is recorded in `send_pauses` and read before every claim, so it holds
  * for every worker.
  *
- * The cap: slot `k` of a number starts at `k × capSlotMs(mps)`; a send leaves at its slot's start
- * and at most `LATE_TOLERANCE_MS` after it (a later one takes a new slot), so any 1,000 ms window
- * at the receiver holds at most `mps` sends even with `ARRIVAL_JITTER_MS` of jitter each way.
+ * The cap: slot `k` of a number starts at `k × capSlotMs(mps)` on the shared clock (the database
+ * server's, as each worker measures it: src/sending/shared-clock.ts; a worker's own clock may be
+ * seconds off); a send leaves at its slot's start and at most `LATE_TOLERANCE_MS` after it (a later
+ * one takes a new slot), so any 1,000 ms window at the receiver holds at most `mps` sends even with
+ * `ARRIVAL_JITTER_MS` of jitter each way and each worker's clock `CLOCK_ERROR_MS` off the shared one.
  *
  * The pair limit (a token bucket of `burst`, one more per `intervalMs`): pair slot `j` of a
  * recipient lies in the interval `[j × intervalMs, (j + 1) × intervalMs)`; a sender claims the
@@ -47,6 +49,14 @@ export const realClock: Clock = {
 /** Arrival jitter (each way) that the cap tolerates between our clock and the receiver's. */
 export const ARRIVAL_JITTER_MS = 40;
 /**
+ * How far, each way, a worker's pacing clock may be from the shared (database server's) clock with
+ * every cap still holding at the receiver: the slot width pays for twice this (two workers may be
+ * off in opposite directions). Workers measure their offset to that clock (src/sending/shared-clock.ts);
+ * a measurement whose error bound is larger (a database more than about 7 ms away, a worker too
+ * busy to answer promptly) raises the clock alert.
+ */
+export const CLOCK_ERROR_MS = 4;
+/**
  * A send leaves at most this long after its slot's start; later, it takes a new slot (and may then
  * leave after sends of other recipients reserved after it). Timers on a busy worker fire 20–35 ms
  * late; the slot width pays for this tolerance.
@@ -58,18 +68,27 @@ export const PAUSE_READ_TTL_MS = 100;
 const PAIR_BURST_MARGIN = 3;
 
 /**
- * Width of a number's cap slots: with sends leaving at slot starts (+ `LATE_TOLERANCE_MS`),
- * a window of `1000 + 2 × ARRIVAL_JITTER_MS` ms meets at most `mps` slots. For 20 msg/s: 56.5 ms
- * (17.7 msg/s, 88.5% of the cap; 25 ms of jitter let one 130429 through under a load average of 13).
+ * Width of a number's cap slots: with sends leaving at slot starts (+ `LATE_TOLERANCE_MS`) and
+ * workers' clocks up to `2 × CLOCK_ERROR_MS` apart, a window of `1000 + 2 × ARRIVAL_JITTER_MS` ms
+ * meets at most `mps` slots. For 20 msg/s: 56.9 ms (17.6 msg/s, 87.9% of the cap; 25 ms of jitter
+ * let one 130429 through under a load average of 13).
  */
 export function capSlotMs(mps: number): number {
   const cap = Math.max(1, Math.floor(mps));
-  return (1000 + 2 * ARRIVAL_JITTER_MS + LATE_TOLERANCE_MS) / cap + 0.01;
+  return (1000 + 2 * ARRIVAL_JITTER_MS + LATE_TOLERANCE_MS + 2 * CLOCK_ERROR_MS) / cap + 0.01;
 }
 
-/** Most sends whose start falls in any window of `windowMs` when each slot's send leaves in `[start, start + late]`. */
-export function maxSendsPerWindow(mps: number, windowMs: number, lateMs = LATE_TOLERANCE_MS): number {
-  return Math.floor((windowMs + lateMs) / capSlotMs(mps)) + 1;
+/**
+ * Most sends whose start falls in any window of `windowMs` (on one true clock) when each slot's
+ * send leaves in `[start, start + late]` and the workers' clocks are up to `clockSpreadMs` apart.
+ */
+export function maxSendsPerWindow(
+  mps: number,
+  windowMs: number,
+  lateMs = LATE_TOLERANCE_MS,
+  clockSpreadMs = 2 * CLOCK_ERROR_MS,
+): number {
+  return Math.floor((windowMs + lateMs + clockSpreadMs) / capSlotMs(mps)) + 1;
 }
 
 export interface PairSettings {
@@ -196,6 +215,14 @@ export class SharedPacer {
     } finally {
       r.done();
     }
+  }
+
+  /**
+   * Sleeps until `at` on the pacer's clock (a reservation's `at`, less a lead): the callers' waits
+   * before a departure, on the clock the slots are numbered on, not the process's own.
+   */
+  sleepUntil(at: number, signal?: AbortSignal): Promise<void> {
+    return this.clock.sleep(at - this.clock.now(), signal);
   }
 
   /** `reserve` then `depart` (on abort it returns early: check the signal before sending). */

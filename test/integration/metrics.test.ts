@@ -105,4 +105,14 @@ describe('metrics on the real stack', () => {
     expect(sample(after, 'nodejs_heap_size_used_bytes')).toBeGreaterThan(0);
     expect(after).toMatch(/^nodejs_eventloop_lag_p99_seconds \d/m);
   });
+
+  it("shows the worker's pacing clock: its offset to the database clock, the measurement's error bound, no alert", async () => {
+    const text = await scrape();
+    // The database runs on this host: the same clock, so the offset is within the error bound
+    // (plus a millisecond: this process's clock is the monotonic one since it started).
+    const bound = sample(text, 'coexist_relay_pacing_clock_error_bound_seconds')!;
+    expect(bound).toBeLessThanOrEqual(0.004);
+    expect(Math.abs(sample(text, 'coexist_relay_pacing_clock_offset_seconds')!)).toBeLessThanOrEqual(bound + 0.001);
+    expect(sample(text, 'coexist_relay_pacing_clock_alerting')).toBe(0);
+  });
 });

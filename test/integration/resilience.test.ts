@@ -247,9 +247,10 @@ describe('a worker killed in the middle of a drain', () => {
     expect(acceptedAtKill.size).toBeLessThan(40);
 
     // A fresh worker takes over; the drain activity is retried after its heartbeat timeout.
-    const { worker } = await createWorker({
+    const { worker, clock } = await createWorker({
       config: stack.config,
       logger: createLogger('silent'),
+      db: stack.rt.db,
       c: stack.rt.c,
       launch: stack.rt.launch,
       graph: stack.rt.graph,
@@ -265,6 +266,7 @@ describe('a worker killed in the middle of a drain', () => {
     } finally {
       worker.shutdown();
       await running;
+      clock?.stop();
     }
     const bodies = accepted().map((m) => (m.body as { text: { body: string } }).text.body);
     const counts = new Map<string, number>();

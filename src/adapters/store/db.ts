@@ -589,6 +589,18 @@ export async function connectMongo(
   return { client, db, c };
 }
 
+/**
+ * The database server's clock, epoch ms (whole ms): `hello`'s `localTime`, answered by MongoDB
+ * (the primary, where commands go) and by FerretDB v1.24. No collection is read. The pacing
+ * clock's source (src/sending/shared-clock.ts).
+ */
+export async function readServerTime(db: Db): Promise<number> {
+  const answer = await db.command({ hello: 1 });
+  const time: unknown = answer.localTime;
+  if (!(time instanceof Date) || Number.isNaN(time.getTime())) throw new Error('hello answered no localTime');
+  return time.getTime();
+}
+
 /** True when `err` is a duplicate-key error (the loser of an insert race on a unique index). */
 export function isDuplicateKey(err: unknown): boolean {
   return err instanceof MongoServerError && err.code === 11000;
