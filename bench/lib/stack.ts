@@ -124,7 +124,7 @@ export async function sdkMetrics(): Promise<Map<string, number>> {
 export const SEND_KEY = 'bench-send-key';
 export const OPS_KEY = 'bench-ops-key';
 
-export interface ServiceOptions extends Pick<StackServiceOptions, 'env' | 'sim' | 'worker'> {
+export interface ServiceOptions extends Pick<StackServiceOptions, 'env' | 'sim' | 'worker' | 'relay'> {
   logLevel?: string;
   /** Serve the SDK's own metrics on this loopback port (see `sdkMetrics`). */
   sdkMetricsPort?: number;
@@ -153,6 +153,7 @@ export async function startService(servers: BenchServers, options: ServiceOption
     env: { GATE_PROBE_INTERVAL: '0', ...options.env },
     ...(options.sim ? { sim: options.sim } : {}),
     ...(options.worker ? { worker: options.worker } : {}),
+    ...(options.relay ? { relay: options.relay } : {}),
   });
   const dbTrace = options.traceDb ? await traceCommands(service.rt.mongo) : undefined;
   const unregister = onInterrupt(() => service.stop());
