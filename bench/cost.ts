@@ -13,8 +13,6 @@
  *
  * Run: npm run bench:cost [-- --messages 5 --strict]
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { connectMongo } from '../src/adapters/store/db';
 import { sendWorkflowId, wabaWorkflowId } from '../workflows/contracts';
@@ -22,7 +20,7 @@ import { probeSweepPeriodMs } from '../workflows/lifecycle/machine';
 import { statusPayload } from '../tools/meta-sim/payloads';
 import { createCostMeter, type Background, type Cost, type CostMeter } from './lib/cost';
 import { flags, fmt, int, runMain, table, writeResults } from './lib/report';
-import { say, sleep, startServers, startService, uniqueDigits, type Service } from './lib/stack';
+import { say, sleep, startForwardReceiver, startServers, startService, uniqueDigits, type Service } from './lib/stack';
 
 const args = flags('cost', {
   messages: { type: 'string', default: '5', help: 'messages per per-message measurement (the drain gets 2×)' },
@@ -65,6 +63,16 @@ function cell(n: number | undefined, budget: number | undefined): string {
 
 const missed = (r: Row): string[] =>
   (['events', 'writes', 'reads'] as const).filter((k) => r.budget[k] !== undefined && (r[k] ?? 0) > r.budget[k]!);
+
+/** A row of a cost divided over `n` messages. */
+const perMessage = (name: string, cost: Cost, n: number, budget: Budget, note: string): Row => ({
+  name,
+  events: cost.history.events / n,
+  writes: cost.db.writes / n,
+  reads: cost.db.reads / n,
+  budget,
+  note,
+});
 
 /** Events of the runs of one workflow type in a cost. */
 const eventsOf = (cost: Cost, type: string): number =>
@@ -203,15 +211,7 @@ runMain(async () => {
   const servers = await startServers('cost');
   const services: Service[] = [];
   const harnesses: Harness[] = [];
-  let received = 0;
-  const receiver: Server = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      received++;
-      res.writeHead(204).end();
-    });
-  });
-  await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+  const receiver = await startForwardReceiver();
   const rows: Row[] = [];
   const background: Row[] = [];
   const costs: Record<string, Cost> = {};
@@ -251,14 +251,15 @@ runMain(async () => {
       for (const to of recipients('01', nMessages)) ids.push(await m.send(openNumber.phone, to));
       await m.settled(ids);
     });
-    rows.push({
-      name: 'open-gate send, per message',
-      events: open.history.events / nMessages,
-      writes: open.db.writes / nMessages,
-      reads: open.db.reads / nMessages,
-      budget: { events: 11, writes: 4, reads: 8 },
-      note: `POST /v1/messages → send workflow → Cloud API, until every result is in; ${nMessages} sends ÷ ${nMessages}; ${extraSlots(open, nMessages)}`,
-    });
+    rows.push(
+      perMessage(
+        'open-gate send, per message',
+        open,
+        nMessages,
+        { events: 11, writes: 4, reads: 8 },
+        `POST /v1/messages → send workflow → Cloud API, until every result is in; ${nMessages} sends ÷ ${nMessages}; ${extraSlots(open, nMessages)}`,
+      ),
+    );
 
     const cycle = await m.number({ coexistence: true });
     const off = await measured('offboard (nothing queued)', m, () => m.offboard(cycle, t++));
@@ -281,26 +282,28 @@ runMain(async () => {
     const closed = await measured(`send while closed ×${nMessages}`, m, async () => {
       for (const to of recipients('02', nMessages)) queued.push(await m.send(queue.phone, to));
     });
-    rows.push({
-      name: 'send while closed, per message, until queued',
-      events: closed.history.events / nMessages,
-      writes: closed.db.writes / nMessages,
-      reads: closed.db.reads / nMessages,
-      budget: { writes: 3, reads: 6 },
-      note: `until every send workflow waits (idle); ${nMessages} sends ÷ ${nMessages}`,
-    });
+    rows.push(
+      perMessage(
+        'send while closed, per message, until queued',
+        closed,
+        nMessages,
+        { writes: 3, reads: 6 },
+        `until every send workflow waits (idle); ${nMessages} sends ÷ ${nMessages}`,
+      ),
+    );
     const keyed = await measured(`send while closed with Idempotency-Key ×${nMessages}`, m, async () => {
       for (const to of recipients('03', nMessages))
         queued.push(await m.send(queue.phone, to, `cost-${randomBytes(6).toString('hex')}`));
     });
-    rows.push({
-      name: 'send while closed with Idempotency-Key, per message',
-      events: keyed.history.events / nMessages,
-      writes: keyed.db.writes / nMessages,
-      reads: keyed.db.reads / nMessages,
-      budget: { writes: 4, reads: 6 },
-      note: 'as above, each with a fresh key',
-    });
+    rows.push(
+      perMessage(
+        'send while closed with Idempotency-Key, per message',
+        keyed,
+        nMessages,
+        { writes: 4, reads: 6 },
+        'as above, each with a fresh key',
+      ),
+    );
 
     const nQueued = queued.length;
     const drain = await measured(`reconnect draining ${nQueued} queued`, m, async () => {
@@ -337,11 +340,11 @@ runMain(async () => {
       const body = statusPayload(uniqueDigits('1'), uniqueDigits('3'), [
         { id: `wamid.cost${randomBytes(6).toString('hex')}`, status: 'delivered', recipientId: '15550001111' },
       ]);
-      const before = received;
+      const before = receiver.received();
       return measured(`status webhook, ${forwarded ? 'forwarded to one target' : 'no forward target'}`, h, async () => {
         const code = await h.svc.webhook(body);
         if (code !== 200) throw new Error(`status webhook answered ${code}`);
-        for (let waited = 0; forwarded && received === before; waited += 50) {
+        for (let waited = 0; forwarded && receiver.received() === before; waited += 50) {
           if (waited > 30_000) throw new Error('the forward never arrived');
           await sleep(50);
         }
@@ -350,13 +353,7 @@ runMain(async () => {
     const plain = await status(m, false);
     const f = await start({
       env: {
-        FORWARD_TARGETS: JSON.stringify([
-          {
-            name: 'bench',
-            url: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`,
-            secrets: [`whsec_${randomBytes(32).toString('base64')}`],
-          },
-        ]),
+        FORWARD_TARGETS: receiver.forwardTargets,
       },
       relay: { sweepIntervalMs: HOUR },
     });
@@ -459,6 +456,6 @@ runMain(async () => {
     for (const h of harnesses) await h.stop();
     for (const svc of services.reverse()) await svc.stop();
     await servers.stop();
-    await new Promise((r) => receiver.close(r));
+    await receiver.stop();
   }
 });

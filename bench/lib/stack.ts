@@ -15,6 +15,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { DefaultLogger, Runtime as TemporalRuntime } from '@temporalio/worker';
 import { bundleWorkflows } from '../../src/worker';
 import {
@@ -223,3 +225,32 @@ export const nowMs = (): number => performance.timeOrigin + performance.now();
 export { within };
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A local forward target: answers 204 and counts the requests it received. */
+export interface ForwardReceiver {
+  url: string;
+  received(): number;
+  /** `FORWARD_TARGETS` naming this receiver (target `bench`, a fresh secret). */
+  forwardTargets: string;
+  stop(): Promise<void>;
+}
+
+/** Starts a `ForwardReceiver` on a free loopback port. */
+export async function startForwardReceiver(): Promise<ForwardReceiver> {
+  let received = 0;
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      received++;
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`;
+  return {
+    url,
+    received: () => received,
+    forwardTargets: JSON.stringify([{ name: 'bench', url, secrets: [`whsec_${randomBytes(32).toString('base64')}`] }]),
+    stop: () => new Promise((r) => server.close(() => r())),
+  };
+}
