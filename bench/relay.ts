@@ -7,13 +7,10 @@
  *
  * Run: npm run bench:relay [-- --requests 2000 --concurrency 32]
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { randomBytes } from 'node:crypto';
 import { sendWebhook } from '../tools/meta-sim/server';
 import { accountUpdatePayload, statusPayload } from '../tools/meta-sim/payloads';
 import { fmt, flags, int, mean, percentile, pool, runMain, table, writeResults } from './lib/report';
-import { nowMs, say, startServers, startService, uniqueDigits, type Service } from './lib/stack';
+import { nowMs, say, startForwardReceiver, startServers, startService, uniqueDigits, type Service } from './lib/stack';
 
 const args = flags('relay', {
   requests: { type: 'string', default: '2000', help: 'measured requests per service' },
@@ -30,16 +27,7 @@ async function main(): Promise<void> {
   const warmup = int('warmup', args.warmup, 0);
   const mongodbUri = args['mongodb-uri'] as string | undefined;
 
-  let received = 0;
-  const receiver: Server = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      received++;
-      res.writeHead(204).end();
-    });
-  });
-  await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
-  const receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
+  const receiver = await startForwardReceiver();
 
   const servers = await startServers('relay', mongodbUri ? { mongodbUri } : {});
   const services: Partial<Record<'off' | 'on', Service>> = {};
@@ -48,9 +36,7 @@ async function main(): Promise<void> {
     services.on = await startService(servers, {
       logLevel: 'warn',
       env: {
-        FORWARD_TARGETS: JSON.stringify([
-          { name: 'bench', url: receiverUrl, secrets: [`whsec_${randomBytes(32).toString('base64')}`] },
-        ]),
+        FORWARD_TARGETS: receiver.forwardTargets,
       },
     });
     const phone = uniqueDigits('2');
@@ -92,7 +78,8 @@ async function main(): Promise<void> {
       for (const mode of order) await run(mode, Math.min(perBlock, requests - b * perBlock), true);
     }
     const drainStart = nowMs();
-    while (received < forwarded && nowMs() - drainStart < 180_000) await new Promise((r) => setTimeout(r, 200));
+    while (receiver.received() < forwarded && nowMs() - drainStart < 180_000)
+      await new Promise((r) => setTimeout(r, 200));
     const drainSeconds = (nowMs() - drainStart) / 1000;
 
     const stat = (m: 'off' | 'on') => ({
@@ -124,7 +111,7 @@ async function main(): Promise<void> {
       ),
     );
     process.stdout.write(
-      `\nforwarded deliveries received: ${received} of ${forwarded} acked (all within ${fmt(drainSeconds, 1)} s after the load ended)\n` +
+      `\nforwarded deliveries received: ${receiver.received()} of ${forwarded} acked (all within ${fmt(drainSeconds, 1)} s after the load ended)\n` +
         `goals: throughput on ÷ off ≥ 0.8 → ${on.rps / off.rps >= 0.8 ? 'met' : 'MISSED'}; p99 ≤ 250 ms with forwarding → ${on.p99 <= 250 ? 'met' : 'MISSED'}\n`,
     );
     writeResults('relay', {
@@ -133,7 +120,7 @@ async function main(): Promise<void> {
       off,
       on,
       ratio: on.rps / off.rps,
-      received,
+      received: receiver.received(),
       forwarded,
       drainSeconds,
     });
@@ -142,7 +129,7 @@ async function main(): Promise<void> {
     await services.on?.stop();
     await services.off?.stop();
     await servers.stop();
-    await new Promise((r) => receiver.close(r));
+    await receiver.stop();
   }
 }
 

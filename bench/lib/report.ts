@@ -238,6 +238,19 @@ export function coresUsed(
 }
 
 /**
+ * Turns on command monitoring (`commandStarted` / `commandSucceeded` / `commandFailed` events) of
+ * a client that was created without it: the flag applies to new connections, so the client
+ * reconnects. Call it while the client is quiet (an operation in flight may fail). A no-op once on.
+ */
+export async function enableCommandMonitoring(client: MongoClient): Promise<void> {
+  const flag = client as unknown as { monitorCommands: boolean };
+  if (flag.monitorCommands) return;
+  flag.monitorCommands = true;
+  await client.close();
+  await client.connect();
+}
+
+/**
  * Per-command timings of a MongoClient (command monitoring), grouped as `<command> <collection>`.
  * Command monitoring is fixed per connection when it opens, so this reconnects the client: call it
  * before anything else uses the client.
@@ -262,9 +275,7 @@ export async function traceCommands(client: MongoClient) {
     list.push(performance.now() - s.at);
     durations.set(s.key, list);
   };
-  (client as unknown as { monitorCommands: boolean }).monitorCommands = true;
-  await client.close();
-  await client.connect();
+  await enableCommandMonitoring(client);
   client.on('commandStarted', onStart);
   client.on('commandSucceeded', onEnd);
   client.on('commandFailed', onEnd);

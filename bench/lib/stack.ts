@@ -15,6 +15,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { DefaultLogger, Runtime as TemporalRuntime } from '@temporalio/worker';
 import { bundleWorkflows } from '../../src/worker';
 import {
@@ -124,7 +126,7 @@ export async function sdkMetrics(): Promise<Map<string, number>> {
 export const SEND_KEY = 'bench-send-key';
 export const OPS_KEY = 'bench-ops-key';
 
-export interface ServiceOptions extends Pick<StackServiceOptions, 'env' | 'sim' | 'worker'> {
+export interface ServiceOptions extends Pick<StackServiceOptions, 'env' | 'sim' | 'worker' | 'relay'> {
   logLevel?: string;
   /** Serve the SDK's own metrics on this loopback port (see `sdkMetrics`). */
   sdkMetricsPort?: number;
@@ -153,6 +155,7 @@ export async function startService(servers: BenchServers, options: ServiceOption
     env: { GATE_PROBE_INTERVAL: '0', ...options.env },
     ...(options.sim ? { sim: options.sim } : {}),
     ...(options.worker ? { worker: options.worker } : {}),
+    ...(options.relay ? { relay: options.relay } : {}),
   });
   const dbTrace = options.traceDb ? await traceCommands(service.rt.mongo) : undefined;
   const unregister = onInterrupt(() => service.stop());
@@ -222,3 +225,32 @@ export const nowMs = (): number => performance.timeOrigin + performance.now();
 export { within };
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A local forward target: answers 204 and counts the requests it received. */
+export interface ForwardReceiver {
+  url: string;
+  received(): number;
+  /** `FORWARD_TARGETS` naming this receiver (target `bench`, a fresh secret). */
+  forwardTargets: string;
+  stop(): Promise<void>;
+}
+
+/** Starts a `ForwardReceiver` on a free loopback port. */
+export async function startForwardReceiver(): Promise<ForwardReceiver> {
+  let received = 0;
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      received++;
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`;
+  return {
+    url,
+    received: () => received,
+    forwardTargets: JSON.stringify([{ name: 'bench', url, secrets: [`whsec_${randomBytes(32).toString('base64')}`] }]),
+    stop: () => new Promise((r) => server.close(() => r())),
+  };
+}
