@@ -9,7 +9,7 @@ import { UnknownPhoneNumberError, type AdmissionService } from '../src/sending/a
 import { sendWithLedger } from '../src/sending/ledger';
 import { pauseForRefusedToken } from '../src/sending/credentials';
 import type { Config } from '../src/config';
-import type { SharedPacer } from '../src/sending/pacing';
+import { realClock, type SharedPacer } from '../src/sending/pacing';
 import { outcomeOfSettlement, type Settlement } from '../src/adapters/store/queue';
 import { FAILURE_TYPES, REASONS, type SendOutcome, type SendRequest } from '../workflows/contracts';
 import type { AdmitResult } from './types';

@@ -162,24 +162,25 @@ export function createRelayMetrics(): RelayMetrics {
  * offset to the database server's clock, the error bound of that measurement, and the alert (1
  * while the bound exceeds what the caps tolerate, or the clock could not be read).
  */
-export function addPacingClockGauges(registry: MetricsRegistry): (status: ClockStatus) => void {
-  const offset = registry.gauge(
+export function addPacingClockGauges(registry: Registry): (status: ClockStatus) => void {
+  const gauge = (name: string, help: string) => new Gauge({ name, help, registers: [registry] });
+  const offset = gauge(
     'coexist_relay_pacing_clock_offset_seconds',
     "The database server's clock minus this worker's own, as last measured (pacing numbers slots on the database clock).",
   );
-  const error = registry.gauge(
+  const error = gauge(
     'coexist_relay_pacing_clock_error_bound_seconds',
     'Bound on the error of that measurement (half its round trip); absent while the clock could not be read.',
   );
-  const alerting = registry.gauge(
+  const alerting = gauge(
     'coexist_relay_pacing_clock_alerting',
     "1 while this worker cannot tell the database clock within the pacing's tolerance: caps may be exceeded across workers.",
   );
   return (status) => {
-    offset.set(undefined, status.offsetMs / 1000);
-    if (Number.isFinite(status.errorMs)) error.set(undefined, status.errorMs / 1000);
+    offset.set(status.offsetMs / 1000);
+    if (Number.isFinite(status.errorMs)) error.set(status.errorMs / 1000);
     else error.reset();
-    alerting.set(undefined, status.alerting ? 1 : 0);
+    alerting.set(status.alerting ? 1 : 0);
   };
 }
 

@@ -234,16 +234,25 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
 
     it('ESCALATION_LEVELS shortened below the next level under an open run: the run abandons at the new last level', async () => {
       const f = fakes();
-      let levels = settings;
+      // Level 2 far enough after level 1 that the test changes the settings in between, however busy the machine.
+      const three: LifecycleSettings = {
+        ...settings,
+        escalation: [
+          { level: 1, afterMs: 300, severity: 'warning' },
+          { level: 2, afterMs: 4_000, severity: 'page' },
+          { level: 3, afterMs: 5_000, severity: 'critical' },
+        ],
+      };
+      let levels = three;
       const summary = await run(
         f.activities,
-        settings,
+        three,
         async (send) => {
           await send({ type: 'ACCOUNT_OFFBOARDED' });
           // Level 1 (300 ms) applied under three levels; then a deployment keeps only the first.
           for (let waited = 0; !f.calls.includes('save:offboarded:1') && waited < 30_000; waited += 20)
             await new Promise((r) => setTimeout(r, 20));
-          levels = { ...settings, escalation: settings.escalation.slice(0, 1) };
+          levels = { ...three, escalation: three.escalation.slice(0, 1) };
         },
         () => levels,
       );
