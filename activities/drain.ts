@@ -92,46 +92,38 @@ interface Progress {
 }
 
 /**
- * Tells waiting send workflows their message's outcome, off the send path: a bounded number of
- * signals at a time, failures ignored (a send workflow also polls the database).
+ * Tells waiting send workflows their messages' outcomes, `concurrency` signals at a time, and
+ * resolves once every one was accepted by Temporal (or its workflow is not running: not started
+ * yet, and its start reads the outcome, or already ended). The callers signal BEFORE they write the
+ * settlements: a signal Temporal accepted is durable, so a worker that dies after it loses nothing
+ * (the retried activity settles the same messages again from the attempt ledger), while one sent
+ * after the write would be lost with the worker, and the send workflows keep no timer to look again
+ * (no history while they wait). A signal Temporal keeps refusing fails the flush: the messages stay
+ * queued and the activity's retry sends the signals again.
  */
-function createNotifier(launch: LaunchDeps, concurrency: number, logger: Logger) {
-  const waiting: SendOutcome[] = [];
-  let active = 0;
-  let idle: (() => void) | undefined;
-
-  function pump(): void {
-    while (active < concurrency && waiting.length > 0) {
-      const outcome = waiting.shift()!;
-      active++;
-      notifySettled(launch, outcome)
-        .catch((err: unknown) =>
-          logger.debug({ messageId: outcome.messageId, err: String(err) }, 'settle signal not delivered'),
-        )
-        .finally(() => {
-          active--;
-          pump();
-        });
+async function signalOutcomes(
+  launch: LaunchDeps,
+  outcomes: SendOutcome[],
+  concurrency: number,
+  logger: Logger,
+): Promise<void> {
+  let next = 0;
+  const one = async (outcome: SendOutcome): Promise<void> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await notifySettled(launch, outcome);
+        return;
+      } catch (err) {
+        if (attempt >= 5) throw err;
+        logger.warn({ messageId: outcome.messageId, err: String(err), attempt }, 'settle signal refused; retrying');
+        await realClock.sleep(200 * 2 ** attempt);
+      }
     }
-    if (active === 0 && waiting.length === 0) idle?.();
-  }
-
-  return {
-    push(outcomes: SendOutcome[]): void {
-      waiting.push(...outcomes);
-      pump();
-    },
-    /** Resolves when every pushed signal has been attempted. */
-    drained(): Promise<void> {
-      if (active === 0 && waiting.length === 0) return Promise.resolve();
-      return new Promise((resolve) => {
-        idle = () => {
-          idle = undefined;
-          resolve();
-        };
-      });
-    },
   };
+  const lane = async (): Promise<void> => {
+    while (next < outcomes.length) await one(outcomes[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, outcomes.length) }, lane));
 }
 
 /**
@@ -198,7 +190,6 @@ export function createDrainActivities(deps: DrainDeps) {
       };
       // Each entry's number by its id (cached for seconds): no read of the registry by WABA, which scans on FerretDB.
       const lookupNumber = createPhoneNumberLookup(c);
-      const notifier = createNotifier(deps.launch, tuning.notifyConcurrency, log);
 
       let stop: string | undefined;
       let stoppedBy: NonNullable<DrainResult['stopped']> = 'account_unusable';
@@ -222,10 +213,11 @@ export function createDrainActivities(deps: DrainDeps) {
         const batch = pending;
         pending = [];
         flushing = flushing.then(async () => {
+          const told = batch.filter((s) => s.notify !== false).map(outcomeOfSettlement);
+          await signalOutcomes(deps.launch, told, tuning.notifyConcurrency, log);
           if (batch.length > 0) await persist(c, batch, log, { wabaId, targets: config.forward.targets });
           for (const b of batch) if (b.queueId) removed.add(b.queueId);
           unpersisted -= batch.length;
-          notifier.push(batch.filter((s) => s.notify !== false).map(outcomeOfSettlement));
           ctx.heartbeat(progress);
         });
         return flushing;
@@ -424,7 +416,6 @@ export function createDrainActivities(deps: DrainDeps) {
         clearInterval(heartbeatTimer);
         await Promise.allSettled(inFlight);
         await flush();
-        await notifier.drained();
       }
       // Later walks start past what this drain sent (best effort: a failure only costs them reads).
       await advanceHead(c, wabaId, removed).catch((err: unknown) =>
@@ -447,7 +438,6 @@ export function createDrainActivities(deps: DrainDeps) {
      */
     async failQueue(input: FailQueueInput): Promise<number> {
       const ctx = Context.current();
-      const notifier = createNotifier(deps.launch, tuning.notifyConcurrency, deps.logger);
       let failed = 0;
       let cursor: QueueCursor | undefined;
       const removed = new Set<string>();
@@ -465,13 +455,13 @@ export function createDrainActivities(deps: DrainDeps) {
           at,
           ...(e.round ? { round: e.round } : {}),
         }));
+        const told = batch.filter((_, i) => page[i]!.notify).map(outcomeOfSettlement);
+        await signalOutcomes(deps.launch, told, tuning.notifyConcurrency, deps.logger);
         await persist(c, batch, deps.logger, { wabaId: input.wabaId, targets: config.forward.targets });
         for (const e of page) removed.add(e._id);
-        notifier.push(batch.filter((_, i) => page[i]!.notify).map(outcomeOfSettlement));
         failed += batch.length;
         ctx.heartbeat(failed);
       }
-      await notifier.drained();
       await advanceHead(c, input.wabaId, removed);
       deps.logger.info({ wabaId: input.wabaId, failed, reason: input.reason }, 'queue failed');
       return failed;

@@ -6,8 +6,8 @@
  *
  * Services (one Temporal dev server, one FerretDB): `main` (gate probes as deployed, the outbox
  * sweep every hour instead of every 2 s, no forward target), `forward` (one forward target, a local
- * receiver) and `idle` (QUEUED_POLL_INTERVAL shortened to `--poll-seconds`, probes every 2 s, the
- * outbox sweep as deployed). The gate probe sweep (its workflow and its activity's commands) is a
+ * receiver) and `idle` (a window of `--idle-seconds` with one paused WABA and 2 queued messages,
+ * probes every 2 s, the outbox sweep as deployed). The gate probe sweep (its workflow and its activity's commands) is a
  * background loop: counted apart from the operations and reported per hour. The simulator says
  * what Meta would of an offboarded number, so no probe reopens a gate mid-run.
  *
@@ -24,8 +24,7 @@ import { say, sleep, startForwardReceiver, startServers, startService, uniqueDig
 
 const args = flags('cost', {
   messages: { type: 'string', default: '5', help: 'messages per per-message measurement (the drain gets 2×)' },
-  'poll-seconds': { type: 'string', default: '5', help: 'QUEUED_POLL_INTERVAL of the idle measurement' },
-  'idle-polls': { type: 'string', default: '4', help: 'poll intervals in the idle window' },
+  'idle-seconds': { type: 'string', default: '20', help: 'length of the idle window' },
   strict: { type: 'boolean', default: false, help: 'exit non-zero when a budget is missed' },
   'log-level': { type: 'string', default: 'error', help: 'service log level' },
 });
@@ -205,8 +204,7 @@ const recipients = (prefix: string, n: number): string[] =>
 
 runMain(async () => {
   const nMessages = int('messages', args.messages);
-  const pollSeconds = int('poll-seconds', args['poll-seconds']);
-  const idlePolls = int('idle-polls', args['idle-polls']);
+  const idleSeconds = int('idle-seconds', args['idle-seconds']);
   const logLevel = args['log-level'];
   const servers = await startServers('cost');
   const services: Service[] = [];
@@ -370,46 +368,41 @@ runMain(async () => {
         `the same webhook without a target: ${plain.db.writes} writes, ${plain.db.reads} reads`,
     });
 
-    // An idle paused WABA with 2 queued messages, with the polls and probes at short intervals:
-    // the cost per poll and per sweep pass, measured, then scaled to the deployed intervals.
-    const i = await start({ env: { QUEUED_POLL_INTERVAL: `${pollSeconds}s`, GATE_PROBE_INTERVAL: '2s' } });
+    // An idle paused WABA with 2 queued messages, probes at a short interval: what the window costs
+    // (the send workflows keep no timer while they wait), and the sweep's cost per pass, scaled to
+    // the deployed period.
+    const i = await start({ env: { GATE_PROBE_INTERVAL: '2s' } });
     const paused = await i.number({ coexistence: true });
     await i.offboard(paused, t++);
     for (const to of recipients('04', 2)) await i.send(paused.phone, to);
     await i.meter.quiesce();
     const a = await i.meter.snapshot();
     const windowStart = Date.now();
-    await sleep(idlePolls * pollSeconds * 1000);
+    await sleep(idleSeconds * 1000);
     await i.meter.quiesce();
     const b = await i.meter.snapshot();
     const windowMs = Date.now() - windowStart;
     const idle = await i.meter.between(a, b);
     costs['idle window'] = idle;
-    printBreakdown(
-      `idle window (${fmt(windowMs / 1000, 1)} s; 1 paused WABA, 2 queued; QUEUED_POLL_INTERVAL=${pollSeconds}s, GATE_PROBE_INTERVAL=2s)`,
-      idle,
-    );
-    const polls = idle.history.byLabel[`${SEND} ActivityTaskScheduled(getMessageOutcome)`] ?? 0;
-    const pollDb = idle.dbBySource['activity getMessageOutcome'];
-    const pollMs = main.config.sending.queuedPollMs;
-    const perPoll = (x: number): number => (polls > 0 ? x / polls : NaN);
+    printBreakdown(`idle window (${fmt(windowMs / 1000, 1)} s; 1 paused WABA, 2 queued; GATE_PROBE_INTERVAL=2s)`, idle);
+    const perHour = (x: number): number => (x * HOUR) / windowMs;
     rows.push({
       name: 'send while closed, events while waiting, per message-hour',
-      events: perPoll(eventsOf(idle, SEND)) * (HOUR / pollMs),
+      events: perHour(eventsOf(idle, SEND) / 2),
       budget: { events: 0 },
-      note: `computed: ${fmt(perPoll(eventsOf(idle, SEND)), 1)} events per poll (${polls} polls measured at ${pollSeconds} s) × ${HOUR / pollMs} polls/h (QUEUED_POLL_INTERVAL ${pollMs / 60_000} min, the default)`,
+      note: `measured: the 2 send workflows' events in the ${fmt(windowMs / 1000, 1)} s window, per message, scaled to an hour`,
     });
     const otherIdleEvents = idle.history.events - eventsOf(idle, SEND);
     rows.push({
       name: 'idle paused WABA-hour, 2 queued',
-      events: perPoll(eventsOf(idle, SEND)) * 2 * (HOUR / pollMs) + otherIdleEvents,
-      writes: perPoll(pollDb?.writes ?? 0) * 2 * (HOUR / pollMs),
-      reads: perPoll(pollDb?.reads ?? 0) * 2 * (HOUR / pollMs),
+      events: perHour(idle.history.events),
+      writes: perHour(idle.db.writes),
+      reads: perHour(idle.db.reads),
       budget: {},
       note:
-        `computed: the polls' cost per poll × ${2 * (HOUR / pollMs)} polls/h, plus ${otherIdleEvents} other events ` +
-        `in the window (the lifecycle run waits for its next escalation level: 10 min, 60 min, 24 h after the ` +
-        `closure, not hourly); its probes are the sweep's (below), ≤ 1 an hour once backed off`,
+        `measured in the window, scaled to an hour (${otherIdleEvents} events not of the send workflows; the ` +
+        `lifecycle run waits for its next escalation level: 10 min, 60 min, 24 h after the closure, not hourly); ` +
+        `its probes are the sweep's (below), ≤ 1 an hour once backed off`,
     });
     const passes = idle.background.history.byLabel[`${SWEEP} ActivityTaskScheduled(sweepGateProbes)`] ?? 0;
     const periodMs = probeSweepPeriodMs(main.config.lifecycle) ?? NaN;

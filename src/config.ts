@@ -271,8 +271,6 @@ const envSchema = z.object({
    * the WABA's queue up to a few places) or `waba` (the whole queue strictly: one send at a time).
    */
   DRAIN_ORDER: z.enum(['recipient', 'waba']).default('recipient'),
-  /** How often a queued send workflow checks its message when no settle signal came. */
-  QUEUED_POLL_INTERVAL: durationAtLeast('10m', 1),
   /** Downstream endpoints that receive every Meta delivery (JSON array; see src/relay/targets.ts). */
   FORWARD_TARGETS: forwardTargetsSchema,
   /** How long a delivery is retried before it is dead-lettered (Meta's own retry period is 7 days). */
@@ -349,7 +347,6 @@ export interface Config {
     defaultMps: number;
     pairLimitBurst: number;
     pairLimitIntervalMs: number;
-    queuedPollMs: number;
     inDoubt: { policy: 'resend_after' | 'fail'; graceMs: number };
     /** `DRAIN_ORDER`: `waba` sends a drain's messages one at a time, each after the previous one's answer. */
     drainOrder: 'recipient' | 'waba';
@@ -484,7 +481,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       defaultMps: e.DEFAULT_MPS,
       pairLimitBurst: e.PAIR_LIMIT_BURST,
       pairLimitIntervalMs: e.PAIR_LIMIT_INTERVAL_MS,
-      queuedPollMs: e.QUEUED_POLL_INTERVAL,
       inDoubt: { policy: e.IN_DOUBT_POLICY, graceMs: e.IN_DOUBT_GRACE_MS },
       drainOrder: e.DRAIN_ORDER,
     },

@@ -2,10 +2,9 @@ import {
   ActivityFailure,
   ApplicationFailure,
   condition,
-  continueAsNew,
   proxyActivities,
+  proxyLocalActivities,
   setHandler,
-  workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import {
@@ -19,10 +18,13 @@ import {
 
 /** Options a sender may set; defaults suit production. */
 export interface SendOptions {
-  /** How often a queued message's outcome is read from the database when no settle signal came. */
-  queuedPollMs?: number;
   /** Attempts for retryable Meta errors (throttling, 5xx, network) before the message fails. */
   maxAttempts?: number;
+  /**
+   * The API queued the message when it accepted it (the gate was closed): the run reads its
+   * recorded outcome (settled already, or queued) instead of admitting it again, then waits.
+   */
+  queued?: boolean;
 }
 
 const TERMINAL = new Set<SendOutcome['status']>(['sent', 'failed', 'expired', 'cancelled']);
@@ -47,39 +49,39 @@ export async function sendMessageWorkflow(req: SendRequest, options: SendOptions
     },
   });
   const poller = proxyActivities<Activities>({ startToCloseTimeout: '30 seconds' });
+  // One point read: a local activity (one history marker).
+  const reader = proxyLocalActivities<Activities>({ startToCloseTimeout: '30 seconds' });
 
   let current: SendOutcome = { messageId: req.messageId, status: 'accepted', at: req.acceptedAt };
   setHandler(messageStatusQuery, () => current);
   setHandler(messageSettledSignal, (outcome) => {
     if (outcome.messageId === req.messageId && TERMINAL.has(outcome.status)) current = outcome;
   });
+  /** An answer that arrived while a settle signal was on its way never takes the signal's place. */
+  const unlessSettled = (outcome: SendOutcome): void => {
+    if (!TERMINAL.has(current.status)) current = outcome;
+  };
 
   try {
-    current = await acts.admit(req);
+    unlessSettled(await (options.queued ? reader.getMessageOutcome(req.messageId) : acts.admit(req)));
   } catch (err) {
     if (!(err instanceof ActivityFailure)) throw err;
     const cause = err.cause instanceof ApplicationFailure ? err.cause : undefined;
     // Retries exhausted (or a non-retryable admission error): the message fails with the reason.
-    current = await poller.settleDirect({
-      messageId: req.messageId,
-      status: 'failed',
-      reason: cause?.type === FAILURE_TYPES.unknownPhoneNumber ? 'unknown_phone_number' : REASONS.retriesExhausted,
-      error: cause?.details?.[0] as SendOutcome['error'],
-      at: new Date().toISOString(),
-    });
+    unlessSettled(
+      await poller.settleDirect({
+        messageId: req.messageId,
+        status: 'failed',
+        reason: cause?.type === FAILURE_TYPES.unknownPhoneNumber ? 'unknown_phone_number' : REASONS.retriesExhausted,
+        error: cause?.details?.[0] as SendOutcome['error'],
+        at: new Date().toISOString(),
+      }),
+    );
   }
 
-  const pollMs = options.queuedPollMs ?? 10 * 60_000;
-  while (!TERMINAL.has(current.status)) {
-    // The drain signals the outcome; the poll is the safety net if a signal was lost.
-    if (await condition(() => TERMINAL.has(current.status), pollMs)) break;
-    const stored = await poller.getMessageOutcome(req.messageId);
-    if (TERMINAL.has(stored.status)) current = stored;
-    else if (workflowInfo().continueAsNewSuggested) {
-      // Waits of weeks (ON_ABANDON=keep) stay within history limits. The next run's admit is
-      // idempotent: it finds the message queued (or settled) and waits again.
-      return continueAsNew<typeof sendMessageWorkflow>(req, options);
-    }
-  }
+  // Queued: whoever settles the message (the drain, a failed queue) signals before it writes the
+  // outcome and retries until Temporal accepts (activities/drain.ts), so the wait needs no timer:
+  // no history at all while the message waits, however long.
+  await condition(() => TERMINAL.has(current.status));
   return current;
 }

@@ -15,7 +15,7 @@ import { readGateHold } from '../adapters/store/gate-holds';
 import { recordStray } from '../adapters/store/outbox';
 import type { Config } from '../config';
 import { tokenPauseFor } from './credentials';
-import { deliverLifecycleEvent, type LaunchDeps } from '../lifecycle/launch';
+import type { LaunchDeps } from '../lifecycle/launch';
 import type { OutboxNotifier } from '../lifecycle/ingest';
 import { emitServiceEvents, messageEventsOf, messageStepEvent } from '../relay/events';
 import type { ForwardTarget } from '../relay/targets';
@@ -197,11 +197,15 @@ export function createAdmission(deps: AdmissionDeps) {
     await recordQueueEntry(c, messageId, entryId);
     await emitServiceEvents(c, targets, [messageStepEvent('message.queued', wabaId, messageId, now)]);
     // The gate may have moved between the caller's read and our insert: reopened (the drain that
-    // reopened it may have missed this entry) or now refusing (a removal or abandonment that
-    // failed the queue before this entry landed). Either way the lifecycle workflow settles it.
+    // reopened it may have missed this entry), now refusing (a removal or abandonment that failed
+    // the queue before this entry landed), or closed on a hold only (the workflow may still ignore
+    // the closing event, a stale one, and stay connected). The lifecycle workflow settles it: the
+    // stray goes through the outbox (durable, retried by the relay until the workflow has it, and
+    // behind a closure already on its way: per-WABA order), never as a bare signal that one
+    // transient Temporal error would lose, leaving the entry queued on an open gate.
     const after = await verdictFor(wabaId);
-    if (after.kind === 'send' || after.kind === 'refuse') {
-      await deliverLifecycleEvent(launch, {
+    if (after.kind === 'send' || after.kind === 'refuse' || after.held) {
+      const stray = await recordStray(c, {
         key: `stray:${messageId}`,
         type: 'QUEUE_STRAY',
         wabaId,
@@ -210,19 +214,9 @@ export function createAdmission(deps: AdmissionDeps) {
         detail:
           after.kind === 'send'
             ? `message ${messageId} queued while the gate reopened`
-            : `message ${messageId} queued while sends became refused`,
-      });
-    } else if (after.held) {
-      // Queued on a hold only: the workflow may still ignore the closing event (a stale one) and
-      // stay connected. The stray goes through the outbox, behind that event (per-WABA order), so
-      // the workflow sees it after the closure: a no-op when it closed, a drain when it did not.
-      const stray = await recordStray(c, {
-        key: `stray:${messageId}`,
-        type: 'QUEUE_STRAY',
-        wabaId,
-        receivedAt: now,
-        source: 'send',
-        detail: `message ${messageId} queued while a closure was on its way to the workflow`,
+            : after.kind === 'refuse'
+              ? `message ${messageId} queued while sends became refused`
+              : `message ${messageId} queued while a closure was on its way to the workflow`,
         entryId: messageId,
         raw: '',
       });

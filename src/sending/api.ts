@@ -319,15 +319,18 @@ export function createMessagesRouter(deps: {
       ...(body.expiresAt ? { expiresAt: new Date(body.expiresAt).toISOString() } : {}),
       ...contentOf(body),
     };
+    let queued = false;
     if (!existingAcceptedAt) {
       // Only a new message meets the gate: a replay of an accepted one gets the first answer,
       // whatever the gate says now.
       const verdict = await admission.verdictFor(number.wabaId);
       if (verdict.kind === 'refuse') throw conflict(verdict.code, verdict.message, { wabaId: number.wabaId });
       await admission.acceptNew(req, number.wabaId, verdict);
+      queued = verdict.kind === 'queue';
     }
-    // Idempotent: a replay (or a retry after a failure here) finds the run already started.
-    await startSendWorkflow(launch, req, { queuedPollMs: config.sending.queuedPollMs }, number.wabaId);
+    // Idempotent: a replay (or a retry after a failure here) finds the run already started. A
+    // message queued here is not admitted again by its run: it reads the outcome and waits.
+    await startSendWorkflow(launch, req, queued ? { queued } : {}, number.wabaId);
     ctx.status = 202;
     ctx.body = { id: messageId, status: 'accepted' };
   });

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import {
   WabaIdKey,
   credentialsWorkflowId,
@@ -51,11 +51,16 @@ export async function startSendWorkflow(
 }
 
 /**
- * Tells a waiting send workflow its message's outcome. Best effort: the workflow also polls the
- * database, so a lost signal delays the outcome, never loses it. Rejects when Temporal refuses.
+ * Tells a waiting send workflow its message's outcome. A workflow that is not running is no error:
+ * it has not started yet (its start reads the recorded outcome) or it has ended. Rejects when
+ * Temporal refuses or cannot be reached (the caller retries: the workflow keeps no timer of its own).
  */
 export async function notifySettled(deps: Pick<LaunchDeps, 'client'>, outcome: SendOutcome): Promise<void> {
-  await deps.client.workflow.getHandle(sendWorkflowId(outcome.messageId)).signal(messageSettledSignal, outcome);
+  try {
+    await deps.client.workflow.getHandle(sendWorkflowId(outcome.messageId)).signal(messageSettledSignal, outcome);
+  } catch (err) {
+    if (!(err instanceof WorkflowNotFoundError)) throw err;
+  }
 }
 
 /** What a sender passes: the message, and optionally its own id (reuse it to retry safely). */

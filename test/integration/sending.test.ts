@@ -1,4 +1,6 @@
-import { sendWorkflowId } from '../../workflows/contracts';
+import { Client } from '@temporalio/client';
+import { sendWorkflowId, type SendRequest } from '../../workflows/contracts';
+import { createAdmission } from '../../src/sending/admission';
 import { createSenderClient } from '../../src/sending/launch';
 import { statusPayload } from '../../tools/meta-sim/payloads';
 import { SEND_KEY, eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
@@ -66,7 +68,11 @@ describe('sending on the real stack', () => {
     const { wabaId, phone } = await setup();
     const first = await stack.send(text(phone, 'before removal'), 'key-removed');
     expect(first.status).toBe(202);
-    expect(await stack.accountUpdate(wabaId, 'PARTNER_REMOVED')).toBe(200);
+    expect(
+      await stack.accountUpdate(wabaId, 'PARTNER_REMOVED', {
+        disconnectionInfo: { reason: 'ACCOUNT_DISCONNECTED', initiated_by: 'USER' },
+      }),
+    ).toBe(200);
     await eventually(async () => (await stack.lifecycleState(wabaId))?.state === 'partner_removed');
     const replay = await stack.send(text(phone, 'before removal'), 'key-removed');
     expect(replay).toMatchObject({ status: 202, json: { id: first.json.id } });
@@ -226,5 +232,30 @@ describe('sending on the real stack', () => {
     expect(outcome.status).toBe('sent');
     const unknown = await sender.send({ phoneNumberId: '123', to: '15557654321', type: 'text', text: { body: 'x' } });
     expect(await sender.result(unknown.messageId)).toMatchObject({ status: 'failed', reason: 'unknown_phone_number' });
+  });
+
+  it('a message queued as the gate reopened reaches the lifecycle workflow through the outbox, even when Temporal refuses a signal', async () => {
+    const { wabaId, phone } = await setup();
+    // Every signal through this launch fails (no such namespace): the stray must not depend on one.
+    const refusing = new Client({ connection: stack.rt.temporal.connection, namespace: 'no-such-namespace' });
+    const admission = createAdmission({
+      c: stack.rt.c,
+      launch: { ...stack.rt.launch, client: refusing },
+      logger: stack.logger,
+      graph: stack.config.graph,
+    });
+    const req: SendRequest = {
+      messageId: `msg_stray_${uniqueDigits()}`,
+      phoneNumberId: phone,
+      to: '15550007777',
+      acceptedAt: new Date().toISOString(),
+      type: 'text',
+      text: { body: 'queued as the gate reopened' },
+    };
+    // The sender read "closed"; the gate is open by the time its entry lands (the WABA is connected).
+    // Before: the QUEUE_STRAY went as a bare signal, which threw here and left the entry queued.
+    await admission.acceptNew(req, wabaId, { kind: 'queue' });
+    await eventually(async () => (await stack.message(req.messageId))?.status === 'sent');
+    expect(await stack.rt.c.queue.countDocuments({ wabaId })).toBe(0);
   });
 });
