@@ -436,3 +436,65 @@ export const FAILURE_TYPES = {
   /** An operator action that does not apply to the WABA's current state. */
   actionRefused: 'ActionRefused',
 } as const;
+
+// ---------------------------------------------------------------------------------------------
+// Workflow signatures. The launchers (src/*/launch.ts) start workflows by name with these types
+// and never import workflow code, so the workflows may import the activities' types (which reach
+// the launchers) without an import circle. test/unit/workflow-signatures.test.ts checks that each
+// workflow function has its signature.
+
+/** How a run of the lifecycle workflow ended; its result. */
+export interface LifecycleRunSummary {
+  wabaId: string;
+  finalState: WabaState;
+  eventsApplied: number;
+}
+
+/** Options a sender may set on a send workflow; defaults suit production. */
+export interface SendOptions {
+  /** Attempts for retryable Meta errors (throttling, 5xx, network) before the message fails. */
+  maxAttempts?: number;
+  /**
+   * The API queued the message when it accepted it (the gate was closed): the run reads its
+   * recorded outcome (settled already, or queued) instead of admitting it again, then waits.
+   */
+  queued?: boolean;
+}
+
+/** What a continued credentials run carries over. */
+export interface CredentialsCarry {
+  /** The pause's alert went out (a continued run does not raise it again). */
+  alerted: boolean;
+  probes: number;
+}
+
+/** What a continued forward-backlog run carries over. */
+export interface ForwardBacklogCarry {
+  /** The alert went out (a continued run does not raise it again). */
+  alerted: boolean;
+  checks: number;
+}
+
+/** What a continued gate probe sweep carries over: where the next window starts, and the totals so far. */
+export interface GateProbeSweepCarry {
+  fromMs?: number;
+  passes?: number;
+  /** Counts since the sweep started (a pass's `offboarded` is a reading, not a count to add up). */
+  totals?: Omit<GateProbeSweepResult, 'offboarded'>;
+}
+
+export type WabaLifecycleWorkflow = (
+  input: LifecycleInput,
+  pending?: LifecycleEvent[],
+  seen?: string[],
+) => Promise<LifecycleRunSummary>;
+export type SendMessageWorkflow = (req: SendRequest, options?: SendOptions) => Promise<SendOutcome>;
+export type CredentialsWorkflow = (
+  first: TokenRefusal,
+  carry?: CredentialsCarry,
+) => Promise<{ resumedAt: string; probes: number }>;
+export type ForwardBacklogWorkflow = (
+  first: ForwardBacklogReport,
+  carry?: ForwardBacklogCarry,
+) => Promise<{ clearedAt: string; checks: number; alerted: boolean }>;
+export type GateProbeSweepWorkflow = (carry?: GateProbeSweepCarry) => Promise<never>;

@@ -12,7 +12,7 @@ import type { Activities } from '../activities';
 import type { AlertInput } from '../activities/types';
 import { alertInBackground } from './alerts';
 import { SETTINGS_ACTIVITY_OPTIONS } from './activity-options';
-import { tokenRefusedSignal, type TokenProbe, type TokenRefusal } from './contracts';
+import { tokenRefusedSignal, type CredentialsCarry, type TokenProbe, type TokenRefusal } from './contracts';
 
 /** The probe interval when gate probes are off (as `TOKEN_PROBE_DEFAULT_MS` in src/sending/credentials.ts). */
 const DEFAULT_PROBE_MS = 60_000;
@@ -22,13 +22,6 @@ const acts = proxyActivities<Pick<Activities, 'probeToken' | 'resumeToken'>>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
-
-/** What a continued run carries over. */
-export interface CredentialsCarry {
-  /** The pause's alert went out (a continued run does not raise it again). */
-  alerted: boolean;
-  probes: number;
-}
 
 /**
  * One run per refused token (`credentials/<source>`, started by the first send Meta refused the

@@ -11,7 +11,12 @@ import type { Activities } from '../activities';
 import type { AlertInput } from '../activities/types';
 import { alertInBackground } from './alerts';
 import { SETTINGS_ACTIVITY_OPTIONS } from './activity-options';
-import { forwardBacklogSignal, type ForwardBacklogCheck, type ForwardBacklogReport } from './contracts';
+import {
+  forwardBacklogSignal,
+  type ForwardBacklogCarry,
+  type ForwardBacklogCheck,
+  type ForwardBacklogReport,
+} from './contracts';
 
 /** How often an open backlog alert looks again: the alert age, within these bounds. */
 const MIN_CHECK_MS = 1_000;
@@ -22,13 +27,6 @@ const acts = proxyActivities<Pick<Activities, 'forwardBacklog'>>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
-
-/** What a continued run carries over. */
-export interface ForwardBacklogCarry {
-  /** The alert went out (a continued run does not raise it again). */
-  alerted: boolean;
-  checks: number;
-}
 
 /**
  * The backlog alert of one forward target (`forward-backlog/<task queue>/<target>`): started by

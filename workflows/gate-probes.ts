@@ -1,6 +1,6 @@
 import { continueAsNew, proxyActivities, setCurrentDetails, sleep, workflowInfo } from '@temporalio/workflow';
 import type { Activities } from '../activities';
-import type { GateProbeSweepResult } from './contracts';
+import type { GateProbeSweepCarry, GateProbeSweepResult } from './contracts';
 
 const sweeper = proxyActivities<Pick<Activities, 'sweepGateProbes'>>({
   startToCloseTimeout: '15 minutes',
@@ -13,13 +13,6 @@ const PASSES_PER_RUN = 300;
 
 /** Counts since the sweep started (a pass's `offboarded` is a reading, not a count to add up). */
 type SweepTotals = Omit<GateProbeSweepResult, 'offboarded'>;
-
-/** What a continued run carries over: where the next window starts, and the totals so far. */
-export interface GateProbeSweepCarry {
-  fromMs?: number;
-  passes?: number;
-  totals?: SweepTotals;
-}
 
 /**
  * The deployment's gate probe sweep (`gate-probes/<task queue>`, started by every worker at

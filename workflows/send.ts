@@ -12,20 +12,10 @@ import {
   REASONS,
   messageSettledSignal,
   messageStatusQuery,
+  type SendOptions,
   type SendOutcome,
   type SendRequest,
 } from './contracts';
-
-/** Options a sender may set; defaults suit production. */
-export interface SendOptions {
-  /** Attempts for retryable Meta errors (throttling, 5xx, network) before the message fails. */
-  maxAttempts?: number;
-  /**
-   * The API queued the message when it accepted it (the gate was closed): the run reads its
-   * recorded outcome (settled already, or queued) instead of admitting it again, then waits.
-   */
-  queued?: boolean;
-}
 
 const TERMINAL = new Set<SendOutcome['status']>(['sent', 'failed', 'expired', 'cancelled']);
 

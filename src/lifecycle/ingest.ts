@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { OutboxNotifier } from '../adapters/store/outbox';
 import { classifyMetaError } from '../adapters/graph/errors';
 import type { Logger } from '../logger';
 import {
@@ -128,10 +129,7 @@ export function auditOfDelivery(doc: Pick<OutboxDoc, '_id' | 'raw' | 'audit' | '
   return accountUpdateRecords(parsed, doc.receivedAt, doc._id).audit;
 }
 
-/** Where the sink announces a recorded delivery (the relay in this process hands it over at once). */
-export interface OutboxNotifier {
-  notify(doc: OutboxDoc): void;
-}
+export type { OutboxNotifier };
 
 /**
  * The real webhook sink: makes every event durable before the webhook is acknowledged, and does

@@ -19,11 +19,11 @@ import {
   type OperatorAction,
   type OperatorActionResult,
   type ProbeResult,
+  type GateProbeSweepWorkflow,
   type WabaLifecycleView,
+  type WabaLifecycleWorkflow,
 } from '../../workflows/contracts';
-import type { gateProbeSweepWorkflow } from '../../workflows/gate-probes';
 import { PROBE_SWEEP_IDLE_MS, probeSweepPeriodMs } from '../../workflows/lifecycle/machine';
-import type { wabaLifecycleWorkflow } from '../../workflows/lifecycle/workflow';
 
 /**
  * The lifecycle launcher: the one door from HTTP handlers and activities into the per-WABA
@@ -39,7 +39,7 @@ export interface LaunchDeps {
   lifecycle: LifecycleSettings;
 }
 
-type LifecycleWorkflow = typeof wabaLifecycleWorkflow;
+type LifecycleWorkflow = WabaLifecycleWorkflow;
 const LIFECYCLE_WORKFLOW = 'wabaLifecycleWorkflow';
 
 /** The start options of a WABA's lifecycle workflow, wherever it is started from. */
@@ -164,7 +164,7 @@ export async function startGateProbeSweep(
   deps: Pick<LaunchDeps, 'client' | 'taskQueue' | 'lifecycle'>,
 ): Promise<'started' | 'running'> {
   try {
-    await deps.client.workflow.start<typeof gateProbeSweepWorkflow>('gateProbeSweepWorkflow', {
+    await deps.client.workflow.start<GateProbeSweepWorkflow>('gateProbeSweepWorkflow', {
       workflowId: gateProbeSweepWorkflowId(deps.taskQueue),
       taskQueue: deps.taskQueue,
       args: [{}],

@@ -1,13 +1,15 @@
-import { forwardBacklogSignal, forwardBacklogWorkflowId, type ForwardBacklogReport } from '../../workflows/contracts';
-import type { forwardBacklogWorkflow } from '../../workflows/forward-backlog';
+import {
+  forwardBacklogSignal,
+  forwardBacklogWorkflowId,
+  type ForwardBacklogReport,
+  type ForwardBacklogWorkflow,
+} from '../../workflows/contracts';
 import type { LaunchDeps } from '../lifecycle/launch';
 
 /**
  * The relay's launcher: the one door into the forward backlog workflow (its id and start options).
  * Workflow code is referenced by type only.
  */
-
-type ForwardBacklogWorkflow = typeof forwardBacklogWorkflow;
 
 /**
  * Tells the target's backlog workflow what a server saw (signal-with-start: one run per target at

@@ -12,11 +12,10 @@ import {
 } from '../adapters/store/queue';
 import { readWabaState } from '../adapters/store/wabas';
 import { readGateHold } from '../adapters/store/gate-holds';
-import { recordStray } from '../adapters/store/outbox';
+import { recordStray, type OutboxNotifier } from '../adapters/store/outbox';
 import type { Config } from '../config';
 import { tokenPauseFor } from './credentials';
 import type { LaunchDeps } from '../lifecycle/launch';
-import type { OutboxNotifier } from '../lifecycle/ingest';
 import { emitServiceEvents, messageEventsOf, messageStepEvent } from '../relay/events';
 import type { ForwardTarget } from '../relay/targets';
 import {

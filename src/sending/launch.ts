@@ -6,13 +6,14 @@ import {
   messageSettledSignal,
   sendWorkflowId,
   tokenRefusedSignal,
+  type CredentialsWorkflow,
+  type SendMessageWorkflow,
+  type SendOptions,
   type TokenRefusal,
   type MessageContent,
   type SendOutcome,
   type SendRequest,
 } from '../../workflows/contracts';
-import type { SendOptions, sendMessageWorkflow } from '../../workflows/send';
-import type { credentialsWorkflow } from '../../workflows/credentials';
 import type { LaunchDeps } from '../lifecycle/launch';
 
 /**
@@ -21,7 +22,7 @@ import type { LaunchDeps } from '../lifecycle/launch';
  * referenced by type only.
  */
 
-type SendWorkflow = typeof sendMessageWorkflow;
+type SendWorkflow = SendMessageWorkflow;
 const SEND_WORKFLOW = 'sendMessageWorkflow';
 
 /**
@@ -86,8 +87,6 @@ export function createSenderClient(deps: Pick<LaunchDeps, 'client' | 'taskQueue'
     },
   };
 }
-
-type CredentialsWorkflow = typeof credentialsWorkflow;
 
 /**
  * Tells the token's credentials workflow of a refusal (signal-with-start: one run per token at a

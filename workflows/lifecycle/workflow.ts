@@ -28,10 +28,10 @@ import {
   stateQuery,
   type LifecycleEvent,
   type LifecycleInput,
+  type LifecycleRunSummary,
   type LifecycleSettings,
   type OperatorAction,
   type ProbeResult,
-  type WabaState,
 } from '../contracts';
 import {
   alertContent,
@@ -69,13 +69,6 @@ const drainer = proxyActivities<Activities>({
 });
 /** The gate's probe of Meta before an escalation level: bounded like alert delivery. */
 const prober = proxyActivities<Pick<Activities, 'probeGate'>>(ALERT_ACTIVITY_OPTIONS);
-
-/** How a run of the lifecycle workflow ended; its result. */
-export interface LifecycleRunSummary {
-  wabaId: string;
-  finalState: WabaState;
-  eventsApplied: number;
-}
 
 const RECENT_KEYS = 200;
 const EMPTY_DRAIN: DrainResult = { sent: 0, failed: 0, expired: 0, alreadySettled: 0 };

@@ -34,6 +34,11 @@ export function nextOutboxId(nowMs: number, suffix: string): string {
   return `${lastMs.toString(36).padStart(9, '0')}:${seqInMs.toString(36).padStart(4, '0')}:${suffix}`;
 }
 
+/** Where the sink announces a recorded delivery (the relay in this process hands it over at once). */
+export interface OutboxNotifier {
+  notify(doc: OutboxDoc): void;
+}
+
 /** Records deliveries whose `_id`s are deterministic, in one insert (retries collide: the same facts). */
 export function recordDeliveriesOnce(c: Collections, docs: OutboxDoc[]): Promise<void> {
   return insertFacts(c.outbox, docs);
