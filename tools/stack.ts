@@ -157,7 +157,7 @@ export interface Service {
     path: string,
     body?: unknown,
     headers?: Record<string, string>,
-  ): Promise<{ status: number; json: Record<string, unknown>; headers: Headers }>;
+  ): Promise<{ status: number; json: Record<string, unknown>; retryAfterSeconds?: number | undefined }>;
   /** Registers a phone number for a WABA through the ops API. */
   register(phoneNumberId: string, wabaId: string, body?: { mps?: number; coexistence?: boolean }): Promise<void>;
   /** Stops the app, the worker, the clients and the simulator, and drops the service's database. Idempotent. */
@@ -257,10 +257,12 @@ export async function startService(opts: ServiceOptions): Promise<Service> {
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
     const text = await res.text();
+    const retryAfter = res.headers.get('retry-after');
     return {
       status: res.status,
       json: (text ? JSON.parse(text) : {}) as Record<string, unknown>,
-      headers: res.headers,
+      // Undefined unless the answer has one (toEqual ignores an undefined field).
+      retryAfterSeconds: retryAfter === null ? undefined : Number(retryAfter),
     };
   }
 

@@ -3,13 +3,13 @@ import type { Activities } from '../activities';
 import type { AlertInput, AlertSink } from '../activities/types';
 import { ALERT_ACTIVITY_OPTIONS } from './activity-options';
 
-// First as a local activity, once, with a short deadline: one history marker for a delivery that
-// works (a log line, one HTTP call) instead of an activity's three events and a workflow task.
-// A delivery that fails is retried as a regular activity with bounded retries: a local activity
-// that retries holds its workflow task open, and with it everything else the run has to do.
-const quick = proxyLocalActivities<Pick<Activities, 'deliverAlert'>>({
+// The `log` sink writes a line on the worker: a local activity, one history marker and no task of
+// its own. The other sinks (webhook, Slack, PagerDuty) are HTTP calls that may hang or fail for a
+// while: regular activities with bounded retries, so a slow sink never holds the run's workflow
+// task (and with it every signal and update) open.
+const logger = proxyLocalActivities<Pick<Activities, 'deliverAlert'>>({
   startToCloseTimeout: '10 seconds',
-  retry: { maximumAttempts: 1 },
+  retry: { initialInterval: '1 second', maximumAttempts: 3 },
 });
 const alerter = proxyActivities<Pick<Activities, 'deliverAlert'>>(ALERT_ACTIVITY_OPTIONS);
 
@@ -21,16 +21,18 @@ const alerter = proxyActivities<Pick<Activities, 'deliverAlert'>>(ALERT_ACTIVITY
  */
 export function alertInBackground(sinks: readonly AlertSink[], alert: AlertInput): Promise<void>[] {
   return sinks.map((sink) =>
-    quick
-      .deliverAlert(sink, alert)
-      .catch(() => alerter.deliverAlert(sink, alert))
-      .catch((err: unknown) => {
-        log.warn('alert sink failed after retries', {
-          sink,
-          wabaId: alert.wabaId,
-          ...(alert.incident ? { incident: alert.incident } : {}),
-          error: String(err),
-        });
-      }),
+    // The log line only (no HTTP in a local activity): the run's sinks are the worker's, read at
+    // its start and before each level, so the other sinks are in `sinks` already.
+    (sink === 'log'
+      ? logger.deliverAlert(sink, { ...alert, runSinks: undefined })
+      : alerter.deliverAlert(sink, alert)
+    ).catch((err: unknown) => {
+      log.warn('alert sink failed after retries', {
+        sink,
+        wabaId: alert.wabaId,
+        ...(alert.incident ? { incident: alert.incident } : {}),
+        error: String(err),
+      });
+    }),
   );
 }

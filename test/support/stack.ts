@@ -99,7 +99,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         if (r.status === 200) return r.json as unknown as MessageView;
         if (r.status === 404) return undefined;
         if (r.status !== 429) throw new Error(`GET /v1/messages/${id}: ${r.status} ${JSON.stringify(r.json)}`);
-        await new Promise((res) => setTimeout(res, retryAfterMs(r.headers)));
+        await new Promise((res) => setTimeout(res, retryAfterMs(r.retryAfterSeconds)));
       }
     },
     lifecycleState: (wabaId: string) => queryLifecycleState(service.rt.launch, wabaId),
@@ -107,9 +107,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
 }
 
 /** A 429's `Retry-After` (seconds) in milliseconds, 1 s when absent. */
-function retryAfterMs(headers: Headers): number {
-  const s = Number(headers.get('retry-after'));
-  return Number.isFinite(s) && s > 0 ? s * 1000 : 1000;
+function retryAfterMs(seconds: number | undefined): number {
+  return seconds !== undefined && Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 1000;
 }
 
 /** Polls `fn` until it returns a truthy value (or throws the last error after `timeoutMs`). */
