@@ -24,6 +24,7 @@ import { countQueued, enqueue, loadEmptyQueue, type NewQueueEntry } from '../src
 import type { MessageDoc } from '../src/adapters/store/db';
 import type { DrainTuning } from '../activities/drain';
 import type { WabaState } from '../workflows/contracts';
+import { parseSqliteSynchronous } from '../tools/infra/servers';
 import {
   coresUsed,
   cpuSeconds,
@@ -80,6 +81,11 @@ const args = flags('drain', {
   'connect-timeout': { type: 'string', default: '300', help: 'seconds to wait for the WABA to be connected again' },
   'temporal-db': { type: 'string', default: 'memory', help: 'memory | file (temp SQLite file)' },
   'mongodb-uri': { type: 'string', help: 'use this MongoDB instead of starting FerretDB' },
+  synchronous: {
+    type: 'string',
+    default: 'normal',
+    help: "FerretDB's SQLite synchronous: normal (the wrapper's default) | full (FerretDB's: an fsync per commit)",
+  },
   'log-level': { type: 'string', default: 'warn', help: 'service log level (pino)' },
   workers: {
     type: 'string',
@@ -441,7 +447,11 @@ async function main(): Promise<void> {
   const jitterMs = int('jitter', args.jitter, 0);
   const started = nowMs();
 
-  const servers: BenchServers = await startServers('drain', { temporalDb, mongodbUri });
+  const synchronous = parseSqliteSynchronous(args.synchronous, '--synchronous') ?? 'normal';
+  const servers: BenchServers = await startServers('drain', {
+    temporalDb,
+    ...(mongodbUri ? { mongodbUri } : { ferretdbSynchronous: synchronous }),
+  });
   try {
     const cases: CaseResult[] = [];
     let ceiling: Awaited<ReturnType<typeof simulatorCeiling>> | undefined;
@@ -484,7 +494,7 @@ async function main(): Promise<void> {
       }
 
     const notes = [
-      `Temporal dev server ${temporalDb === 'file' ? 'on a temp SQLite file' : 'in memory'}; ${mongodbUri ? 'external MongoDB' : 'FerretDB 1.24 (SQLite) in a temp dir'}; simulator, worker and app in this process${workers > 1 ? `, plus ${workers - 1} worker process(es) (npm run worker) on the same task queue: the drain runs on whichever takes it, the cap is shared through the store` : ''}; a fresh service (database, task queue, simulator) per case.`,
+      `Temporal dev server ${temporalDb === 'file' ? 'on a temp SQLite file' : 'in memory'}; ${mongodbUri ? 'external MongoDB' : `FerretDB 1.24 (SQLite, synchronous=${synchronous}) in a temp dir`}; simulator, worker and app in this process${workers > 1 ? `, plus ${workers - 1} worker process(es) (npm run worker) on the same task queue: the drain runs on whichever takes it, the cap is shared through the store` : ''}; a fresh service (database, task queue, simulator) per case.`,
       fill === 'mixed'
         ? `Queue fill: all but the last ${enqueueSample} entries inserted in bulk exactly as enqueue() writes them; the last ${enqueueSample} through enqueue() (timed).`
         : `Queue fill: ${fill === 'enqueue' ? 'every entry through enqueue(), one by one (timed)' : 'every entry inserted in bulk as enqueue() writes it'}.`,
@@ -564,6 +574,7 @@ async function main(): Promise<void> {
         ceilingConcurrency,
         temporalDb,
         externalMongo: Boolean(mongodbUri),
+        ...(mongodbUri ? {} : { synchronous }),
         pairBurst: PAIR_BURST,
         pairIntervalMs: PAIR_INTERVAL_MS,
       },

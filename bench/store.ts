@@ -13,7 +13,15 @@
  * Reported: median and p95 per operation, and the ratio largest ÷ smallest size per operation
  * (flat means O(log n)).
  *
- * Run: npm run bench:store [-- --sizes 1000,10000,100000 --samples 200 --baseline-samples 20]
+ * `--synchronous full,normal` measures the index mode once per SQLite `synchronous` setting of the
+ * wrapper, each on its own fresh FerretDB, all running at once: every timed request goes to each of
+ * them in turn (the order rotating), so the machine's other load falls on all alike. It adds, per
+ * size and operation, the median of each setting ÷ the median of the last one listed (`findOne`
+ * commits nothing: its ratio shows what is noise). The no-index baseline runs once, with the last
+ * setting.
+ *
+ * Run: npm run bench:store [-- --sizes 1000,10000,100000 --samples 200 --baseline-samples 20
+ *      --synchronous full,normal]
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,7 +30,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { MongoClient, type Collection } from 'mongodb';
 import { ensureBinaries } from '../tools/infra/binaries';
-import { startFerretDb, type FerretDb } from '../tools/infra/servers';
+import { parseSqliteSynchronous, startFerretDb, type FerretDb, type SqliteSynchronous } from '../tools/infra/servers';
 import { flags, fmt, int, median, onInterrupt, percentile, runMain, table, writeResults } from './lib/report';
 
 const args = flags('store', {
@@ -41,6 +49,13 @@ const args = flags('store', {
   chunk: { type: 'string', default: '1000', help: 'documents per insertMany when loading' },
   seed: { type: 'string', default: '1', help: 'seed of the random _id choice' },
   'skip-baseline': { type: 'boolean', default: false, help: 'measure only with the index' },
+  synchronous: {
+    type: 'string',
+    default: 'normal',
+    help:
+      "FerretDB's SQLite synchronous, comma-separated (full,normal): the index mode once per setting; " +
+      'a ratio table against the last one listed',
+  },
 });
 
 const sizes = args.sizes.split(',').map((s) => int('sizes', s.trim()));
@@ -48,6 +63,11 @@ const samples = int('samples', args.samples);
 const baselineSamples = int('baseline-samples', args['baseline-samples']);
 const warmup = int('warmup', args.warmup, 0);
 const chunk = int('chunk', args.chunk);
+const syncs: SqliteSynchronous[] = [
+  ...new Set(args.synchronous.split(',').map((s) => parseSqliteSynchronous(s.trim(), '--synchronous') ?? 'normal')),
+];
+/** The setting the ratios divide by, and the one the no-index baseline runs with. */
+const reference = syncs[syncs.length - 1] ?? 'normal';
 
 const OPS = ['findOne', 'updateOne', 'deleteOne', 'insertOne'] as const;
 type Op = (typeof OPS)[number];
@@ -65,6 +85,7 @@ interface PointDoc {
 
 interface Case {
   mode: Mode;
+  sync: SqliteSynchronous;
   docs: number;
   loadMs: number;
   /** SQLite's plan for the find by `_id`, as `ferretdb-embedded explain` prints it. */
@@ -125,76 +146,133 @@ async function findPlan(binary: string, sqliteDir: string, db: string, collectio
   return /^find: (.*)$/m.exec(stdout)?.[1] ?? `(no plan in ${JSON.stringify(stdout)})`;
 }
 
-async function measureMode(binary: string, mode: Mode, tmpDir: string): Promise<Case[]> {
-  const sqliteDir = path.join(tmpDir, mode === 'index' ? 'index' : 'no-index');
-  const server: FerretDb = await startFerretDb({ binary, sqliteDir, logDir: tmpDir, idIndex: mode === 'index' });
-  const unregister = onInterrupt(() => server.stop());
-  const client = new MongoClient(server.uri, { maxPoolSize: 4 });
+interface Target {
+  sync: SqliteSynchronous;
+  sqliteDir: string;
+  server: FerretDb;
+  client: MongoClient;
+}
+
+/**
+ * One mode, one FerretDB per `synchronous` setting, all running at once. Each size is loaded into
+ * each (chunk by chunk, alternating), then every timed request goes to each server in turn (the
+ * order rotating per request), so a change in the machine's other load falls on every setting alike.
+ */
+async function measureMode(
+  binary: string,
+  mode: Mode,
+  modeSyncs: SqliteSynchronous[],
+  tmpDir: string,
+): Promise<Case[]> {
+  const targets: Target[] = [];
+  const unregister = onInterrupt(async () => {
+    await Promise.all(targets.map((t) => t.server.stop()));
+  });
   const n = mode === 'index' ? samples : baselineSamples;
   const cases: Case[] = [];
   try {
-    await client.connect();
-    const db = client.db('bench_store');
+    for (const sync of modeSyncs) {
+      const sqliteDir = path.join(tmpDir, `${mode === 'index' ? 'index' : 'no-index'}-${sync}`);
+      const server = await startFerretDb({
+        binary,
+        sqliteDir,
+        logDir: tmpDir,
+        idIndex: mode === 'index',
+        synchronous: sync,
+      });
+      const client = new MongoClient(server.uri, { maxPoolSize: 4 });
+      targets.push({ sync, sqliteDir, server, client });
+      await client.connect();
+    }
     for (const docs of sizes) {
       if (2 * n + warmup > docs) throw new Error(`--sizes ${docs} is too small for ${n} updates and deletes`);
       const name = `points_${docs}`;
-      const coll: Collection<PointDoc> = db.collection<PointDoc>(name);
-      const t0 = performance.now();
+      const colls = targets.map((t) => t.client.db('bench_store').collection<PointDoc>(name));
+      // Loaded chunk by chunk, each chunk into every target in turn (timed per target).
+      const loadMs = targets.map(() => 0);
       for (let from = 0; from < docs; from += chunk) {
         const batch = Array.from({ length: Math.min(chunk, docs - from) }, (_, k) => doc(docs, from + k));
-        await coll.insertMany(batch, { ordered: false });
-      }
-      const loadMs = performance.now() - t0;
-
-      let plan = await findPlan(binary, sqliteDir, 'bench_store', name);
-      if (mode === 'index') {
-        const deadline = Date.now() + 30_000;
-        while (!/^SEARCH .* USING INDEX coexist\$id\$/.test(plan)) {
-          if (Date.now() > deadline) throw new Error(`no _id index on ${name} after 30 s; plan: ${plan}`);
-          await new Promise((r) => setTimeout(r, 100));
-          plan = await findPlan(binary, sqliteDir, 'bench_store', name);
+        for (const [t, coll] of colls.entries()) {
+          const t0 = performance.now();
+          await coll.insertMany(batch, { ordered: false });
+          loadMs[t]! += performance.now() - t0;
         }
       }
-      say(`${mode}, ${docs} docs: loaded in ${fmt(loadMs / 1000, 1)} s; plan: ${plan}`);
+      const perTarget = new Map<Target, Case>();
+      for (const [t, target] of targets.entries()) {
+        let plan = await findPlan(binary, target.sqliteDir, 'bench_store', name);
+        if (mode === 'index') {
+          const deadline = Date.now() + 30_000;
+          while (!/^SEARCH .* USING INDEX coexist\$id\$/.test(plan)) {
+            if (Date.now() > deadline) throw new Error(`no _id index on ${name} after 30 s; plan: ${plan}`);
+            await new Promise((r) => setTimeout(r, 100));
+            plan = await findPlan(binary, target.sqliteDir, 'bench_store', name);
+          }
+        }
+        say(`${mode}, ${target.sync}, ${docs} docs: loaded in ${fmt(loadMs[t]! / 1000, 1)} s; plan: ${plan}`);
+        const ms: Record<Op, number[]> = { findOne: [], updateOne: [], deleteOne: [], insertOne: [] };
+        perTarget.set(target, { mode, sync: target.sync, docs, loadMs: loadMs[t]!, plan, ms });
+      }
 
       const rnd = random(int('seed', args.seed) + docs);
       const picked = distinct(docs, 2 * n + warmup, rnd);
       const updates = picked.slice(0, n);
       const deletes = picked.slice(n, 2 * n);
       const finds = Array.from({ length: n }, () => Math.floor(rnd() * docs));
-      for (const i of picked.slice(2 * n)) {
-        await coll.findOne({ _id: doc(docs, i)._id });
-        await coll.updateOne({ _id: doc(docs, i)._id }, { $set: { status: 'warm' } });
+      for (const coll of colls) {
+        for (const i of picked.slice(2 * n)) {
+          await coll.findOne({ _id: doc(docs, i)._id });
+          await coll.updateOne({ _id: doc(docs, i)._id }, { $set: { status: 'warm' } });
+        }
       }
 
-      const ms: Record<Op, number[]> = { findOne: [], updateOne: [], deleteOne: [], insertOne: [] };
+      /** Runs `fn` once against each target, starting with a different one each call. */
+      let turn = 0;
+      const eachTarget = async (op: Op, fn: (coll: Collection<PointDoc>) => Promise<void>): Promise<void> => {
+        for (let j = 0; j < targets.length; j++) {
+          const t = (turn + j) % targets.length;
+          await timed(perTarget.get(targets[t]!)!.ms[op], () => fn(colls[t]!));
+        }
+        turn++;
+      };
       for (const i of finds) {
-        await timed(ms.findOne, async () => {
+        await eachTarget('findOne', async (coll) => {
           if (!(await coll.findOne({ _id: doc(docs, i)._id }))) throw new Error(`findOne: msg-${docs}-${i} not found`);
         });
       }
       for (const [k, i] of updates.entries()) {
-        await timed(ms.updateOne, async () => {
+        await eachTarget('updateOne', async (coll) => {
           const res = await coll.updateOne({ _id: doc(docs, i)._id }, { $set: { status: 'sent', attempt: k + 1 } });
           if (res.modifiedCount !== 1) throw new Error(`updateOne: msg-${docs}-${i} modified ${res.modifiedCount}`);
         });
       }
       for (const i of deletes) {
-        await timed(ms.deleteOne, async () => {
+        await eachTarget('deleteOne', async (coll) => {
           const res = await coll.deleteOne({ _id: doc(docs, i)._id });
           if (res.deletedCount !== 1) throw new Error(`deleteOne: msg-${docs}-${i} deleted ${res.deletedCount}`);
         });
       }
-      for (let k = 0; k < n; k++) await timed(ms.insertOne, () => coll.insertOne(doc(docs, docs + k)));
-      cases.push({ mode, docs, loadMs, plan, ms });
-      say(
-        `${mode}, ${docs} docs: ` +
-          OPS.map((op) => `${op} ${fmt(median(ms[op]), 2)} ms (p95 ${fmt(percentile(ms[op], 95), 2)})`).join(', '),
-      );
+      for (let k = 0; k < n; k++) {
+        await eachTarget('insertOne', async (coll) => {
+          await coll.insertOne(doc(docs, docs + k));
+        });
+      }
+      for (const target of targets) {
+        const c = perTarget.get(target)!;
+        cases.push(c);
+        say(
+          `${mode}, ${target.sync}, ${docs} docs: ` +
+            OPS.map((op) => `${op} ${fmt(median(c.ms[op]), 2)} ms (p95 ${fmt(percentile(c.ms[op], 95), 2)})`).join(
+              ', ',
+            ),
+        );
+      }
     }
   } finally {
-    await client.close().catch(() => undefined);
-    await server.stop();
+    for (const t of targets) {
+      await t.client.close().catch(() => undefined);
+      await t.server.stop();
+    }
     unregister();
   }
   return cases;
@@ -207,22 +285,32 @@ async function main(): Promise<void> {
   const cases: Case[] = [];
   const started = Date.now();
   try {
-    const modes: Mode[] = args['skip-baseline'] ? ['index'] : ['index', 'no index'];
-    for (const mode of modes) cases.push(...(await measureMode(binary, mode, tmpDir)));
+    cases.push(...(await measureMode(binary, 'index', syncs, tmpDir)));
+    if (!args['skip-baseline']) cases.push(...(await measureMode(binary, 'no index', [reference], tmpDir)));
   } finally {
     fs.rmSync(tmpDir, { recursive: true, force: true });
     unregister();
   }
 
   const rows = cases.flatMap((c) =>
-    OPS.map((op) => [c.mode, c.docs, op, c.ms[op].length, fmt(median(c.ms[op]), 2), fmt(percentile(c.ms[op], 95), 2)]),
+    OPS.map((op) => [
+      c.mode,
+      c.sync,
+      c.docs,
+      op,
+      c.ms[op].length,
+      fmt(median(c.ms[op]), 2),
+      fmt(percentile(c.ms[op], 95), 2),
+    ]),
   );
-  process.stdout.write(`\n${table(['_id index', 'docs', 'operation', 'n', 'median ms', 'p95 ms'], rows)}\n`);
+  process.stdout.write(
+    `\n${table(['_id index', 'synchronous', 'docs', 'operation', 'n', 'median ms', 'p95 ms'], rows)}\n`,
+  );
 
   const small = Math.min(...sizes);
   const large = Math.max(...sizes);
-  const at = (mode: Mode, docs: number, op: Op): number[] | undefined =>
-    cases.find((c) => c.mode === mode && c.docs === docs)?.ms[op];
+  const at = (mode: Mode, docs: number, op: Op, sync: SqliteSynchronous = reference): number[] | undefined =>
+    cases.find((c) => c.mode === mode && c.sync === sync && c.docs === docs)?.ms[op];
   const ratio = (mode: Mode, op: Op, p: number): number => {
     const a = at(mode, large, op);
     const b = at(mode, small, op);
@@ -251,15 +339,48 @@ async function main(): Promise<void> {
       ratios,
     )}\n`,
   );
+  for (const other of syncs.filter((s) => s !== reference)) {
+    const syncRows = sizes.flatMap((docs) => {
+      const load = (s: SqliteSynchronous): number | undefined =>
+        cases.find((c) => c.mode === 'index' && c.sync === s && c.docs === docs)?.loadMs;
+      const [lo, lr] = [load(other), load(reference)];
+      return [
+        ...OPS.map((op) => {
+          const [o, r] = [at('index', docs, op, other), at('index', docs, op, reference)];
+          return [
+            docs,
+            op,
+            o ? fmt(median(o), 2) : 'n/a',
+            r ? fmt(median(r), 2) : 'n/a',
+            o && r ? `${fmt(median(o) / median(r), 2)}×` : 'n/a',
+          ];
+        }),
+        [
+          docs,
+          `load (insertMany of ${chunk})`,
+          lo === undefined ? 'n/a' : fmt(lo, 0),
+          lr === undefined ? 'n/a' : fmt(lr, 0),
+          lo && lr ? `${fmt(lo / lr, 2)}×` : 'n/a',
+        ],
+      ];
+    });
+    process.stdout.write(
+      `\nwith the index, same run: synchronous ${other} against ${reference}\n${table(
+        ['docs', 'operation', `${other}: median ms`, `${reference}: median ms`, `${other} ÷ ${reference}`],
+        syncRows,
+      )}\n`,
+    );
+  }
   const flat = OPS.filter((op) => op !== 'insertOne').every((op) => ratio('index', op, 50) <= 2);
   process.stdout.write(
     `\nwith the index, point operations ${flat ? 'stay' : 'do NOT stay'} within 2× from ${small} to ${large} documents (median); ${fmt((Date.now() - started) / 1000, 0)} s\n`,
   );
 
   const file = writeResults('store', {
-    params: { sizes, samples, baselineSamples, warmup, chunk, seed: args.seed },
+    params: { sizes, samples, baselineSamples, warmup, chunk, seed: args.seed, synchronous: syncs },
     cases: cases.map((c) => ({
       mode: c.mode,
+      synchronous: c.sync,
       docs: c.docs,
       loadMs: c.loadMs,
       plan: c.plan,

@@ -9,6 +9,9 @@
  * - TEMPORAL_CLI_PATH: the cached CLI binary, for a test that needs its own server:
  *   `TestWorkflowEnvironment.createLocal({ server: { executable: { type: 'existing-path', path } } })`
  *
+ * FerretDB runs with the wrapper's default SQLite `synchronous=NORMAL`, as `npm run dev` does;
+ * `DEV_SQLITE_SYNCHRONOUS=full` (read here too) runs the tests with an fsync per commit.
+ *
  * Quiet unless a binary has to be built first. KEEP_TEST_SERVERS=1 prints the addresses and
  * leaves both servers (and their temp dir, logs included) running after the run for inspection;
  * the teardown then prints how to stop them.
@@ -16,6 +19,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { parseSqliteSynchronous } from '../tools/infra/servers';
 import { startInfra, type Infra } from '../tools/stack';
 
 export interface TestServers {
@@ -34,7 +38,8 @@ export default async function globalSetup(): Promise<void> {
   const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'coexist-relay-test-'));
   let infra: Infra;
   try {
-    infra = await startInfra({ dir: tmpDir });
+    const synchronous = parseSqliteSynchronous(process.env.DEV_SQLITE_SYNCHRONOUS, 'DEV_SQLITE_SYNCHRONOUS');
+    infra = await startInfra({ dir: tmpDir, ...(synchronous ? { ferretdbSynchronous: synchronous } : {}) });
   } catch (err) {
     fs.rmSync(tmpDir, { recursive: true, force: true });
     throw err;

@@ -2,7 +2,9 @@
  * The dev launcher (`npm run dev`): the whole stack on one machine.
  *
  * - Temporal dev server (persistent SQLite file in `.data/`, Web UI on) unless TEMPORAL_ADDRESS is set;
- * - FerretDB (SQLite files in `.data/`) unless MONGODB_URI is set;
+ * - FerretDB (SQLite files in `.data/`) unless MONGODB_URI is set; SQLite `synchronous=NORMAL` (no
+ *   fsync per commit: a crash loses nothing, a power cut may lose the last commits), or
+ *   `DEV_SQLITE_SYNCHRONOUS=full` for an fsync per commit;
  * - the Meta Cloud API simulator unless GRAPH_API_BASE_URL is set;
  * - the worker and the HTTP server (with the outbox relay), in this process; with `DEV_SPLIT=1`
  *   as two child processes (`src/worker-main.ts`, `src/server-main.ts`, each with Node's heap
@@ -17,6 +19,7 @@ import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { REPO_ROOT } from './infra/binaries';
 import { startInfra } from './stack';
+import { parseSqliteSynchronous } from './infra/servers';
 import { ConfigError, loadConfig } from '../src/config';
 import { createLogger } from '../src/logger';
 import { onShutdown } from '../src/boot';
@@ -88,6 +91,7 @@ async function main(): Promise<void> {
   const dataDir = path.resolve(env.DEV_DATA_DIR ?? path.join(REPO_ROOT, '.data'));
   fs.mkdirSync(dataDir, { recursive: true });
   const stops: (() => Promise<void>)[] = [];
+  const synchronous = parseSqliteSynchronous(env.DEV_SQLITE_SYNCHRONOUS, 'DEV_SQLITE_SYNCHRONOUS');
 
   const infra = await startInfra({
     dir: dataDir,
@@ -98,6 +102,7 @@ async function main(): Promise<void> {
     temporalUiPort: Number(env.DEV_TEMPORAL_UI_PORT ?? 8233),
     temporalDbFile: path.join(dataDir, 'temporal.db'),
     ferretdbPort: Number(env.DEV_FERRETDB_PORT ?? 27018),
+    ...(synchronous ? { ferretdbSynchronous: synchronous } : {}),
   });
   env.TEMPORAL_ADDRESS = infra.temporalAddress;
   env.MONGODB_URI = infra.mongoUri;

@@ -25,7 +25,13 @@ import { startForwarder } from '../src/relay/forwarder';
 import { reportForwardBacklog } from '../src/relay/launch';
 import { SEARCH_ATTRIBUTES } from '../workflows/contracts';
 import { ensureBinaries } from './infra/binaries';
-import { startFerretDb, startTemporalDevServer, type FerretDb, type TemporalDevServer } from './infra/servers';
+import {
+  startFerretDb,
+  startTemporalDevServer,
+  type FerretDb,
+  type SqliteSynchronous,
+  type TemporalDevServer,
+} from './infra/servers';
 import { sendWebhook, startMetaSimulator, type MetaSimulator, type MetaSimulatorOptions } from './meta-sim/server';
 import { accountUpdatePayload, type AccountUpdateEvent, type AccountUpdateOptions } from './meta-sim/payloads';
 
@@ -43,6 +49,8 @@ export interface InfraOptions {
   temporalUi?: boolean;
   temporalUiPort?: number;
   ferretdbPort?: number;
+  /** FerretDB's SQLite `synchronous` (see `FerretDbOptions.synchronous`); default the wrapper's, `normal`. */
+  ferretdbSynchronous?: SqliteSynchronous;
   /** Where progress lines go (binary builds); default stderr. */
   log?: (line: string) => void;
 }
@@ -74,6 +82,7 @@ export async function startInfra(opts: InfraOptions): Promise<Infra> {
         sqliteDir: path.join(opts.dir, 'ferretdb'),
         logDir: opts.dir,
         ...(opts.ferretdbPort ? { port: opts.ferretdbPort } : {}),
+        ...(opts.ferretdbSynchronous ? { synchronous: opts.ferretdbSynchronous } : {}),
       });
     }
     if (!opts.temporalAddress) {

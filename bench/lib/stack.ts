@@ -27,6 +27,7 @@ import {
   type Service as StackService,
   type ServiceOptions as StackServiceOptions,
 } from '../../tools/stack';
+import type { SqliteSynchronous } from '../../tools/infra/servers';
 import { onInterrupt, traceCommands } from './report';
 
 export type TemporalDbMode = 'memory' | 'file';
@@ -46,6 +47,8 @@ export interface ServersOptions {
   temporalDb?: TemporalDbMode;
   /** Use this MongoDB instead of starting FerretDB (each service still gets its own database). */
   mongodbUri?: string;
+  /** FerretDB's SQLite `synchronous` (`--synchronous`); default the wrapper's, `normal`. */
+  ferretdbSynchronous?: SqliteSynchronous;
 }
 
 const say = (line: string): void => {
@@ -63,6 +66,7 @@ export async function startServers(name: string, opts: ServersOptions = {}): Pro
       dir: tmpDir,
       log: say,
       ...(opts.mongodbUri ? { mongodbUri: opts.mongodbUri } : {}),
+      ...(opts.ferretdbSynchronous ? { ferretdbSynchronous: opts.ferretdbSynchronous } : {}),
       ...(temporalDb === 'file' ? { temporalDbFile: path.join(tmpDir, 'temporal.sqlite') } : {}),
     });
   } catch (err) {
@@ -71,7 +75,7 @@ export async function startServers(name: string, opts: ServersOptions = {}): Pro
   }
   say(
     `Temporal dev server ${infra.temporalAddress} (${temporalDb === 'file' ? `SQLite file ${infra.temporal?.dbFile}` : 'in-memory'}), ` +
-      `${infra.ferretdb ? `FerretDB ${infra.mongoUri}` : `external MongoDB ${infra.mongoUri}`}; logs in ${tmpDir}`,
+      `${infra.ferretdb ? `FerretDB ${infra.mongoUri} (synchronous ${opts.ferretdbSynchronous ?? 'normal'})` : `external MongoDB ${infra.mongoUri}`}; logs in ${tmpDir}`,
   );
   let stopping: Promise<void> | undefined;
   const stopAll = (keepDir: boolean): Promise<void> =>

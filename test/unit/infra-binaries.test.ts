@@ -13,6 +13,7 @@ import {
   parseGoVersion,
   temporalBinary,
 } from '../../tools/infra/binaries';
+import { parseSqliteSynchronous } from '../../tools/infra/servers';
 
 const home = '/home/dev';
 
@@ -76,5 +77,17 @@ describe('Go versions', () => {
     expect(goDirective('module m\n\ngo 1.24\n\nrequire x v1\n')).toBe('1.24');
     expect(goDirective('module m\ngo 1.25.0\ntoolchain go1.25.3\n')).toBe('1.25.0');
     expect(goDirective(fs.readFileSync(path.join(FERRETDB_WRAPPER_DIR, 'go.mod'), 'utf8'))).toBe('1.24');
+  });
+});
+
+describe("the launchers' SQLite synchronous choice", () => {
+  it('leaves an absent or empty value to the wrapper, reads normal and full in any case, refuses the rest', () => {
+    expect(parseSqliteSynchronous(undefined, 'X')).toBeUndefined();
+    expect(parseSqliteSynchronous('', 'X')).toBeUndefined();
+    expect(parseSqliteSynchronous('normal', 'X')).toBe('normal');
+    expect(parseSqliteSynchronous('FULL', 'X')).toBe('full');
+    expect(() => parseSqliteSynchronous('off', 'DEV_SQLITE_SYNCHRONOUS')).toThrow(
+      /DEV_SQLITE_SYNCHRONOUS.*normal or full/,
+    );
   });
 });

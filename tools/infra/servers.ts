@@ -26,7 +26,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { MongoClient } from 'mongodb';
-import { ferretdbBinary, temporalBinary } from './binaries';
+import { InfraError, ferretdbBinary, temporalBinary } from './binaries';
 
 export type SearchAttributeTypeName = 'Text' | 'Keyword' | 'Int' | 'Double' | 'Bool' | 'Datetime' | 'KeywordList';
 
@@ -118,8 +118,30 @@ export interface FerretDbOptions {
    * default true. `false` (`--no-id-index`) is FerretDB as released: point operations scan.
    */
   idIndex?: boolean;
+  /**
+   * SQLite's `synchronous` for every database (`--sqlite-synchronous`); default the wrapper's,
+   * `normal`: no fsync per commit, nothing lost when a process crashes, the last commits may be lost
+   * on a power cut (the database stays consistent). `full` is FerretDB as released: an fsync per
+   * commit.
+   */
+  synchronous?: SqliteSynchronous;
   /** Default 30 s. */
   readyTimeoutMs?: number;
+}
+
+/** The wrapper's `--sqlite-synchronous` values (infra/ferretdb/main.go). */
+export const SQLITE_SYNCHRONOUS = ['normal', 'full'] as const;
+export type SqliteSynchronous = (typeof SQLITE_SYNCHRONOUS)[number];
+
+/**
+ * Reads a launcher's `--sqlite-synchronous` choice (an env variable or a flag; `name` says which
+ * in the error). Empty or absent: undefined, i.e. the wrapper's default.
+ */
+export function parseSqliteSynchronous(value: string | undefined, name: string): SqliteSynchronous | undefined {
+  if (!value) return undefined;
+  const v = value.toLowerCase();
+  if ((SQLITE_SYNCHRONOUS as readonly string[]).includes(v)) return v as SqliteSynchronous;
+  throw new InfraError(`reading ${name}`, `expected ${SQLITE_SYNCHRONOUS.join(' or ')}, got ${JSON.stringify(value)}`);
 }
 
 export interface FerretDb extends ServerProcess {
@@ -288,6 +310,7 @@ export async function startFerretDb(opts: FerretDbOptions): Promise<FerretDb> {
     opts.logLevel ?? 'warn',
   ];
   if (opts.idIndex === false) args.push('--no-id-index');
+  if (opts.synchronous) args.push('--sqlite-synchronous', opts.synchronous);
   const proc = launch('FerretDB', opts.binary ?? ferretdbBinary(), args, opts.logDir, `ferretdb-${port}.log`);
   const uri = `mongodb://${ip}:${port}/`;
   try {
