@@ -255,7 +255,13 @@ describe('send gate: causes, probes, ordering and the way back', () => {
     expect(await stack.webhook(failedStatus(view!.wamid!, `${id}#2`))).toBe(200);
     await eventually(
       async () => (await doc(wabaId))!.events.filter((e) => e.type === 'SEND_ACCOUNT_UNUSABLE').length === 2,
-    );
+    ).catch(async (err: unknown) => {
+      // For a failure in CI: what the WABA's log holds (a wrong count, or the event never applied).
+      console.log(
+        JSON.stringify((await doc(wabaId))?.events.map(({ type, outcome, detail }) => ({ type, outcome, detail }))),
+      );
+      throw err;
+    });
     await new Promise((r) => setTimeout(r, 1_000)); // a wrong re-queue would show within a second
     expect((await stack.message(id))?.history).toHaveLength(4);
     expect((await stack.message(id))?.status).toBe('sent');
