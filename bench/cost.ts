@@ -396,8 +396,9 @@ runMain(async () => {
     rows.push({
       name: 'idle paused WABA-hour, 2 queued',
       events: perHour(idle.history.events),
-      writes: perHour(idle.db.writes),
-      reads: perHour(idle.db.reads),
+      // The outbox relay's sweep (the `service` source) is a background loop, reported below.
+      writes: perHour(idle.db.writes - (idle.dbBySource.service?.writes ?? 0)),
+      reads: perHour(idle.db.reads - (idle.dbBySource.service?.reads ?? 0)),
       budget: {},
       note:
         `measured in the window, scaled to an hour (${otherIdleEvents} events not of the send workflows; the ` +
