@@ -10,6 +10,7 @@ import {
   proxyLocalActivities,
   setCurrentDetails,
   setHandler,
+  sleep,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -71,6 +72,8 @@ const drainer = proxyActivities<Activities>({
 const prober = proxyActivities<Pick<Activities, 'probeGate'>>(ALERT_ACTIVITY_OPTIONS);
 
 const RECENT_KEYS = 200;
+/** Events applied in one workflow task at most before it is closed (see the loop). */
+const STEPS_PER_TASK = 8;
 const EMPTY_DRAIN: DrainResult = { sent: 0, failed: 0, expired: 0, alreadySettled: 0 };
 
 /**
@@ -359,7 +362,15 @@ export async function wabaLifecycleWorkflow(
 
   await run.open();
   const wake = (): boolean => run.hasInput();
+  let stepsInTask = 0;
   for (;;) {
+    // A flood of one WABA's events applies many steps, each with its local activities, without
+    // waiting: every few steps the task is closed (a 1 ms timer), so their markers are recorded and
+    // no single workflow task grows past its timeout (a failed task would run them all again).
+    if (stepsInTask >= STEPS_PER_TASK) {
+      stepsInTask = 0;
+      await sleep(1);
+    }
     // Long offboardings stay within history limits: the WABA document carries the state over.
     if (workflowInfo().continueAsNewSuggested && !run.drainRunning && !run.operatorRequest) {
       // An operator update may be waiting for the loop: let it in before handing over, or it
@@ -370,6 +381,7 @@ export async function wabaLifecycleWorkflow(
     }
     const event = run.inbox.shift();
     if (event) {
+      stepsInTask++;
       await run.step({ kind: 'event', event });
       run.eventsApplied++;
       continue;
@@ -391,6 +403,7 @@ export async function wabaLifecycleWorkflow(
       await run.applyProbe(result);
       continue;
     }
+    stepsInTask = 0;
     run.flushAttributes();
     const waba = run.waba!;
     const next = nextWakeUp(waba, run.settings, run.drainRunning, Date.now());
