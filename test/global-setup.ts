@@ -8,6 +8,7 @@
  * - MONGODB_URI (`mongodb://127.0.0.1:<port>/`)
  * - TEMPORAL_CLI_PATH: the cached CLI binary, for a test that needs its own server:
  *   `TestWorkflowEnvironment.createLocal({ server: { executable: { type: 'existing-path', path } } })`
+ * - TEST_SERVER_PIDS: `<temporal pid>,<ferretdb pid>`, for a test that measures the stack's memory
  *
  * Quiet unless a binary has to be built first. KEEP_TEST_SERVERS=1 prints the addresses and
  * leaves both servers (and their temp dir, logs included) running after the run for inspection;
@@ -44,6 +45,7 @@ export default async function globalSetup(): Promise<void> {
   process.env.TEMPORAL_NAMESPACE = infra.temporalNamespace;
   process.env.MONGODB_URI = infra.mongoUri;
   process.env.TEMPORAL_CLI_PATH = infra.temporalCli;
+  process.env.TEST_SERVER_PIDS = [infra.temporal?.pid, infra.ferretdb?.pid].filter((p) => p !== undefined).join(',');
   globalThis.__coexistRelayTestServers = { infra, tmpDir };
 
   if (keep) {
