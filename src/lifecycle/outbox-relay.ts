@@ -34,8 +34,9 @@ export interface OutboxRelayOptions {
   maxBackoffMs?: number;
   /** Events of one WABA handed over per turn, before the WABAs waiting behind it get theirs. Default 32. */
   sliceEvents?: number;
-  /** Events of one WABA handed over per second once a burst of `sliceEvents` is spent. Default 10
-   *  (a flood of signals makes one workflow replay ever longer histories; Meta sends a WABA a few). */
+  /** Events of one WABA handed over per second once a burst of `sliceEvents` is spent. Default 5,
+   *  Temporal's advice for one workflow's sustained signal rate (a flood makes one run's history
+   *  and workflow tasks ever longer and takes the worker from the others; Meta sends a WABA a few). */
   wabaEventsPerSec?: number;
   /** Lifecycle events the relay keeps in memory (beyond them a delivery's events are read again
    *  from the store when one of its WABAs has its turn). Default 50,000 (about 25 MB). */
@@ -127,7 +128,7 @@ export function startOutboxRelay(
   const initialBackoffMs = options.initialBackoffMs ?? 500;
   const maxBackoffMs = options.maxBackoffMs ?? 30_000;
   const sliceEvents = options.sliceEvents ?? 32;
-  const wabaEventsPerSec = options.wabaEventsPerSec ?? 10;
+  const wabaEventsPerSec = options.wabaEventsPerSec ?? 5;
   const maxLoadedEvents = options.maxLoadedEvents ?? 50_000;
   const leaseMs = options.leaseMs ?? 30_000;
   const relayId = randomBytes(6).toString('hex');
