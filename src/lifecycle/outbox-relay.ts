@@ -362,6 +362,16 @@ export function startOutboxRelay(
     return false;
   }
 
+  /** A store step of a turn: its result, or undefined once its failure is recorded (back-off). */
+  async function orFail<T>(wabaId: string, step: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await step();
+    } catch (err) {
+      failed(wabaId, err);
+      return undefined;
+    }
+  }
+
   /** One turn of a WABA: up to `sliceEvents` of its events from its oldest pending delivery. */
   async function turn(wabaId: string): Promise<void> {
     const d = byWaba.get(wabaId)?.[0];
@@ -371,13 +381,8 @@ export function startOutboxRelay(
       resweep = true;
       return;
     }
-    let won: boolean;
-    try {
-      won = await claim(d);
-    } catch (err) {
-      failed(wabaId, err);
-      return;
-    }
+    const won = await orFail(wabaId, () => claim(d));
+    if (won === undefined) return;
     if (!won) {
       othersHold.set(d._id, [...new Set([...d.left, ...(d.byWaba?.keys() ?? [])])]);
       drop(d);
@@ -386,13 +391,8 @@ export function startOutboxRelay(
     }
     d.users++;
     try {
-      let present: boolean;
-      try {
-        present = await load(d);
-      } catch (err) {
-        failed(wabaId, err);
-        return;
-      }
+      const present = await orFail(wabaId, () => load(d));
+      if (present === undefined) return;
       if (!present) {
         // Deleted: another relay finished it.
         drop(d);
