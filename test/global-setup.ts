@@ -8,6 +8,7 @@
  * - MONGODB_URI (`mongodb://127.0.0.1:<port>/`)
  * - TEMPORAL_CLI_PATH: the cached CLI binary, for a test that needs its own server:
  *   `TestWorkflowEnvironment.createLocal({ server: { executable: { type: 'existing-path', path } } })`
+ * - TEST_SERVER_PIDS: `<temporal pid>,<ferretdb pid>`, for a test that measures the stack's memory
  *
  * FerretDB runs with the wrapper's default SQLite `synchronous=NORMAL`, as `npm run dev` does;
  * `DEV_SQLITE_SYNCHRONOUS=full` (read here too) runs the tests with an fsync per commit.
@@ -49,6 +50,7 @@ export default async function globalSetup(): Promise<void> {
   process.env.TEMPORAL_NAMESPACE = infra.temporalNamespace;
   process.env.MONGODB_URI = infra.mongoUri;
   process.env.TEMPORAL_CLI_PATH = infra.temporalCli;
+  process.env.TEST_SERVER_PIDS = [infra.temporal?.pid, infra.ferretdb?.pid].filter((p) => p !== undefined).join(',');
   globalThis.__coexistRelayTestServers = { infra, tmpDir };
 
   if (keep) {

@@ -8,13 +8,13 @@ import {
   recordAccountEvents,
   releaseClaim,
   lifecycleEventOf,
+  deliveryEvents,
   markHandedOver,
   pendingDeliveries,
   wasHandedOver,
 } from '../adapters/store/outbox';
 import { releaseGateHold } from '../adapters/store/gate-holds';
 import { HOLDING_EVENTS } from '../sending/admission';
-import { createLimiter } from '../util/limit';
 import { deliverLifecycleEvent, type LaunchDeps } from './launch';
 import { auditOfDelivery, type OutboxNotifier } from './ingest';
 
@@ -32,8 +32,15 @@ export interface OutboxRelayOptions {
   /** First and longest pause after a failed hand-over (doubling). Default 500 ms and 30 s. */
   initialBackoffMs?: number;
   maxBackoffMs?: number;
-  /** Events handed over per pass (at least one delivery). Default 2,000. */
-  batchEvents?: number;
+  /** Events of one WABA handed over per turn, before the WABAs waiting behind it get theirs. Default 32. */
+  sliceEvents?: number;
+  /** Events of one WABA handed over per second once a burst of `sliceEvents` is spent. Default 5,
+   *  Temporal's advice for one workflow's sustained signal rate (a flood makes one run's history
+   *  and workflow tasks ever longer and takes the worker from the others; Meta sends a WABA a few). */
+  wabaEventsPerSec?: number;
+  /** Lifecycle events the relay keeps in memory (beyond them a delivery's events are read again
+   *  from the store when one of its WABAs has its turn). Default 50,000 (about 25 MB). */
+  maxLoadedEvents?: number;
   /** Length of a claim on a delivery (see `outbox_claims`). Default 30 s. */
   leaseMs?: number;
 }
@@ -44,29 +51,55 @@ export interface OutboxRelay extends OutboxNotifier {
   readonly pending: number;
   /** Resolves once the relay holds nothing (tests, benchmarks). */
   idle(): Promise<void>;
-  /** Stops after the pass in progress (bounded by `deadlineMs` per WABA). Idempotent. */
+  /** Stops after the turns in progress (each bounded by `deadlineMs` per event). Idempotent. */
   stop(): Promise<void>;
 }
 
 /** Deliveries the audit lane audits and deletes at once. */
 const AUDITS_AT_ONCE = 8;
+/** Deliveries without lifecycle events claimed (and passed to the audit lane) per loop round. */
+const EMPTY_AT_ONCE = 64;
 
-type Held = Pick<OutboxDoc, '_id' | 'events' | 'auditCount'> & {
+/** A delivery the relay holds: ids and counters always, its events only while loaded. */
+interface Held {
+  _id: string;
   receivedAtMs: number;
-  lease?: number;
+  auditCount: number;
   /** The delivery's forward targets as recorded (none: it is deleted at once when done). */
   forward: string[];
-};
+  /** WABAs whose events in this delivery are not all handed over (from `wabaIds`, then the events). */
+  left: Set<string>;
+  /** Per WABA, how many of its events in this delivery are handed over (in body order). */
+  handed: Map<string, number>;
+  /** The current lease held, and the claim of a lease being taken (shared by concurrent turns). */
+  lease?: number;
+  claim?: { lease: number; won: Promise<boolean> };
+  /** Loaded: the events in body order and each WABA's positions in them. */
+  events?: OutboxEvent[];
+  byWaba?: Map<string, number[]>;
+  loading?: Promise<boolean>;
+  /** Turns using `events` now (not evicted while > 0). */
+  users: number;
+  /** Another relay won its lease, or the store no longer has it: this relay leaves it. */
+  dropped?: boolean;
+}
 
 /**
  * The outbox relay: hands the lifecycle events of recorded webhook deliveries (`outbox`) to their
  * workflows through `deliverLifecycleEvent`, audits each in `account_events` (`signalled`), then,
  * in a lane of its own, audits the delivery's other events (one insert) and deletes the delivery.
  *
- * - Order: passes run one at a time; within a pass, a WABA's events go one after the other in
- *   arrival order (deliveries by `_id`, events in body order), different WABAs in parallel (at most
- *   `concurrency`). When one of a WABA's events fails, that WABA's later events wait for the next
- *   pass, so the order holds; the relay then pauses with exponential back-off.
+ * - Fair across WABAs: WABAs take turns (round-robin, at most `concurrency` at once); a turn hands
+ *   over at most `sliceEvents` of one WABA's events, from its oldest pending delivery, and the WABA
+ *   then goes to the back of the line. So a WABA's new event waits for at most one turn of each
+ *   WABA ahead of it, however many events the others (or one huge delivery) still have pending.
+ * - Order: a WABA's events go one after the other in arrival order (deliveries by `_id`, events in
+ *   body order), different WABAs in parallel. When one of a WABA's events fails, that WABA's later
+ *   events wait for its next turn, so the order holds; the relay then pauses new turns with
+ *   exponential back-off.
+ * - Memory: the relay holds each delivery's ids and per-WABA counters; at most about
+ *   `maxLoadedEvents` events are in memory (least recently used deliveries are let go and read
+ *   again by `_id` at their WABA's next turn); the sweep reads no events.
  * - At least once, applied once: an event whose key is already audited is skipped (a redelivery,
  *   or a delivery another relay finished). A crash between the signal and the audit hands the event
  *   over again; the workflow ignores a key it has seen in the open run.
@@ -74,8 +107,13 @@ type Held = Pick<OutboxDoc, '_id' | 'events' | 'auditCount'> & {
  *   `sweepAfterMs` (a process that crashed, or one still busy) are looked at by every relay. A
  *   relay works on a delivery only while it holds the delivery's current lease (`outbox_claims`,
  *   one insert per lease of `leaseMs`, which only one relay wins), so two relays hand the same
- *   event over at once only when one pass outlasts a lease. No read-modify-write: the only writes
- *   are insert-only claims and audits (a duplicate key is the same fact) and deletes by `_id`.
+ *   event over at once only when one turn outlasts a lease. A WABA whose earlier delivery another
+ *   relay holds waits until the sweep no longer finds that delivery pending. No read-modify-write:
+ *   the only writes are insert-only claims and audits (a duplicate key is the same fact) and
+ *   deletes by `_id`.
+ * - Cost per lifecycle event, as before: one read of its audit, one signal-with-start, one delete
+ *   of a gate hold (closures only), one audit insert. Per delivery: a claim insert per lease, the
+ *   audit insert and the delete; a read of its events by `_id` when they were not kept in memory.
  */
 export function startOutboxRelay(
   deps: { c: Collections; launch: LaunchDeps; logger: Logger },
@@ -89,19 +127,42 @@ export function startOutboxRelay(
   const sweepAfterMs = options.sweepAfterMs ?? 10_000;
   const initialBackoffMs = options.initialBackoffMs ?? 500;
   const maxBackoffMs = options.maxBackoffMs ?? 30_000;
-  const batchEvents = options.batchEvents ?? 2_000;
+  const sliceEvents = options.sliceEvents ?? 32;
+  const wabaEventsPerSec = options.wabaEventsPerSec ?? 5;
+  const maxLoadedEvents = options.maxLoadedEvents ?? 50_000;
   const leaseMs = options.leaseMs ?? 30_000;
   const relayId = randomBytes(6).toString('hex');
 
-  /** Deliveries held, in `_id` (arrival) order; `ids` also covers the pass in progress. */
-  let held: Held[] = [];
+  /** Deliveries held and not handed over yet; `ids` also covers those in the audit lane. */
+  const held = new Map<string, Held>();
   const ids = new Set<string>();
+  /** Per WABA, the held deliveries that still have events of it, in `_id` (arrival) order. */
+  const byWaba = new Map<string, Held[]>();
+  /** Held deliveries with no lifecycle events (nothing to hand over: claim, then audit). */
+  const empty: Held[] = [];
+  /** The line of WABAs waiting for a turn, and the WABAs in it or having one now. */
+  const line: string[] = [];
+  const inLine = new Set<string>();
+  const busy = new Set<string>();
+  /** WABAs waiting for another relay's delivery: back in line after the next sweep. */
+  const parked = new Set<string>();
+  /** Each WABA's pace (a token bucket of `sliceEvents`, refilled at `wabaEventsPerSec`), and the
+   *  WABAs resting until their next event is due (back in line then). Only WABAs with work. */
+  const pace = new Map<string, { tokens: number; at: number }>();
+  const resting = new Map<string, NodeJS.Timeout>();
+  /** Loaded deliveries, least recently used first, and their events in all. */
+  const loaded = new Map<string, Held>();
+  let loadedEvents = 0;
   /** Deliveries another relay holds (lease lost), by id → their WABA ids: this relay hands over
    *  none of those WABAs' later events until the sweep no longer finds the delivery pending. */
   const othersHold = new Map<string, string[]>();
   let stopped = false;
   let wake: (() => void) | undefined;
-  let backingOff = false;
+  let backoff = 0;
+  let backoffUntil = 0;
+  let resweep = false;
+  let failures = 0;
+  let firstFailure: { wabaId: string; key?: string; err: string } | undefined;
 
   const sleep = (ms: number) =>
     new Promise<void>((resolve) => {
@@ -114,15 +175,287 @@ export function startOutboxRelay(
       wake = done;
     });
 
-  function hold(doc: Pick<OutboxDoc, '_id' | 'events' | 'receivedAt' | 'auditCount' | 'forward'>): void {
+  function enqueue(wabaId: string): void {
+    if (inLine.has(wabaId) || busy.has(wabaId) || resting.has(wabaId)) return;
+    if (!byWaba.get(wabaId)?.length) {
+      pace.delete(wabaId);
+      return;
+    }
+    inLine.add(wabaId);
+    line.push(wabaId);
+  }
+
+  /** Adds `d` to `wabaId`'s deliveries, in `_id` order (a swept delivery can be older than held ones). */
+  function addWaba(d: Held, wabaId: string): void {
+    d.left.add(wabaId);
+    const list = byWaba.get(wabaId);
+    if (!list) byWaba.set(wabaId, [d]);
+    else if (list[list.length - 1]!._id < d._id) list.push(d);
+    else if (!list.includes(d)) {
+      list.push(d);
+      list.sort((a, b) => (a._id < b._id ? -1 : a._id > b._id ? 1 : 0));
+    }
+    enqueue(wabaId);
+  }
+
+  function removeWaba(d: Held, wabaId: string): void {
+    d.left.delete(wabaId);
+    const list = byWaba.get(wabaId);
+    if (!list) return;
+    const i = list.indexOf(d);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) byWaba.delete(wabaId);
+  }
+
+  function setEvents(d: Held, events: OutboxEvent[]): void {
+    const positions = new Map<string, number[]>();
+    events.forEach((e, i) => {
+      const list = positions.get(e.wabaId);
+      if (list) list.push(i);
+      else positions.set(e.wabaId, [i]);
+    });
+    d.events = events;
+    d.byWaba = positions;
+    loaded.set(d._id, d);
+    loadedEvents += events.length;
+    // The events decide which WABAs are left (`wabaIds` is a hint: a service event names one).
+    for (const w of [...d.left]) if ((positions.get(w)?.length ?? 0) <= (d.handed.get(w) ?? 0)) removeWaba(d, w);
+    for (const [w, list] of positions) if (list.length > (d.handed.get(w) ?? 0) && !d.left.has(w)) addWaba(d, w);
+  }
+
+  function unload(d: Held): void {
+    if (!d.events) return;
+    loadedEvents -= d.events.length;
+    loaded.delete(d._id);
+    d.events = undefined;
+    d.byWaba = undefined;
+  }
+
+  /** Lets the least recently used deliveries' events go until at most `maxLoadedEvents` are held. */
+  function evict(): void {
+    if (loadedEvents <= maxLoadedEvents) return;
+    for (const d of [...loaded.values()]) {
+      if (loadedEvents <= maxLoadedEvents) break;
+      if (d.users === 0) unload(d);
+    }
+  }
+
+  /** The delivery's events, read by `_id` when not in memory; false once the store no longer has it. */
+  async function load(d: Held): Promise<boolean> {
+    if (d.events) {
+      loaded.delete(d._id);
+      loaded.set(d._id, d);
+      return true;
+    }
+    d.loading ??= deliveryEvents(c, d._id).then(
+      (events) => {
+        d.loading = undefined;
+        if (events === undefined) return false;
+        if (!d.events && !d.dropped) setEvents(d, events);
+        return true;
+      },
+      (err: unknown) => {
+        d.loading = undefined;
+        throw err;
+      },
+    );
+    return d.loading;
+  }
+
+  function hold(
+    doc: Pick<OutboxDoc, '_id' | 'receivedAt' | 'auditCount' | 'forward' | 'wabaIds'> & { events?: OutboxEvent[] },
+  ): void {
     if (ids.has(doc._id)) return;
     ids.add(doc._id);
-    held.push({
+    const d: Held = {
       _id: doc._id,
-      events: doc.events,
       auditCount: doc.auditCount ?? 0,
       forward: doc.forward ?? [],
       receivedAtMs: Date.parse(doc.receivedAt),
+      left: new Set(),
+      handed: new Map(),
+      users: 0,
+    };
+    held.set(d._id, d);
+    if (doc.events) {
+      setEvents(d, doc.events);
+      evict();
+    } else for (const w of doc.wabaIds ?? []) addWaba(d, w);
+    if (d.left.size === 0) empty.push(d);
+  }
+
+  /** Leaves a delivery: another relay holds it, or it is gone from the store. */
+  function drop(d: Held): void {
+    if (d.dropped) return;
+    d.dropped = true;
+    for (const w of [...d.left]) {
+      removeWaba(d, w);
+      enqueue(w);
+    }
+    held.delete(d._id);
+    unload(d);
+    ids.delete(d._id);
+  }
+
+  /** All its events are handed over: to the audit lane (which deletes it once the rest is audited). */
+  function handedOver(d: Held): void {
+    if (d.dropped || !held.has(d._id)) return;
+    held.delete(d._id);
+    unload(d);
+    auditQueue.push(d);
+    auditWake?.();
+  }
+
+  /** This relay's lease on a delivery (renewed by inserting the next lease's claim); false when
+   *  another relay holds the current lease. Concurrent turns on one delivery share the claim. */
+  function claim(d: Held): Promise<boolean> {
+    const lease = Math.max(0, Math.floor((Date.now() - d.receivedAtMs) / leaseMs));
+    if (d.lease === lease) return Promise.resolve(true);
+    if (d.claim?.lease === lease) return d.claim.won;
+    const won = claimDelivery(c, d._id, lease, relayId).then(
+      (ok) => {
+        if (ok) d.lease = lease;
+        return ok;
+      },
+      (err: unknown) => {
+        if (d.claim?.won === won) d.claim = undefined;
+        throw err;
+      },
+    );
+    d.claim = { lease, won };
+    return won;
+  }
+
+  function failed(wabaId: string, err: unknown, key?: string): void {
+    failures++;
+    firstFailure ??= { wabaId, ...(key ? { key } : {}), err: String(err).slice(0, 500) };
+    backoff = backoff === 0 ? initialBackoffMs : Math.min(maxBackoffMs, backoff * 2);
+    backoffUntil = Date.now() + backoff;
+  }
+
+  /** Per-WABA order across relays: true while an earlier delivery of the WABA is another relay's. */
+  function heldElsewhere(wabaId: string, d: Held): boolean {
+    for (const [id, wabas] of othersHold) if (id < d._id && wabas.includes(wabaId)) return true;
+    return false;
+  }
+
+  /** Takes one of the WABA's tokens; else puts it to rest until one is due and returns false. */
+  function paced(wabaId: string): boolean {
+    const now = Date.now();
+    const p = pace.get(wabaId) ?? { tokens: sliceEvents, at: now };
+    p.tokens = Math.min(sliceEvents, p.tokens + ((now - p.at) * wabaEventsPerSec) / 1000);
+    p.at = now;
+    pace.set(wabaId, p);
+    if (p.tokens >= 1) {
+      p.tokens -= 1;
+      return true;
+    }
+    const dueMs = Math.ceil(((1 - p.tokens) * 1000) / wabaEventsPerSec);
+    resting.set(
+      wabaId,
+      setTimeout(() => {
+        resting.delete(wabaId);
+        enqueue(wabaId);
+        wake?.();
+      }, dueMs),
+    );
+    return false;
+  }
+
+  /** A store step of a turn: its result, or undefined once its failure is recorded (back-off). */
+  async function orFail<T>(wabaId: string, step: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await step();
+    } catch (err) {
+      failed(wabaId, err);
+      return undefined;
+    }
+  }
+
+  /** One turn of a WABA: up to `sliceEvents` of its events from its oldest pending delivery. */
+  async function turn(wabaId: string): Promise<void> {
+    const d = byWaba.get(wabaId)?.[0];
+    if (!d) return;
+    if (heldElsewhere(wabaId, d)) {
+      parked.add(wabaId);
+      resweep = true;
+      return;
+    }
+    const won = await orFail(wabaId, () => claim(d));
+    if (won === undefined) return;
+    if (!won) {
+      othersHold.set(d._id, [...new Set([...d.left, ...(d.byWaba?.keys() ?? [])])]);
+      drop(d);
+      resweep = true;
+      return;
+    }
+    d.users++;
+    try {
+      const present = await orFail(wabaId, () => load(d));
+      if (present === undefined) return;
+      if (!present) {
+        // Deleted: another relay finished it.
+        drop(d);
+        return;
+      }
+      const positions = d.byWaba?.get(wabaId) ?? [];
+      const events = d.events!;
+      const first = d.handed.get(wabaId) ?? 0;
+      let n = first;
+      const end = Math.min(positions.length, n + sliceEvents);
+      for (; n < end && !d.dropped && !stopped; n++) {
+        const event = events[positions[n]!]!;
+        try {
+          if (await wasHandedOver(c, event.key)) {
+            // A redelivery's sink recorded a new hold: the workflow has this event already.
+            if (HOLDING_EVENTS.has(event.type)) await releaseGateHold(c, wabaId);
+            d.handed.set(wabaId, n + 1);
+            continue;
+          }
+          if (!paced(wabaId)) break;
+          await deliverLifecycleEvent(launch, lifecycleEventOf(event), { deadlineMs });
+          // The workflow has the closure now: its state decides the gate from here on.
+          if (HOLDING_EVENTS.has(event.type)) await releaseGateHold(c, wabaId);
+          await markHandedOver(c, {
+            _id: event.key,
+            wabaId,
+            event: event.type,
+            ...(event.metaTime !== undefined ? { metaTime: event.metaTime } : {}),
+            entryId: event.entryId,
+            raw: event.raw,
+            receivedAt: event.receivedAt,
+            outcome: 'signalled',
+            handedOverAt: new Date().toISOString(),
+            deliveryId: d._id,
+          });
+          d.handed.set(wabaId, n + 1);
+        } catch (err) {
+          failed(wabaId, err, event.key);
+          return;
+        }
+      }
+      if (n >= positions.length && !d.dropped) {
+        removeWaba(d, wabaId);
+        if (d.left.size === 0) handedOver(d);
+      }
+      if (n > first) backoff = 0;
+    } finally {
+      d.users--;
+      evict();
+    }
+  }
+
+  /** Deliveries without lifecycle events: claimed, then straight to the audit lane. */
+  async function passEmpty(): Promise<void> {
+    const batch = empty.splice(0, EMPTY_AT_ONCE);
+    const claims = await Promise.allSettled(batch.map(claim));
+    batch.forEach((d, i) => {
+      const r = claims[i]!;
+      if (r.status === 'rejected') {
+        failed('', r.reason);
+        empty.push(d);
+      } else if (r.value) handedOver(d);
+      else drop(d);
     });
   }
 
@@ -140,7 +473,7 @@ export function startOutboxRelay(
   }
 
   // The audit lane: deliveries handed over whose other events still need their audit insert. Apart
-  // from the hand-over passes, so a large batch of informational events never delays the next
+  // from the hand-over turns, so a large batch of informational events never delays the next
   // delivery's lifecycle events. Holds ids only; the entries are read back from the store.
   const auditQueue: Held[] = [];
   let auditWake: (() => void) | undefined;
@@ -200,147 +533,68 @@ export function startOutboxRelay(
         hold(doc);
         added++;
       }
-      if (added > 0) {
-        held.sort((a, b) => (a._id < b._id ? -1 : a._id > b._id ? 1 : 0));
-        logger.info({ deliveries: added }, 'taking over pending outbox deliveries');
-      }
+      if (added > 0) logger.info({ deliveries: added }, 'taking over pending outbox deliveries');
     } catch (err) {
       logger.warn({ err: String(err).slice(0, 500) }, 'outbox sweep failed; retrying');
     }
+    for (const w of parked) enqueue(w);
+    parked.clear();
   }
 
-  /** One pass over `batch`; returns the ids of deliveries that are not finished. */
-  async function pass(batch: Held[]): Promise<Set<string>> {
-    const byWaba = new Map<string, { deliveryId: string; event: OutboxEvent }[]>();
-    for (const d of batch) {
-      for (const event of d.events) {
-        const list = byWaba.get(event.wabaId);
-        if (list) list.push({ deliveryId: d._id, event });
-        else byWaba.set(event.wabaId, [{ deliveryId: d._id, event }]);
-      }
-    }
-    const unfinished = new Set<string>();
-    let failures = 0;
-    let firstFailure: { wabaId: string; key: string; err: string } | undefined;
-    const limiter = createLimiter(concurrency);
-    await Promise.all(
-      [...byWaba].map(([wabaId, items]) =>
-        limiter.run(async () => {
-          for (let i = 0; i < items.length; i++) {
-            const { deliveryId, event } = items[i]!;
-            try {
-              if (await wasHandedOver(c, event.key)) {
-                // A redelivery's sink recorded a new hold: the workflow has this event already.
-                if (HOLDING_EVENTS.has(event.type)) await releaseGateHold(c, wabaId);
-                continue;
-              }
-              await deliverLifecycleEvent(launch, lifecycleEventOf(event), { deadlineMs });
-              // The workflow has the closure now: its state decides the gate from here on.
-              if (HOLDING_EVENTS.has(event.type)) await releaseGateHold(c, wabaId);
-              await markHandedOver(c, {
-                _id: event.key,
-                wabaId,
-                event: event.type,
-                ...(event.metaTime !== undefined ? { metaTime: event.metaTime } : {}),
-                entryId: event.entryId,
-                raw: event.raw,
-                receivedAt: event.receivedAt,
-                outcome: 'signalled',
-                handedOverAt: new Date().toISOString(),
-                deliveryId,
-              });
-            } catch (err) {
-              failures++;
-              firstFailure ??= { wabaId, key: event.key, err: String(err).slice(0, 500) };
-              for (const rest of items.slice(i)) unfinished.add(rest.deliveryId);
-              return;
-            }
-          }
-        }),
-      ),
-    );
-    if (failures > 0) {
-      logger.warn({ failedWabas: failures, ...firstFailure }, 'outbox hand-over failed; retrying with back-off');
-    }
-    return unfinished;
-  }
-
-  async function loop(): Promise<void> {
-    let lastSweep = 0;
-    let backoff = 0;
+  /** The sweep, in a lane of its own: a slow scan of `outbox` never holds up the next turn. */
+  async function sweepLane(): Promise<void> {
     while (!stopped) {
-      if (Date.now() - lastSweep >= sweepIntervalMs) {
-        lastSweep = Date.now();
-        await sweep();
+      const started = Date.now();
+      await sweep();
+      wake?.();
+      // Every `sweepIntervalMs`; within 1 s while a WABA waits for another relay's delivery.
+      while (!stopped && Date.now() - started < (resweep ? Math.min(sweepIntervalMs, 1_000) : sweepIntervalMs))
+        await new Promise((r) => setTimeout(r, Math.min(100, sweepIntervalMs)));
+      resweep = false;
+    }
+  }
+
+  /** Hands WABAs their turns (at most `concurrency` at once), first in line first. */
+  async function loop(): Promise<void> {
+    const turns = new Set<Promise<void>>();
+    let emptyPass: Promise<void> | undefined;
+    while (!stopped) {
+      if (failures > 0) {
+        logger.warn({ failed: failures, ...firstFailure }, 'outbox hand-over failed; retrying with back-off');
+        failures = 0;
+        firstFailure = undefined;
       }
-      if (held.length === 0) {
-        await sleep(Math.max(10, sweepIntervalMs - (Date.now() - lastSweep)));
+      if (Date.now() < backoffUntil) {
+        await sleep(backoffUntil - Date.now());
         continue;
       }
-      let events = 0;
-      let n = 0;
-      while (n < held.length && (n === 0 || events + held[n]!.events.length <= batchEvents)) {
-        events += held[n]!.events.length;
-        n++;
+      if (empty.length > 0 && !emptyPass) {
+        emptyPass = passEmpty().finally(() => {
+          emptyPass = undefined;
+          wake?.();
+        });
       }
-      const candidates = held.slice(0, n);
-      // This relay's lease on each delivery (renewed by inserting the next lease's claim); a
-      // delivery whose current lease another relay holds is theirs: let it go.
-      const claims = await Promise.allSettled(
-        candidates.map(async (d) => {
-          const lease = Math.max(0, Math.floor((Date.now() - d.receivedAtMs) / leaseMs));
-          if (d.lease === lease) return true;
-          if (!(await claimDelivery(c, d._id, lease, relayId))) return false;
-          d.lease = lease;
-          return true;
-        }),
-      );
-      const lost = new Set(candidates.filter((_, i) => claims[i]!.status === 'fulfilled' && !claims[i]!.value));
-      const claimFailed = new Set(candidates.filter((_, i) => claims[i]!.status === 'rejected'));
-      for (const d of lost) {
-        ids.delete(d._id);
-        othersHold.set(d._id, [...new Set(d.events.map((e) => e.wabaId))]);
+      while (turns.size < concurrency && line.length > 0 && Date.now() >= backoffUntil) {
+        const wabaId = line.shift()!;
+        inLine.delete(wabaId);
+        busy.add(wabaId);
+        const t: Promise<void> = turn(wabaId)
+          .catch((err: unknown) => failed(wabaId, err))
+          .finally(() => {
+            busy.delete(wabaId);
+            turns.delete(t);
+            // To the back of the line, behind every WABA that waited meanwhile.
+            if (!parked.has(wabaId)) enqueue(wabaId);
+            wake?.();
+          });
+        turns.add(t);
       }
-      // Per-WABA order across relays: a delivery waits while an earlier one of its WABAs is held
-      // by another relay, or could not be claimed here.
-      const deferred = new Set<Held>();
-      const batch: Held[] = [];
-      const deferredWabas = new Set<string>();
-      for (const d of candidates) {
-        if (lost.has(d)) continue;
-        const wabaIds = d.events.map((e) => e.wabaId);
-        const earlierElsewhere = [...othersHold].some(([id, ws]) => id < d._id && ws.some((w) => wabaIds.includes(w)));
-        if (claimFailed.has(d) || earlierElsewhere || wabaIds.some((w) => deferredWabas.has(w))) {
-          deferred.add(d);
-          for (const w of wabaIds) deferredWabas.add(w);
-          continue;
-        }
-        batch.push(d);
-      }
-      const unfinished = await pass(batch);
-      const failed = unfinished.size > 0;
-      for (const d of deferred) unfinished.add(d._id);
-      const done = batch.filter((d) => !unfinished.has(d._id));
-      // Handed over: to the audit lane (it deletes the delivery once the rest is audited).
-      for (const d of done) auditQueue.push(d);
-      if (done.length > 0) auditWake?.();
-      const kept = unfinished;
-      held = [...candidates.filter((d) => kept.has(d._id)), ...held.slice(n)];
-      if (failed) {
-        backoff = backoff === 0 ? initialBackoffMs : Math.min(maxBackoffMs, backoff * 2);
-        backingOff = true;
-        await sleep(backoff);
-        backingOff = false;
-      } else if (deferred.size > 0) {
-        // Waiting for another relay: look again after the next sweep, no back-off.
-        backoff = 0;
-        lastSweep = 0;
-        await sleep(Math.min(sweepIntervalMs, 1_000));
-      } else backoff = 0;
+      await sleep(sweepIntervalMs);
     }
+    await Promise.all([...turns, emptyPass]);
   }
 
-  const running = Promise.all([loop(), auditLane()]).catch((err: unknown) => {
+  const running = Promise.all([loop(), sweepLane(), auditLane()]).catch((err: unknown) => {
     logger.error({ err: String(err).slice(0, 500) }, 'outbox relay stopped unexpectedly');
   });
 
@@ -349,16 +603,17 @@ export function startOutboxRelay(
       if (stopped) return;
       hold(doc);
       // New work does not cut a back-off short (Temporal is likely still down).
-      if (!backingOff) wake?.();
+      if (Date.now() >= backoffUntil) wake?.();
     },
     get pending() {
-      return held.length + auditQueue.length;
+      return held.size + auditQueue.length;
     },
     async idle() {
-      while (!stopped && (held.length > 0 || auditQueue.length > 0)) await new Promise((r) => setTimeout(r, 50));
+      while (!stopped && (held.size > 0 || auditQueue.length > 0)) await new Promise((r) => setTimeout(r, 50));
     },
     async stop() {
       stopped = true;
+      for (const timer of resting.values()) clearTimeout(timer);
       wake?.();
       auditWake?.();
       await running;

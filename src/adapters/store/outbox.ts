@@ -71,14 +71,24 @@ export function recordDelivery(c: Collections, doc: OutboxDoc): Promise<void> {
 
 /**
  * Pending deliveries older than `olderThan` (ISO), oldest first, at most `limit`, without the
- * raw bytes and the audit entries. A scan of `outbox` on FerretDB: it holds only what is not handed over yet.
+ * raw bytes, the audit entries and the events (a relay reads a delivery's events when it hands
+ * them over: `deliveryEvents`). A scan of `outbox` on FerretDB: it holds only what is not handed over yet.
  */
-export async function pendingDeliveries(c: Collections, olderThan: string, limit: number): Promise<OutboxDoc[]> {
+export async function pendingDeliveries(
+  c: Collections,
+  olderThan: string,
+  limit: number,
+): Promise<Omit<OutboxDoc, 'raw' | 'audit' | 'events'>[]> {
   return c.outbox
-    .find({ receivedAt: { $lt: olderThan }, relayDone: { $ne: true } }, { projection: { raw: 0, audit: 0 } })
+    .find({ receivedAt: { $lt: olderThan }, relayDone: { $ne: true } }, { projection: { raw: 0, audit: 0, events: 0 } })
     .sort({ _id: 1 })
     .limit(limit)
     .toArray();
+}
+
+/** A pending delivery's lifecycle events (in body order), or undefined once it is gone. One read by `_id`. */
+export async function deliveryEvents(c: Collections, id: string): Promise<OutboxDoc['events'] | undefined> {
+  return (await c.outbox.findOne({ _id: id }, { projection: { events: 1 } }))?.events;
 }
 
 /** What the relay audits a delivery from (read when it audits it, so memory holds only ids). */
