@@ -304,13 +304,16 @@ export const operatorActionUpdate = defineUpdate<OperatorActionResult, [Operator
 export type MessageStatus =
   'accepted' | 'queued' | 'sending' | 'in_doubt' | 'sent' | 'failed' | 'expired' | 'cancelled';
 
+/** A template message's `template` object, as the Cloud API takes it. */
+export interface TemplateBody {
+  name: string;
+  language: { code: string };
+  components?: unknown[];
+}
+
 /** The Cloud API message body we accept (a subset: text and template). */
 export type MessageContent =
-  | { type: 'text'; text: { body: string; preview_url?: boolean } }
-  | {
-      type: 'template';
-      template: { name: string; language: { code: string }; components?: unknown[] };
-    };
+  { type: 'text'; text: { body: string; preview_url?: boolean } } | { type: 'template'; template: TemplateBody };
 
 /** What a sender asks for. Plain data: it is the send workflow's input. */
 export type SendRequest = {
@@ -323,6 +326,11 @@ export type SendRequest = {
   expiresAt?: string;
   /** ISO time the service accepted it. */
   acceptedAt: string;
+  /**
+   * Sent instead of a free-form message when the customer service window is closed (src/sending/window.ts);
+   * without it such a message fails `service_window_closed`.
+   */
+  fallbackTemplate?: TemplateBody;
 } & MessageContent;
 
 /** Meta's error, as recorded on a failed message. */
@@ -345,6 +353,8 @@ export interface SendOutcome {
   /** Why it failed, expired or was cancelled: Meta's error or our reason code. */
   reason?: string;
   error?: MetaErrorInfo;
+  /** `fallback_template`: the window was closed and the send's `fallbackTemplate` went instead. */
+  sentAs?: 'fallback_template';
   at: string;
 }
 
@@ -416,6 +426,11 @@ export const REASONS = {
   retriesExhausted: 'retries_exhausted',
   /** A send's answer was lost and IN_DOUBT_POLICY (or the one resend allowed) says not to send again. */
   inDoubt: 'in_doubt',
+  /**
+   * A free-form message to a customer whose service window is closed (the last message from them
+   * is over 24 h old, or Meta answered 131047), sent without a `fallbackTemplate`: not POSTed.
+   */
+  serviceWindowClosed: 'service_window_closed',
 } as const;
 
 /**

@@ -46,6 +46,13 @@ function storableObject(depth: number): z.ZodType<Record<string, unknown>> {
   return object.meta({ id: `StorableObject${depth}` });
 }
 
+/** A template message's `template` object (also a free-form message's `fallbackTemplate`). */
+const templateSchema = z.object({
+  name: z.string().min(1).max(512),
+  language: z.object({ code: z.string().min(2).max(15) }),
+  components: z.array(storableObject(5)).max(50).optional(),
+});
+
 /** The body of `POST /v1/messages` (validates requests; `src/http/openapi.ts` documents it). */
 export const sendSchema = z
   .object({
@@ -56,13 +63,12 @@ export const sendSchema = z
       .object({ body: z.string().min(1).max(4096), preview_url: z.boolean().optional() })
       .strict()
       .optional(),
-    template: z
-      .object({
-        name: z.string().min(1).max(512),
-        language: z.object({ code: z.string().min(2).max(15) }),
-        components: z.array(storableObject(5)).max(50).optional(),
-      })
-      .optional(),
+    template: templateSchema.optional(),
+    fallbackTemplate: templateSchema
+      .optional()
+      .describe(
+        "Sent instead of a free-form message when the customer service window is known to be closed (the customer's last message is over 24 h old, or Meta answered 131047); the message then shows `sentAs: fallback_template`. Without it such a message fails with reason `service_window_closed`. Ignored for templates (never held back).",
+      ),
     expiresAt: z.iso.datetime({ offset: true }).optional(),
   })
   .strict()
@@ -118,8 +124,17 @@ export const messageViewSchema = z.object({
     .enum(['accepted', 'queued', 'sending', 'in_doubt', 'sent', 'failed', 'expired', 'cancelled'])
     .describe('`in_doubt`: the answer to a send was lost; settled by a status webhook or by IN_DOUBT_POLICY'),
   wamid: z.string().optional().describe("Meta's message id, once sent"),
-  reason: z.string().optional().describe('why it failed, expired or was cancelled'),
+  reason: z
+    .string()
+    .optional()
+    .describe(
+      'why it failed, expired or was cancelled (`service_window_closed`: a free-form message outside the window)',
+    ),
   error: metaErrorSchema.optional(),
+  sentAs: z
+    .literal('fallback_template')
+    .optional()
+    .describe("the customer service window was closed: the send's fallbackTemplate went instead of the message"),
   wabaId: z.string().optional(),
   phoneNumberId: z.string().optional(),
   to: z.string().optional(),
@@ -317,6 +332,7 @@ export function createMessagesRouter(deps: {
       to: body.to,
       acceptedAt: existingAcceptedAt ?? new Date().toISOString(),
       ...(body.expiresAt ? { expiresAt: new Date(body.expiresAt).toISOString() } : {}),
+      ...(body.fallbackTemplate ? { fallbackTemplate: body.fallbackTemplate } : {}),
       ...contentOf(body),
     };
     if (!existingAcceptedAt) {

@@ -10,6 +10,7 @@ import {
   type MessageContent,
   type SendOutcome,
   type SendRequest,
+  type TemplateBody,
 } from '../../workflows/contracts';
 import type { SendOptions, sendMessageWorkflow } from '../../workflows/send';
 import type { credentialsWorkflow } from '../../workflows/credentials';
@@ -58,8 +59,17 @@ export async function notifySettled(deps: Pick<LaunchDeps, 'client'>, outcome: S
   await deps.client.workflow.getHandle(sendWorkflowId(outcome.messageId)).signal(messageSettledSignal, outcome);
 }
 
-/** What a sender passes: the message, and optionally its own id (reuse it to retry safely). */
-export type SendInput = { messageId?: string; phoneNumberId: string; to: string; expiresAt?: string } & MessageContent;
+/**
+ * What a sender passes: the message, and optionally its own id (reuse it to retry safely) and a
+ * `fallbackTemplate` sent instead of a free-form message when the customer service window is closed.
+ */
+export type SendInput = {
+  messageId?: string;
+  phoneNumberId: string;
+  to: string;
+  expiresAt?: string;
+  fallbackTemplate?: TemplateBody;
+} & MessageContent;
 
 /**
  * The typed helper for senders that hold their own Temporal client: starts the same send
