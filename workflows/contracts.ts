@@ -315,12 +315,25 @@ export interface TemplateBody {
 export type MessageContent =
   { type: 'text'; text: { body: string; preview_url?: boolean } } | { type: 'template'; template: TemplateBody };
 
+/**
+ * A business-scoped user id (BSUID): a two-letter country code, a period, up to 128 letters and
+ * digits (`US.13491208655302741918`; a parent BSUID shared across portfolios has `ENT`:
+ * `US.ENT.11815799212886844830`). Meta's sends take one as `recipient` instead of `to`.
+ */
+export const BSUID_PATTERN = /^[A-Z]{2}\.(?:ENT\.)?[A-Za-z0-9]{1,128}$/;
+
+/** True when a customer is named by a BSUID (else by a phone number / WhatsApp id). */
+export const isBsuid = (customer: string): boolean => BSUID_PATTERN.test(customer);
+
 /** What a sender asks for. Plain data: it is the send workflow's input. */
 export type SendRequest = {
   /** Unique per message; the send workflow id is derived from it. */
   messageId: string;
   phoneNumberId: string;
-  /** Recipient phone number or WhatsApp id. */
+  /**
+   * The customer: their phone number or WhatsApp id, else their BSUID (`isBsuid`; sent to Meta as
+   * `recipient`). Order, the pair limit and the service window key on it.
+   */
   to: string;
   /** ISO time after which the message must not be sent. */
   expiresAt?: string;

@@ -24,6 +24,7 @@ import { HOLDING_EVENTS } from '../sending/admission';
 import { wants, type ForwardTarget } from '../relay/targets';
 import { confirmFromStatuses } from '../sending/ledger';
 import { recordInbound } from '../sending/window';
+import { recordCustomerIds } from '../adapters/store/windows';
 
 /** WABA ids that can name a lifecycle workflow (Meta's are digits). A lifecycle event for any
  *  other id (NUL bytes, lone surrogates, kilobytes of text) is recorded as `refused`, never handed
@@ -150,7 +151,8 @@ export interface OutboxNotifier {
  * - one insert-only batch of `messages` statuses into `message_statuses`; a `failed` status whose
  *   error means the account cannot send becomes a `SEND_ACCOUNT_UNUSABLE` outbox event;
  * - per customer and number of its inbound `messages[]`, one `$max` update of the customer's
- *   service window (two writes for a customer never seen before; src/sending/window.ts).
+ *   service window (two writes for a customer never seen before; src/sending/window.ts);
+ * - one grouped insert of the BSUID → phone pairs its contacts name (`customer_ids`), when any.
  *
  * The change's value is stored as JSON text, so no content Meta sends can make a record
  * unstorable. Throws when MongoDB fails, so the webhook answers 5xx and Meta redelivers (a delivery
@@ -262,6 +264,10 @@ export function createWebhookSink(deps: {
               recordStatuses(c, statuses).then(() => confirmFromStatuses(c, parsed.statuses))
             : Promise.resolve(),
           recordInbound(c, parsed.inbound),
+          recordCustomerIds(
+            c,
+            parsed.identities.map((i) => ({ _id: i.bsuid, phone: i.phone })),
+          ),
         ]);
       } finally {
         unsettled--;

@@ -17,8 +17,9 @@ import { bearerAuth } from '../http/auth';
 import { readJsonBody } from '../http/body';
 import { badRequest, conflict, forbidden, notFound, parseInput, unprocessable } from '../http/errors';
 import type { LaunchDeps } from '../lifecycle/launch';
-import type { SendRequest } from '../../workflows/contracts';
+import { BSUID_PATTERN, type SendRequest } from '../../workflows/contracts';
 import { contentOf, type AdmissionService } from './admission';
+import { customerOf } from './customer';
 import { startSendWorkflow } from './launch';
 
 const MAX_SEND_BODY = 64 * 1024;
@@ -57,7 +58,18 @@ const templateSchema = z.object({
 export const sendSchema = z
   .object({
     phoneNumberId: z.string().regex(/^[0-9]{1,32}$/, 'must be a Cloud API phone number id (digits)'),
-    to: z.string().regex(/^\+?[0-9]{5,20}$/, 'must be a phone number or WhatsApp id (digits, optional +)'),
+    to: z
+      .string()
+      .regex(/^\+?[0-9]{5,20}$/, 'must be a phone number or WhatsApp id (digits, optional +)')
+      .optional()
+      .describe("the customer's phone number or WhatsApp id; wins over `recipient` when both are given, as at Meta"),
+    recipient: z
+      .string()
+      .regex(BSUID_PATTERN, 'must be a business-scoped user id, e.g. US.13491208655302741918')
+      .optional()
+      .describe(
+        "the customer's business-scoped user id (BSUID), instead of or beside `to`; sent to Meta as `recipient`",
+      ),
     type: z.enum(['text', 'template']),
     text: z
       .object({ body: z.string().min(1).max(4096), preview_url: z.boolean().optional() })
@@ -73,6 +85,8 @@ export const sendSchema = z
   })
   .strict()
   .superRefine((v, ctx) => {
+    if (v.to === undefined && v.recipient === undefined)
+      ctx.addIssue({ code: 'custom', path: ['to'], message: 'to or recipient is required' });
     if (v.type === 'text' && !v.text)
       ctx.addIssue({ code: 'custom', path: ['text'], message: 'required when type is text' });
     if (v.type === 'template' && !v.template) {
@@ -83,10 +97,15 @@ export const sendSchema = z
     }
   })
   .meta({
-    // The refinement above, for the JSON Schema (zod refinements do not reach it).
-    anyOf: [
-      { properties: { type: { const: 'text' } }, required: ['text'] },
-      { properties: { type: { const: 'template' } }, required: ['template'] },
+    // The refinements above, for the JSON Schema (zod refinements do not reach it).
+    allOf: [
+      {
+        anyOf: [
+          { properties: { type: { const: 'text' } }, required: ['text'] },
+          { properties: { type: { const: 'template' } }, required: ['template'] },
+        ],
+      },
+      { anyOf: [{ required: ['to'] }, { required: ['recipient'] }] },
     ],
     examples: [
       { phoneNumberId: EXAMPLE_IDS.phoneNumberId, to: '15551234567', type: 'text', text: { body: 'hi' } },
@@ -95,6 +114,12 @@ export const sendSchema = z
         to: '15551234567',
         type: 'template',
         template: { name: 'hello_world', language: { code: 'en_US' } },
+      },
+      {
+        phoneNumberId: EXAMPLE_IDS.phoneNumberId,
+        recipient: 'US.13491208655302741918',
+        type: 'text',
+        text: { body: 'hi' },
       },
     ],
   });
@@ -329,7 +354,7 @@ export function createMessagesRouter(deps: {
     const req: SendRequest = {
       messageId,
       phoneNumberId: body.phoneNumberId,
-      to: body.to,
+      to: await customerOf(c, body),
       acceptedAt: existingAcceptedAt ?? new Date().toISOString(),
       ...(body.expiresAt ? { expiresAt: new Date(body.expiresAt).toISOString() } : {}),
       ...(body.fallbackTemplate ? { fallbackTemplate: body.fallbackTemplate } : {}),

@@ -463,3 +463,28 @@ describe('Meta simulator: inbound messages and the customer service window', () 
     expect((await sendTo('15551230004', 'text')).status).toBe(200);
   });
 });
+
+describe('Meta simulator: sends to a business-scoped user id', () => {
+  async function sendBody(body: Record<string, unknown>) {
+    const res = await fetch(`${sim.url}/v25.0/${PHONE}/messages`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ messaging_product: 'whatsapp', type: 'text', text: { body: 'hi' }, ...body }),
+    });
+    return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+  }
+
+  it('accepts recipient instead of to, logs the body as sent, and refuses a malformed one', async () => {
+    const ok = await sendBody({ recipient: 'US.13491208655302741918' });
+    expect(ok.status).toBe(200);
+    expect(ok.json.contacts).toEqual([{ input: 'US.13491208655302741918', user_id: 'US.13491208655302741918' }]);
+    const [logged] = sim.log.accepted;
+    expect(logged).toMatchObject({ to: 'US.13491208655302741918', body: { recipient: 'US.13491208655302741918' } });
+    expect(logged!.body).not.toHaveProperty('to');
+    expect((await sendBody({ recipient: '15551234567' })).status).toBe(400);
+    expect((await sendBody({})).status).toBe(400);
+    // Both: `to` wins.
+    await sendBody({ to: '15551230009', recipient: 'US.13491208655302741918' });
+    expect(sim.log.accepted[1]?.to).toBe('15551230009');
+  });
+});

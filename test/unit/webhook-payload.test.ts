@@ -480,3 +480,34 @@ describe('parseWebhookBody: inbound messages (the customer service window)', () 
     expect(parse(fixture(name)).inbound).toEqual([]);
   });
 });
+
+describe('parseWebhookBody: business-scoped user ids on contacts', () => {
+  const withContacts = (contacts: unknown[]) =>
+    envelope({
+      id: WABA,
+      changes: [
+        {
+          field: 'messages',
+          value: {
+            messaging_product: 'whatsapp',
+            metadata: { phone_number_id: PHONE_NUMBER_ID },
+            contacts,
+            messages: [{ from: '16505551234', id: 'wamid.a', timestamp: '1749416383', type: 'text' }],
+          },
+        },
+      ],
+    });
+
+  it('pairs a contact naming both its phone number and its BSUID', () => {
+    const parsed = parse(
+      withContacts([
+        { profile: { name: 'A' }, wa_id: '16505551234', user_id: 'US.13491208655302741918' },
+        { wa_id: '16505550000' },
+        { wa_id: '16505550001', user_id: 'not a bsuid' },
+        { user_id: 'US.ENT.11815799212886844830' },
+      ]),
+    );
+    expect(parsed.identities).toEqual([{ phone: '16505551234', bsuid: 'US.13491208655302741918' }]);
+    expect(parsed.skipped).toEqual([]);
+  });
+});

@@ -161,6 +161,8 @@ export interface InboundInput {
   body?: string;
   /** `messages[].id`. Defaults to a fresh wamid. */
   id?: string;
+  /** The customer's business-scoped user id: `contacts[].user_id`. */
+  userId?: string;
 }
 
 /**
@@ -175,7 +177,13 @@ export function inboundPayload(
 ): WebhookEnvelope {
   const from = message.from;
   return messagesWebhook(wabaId, phoneNumberId, options, {
-    contacts: [{ profile: { name: 'Customer' }, wa_id: from }],
+    contacts: [
+      {
+        profile: { name: 'Customer' },
+        wa_id: from,
+        ...(message.userId !== undefined ? { user_id: message.userId } : {}),
+      },
+    ],
     messages: [
       {
         from,

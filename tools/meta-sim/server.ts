@@ -42,7 +42,7 @@ import {
  * - `GET|POST|DELETE /_sim/numbers/:id`           read / patch (JSON `NumberConfigPatch`) / reset a number
  * - `POST /_sim/numbers/:id/lifecycle`            `{ event, dropWebhook?, disconnectionInfo? }`: play an event
  *                                                 (mode + webhook, or mode only when dropped) → `WebhookDelivery`
- * - `POST /_sim/numbers/:id/inbound`              `{ from, agoMs?, body? }`: a customer's message to the number,
+ * - `POST /_sim/numbers/:id/inbound`              `{ from, agoMs?, body?, userId? }`: a customer's message to the number,
  *                                                 sent as a `messages` webhook → `InboundDelivery`; the number then
  *                                                 answers 131047 to free-form sends to `from` once it is 24 h old
  * - `GET  /_sim/webhooks`                         `{ webhooks: [...] }` lifecycle webhooks delivered or dropped
@@ -274,6 +274,8 @@ export interface InboundOptions {
   agoMs?: number;
   /** The text; default `hello`. */
   body?: string;
+  /** The customer's business-scoped user id, on the webhook's contact beside the phone number. */
+  userId?: string;
 }
 
 /** One inbound `messages` webhook the simulator sent (`inbound()`). */
@@ -489,7 +491,11 @@ function clientIdOf(body: unknown): string | undefined {
 function validateSendBody(body: unknown): SimError | undefined {
   if (!isRecord(body)) return invalidParameter('Invalid parameter');
   if (body.messaging_product !== 'whatsapp') return invalidParameter('The parameter messaging_product is required.');
-  if (typeof body.to !== 'string' || body.to === '') return invalidParameter('The parameter to is required.');
+  const recipient = body.recipient;
+  if (recipient !== undefined && (typeof recipient !== 'string' || !BSUID.test(recipient))) {
+    return invalidParameter('Param recipient must be a valid business-scoped user ID.');
+  }
+  if (customerOfBody(body) === undefined) return invalidParameter('The parameter to is required.');
   if (typeof body.type !== 'string' || body.type === '') return invalidParameter('The parameter type is required.');
   const content = body[body.type];
   if (!isRecord(content)) return invalidParameter(`The parameter ${body.type} is required.`);
@@ -511,6 +517,16 @@ function validateSendBody(body: unknown): SimError | undefined {
     }
   }
   return undefined;
+}
+
+/** A business-scoped user id, as Meta's sends take it in `recipient`. */
+const BSUID = /^[A-Z]{2}\.(?:ENT\.)?[A-Za-z0-9]{1,128}$/;
+
+/** Whom a send addresses: `to` when given (it wins, as at Meta), else the `recipient` BSUID. */
+function customerOfBody(body: unknown): string | undefined {
+  if (!isRecord(body)) return undefined;
+  if (typeof body.to === 'string' && body.to !== '') return body.to;
+  return typeof body.recipient === 'string' && body.recipient !== '' ? body.recipient : undefined;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -740,7 +756,8 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
       code: err.code,
     };
     if (err.subcode !== undefined) entry.subcode = err.subcode;
-    if (isRecord(body) && typeof body.to === 'string') entry.to = body.to;
+    const to = customerOfBody(body);
+    if (to !== undefined) entry.to = to;
     if (isRecord(body) && typeof body.type === 'string') entry.type = body.type;
     const clientId = clientIdOf(body);
     if (clientId !== undefined) entry.clientId = clientId;
@@ -768,7 +785,7 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     }
     const unusable = modeError(state.config);
     if (unusable) return rejectWith(phoneNumberId, body, unusable);
-    const message = body as { to: string; type: string } & Record<string, unknown>;
+    const message = { ...(body as { type: string } & Record<string, unknown>), to: customerOfBody(body)! };
     if (message.type !== 'template' && outsideWindow(phoneNumberId, message.to)) {
       return rejectWith(phoneNumberId, body, {
         code: 131047,
@@ -781,12 +798,18 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     if (state.throughput && !state.throughput.allows(t)) return rejectWith(phoneNumberId, body, { code: 130429 });
     if (!state.takePair(message.to, t)) return rejectWith(phoneNumberId, body, { code: 131056 });
     state.throughput?.record(t);
-    return accept(state, phoneNumberId, message, t);
+    return accept(state, phoneNumberId, body as AcceptedMessage['body'], message.to, t);
   }
 
-  function accept(state: NumberState, phoneNumberId: string, body: AcceptedMessage['body'], t: number): Answer {
+  /** Accepts a send to `to` (the body's `to`, else its `recipient`); the log keeps the body as sent. */
+  function accept(
+    state: NumberState,
+    phoneNumberId: string,
+    body: AcceptedMessage['body'],
+    to: string,
+    t: number,
+  ): Answer {
     const seq = ++counters.seq;
-    const to = body.to as string;
     const wamid = 'wamid.' + Buffer.from(`SIM${instanceTag}.${seq}.${to}`).toString('base64');
     const entry: AcceptedMessage = { seq, at: now(), phoneNumberId, to, type: body.type as string, body, wamid };
     const clientId = clientIdOf(body);
@@ -797,7 +820,7 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     if (state.config.messageStatus) message.message_status = state.config.messageStatus;
     return jsonAnswer(200, {
       messaging_product: 'whatsapp',
-      contacts: [{ input: to, wa_id: to.replace(/\D/g, '') }],
+      contacts: [BSUID.test(to) ? { input: to, user_id: to } : { input: to, wa_id: to.replace(/\D/g, '') }],
       messages: [message],
     });
   }
@@ -944,6 +967,7 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
       from,
       timestamp,
       ...(opts.body !== undefined ? { body: opts.body } : {}),
+      ...(opts.userId !== undefined ? { userId: opts.userId } : {}),
     });
     return { phoneNumberId, wabaId, from, timestamp, body, ...(await deliver(target, body)) };
   }
@@ -952,6 +976,7 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     from: z.string().regex(/^\d{5,20}$/),
     agoMs: z.number().int().nonnegative().optional(),
     body: z.string().min(1).optional(),
+    userId: z.string().regex(BSUID).optional(),
   });
 
   async function controlInbound(id: string, raw: string): Promise<Answer> {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { BSUID_PATTERN } from '../../../workflows/contracts';
 
 /**
  * The one place that reads Meta's webhook field names. `parseWebhookBody` projects a decoded
@@ -94,6 +95,14 @@ export interface InboundMessage {
   timestamp: number;
 }
 
+/** A customer's phone number and business-scoped user id, from a contact that carried both. */
+export interface CustomerIdentity {
+  /** `contacts[].wa_id`. */
+  phone: string;
+  /** `contacts[].user_id` (a BSUID). */
+  bsuid: string;
+}
+
 /** A part of the body that was left out, and why. Indexes are positions in the body's arrays. */
 export interface SkippedChange {
   entryIndex: number;
@@ -114,6 +123,8 @@ export interface ParsedWebhook {
   statuses: StatusUpdate[];
   /** Every well-formed customer message of every `messages` change (`system` messages left out), in body order. */
   inbound: InboundMessage[];
+  /** Every `messages` change's contact that names both a phone number and a BSUID, in body order. */
+  identities: CustomerIdentity[];
   /** Changes not represented above, by field: `history`, `smb_message_echoes`,
    *  `smb_app_state_sync`, …, and `messages` changes carrying anything other than statuses
    *  (inbound `messages[]`, also read into `inbound`; `errors[]`). Counted here. */
@@ -203,7 +214,10 @@ const messagesValueSchema = z.object({
     .catch(undefined),
   statuses: z.array(z.unknown()).optional(),
   messages: z.array(z.unknown()).optional().catch(undefined),
+  contacts: z.array(z.unknown()).optional().catch(undefined),
 });
+
+const contactSchema = z.object({ wa_id: idSchema, user_id: z.string().regex(BSUID_PATTERN) });
 
 const inboundSchema = z.object({
   from: idSchema,
@@ -332,6 +346,7 @@ export function parseWebhookBody(json: unknown): ParsedWebhook {
     accountUpdates: [],
     statuses: [],
     inbound: [],
+    identities: [],
     otherChanges: Object.create(null) as Record<string, number>,
     changesByField: Object.create(null) as Record<string, number>,
     entryIds: [],
@@ -399,6 +414,10 @@ export function parseWebhookBody(json: unknown): ParsedWebhook {
         if (!('statuses' in value) && !('messages' in value)) return;
         const v = messagesValueSchema.safeParse(value);
         if (!v.success) return skip(`value ${describe(v.error)}`);
+        for (const rawContact of v.data.contacts ?? []) {
+          const contact = contactSchema.safeParse(rawContact);
+          if (contact.success) result.identities.push({ phone: contact.data.wa_id, bsuid: contact.data.user_id });
+        }
         const phoneNumberId = v.data.metadata?.phone_number_id;
         const messages = v.data.messages ?? [];
         if (messages.length > 0 && !phoneNumberId) skip('messages without value.metadata.phone_number_id');

@@ -478,6 +478,17 @@ export interface CustomerWindowDoc {
   refusedAt?: number;
 }
 
+/**
+ * `customer_ids`: a customer's phone number by business-scoped user id (`_id` = the BSUID), from
+ * inbound webhooks whose contact carries both. Insert-only: a user who changes number gets a new
+ * BSUID, so a BSUID's number never changes.
+ */
+export interface CustomerIdDoc {
+  _id: string;
+  /** The WhatsApp id (phone number digits). */
+  phone: string;
+}
+
 export interface Collections {
   wabas: Collection<WabaDoc>;
   phoneNumbers: Collection<PhoneNumberDoc>;
@@ -505,6 +516,7 @@ export interface Collections {
   lateFailures: Collection<LateFailureDoc>;
   credentialPauses: Collection<CredentialPauseDoc>;
   customerWindows: Collection<CustomerWindowDoc>;
+  customerIds: Collection<CustomerIdDoc>;
 }
 
 /**
@@ -566,6 +578,7 @@ export function collections(db: Db): Collections {
     lateFailures: db.collection<LateFailureDoc>('late_failures'),
     credentialPauses: db.collection<CredentialPauseDoc>('credential_pauses'),
     customerWindows: db.collection<CustomerWindowDoc>('customer_windows'),
+    customerIds: db.collection<CustomerIdDoc>('customer_ids'),
   };
 }
 
@@ -597,6 +610,7 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     c.sendClaims.createIndex({ storedAt: 1 }, { name: 'storedAt' }),
     c.gateHolds.createIndex({ receivedAt: 1 }, { name: 'receivedAt' }),
     c.customerWindows.createIndex({ lastInboundAt: 1 }, { name: 'lastInboundAt' }),
+    c.customerIds.createIndex({ phone: 1 }, { name: 'phone' }),
   ]);
 }
 

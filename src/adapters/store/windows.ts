@@ -1,12 +1,13 @@
-import { insertOnce, type Collections, type CustomerWindowDoc } from './db';
+import { insertFacts, insertOnce, type Collections, type CustomerIdDoc, type CustomerWindowDoc } from './db';
 
 /**
  * Customer service windows (`customer_windows`, see `CustomerWindowDoc`): one document per
  * business number and customer, read by exact `_id` before a free-form send.
  */
 
-/** The document's `_id`: the business number and the customer, as Meta names them. */
-export const customerWindowId = (phoneNumberId: string, customer: string): string => `${phoneNumberId}#${customer}`;
+/** The document's `_id`: the business number and the customer, as Meta names them (a phone number without its `+`). */
+export const customerWindowId = (phoneNumberId: string, customer: string): string =>
+  `${phoneNumberId}#${customer.replace(/^\+/, '')}`;
 
 type WindowTime = 'lastInboundAt' | 'refusedAt';
 
@@ -46,4 +47,14 @@ export function readCustomerWindow(
   customer: string,
 ): Promise<CustomerWindowDoc | null> {
   return c.customerWindows.findOne({ _id: customerWindowId(phoneNumberId, customer) });
+}
+
+/** Records BSUID → phone pairs (insert-only facts, one grouped insert; a known BSUID keeps its number). */
+export function recordCustomerIds(c: Collections, pairs: readonly CustomerIdDoc[]): Promise<void> {
+  return insertFacts(c.customerIds, pairs);
+}
+
+/** The phone number known for a BSUID, or undefined (a point read by `_id`). */
+export async function phoneOfBsuid(c: Collections, bsuid: string): Promise<string | undefined> {
+  return (await c.customerIds.findOne({ _id: bsuid }))?.phone;
 }
