@@ -1,5 +1,5 @@
-import { sendWorkflowId, type SendOutcome } from '../../workflows/contracts';
-import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
+import { eventually, uniqueDigits, type Stack } from '../support/stack';
+import { finalOutcome as finalOutcomeOf, registerNumber, sendAccepted, startInboundStack } from '../support/customers';
 
 /** Customers named by their business-scoped user id (BSUID) on the real stack. */
 describe('business-scoped user ids', () => {
@@ -7,20 +7,13 @@ describe('business-scoped user ids', () => {
   const HOUR = 3_600_000;
 
   beforeAll(async () => {
-    stack = await startStack();
-    stack.sim.setWebhookTarget({ targetUrl: stack.webhookUrl, appSecret: stack.appSecret });
+    stack = await startInboundStack();
   });
   afterAll(async () => {
     await stack?.stop();
   });
 
-  async function setup() {
-    const wabaId = uniqueDigits();
-    const phone = uniqueDigits('3');
-    await stack.register(phone, wabaId, { coexistence: true });
-    stack.sim.setNumber(phone, { wabaId });
-    return { wabaId, phone };
-  }
+  const setup = () => registerNumber(stack);
   const bsuid = () => `US.${uniqueDigits('9')}`;
   const text = (phone: string, named: Record<string, string>) => ({
     phoneNumberId: phone,
@@ -28,13 +21,8 @@ describe('business-scoped user ids', () => {
     text: { body: 'your order shipped' },
     ...named,
   });
-  async function send(body: Record<string, unknown>): Promise<string> {
-    const r = await stack.send(body);
-    expect(r.status).toBe(202);
-    return r.json.id as string;
-  }
-  const finalOutcome = (id: string): Promise<SendOutcome> =>
-    stack.rt.temporal.workflow.getHandle(sendWorkflowId(id)).result();
+  const send = (body: Record<string, unknown>) => sendAccepted(stack, body);
+  const finalOutcome = (id: string) => finalOutcomeOf(stack, id);
   const acceptedFrom = (phone: string) => stack.sim.log.accepted.filter((m) => m.phoneNumberId === phone);
 
   it('a BSUID recipient queued across a pause reaches the simulator as recipient', async () => {

@@ -1,5 +1,5 @@
-import { sendWorkflowId, type SendOutcome } from '../../workflows/contracts';
-import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
+import { eventually, uniqueDigits, type Stack } from '../support/stack';
+import { finalOutcome as finalOutcomeOf, registerNumber, sendAccepted, startInboundStack } from '../support/customers';
 
 /**
  * The customer service window on the real stack (Temporal, the store, the simulator): the
@@ -12,20 +12,13 @@ describe('the customer service window', () => {
   const REENGAGE = { name: 'reengage', language: { code: 'en_US' } };
 
   beforeAll(async () => {
-    stack = await startStack();
-    stack.sim.setWebhookTarget({ targetUrl: stack.webhookUrl, appSecret: stack.appSecret });
+    stack = await startInboundStack();
   });
   afterAll(async () => {
     await stack?.stop();
   });
 
-  async function setup() {
-    const wabaId = uniqueDigits();
-    const phone = uniqueDigits('3');
-    await stack.register(phone, wabaId, { coexistence: true });
-    stack.sim.setNumber(phone, { wabaId });
-    return { wabaId, phone };
-  }
+  const setup = () => registerNumber(stack);
   /** A customer who last wrote `agoMs` ago, as the service heard it from the simulator. */
   async function customerWrote(phone: string, agoMs: number): Promise<string> {
     const customer = uniqueDigits('1');
@@ -39,13 +32,8 @@ describe('the customer service window', () => {
     text: { body: 'your order shipped' },
     ...extra,
   });
-  async function send(body: Record<string, unknown>): Promise<string> {
-    const r = await stack.send(body);
-    expect(r.status).toBe(202);
-    return r.json.id as string;
-  }
-  const finalOutcome = (id: string): Promise<SendOutcome> =>
-    stack.rt.temporal.workflow.getHandle(sendWorkflowId(id)).result();
+  const send = (body: Record<string, unknown>) => sendAccepted(stack, body);
+  const finalOutcome = (id: string) => finalOutcomeOf(stack, id);
   const postedTo = (phone: string, to: string) =>
     [...stack.sim.log.accepted, ...stack.sim.log.rejected].filter((m) => m.phoneNumberId === phone && m.to === to);
   const acceptedTo = (phone: string, to: string) =>
