@@ -1,3 +1,8 @@
+import { randomBytes } from 'node:crypto';
+import { MongoClient } from 'mongodb';
+import { collections, ensureIndexes } from '../../src/adapters/store/db';
+import { customerWindowId } from '../../src/adapters/store/windows';
+import { recordInbound } from '../../src/sending/window';
 import { eventually, uniqueDigits, type Stack } from '../support/stack';
 import { finalOutcome as finalOutcomeOf, registerNumber, sendAccepted, startInboundStack } from '../support/customers';
 
@@ -135,5 +140,35 @@ describe('the customer service window', () => {
     await stack.sim.inbound(phone, customer);
     const third = await send(text(phone, customer));
     expect(await finalOutcome(third)).toMatchObject({ status: 'sent' });
+  });
+});
+
+describe('recording inbound messages (the store alone)', () => {
+  it('costs one write statement per message of a known customer, two for a new one, and never lowers the time', async () => {
+    const client = new MongoClient(process.env.MONGODB_URI!, { monitorCommands: true });
+    await client.connect();
+    const db = client.db(`window-cost-${randomBytes(4).toString('hex')}`);
+    try {
+      const c = collections(db);
+      await ensureIndexes(c);
+      const writes: string[] = [];
+      client.on('commandStarted', (e) => {
+        const statements = (e.command.updates ?? e.command.documents ?? []) as unknown[];
+        if (e.commandName === 'update' || e.commandName === 'insert')
+          writes.push(...statements.map(() => e.commandName as string));
+      });
+      const at = (timestamp: number) => [{ phoneNumberId: '106540352242922', from: '15551234567', timestamp }];
+      await recordInbound(c, at(1_000));
+      expect(writes).toEqual(['update', 'insert']); // a new customer: the update finds nothing
+      writes.length = 0;
+      await recordInbound(c, at(2_000));
+      await recordInbound(c, at(1_500)); // an older message, redelivered late
+      expect(writes).toEqual(['update', 'update']);
+      const doc = await c.customerWindows.findOne({ _id: customerWindowId('106540352242922', '15551234567') });
+      expect(doc?.lastInboundAt).toBe(2_000);
+    } finally {
+      await db.dropDatabase().catch(() => undefined);
+      await client.close();
+    }
   });
 });
