@@ -511,3 +511,29 @@ describe('parseWebhookBody: business-scoped user ids on contacts', () => {
     expect(parsed.skipped).toEqual([]);
   });
 });
+
+describe('parseWebhookBody: inbound messages that name no customer', () => {
+  it('leaves out senders and numbers that are not ids (they would name an unstorable window)', () => {
+    const value = (phoneNumberId: string, from: string) => ({
+      field: 'messages',
+      value: {
+        metadata: { phone_number_id: phoneNumberId },
+        messages: [{ from, id: 'wamid.x', timestamp: '1749416383', type: 'text' }],
+      },
+    });
+    const parsed = parse(
+      envelope({
+        id: WABA,
+        changes: [
+          value(PHONE_NUMBER_ID, 'x'.repeat(5_000)),
+          value(PHONE_NUMBER_ID, '1555\u0000123'),
+          value('not-a-number', '15551234567'),
+          value(PHONE_NUMBER_ID, 'US.13491208655302741918'),
+        ],
+      }),
+    );
+    expect(parsed.inbound).toEqual([
+      { phoneNumberId: PHONE_NUMBER_ID, from: 'US.13491208655302741918', timestamp: 1749416383 },
+    ]);
+  });
+});

@@ -217,10 +217,13 @@ const messagesValueSchema = z.object({
   contacts: z.array(z.unknown()).optional().catch(undefined),
 });
 
-const contactSchema = z.object({ wa_id: idSchema, user_id: z.string().regex(BSUID_PATTERN) });
+const contactSchema = z.object({ wa_id: z.string().regex(/^\d{1,32}$/), user_id: z.string().regex(BSUID_PATTERN) });
+
+/** A customer as webhooks name them: a WhatsApp id (digits) or a BSUID. Anything else names no window. */
+const customerIdSchema = z.union([z.string().regex(/^\d{1,32}$/), z.string().regex(BSUID_PATTERN)]);
 
 const inboundSchema = z.object({
-  from: idSchema,
+  from: customerIdSchema,
   timestamp: unixTimeSchema,
   type: z.string().optional().catch(undefined),
 });
@@ -421,7 +424,8 @@ export function parseWebhookBody(json: unknown): ParsedWebhook {
         const phoneNumberId = v.data.metadata?.phone_number_id;
         const messages = v.data.messages ?? [];
         if (messages.length > 0 && !phoneNumberId) skip('messages without value.metadata.phone_number_id');
-        if (phoneNumberId) {
+        // A window is named by a Cloud API number id (digits): any other text names none.
+        if (phoneNumberId && /^\d{1,32}$/.test(phoneNumberId)) {
           for (const rawMessage of messages) {
             const m = inboundSchema.safeParse(rawMessage);
             // A `system` message (the customer changed number) is Meta's, not the customer's.
