@@ -288,6 +288,7 @@ export function createDrainActivities(deps: DrainDeps) {
               phoneNumberId: entry.phoneNumberId,
               to: entry.to,
               content: entry.content,
+              fallbackTemplate: entry.fallbackTemplate,
             },
             {
               policy: config.sending.inDoubt,
@@ -299,10 +300,23 @@ export function createDrainActivities(deps: DrainDeps) {
           slot.done(); // the slot was used, or will not be: the next send of the number may go
           if (result.kind === 'not_sent') return;
           const at = new Date().toISOString();
-          if (result.kind === 'sent' || result.kind === 'already_sent')
-            return settle({ ...base, status: 'sent', wamid: result.wamid, at, attempts: attempt });
+          if (result.kind === 'sent' || result.kind === 'already_sent') {
+            const sentAs = result.kind === 'sent' ? result.sentAs : undefined;
+            return settle({
+              ...base,
+              status: 'sent',
+              wamid: result.wamid,
+              at,
+              attempts: attempt,
+              ...(sentAs && { sentAs }),
+            });
+          }
           if (result.kind === 'in_doubt_give_up')
             return settle({ ...base, status: 'failed', reason: REASONS.inDoubt, at, attempts: attempt });
+          if (result.kind === 'window_closed') {
+            const reason = REASONS.serviceWindowClosed;
+            return settle({ ...base, status: 'failed', reason, at, attempts: attempt - 1 }); // this one not POSTed
+          }
           if (result.kind === 'in_doubt_wait') {
             // Waits for a status webhook to confirm it (or the grace period); this recipient's
             // later messages wait too, the others go on. Not an attempt.

@@ -97,7 +97,14 @@ export function createSendActivities(deps: SendDeps) {
       const attempt = await sendWithLedger(
         c,
         graph,
-        { wabaId, messageId: req.messageId, phoneNumberId, to, content: doc.content },
+        {
+          wabaId,
+          messageId: req.messageId,
+          phoneNumberId,
+          to,
+          content: doc.content,
+          fallbackTemplate: doc.fallbackTemplate,
+        },
         {
           policy: deps.config.sending.inDoubt,
           logger: log,
@@ -125,12 +132,28 @@ export function createSendActivities(deps: SendDeps) {
           });
         case 'in_doubt_give_up':
           return admission.settle({ messageId: req.messageId, status: 'failed', reason: REASONS.inDoubt, at }, wabaId);
-        case 'already_sent':
-        case 'sent':
+        case 'window_closed':
+          log.info('the customer service window is closed and no fallback template was given: not sent');
           return admission.settle(
-            { messageId: req.messageId, status: 'sent', wamid: attempt.wamid, at, attempts: doc.attempts + 1 },
+            { messageId: req.messageId, status: 'failed', reason: REASONS.serviceWindowClosed, at },
             wabaId,
           );
+        case 'already_sent':
+        case 'sent': {
+          const { wamid } = attempt;
+          const sentAs = attempt.kind === 'sent' ? attempt.sentAs : undefined;
+          return admission.settle(
+            {
+              messageId: req.messageId,
+              status: 'sent',
+              wamid,
+              at,
+              attempts: doc.attempts + 1,
+              ...(sentAs && { sentAs }),
+            },
+            wabaId,
+          );
+        }
         case 'failed':
           log.info({ code: attempt.error.code, reason: attempt.error.reason }, 'send failed permanently');
           return admission.settle(

@@ -304,25 +304,46 @@ export const operatorActionUpdate = defineUpdate<OperatorActionResult, [Operator
 export type MessageStatus =
   'accepted' | 'queued' | 'sending' | 'in_doubt' | 'sent' | 'failed' | 'expired' | 'cancelled';
 
+/** A template message's `template` object, as the Cloud API takes it. */
+export interface TemplateBody {
+  name: string;
+  language: { code: string };
+  components?: unknown[];
+}
+
 /** The Cloud API message body we accept (a subset: text and template). */
 export type MessageContent =
-  | { type: 'text'; text: { body: string; preview_url?: boolean } }
-  | {
-      type: 'template';
-      template: { name: string; language: { code: string }; components?: unknown[] };
-    };
+  { type: 'text'; text: { body: string; preview_url?: boolean } } | { type: 'template'; template: TemplateBody };
+
+/**
+ * A business-scoped user id (BSUID): a two-letter country code, a period, up to 128 letters and
+ * digits (`US.13491208655302741918`; a parent BSUID shared across portfolios has `ENT`:
+ * `US.ENT.11815799212886844830`). Meta's sends take one as `recipient` instead of `to`.
+ */
+export const BSUID_PATTERN = /^[A-Z]{2}\.(?:ENT\.)?[A-Za-z0-9]{1,128}$/;
+
+/** True when a customer is named by a BSUID (else by a phone number / WhatsApp id). */
+export const isBsuid = (customer: string): boolean => BSUID_PATTERN.test(customer);
 
 /** What a sender asks for. Plain data: it is the send workflow's input. */
 export type SendRequest = {
   /** Unique per message; the send workflow id is derived from it. */
   messageId: string;
   phoneNumberId: string;
-  /** Recipient phone number or WhatsApp id. */
+  /**
+   * The customer: their phone number or WhatsApp id, else their BSUID (`isBsuid`; sent to Meta as
+   * `recipient`). Order, the pair limit and the service window key on it.
+   */
   to: string;
   /** ISO time after which the message must not be sent. */
   expiresAt?: string;
   /** ISO time the service accepted it. */
   acceptedAt: string;
+  /**
+   * Sent instead of a free-form message when the customer service window is closed (src/sending/window.ts);
+   * without it such a message fails `service_window_closed`.
+   */
+  fallbackTemplate?: TemplateBody;
 } & MessageContent;
 
 /** Meta's error, as recorded on a failed message. */
@@ -345,6 +366,8 @@ export interface SendOutcome {
   /** Why it failed, expired or was cancelled: Meta's error or our reason code. */
   reason?: string;
   error?: MetaErrorInfo;
+  /** `fallback_template`: the window was closed and the send's `fallbackTemplate` went instead. */
+  sentAs?: 'fallback_template';
   at: string;
 }
 
@@ -416,6 +439,11 @@ export const REASONS = {
   retriesExhausted: 'retries_exhausted',
   /** A send's answer was lost and IN_DOUBT_POLICY (or the one resend allowed) says not to send again. */
   inDoubt: 'in_doubt',
+  /**
+   * A free-form message to a customer whose service window is closed (the last message from them
+   * is over 24 h old, or Meta answered 131047), sent without a `fallbackTemplate`: not POSTed.
+   */
+  serviceWindowClosed: 'service_window_closed',
 } as const;
 
 /**

@@ -12,7 +12,7 @@ import { pauseInForce } from '../sending/credentials';
 import type { ClockStatus } from '../sending/shared-clock';
 import { withTimeout } from '../util/time';
 import type { WebhookCounters } from './webhook';
-import { GATE_CAUSES, type WabaState } from '../../workflows/contracts';
+import { GATE_CAUSES, REASONS, type WabaState } from '../../workflows/contracts';
 
 const WABA_STATES: readonly WabaState[] = [
   'connected',
@@ -47,6 +47,11 @@ export interface RelayMetrics {
   sends: Counter<'outcome' | 'error_code'>;
   /** `coexist_relay_queue_settled_total{outcome}`: settled out of the queue; `rate()` is the drain rate. */
   queueSettled: Counter<'outcome'>;
+  /**
+   * `coexist_relay_service_window_closed_total{outcome}`: free-form messages whose customer service
+   * window was closed: `failed` (`service_window_closed`) or `fallback_template` (sent instead).
+   */
+  serviceWindowClosed: Counter<'outcome'>;
   /** `coexist_relay_webhook_ack_duration_seconds{code}`: time to answer a Meta webhook POST. */
   webhookAck: Histogram<'code'>;
   /** `coexist_relay_api_rate_limited_total{api}`: /v1 requests refused by a key's rate limit. */
@@ -92,6 +97,12 @@ export function createRelayMetrics(): RelayMetrics {
     queueSettled: new Counter({
       name: 'coexist_relay_queue_settled_total',
       help: 'Queued messages settled (drain, expiry, abandonment), by outcome; rate() of it is the drain rate.',
+      labelNames: ['outcome'],
+      registers,
+    }),
+    serviceWindowClosed: new Counter({
+      name: 'coexist_relay_service_window_closed_total',
+      help: 'Free-form messages met by a closed customer service window: failed, or their fallback template sent.',
       labelNames: ['outcome'],
       registers,
     }),
@@ -187,7 +198,7 @@ export function addPacingClockGauges(registry: Registry): (status: ClockStatus) 
 const counting = new WeakMap<RelayMetrics, WeakSet<Collections>>();
 
 /**
- * Counts, in `sends` and `queueSettled`, every settlement recorded through `c` from now on (the
+ * Counts, in `sends`, `queueSettled` and `serviceWindowClosed`, every settlement recorded through `c` from now on (the
  * store's `recordSettlements` is the one place outcomes are written), and observes in
  * `offboardedDuration` every offboarding the store's `saveWaba` ends. Once per metrics and
  * collections: the server and a worker in one process may both ask.
@@ -201,6 +212,8 @@ export function observeStore(metrics: RelayMetrics, c: Collections): void {
     for (const s of settled) {
       metrics.sends.inc({ outcome: s.status, error_code: s.error?.code ?? 'none' });
       if (s.queueId) metrics.queueSettled.inc({ outcome: s.status });
+      if (s.sentAs === 'fallback_template') metrics.serviceWindowClosed.inc({ outcome: 'fallback_template' });
+      else if (s.reason === REASONS.serviceWindowClosed) metrics.serviceWindowClosed.inc({ outcome: 'failed' });
     }
   });
   onOffboardingEnded(c, ({ to, offboardedMs }) => metrics.offboardedDuration.observe({ to }, offboardedMs / 1000));

@@ -24,6 +24,8 @@ import { holdGates } from '../adapters/store/gate-holds';
 import { HOLDING_EVENTS } from '../sending/admission';
 import { wants, type ForwardTarget } from '../relay/targets';
 import { confirmFromStatuses } from '../sending/ledger';
+import { recordInbound } from '../sending/window';
+import { recordCustomerIds } from '../adapters/store/windows';
 
 /** WABA ids that can name a lifecycle workflow (Meta's are digits). A lifecycle event for any
  *  other id (NUL bytes, lone surrogates, kilobytes of text) is recorded as `refused`, never handed
@@ -133,7 +135,7 @@ export type { OutboxNotifier };
 
 /**
  * The real webhook sink: makes every event durable before the webhook is acknowledged, and does
- * not wait for Temporal. Per delivery, at most three writes, in parallel:
+ * not wait for Temporal. Per delivery, at most these writes, in parallel:
  *
  * - one `outbox` insert holding the delivery's lifecycle events (in body order), the events that
  *   need no hand-over (informational `account_update`s, `recorded`; lifecycle events whose WABA id
@@ -145,7 +147,10 @@ export type { OutboxNotifier };
  * - for `ACCOUNT_OFFBOARDED` and `PARTNER_REMOVED`, one insert of the WABAs' gate holds
  *   (`gate_holds`): the gate is closed from the ack on, whatever the relay's backlog;
  * - one insert-only batch of `messages` statuses into `message_statuses`; a `failed` status whose
- *   error means the account cannot send becomes a `SEND_ACCOUNT_UNUSABLE` outbox event.
+ *   error means the account cannot send becomes a `SEND_ACCOUNT_UNUSABLE` outbox event;
+ * - per customer and number of its inbound `messages[]`, one `$max` update of the customer's
+ *   service window (two writes for a customer never seen before; src/sending/window.ts);
+ * - one grouped insert of the BSUID → phone pairs its contacts name (`customer_ids`), when any.
  *
  * The change's value is stored as JSON text, so no content Meta sends can make a record
  * unstorable. Throws when MongoDB fails, so the webhook answers 5xx and Meta redelivers (a delivery
@@ -256,6 +261,11 @@ export function createWebhookSink(deps: {
             ? // then settles in-doubt sends the statuses name (biz_opaque_callback_data)
               recordStatuses(c, statuses).then(() => confirmFromStatuses(c, parsed.statuses))
             : Promise.resolve(),
+          recordInbound(c, parsed.inbound),
+          recordCustomerIds(
+            c,
+            parsed.identities.map((i) => ({ _id: i.bsuid, phone: i.phone })),
+          ),
         ]);
       } finally {
         unsettled--;

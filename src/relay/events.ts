@@ -55,7 +55,14 @@ export const serviceEventSchemas = {
   'message.sent': z.object({
     ...base,
     type: z.literal('message.sent'),
-    data: z.object({ messageId: z.string(), wamid: z.string().optional() }),
+    data: z.object({
+      messageId: z.string(),
+      wamid: z.string().optional(),
+      sentAs: z
+        .literal('fallback_template')
+        .optional()
+        .describe("the customer service window was closed: the send's fallbackTemplate went instead"),
+    }),
   }),
   'message.failed': z.object({
     ...base,
@@ -168,7 +175,11 @@ export function messageEventsOf(wabaId: string, settlements: readonly Settlement
             type: 'message.sent',
             at: s.at,
             wabaId,
-            data: { messageId: s.messageId, ...(s.wamid ? { wamid: s.wamid } : {}) },
+            data: {
+              messageId: s.messageId,
+              ...(s.wamid ? { wamid: s.wamid } : {}),
+              ...(s.sentAs && { sentAs: s.sentAs }),
+            },
           },
         ];
       case 'failed':

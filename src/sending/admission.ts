@@ -148,6 +148,7 @@ export function createAdmission(deps: AdmissionDeps) {
       phoneNumberId: req.phoneNumberId,
       to: req.to,
       content: contentOf(req),
+      ...(req.fallbackTemplate ? { fallbackTemplate: req.fallbackTemplate } : {}),
       status,
       acceptedAt: req.acceptedAt,
       ...(status === 'queued' ? { queuedAt: req.acceptedAt } : {}),
@@ -172,14 +173,14 @@ export function createAdmission(deps: AdmissionDeps) {
    * the lifecycle workflow is told (QUEUE_STRAY) and drains or fails the entry.
    */
   async function queue(
-    req: Pick<SendRequest, 'messageId' | 'phoneNumberId' | 'to' | 'expiresAt'>,
+    req: Pick<SendRequest, 'messageId' | 'phoneNumberId' | 'to' | 'expiresAt' | 'fallbackTemplate'>,
     wabaId: string,
     content: MessageContent,
     /** The message document already says `queued`: no update needed. */
     recordedAsQueued: boolean,
   ): Promise<SendOutcome> {
     const now = new Date().toISOString();
-    const { messageId, phoneNumberId, to, expiresAt } = req;
+    const { messageId, phoneNumberId, to, expiresAt, fallbackTemplate } = req;
     // Status first, entry second: an admit retry that finds `queued`, no entry and no settlement
     // knows this step was interrupted and queues again.
     if (!recordedAsQueued) await markQueued(c, messageId, now);
@@ -189,6 +190,7 @@ export function createAdmission(deps: AdmissionDeps) {
       phoneNumberId,
       to,
       content,
+      ...(fallbackTemplate ? { fallbackTemplate } : {}),
       ...(expiresAt ? { expiresAt } : {}),
       enqueuedAt: now,
       notify: true,

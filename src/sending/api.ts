@@ -17,8 +17,9 @@ import { bearerAuth } from '../http/auth';
 import { readJsonBody } from '../http/body';
 import { badRequest, conflict, forbidden, notFound, parseInput, unprocessable } from '../http/errors';
 import type { LaunchDeps } from '../lifecycle/launch';
-import type { SendRequest } from '../../workflows/contracts';
+import { BSUID_PATTERN, type SendRequest } from '../../workflows/contracts';
 import { contentOf, type AdmissionService } from './admission';
+import { customerOf } from './customer';
 import { startSendWorkflow } from './launch';
 
 const MAX_SEND_BODY = 64 * 1024;
@@ -46,27 +47,46 @@ function storableObject(depth: number): z.ZodType<Record<string, unknown>> {
   return object.meta({ id: `StorableObject${depth}` });
 }
 
+/** A template message's `template` object (also a free-form message's `fallbackTemplate`). */
+const templateSchema = z.object({
+  name: z.string().min(1).max(512),
+  language: z.object({ code: z.string().min(2).max(15) }),
+  components: z.array(storableObject(5)).max(50).optional(),
+});
+
 /** The body of `POST /v1/messages` (validates requests; `src/http/openapi.ts` documents it). */
 export const sendSchema = z
   .object({
     phoneNumberId: z.string().regex(/^[0-9]{1,32}$/, 'must be a Cloud API phone number id (digits)'),
-    to: z.string().regex(/^\+?[0-9]{5,20}$/, 'must be a phone number or WhatsApp id (digits, optional +)'),
+    to: z
+      .string()
+      .regex(/^\+?[0-9]{5,20}$/, 'must be a phone number or WhatsApp id (digits, optional +)')
+      .optional()
+      .describe("the customer's phone number or WhatsApp id; wins over `recipient` when both are given, as at Meta"),
+    recipient: z
+      .string()
+      .regex(BSUID_PATTERN, 'must be a business-scoped user id, e.g. US.13491208655302741918')
+      .optional()
+      .describe(
+        "the customer's business-scoped user id (BSUID), instead of or beside `to`; sent to Meta as `recipient`",
+      ),
     type: z.enum(['text', 'template']),
     text: z
       .object({ body: z.string().min(1).max(4096), preview_url: z.boolean().optional() })
       .strict()
       .optional(),
-    template: z
-      .object({
-        name: z.string().min(1).max(512),
-        language: z.object({ code: z.string().min(2).max(15) }),
-        components: z.array(storableObject(5)).max(50).optional(),
-      })
-      .optional(),
+    template: templateSchema.optional(),
+    fallbackTemplate: templateSchema
+      .optional()
+      .describe(
+        "Sent instead of a free-form message when the customer service window is known to be closed (the customer's last message is over 24 h old, or Meta answered 131047); the message then shows `sentAs: fallback_template`. Without it such a message fails with reason `service_window_closed`. Ignored for templates (never held back).",
+      ),
     expiresAt: z.iso.datetime({ offset: true }).optional(),
   })
   .strict()
   .superRefine((v, ctx) => {
+    if (v.to === undefined && v.recipient === undefined)
+      ctx.addIssue({ code: 'custom', path: ['to'], message: 'to or recipient is required' });
     if (v.type === 'text' && !v.text)
       ctx.addIssue({ code: 'custom', path: ['text'], message: 'required when type is text' });
     if (v.type === 'template' && !v.template) {
@@ -77,10 +97,15 @@ export const sendSchema = z
     }
   })
   .meta({
-    // The refinement above, for the JSON Schema (zod refinements do not reach it).
-    anyOf: [
-      { properties: { type: { const: 'text' } }, required: ['text'] },
-      { properties: { type: { const: 'template' } }, required: ['template'] },
+    // The refinements above, for the JSON Schema (zod refinements do not reach it).
+    allOf: [
+      {
+        anyOf: [
+          { properties: { type: { const: 'text' } }, required: ['text'] },
+          { properties: { type: { const: 'template' } }, required: ['template'] },
+        ],
+      },
+      { anyOf: [{ required: ['to'] }, { required: ['recipient'] }] },
     ],
     examples: [
       { phoneNumberId: EXAMPLE_IDS.phoneNumberId, to: '15551234567', type: 'text', text: { body: 'hi' } },
@@ -89,6 +114,12 @@ export const sendSchema = z
         to: '15551234567',
         type: 'template',
         template: { name: 'hello_world', language: { code: 'en_US' } },
+      },
+      {
+        phoneNumberId: EXAMPLE_IDS.phoneNumberId,
+        recipient: 'US.13491208655302741918',
+        type: 'text',
+        text: { body: 'hi' },
       },
     ],
   });
@@ -118,8 +149,17 @@ export const messageViewSchema = z.object({
     .enum(['accepted', 'queued', 'sending', 'in_doubt', 'sent', 'failed', 'expired', 'cancelled'])
     .describe('`in_doubt`: the answer to a send was lost; settled by a status webhook or by IN_DOUBT_POLICY'),
   wamid: z.string().optional().describe("Meta's message id, once sent"),
-  reason: z.string().optional().describe('why it failed, expired or was cancelled'),
+  reason: z
+    .string()
+    .optional()
+    .describe(
+      'why it failed, expired or was cancelled (`service_window_closed`: a free-form message outside the window)',
+    ),
   error: metaErrorSchema.optional(),
+  sentAs: z
+    .literal('fallback_template')
+    .optional()
+    .describe("the customer service window was closed: the send's fallbackTemplate went instead of the message"),
   wabaId: z.string().optional(),
   phoneNumberId: z.string().optional(),
   to: z.string().optional(),
@@ -314,9 +354,10 @@ export function createMessagesRouter(deps: {
     const req: SendRequest = {
       messageId,
       phoneNumberId: body.phoneNumberId,
-      to: body.to,
+      to: await customerOf(c, body),
       acceptedAt: existingAcceptedAt ?? new Date().toISOString(),
       ...(body.expiresAt ? { expiresAt: new Date(body.expiresAt).toISOString() } : {}),
+      ...(body.fallbackTemplate ? { fallbackTemplate: body.fallbackTemplate } : {}),
       ...contentOf(body),
     };
     let queued = false;

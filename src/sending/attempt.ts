@@ -6,7 +6,8 @@ import { isGraphApiError, type GraphApiError } from '../adapters/graph/errors';
  * path (`activities/send.ts`) and the drain (`activities/drain.ts`).
  */
 export type Attempt =
-  | { kind: 'sent'; wamid: string }
+  /** `sentAs`: the window was closed and the message's fallback template went (src/sending/window.ts). */
+  | { kind: 'sent'; wamid: string; sentAs?: 'fallback_template' }
   /** Meta refused this message for good: fail it with Meta's code and text. */
   | { kind: 'failed'; error: GraphApiError }
   /** The account cannot send: keep the message queued and close the gate (`detail` says why). */

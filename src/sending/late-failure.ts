@@ -73,6 +73,7 @@ export async function requeueLateFailure(
     phoneNumberId: doc.phoneNumberId,
     to: doc.to,
     content: doc.content,
+    ...(doc.fallbackTemplate ? { fallbackTemplate: doc.fallbackTemplate } : {}),
     ...(doc.expiresAt ? { expiresAt: doc.expiresAt } : {}),
     enqueuedAt: now,
     notify: false, // its send workflow ended with the first outcome

@@ -13,6 +13,7 @@ import {
   type MessageContent,
   type SendOutcome,
   type SendRequest,
+  type TemplateBody,
 } from '../../workflows/contracts';
 import type { LaunchDeps } from '../lifecycle/launch';
 
@@ -64,8 +65,18 @@ export async function notifySettled(deps: Pick<LaunchDeps, 'client'>, outcome: S
   }
 }
 
-/** What a sender passes: the message, and optionally its own id (reuse it to retry safely). */
-export type SendInput = { messageId?: string; phoneNumberId: string; to: string; expiresAt?: string } & MessageContent;
+/**
+ * What a sender passes: the message, the customer by phone number (`to`) or business-scoped user id
+ * (`recipient`), and optionally its own id (reuse it to retry safely) and a `fallbackTemplate` sent
+ * instead of a free-form message when the customer service window is closed.
+ */
+export type SendInput = {
+  messageId?: string;
+  phoneNumberId: string;
+  expiresAt?: string;
+  fallbackTemplate?: TemplateBody;
+} & ({ to: string; recipient?: string } | { to?: undefined; recipient: string }) &
+  MessageContent;
 
 /**
  * The typed helper for senders that hold their own Temporal client: starts the same send
@@ -77,7 +88,9 @@ export function createSenderClient(deps: Pick<LaunchDeps, 'client' | 'taskQueue'
   return {
     async send(input: SendInput): Promise<{ messageId: string; started: boolean }> {
       const messageId = input.messageId ?? `msg_${randomUUID()}`;
-      const req = { ...input, messageId, acceptedAt: new Date().toISOString() } as SendRequest;
+      // `to` wins over a `recipient` BSUID, as at Meta (the HTTP API also maps a BSUID to a known number).
+      const { recipient, to, ...rest } = input;
+      const req = { ...rest, to: to ?? recipient, messageId, acceptedAt: new Date().toISOString() } as SendRequest;
       const started = await startSendWorkflow(deps, req, deps.options);
       return { messageId, started };
     },

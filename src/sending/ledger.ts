@@ -14,6 +14,8 @@ import type { Logger } from '../logger';
 import { emitServiceEvents, messageStepEvent } from '../relay/events';
 import type { ForwardTarget } from '../relay/targets';
 import { attemptSend, type Attempt } from './attempt';
+import { decideForWindow, learnWindowClosed, readWindowState } from './window';
+import { REASONS, type TemplateBody } from '../../workflows/contracts';
 
 /**
  * The per-attempt ledger (`send_attempts`): the one owner of "may this message be POSTed to the
@@ -189,17 +191,22 @@ export type LedgeredAttempt =
   | { kind: 'in_doubt_wait'; ms: number }
   | { kind: 'in_doubt_give_up' }
   /** `depart` said not to send (cancelled): nothing left. */
-  | { kind: 'not_sent' };
+  | { kind: 'not_sent' }
+  /** A free-form message, the customer service window known closed, no fallback template: not POSTed. */
+  | { kind: 'window_closed' };
 
 /**
- * One send attempt through the ledger: `beginSend`, the POST (tagged with its send key: the
- * message id, or `<id>#2` for the send after a late failure), then `endSend` with what the answer
- * means. The one path every Cloud API send takes (admit, the drain).
+ * One send attempt through the ledger: `beginSend`, the customer service window's decision
+ * (src/sending/window.ts: the message, its fallback template, or nothing), the POST (tagged with
+ * its send key: the message id, or `<id>#2` for the send after a late failure), then `endSend`
+ * with what the answer means. The one path every Cloud API send takes (admit, the drain). A 131047
+ * answer teaches the window it is closed; a message with a fallback template then comes back as
+ * `retry`, and its next attempt sends the template.
  */
 export async function sendWithLedger(
   c: Collections,
   graph: GraphClient,
-  input: SendMessageInput & { messageId: string; round?: number },
+  input: SendMessageInput & { messageId: string; round?: number; fallbackTemplate?: TemplateBody | undefined },
   opts: {
     policy: InDoubtPolicy;
     logger: Logger;
@@ -213,21 +220,29 @@ export async function sendWithLedger(
   },
 ): Promise<LedgeredAttempt> {
   const { policy, logger, depart } = opts;
-  const { round, ...send } = input;
+  const { round, fallbackTemplate, ...send } = input;
   const onInDoubt: OnInDoubt = (at) =>
     emitServiceEvents(c, opts.targets, [
       messageStepEvent('message.in_doubt', input.wabaId, input.messageId, at, round),
     ]);
-  const begin = await beginSend(c, input.messageId, policy, logger, onInDoubt, round);
+  const [begin, window] = await Promise.all([
+    beginSend(c, input.messageId, policy, logger, onInDoubt, round),
+    readWindowState(c, send, send.content),
+  ]);
   if (begin.kind === 'sent') return { kind: 'already_sent', wamid: begin.wamid };
   if (begin.kind === 'wait') return { kind: 'in_doubt_wait', ms: begin.ms };
   if (begin.kind === 'give_up') return { kind: 'in_doubt_give_up' };
-  if (!(await depart())) {
+  const leaves = decideForWindow(send.content, fallbackTemplate, window);
+  if (leaves.kind === 'closed' || !(await depart())) {
     await endSend(c, input.messageId, { refused: true }, undefined, round);
-    return { kind: 'not_sent' };
+    return { kind: leaves.kind === 'closed' ? 'window_closed' : 'not_sent' };
   }
   // A throw leaves the ledger in flight: in doubt.
-  const result = await attemptSend(graph, { ...send, messageId: sendKey(input.messageId, round) });
+  const result = await attemptSend(graph, {
+    ...send,
+    content: leaves.content,
+    messageId: sendKey(input.messageId, round),
+  });
   const answer =
     result.kind === 'sent'
       ? { wamid: result.wamid }
@@ -239,6 +254,11 @@ export async function sendWithLedger(
   } catch (err) {
     // The settlement still records a sent message; else the next attempt treats the POST as in doubt.
     logger.warn({ messageId: input.messageId, err: String(err) }, 'recording the send answer failed');
+  }
+  if (result.kind === 'sent' && leaves.fallback) return { ...result, sentAs: 'fallback_template' };
+  if (result.kind === 'failed' && result.error.reason === REASONS.serviceWindowClosed && !leaves.fallback) {
+    await learnWindowClosed(c, send);
+    if (fallbackTemplate) return { kind: 'retry', error: result.error };
   }
   return result;
 }

@@ -163,7 +163,7 @@ describe('Graph client against the Meta simulator', () => {
       { code: 131047, details: 'Message failed to send because more than 24 hours have passed' },
     ]);
     const err = await graphError(send());
-    expect(err).toMatchObject({ code: 131047, errorClass: 'permanent', reason: 'outside_service_window' });
+    expect(err).toMatchObject({ code: 131047, errorClass: 'permanent', reason: 'service_window_closed' });
     expect(err.details).toContain('24 hours');
   });
 

@@ -396,3 +396,95 @@ describe('meta-sim CLI: lost webhooks', () => {
     expect(errorSpy).toHaveBeenCalledWith(expect.stringContaining('--drop <events>'));
   });
 });
+
+describe('Meta simulator: inbound messages and the customer service window', () => {
+  const CUSTOMER = '15551230001';
+  async function sendTo(to: string, type: 'text' | 'template') {
+    const content =
+      type === 'text' ? { text: { body: 'hi' } } : { template: { name: 'reengage', language: { code: 'en_US' } } };
+    const res = await fetch(`${sim.url}/v25.0/${PHONE}/messages`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ messaging_product: 'whatsapp', to, type, ...content }),
+    });
+    return { status: res.status, json: (await res.json()) as { error?: { code: number } } };
+  }
+
+  it('delivers a signed messages webhook with the message timestamp, then refuses free-form sends 24 h after it (131047)', async () => {
+    const receiver = await startReceiver();
+    try {
+      sim.setWebhookTarget({ targetUrl: receiver.url, appSecret: 'app-secret' });
+      const delivery = await sim.inbound(PHONE, CUSTOMER, { agoMs: 25 * 3_600_000 });
+      expect(delivery).toMatchObject({ status: 200, wabaId: WABA, from: CUSTOMER });
+      expect(Math.abs(delivery.timestamp - (Date.now() / 1000 - 25 * 3600))).toBeLessThan(5);
+      const [got] = receiver.received;
+      expect(verifySignature(got!.raw, got!.signature, ['app-secret'])).toBe(true);
+      const value = (JSON.parse(got!.raw.toString('utf8')) as WebhookEnvelope).entry[0]!.changes[0]!;
+      expect(value.field).toBe('messages');
+      expect(value.value).toMatchObject({
+        metadata: { phone_number_id: PHONE },
+        messages: [{ from: CUSTOMER, timestamp: String(delivery.timestamp), type: 'text' }],
+      });
+
+      expect(await sendTo(CUSTOMER, 'text')).toMatchObject({ status: 400, json: { error: { code: 131047 } } });
+      expect((await sendTo(CUSTOMER, 'template')).status).toBe(200);
+      expect((await sendTo('15551230002', 'text')).status).toBe(200); // never wrote: not judged
+
+      await sim.inbound(PHONE, CUSTOMER, { agoMs: 60_000 }); // writes again: the window reopens
+      expect((await sendTo(CUSTOMER, 'text')).status).toBe(200);
+    } finally {
+      await receiver.stop();
+    }
+  });
+
+  it('plays the same from the CLI through a running simulator (inbound <phone> <from> --ago 25h --sim)', async () => {
+    const receiver = await startReceiver();
+    try {
+      sim.setWebhookTarget({ targetUrl: receiver.url, appSecret: 'app-secret' });
+      const log = jest.spyOn(console, 'log').mockImplementation(() => undefined);
+      try {
+        expect(await cli(['inbound', PHONE, '15551230003', '--ago', '25h', '--sim', sim.url])).toBe(0);
+      } finally {
+        log.mockRestore();
+      }
+      expect(receiver.received).toHaveLength(1);
+      expect((await sendTo('15551230003', 'text')).json.error?.code).toBe(131047);
+    } finally {
+      await receiver.stop();
+    }
+  });
+
+  it('answers 409 over HTTP without a webhook target', async () => {
+    const res = await fetch(`${sim.url}/_sim/numbers/${PHONE}/inbound`, {
+      method: 'POST',
+      body: JSON.stringify({ from: '15551230004' }),
+    });
+    expect(res.status).toBe(409);
+    expect((await sendTo('15551230004', 'text')).status).toBe(200);
+  });
+});
+
+describe('Meta simulator: sends to a business-scoped user id', () => {
+  async function sendBody(body: Record<string, unknown>) {
+    const res = await fetch(`${sim.url}/v25.0/${PHONE}/messages`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ messaging_product: 'whatsapp', type: 'text', text: { body: 'hi' }, ...body }),
+    });
+    return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+  }
+
+  it('accepts recipient instead of to, logs the body as sent, and refuses a malformed one', async () => {
+    const ok = await sendBody({ recipient: 'US.13491208655302741918' });
+    expect(ok.status).toBe(200);
+    expect(ok.json.contacts).toEqual([{ input: 'US.13491208655302741918', user_id: 'US.13491208655302741918' }]);
+    const [logged] = sim.log.accepted;
+    expect(logged).toMatchObject({ to: 'US.13491208655302741918', body: { recipient: 'US.13491208655302741918' } });
+    expect(logged!.body).not.toHaveProperty('to');
+    expect((await sendBody({ recipient: '15551234567' })).status).toBe(400);
+    expect((await sendBody({})).status).toBe(400);
+    // Both: `to` wins.
+    await sendBody({ to: '15551230009', recipient: 'US.13491208655302741918' });
+    expect(sim.log.accepted[1]?.to).toBe('15551230009');
+  });
+});

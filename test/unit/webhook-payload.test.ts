@@ -437,3 +437,103 @@ describe('LIFECYCLE_EVENTS', () => {
     expect(parsed.accountUpdates[1]?.disconnectionInfo).toBeUndefined();
   });
 });
+
+describe('parseWebhookBody: inbound messages (the customer service window)', () => {
+  /** Meta's "text message received" example, with a second message and a system message beside it. */
+  const received = envelope({
+    id: WABA,
+    changes: [
+      {
+        field: 'messages',
+        value: {
+          messaging_product: 'whatsapp',
+          metadata: { display_phone_number: '15550783881', phone_number_id: PHONE_NUMBER_ID },
+          contacts: [{ profile: { name: 'Sheena Nelson' }, wa_id: '16505551234' }],
+          messages: [
+            { from: '16505551234', id: 'wamid.a', timestamp: '1749416383', type: 'text', text: { body: 'hi' } },
+            { from: '16505559999', id: 'wamid.b', timestamp: 1749416390, type: 'image', image: { id: '1' } },
+            { from: '16505551234', id: 'wamid.c', timestamp: '1749416395', type: 'system', system: {} },
+            { from: '16505551234', id: 'wamid.d', type: 'text' },
+          ],
+        },
+      },
+    ],
+  });
+
+  it('reads each customer message with its number, sender and own timestamp; system and time-less ones are left out', () => {
+    expect(parse(received).inbound).toEqual([
+      { phoneNumberId: PHONE_NUMBER_ID, from: '16505551234', timestamp: 1749416383 },
+      { phoneNumberId: PHONE_NUMBER_ID, from: '16505559999', timestamp: 1749416390 },
+    ]);
+    expect(parse(received).otherChanges).toEqual({ messages: 1 });
+  });
+
+  it.each([
+    'smb_message_echoes_text.json',
+    'smb_message_echoes_edit.json',
+    'history_approved_chunk.json',
+    'history_media_followup.json',
+    'messages_status_sent.json',
+    'messages_status_failed.json',
+    'messages_errors_rate_limit.json',
+  ])('%s opens no window (echoes, history, statuses and errors are not customer messages)', (name) => {
+    expect(parse(fixture(name)).inbound).toEqual([]);
+  });
+});
+
+describe('parseWebhookBody: business-scoped user ids on contacts', () => {
+  const withContacts = (contacts: unknown[]) =>
+    envelope({
+      id: WABA,
+      changes: [
+        {
+          field: 'messages',
+          value: {
+            messaging_product: 'whatsapp',
+            metadata: { phone_number_id: PHONE_NUMBER_ID },
+            contacts,
+            messages: [{ from: '16505551234', id: 'wamid.a', timestamp: '1749416383', type: 'text' }],
+          },
+        },
+      ],
+    });
+
+  it('pairs a contact naming both its phone number and its BSUID', () => {
+    const parsed = parse(
+      withContacts([
+        { profile: { name: 'A' }, wa_id: '16505551234', user_id: 'US.13491208655302741918' },
+        { wa_id: '16505550000' },
+        { wa_id: '16505550001', user_id: 'not a bsuid' },
+        { user_id: 'US.ENT.11815799212886844830' },
+      ]),
+    );
+    expect(parsed.identities).toEqual([{ phone: '16505551234', bsuid: 'US.13491208655302741918' }]);
+    expect(parsed.skipped).toEqual([]);
+  });
+});
+
+describe('parseWebhookBody: inbound messages that name no customer', () => {
+  it('leaves out senders and numbers that are not ids (they would name an unstorable window)', () => {
+    const value = (phoneNumberId: string, from: string) => ({
+      field: 'messages',
+      value: {
+        metadata: { phone_number_id: phoneNumberId },
+        messages: [{ from, id: 'wamid.x', timestamp: '1749416383', type: 'text' }],
+      },
+    });
+    const parsed = parse(
+      envelope({
+        id: WABA,
+        changes: [
+          value(PHONE_NUMBER_ID, 'x'.repeat(5_000)),
+          value(PHONE_NUMBER_ID, '1555\u0000123'),
+          value('not-a-number', '15551234567'),
+          value(PHONE_NUMBER_ID, 'US.13491208655302741918'),
+        ],
+      }),
+    );
+    expect(parsed.inbound).toEqual([
+      { phoneNumberId: PHONE_NUMBER_ID, from: 'US.13491208655302741918', timestamp: 1749416383 },
+    ]);
+  });
+});

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { accountUpdatePayload, type AccountUpdateOptions } from './payloads';
+import { accountUpdatePayload, inboundPayload, SAMPLE_IDS, type AccountUpdateOptions } from './payloads';
 import { LIFECYCLE_MODES, sendWebhook, startMetaSimulator, type LifecycleEvent } from './server';
 
 /**
@@ -28,6 +28,12 @@ Commands:
       --reason <reason>         add disconnection_info (e.g. ACCOUNT_DISCONNECTED, PRIMARY_INACTIVITY)
   scenario <wabaId>           offboard, wait --gap, reconnect.
       --gap <duration>          500ms, 5s, 2m (default 5s)
+  inbound <phone> <from>      A customer's text message to a business number: a signed messages webhook
+                              (what opens the customer service window).
+      --ago <duration>          its timestamp this long ago, e.g. 25h (default 0: now)
+      --sim <url>               have that simulator send it (to its --webhook-target): the simulator
+                                then answers 131047 to free-form sends to <from> once it is 24 h old
+      --waba <wabaId>           without --sim: entry[].id of the webhook (default Meta's sample WABA)
 
 Webhook options:
   --target <url>              default http://127.0.0.1:3000/webhooks/meta
@@ -48,7 +54,9 @@ Examples:
     --sim http://127.0.0.1:4010 --phone 106540352242922 --drop reconnect
   # the same with health_status BLOCKED only by an app calling error (the number itself can send):
   META_APP_SECRET=s3cret npm run meta-sim -- scenario 102290129340398 --gap 10s \\
-    --sim http://127.0.0.1:4010 --phone 106540352242922 --drop reconnect --app-calling-error 138024`;
+    --sim http://127.0.0.1:4010 --phone 106540352242922 --drop reconnect --app-calling-error 138024
+  # a customer who last wrote 25 h ago: free-form sends to them are held back (or go as a template)
+  npm run meta-sim -- inbound 106540352242922 15551234567 --ago 25h --sim http://127.0.0.1:4010`;
 
 const DEFAULT_TARGET = 'http://127.0.0.1:3000/webhooks/meta';
 
@@ -67,6 +75,8 @@ const OPTIONS = {
   sim: { type: 'string' },
   phone: { type: 'string' },
   drop: { type: 'string' },
+  ago: { type: 'string' },
+  waba: { type: 'string' },
   'webhook-target': { type: 'string' },
   'app-calling-error': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -84,6 +94,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       return 0;
     }
     if (command === 'serve') return await serve(values, rest);
+    if (command === 'inbound') return await playInbound(rest, values, env);
     const wabaId = rest[0];
     if (!command) throw new UsageError('missing command');
     if (!['offboard', 'reconnect', 'partner-removed', 'scenario'].includes(command)) {
@@ -130,6 +141,9 @@ async function serve(values: Values, rest: string[]): Promise<number> {
   console.log(`  control: POST ${sim.url}/_sim/numbers/<id>  e.g. {"mode":"offboarded"}`);
   console.log(
     `  events:  POST ${sim.url}/_sim/numbers/<id>/lifecycle  e.g. {"event":"ACCOUNT_RECONNECTED","dropWebhook":true}`,
+  );
+  console.log(
+    `  inbound: POST ${sim.url}/_sim/numbers/<id>/inbound  e.g. {"from":"15551234567","agoMs":90000000} (25 h ago)`,
   );
   console.log('Ctrl-C to stop.');
   await new Promise<void>((resolve) => {
@@ -191,6 +205,44 @@ async function playWebhooks(command: string, wabaId: string, values: Values, env
   await new Promise((resolve) => setTimeout(resolve, gapMs));
   // Strictly later `entry.time` than the offboard, even for sub-second gaps, so the service can order them.
   return (await send('ACCOUNT_RECONNECTED', { time: Math.max(nowSeconds(), offboardTime + 1) })) ? 0 : 1;
+}
+
+/**
+ * `inbound <phone> <from>`: through the simulator with `--sim` (it sends the webhook and learns the
+ * window), else straight to `--target`. Exit 0 only when the service answered 200.
+ */
+async function playInbound(rest: string[], values: Values, env: NodeJS.ProcessEnv): Promise<number> {
+  const [phone, from] = rest;
+  if (!phone || !from || rest.length > 2) throw new UsageError('inbound takes <phone> <from>');
+  if (!/^\d{5,20}$/.test(from)) throw new UsageError(`<from> must be a WhatsApp id (digits), got "${from}"`);
+  const agoMs = values.ago === undefined ? 0 : parseGap(values.ago);
+  const what = `inbound from ${from} to ${phone}${agoMs ? ` (${values.ago} ago)` : ''}`;
+  if (values.sim !== undefined) {
+    if (!URL.canParse(values.sim)) throw new UsageError(`--sim "${values.sim}" is not a URL`);
+    const url = `${values.sim.replace(/\/$/, '')}/_sim/numbers/${encodeURIComponent(phone)}/inbound`;
+    try {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ from, agoMs }),
+        signal: AbortSignal.timeout(15_000),
+      });
+      const answer = (await res.json()) as { status?: number; error?: string | { message?: string } };
+      const error = typeof answer.error === 'string' ? answer.error : answer.error?.message;
+      console.log(`${what} via the simulator: HTTP ${res.status}; the service answered ${answer.status ?? error}`);
+      return res.ok && answer.status === 200 ? 0 : 1;
+    } catch (err) {
+      console.error(`${what}: the simulator did not answer (${String((err as Error).cause ?? err)})`);
+      return 1;
+    }
+  }
+  const secret = values.secret ?? env.META_APP_SECRET?.split(',')[0]?.trim();
+  if (!secret) throw new UsageError('no app secret: pass --secret or set META_APP_SECRET');
+  const target = values.target ?? DEFAULT_TARGET;
+  if (!URL.canParse(target)) throw new UsageError(`--target "${target}" is not a URL`);
+  const timestamp = Math.floor((Date.now() - agoMs) / 1000);
+  const body = inboundPayload(values.waba ?? SAMPLE_IDS.wabaId, phone, { from, timestamp });
+  return (await post(target, secret, what, body)) ? 0 : 1;
 }
 
 /**
@@ -259,12 +311,12 @@ function parseCodes(text: string | undefined): number[] | undefined {
   return codes;
 }
 
-const GAP_UNITS_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000 };
+const GAP_UNITS_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
 
-/** `500ms`, `5s`, `2m`, or a bare number of seconds. */
+/** `500ms`, `5s`, `2m`, `25h`, or a bare number of seconds. */
 function parseGap(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
-  if (!m) throw new UsageError(`--gap must look like 500ms, 5s or 2m, got "${text}"`);
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) throw new UsageError(`a duration must look like 500ms, 5s, 2m or 25h, got "${text}"`);
   return Math.round(Number(m[1]) * (GAP_UNITS_MS[m[2] ?? 's'] ?? 1_000));
 }
 

@@ -130,15 +130,70 @@ export function statusPayload(
   statuses: StatusInput[],
   options: { displayPhoneNumber?: string } = {},
 ): WebhookEnvelope {
+  return messagesWebhook(wabaId, phoneNumberId, options, { statuses: statuses.map(toMetaStatus) });
+}
+
+/** A `messages` webhook of one phone number with the given `value` fields besides `messaging_product` and `metadata`. */
+function messagesWebhook(
+  wabaId: string,
+  phoneNumberId: string,
+  options: { displayPhoneNumber?: string },
+  fields: Record<string, unknown>,
+): WebhookEnvelope {
   const value = {
     messaging_product: 'whatsapp',
     metadata: {
       display_phone_number: options.displayPhoneNumber ?? SAMPLE_IDS.displayPhoneNumber,
       phone_number_id: phoneNumberId,
     },
-    statuses: statuses.map(toMetaStatus),
+    ...fields,
   };
   return { object: 'whatsapp_business_account', entry: [{ id: wabaId, changes: [{ field: 'messages', value }] }] };
+}
+
+/** One customer's text message to a business number, in our names; `inboundPayload` turns it into Meta's shape. */
+export interface InboundInput {
+  /** The customer's WhatsApp id (digits). */
+  from: string;
+  /** Unix seconds the customer sent it. Defaults to now. */
+  timestamp?: number;
+  /** Defaults to `hello`. */
+  body?: string;
+  /** `messages[].id`. Defaults to a fresh wamid. */
+  id?: string;
+  /** The customer's business-scoped user id: `contacts[].user_id`. */
+  userId?: string;
+}
+
+/**
+ * A `messages` webhook carrying one inbound text message (`contacts[]` and `messages[]`), shaped
+ * like Meta's "text message received" example: what opens the customer service window.
+ */
+export function inboundPayload(
+  wabaId: string,
+  phoneNumberId: string,
+  message: InboundInput,
+  options: { displayPhoneNumber?: string } = {},
+): WebhookEnvelope {
+  const from = message.from;
+  return messagesWebhook(wabaId, phoneNumberId, options, {
+    contacts: [
+      {
+        profile: { name: 'Customer' },
+        wa_id: from,
+        ...(message.userId !== undefined ? { user_id: message.userId } : {}),
+      },
+    ],
+    messages: [
+      {
+        from,
+        id: message.id ?? `wamid.IN${Buffer.from(`${from}.${Date.now()}.${Math.random()}`).toString('base64')}`,
+        timestamp: String(message.timestamp ?? nowSeconds()),
+        type: 'text',
+        text: { body: message.body ?? 'hello' },
+      },
+    ],
+  });
 }
 
 function toMetaStatus(s: StatusInput): Record<string, unknown> {

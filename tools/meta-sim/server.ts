@@ -3,7 +3,13 @@ import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { z } from 'zod';
 import { SIGNATURE_HEADER, signBody } from '../../src/adapters/meta/signature';
-import { accountUpdatePayload, SAMPLE_IDS, type DisconnectionInfo, type WebhookEnvelope } from './payloads';
+import {
+  accountUpdatePayload,
+  inboundPayload,
+  SAMPLE_IDS,
+  type DisconnectionInfo,
+  type WebhookEnvelope,
+} from './payloads';
 
 /**
  * A local stand-in for Meta's Cloud API, used by tests, benchmarks and people trying the service
@@ -36,6 +42,9 @@ import { accountUpdatePayload, SAMPLE_IDS, type DisconnectionInfo, type WebhookE
  * - `GET|POST|DELETE /_sim/numbers/:id`           read / patch (JSON `NumberConfigPatch`) / reset a number
  * - `POST /_sim/numbers/:id/lifecycle`            `{ event, dropWebhook?, disconnectionInfo? }`: play an event
  *                                                 (mode + webhook, or mode only when dropped) → `WebhookDelivery`
+ * - `POST /_sim/numbers/:id/inbound`              `{ from, agoMs?, body?, userId? }`: a customer's message to the number,
+ *                                                 sent as a `messages` webhook → `InboundDelivery`; the number then
+ *                                                 answers 131047 to free-form sends to `from` once it is 24 h old
  * - `GET  /_sim/webhooks`                         `{ webhooks: [...] }` lifecycle webhooks delivered or dropped
  * - `GET  /_sim/stats`                            connections, requests, log sizes
  */
@@ -257,6 +266,32 @@ export interface WebhookDelivery {
   body: WebhookEnvelope;
 }
 
+/** Meta's customer service window: a free-form send is refused (131047) this long after the customer's last message. */
+export const SERVICE_WINDOW_MS = 24 * 60 * 60 * 1000;
+
+export interface InboundOptions {
+  /** How long ago the customer sent it (its `timestamp`); default 0 (now). */
+  agoMs?: number;
+  /** The text; default `hello`. */
+  body?: string;
+  /** The customer's business-scoped user id, on the webhook's contact beside the phone number. */
+  userId?: string;
+}
+
+/** One inbound `messages` webhook the simulator sent (`inbound()`). */
+export interface InboundDelivery {
+  phoneNumberId: string;
+  wabaId: string;
+  from: string;
+  /** The message's `timestamp` (Unix s). */
+  timestamp: number;
+  /** The HTTP status the service answered; absent when no answer came. */
+  status?: number;
+  /** Why no answer came (connection refused, timeout). */
+  error?: string;
+  body: WebhookEnvelope;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Log.
 
@@ -365,6 +400,12 @@ export interface MetaSimulator {
    * webhook is to be delivered and no target is set.
    */
   lifecycle(phoneNumberId: string, event: LifecycleEvent, options?: LifecycleOptions): Promise<WebhookDelivery>;
+  /**
+   * A customer (`from`) writes to the number: the simulator remembers it (a free-form send to
+   * `from` is refused with 131047 once the message is over 24 h old) and delivers the signed
+   * `messages` webhook to the webhook target. Rejects when no target is set.
+   */
+  inbound(phoneNumberId: string, from: string, options?: InboundOptions): Promise<InboundDelivery>;
   setWebhookTarget(target: WebhookTarget | undefined): void;
   /** Lifecycle webhooks delivered or dropped, oldest first; cleared with the log. */
   webhooks: WebhookDelivery[];
@@ -450,7 +491,11 @@ function clientIdOf(body: unknown): string | undefined {
 function validateSendBody(body: unknown): SimError | undefined {
   if (!isRecord(body)) return invalidParameter('Invalid parameter');
   if (body.messaging_product !== 'whatsapp') return invalidParameter('The parameter messaging_product is required.');
-  if (typeof body.to !== 'string' || body.to === '') return invalidParameter('The parameter to is required.');
+  const recipient = body.recipient;
+  if (recipient !== undefined && (typeof recipient !== 'string' || !BSUID.test(recipient))) {
+    return invalidParameter('Param recipient must be a valid business-scoped user ID.');
+  }
+  if (customerOfBody(body) === undefined) return invalidParameter('The parameter to is required.');
   if (typeof body.type !== 'string' || body.type === '') return invalidParameter('The parameter type is required.');
   const content = body[body.type];
   if (!isRecord(content)) return invalidParameter(`The parameter ${body.type} is required.`);
@@ -472,6 +517,16 @@ function validateSendBody(body: unknown): SimError | undefined {
     }
   }
   return undefined;
+}
+
+/** A business-scoped user id, as Meta's sends take it in `recipient`. */
+const BSUID = /^[A-Z]{2}\.(?:ENT\.)?[A-Za-z0-9]{1,128}$/;
+
+/** Whom a send addresses: `to` when given (it wins, as at Meta), else the `recipient` BSUID. */
+function customerOfBody(body: unknown): string | undefined {
+  if (!isRecord(body)) return undefined;
+  if (typeof body.to === 'string' && body.to !== '') return body.to;
+  return typeof body.recipient === 'string' && body.recipient !== '' ? body.recipient : undefined;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -701,7 +756,8 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
       code: err.code,
     };
     if (err.subcode !== undefined) entry.subcode = err.subcode;
-    if (isRecord(body) && typeof body.to === 'string') entry.to = body.to;
+    const to = customerOfBody(body);
+    if (to !== undefined) entry.to = to;
     if (isRecord(body) && typeof body.type === 'string') entry.type = body.type;
     const clientId = clientIdOf(body);
     if (clientId !== undefined) entry.clientId = clientId;
@@ -729,17 +785,31 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     }
     const unusable = modeError(state.config);
     if (unusable) return rejectWith(phoneNumberId, body, unusable);
-    const message = body as { to: string; type: string } & Record<string, unknown>;
+    const message = { ...(body as { type: string } & Record<string, unknown>), to: customerOfBody(body)! };
+    if (message.type !== 'template' && outsideWindow(phoneNumberId, message.to)) {
+      return rejectWith(phoneNumberId, body, {
+        code: 131047,
+        message: 'Re-engagement message',
+        details:
+          'Message failed to send because more than 24 hours have passed since the customer last replied to this number.',
+      });
+    }
     const t = performance.now();
     if (state.throughput && !state.throughput.allows(t)) return rejectWith(phoneNumberId, body, { code: 130429 });
     if (!state.takePair(message.to, t)) return rejectWith(phoneNumberId, body, { code: 131056 });
     state.throughput?.record(t);
-    return accept(state, phoneNumberId, message, t);
+    return accept(state, phoneNumberId, body as AcceptedMessage['body'], message.to, t);
   }
 
-  function accept(state: NumberState, phoneNumberId: string, body: AcceptedMessage['body'], t: number): Answer {
+  /** Accepts a send to `to` (the body's `to`, else its `recipient`); the log keeps the body as sent. */
+  function accept(
+    state: NumberState,
+    phoneNumberId: string,
+    body: AcceptedMessage['body'],
+    to: string,
+    t: number,
+  ): Answer {
     const seq = ++counters.seq;
-    const to = body.to as string;
     const wamid = 'wamid.' + Buffer.from(`SIM${instanceTag}.${seq}.${to}`).toString('base64');
     const entry: AcceptedMessage = { seq, at: now(), phoneNumberId, to, type: body.type as string, body, wamid };
     const clientId = clientIdOf(body);
@@ -750,7 +820,7 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     if (state.config.messageStatus) message.message_status = state.config.messageStatus;
     return jsonAnswer(200, {
       messaging_product: 'whatsapp',
-      contacts: [{ input: to, wa_id: to.replace(/\D/g, '') }],
+      contacts: [BSUID.test(to) ? { input: to, user_id: to } : { input: to, wa_id: to.replace(/\D/g, '') }],
       messages: [message],
     });
   }
@@ -781,6 +851,10 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     if (resource === 'numbers' && id && sub === 'lifecycle' && parts.length === 5) {
       if (method !== 'POST') return jsonAnswer(405, { error: { message: 'method not allowed' } });
       return controlLifecycle(decodeURIComponent(id), raw);
+    }
+    if (resource === 'numbers' && id && sub === 'inbound' && parts.length === 5) {
+      if (method !== 'POST') return jsonAnswer(405, { error: { message: 'method not allowed' } });
+      return controlInbound(decodeURIComponent(id), raw);
     }
     if (resource === 'webhooks' && method === 'GET') return jsonAnswer(200, { webhooks });
     if (resource === 'log' && method === 'GET') return jsonAnswer(200, readLog(query));
@@ -859,13 +933,60 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     };
     pushBounded(webhooks, delivery);
     if (delivery.dropped || !target) return delivery;
+    return Object.assign(delivery, await deliver(target, body));
+  }
+
+  /** Sends a signed webhook to the target: the service's answer, or why none came. */
+  async function deliver(target: WebhookTarget, body: WebhookEnvelope): Promise<{ status?: number; error?: string }> {
     try {
-      delivery.status = (await sendWebhook({ targetUrl: target.targetUrl, appSecret: target.appSecret, body })).status;
+      return { status: (await sendWebhook({ targetUrl: target.targetUrl, appSecret: target.appSecret, body })).status };
     } catch (err) {
       const cause = (err as { cause?: Error & { code?: string } }).cause;
-      delivery.error = cause?.code ?? cause?.message ?? String(err);
+      return { error: cause?.code ?? cause?.message ?? String(err) };
     }
-    return delivery;
+  }
+
+  /** Epoch ms of each customer's last message to a number (`<phoneNumberId>#<from>`), as `inbound()` sent them. */
+  const lastInbound = new Map<string, number>();
+
+  /** A customer the simulator knows wrote more than 24 h ago (one it never saw write: not judged). */
+  function outsideWindow(phoneNumberId: string, to: string): boolean {
+    const last = lastInbound.get(`${phoneNumberId}#${to}`);
+    return last !== undefined && Date.now() - last > SERVICE_WINDOW_MS;
+  }
+
+  async function inbound(phoneNumberId: string, from: string, opts: InboundOptions = {}): Promise<InboundDelivery> {
+    const target = webhookTarget;
+    if (!target) throw new Error('no webhook target: start with `webhook` or call setWebhookTarget');
+    const sentAt = Date.now() - (opts.agoMs ?? 0);
+    const key = `${phoneNumberId}#${from}`;
+    lastInbound.set(key, Math.max(sentAt, lastInbound.get(key) ?? 0));
+    const wabaId = numberState(phoneNumberId).config.wabaId;
+    const timestamp = Math.floor(sentAt / 1000);
+    const body = inboundPayload(wabaId, phoneNumberId, {
+      from,
+      timestamp,
+      ...(opts.body !== undefined ? { body: opts.body } : {}),
+      ...(opts.userId !== undefined ? { userId: opts.userId } : {}),
+    });
+    return { phoneNumberId, wabaId, from, timestamp, body, ...(await deliver(target, body)) };
+  }
+
+  const inboundSchema = z.strictObject({
+    from: z.string().regex(/^\d{5,20}$/),
+    agoMs: z.number().int().nonnegative().optional(),
+    body: z.string().min(1).optional(),
+    userId: z.string().regex(BSUID).optional(),
+  });
+
+  async function controlInbound(id: string, raw: string): Promise<Answer> {
+    const parsed = inboundSchema.safeParse(parseJson(raw));
+    if (!parsed.success) return jsonAnswer(400, { error: { message: z.prettifyError(parsed.error) } });
+    if (!webhookTarget) {
+      return jsonAnswer(409, { error: { message: 'no webhook target configured (serve --webhook-target)' } });
+    }
+    const { from, ...opts } = parsed.data;
+    return jsonAnswer(200, await inbound(id, from, opts));
   }
 
   const lifecycleSchema = z.strictObject({
@@ -972,6 +1093,7 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
     stats,
     receiverStats,
     lifecycle,
+    inbound,
     setWebhookTarget: (target) => {
       webhookTarget = target;
     },

@@ -1,6 +1,6 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import type { MessageContent } from '../../../workflows/contracts';
+import { isBsuid, type MessageContent } from '../../../workflows/contracts';
 import { GraphApiError, UNEXPECTED_RESPONSE_CODE } from './errors';
 import { PROBE_FIELDS, readPhoneHealth, type PhoneHealth } from './phone-health';
 import { inSpan } from '../../telemetry';
@@ -40,7 +40,7 @@ export interface GraphClientOptions {
 export interface SendMessageInput {
   wabaId: string;
   phoneNumberId: string;
-  /** Recipient phone number or WhatsApp id. */
+  /** Recipient phone number or WhatsApp id, or BSUID (sent as `recipient`). */
   to: string;
   content: MessageContent;
   /**
@@ -264,7 +264,8 @@ export function messageBody(to: string, content: MessageContent, messageId?: str
   return {
     messaging_product: 'whatsapp',
     recipient_type: 'individual',
-    to,
+    // A customer known only by their business-scoped user id is addressed with `recipient`.
+    ...(isBsuid(to) ? { recipient: to } : { to }),
     type: content.type,
     [content.type]: payload,
     ...(messageId === undefined ? {} : { biz_opaque_callback_data: messageId }),

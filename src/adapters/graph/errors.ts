@@ -29,7 +29,7 @@ import type { MetaErrorInfo } from '../../../workflows/contracts';
  * | 80007                    |         | retry            | waba_rate_limit           | 60 s      | waba         | WABA-level call limit |
  * | 131057, 2494100          |         | retry            | maintenance               | 30 s      | phone_number | account in maintenance (e.g. throughput upgrade, ≤ 1 min) |
  * | 1, 2, 131000, 131016, 133004 |     | retry            | meta_unavailable          | 5 s       |              | unknown / temporary server-side errors ("retry, limited") |
- * | 131047, 470              |         | permanent        | outside_service_window    |           |              | > 24 h since the user's last message: only templates allowed |
+ * | 131047, 470              |         | permanent        | service_window_closed     |           |              | > 24 h since the user's last message: only templates allowed |
  * | 131026                   |         | permanent        | undeliverable             |           |              | recipient cannot receive (not on WhatsApp, old app, …) |
  * | 131048                   |         | permanent        | spam_rate_limit           |           |              | spam limit: resending makes it worse |
  * | 131049                   |         | permanent        | engagement_limit          |           |              | Meta chose not to deliver (ecosystem engagement) |
@@ -103,8 +103,8 @@ const RULES: ReadonlyMap<number, Rule> = new Map<number, Rule>([
   [131016, { class: 'retry', reason: 'meta_unavailable', retryAfterMs: 5 * SECOND }],
   [133004, { class: 'retry', reason: 'meta_unavailable', retryAfterMs: 5 * SECOND }],
 
-  [131047, { class: 'permanent', reason: 'outside_service_window' }],
-  [470, { class: 'permanent', reason: 'outside_service_window' }],
+  [131047, { class: 'permanent', reason: 'service_window_closed' }],
+  [470, { class: 'permanent', reason: 'service_window_closed' }],
   [131026, { class: 'permanent', reason: 'undeliverable' }],
   [131048, { class: 'permanent', reason: 'spam_rate_limit' }],
   [131049, { class: 'permanent', reason: 'engagement_limit' }],

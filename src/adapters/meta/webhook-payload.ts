@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { BSUID_PATTERN } from '../../../workflows/contracts';
 
 /**
  * The one place that reads Meta's webhook field names. `parseWebhookBody` projects a decoded
@@ -81,6 +82,27 @@ export interface StatusUpdate {
   bizOpaqueCallbackData?: string;
 }
 
+/**
+ * One customer message of a `messages` change's `value.messages[]` (an inbound message: never an
+ * echo of the business's own, never a status or history). What opens the customer service window.
+ */
+export interface InboundMessage {
+  /** `value.metadata.phone_number_id`: the business number it was sent to. */
+  phoneNumberId: string;
+  /** `messages[].from`: the customer's phone number (WhatsApp id). */
+  from: string;
+  /** `messages[].timestamp` in Unix seconds: when the customer sent it. */
+  timestamp: number;
+}
+
+/** A customer's phone number and business-scoped user id, from a contact that carried both. */
+export interface CustomerIdentity {
+  /** `contacts[].wa_id`. */
+  phone: string;
+  /** `contacts[].user_id` (a BSUID). */
+  bsuid: string;
+}
+
 /** A part of the body that was left out, and why. Indexes are positions in the body's arrays. */
 export interface SkippedChange {
   entryIndex: number;
@@ -99,9 +121,13 @@ export interface ParsedWebhook {
   accountUpdates: AccountUpdate[];
   /** Every well-formed status of every `messages` change, in body order. */
   statuses: StatusUpdate[];
+  /** Every well-formed customer message of every `messages` change (`system` messages left out), in body order. */
+  inbound: InboundMessage[];
+  /** Every `messages` change's contact that names both a phone number and a BSUID, in body order. */
+  identities: CustomerIdentity[];
   /** Changes not represented above, by field: `history`, `smb_message_echoes`,
    *  `smb_app_state_sync`, …, and `messages` changes carrying anything other than statuses
-   *  (inbound `messages[]`, `errors[]`). Only counted, never read. */
+   *  (inbound `messages[]`, also read into `inbound`; `errors[]`). Counted here. */
   otherChanges: Record<string, number>;
   /** Every change by field, including `account_update`, status-only and skipped changes (metrics). */
   changesByField: Record<string, number>;
@@ -187,6 +213,19 @@ const messagesValueSchema = z.object({
     .optional()
     .catch(undefined),
   statuses: z.array(z.unknown()).optional(),
+  messages: z.array(z.unknown()).optional().catch(undefined),
+  contacts: z.array(z.unknown()).optional().catch(undefined),
+});
+
+const contactSchema = z.object({ wa_id: z.string().regex(/^\d{1,32}$/), user_id: z.string().regex(BSUID_PATTERN) });
+
+/** A customer as webhooks name them: a WhatsApp id (digits) or a BSUID. Anything else names no window. */
+const customerIdSchema = z.union([z.string().regex(/^\d{1,32}$/), z.string().regex(BSUID_PATTERN)]);
+
+const inboundSchema = z.object({
+  from: customerIdSchema,
+  timestamp: unixTimeSchema,
+  type: z.string().optional().catch(undefined),
 });
 
 const statusErrorSchema = z.object({
@@ -309,6 +348,8 @@ export function parseWebhookBody(json: unknown): ParsedWebhook {
     object: envelope.data.object,
     accountUpdates: [],
     statuses: [],
+    inbound: [],
+    identities: [],
     otherChanges: Object.create(null) as Record<string, number>,
     changesByField: Object.create(null) as Record<string, number>,
     entryIds: [],
@@ -367,17 +408,33 @@ export function parseWebhookBody(json: unknown): ParsedWebhook {
       }
 
       if (field === 'messages') {
-        // Inbound messages, value-level errors and anything else but statuses are only counted.
+        // Inbound messages, value-level errors and anything else but statuses are counted; inbound
+        // messages are also read (the customer service window).
         const carriesOther = Object.keys(value).some(
           (k) => k !== 'statuses' && k !== 'metadata' && k !== 'messaging_product' && k !== 'contacts',
         );
         if (carriesOther || !('statuses' in value)) bump(result.otherChanges, field);
-        if (!('statuses' in value)) return;
+        if (!('statuses' in value) && !('messages' in value)) return;
         const v = messagesValueSchema.safeParse(value);
         if (!v.success) return skip(`value ${describe(v.error)}`);
+        for (const rawContact of v.data.contacts ?? []) {
+          const contact = contactSchema.safeParse(rawContact);
+          if (contact.success) result.identities.push({ phone: contact.data.wa_id, bsuid: contact.data.user_id });
+        }
+        const phoneNumberId = v.data.metadata?.phone_number_id;
+        const messages = v.data.messages ?? [];
+        if (messages.length > 0 && !phoneNumberId) skip('messages without value.metadata.phone_number_id');
+        // A window is named by a Cloud API number id (digits): any other text names none.
+        if (phoneNumberId && /^\d{1,32}$/.test(phoneNumberId)) {
+          for (const rawMessage of messages) {
+            const m = inboundSchema.safeParse(rawMessage);
+            // A `system` message (the customer changed number) is Meta's, not the customer's.
+            if (m.success && m.data.type !== 'system')
+              result.inbound.push({ phoneNumberId, from: m.data.from, timestamp: m.data.timestamp });
+          }
+        }
         const statuses = v.data.statuses ?? [];
         if (statuses.length === 0) return;
-        const phoneNumberId = v.data.metadata?.phone_number_id;
         if (!phoneNumberId) return skip('statuses without value.metadata.phone_number_id');
         statuses.forEach((rawStatus, statusIndex) => {
           const s = statusSchema.safeParse(rawStatus);

@@ -8,6 +8,7 @@ import type {
   MessageContent,
   MessageStatus,
   MetaErrorInfo,
+  TemplateBody,
   WabaState,
 } from '../../../workflows/contracts';
 
@@ -81,6 +82,8 @@ export interface MessageDoc {
   phoneNumberId: string;
   to: string;
   content: MessageContent;
+  /** Sent instead of a free-form `content` when the customer service window is closed. */
+  fallbackTemplate?: TemplateBody;
   /** Status before settlement: `accepted`, `queued` or `sending` (see `settlements` for the end). */
   status: MessageStatus;
   expiresAt?: string;
@@ -113,6 +116,8 @@ export interface SettlementDoc {
   reason?: string;
   error?: MetaErrorInfo;
   attempts?: number;
+  /** The service window was closed: the message's fallback template went instead. */
+  sentAs?: 'fallback_template';
   at: string;
   /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
   storedAt?: Date;
@@ -136,6 +141,7 @@ export interface QueueDoc {
   phoneNumberId: string;
   to: string;
   content: MessageContent;
+  fallbackTemplate?: TemplateBody;
   expiresAt?: string;
   enqueuedAt: string;
   /** A send workflow is waiting for this message's outcome. */
@@ -457,6 +463,32 @@ export interface GateHoldDoc {
   receivedAt: string;
 }
 
+/**
+ * `customer_windows`: what the service knows of each customer's service window with a business
+ * number, `_id` = `<phoneNumberId>#<customer>` (src/sending/window.ts decides from it). Written
+ * with `$max` only, so a later time is never replaced by an earlier one: `lastInboundAt` by the
+ * webhook sink for every inbound `messages` webhook (never echoes, statuses or history);
+ * `refusedAt` by a sender Meta answered 131047 (the window is closed until a newer inbound).
+ */
+export interface CustomerWindowDoc {
+  _id: string;
+  /** Unix seconds of the customer's newest message to the number (the message's own `timestamp`). */
+  lastInboundAt?: number;
+  /** Unix seconds of Meta's newest 131047 answer for this customer and number. */
+  refusedAt?: number;
+}
+
+/**
+ * `customer_ids`: a customer's phone number by business-scoped user id (`_id` = the BSUID), from
+ * inbound webhooks whose contact carries both. Insert-only: a user who changes number gets a new
+ * BSUID, so a BSUID's number never changes.
+ */
+export interface CustomerIdDoc {
+  _id: string;
+  /** The WhatsApp id (phone number digits). */
+  phone: string;
+}
+
 export interface Collections {
   wabas: Collection<WabaDoc>;
   phoneNumbers: Collection<PhoneNumberDoc>;
@@ -483,6 +515,8 @@ export interface Collections {
   gateHolds: Collection<GateHoldDoc>;
   lateFailures: Collection<LateFailureDoc>;
   credentialPauses: Collection<CredentialPauseDoc>;
+  customerWindows: Collection<CustomerWindowDoc>;
+  customerIds: Collection<CustomerIdDoc>;
 }
 
 /**
@@ -543,6 +577,8 @@ export function collections(db: Db): Collections {
     gateHolds: db.collection<GateHoldDoc>('gate_holds'),
     lateFailures: db.collection<LateFailureDoc>('late_failures'),
     credentialPauses: db.collection<CredentialPauseDoc>('credential_pauses'),
+    customerWindows: db.collection<CustomerWindowDoc>('customer_windows'),
+    customerIds: db.collection<CustomerIdDoc>('customer_ids'),
   };
 }
 
@@ -573,6 +609,8 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     c.sendConfirmations.createIndex({ at: 1 }, { name: 'at' }),
     c.sendClaims.createIndex({ storedAt: 1 }, { name: 'storedAt' }),
     c.gateHolds.createIndex({ receivedAt: 1 }, { name: 'receivedAt' }),
+    c.customerWindows.createIndex({ lastInboundAt: 1 }, { name: 'lastInboundAt' }),
+    c.customerIds.createIndex({ phone: 1 }, { name: 'phone' }),
   ]);
 }
 

@@ -113,6 +113,7 @@ export function outcomeOf(messageId: string, m: StoredMessage): SendOutcome {
       ...(s.wamid ? { wamid: s.wamid } : {}),
       ...(s.reason ? { reason: s.reason } : {}),
       ...(s.error ? { error: s.error } : {}),
+      ...(s.sentAs ? { sentAs: s.sentAs } : {}),
     };
   }
   return { messageId, status: m.doc?.status ?? 'accepted', at: m.doc?.updatedAt ?? '' };

@@ -376,6 +376,8 @@ export interface Settlement {
   error?: MetaErrorInfo;
   at: string;
   attempts?: number;
+  /** The service window was closed: the message's fallback template went instead. */
+  sentAs?: 'fallback_template';
   /** Whether a send workflow waits for this outcome (not stored). */
   notify?: boolean;
   /** The send's round (2: the send after a late failure, see `late_failures`); absent: 1. */
@@ -421,6 +423,7 @@ export function settlementDoc(s: Settlement): SettlementDoc {
     ...(s.reason ? { reason: s.reason } : {}),
     ...(s.error ? { error: s.error } : {}),
     ...(s.attempts !== undefined ? { attempts: s.attempts } : {}),
+    ...(s.sentAs ? { sentAs: s.sentAs } : {}),
   };
 }
 
