@@ -25,22 +25,33 @@ import {
 } from '../../src/adapters/store/queue';
 import { findWaba, saveWaba } from '../../src/adapters/store/wabas';
 
-/** The queue store against the real MongoDB-wire server (FerretDB in tests). */
-describe('queue store on the real MongoDB-wire server', () => {
-  let client: MongoClient;
-  let c: Collections;
-  const dbName = `store_${randomBytes(4).toString('hex')}`;
+/**
+ * A database of its own on the test server for one describe block: connected before its tests,
+ * dropped after them. `c()` is valid from the block's first test on.
+ */
+function scratchDatabase(prefix: string): { name: string; c: () => Collections } {
+  const name = `${prefix}_${randomBytes(4).toString('hex')}`;
+  let conn: { client: MongoClient; c: Collections } | undefined;
   beforeAll(async () => {
-    const conn = await connectMongo(process.env.MONGODB_URI!, dbName);
-    client = conn.client;
-    c = conn.c;
+    conn = await connectMongo(process.env.MONGODB_URI!, name);
   });
   afterAll(async () => {
-    await client
-      .db(dbName)
+    await conn?.client
+      .db(name)
       .dropDatabase()
       .catch(() => undefined);
-    await client.close();
+    await conn?.client.close();
+  });
+  return { name, c: () => conn!.c };
+}
+
+/** The queue store against the real MongoDB-wire server (FerretDB in tests). */
+describe('queue store on the real MongoDB-wire server', () => {
+  const scratch = scratchDatabase('store');
+  const dbName = scratch.name;
+  let c: Collections;
+  beforeAll(() => {
+    c = scratch.c();
   });
 
   const entry = (wabaId: string, i: number): NewQueueEntry => ({
@@ -274,21 +285,12 @@ describe('queue store on the real MongoDB-wire server', () => {
 
 /** A WABA's numbers by exact `_id` (`waba_numbers`), against the real MongoDB-wire server. */
 describe('phone-number membership on the real MongoDB-wire server', () => {
-  let client: MongoClient;
-  let c: Collections;
-  const dbName = `numbers_${randomBytes(4).toString('hex')}`;
+  const scratch = scratchDatabase('numbers');
+  const dbName = scratch.name;
   const now = new Date().toISOString();
-  beforeAll(async () => {
-    const conn = await connectMongo(process.env.MONGODB_URI!, dbName);
-    client = conn.client;
-    c = conn.c;
-  });
-  afterAll(async () => {
-    await client
-      .db(dbName)
-      .dropDatabase()
-      .catch(() => undefined);
-    await client.close();
+  let c: Collections;
+  beforeAll(() => {
+    c = scratch.c();
   });
   const fields = (wabaId: string) => ({ wabaId, mps: 20, coexistence: true });
 
@@ -333,20 +335,10 @@ describe('phone-number membership on the real MongoDB-wire server', () => {
 });
 
 describe('the WABA document on the real MongoDB-wire server', () => {
-  let client: MongoClient;
+  const scratch = scratchDatabase('wabas');
   let c: Collections;
-  const dbName = `wabas_${randomBytes(4).toString('hex')}`;
-  beforeAll(async () => {
-    const conn = await connectMongo(process.env.MONGODB_URI!, dbName);
-    client = conn.client;
-    c = conn.c;
-  });
-  afterAll(async () => {
-    await client
-      .db(dbName)
-      .dropDatabase()
-      .catch(() => undefined);
-    await client.close();
+  beforeAll(() => {
+    c = scratch.c();
   });
 
   it('never lets an earlier revision overwrite a later one (a local activity run again after a failed workflow task)', async () => {

@@ -187,13 +187,15 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
     expect(f.calls).not.toContain('failQueue:reconnect_timeout');
   });
 
-  it('on PARTNER_REMOVED during a drain, stops the drain before failing the queue', async () => {
-    const f = fakes({ queued: 3 });
+  /**
+   * Offboards, reconnects, and once the drain runs (a fixed delay is too short on a busy machine)
+   * removes the partner for good: the drain must stop before the queue is failed.
+   */
+  async function removedDuringDrain(f: ReturnType<typeof fakes>): Promise<void> {
     const long = { ...settings, escalation: [{ level: 1, afterMs: 3_600_000, severity: 'critical' as const }] };
     const summary = await run(f.activities, long, async (send) => {
       await send({ type: 'ACCOUNT_OFFBOARDED', metaTime: 100 });
       await send({ type: 'ACCOUNT_RECONNECTED', metaTime: 200 });
-      // PARTNER_REMOVED only once the drain is running (a fixed delay is too short on a busy machine).
       for (let waited = 0; !f.calls.includes('drain:reconnected') && waited < 30_000; waited += 50)
         await new Promise((r) => setTimeout(r, 50));
       await send({ type: 'PARTNER_REMOVED', metaTime: 300, disconnectionInfo: { reason: 'ACCOUNT_DISCONNECTED' } });
@@ -201,6 +203,10 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
     expect(summary.finalState).toBe('partner_removed');
     const order = ['drain:reconnected', 'drain:cancelled', 'save:partner_removed:0', 'failQueue:partner_removed'];
     expect(f.calls.filter((c) => order.includes(c))).toEqual(order);
+  }
+
+  it('on PARTNER_REMOVED during a drain, stops the drain before failing the queue', async () => {
+    await removedDuringDrain(fakes({ queued: 3 }));
   });
 
   it("applies a reconnection older than the open offboarding (Meta's example pair): one drain, connected", async () => {
@@ -216,20 +222,9 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
   });
 
   describe('no activity failure, timeout or settings change fails or freezes a run', () => {
-    it('a drain whose worker died when it was asked to stop: the offboarding is applied once its heartbeat times out', async () => {
-      const f = fakes({ queued: 3, deadOnCancel: true });
-      const long = { ...settings, escalation: [{ level: 1, afterMs: 3_600_000, severity: 'critical' as const }] };
-      const summary = await run(f.activities, long, async (send) => {
-        await send({ type: 'ACCOUNT_OFFBOARDED', metaTime: 100 });
-        await send({ type: 'ACCOUNT_RECONNECTED', metaTime: 200 });
-        for (let waited = 0; !f.calls.includes('drain:reconnected') && waited < 30_000; waited += 50)
-          await new Promise((r) => setTimeout(r, 50));
-        await send({ type: 'PARTNER_REMOVED', metaTime: 300, disconnectionInfo: { reason: 'ACCOUNT_DISCONNECTED' } });
-      });
+    it('a drain whose worker died when it was asked to stop: the removal is applied once its heartbeat times out', async () => {
       // Before: the heartbeat timeout after the cancel failed the run, and the removal was never applied.
-      expect(summary.finalState).toBe('partner_removed');
-      const order = ['drain:reconnected', 'drain:cancelled', 'save:partner_removed:0', 'failQueue:partner_removed'];
-      expect(f.calls.filter((c) => order.includes(c))).toEqual(order);
+      await removedDuringDrain(fakes({ queued: 3, deadOnCancel: true }));
     }, 90_000);
 
     it('ESCALATION_LEVELS shortened below the next level under an open run: the run abandons at the new last level', async () => {
