@@ -136,9 +136,11 @@ describe('shared pacing across processes', () => {
     console.log(
       `pacing, two workers 800 ms apart on their own clocks: ${throttled} × 130429, at most ${most} in 1,000 ms`,
     );
-    // On the true clock some second holds more than the cap (how many of those the simulator
-    // refuses depends on how late this busy machine lets them arrive: 3 of 60 in one run here).
-    expect(most).toBeGreaterThan(20);
+    // Over the cap where Meta judges it: the simulator refuses some (130429), or some second on the
+    // true clock holds more than the cap. Either alone depends on timing: fresh-clone runs saw
+    // 6 × 130429 with 24 in a second, 4 with 23, and 2 with exactly 20 (arrival jitter pushed two
+    // over the receiver's strict window while the departures, counted here, stayed at the cap).
+    expect(throttled > 0 || most > 20).toBe(true);
   });
 
   it('a process whose timers fire late and whose claims take longer than the tolerance still sends, each send taking a new slot a few times at most', async () => {
