@@ -108,18 +108,12 @@ async function signalOutcomes(
   logger: Logger,
 ): Promise<void> {
   let next = 0;
-  const one = async (outcome: SendOutcome): Promise<void> => {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await notifySettled(launch, outcome);
-        return;
-      } catch (err) {
-        if (attempt >= 5) throw err;
-        logger.warn({ messageId: outcome.messageId, err: String(err), attempt }, 'settle signal refused; retrying');
-        await realClock.sleep(200 * 2 ** attempt);
-      }
-    }
-  };
+  const one = (outcome: SendOutcome): Promise<void> =>
+    withRetries(
+      () => notifySettled(launch, outcome),
+      logger.child({ messageId: outcome.messageId }),
+      'settle signal refused',
+    );
   const lane = async (): Promise<void> => {
     while (next < outcomes.length) await one(outcomes[next++]!);
   };
@@ -136,14 +130,24 @@ async function persist(
   logger: Logger,
   tell: { wabaId: string; targets: readonly ForwardTarget[] },
 ): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
+  await withRetries(
+    async () => {
       await emitServiceEvents(c, tell.targets, messageEventsOf(tell.wabaId, batch));
       await recordSettlements(c, batch);
-      return;
+    },
+    logger,
+    'writing settlements failed',
+  );
+}
+
+/** Runs `fn`, retrying it 4 times (0.4, 0.8, 1.6, 3.2 s apart) and logging each retry; rethrows the last error. */
+async function withRetries(fn: () => Promise<void>, logger: Logger, failed: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
     } catch (err) {
       if (attempt >= 5) throw err;
-      logger.warn({ err: String(err), attempt }, 'writing settlements failed; retrying');
+      logger.warn({ err: String(err), attempt }, `${failed}; retrying`);
       await realClock.sleep(200 * 2 ** attempt);
     }
   }

@@ -101,6 +101,12 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
     return { calls, alerts, activities };
   }
 
+  /** Waits (up to 30 s) until the fake activities recorded `call`: a fixed delay is too short on a busy machine. */
+  async function untilCalled(calls: string[], call: string): Promise<void> {
+    for (let waited = 0; !calls.includes(call) && waited < 30_000; waited += 20)
+      await new Promise((r) => setTimeout(r, 20));
+  }
+
   /** Runs one WABA's workflow; `settings` go in its input and, unless `workerConfig` says otherwise (read at each use), are the worker's too. */
   async function run(
     activities: Partial<Activities>,
@@ -196,8 +202,7 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
     const summary = await run(f.activities, long, async (send) => {
       await send({ type: 'ACCOUNT_OFFBOARDED', metaTime: 100 });
       await send({ type: 'ACCOUNT_RECONNECTED', metaTime: 200 });
-      for (let waited = 0; !f.calls.includes('drain:reconnected') && waited < 30_000; waited += 50)
-        await new Promise((r) => setTimeout(r, 50));
+      await untilCalled(f.calls, 'drain:reconnected');
       await send({ type: 'PARTNER_REMOVED', metaTime: 300, disconnectionInfo: { reason: 'ACCOUNT_DISCONNECTED' } });
     });
     expect(summary.finalState).toBe('partner_removed');
@@ -245,8 +250,7 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
         async (send) => {
           await send({ type: 'ACCOUNT_OFFBOARDED' });
           // Level 1 (300 ms) applied under three levels; then a deployment keeps only the first.
-          for (let waited = 0; !f.calls.includes('save:offboarded:1') && waited < 30_000; waited += 20)
-            await new Promise((r) => setTimeout(r, 20));
+          await untilCalled(f.calls, 'save:offboarded:1');
           levels = { ...three, escalation: three.escalation.slice(0, 1) };
         },
         () => levels,
