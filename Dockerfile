@@ -9,8 +9,6 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
-COPY workflows ./workflows
-COPY activities ./activities
 COPY src ./src
 COPY tools/build-workflows.ts ./tools/
 RUN npm run build

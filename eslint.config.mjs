@@ -5,8 +5,9 @@ import importX from 'eslint-plugin-import-x';
 
 /**
  * The layout's boundaries, enforced (ARCHITECTURE.md, "Who decides what"):
- * - workflow code stays deterministic: no Node built-in, no I/O library, no Temporal client or
- *   activity package, and only type imports of `src/` and `activities/`;
+ * - workflow code (`*.workflow.ts` and the pure modules it runs: the lifecycle machine, the
+ *   contracts, the activity options) stays deterministic: no Node built-in, no I/O library, no
+ *   Temporal client or activity package, and any other project module as a type import only;
  * - the Temporal client is imported only by the launch modules and the entry points;
  * - the MongoDB driver only by the store adapters and the entry points;
  * - no import cycles anywhere.
@@ -24,7 +25,17 @@ const TEMPORAL_CLIENT_OWNERS = [
   'src/*-main.ts',
 ];
 /** Files that may import the MongoDB driver: the store adapters and the runtime that connects it. */
-const MONGODB_OWNERS = ['src/adapters/store/**', 'src/runtime.ts'];
+const MONGODB_OWNERS = ['src/adapters/store/**', 'src/**/*.store.ts', 'src/runtime.ts'];
+/** Code that runs in Temporal's workflow sandbox, and the only project modules it may import as values. */
+const WORKFLOW_CODE = [
+  'src/**/*.workflow.ts',
+  'src/workflows.ts',
+  'src/lifecycle/machine.ts',
+  'src/contracts.ts',
+  'src/activity-options.ts',
+];
+const WORKFLOW_VALUE_IMPORTS =
+  /^\.{1,2}\/(?!(?:\.\.\/)*(?:[\w-]+\/)*(?:[\w-]+\.workflow|machine|contracts|activity-options)$)/;
 
 const restricted = (patterns, message, allowTypeImports = false) =>
   patterns.map((group) => ({ group: [group], message, allowTypeImports }));
@@ -50,7 +61,7 @@ export default tseslint.config(
   },
   {
     // Product code outside the owners above: no Temporal client, no MongoDB driver.
-    files: ['src/**/*.ts', 'activities/**/*.ts'],
+    files: ['src/**/*.ts'],
     ignores: [...TEMPORAL_CLIENT_OWNERS, ...MONGODB_OWNERS],
     rules: {
       'no-restricted-imports': [
@@ -61,7 +72,10 @@ export default tseslint.config(
               ['@temporalio/client'],
               'reach Temporal through src/lifecycle/launch.ts or src/sending/launch.ts',
             ),
-            ...restricted(['mongodb'], 'touch collections only through src/adapters/store/'),
+            ...restricted(
+              ['mongodb'],
+              'touch collections only through the store modules (*.store.ts, src/adapters/store/)',
+            ),
           ],
         },
       ],
@@ -72,7 +86,12 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': [
         'error',
-        { patterns: restricted(['mongodb'], 'touch collections only through src/adapters/store/') },
+        {
+          patterns: restricted(
+            ['mongodb'],
+            'touch collections only through the store modules (*.store.ts, src/adapters/store/)',
+          ),
+        },
       ],
     },
   },
@@ -92,7 +111,7 @@ export default tseslint.config(
   },
   {
     // Workflow code runs in Temporal's deterministic sandbox: no I/O, no Node built-ins.
-    files: ['workflows/**/*.ts'],
+    files: WORKFLOW_CODE,
     rules: {
       'no-restricted-imports': [
         'error',
@@ -111,11 +130,12 @@ export default tseslint.config(
               ],
               'workflow code must stay deterministic and sandbox-safe',
             ),
-            ...restricted(
-              ['**/src', '**/src/**', '**/activities', '**/activities/**'],
-              'workflow code imports src/ and activities/ as types only',
-              true,
-            ),
+            {
+              regex: WORKFLOW_VALUE_IMPORTS.source,
+              message:
+                'workflow code imports other workflow code, the machine, the contracts and the activity options; anything else as a type only',
+              allowTypeImports: true,
+            },
           ],
         },
       ],

@@ -4,7 +4,7 @@
  * database access, no gate check and no pacing; and a no-op.
  */
 import type { GraphClient } from '../src/adapters/graph/client';
-import type { SendRequest } from '../workflows/contracts';
+import type { SendRequest } from '../src/contracts';
 
 export function createBaselineActivities(deps: { graph: GraphClient }) {
   return {

@@ -10,7 +10,7 @@
  * the same retry policy) and return a `SendOutcome`, like it.
  */
 import { condition, defineSignal, proxyActivities, setHandler } from '@temporalio/workflow';
-import type { SendOutcome, SendRequest } from '../workflows/contracts';
+import type { SendOutcome, SendRequest } from '../src/contracts';
 import type { BaselineActivities } from './baseline-activities';
 
 const acts = proxyActivities<BaselineActivities>({

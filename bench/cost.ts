@@ -15,8 +15,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { connectMongo } from '../src/adapters/store/db';
-import { sendWorkflowId, wabaWorkflowId } from '../workflows/contracts';
-import { probeSweepPeriodMs } from '../workflows/lifecycle/machine';
+import { sendWorkflowId, wabaWorkflowId } from '../src/contracts';
+import { probeSweepPeriodMs } from '../src/lifecycle/machine';
 import { statusPayload } from '../tools/meta-sim/payloads';
 import { createCostMeter, type Background, type Cost, type CostMeter } from './lib/cost';
 import { flags, fmt, int, runMain, table, writeResults } from './lib/report';

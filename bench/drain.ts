@@ -20,10 +20,10 @@
  *   npm run bench:drain -- --orders recipient,waba --latency 150 --caps 20 --messages20 300
  */
 import { createGraphClient } from '../src/adapters/graph/client';
-import { countQueued, enqueue, loadEmptyQueue, type NewQueueEntry } from '../src/adapters/store/queue';
+import { countQueued, enqueue, loadEmptyQueue, type NewQueueEntry } from '../src/sending/queue.store';
 import type { MessageDoc } from '../src/adapters/store/db';
-import type { DrainTuning } from '../activities/drain';
-import type { WabaState } from '../workflows/contracts';
+import type { DrainTuning } from '../src/sending/drain.activities';
+import type { WabaState } from '../src/contracts';
 import { parseSqliteSynchronous } from '../tools/infra/servers';
 import {
   coresUsed,

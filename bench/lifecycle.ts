@@ -12,7 +12,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { bundleWorkflowCode, NativeConnection, Worker } from '@temporalio/worker';
-import { wabaWorkflowId } from '../workflows/contracts';
+import { wabaWorkflowId } from '../src/contracts';
 import { accountUpdatePayload } from '../tools/meta-sim/payloads';
 import { sendWebhook } from '../tools/meta-sim/server';
 import { bareEventSignal, type bareLifecycleWorkflow } from './baseline-workflows';

@@ -1,5 +1,5 @@
 /**
- * Queue benchmark: the per-message queue operations of src/adapters/store/queue.ts on the embedded
+ * Queue benchmark: the per-message queue operations of src/sending/queue.store.ts on the embedded
  * store (FerretDB 1.24 over SQLite, with the wrapper's `_id` index), while the queue holds 1k, 10k
  * and 100k entries of other WABAs. Every operation there is by exact `_id`, so its cost should not
  * grow with what the queue holds.
@@ -31,7 +31,7 @@ import {
   queueEntryId,
   recordSettlements,
   type NewQueueEntry,
-} from '../src/adapters/store/queue';
+} from '../src/sending/queue.store';
 import { ensureBinaries } from '../tools/infra/binaries';
 import { startFerretDb } from '../tools/infra/servers';
 import { flags, fmt, int, median, onInterrupt, percentile, runMain, table, writeResults } from './lib/report';

@@ -21,7 +21,7 @@ import { NativeConnection, Worker, bundleWorkflowCode } from '@temporalio/worker
 import { randomBytes } from 'node:crypto';
 import { createGraphClient } from '../src/adapters/graph/client';
 import { createSenderClient } from '../src/sending/launch';
-import type { SendOutcome, SendRequest } from '../workflows/contracts';
+import type { SendOutcome, SendRequest } from '../src/contracts';
 import { createBaselineActivities } from './baseline-activities';
 import type { bareSendWorkflow, noopWorkflow } from './baseline-workflows';
 import {

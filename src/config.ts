@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { z } from 'zod';
 import { forwardTargetsSchema, type ForwardTarget } from './relay/targets';
-import { DEFAULT_TASK_QUEUE, type EscalationLevel, type LifecycleSettings } from '../workflows/contracts';
+import { DEFAULT_TASK_QUEUE, type EscalationLevel, type LifecycleSettings } from './contracts';
 
 /**
  * Configuration, read once from the environment at start-up and validated. A bad or missing value
@@ -236,7 +236,7 @@ const envSchema = z.object({
         return z.NEVER;
       }
     }),
-  /** At most 40 s: a direct send's attempt has one minute, and its POST must end within it (activities/send.ts). */
+  /** At most 40 s: a direct send's attempt has one minute, and its POST must end within it (src/sending/send.activities.ts). */
   GRAPH_API_TIMEOUT_MS: intIn(100, 40_000).default(15_000),
 
   ESCALATION_LEVELS: escalationSchema.default(escalationSchema.parse('10m,60m,24h')),
@@ -364,7 +364,7 @@ export class ConfigError extends Error {
 /**
  * The Graph API token a WABA's calls use and where it comes from (`GRAPH_API_TOKENS_BY_WABA[<waba>]`
  * or `GRAPH_API_TOKEN`): the one owner of that choice. Sending is paused per source when Meta
- * refuses the token (src/sending/credentials.ts); operators see the source, never the token.
+ * refuses the token (src/lifecycle/credentials.ts); operators see the source, never the token.
  */
 export function graphTokenOf(graph: Config['graph'], wabaId: string): { token: string; source: string } {
   const own = graph.tokensByWaba[wabaId];

@@ -4,8 +4,8 @@ import { graphTokenOf, type Config } from './config';
 import { createGraphClient, type GraphClient } from './adapters/graph/client';
 import type { LaunchDeps } from './lifecycle/launch';
 import { connectMongo, type Collections } from './adapters/store/db';
-import { migrateNumberMembership } from './adapters/store/phone-numbers';
-import { migrateQueueLayout } from './adapters/store/queue';
+import { migrateNumberMembership } from './lifecycle/phone-numbers.store';
+import { migrateQueueLayout } from './sending/queue.store';
 import { redactUri } from './util/redact';
 import { temporalClientInterceptors } from './telemetry';
 
@@ -49,7 +49,7 @@ export async function connectRuntime(config: Config): Promise<Runtime> {
     // The driver's message may quote the URI too: both are redacted.
     throw new Error(`cannot reach MongoDB at ${redactUri(config.mongo.uri)}: ${redactUri(String(err))}`);
   });
-  // A queue written before claims and marks is rewritten once (src/adapters/store/queue.ts).
+  // A queue written before claims and marks is rewritten once (src/sending/queue.store.ts).
   await migrateQueueLayout(c);
   // Numbers registered before a WABA's numbers were kept by slot get theirs (phone-numbers.ts).
   await migrateNumberMembership(c);

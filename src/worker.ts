@@ -8,7 +8,7 @@ import {
   bundleWorkflowCode,
   type WorkerOptions,
 } from '@temporalio/worker';
-import { createActivities, type ActivityDeps } from '../activities';
+import { createActivities, type ActivityDeps } from './activities';
 import type { Config } from './config';
 import type { GraphClient } from './adapters/graph/client';
 import type { Logger } from './logger';
@@ -21,7 +21,7 @@ import { startSharedClock, type SharedClock } from './sending/shared-clock';
 import { WORKFLOW_TRACING_MODULE, temporalWorkerTracing } from './telemetry';
 
 /** The workflow code the worker runs (bundled for Temporal's sandbox). */
-export const WORKFLOWS_PATH = require.resolve('../workflows');
+export const WORKFLOWS_PATH = require.resolve('./workflows');
 
 /**
  * Bundles the workflows once (a few seconds); tests and benchmarks share one bundle. With

@@ -23,7 +23,7 @@ import type { SharedClock } from '../src/sending/shared-clock';
 import { startOutboxRelay, type OutboxRelay, type OutboxRelayOptions } from '../src/lifecycle/outbox-relay';
 import { startForwarder } from '../src/relay/forwarder';
 import { reportForwardBacklog } from '../src/relay/launch';
-import { SEARCH_ATTRIBUTES } from '../workflows/contracts';
+import { SEARCH_ATTRIBUTES } from '../src/contracts';
 import { ensureBinaries } from './infra/binaries';
 import {
   startFerretDb,

@@ -3,16 +3,16 @@ import { backlogTooOld } from '../relay/forwarder';
 import type { Collections } from '../adapters/store/db';
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { onSettlementsRecorded, queueStats, type Settlement } from '../adapters/store/queue';
-import { onOffboardingEnded, wabaStateStats } from '../adapters/store/wabas';
-import { countPendingDeliveries } from '../adapters/store/outbox';
-import { forwardStats } from '../adapters/store/forwards';
-import { listTokenPauses } from '../adapters/store/credential-pauses';
-import { pauseInForce } from '../sending/credentials';
+import { onSettlementsRecorded, queueStats, type Settlement } from '../sending/queue.store';
+import { onOffboardingEnded, wabaStateStats } from '../lifecycle/wabas.store';
+import { countPendingDeliveries } from '../lifecycle/outbox.store';
+import { forwardStats } from '../relay/forwards.store';
+import { listTokenPauses } from '../lifecycle/credential-pauses.store';
+import { pauseInForce } from '../lifecycle/credentials';
 import type { ClockStatus } from '../sending/shared-clock';
 import { withTimeout } from '../util/time';
 import type { WebhookCounters } from './webhook';
-import { GATE_CAUSES, REASONS, type WabaState } from '../../workflows/contracts';
+import { GATE_CAUSES, REASONS, type WabaState } from '../contracts';
 
 const WABA_STATES: readonly WabaState[] = [
   'connected',
@@ -339,7 +339,7 @@ export function addStoreGauges(
   const tokenPaused = gauge(
     metrics,
     'coexist_relay_token_paused',
-    'Per Graph API token source: 1 while Meta refuses the token and sending with it is paused (src/sending/credentials.ts).',
+    'Per Graph API token source: 1 while Meta refuses the token and sending with it is paused (src/lifecycle/credentials.ts).',
     ['source'],
   );
   metrics.collect([tokenPaused], async () => {

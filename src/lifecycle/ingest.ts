@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { OutboxNotifier } from '../adapters/store/outbox';
+import type { OutboxNotifier } from './outbox.store';
 import { classifyMetaError } from '../adapters/graph/errors';
 import type { Logger } from '../logger';
 import {
@@ -17,15 +17,15 @@ import type {
   OutboxDoc,
   OutboxEvent,
 } from '../adapters/store/db';
-import { recordStatuses } from '../adapters/store/events';
-import { insertForwards, pendingEntries } from '../adapters/store/forwards';
-import { nextOutboxId, recordDelivery } from '../adapters/store/outbox';
-import { holdGates } from '../adapters/store/gate-holds';
+import { recordStatuses } from '../sending/statuses.store';
+import { insertForwards, pendingEntries } from '../relay/forwards.store';
+import { nextOutboxId, recordDelivery } from './outbox.store';
+import { holdGates } from './gate-holds.store';
 import { HOLDING_EVENTS } from '../sending/admission';
 import { wants, type ForwardTarget } from '../relay/targets';
 import { confirmFromStatuses } from '../sending/ledger';
 import { recordInbound } from '../sending/window';
-import { recordCustomerIds } from '../adapters/store/windows';
+import { recordCustomerIds } from '../sending/windows.store';
 
 /** WABA ids that can name a lifecycle workflow (Meta's are digits). A lifecycle event for any
  *  other id (NUL bytes, lone surrogates, kilobytes of text) is recorded as `refused`, never handed

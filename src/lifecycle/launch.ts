@@ -22,14 +22,14 @@ import {
   type GateProbeSweepWorkflow,
   type WabaLifecycleView,
   type WabaLifecycleWorkflow,
-} from '../../workflows/contracts';
-import { PROBE_SWEEP_IDLE_MS, probeSweepPeriodMs } from '../../workflows/lifecycle/machine';
+} from '../contracts';
+import { PROBE_SWEEP_IDLE_MS, probeSweepPeriodMs } from './machine';
 
 /**
  * The lifecycle launcher: the one door from HTTP handlers and activities into the per-WABA
  * lifecycle workflow. It owns that workflow's id, start options (arguments, search attributes,
  * summary) and the client calls that reach it. Workflow code is referenced by type only, so this
- * module does not import workflow code (no import cycle back into workflows/).
+ * module does not import workflow code (no import cycle back into workflow code).
  */
 
 /** What the launchers need: the Temporal client, the task queue, the lifecycle settings. */

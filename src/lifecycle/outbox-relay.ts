@@ -12,8 +12,8 @@ import {
   markHandedOver,
   pendingDeliveries,
   wasHandedOver,
-} from '../adapters/store/outbox';
-import { releaseGateHold } from '../adapters/store/gate-holds';
+} from './outbox.store';
+import { releaseGateHold } from './gate-holds.store';
 import { HOLDING_EVENTS } from '../sending/admission';
 import { deliverLifecycleEvent, type LaunchDeps } from './launch';
 import { auditOfDelivery, type OutboxNotifier } from './ingest';

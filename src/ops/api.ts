@@ -4,14 +4,14 @@ import { z } from 'zod';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
 import type { Collections } from '../adapters/store/db';
-import { listPhoneNumbers, registerPhoneNumber, wabaHasNumbers } from '../adapters/store/phone-numbers';
-import { countQueued } from '../adapters/store/queue';
-import { findWaba, freshWaba, listWabas, type WabaSnapshot } from '../adapters/store/wabas';
+import { listPhoneNumbers, registerPhoneNumber, wabaHasNumbers } from '../lifecycle/phone-numbers.store';
+import { countQueued } from '../sending/queue.store';
+import { findWaba, freshWaba, listWabas, type WabaSnapshot } from '../lifecycle/wabas.store';
 import { bearerAuth } from '../http/auth';
 import { readJsonBody } from '../http/body';
 import { badRequest, conflict, notFound, parseInput, unavailable } from '../http/errors';
 import { EXAMPLE_IDS } from '../sending/api';
-import { tokenPauseFor } from '../sending/credentials';
+import { tokenPauseFor } from '../lifecycle/credentials';
 import {
   ActionNotAcceptedError,
   ActionRefusedError,
@@ -19,13 +19,7 @@ import {
   applyOperatorAction,
   type LaunchDeps,
 } from '../lifecycle/launch';
-import {
-  GATE_CAUSES,
-  credentialsWorkflowId,
-  wabaWorkflowId,
-  type ReopenCause,
-  type WabaState,
-} from '../../workflows/contracts';
+import { GATE_CAUSES, credentialsWorkflowId, wabaWorkflowId, type ReopenCause, type WabaState } from '../contracts';
 
 export const WABA_STATES = ['connected', 'offboarded', 'draining', 'reconnect_abandoned', 'partner_removed'] as const;
 const REOPEN_CAUSES = [
@@ -222,7 +216,7 @@ export function createOpsRouter(deps: {
     ctx.body = { wabas: docs.map((d, i) => wabaView(d, queued[i]!)) };
   });
 
-  /** The WABA's token pause, while in force (src/sending/credentials.ts). */
+  /** The WABA's token pause, while in force (src/lifecycle/credentials.ts). */
   async function tokenPauseOf(wabaId: string): Promise<Pick<WabaView, 'tokenPause'>> {
     const paused = await tokenPauseFor(c, config.graph, wabaId, config.lifecycle.probeIntervalMs);
     if (!paused) return {};

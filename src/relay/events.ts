@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { Collections, ForwardDoc, OutboxDoc } from '../adapters/store/db';
-import { insertForwards, pendingEntries } from '../adapters/store/forwards';
-import { recordDeliveriesOnce } from '../adapters/store/outbox';
-import type { Settlement } from '../adapters/store/queue';
-import type { WabaSnapshot } from '../adapters/store/wabas';
-import { sendKey } from '../adapters/store/messages';
+import { insertForwards, pendingEntries } from './forwards.store';
+import { recordDeliveriesOnce } from '../lifecycle/outbox.store';
+import type { Settlement } from '../sending/queue.store';
+import type { WabaSnapshot } from '../lifecycle/wabas.store';
+import { sendKey } from '../sending/messages.store';
 import { wants, type ForwardTarget } from './targets';
 
 /**

@@ -1,16 +1,10 @@
 import type { Collections, ForwardDoc } from '../adapters/store/db';
 import { SIGNATURE_HEADER } from '../adapters/meta/signature';
-import {
-  forwardDelivered,
-  forwardFailed,
-  oldestPending,
-  pendingAgeMs,
-  pendingForwards,
-} from '../adapters/store/forwards';
-import { dropIfForwarded, readDelivery } from '../adapters/store/outbox';
+import { forwardDelivered, forwardFailed, oldestPending, pendingAgeMs, pendingForwards } from './forwards.store';
+import { dropIfForwarded, readDelivery } from '../lifecycle/outbox.store';
 import type { ForwardSettings } from '../config';
 import type { Logger } from '../logger';
-import type { ForwardBacklogReport } from '../../workflows/contracts';
+import type { ForwardBacklogReport } from '../contracts';
 import { signRequest } from './signing';
 import { forwardBackoffMs, type ForwardTarget } from './targets';
 

@@ -3,7 +3,7 @@ import {
   forwardBacklogWorkflowId,
   type ForwardBacklogReport,
   type ForwardBacklogWorkflow,
-} from '../../workflows/contracts';
+} from '../contracts';
 import type { LaunchDeps } from '../lifecycle/launch';
 
 /**

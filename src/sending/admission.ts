@@ -1,7 +1,7 @@
 import type { Logger } from '../logger';
 import type { Collections, MessageDoc } from '../adapters/store/db';
-import { insertMessage, markQueued, outcomeOf, readMessage, recordQueueEntry } from '../adapters/store/messages';
-import { createPhoneNumberLookup, type PhoneNumberLookup } from '../adapters/store/phone-numbers';
+import { insertMessage, markQueued, outcomeOf, readMessage, recordQueueEntry } from './messages.store';
+import { createPhoneNumberLookup, type PhoneNumberLookup } from '../lifecycle/phone-numbers.store';
 import {
   enqueue,
   findSettlement,
@@ -9,12 +9,12 @@ import {
   outcomeOfSettlement,
   recordSettlements,
   type Settlement,
-} from '../adapters/store/queue';
-import { readWabaState } from '../adapters/store/wabas';
-import { readGateHold } from '../adapters/store/gate-holds';
-import { recordStray, type OutboxNotifier } from '../adapters/store/outbox';
+} from './queue.store';
+import { readWabaState } from '../lifecycle/wabas.store';
+import { readGateHold } from '../lifecycle/gate-holds.store';
+import { recordStray, type OutboxNotifier } from '../lifecycle/outbox.store';
 import type { Config } from '../config';
-import { tokenPauseFor } from './credentials';
+import { tokenPauseFor } from '../lifecycle/credentials';
 import type { LaunchDeps } from '../lifecycle/launch';
 import { emitServiceEvents, messageEventsOf, messageStepEvent } from '../relay/events';
 import type { ForwardTarget } from '../relay/targets';
@@ -25,7 +25,7 @@ import {
   type SendOutcome,
   type SendRequest,
   type WabaState,
-} from '../../workflows/contracts';
+} from '../contracts';
 
 /**
  * THE send gate: whether a message may leave now, must wait in its WABA's queue, or is refused.
@@ -50,7 +50,7 @@ export type GateVerdict =
   | { kind: 'send' }
   /**
    * `held`: closed only by a hold (the workflow has not applied the closing event yet).
-   * `tokenPaused`: Meta refuses the WABA's token (src/sending/credentials.ts); the token's
+   * `tokenPaused`: Meta refuses the WABA's token (src/lifecycle/credentials.ts); the token's
    * credentials workflow asks the WABA to drain once the token works again.
    */
   | { kind: 'queue'; held?: true; tokenPaused?: true }
@@ -109,7 +109,7 @@ export interface AdmissionDeps {
   outbox?: OutboxNotifier;
   /** FORWARD_TARGETS: those asking for service events hear `message.*` (src/relay/events.ts). */
   forwardTargets?: readonly ForwardTarget[];
-  /** The Graph tokens by WABA: a WABA whose token Meta refuses waits (src/sending/credentials.ts). */
+  /** The Graph tokens by WABA: a WABA whose token Meta refuses waits (src/lifecycle/credentials.ts). */
   graph: Config['graph'];
 }
 

@@ -5,19 +5,13 @@ import type { Middleware } from 'koa';
 import type { Config, SendKey } from '../config';
 import type { Logger } from '../logger';
 import type { Collections } from '../adapters/store/db';
-import { statusesOf } from '../adapters/store/events';
-import {
-  acceptedAtOf,
-  claimIdempotencyKey,
-  outcomeOf,
-  readMessage,
-  type StoredMessage,
-} from '../adapters/store/messages';
+import { statusesOf } from './statuses.store';
+import { acceptedAtOf, claimIdempotencyKey, outcomeOf, readMessage, type StoredMessage } from './messages.store';
 import { bearerAuth } from '../http/auth';
 import { readJsonBody } from '../http/body';
 import { badRequest, conflict, forbidden, notFound, parseInput, unprocessable } from '../http/errors';
 import type { LaunchDeps } from '../lifecycle/launch';
-import { BSUID_PATTERN, type SendRequest } from '../../workflows/contracts';
+import { BSUID_PATTERN, type SendRequest } from '../contracts';
 import { contentOf, type AdmissionService } from './admission';
 import { customerOf } from './customer';
 import { startSendWorkflow } from './launch';

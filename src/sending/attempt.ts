@@ -3,7 +3,7 @@ import { isGraphApiError, type GraphApiError } from '../adapters/graph/errors';
 
 /**
  * What one Cloud API send attempt means for the message, decided in one place for the direct send
- * path (`activities/send.ts`) and the drain (`activities/drain.ts`).
+ * path (`src/sending/send.activities.ts`) and the drain (`src/sending/drain.activities.ts`).
  */
 export type Attempt =
   /** `sentAs`: the window was closed and the message's fallback template went (src/sending/window.ts). */
@@ -12,7 +12,7 @@ export type Attempt =
   | { kind: 'failed'; error: GraphApiError }
   /** The account cannot send: keep the message queued and close the gate (`detail` says why). */
   | { kind: 'unusable'; error: GraphApiError; detail: string }
-  /** Meta refused the token (codes 0, 190): keep the message queued and pause the token (src/sending/credentials.ts). */
+  /** Meta refused the token (codes 0, 190): keep the message queued and pause the token (src/lifecycle/credentials.ts). */
   | { kind: 'credentials'; error: GraphApiError; detail: string }
   /** Transient: try again later (throttling, 5xx, network). */
   | { kind: 'retry'; error: GraphApiError };

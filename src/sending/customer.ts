@@ -1,5 +1,5 @@
 import type { Collections } from '../adapters/store/db';
-import { phoneOfBsuid } from '../adapters/store/windows';
+import { phoneOfBsuid } from './windows.store';
 
 /**
  * Who a send addresses: the one key that order, the pair limit and the customer service window

@@ -1,10 +1,10 @@
 import type { Collections } from '../adapters/store/db';
-import { readAttempt } from '../adapters/store/attempts';
-import { markRequeued, readMessage, recordLateFailure, recordQueueEntry, sendKey } from '../adapters/store/messages';
-import { enqueueFront, findSettlement } from '../adapters/store/queue';
+import { readAttempt } from './attempts.store';
+import { markRequeued, readMessage, recordLateFailure, recordQueueEntry, sendKey } from './messages.store';
+import { enqueueFront, findSettlement } from './queue.store';
 import { emitServiceEvents } from '../relay/events';
 import type { ForwardTarget } from '../relay/targets';
-import type { LateFailureInput, LateFailureResult } from '../../workflows/contracts';
+import type { LateFailureInput, LateFailureResult } from '../contracts';
 
 /**
  * Late failures: Meta accepted a send (200, wamid) and later failed it with a status saying the

@@ -14,7 +14,7 @@ import {
   type SendOutcome,
   type SendRequest,
   type TemplateBody,
-} from '../../workflows/contracts';
+} from '../contracts';
 import type { LaunchDeps } from '../lifecycle/launch';
 
 /**

@@ -7,15 +7,15 @@ import {
   readPostClaim,
   readConfirmation,
   updateAttempt,
-} from '../adapters/store/attempts';
-import { markInDoubt, sendKey } from '../adapters/store/messages';
+} from './attempts.store';
+import { markInDoubt, sendKey } from './messages.store';
 import type { GraphClient, SendMessageInput } from '../adapters/graph/client';
 import type { Logger } from '../logger';
 import { emitServiceEvents, messageStepEvent } from '../relay/events';
 import type { ForwardTarget } from '../relay/targets';
 import { attemptSend, type Attempt } from './attempt';
 import { decideForWindow, learnWindowClosed, readWindowState } from './window';
-import { REASONS, type TemplateBody } from '../../workflows/contracts';
+import { REASONS, type TemplateBody } from '../contracts';
 
 /**
  * The per-attempt ledger (`send_attempts`): the one owner of "may this message be POSTed to the

@@ -1,5 +1,5 @@
 import type { Collections } from '../adapters/store/db';
-import { claimSlot, pausedUntil, recordPause, releaseSlots } from '../adapters/store/slots';
+import { claimSlot, pausedUntil, recordPause, releaseSlots } from './slots.store';
 
 /**
  * Pacing for Cloud API sends, shared by every worker through the database: the one module that

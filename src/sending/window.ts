@@ -1,7 +1,7 @@
 import type { CustomerWindowDoc, Collections } from '../adapters/store/db';
 import type { InboundMessage } from '../adapters/meta/webhook-payload';
-import { customerWindowId, raiseWindowTimes, readCustomerWindow } from '../adapters/store/windows';
-import type { MessageContent, TemplateBody } from '../../workflows/contracts';
+import { customerWindowId, raiseWindowTimes, readCustomerWindow } from './windows.store';
+import type { MessageContent, TemplateBody } from '../contracts';
 
 /**
  * The customer service window: the one owner of "may this free-form message leave, or does its
@@ -21,7 +21,7 @@ export const SERVICE_WINDOW_MS = 24 * 60 * 60 * 1000;
 /**
  * How long past the 24 h the service still lets a message go: Meta's timestamps and this clock
  * differ a little, and a concurrent update on FerretDB may keep an inbound time seconds early
- * (src/adapters/store/windows.ts). A message sent in that minute meets Meta's own judgement, which
+ * (src/sending/windows.store.ts). A message sent in that minute meets Meta's own judgement, which
  * ends the same way (131047).
  */
 export const WINDOW_CLOSE_MARGIN_MS = 60_000;

@@ -16,15 +16,7 @@ const DIST = path.join(ROOT, 'dist');
 const BUNDLE = path.join(DIST, 'workflow-bundle.js');
 const TRACING_BUNDLE = path.join(DIST, 'workflow-bundle-tracing.js');
 const FIXTURES = path.join(__dirname, '../fixtures/histories');
-const BUILD_INPUTS = [
-  'src',
-  'workflows',
-  'activities',
-  'tools/build-workflows.ts',
-  'tsconfig.json',
-  'tsconfig.build.json',
-  'package-lock.json',
-];
+const BUILD_INPUTS = ['src', 'tools/build-workflows.ts', 'tsconfig.json', 'tsconfig.build.json', 'package-lock.json'];
 
 function newestMtime(p: string): number {
   const st = fs.statSync(p);

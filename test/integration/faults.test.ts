@@ -9,7 +9,7 @@ import {
   type TemporalDevServer,
 } from '../../tools/infra/servers';
 import { startInfra, startService, type Infra, type Service } from '../../tools/stack';
-import { SEARCH_ATTRIBUTES } from '../../workflows/contracts';
+import { SEARCH_ATTRIBUTES } from '../../src/contracts';
 import { spawnWatched, type WatchedChild } from '../support/child';
 import { expectDelivered, freePort } from '../support/delivery';
 import { eventually, uniqueDigits } from '../support/stack';

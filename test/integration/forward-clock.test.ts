@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Db, MongoClient } from 'mongodb';
 import { connectMongo, type Collections } from '../../src/adapters/store/db';
-import { forwardStats, pendingAgeMs, retryDead } from '../../src/adapters/store/forwards';
-import { deliveryHandedOver, recordDelivery, replayDeliveries } from '../../src/adapters/store/outbox';
+import { forwardStats, pendingAgeMs, retryDead } from '../../src/relay/forwards.store';
+import { deliveryHandedOver, recordDelivery, replayDeliveries } from '../../src/lifecycle/outbox.store';
 import { createLogger } from '../../src/logger';
 import { startForwarder } from '../../src/relay/forwarder';
 import { endpoint } from '../support/receiver';

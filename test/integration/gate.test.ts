@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { statusPayload } from '../../tools/meta-sim/payloads';
-import { GateCauseKey, gateProbeSweepWorkflowId, wabaWorkflowId } from '../../workflows/contracts';
+import { GateCauseKey, gateProbeSweepWorkflowId, wabaWorkflowId } from '../../src/contracts';
 import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
 
 /**

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import { Connection } from '@temporalio/client';
 import { MongoClient } from 'mongodb';
 import { INDEXED_VALUE_TYPE } from '../../tools/infra/servers';
-import { SEARCH_ATTRIBUTES } from '../../workflows/contracts';
+import { SEARCH_ATTRIBUTES } from '../../src/contracts';
 
 function env(name: string): string {
   const value = process.env[name];

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { wabaWorkflowId } from '../../workflows/contracts';
+import { wabaWorkflowId } from '../../src/contracts';
 import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
 
 /** A local HTTP receiver standing in for the operators' alert webhook and Slack. */

@@ -1,4 +1,4 @@
-import { sendWorkflowId } from '../../workflows/contracts';
+import { sendWorkflowId } from '../../src/contracts';
 import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
 
 /**

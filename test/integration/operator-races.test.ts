@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Worker } from '@temporalio/worker';
 import { ensureBinaries } from '../../tools/infra/binaries';
 import { startTemporalDevServer, type TemporalDevServer } from '../../tools/infra/servers';
-import { lifecycleEventSignal, SEARCH_ATTRIBUTES, wabaWorkflowId } from '../../workflows/contracts';
+import { lifecycleEventSignal, SEARCH_ATTRIBUTES, wabaWorkflowId } from '../../src/contracts';
 import { freePort } from '../support/delivery';
 import { endpoint } from '../support/receiver';
 import { eventually, sharedBundle, startStack, uniqueDigits, type Stack } from '../support/stack';

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseWebhookBody } from '../../src/adapters/meta/webhook-payload';
-import { readGateHold } from '../../src/adapters/store/gate-holds';
+import { readGateHold } from '../../src/lifecycle/gate-holds.store';
 import { gateVerdict } from '../../src/sending/admission';
 import { sendWebhook } from '../../tools/meta-sim/server';
 import { spawnWatched, type WatchedChild } from '../support/child';

@@ -3,12 +3,7 @@ import path from 'node:path';
 import { Worker } from '@temporalio/worker';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import { statusPayload } from '../../tools/meta-sim/payloads';
-import {
-  credentialsWorkflowId,
-  gateProbeSweepWorkflowId,
-  sendWorkflowId,
-  wabaWorkflowId,
-} from '../../workflows/contracts';
+import { credentialsWorkflowId, gateProbeSweepWorkflowId, sendWorkflowId, wabaWorkflowId } from '../../src/contracts';
 import { eventually, sharedBundle, startStack, uniqueDigits, type Stack } from '../support/stack';
 
 /**

@@ -13,7 +13,7 @@ import { startOutboxRelay } from '../../src/lifecycle/outbox-relay';
 import { accountUpdatePayload } from '../../tools/meta-sim/payloads';
 import { sendWebhook } from '../../tools/meta-sim/server';
 import { signBody } from '../../src/adapters/meta/signature';
-import { wabaWorkflowId } from '../../workflows/contracts';
+import { wabaWorkflowId } from '../../src/contracts';
 import { eventually, sharedBundle, startStack, uniqueDigits, type Stack } from '../support/stack';
 
 /** A TCP proxy in front of the Temporal server that a test can cut and restore. */

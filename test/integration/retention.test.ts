@@ -2,19 +2,19 @@ import { randomBytes } from 'node:crypto';
 import { MongoClient, type Db } from 'mongodb';
 import { loadConfig, type RetentionSettings } from '../../src/config';
 import { collections, connectMongo, type Collections } from '../../src/adapters/store/db';
-import { recordStatuses } from '../../src/adapters/store/events';
-import { deliveryHandedOver, recordAccountEvents, recordDelivery } from '../../src/adapters/store/outbox';
-import { forwardDelivered, forwardId } from '../../src/adapters/store/forwards';
-import { claimIdempotencyKey, insertMessage } from '../../src/adapters/store/messages';
-import { recordSettlements } from '../../src/adapters/store/queue';
+import { recordStatuses } from '../../src/sending/statuses.store';
+import { deliveryHandedOver, recordAccountEvents, recordDelivery } from '../../src/lifecycle/outbox.store';
+import { forwardDelivered, forwardId } from '../../src/relay/forwards.store';
+import { claimIdempotencyKey, insertMessage } from '../../src/sending/messages.store';
+import { recordSettlements } from '../../src/sending/queue.store';
 import {
   ensureRetentionIndexes,
   purgeExpired,
   SPENT_AFTER_MS,
   startRetention,
 } from '../../src/adapters/store/retention';
-import { claimPost, insertAttempt, insertConfirmation } from '../../src/adapters/store/attempts';
-import { claimSlot, recordPause } from '../../src/adapters/store/slots';
+import { claimPost, insertAttempt, insertConfirmation } from '../../src/sending/attempts.store';
+import { claimSlot, recordPause } from '../../src/sending/slots.store';
 import { createLogger } from '../../src/logger';
 
 /** Retention on the real MongoDB-wire server (FerretDB here: no TTL, so the purge does the work). */

@@ -1,13 +1,13 @@
 import { MongoClient } from 'mongodb';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { createActivities } from '../../activities';
-import { insertAttempt, insertConfirmation, readAttempt } from '../../src/adapters/store/attempts';
+import { createActivities } from '../../src/activities';
+import { insertAttempt, insertConfirmation, readAttempt } from '../../src/sending/attempts.store';
 import type { Collections, SendAttemptDoc } from '../../src/adapters/store/db';
-import { insertMessage } from '../../src/adapters/store/messages';
-import { enqueue } from '../../src/adapters/store/queue';
+import { insertMessage } from '../../src/sending/messages.store';
+import { enqueue } from '../../src/sending/queue.store';
 import { createLogger } from '../../src/logger';
 import { beginSend } from '../../src/sending/ledger';
-import { REASONS, type SendRequest } from '../../workflows/contracts';
+import { REASONS, type SendRequest } from '../../src/contracts';
 import { startStack, uniqueDigits, type Stack } from '../support/stack';
 
 /**

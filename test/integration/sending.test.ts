@@ -1,5 +1,5 @@
 import { Client } from '@temporalio/client';
-import { sendWorkflowId, type SendRequest } from '../../workflows/contracts';
+import { sendWorkflowId, type SendRequest } from '../../src/contracts';
 import { createAdmission } from '../../src/sending/admission';
 import { createSenderClient } from '../../src/sending/launch';
 import { statusPayload } from '../../tools/meta-sim/payloads';

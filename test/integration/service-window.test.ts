@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { MongoClient } from 'mongodb';
 import { collections, ensureIndexes } from '../../src/adapters/store/db';
-import { customerWindowId } from '../../src/adapters/store/windows';
+import { customerWindowId } from '../../src/sending/windows.store';
 import { recordInbound } from '../../src/sending/window';
 import { eventually, uniqueDigits, type Stack } from '../support/stack';
 import { finalOutcome as finalOutcomeOf, registerNumber, sendAccepted, startInboundStack } from '../support/customers';

@@ -8,7 +8,7 @@ import {
   numbersOfWaba,
   registerPhoneNumber,
   wabaHasNumbers,
-} from '../../src/adapters/store/phone-numbers';
+} from '../../src/lifecycle/phone-numbers.store';
 import {
   ABANDONED_CLAIM_MS,
   advanceHead,
@@ -22,8 +22,8 @@ import {
   queueEntryId,
   recordSettlements,
   type NewQueueEntry,
-} from '../../src/adapters/store/queue';
-import { findWaba, saveWaba } from '../../src/adapters/store/wabas';
+} from '../../src/sending/queue.store';
+import { findWaba, saveWaba } from '../../src/lifecycle/wabas.store';
 
 /**
  * A database of its own on the test server for one describe block: connected before its tests,

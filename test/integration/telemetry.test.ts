@@ -13,7 +13,7 @@ import { spawnWatched, type WatchedChild } from '../support/child';
 import { dashboardQueries, seriesOf } from '../support/dashboard';
 import { Worker } from '@temporalio/worker';
 import { bundleWorkflows } from '../../src/worker';
-import { sendWorkflowId } from '../../workflows/contracts';
+import { sendWorkflowId } from '../../src/contracts';
 import { eventually, sharedBundle, startStack, uniqueDigits, type Stack } from '../support/stack';
 
 const ROOT = path.join(__dirname, '../..');

@@ -1,4 +1,4 @@
-import { sendWorkflowId, type SendOutcome } from '../../workflows/contracts';
+import { sendWorkflowId, type SendOutcome } from '../../src/contracts';
 import { startStack, uniqueDigits, type Stack } from './stack';
 
 /**

@@ -4,7 +4,7 @@ import { DefaultLogger, Runtime as TemporalRuntime } from '@temporalio/worker';
 import { queryLifecycleState } from '../../src/lifecycle/launch';
 import { bundleWorkflows } from '../../src/worker';
 import { startService, type Service, type ServiceOptions } from '../../tools/stack';
-import type { WabaLifecycleView } from '../../workflows/contracts';
+import type { WabaLifecycleView } from '../../src/contracts';
 
 /**
  * The real stack for one integration test file: the Temporal dev server and FerretDB started by

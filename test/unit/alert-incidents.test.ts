@@ -1,5 +1,5 @@
-import { pagerDutyEvent, slackMessage } from '../../activities/alerts';
-import type { AlertInput } from '../../activities/types';
+import { pagerDutyEvent, slackMessage } from '../../src/alerts/alerts.activities';
+import type { AlertInput } from '../../src/contracts';
 
 const base: AlertInput = {
   wabaId: '1001',

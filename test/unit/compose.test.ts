@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import Ajv from 'ajv';
 import { parse } from 'yaml';
-import { SEARCH_ATTRIBUTES } from '../../workflows/contracts';
+import { SEARCH_ATTRIBUTES } from '../../src/contracts';
 
 type Doc = Record<string, unknown>;
 type Service = Record<string, unknown>;

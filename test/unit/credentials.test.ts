@@ -1,8 +1,8 @@
 import { graphTokenOf } from '../../src/config';
 import { gateVerdict } from '../../src/sending/admission';
-import { PAUSE_MAX_SILENCE_MS, pauseInForce } from '../../src/sending/credentials';
+import { PAUSE_MAX_SILENCE_MS, pauseInForce } from '../../src/lifecycle/credentials';
 
-/** The token pause (src/sending/credentials.ts): which token a WABA uses, when a pause holds, what the gate says. */
+/** The token pause (src/lifecycle/credentials.ts): which token a WABA uses, when a pause holds, what the gate says. */
 describe('token pauses', () => {
   const graph = { baseUrl: '', version: 'v23.0', token: 'shared', tokensByWaba: { W2: 'own' }, timeoutMs: 1_000 };
 

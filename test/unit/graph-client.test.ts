@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { createGraphClient, type GraphClientHandle } from '../../src/adapters/graph/client';
 import { GraphApiError, NETWORK_ERROR_CODE, UNEXPECTED_RESPONSE_CODE } from '../../src/adapters/graph/errors';
 import { startMetaSimulator, type MetaSimulator } from '../../tools/meta-sim/server';
-import type { MessageContent } from '../../workflows/contracts';
+import type { MessageContent } from '../../src/contracts';
 
 const TOKEN = 'system-user-token';
 const WABA = '102290129340398';

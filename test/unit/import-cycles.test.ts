@@ -5,11 +5,11 @@ import path from 'node:path';
  * No import circles in the product code, type imports included (ESLint's `import-x/no-cycle` does
  * not follow `import type`). A circle of types still couples its modules: each one's change
  * recompiles and re-reads the others, and workflow code reached through one pulls the rest in.
- * The launchers start workflows through the signatures in workflows/contracts.ts, never by
- * importing workflow code, which is what keeps `workflows → activities → launchers` from closing.
+ * The launchers start workflows through the signatures in src/contracts.ts, never by
+ * importing workflow code, which is what keeps `workflow → activities → launchers` from closing.
  */
 const root = path.resolve(__dirname, '..', '..');
-const ROOTS = ['src', 'activities', 'workflows'];
+const ROOTS = ['src'];
 const IMPORT = /(?:^|\n)\s*(?:import|export)\s[^;'"]*?from\s+['"](\.[^'"]+)['"]/g;
 
 function productFiles(): string[] {

@@ -1,6 +1,6 @@
-import type { DrainResult } from '../../activities/types';
-import type { WabaSnapshot } from '../../src/adapters/store/wabas';
-import type { LifecycleEvent, LifecycleEventType, LifecycleSettings, WabaState } from '../../workflows/contracts';
+import type { DrainResult } from '../../src/contracts';
+import type { WabaSnapshot } from '../../src/lifecycle/wabas.store';
+import type { LifecycleEvent, LifecycleEventType, LifecycleSettings, WabaState } from '../../src/contracts';
 import {
   alertContent,
   describeWakeUp,
@@ -19,7 +19,7 @@ import {
   type MachineInput,
   type Step,
   type StepContext,
-} from '../../workflows/lifecycle/machine';
+} from '../../src/lifecycle/machine';
 
 /**
  * The lifecycle state machine alone: for every input in every state, the next state and the

@@ -3,10 +3,10 @@ import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { temporalBinary } from '../../tools/infra/binaries';
 import { bundleWorkflows } from '../../src/worker';
-import type { WabaSnapshot } from '../../src/adapters/store/wabas';
-import type { Activities } from '../../activities';
-import type { AlertInput, DrainInput } from '../../activities/types';
-import { wabaLifecycleWorkflow } from '../../workflows/lifecycle/workflow';
+import type { WabaSnapshot } from '../../src/lifecycle/wabas.store';
+import type { Activities } from '../../src/activities';
+import type { AlertInput, DrainInput } from '../../src/contracts';
+import { wabaLifecycleWorkflow } from '../../src/lifecycle/lifecycle.workflow';
 import {
   EscalationLevelKey,
   GateCauseKey,
@@ -16,7 +16,7 @@ import {
   wabaWorkflowId,
   type LifecycleEvent,
   type LifecycleSettings,
-} from '../../workflows/contracts';
+} from '../../src/contracts';
 
 /**
  * The lifecycle workflow alone, on Temporal's test environment (the cached CLI binary, nothing

@@ -65,7 +65,7 @@ interface Case {
 
 const inWorkflow = (title: string, line: string): Case => ({
   title: `refuses ${title} in workflow code`,
-  file: 'workflows/send.ts',
+  file: 'src/sending/send.workflow.ts',
   code: `${line}\n${use}`,
   expect: 'no-restricted-imports',
 });
@@ -77,11 +77,21 @@ const CASES: Case[] = [
   inWorkflow('the Temporal client', "import { Client } from '@temporalio/client';"),
   inWorkflow('the MongoDB driver', "import { MongoClient } from 'mongodb';"),
   inWorkflow('activity code as a value', "import { createActivities as readFileSync } from '../activities';"),
-  inWorkflow('src/ code as a value', "import { gateVerdict as readFileSync } from '../src/sending/admission';"),
+  inWorkflow("its own flow's Node code as a value", "import { gateVerdict as readFileSync } from './admission';"),
+  inWorkflow('a store module as a value', "import { loadWaba as readFileSync } from '../lifecycle/wabas.store';"),
   {
     title: 'allows type-only imports of activities in workflow code',
-    file: 'workflows/send.ts',
+    file: 'src/sending/send.workflow.ts',
     code: "import type { Activities } from '../activities';\nexport type A = Activities;\n",
+    expect: 'no-restricted-imports',
+    absent: true,
+  },
+  {
+    title: 'allows workflow code to import the contracts, the machine and other workflow code as values',
+    file: 'src/lifecycle/lifecycle.workflow.ts',
+    code:
+      "import { stateQuery } from '../contracts';\nimport { transition } from './machine';\n" +
+      "import { alertInBackground } from '../alerts/alerts.workflow';\nexport const x = [stateQuery, transition, alertInBackground];\n",
     expect: 'no-restricted-imports',
     absent: true,
   },
@@ -99,16 +109,23 @@ const CASES: Case[] = [
     absent: true,
   },
   {
-    title: 'refuses the MongoDB driver outside the store adapters',
-    file: 'activities/send.ts',
+    title: 'refuses the MongoDB driver outside the store modules',
+    file: 'src/sending/send.activities.ts',
     code: "import { MongoClient } from 'mongodb';\nexport const m = MongoClient;\n",
-    expect: 'src/adapters/store/',
+    expect: 'touch collections only through the store modules',
+  },
+  {
+    title: "allows the MongoDB driver in a flow's store module",
+    file: 'src/sending/queue.store.ts',
+    code: "import { MongoClient } from 'mongodb';\nexport const m = MongoClient;\n",
+    expect: 'no-restricted-imports',
+    absent: true,
   },
   {
     // admission.ts imports contracts.ts; a value import of admission back into it closes a cycle.
     title: 'refuses an import cycle',
-    file: 'workflows/contracts.ts',
-    code: "import { gateVerdict } from '../src/sending/admission';\nexport const g = gateVerdict;\n",
+    file: 'src/contracts.ts',
+    code: "import { gateVerdict } from './sending/admission';\nexport const g = gateVerdict;\n",
     expect: 'import-x/no-cycle',
   },
 ];

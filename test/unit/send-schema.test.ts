@@ -1,6 +1,6 @@
 import { sendSchema } from '../../src/sending/api';
 import { messageBody } from '../../src/adapters/graph/client';
-import { isBsuid } from '../../workflows/contracts';
+import { isBsuid } from '../../src/contracts';
 
 const base = { phoneNumberId: '106540352242922', type: 'text', text: { body: 'hi' } };
 const BSUID = 'US.13491208655302741918';

@@ -1,5 +1,5 @@
 import { SERVICE_WINDOW_MS, WINDOW_CLOSE_MARGIN_MS, decideForWindow, windowState } from '../../src/sending/window';
-import type { MessageContent, TemplateBody } from '../../workflows/contracts';
+import type { MessageContent, TemplateBody } from '../../src/contracts';
 
 const NOW = Date.parse('2026-12-06T12:00:00Z');
 const secondsAgo = (ms: number) => Math.floor((NOW - ms) / 1000);

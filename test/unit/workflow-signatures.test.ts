@@ -4,15 +4,15 @@ import type {
   GateProbeSweepWorkflow,
   SendMessageWorkflow,
   WabaLifecycleWorkflow,
-} from '../../workflows/contracts';
-import { credentialsWorkflow } from '../../workflows/credentials';
-import { forwardBacklogWorkflow } from '../../workflows/forward-backlog';
-import { gateProbeSweepWorkflow } from '../../workflows/gate-probes';
-import { wabaLifecycleWorkflow } from '../../workflows/lifecycle/workflow';
-import { sendMessageWorkflow } from '../../workflows/send';
+} from '../../src/contracts';
+import { credentialsWorkflow } from '../../src/lifecycle/credentials.workflow';
+import { forwardBacklogWorkflow } from '../../src/relay/forward-backlog.workflow';
+import { gateProbeSweepWorkflow } from '../../src/lifecycle/gate-probes.workflow';
+import { wabaLifecycleWorkflow } from '../../src/lifecycle/lifecycle.workflow';
+import { sendMessageWorkflow } from '../../src/sending/send.workflow';
 
 /**
- * The launchers start workflows by name through the signatures in workflows/contracts.ts (they
+ * The launchers start workflows by name through the signatures in src/contracts.ts (they
  * never import workflow code). Each workflow function must have its signature: the assignments
  * below are checked by `npm run typecheck`, and the names by the worker's bundle at run time.
  */

@@ -76,7 +76,7 @@ export interface TemporalDevServerOptions {
   /** SQLite pragmas for a db file; default WAL + synchronous=NORMAL. */
   sqlitePragmas?: Readonly<Record<string, string>>;
   namespace?: string;
-  /** Name → type, e.g. `SEARCH_ATTRIBUTES` from workflows/contracts.ts. */
+  /** Name → type, e.g. `SEARCH_ATTRIBUTES` from src/contracts.ts. */
   searchAttributes?: Readonly<Record<string, SearchAttributeTypeName>>;
   logLevel?: 'debug' | 'info' | 'warn' | 'error';
   /** Merged over {@link DEV_SERVER_DYNAMIC_CONFIG}; values are JSON-encoded. */

@@ -1,6 +1,6 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { isBsuid, type MessageContent } from '../../../workflows/contracts';
+import { isBsuid, type MessageContent } from '../../contracts';
 import { GraphApiError, UNEXPECTED_RESPONSE_CODE } from './errors';
 import { PROBE_FIELDS, readPhoneHealth, type PhoneHealth } from './phone-health';
 import { inSpan } from '../../telemetry';

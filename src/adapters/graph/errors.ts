@@ -1,4 +1,4 @@
-import type { MetaErrorInfo } from '../../../workflows/contracts';
+import type { MetaErrorInfo } from '../../contracts';
 
 /**
  * The ONE place Meta (Graph / Cloud API) errors are classified. Everything that decides "retry,

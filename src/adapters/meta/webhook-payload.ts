@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { BSUID_PATTERN } from '../../../workflows/contracts';
+import { BSUID_PATTERN } from '../../contracts';
 
 /**
  * The one place that reads Meta's webhook field names. `parseWebhookBody` projects a decoded

@@ -10,7 +10,7 @@ import type {
   MetaErrorInfo,
   TemplateBody,
   WabaState,
-} from '../../../workflows/contracts';
+} from '../../contracts';
 
 /**
  * MongoDB collections and their documents. Every document is keyed so that the hot reads are by
@@ -127,7 +127,7 @@ export interface SettlementDoc {
  * `queue`: only what is waiting, in two lanes per WABA: `front` (messages queued again after Meta
  * failed them, sent first) and `main`. `_id` is `<wabaId>:<n, zero-padded>` in the main lane and
  * `<wabaId>:000000000000~F<n, zero-padded>` in the front lane, where `n` was taken by inserting a
- * `queue_claims` document of the same `_id` (src/adapters/store/queue.ts); a unique index on
+ * `queue_claims` document of the same `_id` (src/sending/queue.store.ts); a unique index on
  * `messageId` stops a message from queueing twice. Every read and delete is by exact `_id` (an
  * index search on MongoDB and, with the wrapper's index, on FerretDB). Only the WABA's lifecycle
  * workflow (its drain) removes entries. A `tombstone` closes a claim whose entry never came.
@@ -371,7 +371,7 @@ export interface AlertThreadDoc {
 /**
  * `send_slots`: start slots of Cloud API sends, shared by every worker. `_id` names the slot
  * (`<phoneNumberId>:<index>` for the number's cap, `<phoneNumberId>>…` for a recipient's pair
- * limit; src/sending/pacing.ts builds them; src/adapters/store/slots.ts queries them); a slot is taken by inserting its document, so two
+ * limit; src/sending/pacing.ts builds them; src/sending/slots.store.ts queries them); a slot is taken by inserting its document, so two
  * workers can never hold the same slot (the insert is atomic on MongoDB and FerretDB alike).
  * Only past slots are deleted, by the worker that took them, by exact `_id` (those of a worker that
  * died: by the retention purge, a minute after their end).
@@ -521,7 +521,7 @@ export interface Collections {
 
 /**
  * `credential_pauses`: Meta refused a Graph API token (codes 0, 190): sending with it is paused for
- * every WABA that uses it (src/sending/credentials.ts). `_id` = the token's source
+ * every WABA that uses it (src/lifecycle/credentials.ts). `_id` = the token's source
  * (`GRAPH_API_TOKEN`, `GRAPH_API_TOKENS_BY_WABA[<waba>]`). Inserted by the sender that met the
  * refusal (a duplicate key is the same pause); `checkedAt` set by the token's credentials workflow
  * at each probe and by a sender meeting a new refusal; deleted by the workflow when a probe with

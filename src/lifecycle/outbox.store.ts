@@ -1,0 +1,263 @@
+import type { LifecycleEvent } from '../contracts';
+import { forwardsLeft, insertForwards, pendingEntries } from '../relay/forwards.store';
+import {
+  groupInsert,
+  insertFacts,
+  isDuplicateKey,
+  type AccountEventDoc,
+  type ArchivedDeliveryDoc,
+  type Collections,
+  type OutboxDoc,
+} from '../adapters/store/db';
+
+/**
+ * The durable outbox (`outbox`): one document per accepted Meta delivery that carries work for
+ * Temporal, inserted by the webhook sink before the 200 and deleted by the relay once every event
+ * in it is handed over. It only ever holds what is pending, so finding pending work reads a small
+ * collection (FerretDB scans it). The audit of what was handed over is `account_events`
+ * (insert-only), which is also the relay's per-event "done" record: an event whose key is there
+ * was handed over, so a redelivery or a second relay never applies it twice.
+ */
+
+let lastMs = 0;
+let seqInMs = 0;
+
+/**
+ * A new delivery `_id` that sorts in arrival order: the receipt time in base 36, a counter within
+ * the millisecond (so two deliveries of one process never tie) and a random suffix (processes).
+ */
+export function nextOutboxId(nowMs: number, suffix: string): string {
+  if (nowMs > lastMs) {
+    lastMs = nowMs;
+    seqInMs = 0;
+  } else seqInMs++;
+  return `${lastMs.toString(36).padStart(9, '0')}:${seqInMs.toString(36).padStart(4, '0')}:${suffix}`;
+}
+
+/** Where the sink announces a recorded delivery (the relay in this process hands it over at once). */
+export interface OutboxNotifier {
+  notify(doc: OutboxDoc): void;
+}
+
+/** Records deliveries whose `_id`s are deterministic, in one insert (retries collide: the same facts). */
+export function recordDeliveriesOnce(c: Collections, docs: OutboxDoc[]): Promise<void> {
+  return insertFacts(c.outbox, docs);
+}
+
+/**
+ * Records one of the service's own lifecycle events (a `QUEUE_STRAY`) as an outbox delivery of
+ * kind `stray`, so the relay hands it over after the WABA's earlier deliveries. Returns the record.
+ */
+export async function recordStray(c: Collections, event: OutboxDoc['events'][number]): Promise<OutboxDoc> {
+  const doc: OutboxDoc = {
+    _id: nextOutboxId(Date.now(), `stray-${event.entryId}`),
+    kind: 'stray',
+    receivedAt: event.receivedAt,
+    raw: '',
+    events: [event],
+    audit: '[]',
+    auditCount: 0,
+    wabaIds: [event.wabaId],
+  };
+  await c.outbox.insertOne(doc);
+  return doc;
+}
+
+/** Records a delivery. One insert; throws when the store cannot take it (the webhook answers 5xx). */
+export function recordDelivery(c: Collections, doc: OutboxDoc): Promise<void> {
+  // Grouped with the other webhooks' records being written (one commit for many acks).
+  return groupInsert(c.outbox, [doc], false);
+}
+
+/**
+ * Pending deliveries older than `olderThan` (ISO), oldest first, at most `limit`, without the
+ * raw bytes, the audit entries and the events (a relay reads a delivery's events when it hands
+ * them over: `deliveryEvents`). A scan of `outbox` on FerretDB: it holds only what is not handed over yet.
+ */
+export async function pendingDeliveries(
+  c: Collections,
+  olderThan: string,
+  limit: number,
+): Promise<Omit<OutboxDoc, 'raw' | 'audit' | 'events'>[]> {
+  return c.outbox
+    .find({ receivedAt: { $lt: olderThan }, relayDone: { $ne: true } }, { projection: { raw: 0, audit: 0, events: 0 } })
+    .sort({ _id: 1 })
+    .limit(limit)
+    .toArray();
+}
+
+/** A pending delivery's lifecycle events (in body order), or undefined once it is gone. One read by `_id`. */
+export async function deliveryEvents(c: Collections, id: string): Promise<OutboxDoc['events'] | undefined> {
+  return (await c.outbox.findOne({ _id: id }, { projection: { events: 1 } }))?.events;
+}
+
+/** What the relay audits a delivery from (read when it audits it, so memory holds only ids). */
+export async function deliveryAudit(
+  c: Collections,
+  id: string,
+): Promise<Pick<OutboxDoc, 'raw' | 'audit' | 'receivedAt'> | undefined> {
+  return (await c.outbox.findOne({ _id: id }, { projection: { raw: 1, audit: 1, receivedAt: 1 } })) ?? undefined;
+}
+
+/**
+ * Deletes a delivery once everything in it is handed over (idempotent; by exact `_id`). `forward`
+ * is the delivery's targets as recorded (fixed at its insert): without any, no forwarder will ever
+ * look at it, so it is deleted at once (one write instead of a rewrite of the whole document, two
+ * reads and the delete).
+ */
+export async function deliveryHandedOver(c: Collections, id: string, forward?: readonly string[]): Promise<void> {
+  if (forward !== undefined && forward.length === 0) {
+    await c.outbox.deleteOne({ _id: id });
+    return;
+  }
+  // Flag first, then look: a forwarder that finishes the last target after our look sees the flag
+  // and deletes (`dropIfForwarded`), so the delivery is never left behind. A flagged delivery is
+  // out of the relay's sweep, so deliveries kept only for a slow target never starve newer ones.
+  await c.outbox.updateOne({ _id: id }, { $set: { relayDone: true } });
+  await retireIfDone(c, id);
+}
+
+/** After a target's forward: deletes the delivery when the relay is done with it and no target is left. */
+export async function dropIfForwarded(c: Collections, id: string): Promise<void> {
+  await retireIfDone(c, id);
+}
+
+/**
+ * The one way a delivery leaves the outbox: once the relay is done and no target has an entry
+ * left. A delivery that had targets is archived first (`delivery_archive`, for replay); a repeat
+ * (two forwarders finishing together) inserts the same `_id` and deletes nothing more.
+ */
+async function retireIfDone(c: Collections, id: string): Promise<void> {
+  // The flags first: the raw bytes (up to the webhook's body limit) are read only to archive them.
+  const head = await c.outbox.findOne({ _id: id }, { projection: { relayDone: 1, forward: 1 } });
+  if (!head?.relayDone || (await forwardsLeft(c, id, head.forward))) return;
+  if (head.forward?.length) {
+    const doc = await c.outbox.findOne({ _id: id }, { projection: { events: 0, audit: 0 } });
+    if (doc) await insertFacts(c.deliveryArchive, [archiveOf(doc, head.forward)]);
+  }
+  await c.outbox.deleteOne({ _id: id });
+}
+
+function archiveOf(doc: OutboxDoc, forward: string[]): ArchivedDeliveryDoc {
+  return {
+    _id: doc._id,
+    kind: doc.kind,
+    receivedAt: doc.receivedAt,
+    raw: doc.raw,
+    ...(doc.signature ? { signature: doc.signature } : {}),
+    wabaIds: doc.entryIds ?? doc.wabaIds,
+    ...(doc.fields ? { fields: doc.fields } : {}),
+    forward,
+    storedAt: new Date(),
+  };
+}
+
+/** What a replay asks for: deliveries received in [since, until), of one WABA and one target or all. */
+export interface ReplayFilter {
+  since: string;
+  until: string;
+  wabaId?: string;
+  target?: string;
+  /** At most this many deliveries (the oldest first). */
+  limit: number;
+}
+
+/**
+ * Forwards archived deliveries again (`POST /v1/deliveries/replay`): they go back into the outbox
+ * (already done for the relay) with a pending entry per target, so the forwarders send them in
+ * arrival order with their original `webhook-id`. Only to `configured` targets (one removed from
+ * FORWARD_TARGETS since has no forwarder: its entry would wait forever and pin the delivery in
+ * the outbox). The entries wait from now (`pendingSince`), not from the delivery's receipt. Two
+ * inserts, deliveries first; a delivery still in the outbox, or an entry still pending, collides
+ * harmlessly. A read of `delivery_archive` by `receivedAt` (an index range on MongoDB; a scan on
+ * FerretDB: an operator's action, not a hot path).
+ */
+export async function replayDeliveries(
+  c: Collections,
+  f: ReplayFilter,
+  configured: readonly string[],
+  now: number,
+): Promise<{ deliveries: number; forwards: number }> {
+  const q: Record<string, unknown> = { receivedAt: { $gte: f.since, $lt: f.until } };
+  if (f.wabaId) q.wabaIds = f.wabaId;
+  if (f.target) q.forward = f.target;
+  const archived = await c.deliveryArchive.find(q).sort({ _id: 1 }).limit(f.limit).toArray();
+  const replays = archived
+    .map((a) => ({ a, targets: a.forward.filter((t) => configured.includes(t) && (!f.target || t === f.target)) }))
+    .filter((r) => r.targets.length > 0);
+  await insertFacts(
+    c.outbox,
+    replays.map(({ a: { storedAt: _storedAt, ...a } }) => ({
+      ...a,
+      entryIds: a.wabaIds,
+      events: [],
+      audit: '[]',
+      auditCount: 0,
+      relayDone: true,
+    })),
+  );
+  const entries = replays.flatMap(({ a, targets }) => pendingEntries(a, targets, a.wabaIds, now));
+  await insertForwards(c, entries);
+  return { deliveries: replays.length, forwards: entries.length };
+}
+
+/** The delivery with its raw bytes (forwarding), or null once it is gone. */
+export function readDelivery(c: Collections, id: string): Promise<OutboxDoc | null> {
+  return c.outbox.findOne({ _id: id });
+}
+
+/**
+ * Claims a delivery for one lease (`<id>:<lease>`): true when this relay won it, false when another
+ * relay holds that lease. Insert-only, so two relays never both win.
+ */
+export async function claimDelivery(c: Collections, id: string, lease: number, relayId: string): Promise<boolean> {
+  try {
+    await c.outboxClaims.insertOne({ _id: `${id}:${lease}`, relayId, at: new Date().toISOString() });
+    return true;
+  } catch (err) {
+    if (isDuplicateKey(err)) return false;
+    throw err;
+  }
+}
+
+/** Removes a finished delivery's claim (idempotent). */
+export async function releaseClaim(c: Collections, id: string, lease: number): Promise<void> {
+  await c.outboxClaims.deleteOne({ _id: `${id}:${lease}` });
+}
+
+/** Pending deliveries (metrics, tests). */
+export async function countPendingDeliveries(c: Collections): Promise<number> {
+  return c.outbox.countDocuments({});
+}
+
+/** True when the event with this key was already handed over (its audit record exists). */
+export async function wasHandedOver(c: Collections, key: string): Promise<boolean> {
+  return (await c.accountEvents.findOne({ _id: key }, { projection: { _id: 1 } })) !== null;
+}
+
+/**
+ * Records that an event was handed over (`signalled`): insert-only; a duplicate key means another
+ * relay (or an earlier attempt) recorded it first, which is the same fact.
+ */
+export async function markHandedOver(c: Collections, doc: AccountEventDoc): Promise<void> {
+  try {
+    await c.accountEvents.insertOne({ ...doc, storedAt: new Date() });
+  } catch (err) {
+    if (!isDuplicateKey(err)) throw err;
+  }
+}
+
+/** Audits events that need no hand-over (`recorded`, `refused`): one insert; redeliveries collide. */
+export function recordAccountEvents(c: Collections, docs: AccountEventDoc[]): Promise<void> {
+  const storedAt = new Date();
+  return insertFacts(
+    c.accountEvents,
+    docs.map((d) => ({ ...d, storedAt })),
+  );
+}
+
+/** The lifecycle event an outbox entry hands to the workflow (the audit fields stay behind). */
+export function lifecycleEventOf(e: OutboxDoc['events'][number]): LifecycleEvent {
+  const { entryId: _entryId, raw: _raw, ...event } = e;
+  return event;
+}

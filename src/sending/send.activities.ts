@@ -1,0 +1,247 @@
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import type { GraphClient } from '../adapters/graph/client';
+import { readAttempt, readConfirmation } from './attempts.store';
+import { markRetrying, outcomeOf, readMessage, sendKey } from './messages.store';
+import type { Collections } from '../adapters/store/db';
+import type { Logger } from '../logger';
+import { deliverLifecycleEvent, type LaunchDeps } from '../lifecycle/launch';
+import { UnknownPhoneNumberError, type AdmissionService } from './admission';
+import { sendWithLedger } from './ledger';
+import { pauseForRefusedToken } from '../lifecycle/credentials';
+import type { Config } from '../config';
+import { realClock, type SharedPacer } from './pacing';
+import { outcomeOfSettlement, type Settlement } from './queue.store';
+import { FAILURE_TYPES, REASONS, type SendOutcome, type SendRequest } from '../contracts';
+import type { AdmitResult } from '../contracts';
+
+/** Longest wait for a send slot inside one `admit` attempt (its start-to-close timeout is 1 minute). */
+export const ADMIT_MAX_WAIT_MS = 30_000;
+
+/** What an `admit` attempt keeps back from its timeout besides the POST's own timeout (clock skew with the server). */
+export const ADMIT_DEADLINE_MARGIN_MS = 5_000;
+
+/**
+ * The last moment (epoch ms, this worker's clock) at which the current `admit` attempt may POST:
+ * its POST and the answer's record then end before Temporal times the attempt out, so before the
+ * next attempt can start (an overrun attempt never POSTs beside its successor). Counted from the
+ * earlier of the attempt's scheduling (the server's clock) and its start here.
+ */
+function lastPostAt(startedHere: number, graphTimeoutMs: number): number {
+  const info = Context.current().info;
+  const start = Math.min(info.currentAttemptScheduledTimestampMs, startedHere);
+  return start + info.startToCloseTimeoutMs - graphTimeoutMs - ADMIT_DEADLINE_MARGIN_MS;
+}
+
+export interface SendDeps {
+  c: Collections;
+  graph: GraphClient;
+  pacer: SharedPacer;
+  launch: LaunchDeps;
+  admission: AdmissionService;
+  /** Sending settings, and the Graph tokens' sources (a refused token pauses its source). */
+  config: Config;
+  logger: Logger;
+}
+
+/**
+ * Send-path activities. `admit` asks the admission (src/sending/admission.ts) whether the message
+ * goes out now, then makes the attempt and acts on what it meant (src/sending/attempt.ts).
+ */
+export function createSendActivities(deps: SendDeps) {
+  const { c, graph, pacer, admission } = deps;
+
+  return {
+    /**
+     * Admits one message: records it (idempotent), then sends it now when the WABA's gate is open,
+     * or queues it. Retryable Meta errors are thrown as retryable failures (Temporal retries this
+     * activity, re-reading the gate each time); permanent ones fail the message; "account
+     * unusable" queues it and closes the gate through the lifecycle workflow. Safe to retry: a
+     * message already settled or queued is not sent or queued again (except the Cloud API's own
+     * ambiguity: a send whose answer was lost may have gone out).
+     */
+    async admit(req: SendRequest): Promise<AdmitResult> {
+      const postBy = lastPostAt(Date.now(), deps.config.graph.timeoutMs);
+      let decided;
+      try {
+        decided = await admission.admitMessage(req);
+      } catch (err) {
+        if (!(err instanceof UnknownPhoneNumberError)) throw err;
+        throw ApplicationFailure.create({
+          type: FAILURE_TYPES.unknownPhoneNumber,
+          message: err.message,
+          nonRetryable: true,
+        });
+      }
+      if (decided.kind === 'done') return decided.outcome;
+      const { wabaId, doc } = decided;
+      const log = deps.logger.child({ wabaId, messageId: req.messageId });
+
+      const { phoneNumberId, to } = req;
+      // The slot is shared by every worker (src/sending/pacing.ts). This activity does not
+      // heartbeat and has one minute: a slot further away than ADMIT_MAX_WAIT_MS (or than the
+      // attempt's last POST) is not claimed, and Temporal retries the attempt when the number (or
+      // recipient) has room again.
+      const maxWaitMs = Math.max(0, Math.min(ADMIT_MAX_WAIT_MS, postBy - realClock.now()));
+      const slot = await pacer.reserve({ phoneNumberId, mps: decided.mps, to, maxWaitMs });
+      if (slot.kind === 'later') {
+        log.info({ retryAfterMs: Math.round(slot.retryAfterMs) }, 'no send slot within the wait; retrying later');
+        throw ApplicationFailure.create({
+          type: FAILURE_TYPES.paced,
+          message: `no send slot within ${Math.round(maxWaitMs)} ms`,
+          nextRetryDelay: Math.ceil(slot.retryAfterMs),
+        });
+      }
+      // The ledger records the POST just before its slot, so a crash while waiting leaves nothing in doubt.
+      await pacer.sleepUntil(slot.reservation.at - 150);
+      const attemptedAt = Date.now();
+      const attempt = await sendWithLedger(
+        c,
+        graph,
+        {
+          wabaId,
+          messageId: req.messageId,
+          phoneNumberId,
+          to,
+          content: doc.content,
+          fallbackTemplate: doc.fallbackTemplate,
+        },
+        {
+          policy: deps.config.sending.inDoubt,
+          logger: log,
+          // Past the attempt's last POST the send is withdrawn: the next attempt makes it.
+          depart: async () => (await pacer.depart(slot.reservation)) && Date.now() <= postBy,
+          targets: deps.config.forward.targets,
+        },
+      );
+      slot.reservation.done(); // used, or not needed (already sent, in doubt)
+      const at = new Date().toISOString();
+      switch (attempt.kind) {
+        case 'in_doubt_wait':
+          // The previous attempt's answer was lost: a status webhook may still confirm it.
+          throw ApplicationFailure.create({
+            type: FAILURE_TYPES.inDoubt,
+            message: 'the previous attempt may have been sent; waiting for its status',
+            nextRetryDelay: Math.ceil(attempt.ms),
+          });
+        case 'not_sent':
+          log.warn('the attempt ran past its last POST; the next attempt sends');
+          throw ApplicationFailure.create({
+            type: FAILURE_TYPES.paced,
+            message: 'the send would have left too close to the attempt timeout',
+            nextRetryDelay: 1_000,
+          });
+        case 'in_doubt_give_up':
+          return admission.settle({ messageId: req.messageId, status: 'failed', reason: REASONS.inDoubt, at }, wabaId);
+        case 'window_closed':
+          log.info('the customer service window is closed and no fallback template was given: not sent');
+          return admission.settle(
+            { messageId: req.messageId, status: 'failed', reason: REASONS.serviceWindowClosed, at },
+            wabaId,
+          );
+        case 'already_sent':
+        case 'sent': {
+          const { wamid } = attempt;
+          const sentAs = attempt.kind === 'sent' ? attempt.sentAs : undefined;
+          return admission.settle(
+            {
+              messageId: req.messageId,
+              status: 'sent',
+              wamid,
+              at,
+              attempts: doc.attempts + 1,
+              ...(sentAs && { sentAs }),
+            },
+            wabaId,
+          );
+        }
+        case 'failed':
+          log.info({ code: attempt.error.code, reason: attempt.error.reason }, 'send failed permanently');
+          return admission.settle(
+            {
+              messageId: req.messageId,
+              status: 'failed',
+              reason: attempt.error.reason,
+              error: attempt.error.toMetaErrorInfo(),
+              at,
+            },
+            wabaId,
+          );
+        case 'unusable':
+          log.warn({ detail: attempt.detail }, 'account unusable: queueing and closing the gate');
+          await deliverLifecycleEvent(deps.launch, {
+            key: `unusable:${req.messageId}:${at}`,
+            type: 'SEND_ACCOUNT_UNUSABLE',
+            wabaId,
+            receivedAt: at,
+            source: 'send',
+            causeTime: attemptedAt,
+            code: attempt.error.code,
+            errorReason: attempt.error.reason,
+            messageId: req.messageId,
+            detail: attempt.detail,
+          });
+          return admission.requeue(req, wabaId, doc);
+        case 'credentials':
+          // Not this WABA's state: every WABA using the token waits (src/lifecycle/credentials.ts).
+          log.warn({ detail: attempt.detail }, 'Meta refused the token: queueing and pausing the token');
+          await pauseForRefusedToken(
+            { c, launch: deps.launch, graph: deps.config.graph, logger: log },
+            { wabaId, phoneNumberId, detail: attempt.detail },
+          );
+          return admission.requeue(req, wabaId, doc);
+        case 'retry': {
+          const err = attempt.error;
+          if (err.pausesNumber) await pacer.pause(phoneNumberId, err.retryAfterMs ?? 1_000);
+          else if (err.pacesRecipient) await pacer.penalize(phoneNumberId, to, err.retryAfterMs ?? 4_000);
+          if (!err.mayHaveBeenSent) await markRetrying(c, req.messageId, at); // else it stays `in_doubt`
+          log.info({ code: err.code, reason: err.reason }, 'send failed; will retry');
+          // Temporal retries `admit`, which reads the gate again before the next attempt.
+          throw ApplicationFailure.create({
+            type: FAILURE_TYPES.metaRetryable,
+            message: `${err.reason}: ${err.message}`,
+            details: [err.toMetaErrorInfo()],
+            // A lost answer: the next attempt waits for a status webhook for the grace period.
+            nextRetryDelay: err.mayHaveBeenSent
+              ? Math.max(err.retryAfterMs ?? 0, deps.config.sending.inDoubt.graceMs)
+              : err.retryAfterMs,
+          });
+        }
+      }
+    },
+
+    /**
+     * Records the final outcome of a message the send workflow gave up on (not queued). A send Meta
+     * accepted (its answer, or a status webhook, in the ledger) is settled as sent, whatever the
+     * workflow says.
+     */
+    async settleDirect(outcome: Omit<Settlement, 'queueId'>): Promise<SendOutcome> {
+      const known = await readMessage(c, outcome.messageId);
+      if (known?.settlement || known?.doc?.status === 'queued') return outcomeOf(outcome.messageId, known);
+      if (!known?.doc) return outcomeOfSettlement(outcome); // never recorded (unknown number): nothing to store
+      const key = sendKey(outcome.messageId, known.doc.round);
+      const [attempt, confirmed] = await Promise.all([readAttempt(c, key), readConfirmation(c, key)]);
+      const wamid = attempt?.wamid ?? confirmed?.wamid;
+      if (wamid) {
+        const { messageId, at } = outcome;
+        return admission.settle(
+          { messageId, status: 'sent', wamid, at, attempts: known.doc.attempts + 1 },
+          known.doc.wabaId,
+        );
+      }
+      return admission.settle(outcome, known.doc.wabaId);
+    },
+
+    /** The message's outcome as recorded (the queued send workflow's safety-net poll). */
+    async getMessageOutcome(messageId: string): Promise<SendOutcome> {
+      const known = await readMessage(c, messageId);
+      if (!known) {
+        throw ApplicationFailure.create({
+          type: FAILURE_TYPES.unknownMessage,
+          message: `no message ${messageId}`,
+          nonRetryable: true,
+        });
+      }
+      return outcomeOf(messageId, known);
+    },
+  };
+}

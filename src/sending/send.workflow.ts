@@ -1,0 +1,77 @@
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  condition,
+  proxyActivities,
+  proxyLocalActivities,
+  setHandler,
+} from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import {
+  FAILURE_TYPES,
+  REASONS,
+  messageSettledSignal,
+  messageStatusQuery,
+  type SendOptions,
+  type SendOutcome,
+  type SendRequest,
+} from '../contracts';
+
+const TERMINAL = new Set<SendOutcome['status']>(['sent', 'failed', 'expired', 'cancelled']);
+
+/**
+ * One run per accepted message (id `send/<messageId>`). When the WABA's send gate is open the
+ * message is sent at once (retryable Meta errors are retried with backoff by Temporal; permanent
+ * ones fail the message with Meta's code and text). When the gate is closed, or the send proves
+ * the account unusable, the message joins the WABA's durable queue and this workflow waits for
+ * the drain to settle it. The result is the message's final outcome, also shown by
+ * `GET /v1/messages/:id`.
+ */
+export async function sendMessageWorkflow(req: SendRequest, options: SendOptions = {}): Promise<SendOutcome> {
+  const acts = proxyActivities<Activities>({
+    startToCloseTimeout: '1 minute',
+    retry: {
+      initialInterval: '1 second',
+      maximumInterval: '1 minute',
+      backoffCoefficient: 2,
+      maximumAttempts: options.maxAttempts ?? 8,
+      nonRetryableErrorTypes: [FAILURE_TYPES.unknownPhoneNumber],
+    },
+  });
+  const poller = proxyActivities<Activities>({ startToCloseTimeout: '30 seconds' });
+  // One point read: a local activity (one history marker).
+  const reader = proxyLocalActivities<Activities>({ startToCloseTimeout: '30 seconds' });
+
+  let current: SendOutcome = { messageId: req.messageId, status: 'accepted', at: req.acceptedAt };
+  setHandler(messageStatusQuery, () => current);
+  setHandler(messageSettledSignal, (outcome) => {
+    if (outcome.messageId === req.messageId && TERMINAL.has(outcome.status)) current = outcome;
+  });
+  /** An answer that arrived while a settle signal was on its way never takes the signal's place. */
+  const unlessSettled = (outcome: SendOutcome): void => {
+    if (!TERMINAL.has(current.status)) current = outcome;
+  };
+
+  try {
+    unlessSettled(await (options.queued ? reader.getMessageOutcome(req.messageId) : acts.admit(req)));
+  } catch (err) {
+    if (!(err instanceof ActivityFailure)) throw err;
+    const cause = err.cause instanceof ApplicationFailure ? err.cause : undefined;
+    // Retries exhausted (or a non-retryable admission error): the message fails with the reason.
+    unlessSettled(
+      await poller.settleDirect({
+        messageId: req.messageId,
+        status: 'failed',
+        reason: cause?.type === FAILURE_TYPES.unknownPhoneNumber ? 'unknown_phone_number' : REASONS.retriesExhausted,
+        error: cause?.details?.[0] as SendOutcome['error'],
+        at: new Date().toISOString(),
+      }),
+    );
+  }
+
+  // Queued: whoever settles the message (the drain, a failed queue) signals before it writes the
+  // outcome and retries until Temporal accepts (src/sending/drain.activities.ts), so the wait needs no timer:
+  // no history at all while the message waits, however long.
+  await condition(() => TERMINAL.has(current.status));
+  return current;
+}
