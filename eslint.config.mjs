@@ -17,6 +17,7 @@ const NODE_BUILTINS = builtinModules.flatMap((m) => [m, `node:${m}`, `${m}/*`]);
 
 /** Files that may hold a Temporal client: the launchers and the composition roots. */
 const TEMPORAL_CLIENT_OWNERS = [
+  'src/launch-deps.ts',
   'src/lifecycle/launch.ts',
   'src/sending/launch.ts',
   'src/relay/launch.ts',

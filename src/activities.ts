@@ -2,7 +2,7 @@ import type { Config } from './config';
 import type { GraphClient } from './adapters/graph/client';
 import type { Logger } from './logger';
 import type { Collections } from './adapters/store/db';
-import type { LaunchDeps } from './lifecycle/launch';
+import type { LaunchDeps } from './launch-deps';
 import { SharedPacer, type Clock } from './sending/pacing';
 import { createAdmission } from './sending/admission';
 import { createAlertActivities, type AlertDeps } from './alerts/alerts.activities';

@@ -73,13 +73,67 @@ export type WabaState = 'connected' | 'offboarded' | 'draining' | 'reconnect_aba
  * means the account cannot send; `QUEUE_STRAY` from a sender that queued a message while the gate
  * was reopening (the workflow drains it).
  */
-export type LifecycleEventType =
-  | 'ACCOUNT_OFFBOARDED'
-  | 'ACCOUNT_RECONNECTED'
-  | 'PARTNER_REMOVED'
-  | 'PARTNER_ADDED'
-  | 'SEND_ACCOUNT_UNUSABLE'
-  | 'QUEUE_STRAY';
+/**
+ * The `account_update` events that drive the per-WABA lifecycle workflow (the others are
+ * forwarded as information), and whether each closes the WABA's send gate already at the
+ * webhook's ack (`closesGate`: the sink records a gate hold before answering 200, so a burst the
+ * relay needs minutes to hand over closes every gate at once). A new event is one row here and its
+ * rule in the lifecycle machine (src/lifecycle/machine.ts); ingest hands every row's event to the
+ * WABA's run.
+ */
+export const LIFECYCLE_WEBHOOK_EVENTS = {
+  ACCOUNT_OFFBOARDED: { closesGate: true },
+  ACCOUNT_RECONNECTED: { closesGate: false },
+  PARTNER_REMOVED: { closesGate: true },
+  PARTNER_ADDED: { closesGate: false },
+} as const satisfies Record<string, { closesGate: boolean }>;
+export type LifecycleWebhookEvent = keyof typeof LIFECYCLE_WEBHOOK_EVENTS;
+export const LIFECYCLE_EVENTS = Object.keys(LIFECYCLE_WEBHOOK_EVENTS) as LifecycleWebhookEvent[];
+/** The events that close the gate at the webhook's ack (`closesGate`). */
+export const HOLDING_EVENTS: ReadonlySet<string> = new Set(
+  LIFECYCLE_EVENTS.filter((e) => LIFECYCLE_WEBHOOK_EVENTS[e].closesGate),
+);
+
+/** True when `event` is one of `LIFECYCLE_EVENTS`. */
+export function isLifecycleEvent(event: string): event is LifecycleWebhookEvent {
+  return Object.hasOwn(LIFECYCLE_WEBHOOK_EVENTS, event);
+}
+
+/** A lifecycle event: Meta's (`LIFECYCLE_EVENTS`) or the service's own (a send's error, a stray queue entry). */
+export type LifecycleEventType = LifecycleWebhookEvent | 'SEND_ACCOUNT_UNUSABLE' | 'QUEUE_STRAY';
+
+/**
+ * A WABA's lifecycle record: the state its lifecycle run carries (the pure machine's state) and
+ * saves as the WABA's document (`wabas`, keyed by the WABA id). Plain data.
+ */
+export interface WabaRecord {
+  wabaId: string;
+  state: WabaState;
+  since: string;
+  escalationLevel: number;
+  /** Newest Meta `entry[].time` (Unix s) seen for each lifecycle event; used to spot stale ones. */
+  lastOffboardedMetaTime?: number;
+  lastReconnectedMetaTime?: number;
+  reason?: string;
+  events: EventLogEntry[];
+  updatedAt: string;
+  /** Why the gate is closed and the evidence; absent while open. */
+  closure?: GateClosure;
+  /** The last reopening of the gate. */
+  lastReopen?: GateReopening;
+  /** Epoch ms (workflow clock) of the last reconnection applied; internal events older than it are stale. */
+  lastReconnectedAt?: number;
+  /** Meta times (Unix s) of the newest partner events, to order them. */
+  lastPartnerRemovedMetaTime?: number;
+  lastPartnerAddedMetaTime?: number;
+  /** The last PARTNER_REMOVED's `disconnection_info`. */
+  disconnectionInfo?: DisconnectionInfo;
+  /**
+   * How many times the lifecycle workflow has written the document. A save whose `rev` is not above
+   * the stored one is stale (a local activity run again after its workflow task failed) and skipped.
+   */
+  rev?: number;
+}
 
 /**
  * Why a WABA's send gate is closed; each cause has its reopen rule (ARCHITECTURE.md, "Gate

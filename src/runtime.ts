@@ -2,7 +2,7 @@ import { Client, Connection } from '@temporalio/client';
 import type { MongoClient, Db } from 'mongodb';
 import { graphTokenOf, type Config } from './config';
 import { createGraphClient, type GraphClient } from './adapters/graph/client';
-import type { LaunchDeps } from './lifecycle/launch';
+import type { LaunchDeps } from './launch-deps';
 import { connectMongo, type Collections } from './adapters/store/db';
 import { migrateNumberMembership } from './lifecycle/phone-numbers.store';
 import { migrateQueueLayout } from './sending/queue.store';

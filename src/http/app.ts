@@ -4,7 +4,7 @@ import type { Config } from '../config';
 import type { Logger } from '../logger';
 import type { Collections } from '../adapters/store/db';
 import { createWebhookSink, type OutboxNotifier } from '../lifecycle/ingest';
-import type { LaunchDeps } from '../lifecycle/launch';
+import type { LaunchDeps } from '../launch-deps';
 import { createOpsRouter } from '../ops/api';
 import { createDeliveriesRouter } from '../relay/api';
 import { serviceEventCatalog } from '../relay/events';

@@ -2,7 +2,7 @@ import type { Config } from '../config';
 import type { GraphClient } from '../adapters/graph/client';
 import type { Collections } from '../adapters/store/db';
 import { markTokenChecked } from './credential-pauses.store';
-import type { LaunchDeps } from './launch';
+import type { LaunchDeps } from '../launch-deps';
 import type { Logger } from '../logger';
 import { probeToken, resumeToken } from './credentials';
 import type { TokenProbe } from '../contracts';

@@ -4,7 +4,8 @@ import { liftTokenPause, markTokenChecked, pauseToken, readTokenPause } from './
 import { wabasWithQueued } from '../sending/queue.store';
 import type { GraphClient } from '../adapters/graph/client';
 import { isGraphApiError } from '../adapters/graph/errors';
-import { deliverLifecycleEvent, type LaunchDeps } from './launch';
+import { deliverLifecycleEvent } from './launch';
+import type { LaunchDeps } from '../launch-deps';
 import type { Logger } from '../logger';
 import type { TokenProbe, TokenRefusal } from '../contracts';
 import { reportTokenRefusal } from '../sending/launch';

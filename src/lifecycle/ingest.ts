@@ -2,12 +2,8 @@ import { randomBytes } from 'node:crypto';
 import type { OutboxNotifier } from './outbox.store';
 import { classifyMetaError } from '../adapters/graph/errors';
 import type { Logger } from '../logger';
-import {
-  isLifecycleEvent,
-  parseWebhookBody,
-  type LifecycleWebhookEvent,
-  type ParsedWebhook,
-} from '../adapters/meta/webhook-payload';
+import { parseWebhookBody, type ParsedWebhook } from '../adapters/meta/webhook-payload';
+import { isLifecycleEvent, type LifecycleWebhookEvent } from '../contracts';
 import type { DeliveryBytes, SinkReport, WebhookSink } from '../http/webhook';
 import type {
   AccountEventDoc,
@@ -21,7 +17,7 @@ import { recordStatuses } from '../sending/statuses.store';
 import { insertForwards, pendingEntries } from '../relay/forwards.store';
 import { nextOutboxId, recordDelivery } from './outbox.store';
 import { holdGates } from './gate-holds.store';
-import { HOLDING_EVENTS } from '../sending/admission';
+import { HOLDING_EVENTS } from '../contracts';
 import { wants, type ForwardTarget } from '../relay/targets';
 import { confirmFromStatuses } from '../sending/ledger';
 import { recordInbound } from '../sending/window';

@@ -4,7 +4,6 @@ import {
   WorkflowNotFoundError,
   WorkflowUpdateFailedError,
   WorkflowUpdateStage,
-  type Client,
 } from '@temporalio/client';
 import {
   WabaIdKey,
@@ -15,7 +14,6 @@ import {
   stateQuery,
   wabaWorkflowId,
   type LifecycleEvent,
-  type LifecycleSettings,
   type OperatorAction,
   type OperatorActionResult,
   type ProbeResult,
@@ -23,6 +21,7 @@ import {
   type WabaLifecycleView,
   type WabaLifecycleWorkflow,
 } from '../contracts';
+import type { LaunchDeps } from '../launch-deps';
 import { PROBE_SWEEP_IDLE_MS, probeSweepPeriodMs } from './machine';
 
 /**
@@ -31,13 +30,6 @@ import { PROBE_SWEEP_IDLE_MS, probeSweepPeriodMs } from './machine';
  * summary) and the client calls that reach it. Workflow code is referenced by type only, so this
  * module does not import workflow code (no import cycle back into workflow code).
  */
-
-/** What the launchers need: the Temporal client, the task queue, the lifecycle settings. */
-export interface LaunchDeps {
-  client: Client;
-  taskQueue: string;
-  lifecycle: LifecycleSettings;
-}
 
 type LifecycleWorkflow = WabaLifecycleWorkflow;
 const LIFECYCLE_WORKFLOW = 'wabaLifecycleWorkflow';

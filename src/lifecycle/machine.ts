@@ -8,9 +8,10 @@
  *
  * Nothing here is mutated: every function returns new objects.
  */
-import type { AlertInput, DrainInput, DrainResult } from '../contracts';
-import type { WabaSnapshot } from './wabas.store';
 import type {
+  AlertInput,
+  DrainInput,
+  DrainResult,
   EscalationLevel,
   EventLogEntry,
   GateCause,
@@ -23,11 +24,12 @@ import type {
   REASONS,
   ReopenCause,
   WabaLifecycleView,
+  WabaRecord,
   WabaState,
 } from '../contracts';
 
 /** The machine's state: the WABA document as the workflow carries it (and `persist` writes it). */
-export type LifecycleState = WabaSnapshot;
+export type LifecycleState = WabaRecord;
 
 /** What the shell knows and the machine may not compute: the time, the settings, a running drain. */
 export interface StepContext {

@@ -14,8 +14,9 @@ import {
   wasHandedOver,
 } from './outbox.store';
 import { releaseGateHold } from './gate-holds.store';
-import { HOLDING_EVENTS } from '../sending/admission';
-import { deliverLifecycleEvent, type LaunchDeps } from './launch';
+import { HOLDING_EVENTS } from '../contracts';
+import { deliverLifecycleEvent } from './launch';
+import type { LaunchDeps } from '../launch-deps';
 import { auditOfDelivery, type OutboxNotifier } from './ingest';
 
 /** Tuning of the relay; the defaults suit production. */

@@ -1,11 +1,11 @@
-import type { EventLogEntry, GateCause, WabaState } from '../contracts';
-import type { Collections, WabaDoc } from '../adapters/store/db';
+import type { EventLogEntry, GateCause, WabaRecord, WabaState } from '../contracts';
+import type { Collections } from '../adapters/store/db';
 
 /** How many recent events a WABA document keeps. */
 export const EVENT_LOG_LENGTH = 20;
 
 /** The WABA document as a plain snapshot (no `_id`), the shape the lifecycle workflow carries. */
-export type WabaSnapshot = Omit<WabaDoc, '_id'> & { wabaId: string };
+export type WabaSnapshot = WabaRecord;
 
 /** A WABA we have never seen: connected, gate open. */
 export function freshWaba(wabaId: string, now: string): WabaSnapshot {

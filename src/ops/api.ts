@@ -17,8 +17,8 @@ import {
   ActionRefusedError,
   OPERATOR_ACTION_WAIT_MS,
   applyOperatorAction,
-  type LaunchDeps,
 } from '../lifecycle/launch';
+import type { LaunchDeps } from '../launch-deps';
 import { GATE_CAUSES, credentialsWorkflowId, wabaWorkflowId, type ReopenCause, type WabaState } from '../contracts';
 
 export const WABA_STATES = ['connected', 'offboarded', 'draining', 'reconnect_abandoned', 'partner_removed'] as const;

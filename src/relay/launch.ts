@@ -4,7 +4,7 @@ import {
   type ForwardBacklogReport,
   type ForwardBacklogWorkflow,
 } from '../contracts';
-import type { LaunchDeps } from '../lifecycle/launch';
+import type { LaunchDeps } from '../launch-deps';
 
 /**
  * The relay's launcher: the one door into the forward backlog workflow (its id and start options).

@@ -15,7 +15,7 @@ import { readGateHold } from '../lifecycle/gate-holds.store';
 import { recordStray, type OutboxNotifier } from '../lifecycle/outbox.store';
 import type { Config } from '../config';
 import { tokenPauseFor } from '../lifecycle/credentials';
-import type { LaunchDeps } from '../lifecycle/launch';
+import type { LaunchDeps } from '../launch-deps';
 import { emitServiceEvents, messageEventsOf, messageStepEvent } from '../relay/events';
 import type { ForwardTarget } from '../relay/targets';
 import {
@@ -32,12 +32,6 @@ import {
  * The send API, the send workflow's `admit` activity and the queue's stray check all ask here;
  * nothing else reads a WABA's state to decide about a message.
  */
-
-/**
- * Events that close the gate at the webhook's ack: the sink records a hold for them before the 200
- * (`gate_holds`), so a burst the relay needs minutes to hand over closes every gate at once.
- */
-export const HOLDING_EVENTS: ReadonlySet<string> = new Set(['ACCOUNT_OFFBOARDED', 'PARTNER_REMOVED']);
 
 /**
  * A hold older than this is ignored: the relay hands events over in seconds, so an older one is

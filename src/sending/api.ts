@@ -10,7 +10,7 @@ import { acceptedAtOf, claimIdempotencyKey, outcomeOf, readMessage, type StoredM
 import { bearerAuth } from '../http/auth';
 import { readJsonBody } from '../http/body';
 import { badRequest, conflict, forbidden, notFound, parseInput, unprocessable } from '../http/errors';
-import type { LaunchDeps } from '../lifecycle/launch';
+import type { LaunchDeps } from '../launch-deps';
 import { BSUID_PATTERN, type SendRequest } from '../contracts';
 import { contentOf, type AdmissionService } from './admission';
 import { customerOf } from './customer';

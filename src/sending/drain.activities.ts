@@ -17,7 +17,7 @@ import {
   type QueueCursor,
   type Settlement,
 } from './queue.store';
-import type { LaunchDeps } from '../lifecycle/launch';
+import type { LaunchDeps } from '../launch-deps';
 import { notifySettled } from './launch';
 import { pauseForRefusedToken } from '../lifecycle/credentials';
 import { emitServiceEvents, messageEventsOf } from '../relay/events';

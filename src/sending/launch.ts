@@ -15,7 +15,7 @@ import {
   type SendRequest,
   type TemplateBody,
 } from '../contracts';
-import type { LaunchDeps } from '../lifecycle/launch';
+import type { LaunchDeps } from '../launch-deps';
 
 /**
  * The send launcher: the one door into send workflows (start, settle signal, result) and into the

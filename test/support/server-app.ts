@@ -4,7 +4,7 @@ import { createApp } from '../../src/http/app';
 import { createRelayMetrics, type RelayMetrics } from '../../src/http/metrics';
 import { createLogger } from '../../src/logger';
 import type { Collections } from '../../src/adapters/store/db';
-import type { LaunchDeps } from '../../src/lifecycle/launch';
+import type { LaunchDeps } from '../../src/launch-deps';
 
 /**
  * A server's app as `createApp` wires it (relay metrics, store gauges, webhook counters), with no

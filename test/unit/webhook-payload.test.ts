@@ -1,12 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import {
-  LIFECYCLE_EVENTS,
-  WebhookPayloadError,
-  isLifecycleEvent,
-  parseWebhookBody,
-  type ParsedWebhook,
-} from '../../src/adapters/meta/webhook-payload';
+import { WebhookPayloadError, parseWebhookBody, type ParsedWebhook } from '../../src/adapters/meta/webhook-payload';
+import { HOLDING_EVENTS, LIFECYCLE_EVENTS, isLifecycleEvent } from '../../src/contracts';
 
 /** Copies of Meta's documentation examples (see /work/shared/reference/payloads). */
 const FIXTURES = path.join(__dirname, '../fixtures/meta');
@@ -403,6 +398,8 @@ describe('LIFECYCLE_EVENTS', () => {
     expect(isLifecycleEvent('PARTNER_REMOVED')).toBe(true);
     expect(isLifecycleEvent('PARTNER_ADDED')).toBe(true);
     expect(isLifecycleEvent('PARTNER_APP_INSTALLED')).toBe(false);
+    expect(isLifecycleEvent('toString')).toBe(false);
+    expect([...HOLDING_EVENTS]).toEqual(['ACCOUNT_OFFBOARDED', 'PARTNER_REMOVED']);
   });
 
   it("PARTNER_REMOVED's disconnection_info is read as plain fields; PARTNER_ADDED is routed by waba_info.waba_id", () => {

@@ -14,20 +14,6 @@ import { BSUID_PATTERN } from '../../contracts';
  * `WebhookPayloadError`.
  */
 
-/** The `account_update` events that drive the per-WABA lifecycle workflow. */
-export const LIFECYCLE_EVENTS = [
-  'ACCOUNT_OFFBOARDED',
-  'ACCOUNT_RECONNECTED',
-  'PARTNER_REMOVED',
-  'PARTNER_ADDED',
-] as const;
-export type LifecycleWebhookEvent = (typeof LIFECYCLE_EVENTS)[number];
-
-/** True when `event` is one of `LIFECYCLE_EVENTS` (the others are informational). */
-export function isLifecycleEvent(event: string): event is LifecycleWebhookEvent {
-  return (LIFECYCLE_EVENTS as readonly string[]).includes(event);
-}
-
 /** The `object` of every WhatsApp Business Account webhook. */
 export const WABA_OBJECT = 'whatsapp_business_account';
 

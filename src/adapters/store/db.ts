@@ -1,15 +1,11 @@
 import { MongoClient, MongoServerError, type Collection, type Db, type Document } from 'mongodb';
 import type {
-  DisconnectionInfo,
-  EventLogEntry,
   LifecycleEvent,
-  GateClosure,
-  GateReopening,
   MessageContent,
   MessageStatus,
   MetaErrorInfo,
   TemplateBody,
-  WabaState,
+  WabaRecord,
 } from '../../contracts';
 
 /**
@@ -20,34 +16,7 @@ import type {
  */
 
 /** `wabas`: one per WABA; written only by that WABA's lifecycle workflow (through activities). */
-export interface WabaDoc {
-  _id: string;
-  state: WabaState;
-  since: string;
-  escalationLevel: number;
-  /** Newest Meta `entry[].time` (Unix s) seen for each lifecycle event; used to spot stale ones. */
-  lastOffboardedMetaTime?: number;
-  lastReconnectedMetaTime?: number;
-  reason?: string;
-  events: EventLogEntry[];
-  updatedAt: string;
-  /** Why the gate is closed and the evidence; absent while open. */
-  closure?: GateClosure;
-  /** The last reopening of the gate. */
-  lastReopen?: GateReopening;
-  /** Epoch ms (workflow clock) of the last reconnection applied; internal events older than it are stale. */
-  lastReconnectedAt?: number;
-  /** Meta times (Unix s) of the newest partner events, to order them. */
-  lastPartnerRemovedMetaTime?: number;
-  lastPartnerAddedMetaTime?: number;
-  /** The last PARTNER_REMOVED's `disconnection_info`. */
-  disconnectionInfo?: DisconnectionInfo;
-  /**
-   * How many times the lifecycle workflow has written the document. A save whose `rev` is not above
-   * the stored one is stale (a local activity run again after its workflow task failed) and skipped.
-   */
-  rev?: number;
-}
+export type WabaDoc = Omit<WabaRecord, 'wabaId'> & { _id: string };
 
 /** `phone_numbers`: the registry, written by operators through the ops API. */
 export interface PhoneNumberDoc {
