@@ -30,6 +30,6 @@ EXPOSE 3000
 # (`temporal task-queue describe --task-queue coexist-relay` lists no poller).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["node", "-e", "if (require('node:fs').readFileSync('/proc/1/cmdline', 'utf8').includes('worker-main')) process.exit(0); fetch('http://127.0.0.1:' + (process.env.PORT || 3000) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1));"]
 # Signals go straight to node (exec form): SIGTERM drains and exits 0 (see src/boot.ts).
-# Node's heap limit: 1 GiB per process (README, "Limits under load"); the container should allow
+# Node's heap limit: 1 GiB per process (docs/operations.md, "Build and deploy"); the container should allow
 # about 1.3 GiB (heap + native memory).
 CMD ["node", "--max-old-space-size=1024", "dist/src/server-main.js"]

@@ -66,7 +66,11 @@ const args = flags('drain', {
   },
   recipients: { type: 'string', default: '1000', help: 'distinct recipients (messages go round-robin)' },
   caps: { type: 'string', default: '20,1000', help: 'caps to run in this order, msg/s (20 = a coexistence number)' },
-  fill: { type: 'string', default: 'enqueue', help: 'mixed | enqueue | bulk: how the queue is filled (see README)' },
+  fill: {
+    type: 'string',
+    default: 'enqueue',
+    help: 'mixed | enqueue | bulk: how the queue is filled (see bench/README.md)',
+  },
   'enqueue-sample': {
     type: 'string',
     default: '20',

@@ -11,9 +11,8 @@
  *
  * Rate = M / wall time (first start → last result). Each kind gets a warm-up batch first; then
  * `--rounds` rounds run the three kinds in rotating order, so none always goes first or last.
- * Before each round the `messages` and `settlements` collections are emptied (FerretDB's by-_id
- * reads, updates and deletes scan the whole collection, see README; `--keep-messages` turns this
- * off) and the simulator log cleared.
+ * Before each round the `messages` and `settlements` collections are emptied, so every round starts
+ * from the same collection sizes (`--keep-messages` turns this off), and the simulator log cleared.
  *
  * Run: npm run bench:send [-- --messages 500 --concurrency 50 --rounds 3]
  */
@@ -290,7 +289,7 @@ async function main(): Promise<void> {
       `Number registered with mps 1000 (simulator cap 1000), pair limit off (PAIR_LIMIT_INTERVAL_MS=0, simulator pairBurst 0).`,
       args['keep-messages']
         ? 'The messages and settlements collections grow across rounds (--keep-messages).'
-        : 'The messages and settlements collections are emptied before each round (FerretDB scans a collection on every by-_id read, update and delete).',
+        : 'The messages and settlements collections are emptied before each round (every round starts from the same sizes).',
     ];
     process.stdout.write(`\nSend benchmark\n${notes.map((n) => `  - ${n}`).join('\n')}\n\n`);
     process.stdout.write(

@@ -7,7 +7,7 @@
  * is loaded (but `@opentelemetry/api`, which prom-client requires; no tracer is registered):
  * `inSpan` calls its function at once and the Temporal helpers return nothing.
  *
- * The spans (README, "Tracing"): `HTTP <METHOD> <route>` per request (src/http/tracing.ts),
+ * The spans (docs/operations.md, "Tracing"): `HTTP <METHOD> <route>` per request (src/http/tracing.ts),
  * `graph <operation>` per Cloud API call (src/adapters/graph/client.ts), and the Temporal
  * interceptors' `StartWorkflow:<type>`, `SignalWithStartWorkflow:<type>`, `RunWorkflow:<type>`,
  * `StartActivity:<type>` and `RunActivity:<type>`. Temporal carries the context in workflow and

@@ -39,7 +39,7 @@ const OFFBOARDED_BUCKETS = [60, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600, 86_40
 /** How long a store read may take at a scrape before its gauges are left out of it. */
 const COLLECT_TIMEOUT_MS = 2_000;
 
-/** The service's own metrics (names documented in README, "Metrics"). */
+/** The service's own metrics (names documented in docs/operations.md, "Metrics"). */
 export interface RelayMetrics {
   /** Their registry: these metrics, the process metrics, and the store gauges and webhook counters once added. */
   registry: Registry;

@@ -4,7 +4,7 @@ import { eventually, startStack, uniqueDigits, type Stack } from '../support/sta
 /**
  * /metrics after a scripted offboard → send → reconnect cycle on the real stack: the worker runs in
  * this process and counts into the same registry the app's /metrics renders (in production each
- * process exposes its own; README, "Metrics").
+ * process exposes its own; docs/operations.md, "Metrics").
  */
 describe('metrics on the real stack', () => {
   let stack: Stack;

@@ -248,7 +248,7 @@ describe(`overload: ${DELIVERIES} deliveries of ${ENTRIES} account_update entrie
     for (const i of wabas.keys()) {
       const doc = await stack.rt.c.wabas.findOne({ _id: wabas[i]! });
       // Applied once. A hand-over retried after its deadline may reach the run again; it then
-      // changes nothing ("joined the open offboarding"), see README, Known limits. A heavy WABA's
+      // changes nothing ("joined the open offboarding"), see docs/limits.md, "Lifecycle events". A heavy WABA's
       // log keeps its 20 newest entries of 3,000 offboardings: the applied one has scrolled out,
       // and every entry it kept joined the open offboarding.
       const applied = doc?.events.filter((e) => e.type === 'ACCOUNT_OFFBOARDED' && e.outcome === 'applied');

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-/** The Grafana dashboard shipped in deploy/grafana/ (README, "Dashboard"). */
+/** The Grafana dashboard shipped in deploy/grafana/ (docs/operations.md, "Dashboard"). */
 export const DASHBOARD_FILE = path.join(__dirname, '../../deploy/grafana/coexist-relay.json');
 
 export interface DashboardPanel {
