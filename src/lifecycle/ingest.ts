@@ -23,6 +23,22 @@ import { confirmFromStatuses } from '../sending/ledger';
 import { recordInbound } from '../sending/window';
 import { recordCustomerIds } from '../sending/windows.store';
 
+/**
+ * The webhook sink: what is written before the 200.
+ *
+ * `POST /webhooks/meta` verifies the signature over the raw bytes, parses, and hands the delivery
+ * to the sink, which writes at most three documents' batches, in parallel, and then answers 200
+ * without waiting for Temporal: one `outbox` insert per delivery that carries `account_update`
+ * events (the lifecycle events in body order, the raw body as base64 and Meta's `X-Hub-
+ * Signature-256`, so #12 can forward the same record byte for byte; the events that need no hand-
+ * over, informational `recorded` and unusable `refused`, are only counted: the relay derives their
+ * `account_events` documents from the raw body with the same function, `accountUpdateRecords`, so
+ * a 3,000-entry batch is stored once and FerretDB's per-write cost, which grows with the document,
+ * stays half), the statuses' `insertMany`, and for `ACCOUNT_OFFBOARDED` / `PARTNER_REMOVED` one
+ * `insertMany` of gate holds (below). A failed store write answers 503 (Meta redelivers; recording
+ * twice is harmless).
+ */
+
 /** WABA ids that can name a lifecycle workflow (Meta's are digits). A lifecycle event for any
  *  other id (NUL bytes, lone surrogates, kilobytes of text) is recorded as `refused`, never handed
  *  over: Temporal would refuse it on every redelivery. */

@@ -19,6 +19,36 @@ import { deliverLifecycleEvent } from './launch';
 import type { LaunchDeps } from '../launch-deps';
 import { auditOfDelivery, type OutboxNotifier } from './ingest';
 
+/**
+ * The outbox relay (from ARCHITECTURE.md; the one owner of when a recorded webhook event is handed to its workflow).
+ *
+ * The outbox relay runs in every server process (`src/server-main.ts`, `tools/dev.ts`,
+ * `tools/stack.ts`). The sink notifies its own relay at once; each relay also sweeps `outbox`
+ * every 2 s for deliveries older than 10 s (another process crashed or is slow), in a lane of its
+ * own that reads no events. WABAs take turns, first in line first, 16 at a time: a turn hands over
+ * at most 32 of one WABA's events, one after the other in arrival order (its oldest pending
+ * delivery first; `_id` sorts by receipt time and a per-process counter), each through
+ * `deliverLifecycleEvent` (10 s deadline), and the WABA goes to the back of the line; one WABA is
+ * paced to 5 events/s after a burst of 32 (Temporal's advice for one workflow's signals). So a
+ * WABA's new event waits for one turn of each WABA ahead of it, never for another WABA's backlog
+ * or a whole large delivery. The relay keeps ids and per-WABA counters of the deliveries it holds
+ * and at most about 50,000 events (the least recently used deliveries' events are read again by
+ * `_id` at their next turn). After each hand-over it inserts the event's `account_events` record
+ * (`signalled`); a second lane (8 deliveries at a time) then audits the delivery's other events
+ * (one `insertMany`, derived from the stored raw body) and deletes the delivery (by `_id` at once
+ * when it has no forward target; otherwise it flags it `relayDone` and the last forward retires
+ * it); an event whose record exists is skipped, which is how a redelivery, or a delivery another
+ * relay finished, is never applied twice. A failed hand-over keeps that WABA's later events for
+ * its next turn (order holds) and the relay starts no turn during a back-off (0.5 s doubling to 30
+ * s). A delivery all of whose events are handed over is deleted, so `outbox` only holds pending
+ * work and the sweep's scan stays small. Relays work on a delivery only while holding its current
+ * lease (`outbox_claims`, an insert of `<delivery id>:<lease n>` per 30 s, which only one relay
+ * wins); a WABA whose earlier delivery another relay holds waits until that one is gone. The
+ * remaining window: a crash between a signal and its audit insert, or a turn that outlasts a
+ * lease, hands an event over twice; the open run ignores a key it has seen, and Meta's times make
+ * a re-delivered older event stale in a later run.
+ */
+
 /** Tuning of the relay; the defaults suit production. */
 export interface OutboxRelayOptions {
   /** WABAs handed over at once (each WABA's events one after the other). Default 16. */

@@ -9,6 +9,38 @@ import type { Logger } from '../logger';
 import type { GateProbeSweepInput, GateProbeSweepResult, ProbeResult } from '../contracts';
 import { PROBE_SWEEP_IDLE_MS, probeDue, probeSweepPeriodMs, sweepPeriodAfterRead } from './machine';
 
+/**
+ * Gate probes: what is read, when, and what a verdict does.
+ *
+ * Probes: while `offboarded`, every registered number's node (`health_status`, `status`,
+ * `platform_type`, `is_on_biz_app`) is read (`probeGate`); a number is usable when its own
+ * `PHONE_NUMBER` health entity can send, it is `CONNECTED` and on `CLOUD_API` (`readPhoneHealth`:
+ * the overall `can_send_message` also counts the WABA's, business's and app's entities, and an app
+ * calling error makes it `BLOCKED` while messages go; those errors are recorded in the probe's
+ * detail, not held against the number). It is read `GATE_PROBE_INTERVAL` after the closure, then
+ * each time the closure's age doubles (1, 2, 4, 8 … minutes) up to every `GATE_PROBE_MAX_INTERVAL`
+ * (the fixed schedule `probePointAfter`), and before each escalation level: reconnections come
+ * within minutes, and 10,000 waiting WABAs cost under 3 probes a second at the 1 h cap instead of
+ * 167 at a fixed minute. The probes between levels are made by the deployment's gate probe sweep
+ * (`src/lifecycle/gate-probes.workflow.ts`, id `gate-probes/<task queue>`, started by every worker
+ * at start-up, one run at a time, its first task one sweep period later): every
+ * `probeSweepPeriodMs` (half the interval, 1–30 s; stretched by `sweepPeriodAfterRead` so that the
+ * pass's read takes at most 1/80 of the time, up to 10 min: FerretDB decodes every WABA document
+ * for it, about 3.8 s of its CPU at 10,000) one `sweepGateProbes` activity reads the offboarded
+ * WABAs, probes those with a point since the last pass (`probeDue`: no memory of earlier probes is
+ * needed, and a late pass probes once for all it missed), and signals `gateProbed` only to the
+ * runs whose probe said usable; the run applies it as its own. So a WABA Meta keeps refusing costs
+ * no workflow task at all between levels (a timer, an activity and two workflow tasks per probe in
+ * each run cost about 108 ms of CPU across the 2-core stack per probe: `bench:lifecycle`, 3,000
+ * paused). A probe before an escalation level that fails counts as `unknown`. Usable after an
+ * `offboarded` closure: Meta's webhook was lost, reopen (`reconnected_by_probe`, alert "Meta's
+ * webhook never arrived"). Usable after a `send_error` / `failed_status` closure: reopen once the
+ * closure is `GATE_PROBE_GRACE` old (`probe_after_grace`). Unusable or unknown (no answer, bad
+ * token, no number): nothing changes and nothing is written (the worker logs each probe with the
+ * WABA id, counts it by verdict in `coexist_relay_gate_probes_total`, and the sweep's current
+ * details count them).
+ */
+
 /** Probes of one sweep pass in flight at once (each a few point reads and one Graph read per number). */
 const SWEEP_CONCURRENCY = 16;
 

@@ -8,6 +8,29 @@ import type { ForwardBacklogReport } from '../contracts';
 import { signRequest } from './signing';
 import { forwardBackoffMs, type ForwardTarget } from './targets';
 
+/**
+ * The relay: forwarding Meta's deliveries to the BSP's systems.
+ *
+ * The service sits at the URL Meta posts every webhook of the app to, so it passes every delivery
+ * on (`FORWARD_TARGETS`): inbound messages, echoes, history, contact syncs, statuses and
+ * `account_update`, including changes it cannot parse. The outbox is the one durable record: the
+ * sink stores the exact bytes and Meta's signature before the 200, with one `forwards` entry per
+ * target that wants the delivery (`src/relay/targets.ts` decides, by change field and WABA). One
+ * forwarder loop per target (`src/relay/forwarder.ts`, in every server process) sends the bytes as
+ * they came, with Meta's `X-Hub-Signature-256` and Standard Webhooks headers
+ * (`src/relay/signing.ts`; `webhook-id` is the delivery id, stable across retries), in arrival
+ * order per WABA (a failed delivery holds its WABA's later ones back), retrying from 2 s doubling
+ * to 1 h, and dead-letters what still fails after `FORWARD_MAX_AGE`. Delivered entries move to the
+ * insert-only `forwarded` log; the outbox document goes once neither the lifecycle relay nor any
+ * target needs it. Two server processes may both send an entry (at least once); receivers dedupe
+ * by `webhook-id`. A target whose oldest pending entry waits past `FORWARD_BACKLOG_ALERT_AGE` is
+ * reported by the forwarders that see it (every 30 s per process) to the target's backlog workflow
+ * (`src/relay/launch.ts`, signal-with-start of `forward-backlog/<task queue>/<target>`): the
+ * workflow id makes N servers one alert; the run reads the backlog itself (`forwardBacklog`
+ * activity), alerts the sinks once (incident `forward/<target>`), looks again every alert age and
+ * resolves when the wait is back under it.
+ */
+
 export interface ForwarderOptions {
   /** How often each target's pending entries are looked at. Default 500 ms. */
   pollMs?: number;

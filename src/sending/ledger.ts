@@ -18,6 +18,20 @@ import { decideForWindow, learnWindowClosed, readWindowState } from './window';
 import { REASONS, type TemplateBody } from '../contracts';
 
 /**
+ * Concurrent senders: every POST is claimed.
+ *
+ * Two senders can read the same entry at once (an `admit` attempt that overran its timeout beside
+ * the next one, a drain beside it), so every POST is claimed by an insert on a unique key: the
+ * entry's own insert for the first, `send_claims` `<send key>/<n>` for POST `n` (a retry after a
+ * refusal, the one resend). Only the winner records and POSTs; the other waits and reads again. A
+ * claim the entry still does not show a minute later was abandoned before its POST and is passed
+ * over. An `admit` attempt also POSTs no later than its start-to-close timeout minus
+ * `GRAPH_API_TIMEOUT_MS` minus 5 s, so its POST is answered before Temporal can start the next
+ * attempt. `settleDirect` (the send workflow gave up) settles a message whose entry or a status
+ * holds a wamid as `sent`.
+ */
+
+/**
  * The per-attempt ledger (`send_attempts`): the one owner of "may this message be POSTed to the
  * Cloud API (again)?". Every sender (admit, the drain) calls `beginSend` right before a POST and
  * `endSend` with its answer. A POST whose answer never got recorded (timeout, lost connection,

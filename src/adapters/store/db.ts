@@ -9,6 +9,25 @@ import type {
 } from '../../contracts';
 
 /**
+ * FerretDB has no atomic read-modify-write: what the store layout does about it.
+ *
+ * FerretDB 1.24 on its own answers reads, updates and deletes by `_id` by scanning the collection
+ * (its SQLite index is on another expression than the one it queries with). The project's wrapper
+ * (`infra/ferretdb/idindex.go`) adds, for every collection table, an index on exactly that
+ * expression (`_ferretdb_sjson->'$._id'`) and keeps it as collections are created (within ~250
+ * ms), so exact-`_id` point operations are O(log n) (`npm run bench:store`: flat from 1k to 100k
+ * documents). Every other filter (`$in`, ranges, secondary fields) still scans, and an update
+ * command of 100 or more statements never returns. So the hot paths insert (cheap at any size)
+ * rather than update ever-growing collections, read and delete the queue by exact `_id` only (see
+ * "The queue"), and issue no multi-statement updates. Inserts of facts (`insertFacts`: statuses,
+ * gate holds, forwards, events) and the outbox records are grouped per collection (`groupInsert`
+ * in `src/adapters/store/db.ts`): what arrives while one `insertMany` is being written goes out in
+ * the next one, so a burst of webhooks costs a commit per group instead of one per delivery
+ * (FerretDB writes each `insertMany` in one SQLite transaction); every caller still waits for its
+ * own documents to be stored before its ack.
+ */
+
+/**
  * MongoDB collections and their documents. Every document is keyed so that the hot reads are by
  * exact `_id` (the only filter FerretDB answers from an index), and every concurrent write is
  * either owned by one writer or an insert guarded by a unique index (the only atomic write on
