@@ -20,7 +20,7 @@ import type { LaunchDeps } from '../launch-deps';
 import { auditOfDelivery, type OutboxNotifier } from './ingest';
 
 /**
- * The outbox relay (from ARCHITECTURE.md; the one owner of when a recorded webhook event is handed to its workflow).
+ * The outbox relay: the one owner of when a recorded webhook event is handed to its workflow.
  *
  * The outbox relay runs in every server process (`src/server-main.ts`, `tools/dev.ts`,
  * `tools/stack.ts`). The sink notifies its own relay at once; each relay also sweeps `outbox`

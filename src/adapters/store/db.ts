@@ -19,7 +19,7 @@ import type {
  * documents). Every other filter (`$in`, ranges, secondary fields) still scans, and an update
  * command of 100 or more statements never returns. So the hot paths insert (cheap at any size)
  * rather than update ever-growing collections, read and delete the queue by exact `_id` only (see
- * "The queue"), and issue no multi-statement updates. Inserts of facts (`insertFacts`: statuses,
+ * src/sending/queue.store.ts), and issue no multi-statement updates. Inserts of facts (`insertFacts`: statuses,
  * gate holds, forwards, events) and the outbox records are grouped per collection (`groupInsert`
  * in `src/adapters/store/db.ts`): what arrives while one `insertMany` is being written goes out in
  * the next one, so a burst of webhooks costs a commit per group instead of one per delivery
@@ -31,7 +31,7 @@ import type {
  * MongoDB collections and their documents. Every document is keyed so that the hot reads are by
  * exact `_id` (the only filter FerretDB answers from an index), and every concurrent write is
  * either owned by one writer or an insert guarded by a unique index (the only atomic write on
- * FerretDB). See ARCHITECTURE.md, "Who writes what".
+ * FerretDB). See ARCHITECTURE.md, "Storage".
  */
 
 /** `wabas`: one per WABA; written only by that WABA's lifecycle workflow (through activities). */
