@@ -287,6 +287,9 @@ const envSchema = z.object({
 
 export type Env = z.infer<typeof envSchema>;
 
+/** Every environment variable the service reads (docs/configuration.md documents each one). */
+export const ENV_VARIABLES = Object.keys(envSchema.shape) as (keyof Env)[];
+
 /** Retention windows in ms per kind of record (undefined: kept forever). */
 export interface RetentionSettings {
   /** `messages` and `settlements`, counted from acceptance / settlement. */
