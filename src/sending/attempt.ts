@@ -2,8 +2,10 @@ import type { GraphClient, SendMessageInput } from '../adapters/graph/client';
 import { isGraphApiError, type GraphApiError } from '../adapters/graph/errors';
 
 /**
- * What one Cloud API send attempt means for the message, decided in one place for the direct send
- * path (`src/sending/send.activities.ts`) and the drain (`src/sending/drain.activities.ts`).
+ * What one Cloud API send attempt answered, classified once (src/adapters/graph/errors.ts) for
+ * both senders. What each answer then means for the message, the gate, the token and the pacer is
+ * the send-outcome policy's (src/sending/outcome.ts), which the direct send
+ * (src/sending/send.activities.ts) and the drain (src/sending/drain.activities.ts) carry out.
  */
 export type Attempt =
   /** `sentAs`: the window was closed and the message's fallback template went (src/sending/window.ts). */

@@ -2,8 +2,8 @@ import { setMaxListeners } from 'node:events';
 import { Context } from '@temporalio/activity';
 import type { Config } from '../config';
 import type { GraphClient } from '../adapters/graph/client';
-import { pairLimitBackoffMs } from '../adapters/graph/errors';
 import { sendWithLedger } from './ledger';
+import { decideSendOutcome } from './outcome';
 import type { Logger } from '../logger';
 import type { Collections, QueueDoc } from '../adapters/store/db';
 import { createPhoneNumberLookup } from '../lifecycle/phone-numbers.store';
@@ -262,6 +262,7 @@ export function createDrainActivities(deps: DrainDeps) {
       /**
        * Sends one entry. `first` is the start the dispatch loop reserved for its first attempt
        * (reserved in sequence order, so requests leave in that order); retries reserve new ones.
+       * What each answer means is the send-outcome policy's (src/sending/outcome.ts); this carries it out.
        */
       async function sendOne(entry: QueueDoc, first: Reservation): Promise<void> {
         const base = {
@@ -271,7 +272,7 @@ export function createDrainActivities(deps: DrainDeps) {
           ...(entry.round ? { round: entry.round } : {}),
         };
         let reserved: Reservation | undefined = first;
-        for (let attempt = 1; attempt <= tuning.maxAttempts; attempt++) {
+        for (let attempt = 1; ;) {
           const slot: Reservation = reserved ?? (await reserve(entry));
           reserved = undefined;
           // The ledger records the POST just before the slot (a crash in between may leave an
@@ -302,70 +303,44 @@ export function createDrainActivities(deps: DrainDeps) {
             },
           );
           slot.done(); // the slot was used, or will not be: the next send of the number may go
-          if (result.kind === 'not_sent') return;
+          const decision = decideSendOutcome(result, {
+            sender: 'drain',
+            attempt,
+            maxAttempts: tuning.maxAttempts,
+            inDoubtGraceMs: config.sending.inDoubt.graceMs,
+          });
+          if (decision.pacer?.kind === 'pause_number') await pacer.pause(entry.phoneNumberId, decision.pacer.ms);
+          else if (decision.pacer?.kind === 'pause_recipient')
+            await pacer.penalize(entry.phoneNumberId, entry.to, decision.pacer.ms);
+          // The gate is closed by the lifecycle workflow on the drain's result (`stopped`).
+          if (decision.gate) stop ??= decision.gate.detail;
+          // A refused token: the rest waits for it (src/lifecycle/credentials.ts), the gate stays as it is.
+          if (decision.token && stop === undefined) {
+            stop = decision.token.detail;
+            stoppedBy = 'credentials';
+            refusal = { wabaId, phoneNumberId: entry.phoneNumberId, detail: decision.token.detail };
+          }
+          const { message } = decision;
           const at = new Date().toISOString();
-          if (result.kind === 'sent' || result.kind === 'already_sent') {
-            const sentAs = result.kind === 'sent' ? result.sentAs : undefined;
-            return settle({
-              ...base,
-              status: 'sent',
-              wamid: result.wamid,
-              at,
-              attempts: attempt,
-              ...(sentAs && { sentAs }),
-            });
-          }
-          if (result.kind === 'in_doubt_give_up')
-            return settle({ ...base, status: 'failed', reason: REASONS.inDoubt, at, attempts: attempt });
-          if (result.kind === 'window_closed') {
-            const reason = REASONS.serviceWindowClosed;
-            return settle({ ...base, status: 'failed', reason, at, attempts: attempt - 1 }); // this one not POSTed
-          }
-          if (result.kind === 'in_doubt_wait') {
-            // Waits for a status webhook to confirm it (or the grace period); this recipient's
-            // later messages wait too, the others go on. Not an attempt.
-            await realClock.sleep(Math.min(result.ms, 5_000), signal);
-            attempt--;
-            continue;
-          }
-          if (result.kind === 'unusable') {
-            stop ??= result.detail;
-            return; // stays queued
-          }
-          if (result.kind === 'credentials') {
-            // Meta refuses the token: the rest waits for it (src/lifecycle/credentials.ts), the gate stays as it is.
-            if (stop === undefined) {
-              stop = result.detail;
-              stoppedBy = 'credentials';
-              refusal = { wabaId, phoneNumberId: entry.phoneNumberId, detail: result.detail };
+          switch (message.kind) {
+            case 'sent': {
+              const { wamid, attempts, sentAs } = message;
+              return settle({ ...base, status: 'sent', wamid, at, attempts, ...(sentAs && { sentAs }) });
             }
-            return; // stays queued
+            case 'failed': {
+              const { reason, error, attempts } = message;
+              return settle({ ...base, status: 'failed', reason, ...(error && { error }), at, attempts });
+            }
+            case 'stays_queued':
+              return;
+            case 'retry':
+              // A stopped drain sends nothing more: the message stays queued. Else the wait (a send
+              // in doubt: this recipient's later messages wait too, the others go on), then a new slot.
+              if (halted()) return;
+              await realClock.sleep(message.afterMs, signal);
+              if (halted()) return;
+              if (message.counted) attempt++;
           }
-          const err = result.error;
-          if (result.kind === 'failed') {
-            return settle({
-              ...base,
-              status: 'failed',
-              reason: err.reason,
-              error: err.toMetaErrorInfo(),
-              at,
-              attempts: attempt,
-            });
-          }
-          if (attempt === tuning.maxAttempts) {
-            const error = err.toMetaErrorInfo();
-            return settle({
-              ...base,
-              status: 'failed',
-              reason: REASONS.retriesExhausted,
-              error,
-              at,
-              attempts: attempt,
-            });
-          }
-          if (err.pausesNumber) await pacer.pause(entry.phoneNumberId, err.retryAfterMs ?? 1_000);
-          else if (err.pacesRecipient) await pacer.penalize(entry.phoneNumberId, entry.to, pairLimitBackoffMs(attempt));
-          else await realClock.sleep(Math.min(30_000, (err.retryAfterMs ?? 1_000) * 2 ** (attempt - 1)), signal);
         }
       }
 

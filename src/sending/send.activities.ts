@@ -12,7 +12,8 @@ import { pauseForRefusedToken } from '../lifecycle/credentials';
 import type { Config } from '../config';
 import { realClock, type SharedPacer } from './pacing';
 import { outcomeOfSettlement, type Settlement } from './queue.store';
-import { FAILURE_TYPES, REASONS, type SendOutcome, type SendRequest } from '../contracts';
+import { FAILURE_TYPES, type SendOutcome, type SendRequest } from '../contracts';
+import { decideSendOutcome, type MessageStep } from './outcome';
 import type { AdmitResult } from '../contracts';
 
 /** Longest wait for a send slot inside one `admit` attempt (its start-to-close timeout is 1 minute). */
@@ -33,6 +34,36 @@ function lastPostAt(startedHere: number, graphTimeoutMs: number): number {
   return start + info.startToCloseTimeoutMs - graphTimeoutMs - ADMIT_DEADLINE_MARGIN_MS;
 }
 
+/** The failure that has Temporal retry `admit` after the decided wait (a refused attempt is first counted). */
+function retryFailure(step: Extract<MessageStep, { kind: 'retry' }>, log: Logger): ApplicationFailure {
+  const nextRetryDelay = step.afterMs;
+  switch (step.why) {
+    case 'in_doubt':
+      // The previous attempt's answer was lost: a status webhook may still confirm it.
+      return ApplicationFailure.create({
+        type: FAILURE_TYPES.inDoubt,
+        message: 'the previous attempt may have been sent; waiting for its status',
+        nextRetryDelay,
+      });
+    case 'not_sent':
+      log.warn('the attempt ran past its last POST; the next attempt sends');
+      return ApplicationFailure.create({
+        type: FAILURE_TYPES.paced,
+        message: 'the send would have left too close to the attempt timeout',
+        nextRetryDelay,
+      });
+    case 'refused':
+    case 'answer_lost':
+      log.info({ code: step.error?.code, reason: step.reason, retryInMs: nextRetryDelay }, 'send failed; will retry');
+      return ApplicationFailure.create({
+        type: FAILURE_TYPES.metaRetryable,
+        message: `${step.reason}: ${step.error?.message}`,
+        details: [step.error],
+        nextRetryDelay,
+      });
+  }
+}
+
 export interface SendDeps {
   c: Collections;
   graph: GraphClient;
@@ -46,7 +77,8 @@ export interface SendDeps {
 
 /**
  * Send-path activities. `admit` asks the admission (src/sending/admission.ts) whether the message
- * goes out now, then makes the attempt and acts on what it meant (src/sending/attempt.ts).
+ * goes out now, then makes the attempt (src/sending/ledger.ts) and carries out what the send-outcome
+ * policy (src/sending/outcome.ts, shared with the drain) decides its answer means.
  */
 export function createSendActivities(deps: SendDeps) {
   const { c, graph, pacer, admission } = deps;
@@ -116,97 +148,71 @@ export function createSendActivities(deps: SendDeps) {
       );
       slot.reservation.done(); // used, or not needed (already sent, in doubt)
       const at = new Date().toISOString();
-      switch (attempt.kind) {
-        case 'in_doubt_wait':
-          // The previous attempt's answer was lost: a status webhook may still confirm it.
-          throw ApplicationFailure.create({
-            type: FAILURE_TYPES.inDoubt,
-            message: 'the previous attempt may have been sent; waiting for its status',
-            nextRetryDelay: Math.ceil(attempt.ms),
-          });
-        case 'not_sent':
-          log.warn('the attempt ran past its last POST; the next attempt sends');
-          throw ApplicationFailure.create({
-            type: FAILURE_TYPES.paced,
-            message: 'the send would have left too close to the attempt timeout',
-            nextRetryDelay: 1_000,
-          });
-        case 'in_doubt_give_up':
-          return admission.settle({ messageId: req.messageId, status: 'failed', reason: REASONS.inDoubt, at }, wabaId);
-        case 'window_closed':
-          log.info('the customer service window is closed and no fallback template was given: not sent');
-          return admission.settle(
-            { messageId: req.messageId, status: 'failed', reason: REASONS.serviceWindowClosed, at },
-            wabaId,
-          );
-        case 'already_sent':
-        case 'sent': {
-          const { wamid } = attempt;
-          const sentAs = attempt.kind === 'sent' ? attempt.sentAs : undefined;
+      const decision = decideSendOutcome(attempt, {
+        sender: 'direct',
+        // Counts the earlier refused attempts (`markRetrying`); Temporal's retry policy caps them.
+        attempt: doc.attempts + 1,
+        inDoubtGraceMs: deps.config.sending.inDoubt.graceMs,
+      });
+      if (decision.pacer?.kind === 'pause_number') await pacer.pause(phoneNumberId, decision.pacer.ms);
+      else if (decision.pacer?.kind === 'pause_recipient') await pacer.penalize(phoneNumberId, to, decision.pacer.ms);
+      if (decision.gate) {
+        log.warn({ detail: decision.gate.detail }, 'account unusable: queueing and closing the gate');
+        await deliverLifecycleEvent(deps.launch, {
+          key: `unusable:${req.messageId}:${at}`,
+          type: 'SEND_ACCOUNT_UNUSABLE',
+          wabaId,
+          receivedAt: at,
+          source: 'send',
+          causeTime: attemptedAt,
+          code: decision.gate.code,
+          errorReason: decision.gate.errorReason,
+          messageId: req.messageId,
+          detail: decision.gate.detail,
+        });
+      }
+      if (decision.token) {
+        // Not this WABA's state: every WABA using the token waits (src/lifecycle/credentials.ts).
+        log.warn({ detail: decision.token.detail }, 'Meta refused the token: queueing and pausing the token');
+        await pauseForRefusedToken(
+          { c, launch: deps.launch, graph: deps.config.graph, logger: log },
+          { wabaId, phoneNumberId, detail: decision.token.detail },
+        );
+      }
+      const { message } = decision;
+      switch (message.kind) {
+        case 'sent':
           return admission.settle(
             {
               messageId: req.messageId,
               status: 'sent',
-              wamid,
+              wamid: message.wamid,
               at,
-              attempts: doc.attempts + 1,
-              ...(sentAs && { sentAs }),
+              attempts: message.attempts,
+              ...(message.sentAs && { sentAs: message.sentAs }),
             },
             wabaId,
           );
-        }
         case 'failed':
-          log.info({ code: attempt.error.code, reason: attempt.error.reason }, 'send failed permanently');
+          log.info({ code: message.error?.code, reason: message.reason }, 'send failed');
           return admission.settle(
             {
               messageId: req.messageId,
               status: 'failed',
-              reason: attempt.error.reason,
-              error: attempt.error.toMetaErrorInfo(),
+              reason: message.reason,
+              ...(message.error && { error: message.error }),
               at,
+              attempts: message.attempts,
             },
             wabaId,
           );
-        case 'unusable':
-          log.warn({ detail: attempt.detail }, 'account unusable: queueing and closing the gate');
-          await deliverLifecycleEvent(deps.launch, {
-            key: `unusable:${req.messageId}:${at}`,
-            type: 'SEND_ACCOUNT_UNUSABLE',
-            wabaId,
-            receivedAt: at,
-            source: 'send',
-            causeTime: attemptedAt,
-            code: attempt.error.code,
-            errorReason: attempt.error.reason,
-            messageId: req.messageId,
-            detail: attempt.detail,
-          });
+        case 'stays_queued':
           return admission.requeue(req, wabaId, doc);
-        case 'credentials':
-          // Not this WABA's state: every WABA using the token waits (src/lifecycle/credentials.ts).
-          log.warn({ detail: attempt.detail }, 'Meta refused the token: queueing and pausing the token');
-          await pauseForRefusedToken(
-            { c, launch: deps.launch, graph: deps.config.graph, logger: log },
-            { wabaId, phoneNumberId, detail: attempt.detail },
-          );
-          return admission.requeue(req, wabaId, doc);
-        case 'retry': {
-          const err = attempt.error;
-          if (err.pausesNumber) await pacer.pause(phoneNumberId, err.retryAfterMs ?? 1_000);
-          else if (err.pacesRecipient) await pacer.penalize(phoneNumberId, to, err.retryAfterMs ?? 4_000);
-          if (!err.mayHaveBeenSent) await markRetrying(c, req.messageId, at); // else it stays `in_doubt`
-          log.info({ code: err.code, reason: err.reason }, 'send failed; will retry');
+        case 'retry':
+          // A refused attempt is counted and shown (`sending`); a lost answer stays `in_doubt`.
+          if (message.why === 'refused') await markRetrying(c, req.messageId, at);
           // Temporal retries `admit`, which reads the gate again before the next attempt.
-          throw ApplicationFailure.create({
-            type: FAILURE_TYPES.metaRetryable,
-            message: `${err.reason}: ${err.message}`,
-            details: [err.toMetaErrorInfo()],
-            // A lost answer: the next attempt waits for a status webhook for the grace period.
-            nextRetryDelay: err.mayHaveBeenSent
-              ? Math.max(err.retryAfterMs ?? 0, deps.config.sending.inDoubt.graceMs)
-              : err.retryAfterMs,
-          });
-        }
+          throw retryFailure(message, log);
       }
     },
 

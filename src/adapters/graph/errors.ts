@@ -3,7 +3,9 @@ import type { MetaErrorInfo } from '../../contracts';
 /**
  * The ONE place Meta (Graph / Cloud API) errors are classified. Everything that decides "retry,
  * give up, or close the WABA's gate" after a send asks `classifyMetaError` (directly or through
- * `GraphApiError.errorClass`); nothing else in the code base looks at Meta error codes.
+ * `GraphApiError.errorClass`); nothing else in the code base looks at Meta error codes. What a
+ * class then does to a message, its gate, its token and the pacer, for the direct send and the
+ * drain alike, is the send-outcome policy's (src/sending/outcome.ts).
  *
  * Classes:
  * - `retry`: transient. Send the same message again later (after `retryAfterMs` at least). Cloud
@@ -154,9 +156,10 @@ function classifyUnknown(httpStatus: number | undefined): Rule {
 }
 
 /**
- * Wait before the n-th consecutive retry to a recipient that hit the pair rate limit (131056):
- * 4^n seconds (n = 1 → 4 s, 2 → 16 s, 3 → 64 s, …), capped at `maxMs` (default 1,024 s). Used by
- * whoever paces per-recipient sends; other recipients keep going meanwhile.
+ * Wait after a recipient's pair rate limit (131056) refused a message's n-th attempt: 4^n seconds
+ * (n = 1 → 4 s, 2 → 16 s, 3 → 64 s, …), capped at `maxMs` (default 1,024 s). The send-outcome
+ * policy (src/sending/outcome.ts) pauses the recipient and retries the message after it, for the
+ * direct send and the drain alike; other recipients keep going meanwhile.
  */
 export function pairLimitBackoffMs(attempt: number, maxMs = 1_024 * SECOND): number {
   const n = Math.max(1, Math.floor(attempt));
