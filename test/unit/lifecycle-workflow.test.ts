@@ -226,6 +226,48 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
     expect(f.calls.filter((c) => c.startsWith('drain'))).toEqual(['drain:reconnected']);
   });
 
+  it("a flood of one WABA's events: every one applied, the workflow task closed every 8 steps", async () => {
+    const f = fakes();
+    const wabaId = String(Math.floor(Math.random() * 1e15));
+    const taskQueue = `unit-${wabaId}`;
+    const flood = 20;
+    // Recorded before any worker polls, so the run's first task finds all of them in its inbox.
+    for (let i = 0; i < flood; i++) {
+      await env.client.workflow.signalWithStart(wabaLifecycleWorkflow, {
+        workflowId: wabaWorkflowId(wabaId),
+        taskQueue,
+        args: [{ wabaId, settings }],
+        signal: lifecycleEventSignal,
+        signalArgs: [
+          {
+            type: i % 2 === 0 ? 'ACCOUNT_OFFBOARDED' : 'ACCOUNT_RECONNECTED',
+            metaTime: 1_700_000_000 + i,
+            wabaId,
+            key: `flood${i}`,
+            receivedAt: new Date().toISOString(),
+            source: 'webhook',
+          },
+        ],
+      });
+    }
+    f.activities.lifecycleSettings = async () => settings;
+    const worker = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue,
+      workflowBundle,
+      activities: f.activities,
+    });
+    const handle = env.client.workflow.getHandle(wabaWorkflowId(wabaId));
+    const summary = await worker.runUntil(handle.result());
+    expect(summary).toMatchObject({ finalState: 'connected', eventsApplied: flood });
+    const history = await handle.fetchHistory();
+    const taskBreaks = (history.events ?? []).filter(
+      (e) => e.timerStartedEventAttributes && Number(e.timerStartedEventAttributes.startToFireTimeout?.nanos) === 1e6,
+    );
+    // 20 steps without waiting: a 1 ms timer after the 8th and the 16th, so no task holds more than 8.
+    expect(taskBreaks).toHaveLength(2);
+  }, 60_000);
+
   describe('no activity failure, timeout or settings change fails or freezes a run', () => {
     it('a drain whose worker died when it was asked to stop: the removal is applied once its heartbeat times out', async () => {
       // Before: the heartbeat timeout after the cancel failed the run, and the removal was never applied.
