@@ -373,8 +373,9 @@ export interface AlertThreadDoc {
  * (`<phoneNumberId>:<index>` for the number's cap, `<phoneNumberId>>…` for a recipient's pair
  * limit; src/sending/pacing.ts builds them; src/sending/slots.store.ts queries them); a slot is taken by inserting its document, so two
  * workers can never hold the same slot (the insert is atomic on MongoDB and FerretDB alike).
- * Only past slots are deleted, by the worker that took them, by exact `_id` (those of a worker that
- * died: by the retention purge, a minute after their end).
+ * Never read: a claim is an insert (the unique index's check). Spent slots stay until the retention
+ * round deletes them, a minute after their end (src/adapters/store/retention.ts): the collection
+ * holds the slots of the purge interval plus that minute, plus pair slots claimed ahead.
  */
 export interface SendSlotDoc {
   _id: string;
