@@ -234,12 +234,14 @@ export function createAdmission(deps: AdmissionDeps) {
     /**
      * The API's acceptance of a new message whose gate verdict is not a refusal: records it and,
      * while the gate is closed, queues it right away (so queue order is the order in which the API
-     * accepted the messages; the send workflow then only waits for the drain). Idempotent.
+     * accepted the messages; the send workflow then only waits for the drain). Idempotent. True
+     * when this call recorded the message (another request with the same Idempotency-Key may have).
      */
-    async acceptNew(req: SendRequest, wabaId: string, verdict: GateVerdict): Promise<void> {
+    async acceptNew(req: SendRequest, wabaId: string, verdict: GateVerdict): Promise<boolean> {
       const closed = verdict.kind !== 'send';
       const inserted = await insertMessage(c, messageDoc(req, wabaId, closed ? 'queued' : 'accepted'));
       if (inserted && closed) await queue(req, wabaId, contentOf(req), true);
+      return inserted;
     },
 
     /**
@@ -255,9 +257,10 @@ export function createAdmission(deps: AdmissionDeps) {
       const done = (outcome: SendOutcome): Admission => ({ kind: 'done', outcome });
 
       // A new message (the typed client's first attempt) costs one insert; a known one (the API
-      // recorded it, or this is a retry) is read with its settlement.
+      // recorded it, or this is a retry) is read with its settlement. What the API recorded is not
+      // inserted again: that insert could only fail.
       let doc = messageDoc(req, wabaId, 'accepted');
-      if (!(await insertMessage(c, doc))) {
+      if (req.recorded || !(await insertMessage(c, doc))) {
         const known = await readMessage(c, req.messageId);
         if (known?.settlement) return done(outcomeOf(req.messageId, known));
         if (!known?.doc) throw new Error(`message ${req.messageId} vanished`); // retried by Temporal
