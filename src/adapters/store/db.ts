@@ -549,12 +549,16 @@ export interface CredentialPauseDoc {
 /**
  * `outbox_claims`: which relay handles a delivery for one lease period. `_id` is
  * `<delivery id>:<lease number>` (lease n covers the delivery's age n × lease … (n+1) × lease), so
- * taking a delivery over is an insert that only one relay wins per lease, never an update.
+ * taking a delivery over is an insert that only one relay wins per lease, never an update. Never
+ * read; a claim stays after its delivery is gone until the retention round purges it, a minute
+ * after `expiresAt` (the lease's end, epoch ms; claims written before it had none and were deleted
+ * with their delivery).
  */
 export interface OutboxClaimDoc {
   _id: string;
   relayId: string;
   at: string;
+  expiresAt?: number;
 }
 
 export function collections(db: Db): Collections {
@@ -611,6 +615,7 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     // These also create the send path's collections up front: creating one on FerretDB during the
     // first send of a drain stalls it by tens of milliseconds, enough to miss a pacing slot.
     c.sendSlots.createIndex({ expiresAt: 1 }, { name: 'expiresAt' }),
+    c.outboxClaims.createIndex({ expiresAt: 1 }, { name: 'expiresAt' }),
     c.sendPauses.createIndex({ key: 1 }, { name: 'key' }),
     c.sendAttempts.createIndex({ state: 1 }, { name: 'state' }),
     c.sendConfirmations.createIndex({ at: 1 }, { name: 'at' }),
