@@ -178,6 +178,13 @@ export function createAdmission(deps: AdmissionDeps) {
     content: MessageContent,
     /** The message document already says `queued`: no update needed. */
     recordedAsQueued: boolean,
+    /**
+     * Record where the entry sits (`MessageDoc.queueEntryId`), for an admit that finds the message
+     * `queued` (`isQueued` by `_id`). The API's acceptance does not: its run reads the outcome and
+     * never admits the message; only a replay after the API failed between this and the run's
+     * start admits it, and then finds the entry by `messageId` (a scan on FerretDB, once).
+     */
+    recordEntry = true,
   ): Promise<SendOutcome> {
     const now = new Date().toISOString();
     const { messageId, phoneNumberId, to, expiresAt, fallbackTemplate } = req;
@@ -195,7 +202,7 @@ export function createAdmission(deps: AdmissionDeps) {
       enqueuedAt: now,
       notify: true,
     });
-    await recordQueueEntry(c, messageId, entryId);
+    if (recordEntry) await recordQueueEntry(c, messageId, entryId);
     await emitServiceEvents(c, targets, [messageStepEvent('message.queued', wabaId, messageId, now)]);
     // The gate may have moved between the caller's read and our insert: reopened (the drain that
     // reopened it may have missed this entry), now refusing (a removal or abandonment that failed
@@ -240,7 +247,7 @@ export function createAdmission(deps: AdmissionDeps) {
     async acceptNew(req: SendRequest, wabaId: string, verdict: GateVerdict): Promise<boolean> {
       const closed = verdict.kind !== 'send';
       const inserted = await insertMessage(c, messageDoc(req, wabaId, closed ? 'queued' : 'accepted'));
-      if (inserted && closed) await queue(req, wabaId, contentOf(req), true);
+      if (inserted && closed) await queue(req, wabaId, contentOf(req), true, false);
       return inserted;
     },
 
