@@ -398,6 +398,11 @@ export type SendRequest = {
    * without it such a message fails `service_window_closed`.
    */
   fallbackTemplate?: TemplateBody;
+  /**
+   * The send API recorded the message's document just before starting the run: `admit` reads it
+   * instead of first trying to insert it again (a write that could only fail).
+   */
+  recorded?: true;
 } & MessageContent;
 
 /** Meta's error, as recorded on a failed message. */

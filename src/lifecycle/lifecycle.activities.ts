@@ -24,10 +24,14 @@ export function createLifecycleActivities(
     lifecycleSettings: async (): Promise<LifecycleSettings> => lifecycle,
     /**
      * What a lifecycle run starts from, in one local activity (one history marker): this worker's
-     * settings, the WABA's document (or a fresh connected one) and its queue's length.
+     * settings, the WABA's document (or a fresh connected one) and its queue's length. A connected
+     * WABA's queue is not counted here (0): only strays wait in it, and every step that acts on
+     * the count counts first (a `persist` or a `countQueued` command comes before any `startDrain`
+     * or alert), so this count would only have been shown by the run's view until its first step.
      */
     openWaba: async (wabaId: string): Promise<OpenedWaba> => {
-      const [waba, queued] = await Promise.all([loadWaba(c, wabaId, new Date().toISOString()), countQueued(c, wabaId)]);
+      const waba = await loadWaba(c, wabaId, new Date().toISOString());
+      const queued = waba.state === 'connected' ? 0 : await countQueued(c, wabaId);
       return { settings: lifecycle, waba, queued };
     },
     /**

@@ -6,7 +6,6 @@ import {
   deliveryAudit,
   deliveryHandedOver,
   recordAccountEvents,
-  releaseClaim,
   lifecycleEventOf,
   deliveryEvents,
   markHandedOver,
@@ -141,7 +140,7 @@ interface Held {
  *   event over at once only when one turn outlasts a lease. A WABA whose earlier delivery another
  *   relay holds waits until the sweep no longer finds that delivery pending. No read-modify-write:
  *   the only writes are insert-only claims and audits (a duplicate key is the same fact) and
- *   deletes by `_id`.
+ *   deletes by `_id`. Spent claims are left to the retention round (one statement for all).
  * - Cost per lifecycle event, as before: one read of its audit, one signal-with-start, one delete
  *   of a gate hold (closures only), one audit insert. Per delivery: a claim insert per lease, the
  *   audit insert and the delete; a read of its events by `_id` when they were not kept in memory.
@@ -343,7 +342,7 @@ export function startOutboxRelay(
     const lease = Math.max(0, Math.floor((Date.now() - d.receivedAtMs) / leaseMs));
     if (d.lease === lease) return Promise.resolve(true);
     if (d.claim?.lease === lease) return d.claim.won;
-    const won = claimDelivery(c, d._id, lease, relayId).then(
+    const won = claimDelivery(c, d._id, lease, relayId, d.receivedAtMs + (lease + 1) * leaseMs).then(
       (ok) => {
         if (ok) d.lease = lease;
         return ok;
@@ -494,7 +493,6 @@ export function startOutboxRelay(
   async function finish(d: Held): Promise<boolean> {
     try {
       await deliveryHandedOver(c, d._id, d.forward);
-      if (d.lease !== undefined) await releaseClaim(c, d._id, d.lease).catch(() => undefined);
       ids.delete(d._id);
       return true;
     } catch (err) {

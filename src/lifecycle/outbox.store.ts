@@ -207,22 +207,25 @@ export function readDelivery(c: Collections, id: string): Promise<OutboxDoc | nu
 }
 
 /**
- * Claims a delivery for one lease (`<id>:<lease>`): true when this relay won it, false when another
- * relay holds that lease. Insert-only, so two relays never both win.
+ * Claims a delivery for one lease (`<id>:<lease>`), which ends at `expiresAt` (epoch ms): true when
+ * this relay won it, false when another relay holds that lease. Insert-only, so two relays never
+ * both win. Claims are not deleted one by one: nobody claims a lease that has ended, so the
+ * retention round purges spent ones with one statement (src/adapters/store/retention.ts).
  */
-export async function claimDelivery(c: Collections, id: string, lease: number, relayId: string): Promise<boolean> {
+export async function claimDelivery(
+  c: Collections,
+  id: string,
+  lease: number,
+  relayId: string,
+  expiresAt: number,
+): Promise<boolean> {
   try {
-    await c.outboxClaims.insertOne({ _id: `${id}:${lease}`, relayId, at: new Date().toISOString() });
+    await c.outboxClaims.insertOne({ _id: `${id}:${lease}`, relayId, at: new Date().toISOString(), expiresAt });
     return true;
   } catch (err) {
     if (isDuplicateKey(err)) return false;
     throw err;
   }
-}
-
-/** Removes a finished delivery's claim (idempotent). */
-export async function releaseClaim(c: Collections, id: string, lease: number): Promise<void> {
-  await c.outboxClaims.deleteOne({ _id: `${id}:${lease}` });
 }
 
 /** Pending deliveries (metrics, tests). */

@@ -31,11 +31,12 @@ export function onOffboardingEnded(c: Collections, listener: OffboardingEndListe
 
 /**
  * Replaces the WABA document. Only the WABA's lifecycle workflow calls this (single writer). With
- * an `onOffboardingEnded` listener, the stored state is read first (one read by `_id`), so a retried
- * save (already written) reports nothing the second time. A save whose `rev` is not above the stored
- * one changes nothing: the workflow's local activities may run again after a failed workflow task,
- * and an earlier step's snapshot must never overwrite a later one (one conditional write, atomic on
- * MongoDB and FerretDB; its upsert meets the unique `_id` when a newer document is stored).
+ * an `onOffboardingEnded` listener and a state other than `offboarded` (or with `beforeWrite`),
+ * the stored state is read first (one read by `_id`), so a retried save (already written) reports
+ * nothing the second time. A save whose `rev` is not above the stored one changes nothing: the
+ * workflow's local activities may run again after a failed workflow task, and an earlier step's
+ * snapshot must never overwrite a later one (one conditional write, atomic on MongoDB and FerretDB;
+ * its upsert meets the unique `_id` when a newer document is stored).
  */
 export async function saveWaba(
   c: Collections,
@@ -46,7 +47,9 @@ export async function saveWaba(
   const { wabaId, ...rest } = snapshot;
   const events: EventLogEntry[] = rest.events.slice(-EVENT_LOG_LENGTH);
   const listeners = offboardingListeners.get(c) ?? [];
-  const before = listeners.length > 0 || beforeWrite ? await findWaba(c, wabaId) : undefined;
+  // The listeners hear only of a WABA leaving `offboarded`: saving `offboarded` tells them nothing.
+  const told = listeners.length > 0 && rest.state !== 'offboarded';
+  const before = told || beforeWrite ? await findWaba(c, wabaId) : undefined;
   if (beforeWrite) await beforeWrite(before);
   const newer = rest.rev === undefined ? {} : { $or: [{ rev: { $exists: false } }, { rev: { $lt: rest.rev } }] };
   try {

@@ -172,6 +172,13 @@ export function createAdmission(deps: AdmissionDeps) {
     content: MessageContent,
     /** The message document already says `queued`: no update needed. */
     recordedAsQueued: boolean,
+    /**
+     * Record where the entry sits (`MessageDoc.queueEntryId`), for an admit that finds the message
+     * `queued` (`isQueued` by `_id`). The API's acceptance does not: its run reads the outcome and
+     * never admits the message; only a replay after the API failed between this and the run's
+     * start admits it, and then finds the entry by `messageId` (a scan on FerretDB, once).
+     */
+    recordEntry = true,
   ): Promise<SendOutcome> {
     const now = new Date().toISOString();
     const { messageId, phoneNumberId, to, expiresAt, fallbackTemplate } = req;
@@ -189,7 +196,7 @@ export function createAdmission(deps: AdmissionDeps) {
       enqueuedAt: now,
       notify: true,
     });
-    await recordQueueEntry(c, messageId, entryId);
+    if (recordEntry) await recordQueueEntry(c, messageId, entryId);
     await emitServiceEvents(c, targets, [messageStepEvent('message.queued', wabaId, messageId, now)]);
     // The gate may have moved between the caller's read and our insert: reopened (the drain that
     // reopened it may have missed this entry), now refusing (a removal or abandonment that failed
@@ -228,12 +235,14 @@ export function createAdmission(deps: AdmissionDeps) {
     /**
      * The API's acceptance of a new message whose gate verdict is not a refusal: records it and,
      * while the gate is closed, queues it right away (so queue order is the order in which the API
-     * accepted the messages; the send workflow then only waits for the drain). Idempotent.
+     * accepted the messages; the send workflow then only waits for the drain). Idempotent. True
+     * when this call recorded the message (another request with the same Idempotency-Key may have).
      */
-    async acceptNew(req: SendRequest, wabaId: string, verdict: GateVerdict): Promise<void> {
+    async acceptNew(req: SendRequest, wabaId: string, verdict: GateVerdict): Promise<boolean> {
       const closed = verdict.kind !== 'send';
       const inserted = await insertMessage(c, messageDoc(req, wabaId, closed ? 'queued' : 'accepted'));
-      if (inserted && closed) await queue(req, wabaId, contentOf(req), true);
+      if (inserted && closed) await queue(req, wabaId, contentOf(req), true, false);
+      return inserted;
     },
 
     /**
@@ -249,9 +258,10 @@ export function createAdmission(deps: AdmissionDeps) {
       const done = (outcome: SendOutcome): Admission => ({ kind: 'done', outcome });
 
       // A new message (the typed client's first attempt) costs one insert; a known one (the API
-      // recorded it, or this is a retry) is read with its settlement.
+      // recorded it, or this is a retry) is read with its settlement. What the API recorded is not
+      // inserted again: that insert could only fail.
       let doc = messageDoc(req, wabaId, 'accepted');
-      if (!(await insertMessage(c, doc))) {
+      if (req.recorded || !(await insertMessage(c, doc))) {
         const known = await readMessage(c, req.messageId);
         if (known?.settlement) return done(outcomeOf(req.messageId, known));
         if (!known?.doc) throw new Error(`message ${req.messageId} vanished`); // retried by Temporal

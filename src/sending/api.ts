@@ -323,6 +323,8 @@ export function createMessagesRouter(deps: {
       throw forbidden('forbidden_waba', `this API key may not send from phone number ${body.phoneNumberId}`);
     }
     let messageId = newMessageId();
+    // A fresh id names no message yet; only an Idempotency-Key's earlier claim may name a recorded one.
+    let replay = false;
     if (idemHeader) {
       const requestHash = createHash('sha256').update(raw).digest('hex');
       const first = await claimIdempotencyKey(c, {
@@ -340,12 +342,13 @@ export function createMessagesRouter(deps: {
           );
         }
         messageId = first.messageId;
+        replay = true;
         ctx.set('Idempotent-Replayed', 'true');
       }
     }
 
-    const existingAcceptedAt = await acceptedAtOf(c, messageId);
-    const req: SendRequest = {
+    const existingAcceptedAt = replay ? await acceptedAtOf(c, messageId) : undefined;
+    let req: SendRequest = {
       messageId,
       phoneNumberId: body.phoneNumberId,
       to: await customerOf(c, body),
@@ -360,7 +363,7 @@ export function createMessagesRouter(deps: {
       // whatever the gate says now.
       const verdict = await admission.verdictFor(number.wabaId);
       if (verdict.kind === 'refuse') throw conflict(verdict.code, verdict.message, { wabaId: number.wabaId });
-      await admission.acceptNew(req, number.wabaId, verdict);
+      if (await admission.acceptNew(req, number.wabaId, verdict)) req = { ...req, recorded: true };
       queued = verdict.kind === 'queue';
     }
     // Idempotent: a replay (or a retry after a failure here) finds the run already started. A

@@ -103,14 +103,14 @@ export async function beginSend(
 ): Promise<BeginSend> {
   const now = Date.now();
   const key = sendKey(messageId, round);
-  let doc = await readAttempt(c, key);
-  if (!doc) {
-    const first = { _id: key, messageId, ...(round && round > 1 ? { round } : {}) };
-    if (await insertAttempt(c, { ...first, tries: 1, state: 'in_flight', startedAt: now, resends: 0 }))
-      return { kind: 'send', resend: false };
-    doc = await readAttempt(c, key);
-    if (!doc) return { kind: 'wait', ms: 1_000 };
-  }
+  // The first POST is claimed by inserting the entry: for a message never sent (nearly every call)
+  // that is the one statement; an entry already there (a retry, an in-doubt send) is read after
+  // the insert fails, instead of before every insert.
+  const first = { _id: key, messageId, ...(round && round > 1 ? { round } : {}) };
+  if (await insertAttempt(c, { ...first, tries: 1, state: 'in_flight', startedAt: now, resends: 0 }))
+    return { kind: 'send', resend: false };
+  const doc = await readAttempt(c, key);
+  if (!doc) return { kind: 'wait', ms: 1_000 };
   if (doc.wamid) return { kind: 'sent', wamid: doc.wamid };
   if (doc.state === 'answered') {
     const n = await claimNextPost(c, key, doc);

@@ -1,5 +1,5 @@
 import type { Collections } from '../adapters/store/db';
-import { claimSlot, pausedUntil, recordPause, releaseSlots } from './slots.store';
+import { claimSlot, pausedUntil, recordPause } from './slots.store';
 
 /**
  * Pacing for Cloud API sends, shared by every worker through the database: the one module that
@@ -21,8 +21,11 @@ import { claimSlot, pausedUntil, recordPause, releaseSlots } from './slots.store
  * lowest free slot from the current interval on and may leave from interval `j − (burst − 3) + 1`
  * on, so any span of time holds at most `burst − 1 + span / intervalMs` sends to one recipient.
  *
- * Costs stay flat with history: claims are point inserts by `_id`, past slots are deleted by
- * exact `_id` by the worker that took them (a crashed worker's few slots stay behind, unclaimable).
+ * Costs stay flat with history: claims are point inserts by `_id` (the unique index's check; no
+ * read of `send_slots` ever scans it). Spent slots are left where they are: nobody claims a slot
+ * that has started, so they only take room until the retention round deletes them, one filtered
+ * `deleteMany` for all of them (src/adapters/store/retention.ts), instead of a delete statement per
+ * slot per send.
  */
 
 /** Clock and sleep, injectable for tests. */
@@ -132,30 +135,21 @@ export class SharedPacer {
   private readonly capHint = new Map<string, number>();
   private readonly pairHint = new Map<string, number>();
   private readonly pauseReads = new Map<string, { readAt: number; until: number }>();
-  /** Slots this process took, to delete once they are past: [id, expiresAt]. */
-  private held: [string, number][] = [];
   /** Per number, the last reservation's departure: this process's sends leave in reservation order. */
   private readonly lastDeparture = new Map<string, Promise<void>>();
-  private sweeping = false;
   /** Departures that missed their slot (this process was late) and took another: for tests and metrics. */
   lateDepartures = 0;
   /** Recent cap-slot claim latency, ms (moving average). */
   private claimMs = 0;
-  private readonly timer: NodeJS.Timeout;
 
   constructor(
     private readonly c: Collections,
     private readonly pair: PairSettings,
     private readonly clock: Clock = realClock,
-  ) {
-    this.timer = setInterval(() => void this.sweep(), 1_000);
-    this.timer.unref();
-  }
+  ) {}
 
-  /** Stops the cleanup timer (the worker's shutdown). */
-  close(): void {
-    clearInterval(this.timer);
-  }
+  /** Nothing to stop: the pacer keeps no timer (spent slots are the retention round's, see above). */
+  close(): void {}
 
   /**
    * Claims the earliest start this send may have: a pair slot of the recipient, then the first
@@ -287,10 +281,7 @@ export class SharedPacer {
       const claimed = await claimSlot(this.c, id, expiresAt);
       // How long a claim takes here now (database and event loop): a moving average.
       this.claimMs += (Math.max(0, this.clock.now() - now) - this.claimMs) / 8;
-      if (claimed) {
-        this.held.push([id, expiresAt]);
-        return { kind: 'reserved', at };
-      }
+      if (claimed) return { kind: 'reserved', at };
     }
   }
 
@@ -314,32 +305,12 @@ export class SharedPacer {
       this.pairHint.set(key, j);
       const id = `${key}:${j}`;
       const expiresAt = (j + 1) * interval;
-      if (await claimSlot(this.c, id, expiresAt)) {
-        this.held.push([id, expiresAt]);
-        return { kind: 'reserved', at };
-      }
+      if (await claimSlot(this.c, id, expiresAt)) return { kind: 'reserved', at };
     }
   }
 
   private prunePairHints(currentSlot: number): void {
     for (const [key, j] of this.pairHint) if (j < currentSlot) this.pairHint.delete(key);
-  }
-
-  /** Deletes this process's past slots by exact `_id`; nobody can claim them any more. */
-  private async sweep(): Promise<void> {
-    if (this.sweeping) return;
-    this.sweeping = true;
-    try {
-      const now = this.clock.now();
-      const past = this.held.filter(([, expiresAt]) => expiresAt < now).map(([id]) => id);
-      if (past.length === 0) return;
-      await releaseSlots(this.c, past);
-      this.held = this.held.filter(([, expiresAt]) => expiresAt >= now);
-    } catch {
-      // Kept in `held`: the next sweep deletes them again (deleting a deleted slot is a no-op).
-    } finally {
-      this.sweeping = false;
-    }
   }
 }
 

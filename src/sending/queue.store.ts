@@ -20,10 +20,13 @@ import {
  * - A position `n` of a lane is taken by inserting its claim (`queue_claims`, `_id` = the entry's
  *   `_id`): atomic on a unique key on both stores, and never given twice, since claims stay after
  *   their entry left. The entry is inserted after its claim.
- * - Marks (`queue_marks`) say where to look: `tail`, the highest position known taken (a hint raised
- *   with `$max` by whoever queues; it may lag when two processes raise it at once, so a reader
- *   looks past it until a position has no claim), and `head`, every position up to it gone for good
- *   (raised by the drain, `advanceHead`).
+ * - Marks (`queue_marks`, one document per WABA for both lanes: one read) say where to look: a
+ *   lane's `tail`, the highest position known taken (a hint raised with `$max` by whoever queues; it
+ *   may lag when two processes raise it at once, so a reader looks past it until a position has no
+ *   claim), and its `head`, every position up to it gone for good (raised by the drain,
+ *   `advanceHead`). On FerretDB a `$max` reads, then writes, so two raises of the document at once
+ *   (a tail and a head, or two tails) may leave one of them lower: each mark only ever lags (a
+ *   write puts back values that held before), and readers are correct with marks that lag.
  * - Readers walk positions from `head + 1` by point reads, skipping positions whose entry left.
  *
  * Correct with any number of processes: queueing is insert-only; only the WABA's lifecycle workflow
@@ -47,7 +50,8 @@ const entryIdOf = (wabaId: string, lane: QueueLane, n: number): string =>
 /** The entry's `seq`: unique per WABA over both lanes. */
 const seqOf = (lane: QueueLane, n: number): number => (lane === 'main' ? n : -n);
 
-const markId = (wabaId: string, lane: QueueLane, mark: 'head' | 'tail'): string => `${wabaId}/${lane}/${mark}`;
+type MarkField = 'mainHead' | 'mainTail' | 'frontHead' | 'frontTail';
+const markField = (lane: QueueLane, mark: 'head' | 'tail'): MarkField => `${lane}${mark === 'head' ? 'Head' : 'Tail'}`;
 
 /** A claim this old without its entry is taken for an abandoned one (its queueing process died). */
 export const ABANDONED_CLAIM_MS = 60_000;
@@ -58,22 +62,25 @@ const READS_AT_ONCE = 32;
 /** The filter for live entries (tombstones are not waiting messages). */
 const LIVE = { tombstone: { $ne: true as const } };
 
-async function readMarks(c: Collections, wabaId: string, lane: QueueLane): Promise<{ head: number; tail: number }> {
-  const [head, tail] = await Promise.all([
-    c.queueMarks.findOne({ _id: markId(wabaId, lane, 'head') }),
-    c.queueMarks.findOne({ _id: markId(wabaId, lane, 'tail') }),
-  ]);
-  return { head: head?.n ?? 0, tail: tail?.n ?? 0 };
+type LaneMarks = { head: number; tail: number };
+
+/** Both lanes' marks: one read by `_id` (the WABA's marks document). */
+async function readMarks(c: Collections, wabaId: string): Promise<Record<QueueLane, LaneMarks>> {
+  const doc = await c.queueMarks.findOne({ _id: wabaId });
+  return {
+    main: { head: doc?.mainHead ?? 0, tail: doc?.mainTail ?? 0 },
+    front: { head: doc?.frontHead ?? 0, tail: doc?.frontTail ?? 0 },
+  };
 }
 
 /**
- * Raises a mark to at least `n` (`$max`, by exact `_id`). Two processes raising it at once may
- * leave the lower value on FerretDB (its updates read, then write): marks are hints that may lag.
+ * Raises a lane's mark to at least `n` (`$max`, by exact `_id`). Two processes raising the document
+ * at once may leave a lower value on FerretDB (its updates read, then write): marks are hints that may lag.
  */
-async function raiseMark(c: Collections, id: string, n: number): Promise<void> {
+async function raiseMark(c: Collections, wabaId: string, lane: QueueLane, mark: 'head' | 'tail', n: number) {
   for (let attempt = 0; ; attempt++) {
     try {
-      await c.queueMarks.updateOne({ _id: id }, { $max: { n } }, { upsert: true });
+      await c.queueMarks.updateOne({ _id: wabaId }, { $max: { [markField(lane, mark)]: n } }, { upsert: true });
       return;
     } catch (err) {
       if (!isDuplicateKey(err) || attempt > 0) throw err; // two first upserts raced: update the winner's
@@ -115,13 +122,13 @@ function tombstone(wabaId: string, lane: QueueLane, n: number): QueueDoc {
 
 /**
  * Takes the next position of a lane and puts `entry` there. A message already queued is not queued
- * twice (unique `messageId`): its entry is returned. Costs two mark reads, one claim insert per
+ * twice (unique `messageId`): its entry is returned. Costs one marks read, one claim insert per
  * position tried (one, unless another process queued at the same moment), one entry insert and one
  * mark update, all by `_id`.
  */
 async function enqueueIn(c: Collections, lane: QueueLane, entry: NewQueueEntry): Promise<QueuedAt> {
   const { wabaId, messageId } = entry;
-  const marks = await readMarks(c, wabaId, lane);
+  const marks = (await readMarks(c, wabaId))[lane];
   let n = Math.max(marks.head, marks.tail) + 1;
   for (let attempt = 0; attempt < 200; attempt++, n++) {
     const id = entryIdOf(wabaId, lane, n);
@@ -139,7 +146,7 @@ async function enqueueIn(c: Collections, lane: QueueLane, entry: NewQueueEntry):
       if (existing) return { id: existing._id, seq: existing.seq };
       continue; // it left meanwhile: queue it again (its send key keeps it from being POSTed twice)
     }
-    await raiseMark(c, markId(wabaId, lane, 'tail'), n);
+    await raiseMark(c, wabaId, lane, 'tail', n);
     return { id, seq: seqOf(lane, n) };
   }
   throw new Error(`could not take a ${lane} queue position for WABA ${wabaId} after 200 attempts`);
@@ -169,7 +176,7 @@ export function enqueueFront(c: Collections, entry: NewQueueEntry & { acceptedAt
  * queueing, where `enqueue` takes each position by its claim.
  */
 export async function loadEmptyQueue(c: Collections, wabaId: string, entries: readonly NewQueueEntry[]): Promise<void> {
-  const marks = await readMarks(c, wabaId, 'main');
+  const marks = (await readMarks(c, wabaId)).main;
   if (marks.tail > 0 || marks.head > 0) throw new Error(`WABA ${wabaId}'s queue was used before`);
   for (let i = 0; i < entries.length; i += 500) {
     const part = entries.slice(i, i + 500).map((e, j) => ({ n: i + j + 1, e }));
@@ -178,7 +185,7 @@ export async function loadEmptyQueue(c: Collections, wabaId: string, entries: re
       part.map(({ n, e }) => ({ _id: queueEntryId(wabaId, n), wabaId, messageId: e.messageId, storedAt })),
     );
     await c.queue.insertMany(part.map(({ n, e }) => ({ _id: queueEntryId(wabaId, n), seq: n, ...e })));
-    await raiseMark(c, markId(wabaId, 'main', 'tail'), part[part.length - 1]!.n);
+    await raiseMark(c, wabaId, 'main', 'tail', part[part.length - 1]!.n);
   }
 }
 
@@ -244,8 +251,9 @@ export async function nextEntries(
 ): Promise<{ entries: QueueDoc[]; cursor: QueueCursor }> {
   const entries: QueueDoc[] = [];
   let cursor: QueueCursor = after ?? { lane: 'front', n: -1 };
+  const marks = await readMarks(c, wabaId);
   for (const lane of LANES.slice(LANES.indexOf(cursor.lane))) {
-    const { head, tail } = await readMarks(c, wabaId, lane);
+    const { head, tail } = marks[lane];
     const from = cursor.lane === lane && cursor.n >= 0 ? Math.max(cursor.n + 1, head + 1) : head + 1;
     const walked = await walkLane(c, wabaId, lane, from, tail, limit - entries.length, projection);
     if (lane === 'front') walked.entries.sort((a, b) => (a.acceptedAt ?? '').localeCompare(b.acceptedAt ?? ''));
@@ -270,8 +278,9 @@ export async function advanceHead(
   /** Entry ids the caller removed itself (settled and deleted): known gone, not read again. */
   removed: ReadonlySet<string> = new Set(),
 ): Promise<void> {
+  const marks = await readMarks(c, wabaId);
   for (const lane of LANES) {
-    const { head, tail } = await readMarks(c, wabaId, lane);
+    const { head, tail } = marks[lane];
     let gone = head;
     scan: for (let n = head + 1; n <= tail; n += READS_AT_ONCE) {
       const ns = Array.from({ length: Math.min(READS_AT_ONCE, tail - n + 1) }, (_, i) => n + i);
@@ -283,7 +292,7 @@ export async function advanceHead(
         gone = ns[i]!;
       }
     }
-    if (gone > head) await raiseMark(c, markId(wabaId, lane, 'head'), gone);
+    if (gone > head) await raiseMark(c, wabaId, lane, 'head', gone);
   }
 }
 
@@ -308,13 +317,14 @@ export async function wabasWithQueued(c: Collections): Promise<string[]> {
 }
 
 /**
- * How many messages wait in a WABA's queue: both lanes walked at once, a point read per position
- * walked (see `nextEntries`); an empty queue costs two round trips.
+ * How many messages wait in a WABA's queue: the marks, then both lanes walked at once, a point read
+ * per position walked (see `nextEntries`); an empty queue costs five reads in two round trips.
  */
 export async function countQueued(c: Collections, wabaId: string): Promise<number> {
+  const marks = await readMarks(c, wabaId);
   const counts = await Promise.all(
     LANES.map(async (lane) => {
-      const { head, tail } = await readMarks(c, wabaId, lane);
+      const { head, tail } = marks[lane];
       let count = 0;
       for (let from = head + 1; ;) {
         const walked = await walkLane(c, wabaId, lane, from, tail, 1_000, { _id: 1 });
@@ -328,42 +338,67 @@ export async function countQueued(c: Collections, wabaId: string): Promise<numbe
 }
 
 /**
- * Rewrites a queue written by a version before claims and marks (entries only, the front lane by
- * acceptance time) into this layout, once per database: each numbered entry gets its claim and its
- * lane's tail; each old front entry moves to the front lane. Idempotent, and safe to run from
- * several processes at once. Scans the queue once (it holds only what waits).
+ * Rewrites a queue of an earlier layout into this one, once per database. Layout 1 (entries only,
+ * the front lane by acceptance time): each numbered entry gets its claim and its lane's tail; each
+ * old front entry moves to the front lane (scans the queue once: it holds only what waits).
+ * Layout 2 (a marks document per WABA, lane and mark, `<wabaId>/<lane>/<head|tail>`): each mark
+ * is raised in its WABA's document; the old documents stay for processes of the earlier version
+ * still running (their marks then lag behind, which readers of either version allow). Idempotent,
+ * and safe to run from several processes at once. Returns how many entries and marks it moved.
  */
 export async function migrateQueueLayout(c: Collections): Promise<number> {
-  if (await c.queueMarks.findOne({ _id: LAYOUT_MARK })) return 0;
+  const layout = (await c.queueMarks.findOne({ _id: LAYOUT_MARK }))?.n ?? 0;
+  if (layout >= 3) return 0;
   let moved = 0;
-  for (const e of await c.queue.find(LIVE).toArray()) {
-    if (e._id === queueEntryId(e.wabaId, e.seq) && e.seq > 0) {
-      const claimed = await insertOnce(c.queueClaims, {
-        _id: e._id,
-        wabaId: e.wabaId,
-        messageId: e.messageId,
-        ...(e.round ? { round: e.round } : {}),
-        storedAt: new Date(),
-      });
-      await raiseMark(c, markId(e.wabaId, 'main', 'tail'), e.seq);
-      if (claimed) moved++;
-    } else if (e.seq < 0 && !e._id.includes('~F')) {
-      // `<waba>:000000000000~<acceptedAt>~<message id>`: delete, then queue at the front (a crash
-      // in between leaves the message `queued` without an entry: its send is queued again by the
-      // next admission, see src/sending/admission.ts).
-      const { _id, seq, ...rest } = e;
-      void seq;
-      await c.queue.deleteOne({ _id });
-      await enqueueFront(c, { ...rest, acceptedAt: e.acceptedAt ?? e.enqueuedAt });
-      moved++;
+  if (layout < 2) {
+    for (const e of await c.queue.find(LIVE).toArray()) {
+      if (e._id === queueEntryId(e.wabaId, e.seq) && e.seq > 0) {
+        const claimed = await insertOnce(c.queueClaims, {
+          _id: e._id,
+          wabaId: e.wabaId,
+          messageId: e.messageId,
+          ...(e.round ? { round: e.round } : {}),
+          storedAt: new Date(),
+        });
+        await raiseMark(c, e.wabaId, 'main', 'tail', e.seq);
+        if (claimed) moved++;
+      } else if (e.seq < 0 && !e._id.includes('~F')) {
+        // `<waba>:000000000000~<acceptedAt>~<message id>`: delete, then queue at the front (a crash
+        // in between leaves the message `queued` without an entry: its send is queued again by the
+        // next admission, see src/sending/admission.ts).
+        const { _id, seq, ...rest } = e;
+        void seq;
+        await c.queue.deleteOne({ _id });
+        await enqueueFront(c, { ...rest, acceptedAt: e.acceptedAt ?? e.enqueuedAt });
+        moved++;
+      }
     }
   }
-  await insertOnce(c.queueMarks, { _id: LAYOUT_MARK, n: 2 });
+  for (const m of await c.queueMarks.find({ _id: { $regex: LAYOUT_2_MARK.source } }).toArray()) {
+    const [, wabaId, lane, mark] = LAYOUT_2_MARK.exec(m._id)!;
+    await raiseMark(c, wabaId!, lane as QueueLane, mark as 'head' | 'tail', m.n ?? 0);
+    moved++;
+  }
+  await setLayout(c, 3);
   return moved;
 }
 
-/** The mark that says the queue is in this layout (see `migrateQueueLayout`). */
+/** The document that says which layout the queue is in (`n`; see `migrateQueueLayout`). */
 const LAYOUT_MARK = '~layout';
+
+/** A layout-2 mark's `_id`: `<wabaId>/<lane>/<head|tail>`. */
+const LAYOUT_2_MARK = /^(.*)\/(main|front)\/(head|tail)$/;
+
+async function setLayout(c: Collections, n: number): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await c.queueMarks.updateOne({ _id: LAYOUT_MARK }, { $max: { n } }, { upsert: true });
+      return;
+    } catch (err) {
+      if (!isDuplicateKey(err) || attempt > 0) throw err; // two first upserts raced: update the winner's
+    }
+  }
+}
 
 /** How a queued (or direct) message ended. */
 export interface Settlement {

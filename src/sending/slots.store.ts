@@ -1,5 +1,5 @@
 import type { Collection } from 'mongodb';
-import { deleteByIds, isDuplicateKey, type Collections, type SendPauseDoc } from '../adapters/store/db';
+import { isDuplicateKey, type Collections, type SendPauseDoc } from '../adapters/store/db';
 
 /** Takes the slot `id`: true if this caller now holds it, false if someone else already did. */
 export async function claimSlot(c: Collections, id: string, expiresAt: number): Promise<boolean> {
@@ -10,11 +10,6 @@ export async function claimSlot(c: Collections, id: string, expiresAt: number): 
     if (isDuplicateKey(err)) return false;
     throw err;
   }
-}
-
-/** Frees slots by exact `_id`. */
-export async function releaseSlots(c: Collections, ids: string[]): Promise<void> {
-  await deleteByIds(c.sendSlots, ids);
 }
 
 /** Records a back-off for `key` until `until` (epoch ms). A second pause of the same second is dropped. */

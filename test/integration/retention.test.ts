@@ -3,7 +3,12 @@ import { MongoClient, type Db } from 'mongodb';
 import { loadConfig, type RetentionSettings } from '../../src/config';
 import { collections, connectMongo, type Collections } from '../../src/adapters/store/db';
 import { recordStatuses } from '../../src/sending/statuses.store';
-import { deliveryHandedOver, recordAccountEvents, recordDelivery } from '../../src/lifecycle/outbox.store';
+import {
+  claimDelivery,
+  deliveryHandedOver,
+  recordAccountEvents,
+  recordDelivery,
+} from '../../src/lifecycle/outbox.store';
 import { forwardDelivered, forwardId } from '../../src/relay/forwards.store';
 import { claimIdempotencyKey, insertMessage } from '../../src/sending/messages.store';
 import { recordSettlements } from '../../src/sending/queue.store';
@@ -190,6 +195,7 @@ describe('retention on the real MongoDB-wire server', () => {
       forwarded: n,
       send_slots: 0,
       send_pauses: 0,
+      outbox_claims: 0,
     });
     expect(first).toEqual(batch(3));
     const second = await purgeExpired(c, retention);
@@ -229,11 +235,12 @@ describe('retention on the real MongoDB-wire server', () => {
       forwarded: 1,
       send_slots: 0,
       send_pauses: 0,
+      outbox_claims: 0,
     });
     expect((await ids()).events).toHaveLength(5);
   });
 
-  it('purges spent pacing state on its own clock, one delete statement per collection, and keeps what may still be read', async () => {
+  it('purges spent pacing state and outbox lease claims on its own clock, one delete statement per collection, and keeps what may still be read', async () => {
     const now = Date.now();
     const spent = now - SPENT_AFTER_MS - 1_000;
     // Slots a dead worker left behind, and one still running; pauses of recipients never messaged again, and a recent one.
@@ -241,6 +248,9 @@ describe('retention on the real MongoDB-wire server', () => {
     await claimSlot(c, '9:live', now + 1_000);
     for (let i = 0; i < 5; i++) await recordPause(c, `9>1555000000${i}`, spent, spent - 1_000);
     await recordPause(c, '9>15550009999', now - 1_000, now - 2_000);
+    // Outbox lease claims whose leases ended, and the current lease of a delivery still pending.
+    for (let lease = 0; lease < 2; lease++) await claimDelivery(c, 'd-spent', lease, 'r', spent - 1_000 + lease);
+    await claimDelivery(c, 'd-pending', 3, 'r', now + 30_000);
     // Counted on a client of its own that reports every command it sends.
     const watched = new MongoClient(process.env.MONGODB_URI!, { monitorCommands: true });
     const deletes: { collection: string; statements: number }[] = [];
@@ -250,16 +260,18 @@ describe('retention on the real MongoDB-wire server', () => {
     });
     try {
       const purged = await purgeExpired(collections(watched.db(dbName)), { purgeIntervalMs: 10_000, purgeBatch: 3 });
-      expect(purged).toEqual({ send_slots: 5, send_pauses: 5 });
+      expect(purged).toEqual({ send_slots: 5, send_pauses: 5, outbox_claims: 2 });
     } finally {
       await watched.close();
     }
     expect(deletes).toEqual([
       { collection: 'send_slots', statements: 1 },
       { collection: 'send_pauses', statements: 1 },
+      { collection: 'outbox_claims', statements: 1 },
     ]);
     expect((await c.sendSlots.find({}).toArray()).map((d) => d._id)).toEqual(['9:live']);
     expect((await c.sendPauses.find({}).toArray()).map((d) => d.key)).toEqual(['9>15550009999']);
+    expect((await c.outboxClaims.find({}).toArray()).map((d) => d._id)).toEqual(['d-pending:3']);
   });
 
   it('the worker’s loop purges on its interval and reports what it deleted', async () => {

@@ -234,6 +234,31 @@ describe('sending on the real stack', () => {
     expect(await sender.result(unknown.messageId)).toMatchObject({ status: 'failed', reason: 'unknown_phone_number' });
   });
 
+  it('a run admitting a message the API queued (the API failed before starting it; a replay did) answers queued and queues nothing twice', async () => {
+    const { wabaId, phone } = await setup();
+    await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED');
+    await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded');
+    const admission = createAdmission({
+      c: stack.rt.c,
+      launch: stack.rt.launch,
+      logger: stack.logger,
+      graph: stack.config.graph,
+    });
+    const req: SendRequest = {
+      messageId: `msg_replayed_${uniqueDigits()}`,
+      phoneNumberId: phone,
+      to: '15550007778',
+      acceptedAt: new Date().toISOString(),
+      type: 'text',
+      text: { body: 'queued by the API, admitted by a replay' },
+    };
+    expect(await admission.acceptNew(req, wabaId, { kind: 'queue' })).toBe(true);
+    // The API does not record where the entry sits (its own run never admits the message).
+    expect((await stack.rt.c.messages.findOne({ _id: req.messageId }))?.queueEntryId).toBeUndefined();
+    expect(await admission.admitMessage(req)).toMatchObject({ kind: 'done', outcome: { status: 'queued' } });
+    expect(await stack.rt.c.queue.countDocuments({ messageId: req.messageId })).toBe(1);
+  });
+
   it('a message queued as the gate reopened reaches the lifecycle workflow through the outbox, even when Temporal refuses a signal', async () => {
     const { wabaId, phone } = await setup();
     // Every signal through this launch fails (no such namespace): the stray must not depend on one.

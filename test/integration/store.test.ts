@@ -138,13 +138,13 @@ describe('queue store on the real MongoDB-wire server', () => {
       entries.map((e) => ({ messageId: e.messageId, queueId: e._id, status: 'sent' as const, at: 'now' })),
     );
   const mark = (wabaId: string, lane: 'main' | 'front', which: 'head' | 'tail') =>
-    c.queueMarks.findOne({ _id: `${wabaId}/${lane}/${which}` }).then((d) => d?.n ?? 0);
+    c.queueMarks.findOne({ _id: wabaId }).then((d) => d?.[`${lane}${which === 'head' ? 'Head' : 'Tail'}`] ?? 0);
 
   it('never reuses a position when the tail hint lags (two processes raised it at once), and readers look past it', async () => {
     const wabaId = 'w' + randomBytes(4).toString('hex');
     for (let i = 1; i <= 4; i++) await enqueue(c, entry(wabaId, i));
     // FerretDB's `$max` reads, then writes: a lost raise leaves the hint behind the last claims.
-    await c.queueMarks.updateOne({ _id: `${wabaId}/main/tail` }, { $set: { n: 1 } });
+    await c.queueMarks.updateOne({ _id: wabaId }, { $set: { mainTail: 1 } });
     const { entries } = await nextEntries(c, wabaId, undefined, 100);
     expect(entries.map((e) => e.seq)).toEqual([1, 2, 3, 4]);
     // The drain sends 1..4 and they leave; then a process whose hint says 1 queues.
@@ -250,6 +250,41 @@ describe('queue store on the real MongoDB-wire server', () => {
       await old.client.close();
     }
   });
+  it('moves the marks of layout 2 (a document per WABA, lane and mark) into the WABA document once', async () => {
+    const name = `store_marks_${randomBytes(4).toString('hex')}`;
+    const old = await connectMongo(process.env.MONGODB_URI!, name);
+    try {
+      const wabaId = 'w' + randomBytes(4).toString('hex');
+      const doc = (i: number) => ({ _id: queueEntryId(wabaId, i), seq: i, ...entry(wabaId, i) });
+      const claim = (i: number) => ({
+        _id: queueEntryId(wabaId, i),
+        wabaId,
+        messageId: `${wabaId}-m${i}`,
+        storedAt: new Date(),
+      });
+      // Positions 1..3 taken, 1 and 2 left (head 2), 3 waits; a stray entry under the head is never read.
+      await old.c.queueClaims.insertMany([claim(1), claim(2), claim(3)]);
+      await old.c.queue.insertMany([{ ...doc(1), messageId: 'ghost' }, doc(3)]);
+      await old.c.queueMarks.insertMany([
+        { _id: '~layout', n: 2 },
+        { _id: `${wabaId}/main/head`, n: 2 },
+        { _id: `${wabaId}/main/tail`, n: 3 },
+      ]);
+      expect(await migrateQueueLayout(old.c)).toBe(2);
+      expect(await migrateQueueLayout(old.c)).toBe(0); // once
+      expect(await old.c.queueMarks.findOne({ _id: wabaId })).toMatchObject({ mainHead: 2, mainTail: 3 });
+      expect((await nextEntries(old.c, wabaId, undefined, 10)).entries.map((e) => e.seq)).toEqual([3]);
+      expect(await countQueued(old.c, wabaId)).toBe(1);
+      expect((await enqueue(old.c, entry(wabaId, 4))).seq).toBe(4);
+    } finally {
+      await old.client
+        .db(name)
+        .dropDatabase()
+        .catch(() => undefined);
+      await old.client.close();
+    }
+  });
+
   it('groups concurrent inserts into one collection into few commands, and fails only the caller whose document failed', async () => {
     const monitored = new Client(process.env.MONGODB_URI!, { monitorCommands: true });
     await monitored.connect();

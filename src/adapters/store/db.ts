@@ -158,13 +158,19 @@ export interface QueueClaimDoc {
 }
 
 /**
- * `queue_marks`: per WABA and lane, `<wabaId>/<lane>/tail` (the highest position known taken:
- * raised with `$max` by whoever queues, a hint that may lag) and `<wabaId>/<lane>/head` (every
- * position up to it has left for good: raised by the drain).
+ * `queue_marks`: one document per WABA (`_id` = the WABA id) with each lane's tail (`mainTail`,
+ * `frontTail`: the highest position known taken, raised with `$max` by whoever queues, a hint that
+ * may lag) and head (`mainHead`, `frontHead`: every position up to it has left for good, raised by
+ * the drain). Also `~layout` (`n`: the queue's layout, see `migrateQueueLayout`) and, from layout
+ * 2, one document per WABA, lane and mark (`<wabaId>/<lane>/<head|tail>`, `n`), no longer read.
  */
 export interface QueueMarkDoc {
   _id: string;
-  n: number;
+  mainHead?: number;
+  mainTail?: number;
+  frontHead?: number;
+  frontTail?: number;
+  n?: number;
 }
 
 /**
@@ -361,8 +367,9 @@ export interface AlertThreadDoc {
  * (`<phoneNumberId>:<index>` for the number's cap, `<phoneNumberId>>…` for a recipient's pair
  * limit; src/sending/pacing.ts builds them; src/sending/slots.store.ts queries them); a slot is taken by inserting its document, so two
  * workers can never hold the same slot (the insert is atomic on MongoDB and FerretDB alike).
- * Only past slots are deleted, by the worker that took them, by exact `_id` (those of a worker that
- * died: by the retention purge, a minute after their end).
+ * Never read: a claim is an insert (the unique index's check). Spent slots stay until the retention
+ * round deletes them, a minute after their end (src/adapters/store/retention.ts): the collection
+ * holds the slots of the purge interval plus that minute, plus pair slots claimed ahead.
  */
 export interface SendSlotDoc {
   _id: string;
@@ -530,12 +537,16 @@ export interface CredentialPauseDoc {
 /**
  * `outbox_claims`: which relay handles a delivery for one lease period. `_id` is
  * `<delivery id>:<lease number>` (lease n covers the delivery's age n × lease … (n+1) × lease), so
- * taking a delivery over is an insert that only one relay wins per lease, never an update.
+ * taking a delivery over is an insert that only one relay wins per lease, never an update. Never
+ * read; a claim stays after its delivery is gone until the retention round purges it, a minute
+ * after `expiresAt` (the lease's end, epoch ms; claims written before it had none and were deleted
+ * with their delivery).
  */
 export interface OutboxClaimDoc {
   _id: string;
   relayId: string;
   at: string;
+  expiresAt?: number;
 }
 
 export function collections(db: Db): Collections {
@@ -592,6 +603,7 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     // These also create the send path's collections up front: creating one on FerretDB during the
     // first send of a drain stalls it by tens of milliseconds, enough to miss a pacing slot.
     c.sendSlots.createIndex({ expiresAt: 1 }, { name: 'expiresAt' }),
+    c.outboxClaims.createIndex({ expiresAt: 1 }, { name: 'expiresAt' }),
     c.sendPauses.createIndex({ key: 1 }, { name: 'key' }),
     c.sendAttempts.createIndex({ state: 1 }, { name: 'state' }),
     c.sendConfirmations.createIndex({ at: 1 }, { name: 'at' }),

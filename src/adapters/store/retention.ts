@@ -20,10 +20,14 @@ import { deleteByIds, type Collections } from './db';
  * `send_attempts`, `send_confirmations` and `send_claims`).
  *
  * Spent pacing state is purged in the same round on every store, whatever the windows: slots past
- * their end that their worker never deleted (it died) and pauses that ended (a pause is deleted by
- * the next reader of its key, so one of a recipient never messaged again stayed for good). Both are
- * read by range on every reservation, which FerretDB answers by scanning the collection: this keeps them
- * at what the last `SPENT_AFTER_MS` + one interval produced. One filtered `deleteMany` each: one
+ * their end (the pacer leaves them: nobody claims a slot that has started, and a delete per slot
+ * was two write statements per send) and pauses that ended (a pause is deleted by the next reader
+ * of its key, so one of a recipient never messaged again stayed for good). Pauses are read by range
+ * on every reservation, which FerretDB answers by scanning the collection; slots are never read (a
+ * claim is an insert, checked by the unique index). The purge keeps both at what the last
+ * `SPENT_AFTER_MS` + one interval produced (slots: two per send, so at the default 5 minutes and a
+ * number sending 20 msg/s, about 14,400). The outbox relay's spent lease claims go the same way
+ * (one per lifecycle or forwarded delivery, never read). One filtered `deleteMany` each: one
  * statement (one commit on FerretDB), where a delete by `_id` costs one per document. The windowed
  * collections keep the delete by `_id`: their expired documents are the oldest, first in a scan
  * that stops at the batch, while a filtered delete scans the whole collection twice on FerretDB
@@ -31,7 +35,10 @@ import { deleteByIds, type Collections } from './db';
  * `_id` range).
  */
 
-/** How long after its end a slot or a pause is spent (slots: beyond any worker's clock skew; pauses: `pausedUntil`'s keep). */
+/**
+ * How long after its end a slot, a pause or an outbox lease claim is spent (slots and claims:
+ * beyond any process's clock skew; pauses: `pausedUntil`'s keep).
+ */
 export const SPENT_AFTER_MS = 60_000;
 
 /** One retained collection and its window. */
@@ -61,10 +68,15 @@ function targets(c: Collections, r: RetentionSettings): Target[] {
   return all.flatMap(([name, collection, ms]) => (ms ? [{ name, collection, ms }] : []));
 }
 
-/** Spent pacing state: the collection and the field (epoch ms) that says when each document ended. */
+/**
+ * Spent state: the collection and the field (epoch ms) that says when each document ended. Also the
+ * outbox relay's lease claims: nobody claims a lease that has ended, and deleting each claim with
+ * its delivery was a write statement per lifecycle webhook.
+ */
 const SPENT: { name: string; field: string; of: (c: Collections) => Collection<Document> }[] = [
   { name: 'send_slots', field: 'expiresAt', of: (c) => c.sendSlots as unknown as Collection<Document> },
   { name: 'send_pauses', field: 'until', of: (c) => c.sendPauses as unknown as Collection<Document> },
+  { name: 'outbox_claims', field: 'expiresAt', of: (c) => c.outboxClaims as unknown as Collection<Document> },
 ];
 
 const TTL_INDEX = 'storedAt_ttl';
