@@ -5,7 +5,6 @@ import { createGraphClient, type GraphClient } from './adapters/graph/client';
 import type { LaunchDeps } from './launch-deps';
 import { connectMongo, type Collections } from './adapters/store/db';
 import { migrateNumberMembership } from './lifecycle/phone-numbers.store';
-import { migrateQueueLayout } from './sending/queue.store';
 import { redactUri } from './util/redact';
 import { temporalClientInterceptors } from './telemetry';
 
@@ -50,7 +49,6 @@ export async function connectRuntime(config: Config): Promise<Runtime> {
     throw new Error(`cannot reach MongoDB at ${redactUri(config.mongo.uri)}: ${redactUri(String(err))}`);
   });
   // A queue written before claims and marks is rewritten once (src/sending/queue.store.ts).
-  await migrateQueueLayout(c);
   // Numbers registered before a WABA's numbers were kept by slot get theirs (phone-numbers.ts).
   await migrateNumberMembership(c);
   const connection = await Connection.connect({ address: config.temporal.address }).catch(async (err: unknown) => {

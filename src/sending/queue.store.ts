@@ -337,69 +337,6 @@ export async function countQueued(c: Collections, wabaId: string): Promise<numbe
   return counts.reduce((a, b) => a + b, 0);
 }
 
-/**
- * Rewrites a queue of an earlier layout into this one, once per database. Layout 1 (entries only,
- * the front lane by acceptance time): each numbered entry gets its claim and its lane's tail; each
- * old front entry moves to the front lane (scans the queue once: it holds only what waits).
- * Layout 2 (a marks document per WABA, lane and mark, `<wabaId>/<lane>/<head|tail>`): each mark
- * is raised in its WABA's document; the old documents stay for processes of the earlier version
- * still running (their marks then lag behind, which readers of either version allow). Idempotent,
- * and safe to run from several processes at once. Returns how many entries and marks it moved.
- */
-export async function migrateQueueLayout(c: Collections): Promise<number> {
-  const layout = (await c.queueMarks.findOne({ _id: LAYOUT_MARK }))?.n ?? 0;
-  if (layout >= 3) return 0;
-  let moved = 0;
-  if (layout < 2) {
-    for (const e of await c.queue.find(LIVE).toArray()) {
-      if (e._id === queueEntryId(e.wabaId, e.seq) && e.seq > 0) {
-        const claimed = await insertOnce(c.queueClaims, {
-          _id: e._id,
-          wabaId: e.wabaId,
-          messageId: e.messageId,
-          ...(e.round ? { round: e.round } : {}),
-          storedAt: new Date(),
-        });
-        await raiseMark(c, e.wabaId, 'main', 'tail', e.seq);
-        if (claimed) moved++;
-      } else if (e.seq < 0 && !e._id.includes('~F')) {
-        // `<waba>:000000000000~<acceptedAt>~<message id>`: delete, then queue at the front (a crash
-        // in between leaves the message `queued` without an entry: its send is queued again by the
-        // next admission, see src/sending/admission.ts).
-        const { _id, seq, ...rest } = e;
-        void seq;
-        await c.queue.deleteOne({ _id });
-        await enqueueFront(c, { ...rest, acceptedAt: e.acceptedAt ?? e.enqueuedAt });
-        moved++;
-      }
-    }
-  }
-  for (const m of await c.queueMarks.find({ _id: { $regex: LAYOUT_2_MARK.source } }).toArray()) {
-    const [, wabaId, lane, mark] = LAYOUT_2_MARK.exec(m._id)!;
-    await raiseMark(c, wabaId!, lane as QueueLane, mark as 'head' | 'tail', m.n ?? 0);
-    moved++;
-  }
-  await setLayout(c, 3);
-  return moved;
-}
-
-/** The document that says which layout the queue is in (`n`; see `migrateQueueLayout`). */
-const LAYOUT_MARK = '~layout';
-
-/** A layout-2 mark's `_id`: `<wabaId>/<lane>/<head|tail>`. */
-const LAYOUT_2_MARK = /^(.*)\/(main|front)\/(head|tail)$/;
-
-async function setLayout(c: Collections, n: number): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await c.queueMarks.updateOne({ _id: LAYOUT_MARK }, { $max: { n } }, { upsert: true });
-      return;
-    } catch (err) {
-      if (!isDuplicateKey(err) || attempt > 0) throw err; // two first upserts raced: update the winner's
-    }
-  }
-}
-
 /** How a queued (or direct) message ended. */
 export interface Settlement {
   messageId: string;

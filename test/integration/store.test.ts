@@ -17,7 +17,6 @@ import {
   enqueueFront,
   frontEntryId,
   isQueued,
-  migrateQueueLayout,
   nextEntries,
   queueEntryId,
   recordSettlements,
@@ -222,67 +221,6 @@ describe('queue store on the real MongoDB-wire server', () => {
     await settle(rest.entries);
     expect(await isQueued(c, `${wabaId}-m1`, main.id)).toBe(false);
     expect(await countQueued(c, wabaId)).toBe(2);
-  });
-
-  it('rewrites a queue of the earlier layout (entries only) so nothing waiting is lost', async () => {
-    const name = `store_old_${randomBytes(4).toString('hex')}`;
-    const old = await connectMongo(process.env.MONGODB_URI!, name);
-    try {
-      const wabaId = 'w' + randomBytes(4).toString('hex');
-      const doc = (i: number) => ({ _id: queueEntryId(wabaId, i), seq: i, ...entry(wabaId, i) });
-      await old.c.queue.insertMany([doc(3), doc(4)]);
-      await old.c.queue.insertOne({
-        _id: `${queueEntryId(wabaId, 0)}~2026-01-01T00:00:00.000Z~${wabaId}-m1`,
-        seq: -1767225600000,
-        ...entry(wabaId, 1),
-        round: 2,
-      });
-      expect(await migrateQueueLayout(old.c)).toBe(3);
-      expect(await migrateQueueLayout(old.c)).toBe(0); // once
-      const { entries } = await nextEntries(old.c, wabaId, undefined, 10);
-      expect(entries.map((e) => e.messageId)).toEqual([1, 3, 4].map((i) => `${wabaId}-m${i}`));
-      expect((await enqueue(old.c, entry(wabaId, 5))).seq).toBe(5);
-    } finally {
-      await old.client
-        .db(name)
-        .dropDatabase()
-        .catch(() => undefined);
-      await old.client.close();
-    }
-  });
-  it('moves the marks of layout 2 (a document per WABA, lane and mark) into the WABA document once', async () => {
-    const name = `store_marks_${randomBytes(4).toString('hex')}`;
-    const old = await connectMongo(process.env.MONGODB_URI!, name);
-    try {
-      const wabaId = 'w' + randomBytes(4).toString('hex');
-      const doc = (i: number) => ({ _id: queueEntryId(wabaId, i), seq: i, ...entry(wabaId, i) });
-      const claim = (i: number) => ({
-        _id: queueEntryId(wabaId, i),
-        wabaId,
-        messageId: `${wabaId}-m${i}`,
-        storedAt: new Date(),
-      });
-      // Positions 1..3 taken, 1 and 2 left (head 2), 3 waits; a stray entry under the head is never read.
-      await old.c.queueClaims.insertMany([claim(1), claim(2), claim(3)]);
-      await old.c.queue.insertMany([{ ...doc(1), messageId: 'ghost' }, doc(3)]);
-      await old.c.queueMarks.insertMany([
-        { _id: '~layout', n: 2 },
-        { _id: `${wabaId}/main/head`, n: 2 },
-        { _id: `${wabaId}/main/tail`, n: 3 },
-      ]);
-      expect(await migrateQueueLayout(old.c)).toBe(2);
-      expect(await migrateQueueLayout(old.c)).toBe(0); // once
-      expect(await old.c.queueMarks.findOne({ _id: wabaId })).toMatchObject({ mainHead: 2, mainTail: 3 });
-      expect((await nextEntries(old.c, wabaId, undefined, 10)).entries.map((e) => e.seq)).toEqual([3]);
-      expect(await countQueued(old.c, wabaId)).toBe(1);
-      expect((await enqueue(old.c, entry(wabaId, 4))).seq).toBe(4);
-    } finally {
-      await old.client
-        .db(name)
-        .dropDatabase()
-        .catch(() => undefined);
-      await old.client.close();
-    }
   });
 
   it('groups concurrent inserts into one collection into few commands, and fails only the caller whose document failed', async () => {

@@ -161,8 +161,7 @@ export interface QueueClaimDoc {
  * `queue_marks`: one document per WABA (`_id` = the WABA id) with each lane's tail (`mainTail`,
  * `frontTail`: the highest position known taken, raised with `$max` by whoever queues, a hint that
  * may lag) and head (`mainHead`, `frontHead`: every position up to it has left for good, raised by
- * the drain). Also `~layout` (`n`: the queue's layout, see `migrateQueueLayout`) and, from layout
- * 2, one document per WABA, lane and mark (`<wabaId>/<lane>/<head|tail>`, `n`), no longer read.
+ * the drain).
  */
 export interface QueueMarkDoc {
   _id: string;
@@ -170,7 +169,6 @@ export interface QueueMarkDoc {
   mainTail?: number;
   frontHead?: number;
   frontTail?: number;
-  n?: number;
 }
 
 /**
