@@ -4,7 +4,6 @@ import { graphTokenOf, type Config } from './config';
 import { createGraphClient, type GraphClient } from './adapters/graph/client';
 import type { LaunchDeps } from './launch-deps';
 import { connectMongo, type Collections } from './adapters/store/db';
-import { migrateNumberMembership } from './lifecycle/phone-numbers.store';
 import { redactUri } from './util/redact';
 import { temporalClientInterceptors } from './telemetry';
 
@@ -48,9 +47,6 @@ export async function connectRuntime(config: Config): Promise<Runtime> {
     // The driver's message may quote the URI too: both are redacted.
     throw new Error(`cannot reach MongoDB at ${redactUri(config.mongo.uri)}: ${redactUri(String(err))}`);
   });
-  // A queue written before claims and marks is rewritten once (src/sending/queue.store.ts).
-  // Numbers registered before a WABA's numbers were kept by slot get theirs (phone-numbers.ts).
-  await migrateNumberMembership(c);
   const connection = await Connection.connect({ address: config.temporal.address }).catch(async (err: unknown) => {
     await mongo.close();
     throw new Error(`cannot reach Temporal at ${config.temporal.address}: ${String(err)}`);

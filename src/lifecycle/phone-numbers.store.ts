@@ -110,21 +110,3 @@ export async function listPhoneNumbers(
   if (wabaId !== undefined) return (await numbersOfWaba(c, wabaId)).slice(0, limit);
   return c.phoneNumbers.find({}).sort({ _id: 1 }).limit(limit).toArray();
 }
-
-/**
- * Gives every registered number written before `waba_numbers` existed its membership slot, once
- * per database (a layout mark says it is done). Idempotent and safe from several processes at once.
- * Scans the registry once.
- */
-export async function migrateNumberMembership(c: Collections): Promise<number> {
-  if (await c.wabaNumbers.findOne({ _id: MEMBERSHIP_MARK })) return 0;
-  let added = 0;
-  for (const n of await c.phoneNumbers.find({}, { projection: { _id: 1, wabaId: 1 } }).toArray()) {
-    if (await addMember(c, n.wabaId, n._id)) added++;
-  }
-  await insertOnce(c.wabaNumbers, { _id: MEMBERSHIP_MARK, wabaId: '', phoneNumberId: '' });
-  return added;
-}
-
-/** The mark that says every registered number has its membership slot (`migrateNumberMembership`). */
-const MEMBERSHIP_MARK = '~layout';

@@ -4,7 +4,6 @@ import { MongoClient as Client } from 'mongodb';
 import { collections, connectMongo, groupInsert, type Collections } from '../../src/adapters/store/db';
 import {
   listPhoneNumbers,
-  migrateNumberMembership,
   numbersOfWaba,
   registerPhoneNumber,
   wabaHasNumbers,
@@ -290,20 +289,6 @@ describe('phone-number membership on the real MongoDB-wire server', () => {
     } finally {
       await other.client.close();
     }
-  });
-
-  it('gives numbers registered before the membership their slots, once', async () => {
-    const waba = 'w' + randomBytes(4).toString('hex');
-    // As an earlier version left them: registry documents only, and no layout mark.
-    await c.phoneNumbers.insertMany(
-      ['b', 'a'].map((x) => ({ _id: `${waba}-${x}`, ...fields(waba), createdAt: now, updatedAt: now })),
-    );
-    await c.wabaNumbers.deleteOne({ _id: '~layout' });
-    expect(await numbersOfWaba(c, waba)).toEqual([]);
-    expect(await migrateNumberMembership(c)).toBeGreaterThanOrEqual(2);
-    expect((await numbersOfWaba(c, waba)).map((d) => d._id)).toEqual([`${waba}-a`, `${waba}-b`]);
-    expect(await migrateNumberMembership(c)).toBe(0);
-    expect(await c.wabaNumbers.countDocuments({ wabaId: waba })).toBe(2);
   });
 });
 
