@@ -1,4 +1,5 @@
 import { statusFor, statusPayload } from '../../tools/meta-sim/payloads';
+import { spawnMetaSimulator } from '../../tools/meta-sim/process';
 import { startMetaSimulator, type MetaSimulator, type ReceiverStats } from '../../tools/meta-sim/server';
 
 const TOKEN = 'sim-token';
@@ -250,4 +251,35 @@ describe('Meta simulator: biz_opaque_callback_data', () => {
     expect(await send('+1', { order: 1 })).toEqual({ status: 400, code: 100 });
     expect(sim.log.rejected).toHaveLength(2);
   });
+});
+
+describe('Meta simulator in a process of its own (spawnMetaSimulator)', () => {
+  it('serves sends and is steered and read over its control routes', async () => {
+    const remote = await spawnMetaSimulator();
+    try {
+      await remote.setNumber(PHONE, { throughputPerSec: 2, pairBurst: 0 });
+      const statuses: number[] = [];
+      for (const to of ['+1', '+2', '+3']) {
+        const res = await fetch(`${remote.url}/v25.0/${PHONE}/messages`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ messaging_product: 'whatsapp', to, type: 'text', text: { body: 'hi' } }),
+        });
+        statuses.push(res.status);
+      }
+      expect(statuses).toEqual([200, 200, 400]);
+      expect(await remote.receiverStats(PHONE)).toMatchObject({
+        accepted: 2,
+        attempts: 3,
+        maxAttemptsPerWindow: 3,
+        throttled: 1,
+      });
+      const log = await remote.log(PHONE);
+      expect(log.accepted.map((m) => m.to)).toEqual(['+1', '+2']);
+      expect(log.rejected.map((r) => r.code)).toEqual([130429]);
+    } finally {
+      await remote.stop();
+    }
+    expect(() => process.kill(remote.pid, 0)).toThrow();
+  }, 30_000);
 });
