@@ -94,7 +94,7 @@ interface RoundResult {
   messagesCollectionAtStart: number;
   /** Cores used per process during the round (this process, the dev server, FerretDB). */
   cores: Record<string, number>;
-  /** At the simulator: most accepted sends in any sliding 1,000 ms, and 130429 answers. */
+  /** At the simulator: most sends that arrived (accepted or refused) in any sliding 1,000 ms, and 130429 answers. */
   maxIn1s: number;
   throttled: number;
 }
@@ -225,7 +225,7 @@ async function main(): Promise<void> {
         const cores = coresUsed(cpu0, cpuSeconds(pids), b.wallSeconds);
         const atSim = sim.receiverStats(phone);
         const r: RoundResult = {
-          maxIn1s: atSim.maxPerWindow,
+          maxIn1s: atSim.maxAttemptsPerWindow,
           throttled: atSim.throttled,
           kind,
           round,

@@ -107,7 +107,10 @@ export interface Reservation {
   mps: number;
   to?: string;
   at: number;
-  /** Resolves once the number's previous reservation in this process has left (or was dropped). */
+  /**
+   * Resolves once every reservation of the number this process holds with an earlier start has
+   * left (or was dropped).
+   */
   turn: Promise<void>;
   /** Marks this reservation as left or dropped (idempotent). */
   done: () => void;
@@ -127,6 +130,17 @@ export interface ReserveRequest {
 
 export type ReserveResult = { kind: 'reserved'; reservation: Reservation } | { kind: 'later'; retryAfterMs: number };
 
+/** A reservation this process holds, as the pacer tracks it until it leaves or is dropped. */
+interface Held {
+  /** Its first start: this process's sends of a number leave in this order. */
+  readonly order: number;
+  /** The start it holds now: a late send before it may have taken its slot and left it its own, past one. */
+  at: number;
+  departed: Promise<void>;
+  /** Left or dropped: its slot is nobody's to take any more. */
+  gone: boolean;
+}
+
 /**
  * The shared limiter of one worker process. Its memory holds only hints (the last slot it tried
  * per number and recipient, recent pause reads) that the unique-key inserts verify.
@@ -135,12 +149,18 @@ export class SharedPacer {
   private readonly capHint = new Map<string, number>();
   private readonly pairHint = new Map<string, number>();
   private readonly pauseReads = new Map<string, { readAt: number; until: number }>();
-  /** Per number, the last reservation's departure: this process's sends leave in reservation order. */
-  private readonly lastDeparture = new Map<string, Promise<void>>();
-  /** Departures that missed their slot (this process was late) and took another: for tests and metrics. */
+  /** Per number, this process's reservations not yet left (nor dropped). */
+  private readonly pending = new Map<string, Set<Held>>();
+  private readonly heldOf = new WeakMap<Reservation, Held>();
+  /**
+   * Departures that missed their slot (this process was late) and took another, the slot of a send
+   * held behind them or a new one: for tests and metrics.
+   */
   lateDepartures = 0;
-  /** Recent cap-slot claim latency, ms (moving average). */
-  private claimMs = 0;
+  /** New cap slots claimed for them: each one a slot of the number this process left unused. */
+  lateClaims = 0;
+  /** Recent cap-slot claim latency, ms (moving average; undefined before the first claim). */
+  private claimMs: number | undefined;
 
   constructor(
     private readonly c: Collections,
@@ -166,49 +186,99 @@ export class SharedPacer {
     }
     const capAt = await this.claimCap(req.phoneNumberId, req.mps, earliest, req.maxWaitMs);
     if (capAt.kind === 'later') return capAt;
-    const turn = this.lastDeparture.get(req.phoneNumberId) ?? Promise.resolve();
-    let done!: () => void;
-    const departed = new Promise<void>((resolve) => (done = resolve));
-    this.lastDeparture.set(req.phoneNumberId, departed);
+    // The turn: the reservations this process holds with an earlier start, not the ones answered
+    // before this one. Concurrent claims (direct sends, two drains' retries) are answered out of
+    // order; a send behind one with a later start would find its own slot past and take a new one,
+    // and every send behind it the same.
+    let pending = this.pending.get(req.phoneNumberId);
+    if (!pending) this.pending.set(req.phoneNumberId, (pending = new Set()));
+    const ahead = [...pending].filter((h) => h.order < capAt.at).map((h) => h.departed);
+    const turn = ahead.length > 0 ? Promise.all(ahead).then(() => undefined) : Promise.resolve();
+    let resolve!: () => void;
+    const held: Held = {
+      order: capAt.at,
+      at: capAt.at,
+      departed: new Promise<void>((r) => (resolve = r)),
+      gone: false,
+    };
+    const done = (): void => {
+      held.gone = true;
+      resolve();
+    };
+    pending.add(held);
     const timer = setTimeout(done, capAt.at - now + DROPPED_AFTER_MS);
     timer.unref();
-    void departed.then(() => {
+    const set = pending;
+    void held.departed.then(() => {
       clearTimeout(timer);
-      if (this.lastDeparture.get(req.phoneNumberId) === departed) this.lastDeparture.delete(req.phoneNumberId);
+      set.delete(held);
+      if (set.size === 0 && this.pending.get(req.phoneNumberId) === set) this.pending.delete(req.phoneNumberId);
     });
-    return {
-      kind: 'reserved',
-      reservation: { phoneNumberId: req.phoneNumberId, mps: req.mps, to: req.to, at: capAt.at, turn, done },
+    const reservation: Reservation = {
+      phoneNumberId: req.phoneNumberId,
+      mps: req.mps,
+      to: req.to,
+      at: capAt.at,
+      turn,
+      done,
     };
+    this.heldOf.set(reservation, held);
+    return { kind: 'reserved', reservation };
   }
 
   /**
    * Waits for the reservation's start, then makes sure the send may still leave (not later than
-   * `LATE_TOLERANCE_MS` after its slot, no pause recorded since); otherwise claims a new cap slot
-   * and waits again. Resolves false without sending on abort.
+   * `LATE_TOLERANCE_MS` after its slot, no pause recorded since); otherwise takes the slot of the
+   * next send of the number this process holds (which takes the next one's when its turn comes,
+   * and the last one a new slot), or claims a new cap slot, and waits again. Resolves false
+   * without sending on abort.
    */
   async depart(r: Reservation, signal?: AbortSignal): Promise<boolean> {
+    const held = this.heldOf.get(r) ?? { order: r.at, at: r.at, departed: Promise.resolve(), gone: false };
     try {
-      // This process's sends of a number leave in reservation order, so a late one that takes a
-      // new slot holds back those reserved after it instead of being overtaken by them.
+      // This process's sends of a number leave in the order of their starts, so a late one holds
+      // back those reserved after it instead of being overtaken by them.
       await r.turn;
-      let at = r.at;
       for (;;) {
-        await this.clock.sleep(at - this.clock.now(), signal);
+        await this.clock.sleep(held.at - this.clock.now(), signal);
         if (signal?.aborted) return false;
-        const now = this.clock.now();
+        // Judged once the pause is read: the read may go to the database (and take longer than the
+        // tolerance on a loaded one), and the send leaves as soon as this returns. `held.at` is
+        // read again: a late send before this one may have taken its slot meanwhile.
         const paused = await this.pausedUntil(r.phoneNumberId);
+        const now = this.clock.now();
+        const at = held.at;
         if (now - at <= LATE_TOLERANCE_MS && paused <= at) return true;
-        // Late (this process was busy past its slot) or paused: the slot that will be under way when
-        // the claim is answered, left in without a timer, else the next one. Sleeping to the next
-        // slot again would, on a saturated event loop or a slow database, miss it again and again.
+        // Late (this process was busy past its slot) or paused. The slots this process holds for
+        // the number's next sends are the earliest it can have: the next one is taken (a swap, no
+        // claim), and that send, late in turn, takes the one after when its turn comes; so a late
+        // send costs one slot, not one for every send held behind it. None ahead: the slot that
+        // will be under way when a claim is answered, left in without a timer, else the next one.
+        // Sleeping to the next slot again would, on a saturated event loop or a slow database,
+        // miss it again and again.
         this.lateDepartures++;
-        const next = await this.claimCap(r.phoneNumberId, r.mps, Math.max(now, paused), undefined, true);
-        if (next.kind === 'reserved') at = next.at;
+        const next = this.nextHeld(r.phoneNumberId, held, Math.max(now - LATE_TOLERANCE_MS / 2, paused));
+        if (next) {
+          [held.at, next.at] = [next.at, at];
+          continue;
+        }
+        this.lateClaims++;
+        const claimed = await this.claimCap(r.phoneNumberId, r.mps, Math.max(now, paused), undefined, true);
+        if (claimed.kind === 'reserved') held.at = claimed.at;
       }
     } finally {
       r.done();
     }
+  }
+
+  /** The earliest slot, at `notBefore` or later, of the sends of the number this process holds after `held`. */
+  private nextHeld(phoneNumberId: string, held: Held, notBefore: number): Held | undefined {
+    let best: Held | undefined;
+    for (const h of this.pending.get(phoneNumberId) ?? []) {
+      if (h === held || h.gone || h.order <= held.order || h.at < notBefore) continue;
+      if (!best || h.at < best.at) best = h;
+    }
+    return best;
   }
 
   /**
@@ -269,7 +339,7 @@ export class SharedPacer {
     const hintKey = `${phoneNumberId}@${mps}`;
     for (;;) {
       const now = this.clock.now();
-      const t = Math.max(now + (current ? this.claimMs : 0), notBefore);
+      const t = Math.max(now + (current ? (this.claimMs ?? 0) : 0), notBefore);
       const under = Math.floor(t / width);
       const first = current && t - under * width <= LATE_TOLERANCE_MS / 2 ? under : Math.ceil(t / width);
       const k = Math.max(first, (this.capHint.get(hintKey) ?? -1) + 1);
@@ -279,8 +349,11 @@ export class SharedPacer {
       const id = `${phoneNumberId}:${k}`;
       const expiresAt = (k + 1) * width;
       const claimed = await claimSlot(this.c, id, expiresAt);
-      // How long a claim takes here now (database and event loop): a moving average.
-      this.claimMs += (Math.max(0, this.clock.now() - now) - this.claimMs) / 8;
+      // How long a claim takes here now (database and event loop): a moving average, from the first
+      // claim's time (from 0, it took a dozen claims to reach a slow database's 120 ms, and each
+      // late send meanwhile aimed at a slot that had passed by the answer).
+      const took = Math.max(0, this.clock.now() - now);
+      this.claimMs = this.claimMs === undefined ? took : this.claimMs + (took - this.claimMs) / 8;
       if (claimed) return { kind: 'reserved', at };
     }
   }

@@ -2,15 +2,21 @@ import { randomBytes } from 'node:crypto';
 import type { Db, MongoClient } from 'mongodb';
 import { connectMongo, readServerTime, type Collections } from '../../src/adapters/store/db';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { LATE_TOLERANCE_MS, SharedPacer, maxSendsPerWindow, realClock, type Clock } from '../../src/sending/pacing';
+import { SharedPacer, capSlotMs, realClock, type Clock, type Reservation } from '../../src/sending/pacing';
 import { SharedClock } from '../../src/sending/shared-clock';
-import { startMetaSimulator } from '../../tools/meta-sim/server';
+import { spawnMetaSimulator, type MetaSimulatorProcess } from '../../tools/meta-sim/process';
 
 /** The shared limiter against the real MongoDB-wire server: two "workers" are two clients and two pacers. */
 describe('shared pacing across processes', () => {
   const dbName = `pacing_${randomBytes(4).toString('hex')}`;
   let conns: { client: MongoClient; db: Db; c: Collections }[] = [];
+  /**
+   * The receiver, in a process of its own: in this one, its arrival stamps would also wait on this
+   * process's event loop (the pacers, their claims, the sends), which Meta's do not.
+   */
+  let sim: MetaSimulatorProcess;
   beforeAll(async () => {
+    sim = await spawnMetaSimulator();
     conns = [
       await connectMongo(process.env.MONGODB_URI!, dbName),
       await connectMongo(process.env.MONGODB_URI!, dbName),
@@ -22,96 +28,106 @@ describe('shared pacing across processes', () => {
       .dropDatabase()
       .catch(() => undefined);
     for (const conn of conns) await conn.client.close();
-  });
-
-  const maxInWindow = (times: number[], windowMs: number): number => {
-    const sorted = [...times].sort((a, b) => a - b);
-    let best = 0;
-    for (let i = 0, j = 0; i < sorted.length; i++) {
-      while (sorted[i]! - sorted[j]! >= windowMs) j++;
-      best = Math.max(best, i - j + 1);
-    }
-    return best;
-  };
-
-  it('two workers sending one number at once never put more than the cap into any second', async () => {
-    const phone = 'p' + randomBytes(4).toString('hex');
-    const pacers = conns.map((conn) => new SharedPacer(conn.c, { burst: 45, intervalMs: 0 }));
-    const departures: number[] = [];
-    // This process's own event-loop lag: a departure is stamped here that much after the pacer let it go.
-    const lag = monitorEventLoopDelay({ resolution: 10 });
-    lag.enable();
-    await Promise.all(
-      pacers.flatMap((pacer, w) =>
-        Array.from({ length: 30 }, async (_, i) => {
-          const got = await pacer.take({ phoneNumberId: phone, mps: 10, to: `${w}-${i}` });
-          expect(got.kind).toBe('reserved');
-          departures.push(Date.now());
-        }),
-      ),
-    );
-    lag.disable();
-    for (const p of pacers) p.close();
-    expect(departures).toHaveLength(60);
-    // The pacer's contract: each send leaves within LATE_TOLERANCE_MS of its slot's start, so any
-    // second holds at most the cap (10) as the pacer sees it. Stamped here, a departure can also be
-    // late by this process's event-loop lag (2 cores, other test files running): the bound allows
-    // exactly that much more, and is the cap itself while the lag stays under about 80 ms. (The
-    // cap at the receiver is judged by the simulator: multi-worker, faults and power-cut tests.)
-    const lagMs = lag.max / 1e6;
-    const most = maxInWindow(departures, 1000);
-    console.log(
-      `pacing, two pacers at 10 msg/s: at most ${most} departures in any 1,000 ms; event-loop lag ≤ ${lagMs.toFixed(0)} ms`,
-    );
-    expect(most).toBeLessThanOrEqual(maxSendsPerWindow(10, 1000, LATE_TOLERANCE_MS + lagMs));
-    // 60 sends at 10 msg/s (slots at ≥ 87% of it): at least 6 s, never twice as fast; slower
-    // when a busy machine makes sends miss their slots (each then takes a later one).
-    const span = Math.max(...departures) - Math.min(...departures);
-    expect(span).toBeGreaterThan(5_500);
-    expect(span).toBeLessThan(15_000);
+    await sim?.stop();
   });
 
   /** This process's clock set `skewMs` off: a worker on another host whose clock is that far from the truth. */
   const skewed = (skewMs: number): Clock => ({ now: () => realClock.now() + skewMs, sleep: realClock.sleep });
 
   /**
-   * Two workers, each with its own pacer and clock (`clocks[w]`), send 30 messages each to one
-   * number at Meta's coexistence cap (20/s) through the simulator, which judges the cap on its own
-   * clock (this host's: the truth here) on a strict 1,000 ms sliding window. Returns its 130429
-   * answers and the most departures in any 1,000 ms on the true clock.
+   * How long this process could not run its timers: the sum of a 10 ms timer's gaps over 40 ms
+   * (past such a stall, a send due meanwhile has missed its slot, and the slots that passed are lost).
    */
-  async function twoWorkersAtTheCap(clocks: [Clock, Clock]) {
+  function stallMeter(): { stop(): number } {
+    let last = performance.now();
+    let stalled = 0;
+    const timer = setInterval(() => {
+      const now = performance.now();
+      if (now - last > 40) stalled += now - last - 10;
+      last = now;
+    }, 10);
+    return {
+      stop: () => {
+        clearInterval(timer);
+        return stalled;
+      },
+    };
+  }
+
+  /** One Cloud API text send to the simulator. */
+  const post = (url: string, phone: string, to: string, text: string) =>
+    fetch(`${url}/v25.0/${phone}/messages`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer t', 'content-type': 'application/json' },
+      body: JSON.stringify({ messaging_product: 'whatsapp', to, type: 'text', text: { body: text } }),
+    });
+
+  /**
+   * Two workers, each with its own pacer and clock (`clocks[w]`), send 30 messages each to one
+   * number capped at `mps` through the simulator, which judges the cap where Meta does: on its own
+   * clock (this host's: the truth here), over every send that arrived, on a strict 1,000 ms sliding
+   * window. Returns what it received and what the pacers lost to late departures.
+   */
+  async function twoWorkersAtTheCap(clocks: [Clock, Clock], mps: number) {
     const phone = 'p' + randomBytes(4).toString('hex');
-    const sim = await startMetaSimulator({ numbers: { [phone]: { throughputPerSec: 20 } } });
+    await sim.setNumber(phone, { throughputPerSec: mps });
     const pacers = conns.map((conn, w) => new SharedPacer(conn.c, { burst: 45, intervalMs: 0 }, clocks[w]));
-    const departures: number[] = [];
     const lag = monitorEventLoopDelay({ resolution: 10 });
     lag.enable();
+    const stalls = stallMeter();
     try {
       await Promise.all(
         pacers.flatMap((pacer, w) =>
           Array.from({ length: 30 }, async (_, i) => {
             const to = `1555${w}00${String(i).padStart(4, '0')}`;
-            const got = await pacer.take({ phoneNumberId: phone, mps: 20, to });
+            const got = await pacer.take({ phoneNumberId: phone, mps, to });
             expect(got.kind).toBe('reserved');
-            departures.push(Date.now());
-            await fetch(`${sim.url}/v25.0/${phone}/messages`, {
-              method: 'POST',
-              headers: { authorization: 'Bearer t', 'content-type': 'application/json' },
-              body: JSON.stringify({ messaging_product: 'whatsapp', to, type: 'text', text: { body: `${w}-${i}` } }),
-            });
+            await post(sim.url, phone, to, `${w}-${i}`);
           }),
         ),
       );
-      const stats = sim.receiverStats(phone);
-      expect(stats.accepted + stats.throttled).toBe(60);
-      return { throttled: stats.throttled, most: maxInWindow(departures, 1000), lagMs: lag.max / 1e6 };
+      const stats = await sim.receiverStats(phone);
+      expect(stats.attempts).toBe(60);
+      const log = await sim.log(phone);
+      const arrivals = [...log.accepted, ...log.rejected].map((m) => m.at);
+      return {
+        stats,
+        spanMs: Math.max(...arrivals) - Math.min(...arrivals),
+        lateDepartures: pacers.reduce((n, p) => n + p.lateDepartures, 0),
+        lateClaims: pacers.reduce((n, p) => n + p.lateClaims, 0),
+        lagMs: lag.max / 1e6,
+        stalledMs: stalls.stop(),
+      };
     } finally {
       lag.disable();
+      stalls.stop();
       for (const p of pacers) p.close();
-      await sim.stop();
     }
   }
+
+  it('two workers sending one number at once hold the cap at the receiver and use their slots', async () => {
+    const { stats, spanMs, lateDepartures, lateClaims, lagMs, stalledMs } = await twoWorkersAtTheCap(
+      [realClock, realClock],
+      10,
+    );
+    console.log(
+      `pacing, two pacers at 10 msg/s: ${stats.throttled} × 130429, at most ${stats.maxAttemptsPerWindow} sends in any 1,000 ms at the receiver; ` +
+        `span ${spanMs.toFixed(0)} ms; ${lateDepartures} late departures, ${lateClaims} new slots; ` +
+        `this process stalled ${stalledMs.toFixed(0)} ms in all, event-loop lag ≤ ${lagMs.toFixed(0)} ms`,
+    );
+    // The cap where Meta judges it: no refusal, and no second with more than 10 sends arriving.
+    expect(stats.throttled).toBe(0);
+    expect(stats.maxAttemptsPerWindow).toBeLessThanOrEqual(10);
+    // 60 sends in slots of 113.8 ms (87.9% of 10 msg/s): 6.7 s, so under 8 s (the bound before
+    // 42f1ee0) plus the time this process was stalled: a send that misses its slot takes the next
+    // one its process holds (the send behind it the one after, and only the last claims a new one),
+    // so what a stall costs is the slots that passed during it. Before, the two pacers' 60
+    // concurrent claims were answered out of order, a send waited behind one with a later slot,
+    // missed its own and claimed a new one after every slot already held, and every send behind it
+    // did the same: up to 15 s (42f1ee0 allowed that; 11.9 s measured, 49 new slots for 60 sends).
+    expect(spanMs).toBeGreaterThan(5_500);
+    expect(spanMs).toBeLessThan(8_000 + stalledMs);
+  });
 
   it('two workers whose clocks are 800 ms apart hold the cap at the receiver: slots are numbered on the database clock', async () => {
     const clocks = await Promise.all(
@@ -123,24 +139,92 @@ describe('shared pacing across processes', () => {
       }),
     );
     expect(Math.abs(clocks[0]!.now() - clocks[1]!.now())).toBeLessThan(2 * 4 + 1);
-    const { throttled, most, lagMs } = await twoWorkersAtTheCap([clocks[0]!, clocks[1]!]);
+    const { stats, lateClaims, lagMs } = await twoWorkersAtTheCap([clocks[0]!, clocks[1]!], 20);
     console.log(
-      `pacing, two workers 800 ms apart on the database clock: ${throttled} × 130429, at most ${most} departures in any 1,000 ms; event-loop lag ≤ ${lagMs.toFixed(0)} ms`,
+      `pacing, two workers 800 ms apart on the database clock: ${stats.throttled} × 130429, at most ${stats.maxAttemptsPerWindow} sends in any 1,000 ms at the receiver; ` +
+        `${lateClaims} new slots; event-loop lag ≤ ${lagMs.toFixed(0)} ms`,
     );
-    expect(throttled).toBe(0);
-    expect(most).toBeLessThanOrEqual(maxSendsPerWindow(20, 1000, LATE_TOLERANCE_MS + lagMs));
+    expect(stats.throttled).toBe(0);
+    expect(stats.maxAttemptsPerWindow).toBeLessThanOrEqual(20);
   });
 
   it('numbered on each worker own clock instead (the design before), the same two workers put more than the cap into some second', async () => {
-    const { throttled, most } = await twoWorkersAtTheCap([skewed(-400), skewed(400)]);
-    console.log(
-      `pacing, two workers 800 ms apart on their own clocks: ${throttled} × 130429, at most ${most} in 1,000 ms`,
+    const phone = 'p' + randomBytes(4).toString('hex');
+    await sim.setNumber(phone, { throughputPerSec: 20 });
+    const pacers = [skewed(-400), skewed(400)].map(
+      (clock, w) => new SharedPacer(conns[w]!.c, { burst: 45, intervalMs: 0 }, clock),
     );
-    // Over the cap where Meta judges it: the simulator refuses some (130429), or some second on the
-    // true clock holds more than the cap. Either alone depends on timing: fresh-clone runs saw
-    // 6 × 130429 with 24 in a second, 4 with 23, and 2 with exactly 20 (arrival jitter pushed two
-    // over the receiver's strict window while the departures, counted here, stayed at the cap).
-    expect(throttled > 0 || most > 20).toBe(true);
+    // Each worker reserves its 30 starts one after the other, from 3 s on (a pause: none is past
+    // when its turn comes, however slow the claims). The second one's clock, 800 ms ahead, numbers
+    // the same slots: it finds the first one's 30 taken and holds the next 30, whose starts on its
+    // clock fall 800 ms earlier in true time, among the first one's last 14.
+    await pacers[0]!.pause(phone, 3_000);
+    const held: { w: number; i: number; reservation: Reservation }[] = [];
+    for (const [w, pacer] of pacers.entries())
+      for (let i = 0; i < 30; i++) {
+        const got = await pacer.reserve({
+          phoneNumberId: phone,
+          mps: 20,
+          to: `1555${w}00${String(i).padStart(4, '0')}`,
+        });
+        if (got.kind !== 'reserved') throw new Error('no wait limit: always reserved');
+        held.push({ w, i, reservation: got.reservation });
+      }
+    await Promise.all(
+      held.map(async ({ w, i, reservation }) => {
+        expect(await pacers[w]!.depart(reservation)).toBe(true);
+        await post(sim.url, phone, reservation.to!, `${w}-${i}`);
+      }),
+    );
+    for (const p of pacers) p.close();
+    const stats = await sim.receiverStats(phone);
+    console.log(
+      `pacing, two workers 800 ms apart on their own clocks: ${stats.throttled} × 130429, at most ${stats.maxAttemptsPerWindow} sends in any 1,000 ms at the receiver`,
+    );
+    // Over the cap where Meta judges it, both ways of reading it: the sends that arrived in some
+    // second (the refused ones too: counted over the accepted ones only, the simulator's own
+    // refusals kept that at 20) and the 130429 answers. The control case of the two above: the
+    // receiver's measures do fail when the workers do not share their slots' clock.
+    expect(stats.attempts).toBe(60);
+    expect(stats.maxAttemptsPerWindow).toBeGreaterThan(20);
+    expect(stats.throttled).toBeGreaterThan(0);
+  });
+
+  it('a late send costs its process one slot: it takes the slot of the next send the process holds, not a new one after them all', async () => {
+    const phone = 'p' + randomBytes(4).toString('hex');
+    const pacer = new SharedPacer(conns[0]!.c, { burst: 45, intervalMs: 0 });
+    const width = capSlotMs(20);
+    // Ten sends of one number reserved ahead, in sequence (as the drain reserves them), from a
+    // second on (a pause: the claims' own time, on a loaded database, does not eat into the slots).
+    await pacer.pause(phone, 1_000);
+    const held = [];
+    for (let i = 0; i < 10; i++) {
+      const got = await pacer.reserve({ phoneNumberId: phone, mps: 20, to: `r${i}` });
+      if (got.kind !== 'reserved') throw new Error('no wait limit: always reserved');
+      held.push(got.reservation);
+    }
+    const first = held[0]!.at;
+    // The first one's process is busy past its slot: 60 ms, over the tolerance (50 ms).
+    const order: number[] = [];
+    const departures = held.map(async (r, i) => {
+      if (i === 0) await new Promise((res) => setTimeout(res, Math.max(0, r.at - realClock.now()) + 60));
+      expect(await pacer.depart(r)).toBe(true);
+      order.push(i);
+      return realClock.now();
+    });
+    const times = await Promise.all(departures);
+    pacer.close();
+    const lastSlot = (Math.max(...times) - first) / width;
+    console.log(
+      `pacing, one late send of ten held: ${pacer.lateDepartures} late departures, ${pacer.lateClaims} new slots, the last left ${lastSlot.toFixed(1)} slots after the first slot`,
+    );
+    expect(order).toEqual([...Array(10).keys()]); // the late one held back those behind it
+    // Ten sends in 11 or 12 slots. Before: the late one claimed a slot after the ten held and every
+    // send behind it missed its own and claimed another after that: 19 slots measured.
+    expect(lastSlot).toBeLessThan(13);
+    // Each send took the next one's slot and the last one claimed a new slot: one (two when this
+    // process's timer woke more than 25 ms late too and the next slot had also begun too long ago).
+    expect(pacer.lateClaims).toBeLessThanOrEqual(2);
   });
 
   it('a process whose timers fire late and whose claims take longer than the tolerance still sends, each send taking a new slot a few times at most', async () => {
@@ -166,20 +250,33 @@ describe('shared pacing across processes', () => {
     };
     const pacer = new SharedPacer(slow, { burst: 45, intervalMs: 0 }, lateClock);
     const started = Date.now();
+    const late: Record<number, number> = {};
     for (const mps of [80, 20]) {
+      const before = pacer.lateDepartures;
       for (let i = 0; i < 5; i++) {
         const got = await pacer.take({ phoneNumberId: `${phone}-${mps}`, mps, to: `r${i}` });
         expect(got.kind).toBe('reserved');
       }
+      late[mps] = pacer.lateDepartures - before;
     }
     pacer.close();
     // Before: each late wake claimed the next slot and slept to it, late again, without end: the
-    // first send never left (the time bound). Now each send takes a new slot a few times: 22-23 for
-    // the 10 sends with this file alone, 42 in one full run on the loaded 2-core CI machine (its own
-    // lateness on top of the simulated 120 ms), so at most 6 each.
+    // first send never left (the time bound).
     expect(Date.now() - started).toBeLessThan(20_000);
-    console.log(`pacing, late timers and slow claims: ${pacer.lateDepartures} new slots for 10 sends`);
-    expect(pacer.lateDepartures).toBeLessThanOrEqual(60);
+    console.log(
+      `pacing, late timers and slow claims: new slots for 5 sends: ${late[80]} at 80 msg/s, ${late[20]} at 20 msg/s`,
+    );
+    // Each send misses the slot its first claim aimed at (the claim is answered 120 ms later) and
+    // then claims the slot that will be under way at the answer, left in without a timer when at
+    // most half the tolerance of it will have passed, else the next one (slept to: missed again).
+    // At 80 msg/s (14.2 ms slots) one is always under way: one new slot a send, measured 5 of 5 in
+    // three runs. 61940d3 allowed 6 a send after 42 for 10 sends under the full suite: the claim
+    // time's moving average started at 0 and took a dozen claims to reach 120 ms, so each re-claim
+    // meanwhile aimed at a slot already past when answered (12-13 for the 5 sends at 80 msg/s,
+    // measured). At 20 msg/s (56.9 ms slots) about half the re-claims wait for the next slot and
+    // miss it: 8-10 measured for 5 sends.
+    expect(late[80]).toBeLessThanOrEqual(10);
+    expect(late[20]).toBeLessThanOrEqual(25);
   });
 
   it("a number whose cap an operator changes gets its next slot within a slot's width, not years away", async () => {
@@ -201,25 +298,33 @@ describe('shared pacing across processes', () => {
   it('holds the pair limit across workers and a pause seen by one worker stops the other', async () => {
     const phone = 'p' + randomBytes(4).toString('hex');
     const pair = { burst: 5, intervalMs: 1_000 };
+    await sim.setNumber(phone, { pairBurst: pair.burst, pairRefillMs: pair.intervalMs });
     const [a, b] = conns.map((conn) => new SharedPacer(conn.c, pair));
     const starts: number[] = [];
     const t0 = Date.now();
     await Promise.all(
-      [a!, b!].flatMap((pacer) =>
-        Array.from({ length: 4 }, async () => {
+      [a!, b!].flatMap((pacer, w) =>
+        Array.from({ length: 4 }, async (_, i) => {
           await pacer.take({ phoneNumberId: phone, mps: 100, to: '15550001111' });
           starts.push(Date.now() - t0);
+          await post(sim.url, phone, '15550001111', `${w}-${i}`);
         }),
       ),
     );
     // burst 5 (kept 3 back: 2 at once), then one per second: 8 sends take at least 5 s.
     starts.sort((x, y) => x - y);
     expect(starts[starts.length - 1]!).toBeGreaterThanOrEqual(4_900);
-    // Meta's token bucket: any k consecutive sends need k ≤ burst + span / interval. The times are
-    // read here after each take() resolves, so allow 50 ms of this process's own scheduling jitter.
-    for (let i = 0; i < starts.length; i++)
-      for (let k = i + 1; k < starts.length; k++)
-        expect(k - i + 1).toBeLessThanOrEqual(pair.burst - 1 + (starts[k]! - starts[i]! + 50) / pair.intervalMs);
+    // Judged at the receiver: every send that arrived held against Meta's token bucket (burst 5,
+    // one more a second) never overdraws it, and no 131056. (The pacer keeps 3 of the burst back;
+    // 2.3-4.0 measured: claims answered across interval boundaries on a loaded database let the
+    // sends of two intervals' slots leave together.)
+    const stats = await sim.receiverStats(phone);
+    console.log(
+      `pacing, pair limit across two pacers: 131056 × ${stats.pairLimited}, burst needed ${stats.maxPairBurst} of ${pair.burst}`,
+    );
+    expect(stats.attempts).toBe(8);
+    expect(stats.pairLimited).toBe(0);
+    expect(stats.maxPairBurst).toBeLessThanOrEqual(pair.burst);
 
     await a!.pause(phone, 1_500);
     await new Promise((r) => setTimeout(r, 150)); // b trusts its last read of the pauses for 100 ms

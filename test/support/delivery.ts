@@ -30,20 +30,47 @@ export function firstArrivals(arrivals: readonly (string | undefined)[], ids: re
 }
 
 /**
- * How far a queued message may move at the receiver under `DRAIN_ORDER=recipient` (the default):
- * a send held back for its recipient's previous answer lets later ones to other recipients pass.
+ * What `DRAIN_ORDER=recipient` (the default) promises about the queue's order at the receiver
+ * beyond each recipient's own (checked apart): the drain reserves each message's start in the
+ * queue's sequence, and this worker's sends of a number leave in the order of their starts, except
+ * a message whose previous message to the same recipient has not settled within `RECIPIENT_WAIT_MS`
+ * (500 ms, activities/drain.ts): that one waits for it on its own, for as long as it takes, and the
+ * messages after it go on. How far it then moves is not bounded by the code: the previous bound (4
+ * places, after 1cab6d7 saw q8 arrive before q7 while q7 waited for q4) was what loaded runs had
+ * shown. What is bounded: a recipient's first message in the queue waits for nothing, so no message
+ * queued after it arrives before it. `queued`: ids in queue order with their recipients (retried
+ * sends left out: a retry takes a new start); `arrivals`: the client ids as they reached the
+ * receiver. Returns, for the log, how many of `queued` were overtaken and the most places one moved.
  */
-export const QUEUE_PLACES_SLACK = 4;
-
-/**
- * Under `DRAIN_ORDER=recipient`: every one of `queued` (ids in queue order) first arrived within
- * `QUEUE_PLACES_SLACK` places of its queue position (`arrivals`: what reached the receiver, in order).
- */
-export function expectNearQueueOrder(arrivals: readonly (string | undefined)[], queued: readonly string[]): void {
-  const got = firstArrivals(arrivals, queued);
-  expect(got).toHaveLength(queued.length);
-  for (const [i, id] of queued.entries())
-    expect([id, Math.abs(got.indexOf(id) - i) <= QUEUE_PLACES_SLACK]).toEqual([id, true]);
+export function expectRecipientFirstsInQueueOrder(
+  queued: readonly { id: string; to: string }[],
+  arrivals: readonly (string | undefined)[],
+): { overtaken: number; maxPlaces: number } {
+  const ids = queued.map((m) => m.id);
+  const got = firstArrivals(arrivals, ids);
+  expect(got).toHaveLength(ids.length);
+  const place = new Map(got.map((id, i) => [id, i]));
+  const seen = new Set<string>();
+  const overtakenFirsts: string[] = [];
+  let overtaken = 0;
+  let maxPlaces = 0;
+  // The earliest arrival place among the messages queued after each index.
+  const earliestAfter: number[] = [];
+  for (let i = ids.length - 1, min = Infinity; i >= 0; i--) {
+    earliestAfter[i] = min;
+    min = Math.min(min, place.get(ids[i]!)!);
+  }
+  for (const [i, m] of queued.entries()) {
+    const at = place.get(m.id)!;
+    if (earliestAfter[i]! < at) {
+      overtaken++;
+      if (!seen.has(m.to)) overtakenFirsts.push(`${m.id} (queued ${i}, arrived ${at})`);
+    }
+    maxPlaces = Math.max(maxPlaces, at - i);
+    seen.add(m.to);
+  }
+  expect(overtakenFirsts).toEqual([]);
+  return { overtaken, maxPlaces };
 }
 
 /**

@@ -1,4 +1,5 @@
 import { statusFor, statusPayload } from '../../tools/meta-sim/payloads';
+import { spawnMetaSimulator } from '../../tools/meta-sim/process';
 import { startMetaSimulator, type MetaSimulator, type ReceiverStats } from '../../tools/meta-sim/server';
 
 const TOKEN = 'sim-token';
@@ -124,13 +125,78 @@ describe('Meta simulator: receiver statistics', () => {
     await sleep(1_100);
     // A new window: 2 accepted (+5 twice), then the third to +5 is over its pair limit (131056).
     expect(await sendAll(['+5', '+5', '+5'])).toEqual([200, 200, 400]);
-    expect(sim.receiverStats(PHONE)).toMatchObject({ accepted: 5, maxPerWindow: 3, throttled: 1, pairLimited: 1 });
+    expect(sim.receiverStats(PHONE)).toMatchObject({
+      accepted: 5,
+      attempts: 7,
+      maxPerWindow: 3,
+      maxAttemptsPerWindow: 4,
+      throttled: 1,
+      pairLimited: 1,
+    });
   });
 
-  it('without a cap, a burst shows its true size in maxPerWindow', async () => {
+  it('measures the cap where Meta judges it: every send that arrived counts in its window, the refused ones too', async () => {
+    // A sender 4 over a cap of 3 within one second: the simulator accepts 3, so the accepted sends
+    // alone (maxPerWindow) say the cap held; the arrivals say 7, and four 130429 answers went back.
+    sim.setNumber(PHONE, { throughputPerSec: 3, pairBurst: 0 });
+    expect(await sendAll(['+1', '+2', '+3', '+4', '+5', '+6', '+7'])).toEqual([200, 200, 200, 400, 400, 400, 400]);
+    expect(sim.receiverStats(PHONE)).toMatchObject({
+      accepted: 3,
+      attempts: 7,
+      maxPerWindow: 3,
+      maxAttemptsPerWindow: 7,
+      throttled: 4,
+    });
+  });
+
+  it('counts a send refused for any reason (a server error, an offboarded number) in its window', async () => {
+    sim.setNumber(PHONE, { throughputPerSec: 10, pairBurst: 0 });
+    sim.failNext(PHONE, 2, 503);
+    expect(await sendAll(['+1', '+2', '+3'])).toEqual([503, 503, 200]);
+    sim.setMode(PHONE, 'offboarded');
+    expect(await sendAll(['+4'])).toEqual([400]);
+    expect(sim.receiverStats(PHONE)).toMatchObject({ accepted: 1, attempts: 4, maxAttemptsPerWindow: 4, throttled: 0 });
+  });
+
+  it('the window is strict and slides: sends 1,000 ms apart or more are in no window together', async () => {
+    sim.setNumber(PHONE, { pairBurst: 0 });
+    expect(await sendAll(['+1', '+2', '+3'])).toEqual([200, 200, 200]);
+    await sleep(1_050);
+    expect(await sendAll(['+4', '+5'])).toEqual([200, 200]);
+    expect(sim.receiverStats(PHONE)).toMatchObject({ attempts: 5, maxAttemptsPerWindow: 3 });
+  });
+
+  it('holds every arrival to a recipient against the pair bucket (maxPairBurst), the refused ones too', async () => {
+    // Pair burst 2, one more a minute: three sends to +5 need a burst of 3, whatever was answered
+    // (the third is refused 131056); one to +6 needs 1.
+    sim.setNumber(PHONE, { pairBurst: 2, pairRefillMs: 60_000 });
+    expect(await sendAll(['+5', '+5', '+6', '+5'])).toEqual([200, 200, 200, 400]);
+    expect(sim.receiverStats(PHONE).maxPairBurst).toBeCloseTo(3, 2);
+    // A refill of 100 ms: sends 300 ms apart each find the bucket drained: a burst of 1.
+    sim.clearLog();
+    sim.setNumber(PHONE, { pairBurst: 2, pairRefillMs: 100 });
+    for (let i = 0; i < 3; i++) {
+      expect((await send('+7')).status).toBe(200);
+      await sleep(300);
+    }
+    expect(sim.receiverStats(PHONE).maxPairBurst).toBe(1);
+    // No pair limit: not measured.
+    sim.clearLog();
+    sim.setNumber(PHONE, { pairBurst: 0 });
+    expect(await sendAll(['+8', '+8', '+8'])).toEqual([200, 200, 200]);
+    expect(sim.receiverStats(PHONE).maxPairBurst).toBe(0);
+  });
+
+  it('without a cap, a burst shows its true size in maxPerWindow and maxAttemptsPerWindow', async () => {
     sim.setNumber(PHONE, { pairBurst: 0 });
     await Promise.all(Array.from({ length: 12 }, (_, i) => send(`+${i}`)));
-    expect(sim.receiverStats(PHONE)).toMatchObject({ accepted: 12, maxPerWindow: 12, throttled: 0 });
+    expect(sim.receiverStats(PHONE)).toMatchObject({
+      accepted: 12,
+      attempts: 12,
+      maxPerWindow: 12,
+      maxAttemptsPerWindow: 12,
+      throttled: 0,
+    });
   });
 
   it('serves the stats over HTTP, per number and for all numbers, and clears them with the log', async () => {
@@ -142,7 +208,14 @@ describe('Meta simulator: receiver statistics', () => {
     sim.resetNumber(PHONE); // a config reset keeps what was received
     expect(sim.receiverStats(PHONE).accepted).toBe(1);
     expect((await fetch(`${sim.url}/_sim/log`, { method: 'DELETE' })).status).toBe(204);
-    expect(sim.receiverStats(PHONE)).toMatchObject({ accepted: 0, maxPerWindow: 0, duplicates: 0, byRecipient: {} });
+    expect(sim.receiverStats(PHONE)).toMatchObject({
+      accepted: 0,
+      attempts: 0,
+      maxAttemptsPerWindow: 0,
+      maxPerWindow: 0,
+      duplicates: 0,
+      byRecipient: {},
+    });
     expect(sim.receiverStats()).toEqual({});
   });
 });
@@ -178,4 +251,35 @@ describe('Meta simulator: biz_opaque_callback_data', () => {
     expect(await send('+1', { order: 1 })).toEqual({ status: 400, code: 100 });
     expect(sim.log.rejected).toHaveLength(2);
   });
+});
+
+describe('Meta simulator in a process of its own (spawnMetaSimulator)', () => {
+  it('serves sends and is steered and read over its control routes', async () => {
+    const remote = await spawnMetaSimulator();
+    try {
+      await remote.setNumber(PHONE, { throughputPerSec: 2, pairBurst: 0 });
+      const statuses: number[] = [];
+      for (const to of ['+1', '+2', '+3']) {
+        const res = await fetch(`${remote.url}/v25.0/${PHONE}/messages`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ messaging_product: 'whatsapp', to, type: 'text', text: { body: 'hi' } }),
+        });
+        statuses.push(res.status);
+      }
+      expect(statuses).toEqual([200, 200, 400]);
+      expect(await remote.receiverStats(PHONE)).toMatchObject({
+        accepted: 2,
+        attempts: 3,
+        maxAttemptsPerWindow: 3,
+        throttled: 1,
+      });
+      const log = await remote.log(PHONE);
+      expect(log.accepted.map((m) => m.to)).toEqual(['+1', '+2']);
+      expect(log.rejected.map((r) => r.code)).toEqual([130429]);
+    } finally {
+      await remote.stop();
+    }
+    expect(() => process.kill(remote.pid, 0)).toThrow();
+  }, 30_000);
 });

@@ -20,8 +20,10 @@ import {
  * (131056), offboarded / partner-removed modes, entity-level health (an app calling error that
  * makes `health_status` BLOCKED overall while the number can send), latency, server errors and
  * scripted errors. It records every accepted and rejected send, and counts per number what Meta
- * would have received (`receiverStats`: most sends in any 1,000 ms, duplicates by
- * `biz_opaque_callback_data`, order per recipient).
+ * would have received (`receiverStats`): every send that arrived, accepted or refused, on a strict
+ * 1,000 ms sliding window and per recipient against its pair limit (the cap measured where Meta
+ * judges it: a send the simulator refused still arrived), the 130429 and 131056 answers,
+ * duplicates by `biz_opaque_callback_data`, order per recipient.
  *
  * Steering works in process (`sim.setNumber(...)`) and over HTTP (`POST /_sim/numbers/:id`), so a
  * test or a person in another process can drive it. `lifecycle()` plays offboard / reconnect /
@@ -80,6 +82,8 @@ export interface NumberConfig {
    * integer cap up to 100,000 can be judged this way, any other cap falls back to the bucket).
    * `bucket`: a token bucket of `throughputPerSec` tokens refilled continuously, which lets up to
    * twice the cap through in some 1 s windows (a burst, then the refill).
+   * Either way the refusals are the judgement; what a sender put into each second is measured
+   * apart, over every send that arrived (`ReceiverStats.maxAttemptsPerWindow`).
    */
   window: ThroughputWindow;
   /** Pair limit: burst of sends allowed to one recipient; over it → 131056. 0 = no pair limit. */
@@ -349,11 +353,32 @@ export interface ReceiverStats {
   phoneNumberId: string;
   /** Sends answered 200. */
   accepted: number;
-  /** The most accepted sends in any window of `THROUGHPUT_WINDOW_MS` (1,000 ms), on arrival times. */
+  /** Sends that arrived (`POST .../messages` of the number), whatever they were answered. */
+  attempts: number;
+  /**
+   * The most sends that arrived in any window of `THROUGHPUT_WINDOW_MS` (1,000 ms, strict: a send
+   * 999.9 ms after another is in its window), accepted or refused, on arrival times: what a sender
+   * put into a second where Meta judges the cap. A sender within its cap keeps this at or under it.
+   */
+  maxAttemptsPerWindow: number;
+  /**
+   * The most ACCEPTED sends in any window of 1,000 ms. Under a sliding cap this never exceeds the
+   * cap (the simulator refuses the rest): it is no evidence that the sender kept the cap; use
+   * `maxAttemptsPerWindow` and `throttled`.
+   */
   maxPerWindow: number;
-  /** Answers with code 130429 (throughput) and 131056 (pair limit), whatever produced them. */
+  /** Answers with code 130429 (throughput): a sender within its cap gets none. */
   throttled: number;
+  /** Answers with code 131056 (pair limit). */
   pairLimited: number;
+  /**
+   * Per recipient, every send that arrived (accepted or refused) held against the number's pair
+   * limit as a token bucket refilled one send per `pairRefillMs`: the largest burst any recipient's
+   * sends needed (the bucket's fill, a GCRA level: `max over i ≤ k of (k − i + 1) − (t_k − t_i) /
+   * pairRefillMs`). A sender within the pair limit keeps this at or under `pairBurst`. 0 while the
+   * number has no pair limit (`pairBurst` 0).
+   */
+  maxPairBurst: number;
   /** Accepted sends beyond the first for the same client id (`biz_opaque_callback_data`). */
   duplicates: number;
   /** Client ids accepted more than once, in the order their first duplicate arrived. */
@@ -580,7 +605,7 @@ class BucketLimiter implements ThroughputLimiter {
 
 /** Longest cap judged on a sliding window (the ring holds one arrival time per allowed send). */
 const MAX_SLIDING_CAP = 100_000;
-/** The window the throughput cap and `maxPerWindow` are judged on. */
+/** The window the throughput cap, `maxAttemptsPerWindow` and `maxPerWindow` are judged on. */
 export const THROUGHPUT_WINDOW_MS = 1_000;
 
 /**
@@ -644,30 +669,62 @@ class NumberState {
   }
 }
 
-/** Running counts behind `ReceiverStats`; O(1) amortised per send. */
-class ReceiverTally {
-  accepted = 0;
-  maxPerWindow = 0;
-  throttled = 0;
-  pairLimited = 0;
-  duplicates = 0;
-  probes = 0;
-  readonly duplicateIds: string[] = [];
-  private readonly clientCounts = new Map<string, number>();
-  private readonly byRecipient = new Map<string, string[]>();
-  /** Arrival times of the accepted sends of the last window, oldest at `head`. */
+/** The most arrival times in any window of `THROUGHPUT_WINDOW_MS`; times must come in order. O(1) amortised. */
+class WindowMax {
+  max = 0;
+  /** Arrival times of the last window, oldest at `head`. */
   private recent: number[] = [];
   private head = 0;
 
-  onAccepted(t: number, to: string, clientId: string | undefined): void {
-    this.accepted++;
+  add(t: number): void {
     this.recent.push(t);
     while (t - (this.recent[this.head] ?? t) >= THROUGHPUT_WINDOW_MS) this.head++;
     if (this.head > 1024 && this.head * 2 > this.recent.length) {
       this.recent = this.recent.slice(this.head);
       this.head = 0;
     }
-    this.maxPerWindow = Math.max(this.maxPerWindow, this.recent.length - this.head);
+    this.max = Math.max(this.max, this.recent.length - this.head);
+  }
+}
+
+/** Recipients whose pair-bucket fill is kept at once; beyond it, those whose fill has drained to 0 are dropped. */
+const MAX_PAIR_LEVELS = 100_000;
+
+/** Running counts behind `ReceiverStats`; O(1) amortised per send. */
+class ReceiverTally {
+  accepted = 0;
+  attempts = 0;
+  throttled = 0;
+  pairLimited = 0;
+  duplicates = 0;
+  probes = 0;
+  maxPairBurst = 0;
+  readonly duplicateIds: string[] = [];
+  private readonly clientCounts = new Map<string, number>();
+  private readonly byRecipient = new Map<string, string[]>();
+  private readonly acceptedWindow = new WindowMax();
+  private readonly attemptWindow = new WindowMax();
+  /** Per recipient, the fill of a pair bucket charged with every arrival, and when it was last charged. */
+  private readonly pairLevels = new Map<string, { level: number; at: number }>();
+
+  /** Every send that arrives, before it is judged: the window and the pair bucket count it whatever its answer. */
+  onArrival(t: number, to: string | undefined, pair: { pairBurst: number; pairRefillMs: number }): void {
+    this.attempts++;
+    this.attemptWindow.add(t);
+    if (to === undefined || pair.pairBurst <= 0) return;
+    const drained = (p: { level: number; at: number }): number => Math.max(0, p.level - (t - p.at) / pair.pairRefillMs);
+    const previous = this.pairLevels.get(to);
+    const level = (previous ? drained(previous) : 0) + 1;
+    if (!previous && this.pairLevels.size >= MAX_PAIR_LEVELS) {
+      for (const [key, p] of this.pairLevels) if (drained(p) === 0) this.pairLevels.delete(key);
+    }
+    this.pairLevels.set(to, { level, at: t });
+    this.maxPairBurst = Math.max(this.maxPairBurst, level);
+  }
+
+  onAccepted(t: number, to: string, clientId: string | undefined): void {
+    this.accepted++;
+    this.acceptedWindow.add(t);
     if (clientId === undefined) return;
     const seen = this.clientCounts.get(clientId) ?? 0;
     this.clientCounts.set(clientId, seen + 1);
@@ -687,9 +744,12 @@ class ReceiverTally {
     return {
       phoneNumberId,
       accepted: this.accepted,
-      maxPerWindow: this.maxPerWindow,
+      attempts: this.attempts,
+      maxAttemptsPerWindow: this.attemptWindow.max,
+      maxPerWindow: this.acceptedWindow.max,
       throttled: this.throttled,
       pairLimited: this.pairLimited,
+      maxPairBurst: Math.round(this.maxPairBurst * 1000) / 1000,
       duplicates: this.duplicates,
       duplicateIds: [...this.duplicateIds],
       byRecipient: Object.fromEntries([...this.byRecipient].map(([to, ids]) => [to, [...ids]])),
@@ -770,8 +830,10 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
 
   /** The send path, in Meta's order of checks: auth, body, then the number's state and limits. */
   function handleSend(phoneNumberId: string, authorization: string | undefined, raw: string): Answer {
+    const t = performance.now();
     const state = numberState(phoneNumberId);
     const body = parseJson(raw);
+    tally(phoneNumberId).onArrival(t, customerOfBody(body), state.config);
     if (!tokenMatches(state, authorization)) return rejectWith(phoneNumberId, body, { code: 190 });
     const invalid = validateSendBody(body);
     if (invalid) return rejectWith(phoneNumberId, body, invalid);
@@ -794,7 +856,6 @@ export async function startMetaSimulator(options: MetaSimulatorOptions = {}): Pr
           'Message failed to send because more than 24 hours have passed since the customer last replied to this number.',
       });
     }
-    const t = performance.now();
     if (state.throughput && !state.throughput.allows(t)) return rejectWith(phoneNumberId, body, { code: 130429 });
     if (!state.takePair(message.to, t)) return rejectWith(phoneNumberId, body, { code: 131056 });
     state.throughput?.record(t);
