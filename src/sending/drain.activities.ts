@@ -209,7 +209,18 @@ export function createDrainActivities(deps: DrainDeps) {
       const recipientTail = new Map<string, Promise<void>>();
       /** Set when settlements could not be written (after `persist`'s retries): nothing more is sent. */
       let unwritable = false;
-      const halted = (): boolean => stop !== undefined || signal.aborted || unwritable;
+      /**
+       * The first send that threw (the store or the worker failed under it, not an answer of Meta's):
+       * nothing more is sent, and this attempt fails once the others are settled. Its recipient's
+       * later messages are never sent before it: they see `halted` before they start, and the
+       * retried attempt walks the queue from the head again (the ledger knows what left).
+       */
+      let broken: { err: unknown } | undefined;
+      const halted = (): boolean => stop !== undefined || signal.aborted || unwritable || broken !== undefined;
+      const sendFailed = (err: unknown): void => {
+        if (!broken) log.warn({ err: String(err) }, 'a send failed; stopping the drain, its retry resumes');
+        broken ??= { err };
+      };
 
       function flush(): Promise<void> {
         if (flushTimer) clearTimeout(flushTimer);
@@ -388,10 +399,11 @@ export function createDrainActivities(deps: DrainDeps) {
               // `LOOKAHEAD_MS` ahead of the clock (a stopped drain then wastes little of the cap).
               const slot = await reserve(entry);
               await pacer.sleepUntil(slot.at - LOOKAHEAD_MS, signal);
-              task = (halted() ? Promise.resolve() : sendOne(entry, slot)).finally(markSettled);
+              task = (halted() ? Promise.resolve() : sendOne(entry, slot)).catch(sendFailed).finally(markSettled);
             } else {
               task = previous
                 .then(async () => (halted() ? undefined : sendOne(entry, await reserve(entry))))
+                .catch(sendFailed)
                 .finally(markSettled);
             }
             recipientTail.set(entry.to, settled);
@@ -418,6 +430,7 @@ export function createDrainActivities(deps: DrainDeps) {
         log.info(progress, 'drain cancelled');
         await ctx.cancelled; // throws the cancellation, so the workflow sees it as such
       }
+      if (broken) throw broken.err; // Temporal retries the drain; it resumes from the ledger
       if (refusal) {
         await pauseForRefusedToken({ c, launch: deps.launch, graph: config.graph, logger: log }, refusal);
       }
