@@ -55,7 +55,8 @@ export interface OutboxRelayOptions {
   /** Deadline of one signal-with-start. Default 10 s (a call that timed out may still have
    *  been applied, and is then handed over again: a short deadline only adds duplicates). */
   deadlineMs?: number;
-  /** How often the relay looks in the store for deliveries no relay is handling. Default 2 s. */
+  /** How often the relay looks in the store for deliveries no relay is handling. Default 2 s;
+   *  stretched while the look is slow (see `SWEEP_DUTY`). */
   sweepIntervalMs?: number;
   /** A delivery recorded by another process is taken over once it is this old. Default 10 s. */
   sweepAfterMs?: number;
@@ -84,6 +85,17 @@ export interface OutboxRelay extends OutboxNotifier {
   /** Stops after the turns in progress (each bounded by `deadlineMs` per event). Idempotent. */
   stop(): Promise<void>;
 }
+
+/**
+ * The sweep's read of `outbox` takes at most this share of the time between two sweeps. On FerretDB
+ * the read decodes every pending delivery (about 1–1.7 s with 400 held during a burst of 2,000
+ * offboardings, measured), so a fixed 2 s period kept the store's one core busy with the sweep and
+ * slowed every hand-over; a backlog is what the relays already hold, and what the sweep finds
+ * (deliveries no relay handles) can wait a little longer while it lasts.
+ */
+const SWEEP_DUTY = 1 / 20;
+/** The longest pause between two sweeps, however slow the read (bounds a takeover's delay). */
+const MAX_SWEEP_PERIOD_MS = 60_000;
 
 /** Deliveries the audit lane audits and deletes at once. */
 const AUDITS_AT_ONCE = 8;
@@ -576,8 +588,11 @@ export function startOutboxRelay(
       const started = Date.now();
       await sweep();
       wake?.();
-      // Every `sweepIntervalMs`; within 1 s while a WABA waits for another relay's delivery.
-      while (!stopped && Date.now() - started < (resweep ? Math.min(sweepIntervalMs, 1_000) : sweepIntervalMs))
+      // Every `sweepIntervalMs` (within 1 s while a WABA waits for another relay's delivery), but
+      // no more often than keeps the read within `SWEEP_DUTY` of the time.
+      const stretched = Math.min(MAX_SWEEP_PERIOD_MS, (Date.now() - started) / SWEEP_DUTY);
+      const period = Math.max(resweep ? Math.min(sweepIntervalMs, 1_000) : sweepIntervalMs, stretched);
+      while (!stopped && Date.now() - started < period)
         await new Promise((r) => setTimeout(r, Math.min(100, sweepIntervalMs)));
       resweep = false;
     }

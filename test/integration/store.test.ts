@@ -315,6 +315,7 @@ describe('the WABA document on the real MongoDB-wire server', () => {
     await saveWaba(c, snap('draining', 1));
     await saveWaba(c, snap('connected', 2));
     await saveWaba(c, snap('draining', 1)); // re-run: stale
+    expect(await findWaba(c, wabaId)).toMatchObject({ state: 'connected', rev: 2 });
     await saveWaba(c, snap('connected', 2)); // re-run: the same revision, nothing to do
     expect(await findWaba(c, wabaId)).toMatchObject({ state: 'connected', rev: 2 });
     await saveWaba(c, snap('offboarded', 3));
