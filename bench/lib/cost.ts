@@ -12,8 +12,10 @@
  *   event type and the activity, signal, timer-less marker or patch they name.
  * - **write statements** (driver command monitoring, `commandStarted`): each document of an `insert`
  *   (`documents`), each statement of an `update` (`updates`) or `delete` (`deletes`), and each
- *   `findAndModify`, as sent: an `insertMany` of 5 is 5 (FerretDB's SQLite writer commits each in
- *   its own transaction); a statement the server then refuses (a duplicate key) still counts.
+ *   `findAndModify`, as sent: an `insertMany` of 5 is 5 statements (MongoDB writes each document to
+ *   its oplog; FerretDB v1.24.2 inserts up to 100 documents of one command in one SQLite
+ *   transaction, `msg_insert.go` and the SQLite backend's `InsertAll`, so its one writer commits
+ *   once for them); a statement the server then refuses (a duplicate key) still counts.
  * - **reads**: each `find`, `aggregate`, `count`, `distinct` and `getMore` command.
  * - **other**: every other command (ping, createIndexes, killCursors, endSessions, …), reported
  *   apart and not budgeted.
