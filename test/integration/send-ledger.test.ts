@@ -146,6 +146,52 @@ describe('the send ledger and its senders on the real store', () => {
     ]);
   });
 
+  it("a drain stops at a send that throws inside the service, and its retry sends that recipient's messages in order (the old drain dropped the send and went on with the recipient's later ones)", async () => {
+    const { wabaId, phone } = await newNumber(20);
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const messageId = `msg_ledger${uniqueDigits()}`;
+      ids.push(messageId);
+      await enqueue(c, {
+        wabaId,
+        messageId,
+        phoneNumberId: phone,
+        to: i % 2 === 0 ? '15550007001' : '15550007002', // recipients A, B, A, B, A, B
+        content: { type: 'text', text: { body: `m${i}` } },
+        enqueuedAt: new Date().toISOString(),
+        notify: false,
+      });
+    }
+    // The ledger's insert for A's first message fails once: the store, not Meta.
+    let failures = 0;
+    const flaky = new Proxy(c.sendAttempts, {
+      get(target, prop, receiver) {
+        if (prop !== 'insertOne') return Reflect.get(target, prop, receiver) as unknown;
+        return (doc: SendAttemptDoc, ...rest: unknown[]) => {
+          if (doc.messageId === ids[0] && failures++ === 0) return Promise.reject(new Error('store write failed'));
+          return (target.insertOne as (...a: unknown[]) => Promise<unknown>).call(target, doc, ...rest);
+        };
+      },
+    });
+    const first = new MockActivityEnvironment({ startToCloseTimeoutMs: 600_000, heartbeatTimeoutMs: 60_000 });
+    await expect(
+      first.run(activities({ sendAttempts: flaky }).drainQueue, { wabaId, mode: 'reconnected' as const }),
+    ).rejects.toThrow('store write failed');
+    const bodies = (to: string) =>
+      accepted(phone)
+        .filter((m) => m.to === to)
+        .map((m) => (m.body as { text?: { body?: string } }).text?.body);
+    expect(bodies('15550007001')).toEqual([]); // A's later messages did not overtake the failed one
+    const retry = new MockActivityEnvironment({
+      attempt: 2,
+      startToCloseTimeoutMs: 600_000,
+      heartbeatTimeoutMs: 60_000,
+    });
+    await retry.run(activities().drainQueue, { wabaId, mode: 'reconnected' as const });
+    expect(bodies('15550007001')).toEqual(['m0', 'm2', 'm4']);
+    expect(bodies('15550007002')).toEqual(['m1', 'm3', 'm5']); // each once: the ledger knew what had left
+  }, 60_000);
+
   it('a drain whose settlements cannot be written stops sending and fails the attempt (it went on sending the whole queue)', async () => {
     const { wabaId, phone } = await newNumber(2);
     const total = 24; // 12 s at 2/s: longer than the settlement writes' retries (about 6 s)
