@@ -34,13 +34,14 @@ import { auditOfDelivery, type OutboxNotifier } from './ingest';
  * and at most about 50,000 events (the least recently used deliveries' events are read again by
  * `_id` at their next turn). After each hand-over it inserts the event's `account_events` record
  * (`signalled`); a second lane (8 deliveries at a time) then audits the delivery's other events
- * (one `insertMany`, derived from the stored raw body) and deletes the delivery (by `_id` at once
- * when it has no forward target; otherwise it flags it `relayDone` and the last forward retires
- * it); an event whose record exists is skipped, which is how a redelivery, or a delivery another
- * relay finished, is never applied twice. A failed hand-over keeps that WABA's later events for
- * its next turn (order holds) and the relay starts no turn during a back-off (0.5 s doubling to 30
- * s). A delivery all of whose events are handed over is deleted, so `outbox` only holds pending
- * work and the sweep's scan stays small. Relays work on a delivery only while holding its current
+ * (one `insertMany`, derived from the stored raw body) and deletes the delivery by `_id`
+ * (forwarding has its own entries; a delivery an earlier version recorded with forward targets is
+ * flagged `relayDone` instead and its last forward retires it); an event whose record exists is
+ * skipped, which is how a redelivery, or a delivery another relay finished, is never applied
+ * twice. A failed hand-over keeps that WABA's later events for its next turn (order holds) and
+ * the relay starts no turn during a back-off (0.5 s doubling to 30 s). A delivery all of whose
+ * events are handed over is deleted, so `outbox` only holds pending work and the sweep's scan
+ * stays small. Relays work on a delivery only while holding its current
  * lease (`outbox_claims`, an insert of `<delivery id>:<lease n>` per 30 s, which only one relay
  * wins); a WABA whose earlier delivery another relay holds waits until that one is gone. The
  * remaining window: a crash between a signal and its audit insert, or a turn that outlasts a
@@ -95,7 +96,7 @@ interface Held {
   _id: string;
   receivedAtMs: number;
   auditCount: number;
-  /** The delivery's forward targets as recorded (none: it is deleted at once when done). */
+  /** Forward targets an earlier version recorded on it (none, as now: it is deleted at once when done). */
   forward: string[];
   /** WABAs whose events in this delivery are not all handed over (from `wabaIds`, then the events). */
   left: Set<string>;
