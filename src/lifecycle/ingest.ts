@@ -36,7 +36,7 @@ import { recordCustomerIds } from '../sending/windows.store';
  * stays half), one `forwards` entry per forward target that wants the delivery (its own copy of
  * the bytes and Meta's `X-Hub-Signature-256`, so #12 forwards them byte for byte without the
  * outbox), the statuses' `insertMany`, and for `ACCOUNT_OFFBOARDED` / `PARTNER_REMOVED` one
- * `insertMany` of gate holds (below). A failed store write answers 503 (Meta redelivers;
+ * upsert of the WABA's gate hold (below). A failed store write answers 503 (Meta redelivers;
  * recording twice is harmless).
  */
 
@@ -160,8 +160,9 @@ export type { OutboxNotifier };
  * - one insert of the delivery's `forwards` entries, one per target that wants it, each with the
  *   raw body and Meta's signature (src/relay/forwarder.ts sends them; a status or message webhook
  *   costs forwarding this insert, the `forwarded` row and the entry's delete);
- * - for `ACCOUNT_OFFBOARDED` and `PARTNER_REMOVED`, one insert of the WABAs' gate holds
- *   (`gate_holds`): the gate is closed from the ack on, whatever the relay's backlog;
+ * - for `ACCOUNT_OFFBOARDED` and `PARTNER_REMOVED`, one upsert per WABA of its gate hold
+ *   (`gate_holds`, replacing a hold received earlier): the gate is closed from the ack on, whatever
+ *   the relay's backlog, until the WABA's workflow has handled the event;
  * - one insert-only batch of `messages` statuses into `message_statuses`; a `failed` status whose
  *   error means the account cannot send becomes a `SEND_ACCOUNT_UNUSABLE` outbox event;
  * - per customer and number of its inbound `messages[]`, one `$max` update of the customer's
@@ -266,10 +267,11 @@ export function createWebhookSink(deps: {
         forward,
         parsed.entryIds,
       );
-      // Closures Meta announced hold their WABA's gate from the ack on (see `gate_holds`).
+      // Closures Meta announced hold their WABA's gate from the ack on (see `gate_holds`): the
+      // WABA's last one in the delivery, which the workflow handles after the others.
       const holds = new Map<string, GateHoldDoc>();
       for (const e of events) {
-        if (HOLDING_EVENTS.has(e.type) && !holds.has(e.wabaId))
+        if (HOLDING_EVENTS.has(e.type))
           holds.set(e.wabaId, { _id: e.wabaId, eventKey: e.key, type: e.type, receivedAt });
       }
       if (unsettled >= maxUnsettled) throw new Error(`store backlog: ${unsettled} deliveries still being written`);

@@ -142,8 +142,9 @@ interface Held {
  *   relay holds waits until the sweep no longer finds that delivery pending. No read-modify-write:
  *   the only writes are insert-only claims and audits (a duplicate key is the same fact) and
  *   deletes by `_id`. Spent claims are left to the retention round (one statement for all).
- * - Cost per lifecycle event, as before: one read of its audit, one signal-with-start, one delete
- *   of a gate hold (closures only), one audit insert. Per delivery: a claim insert per lease, the
+ * - Cost per lifecycle event: one read of its audit, one signal-with-start, one audit insert (a
+ *   closure's gate hold is not deleted: it stops counting once the workflow has handled the event;
+ *   src/lifecycle/gate-holds.store.ts). Per delivery: a claim insert per lease, the
  *   audit insert and the delete; a read of its events by `_id` when they were not kept in memory.
  */
 export function startOutboxRelay(
@@ -438,15 +439,15 @@ export function startOutboxRelay(
         const event = events[positions[n]!]!;
         try {
           if (await wasHandedOver(c, event.key)) {
-            // A redelivery's sink recorded a new hold: the workflow has this event already.
-            if (HOLDING_EVENTS.has(event.type)) await releaseGateHold(c, wabaId);
+            // A redelivery's sink wrote a new hold that the workflow, having had this event, never
+            // handles again: released here, unless a newer closure's hold has replaced it.
+            if (HOLDING_EVENTS.has(event.type)) await releaseGateHold(c, wabaId, event.key);
             d.handed.set(wabaId, n + 1);
             continue;
           }
           if (!paced(wabaId)) break;
+          // A closure's gate hold stays: it stops counting once the workflow has handled the event.
           await deliverLifecycleEvent(launch, lifecycleEventOf(event), { deadlineMs });
-          // The workflow has the closure now: its state decides the gate from here on.
-          if (HOLDING_EVENTS.has(event.type)) await releaseGateHold(c, wabaId);
           await markHandedOver(c, {
             _id: event.key,
             wabaId,

@@ -466,12 +466,14 @@ export interface SendClaimDoc {
 }
 
 /**
- * `gate_holds`: a closure Meta announced that the lifecycle workflow has not applied yet, `_id` =
- * the WABA id. Inserted by the webhook sink before the 200 for `ACCOUNT_OFFBOARDED` and
- * `PARTNER_REMOVED` (a duplicate key is the same fact), so the gate is closed from the ack on
- * (`gateVerdict`), however long the outbox relay takes to hand the event over; deleted by `_id`
- * by the relay once the event is handed over (the workflow's state then decides). At most one
- * per WABA; a hold older than `GATE_HOLD_MAX_MS` is ignored.
+ * `gate_holds`: the last closure Meta announced for a WABA, `_id` = the WABA id. Written by the
+ * webhook sink before the 200 for `ACCOUNT_OFFBOARDED` and `PARTNER_REMOVED` (an upsert that
+ * replaces only a hold received earlier), so the gate is closed from the ack on (`gateVerdict`),
+ * however long the outbox relay takes to hand the event over; it stops counting once the WABA's
+ * workflow has handled its event (the WABA document's `closingHandled`; `holdCounts` in
+ * src/lifecycle/gate-holds.store.ts), so it is not deleted (except by the relay, for a
+ * redelivery of an event handed over already). One per WABA; a hold older than
+ * `GATE_HOLD_MAX_MS` is ignored.
  */
 export interface GateHoldDoc {
   _id: string;
