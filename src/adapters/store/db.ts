@@ -20,7 +20,7 @@ import type {
  * command of 100 or more statements never returns. So the hot paths insert (cheap at any size)
  * rather than update ever-growing collections, read and delete the queue by exact `_id` only (see
  * src/sending/queue.store.ts), and issue no multi-statement updates. Inserts of facts (`insertFacts`: statuses,
- * gate holds, forwards, events) and the outbox records are grouped per collection (`groupInsert`
+ * forwards, events) and the outbox records are grouped per collection (`groupInsert`
  * in `src/adapters/store/db.ts`): what arrives while one `insertMany` is being written goes out in
  * the next one, so a burst of webhooks costs a commit per group instead of one per delivery
  * (FerretDB writes each `insertMany` in one SQLite transaction); every caller still waits for its
