@@ -52,20 +52,25 @@ export function holdCounts(
 
 /**
  * Records holds, one write statement each: the WABA's hold becomes this one unless the stored
- * hold was received later (an upsert whose filter takes only an older hold; on a newer one the
- * upsert's insert meets the `_id` and changes nothing). So a hold the workflow has handled is
- * replaced by the next closure's, a WABA never held gets its first, and of two sinks racing, the
- * later receipt stays (atomic on MongoDB; on FerretDB, whose update reads then writes, two
- * writes in the same instant can leave the earlier: then the gate may open once that one is
- * handled and before the later one is, which the next send corrects).
+ * hold was received later, or is for an event Meta sent later (`metaTime`: a redelivery of an
+ * older closure, or a late one, never displaces a newer closure's hold; whatever the workflow
+ * makes of the newer one, the older one changes nothing). An upsert whose filter takes only such
+ * an older hold: on another, its insert meets the `_id` and changes nothing. So a hold the
+ * workflow has handled is replaced by the next closure's, a WABA never held gets its first, and of
+ * two sinks racing, the later receipt stays (atomic on MongoDB; on FerretDB, whose update reads
+ * then writes, two writes in the same instant can leave the earlier: then the gate may open once
+ * that one is handled and before the later one is, which the next send corrects).
  */
 export async function holdGates(c: Collections, holds: GateHoldDoc[]): Promise<void> {
   await Promise.all(
     holds.map(async (hold) => {
+      const older: Record<string, unknown> = { _id: hold._id, receivedAt: { $lt: hold.receivedAt } };
+      if (hold.metaTime !== undefined)
+        older.$or = [{ metaTime: { $exists: false } }, { metaTime: { $lte: hold.metaTime } }];
       try {
-        await c.gateHolds.replaceOne({ _id: hold._id, receivedAt: { $lt: hold.receivedAt } }, hold, { upsert: true });
+        await c.gateHolds.replaceOne(older, hold, { upsert: true });
       } catch (err) {
-        if (!isDuplicateKey(err)) throw err; // a hold received at or after this one is there
+        if (!isDuplicateKey(err)) throw err; // a hold received, or sent by Meta, after this one is there
       }
     }),
   );

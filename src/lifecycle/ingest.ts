@@ -161,8 +161,9 @@ export type { OutboxNotifier };
  *   raw body and Meta's signature (src/relay/forwarder.ts sends them; a status or message webhook
  *   costs forwarding this insert, the `forwarded` row and the entry's delete);
  * - for `ACCOUNT_OFFBOARDED` and `PARTNER_REMOVED`, one upsert per WABA of its gate hold
- *   (`gate_holds`, replacing a hold received earlier): the gate is closed from the ack on, whatever
- *   the relay's backlog, until the WABA's workflow has handled the event;
+ *   (`gate_holds`, replacing a hold received earlier for an event Meta sent no later): the gate
+ *   is closed from the ack on, whatever the relay's backlog, until the WABA's workflow has
+ *   handled the event;
  * - one insert-only batch of `messages` statuses into `message_statuses`; a `failed` status whose
  *   error means the account cannot send becomes a `SEND_ACCOUNT_UNUSABLE` outbox event;
  * - per customer and number of its inbound `messages[]`, one `$max` update of the customer's
@@ -272,7 +273,13 @@ export function createWebhookSink(deps: {
       const holds = new Map<string, GateHoldDoc>();
       for (const e of events) {
         if (HOLDING_EVENTS.has(e.type))
-          holds.set(e.wabaId, { _id: e.wabaId, eventKey: e.key, type: e.type, receivedAt });
+          holds.set(e.wabaId, {
+            _id: e.wabaId,
+            eventKey: e.key,
+            type: e.type,
+            receivedAt,
+            ...(e.metaTime !== undefined ? { metaTime: e.metaTime } : {}),
+          });
       }
       if (unsettled >= maxUnsettled) throw new Error(`store backlog: ${unsettled} deliveries still being written`);
       unsettled++;

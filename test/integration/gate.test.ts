@@ -488,4 +488,22 @@ describe('send gate: held from the ack until the workflow has handled the closur
     expect(r.status).toBe(202);
     expect((await stack.message(r.json.id as string))?.status).toBe('queued');
   });
+
+  it("a redelivery of an older closure does not displace a newer closure's hold", async () => {
+    const wabaId = uniqueDigits();
+    const time = Math.floor(Date.now() / 1000);
+    const signalled = async (n: number) =>
+      (await stack.rt.c.accountEvents.countDocuments({ wabaId, outcome: 'signalled' })) === n;
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED', { time })).toBe(200);
+    await eventually(() => signalled(1), 30_000);
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED', { time: time + 60 })).toBe(200);
+    const newer = (await stack.rt.c.gateHolds.findOne({ _id: wabaId }))!;
+    await eventually(() => signalled(2), 30_000);
+    // Meta redelivers the first one (the same bytes): recorded, never handed over again.
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED', { time })).toBe(200);
+    expect((await stack.rt.c.gateHolds.findOne({ _id: wabaId }))?.eventKey).toBe(newer.eventKey);
+    await eventually(async () => (await stack.rt.c.outbox.countDocuments({ wabaIds: wabaId })) === 0, 30_000);
+    expect(await signalled(2)).toBe(true);
+    expect((await stack.rt.c.gateHolds.findOne({ _id: wabaId }))?.eventKey).toBe(newer.eventKey);
+  });
 });

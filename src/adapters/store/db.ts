@@ -468,7 +468,7 @@ export interface SendClaimDoc {
 /**
  * `gate_holds`: the last closure Meta announced for a WABA, `_id` = the WABA id. Written by the
  * webhook sink before the 200 for `ACCOUNT_OFFBOARDED` and `PARTNER_REMOVED` (an upsert that
- * replaces only a hold received earlier), so the gate is closed from the ack on (`gateVerdict`),
+ * replaces only a hold received earlier, for an event Meta sent no later), so the gate is closed from the ack on (`gateVerdict`),
  * however long the outbox relay takes to hand the event over; it stops counting once the WABA's
  * workflow has handled its event (the WABA document's `closingHandled`; `holdCounts` in
  * src/lifecycle/gate-holds.store.ts), so it is not deleted (except by the relay, for a
@@ -480,6 +480,8 @@ export interface GateHoldDoc {
   eventKey: string;
   type: string;
   receivedAt: string;
+  /** Meta's `entry[].time` of the event, when it had one (a redelivery keeps its old time). */
+  metaTime?: number;
 }
 
 /**
