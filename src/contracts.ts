@@ -123,6 +123,12 @@ export interface WabaRecord {
   lastReopen?: GateReopening;
   /** Epoch ms (workflow clock) of the last reconnection applied; internal events older than it are stale. */
   lastReconnectedAt?: number;
+  /**
+   * The last gate-closing Meta event (`HOLDING_EVENTS`) the run handled, whatever it did with it
+   * (applied, joined, stale, ignored): the sink's gate hold for that event, or for an older one,
+   * stops counting once this is saved (`holdCounts` in src/lifecycle/gate-holds.store.ts).
+   */
+  closingHandled?: { key: string; receivedAt: string };
   /** Meta times (Unix s) of the newest partner events, to order them. */
   lastPartnerRemovedMetaTime?: number;
   lastPartnerAddedMetaTime?: number;

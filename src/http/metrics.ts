@@ -357,7 +357,7 @@ export function addStoreGauges(
   const outbox = gauge(
     metrics,
     'coexist_relay_outbox_pending_deliveries',
-    'Meta deliveries recorded but not yet fully handed over to Temporal or the forward targets.',
+    'Meta deliveries recorded but not yet fully handed over to Temporal (forwarding: coexist_relay_forwards).',
   );
   const forwards = gauge(
     metrics,

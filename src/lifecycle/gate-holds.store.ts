@@ -1,34 +1,79 @@
-import { insertFacts, type Collections, type GateHoldDoc } from '../adapters/store/db';
+import { isDuplicateKey, type Collections, type GateHoldDoc } from '../adapters/store/db';
+import type { WabaRecord } from '../contracts';
 
 /**
  * Why gate holds exist: the gate is closed at the ack. A burst of offboardings takes the relay minutes to
  * hand over on 2 cores (about 12 signal-with-starts a second), and until a WABA's workflow applies
- * its offboarding its document still says `connected`. So the sink also inserts `gate_holds` `{
- * _id: wabaId, eventKey, type, receivedAt }` before the 200 (insert-only; a WABA already held
- * stays held), and `gateVerdict` (the one gate) reads the hold beside the WABA's state: a
- * connected or unknown WABA with a hold younger than 5 minutes queues instead of sending. The
- * relay deletes the hold by `_id` right after handing the closing event over (or on finding it
- * handed over already, a redelivery), so the workflow's state decides again from then on; the
- * workflow stays the only writer of `wabas`. What can go wrong is bounded and self-correcting:
- * between that delete and the workflow applying the event a send may leave (it fails "account
- * unusable" and closes the gate again, as before holds existed); a hold whose delete failed is
- * ignored after 5 minutes (a wrong "closed" is the costlier mistake). A message queued on a hold
- * alone is also recorded as a `QUEUE_STRAY` outbox delivery (`kind: 'stray'`, `_id` after the
- * closing delivery's, so the relay hands it over after the closure): when the workflow ignores the
- * offboarding (stale: older than the last reconnection) and stays connected, that stray starts a
- * drain that sends it; when the offboarding applies, it is a no-op and the reconnection's drain
- * sends it.
+ * its offboarding its document still says `connected`. So the sink also writes the WABA's
+ * `gate_holds` document `{ _id: wabaId, eventKey, type, receivedAt }` before the 200, and
+ * `gateVerdict` (the one gate) reads the hold beside the WABA's state: a connected or unknown WABA
+ * whose hold counts (`holdCounts`) queues instead of sending.
+ *
+ * A hold stops counting once the WABA's lifecycle workflow has *handled* its event, applied or not:
+ * the machine records the last closing event it handled on the WABA document (`closingHandled`,
+ * saved with the step), and a hold for that event, or one received no later than it, no longer
+ * counts. So nothing deletes a hold on the way (the workflow stays the only writer of `wabas`, the
+ * sink the only writer of holds), and the gate never reads open between the relay's hand-over and
+ * the workflow's first task (5–6 s under a 2,000-WABA burst). A stale offboarding the workflow
+ * ignores releases its hold the same way (no wrong "closed" for the hold's 5 minutes). A hold older
+ * than `GATE_HOLD_MAX_MS` is ignored whatever the document says (a wrong "closed" is the costlier
+ * mistake). A message queued on a hold alone is also recorded as a `QUEUE_STRAY` outbox delivery
+ * (`kind: 'stray'`, `_id` after the closing delivery's, so the relay hands it over after the
+ * closure): when the workflow ignores the offboarding (stale: older than the last reconnection) and
+ * stays connected, that stray starts a drain that sends it; when the offboarding applies, it is a
+ * no-op and the reconnection's drain sends it.
+ *
+ * The relay deletes a hold only for a redelivery of an event it handed over already (the workflow
+ * will not see it again, so nothing would release the hold the redelivery wrote), and only if the
+ * hold is still that event's.
  */
 
 /**
- * Gate holds (`gate_holds`, see `GateHoldDoc`): a closure recorded at the webhook's ack, before the
- * lifecycle workflow has it. Insert-only by the sink, point reads by the gate, deletes by `_id` by
- * the relay: no read-modify-write, so it is safe on FerretDB with any number of processes.
+ * A hold older than this is ignored: the relay hands events over in seconds and the workflow
+ * handles them in seconds more, so an older one is left over, and trusting it would be the silent
+ * outage of a wrong "closed".
  */
+export const GATE_HOLD_MAX_MS = 5 * 60_000;
 
-/** Records holds (one insert; a WABA already held stays held by its first event). */
-export function holdGates(c: Collections, holds: GateHoldDoc[]): Promise<void> {
-  return insertFacts(c.gateHolds, holds);
+/**
+ * Whether a WABA's hold still closes its gate: fresh (younger than `GATE_HOLD_MAX_MS` at `now`),
+ * and its event not handled yet by the WABA's workflow: `handled` (the WABA document's
+ * `closingHandled`) is neither that event nor one received at or after it. (Receipt times are
+ * the sinks' clocks; equal or skewed times err towards open, which the next send corrects.)
+ */
+export function holdCounts(
+  hold: Pick<GateHoldDoc, 'eventKey' | 'receivedAt'>,
+  handled: WabaRecord['closingHandled'],
+  now: number,
+): boolean {
+  if (!(now - Date.parse(hold.receivedAt) < GATE_HOLD_MAX_MS)) return false;
+  return !handled || (handled.key !== hold.eventKey && handled.receivedAt < hold.receivedAt);
+}
+
+/**
+ * Records holds, one write statement each: the WABA's hold becomes this one unless the stored
+ * hold was received later, or is for an event Meta sent later (`metaTime`: a redelivery of an
+ * older closure, or a late one, never displaces a newer closure's hold; whatever the workflow
+ * makes of the newer one, the older one changes nothing). An upsert whose filter takes only such
+ * an older hold: on another, its insert meets the `_id` and changes nothing. So a hold the
+ * workflow has handled is replaced by the next closure's, a WABA never held gets its first, and of
+ * two sinks racing, the later receipt stays (atomic on MongoDB; on FerretDB, whose update reads
+ * then writes, two writes in the same instant can leave the earlier: then the gate may open once
+ * that one is handled and before the later one is, which the next send corrects).
+ */
+export async function holdGates(c: Collections, holds: GateHoldDoc[]): Promise<void> {
+  await Promise.all(
+    holds.map(async (hold) => {
+      const older: Record<string, unknown> = { _id: hold._id, receivedAt: { $lt: hold.receivedAt } };
+      if (hold.metaTime !== undefined)
+        older.$or = [{ metaTime: { $exists: false } }, { metaTime: { $lte: hold.metaTime } }];
+      try {
+        await c.gateHolds.replaceOne(older, hold, { upsert: true });
+      } catch (err) {
+        if (!isDuplicateKey(err)) throw err; // a hold received, or sent by Meta, after this one is there
+      }
+    }),
+  );
 }
 
 /** The WABA's hold, or null (a point read by `_id`). */
@@ -36,7 +81,10 @@ export function readGateHold(c: Collections, wabaId: string): Promise<GateHoldDo
   return c.gateHolds.findOne({ _id: wabaId });
 }
 
-/** Removes the WABA's hold once its closing event is handed over (idempotent; by exact `_id`). */
-export async function releaseGateHold(c: Collections, wabaId: string): Promise<void> {
-  await c.gateHolds.deleteOne({ _id: wabaId });
+/**
+ * Removes the WABA's hold if it is still `eventKey`'s (by `_id`): the relay's answer to a
+ * redelivery of an event it handed over already.
+ */
+export async function releaseGateHold(c: Collections, wabaId: string, eventKey: string): Promise<void> {
+  await c.gateHolds.deleteOne({ _id: wabaId, eventKey });
 }

@@ -27,16 +27,17 @@ import { recordCustomerIds } from '../sending/windows.store';
  * The webhook sink: what is written before the 200.
  *
  * `POST /webhooks/meta` verifies the signature over the raw bytes, parses, and hands the delivery
- * to the sink, which writes at most three documents' batches, in parallel, and then answers 200
- * without waiting for Temporal: one `outbox` insert per delivery that carries `account_update`
- * events (the lifecycle events in body order, the raw body as base64 and Meta's `X-Hub-
- * Signature-256`, so #12 can forward the same record byte for byte; the events that need no hand-
- * over, informational `recorded` and unusable `refused`, are only counted: the relay derives their
+ * to the sink, which writes its documents' batches in parallel and then answers 200 without
+ * waiting for Temporal: one `outbox` insert per delivery that carries `account_update` events (the
+ * lifecycle events in body order and the raw body as base64; the events that need no hand-over,
+ * informational `recorded` and unusable `refused`, are only counted: the relay derives their
  * `account_events` documents from the raw body with the same function, `accountUpdateRecords`, so
  * a 3,000-entry batch is stored once and FerretDB's per-write cost, which grows with the document,
- * stays half), the statuses' `insertMany`, and for `ACCOUNT_OFFBOARDED` / `PARTNER_REMOVED` one
- * `insertMany` of gate holds (below). A failed store write answers 503 (Meta redelivers; recording
- * twice is harmless).
+ * stays half), one `forwards` entry per forward target that wants the delivery (its own copy of
+ * the bytes and Meta's `X-Hub-Signature-256`, so #12 forwards them byte for byte without the
+ * outbox), the statuses' `insertMany`, and for `ACCOUNT_OFFBOARDED` / `PARTNER_REMOVED` one
+ * upsert of the WABA's gate hold (below). A failed store write answers 503 (Meta redelivers;
+ * recording twice is harmless).
  */
 
 /** WABA ids that can name a lifecycle workflow (Meta's are digits). A lifecycle event for any
@@ -151,13 +152,18 @@ export type { OutboxNotifier };
  *
  * - one `outbox` insert holding the delivery's lifecycle events (in body order), the events that
  *   need no hand-over (informational `account_update`s, `recorded`; lifecycle events whose WABA id
- *   cannot name a workflow, `refused` and reported as `SinkReport.unusable`), the raw body
- *   (base64) and Meta's signature. The outbox relay (src/lifecycle/outbox-relay.ts) hands the
+ *   cannot name a workflow, `refused` and reported as `SinkReport.unusable`) and the raw body
+ *   (base64), when it has any of those. The outbox relay (src/lifecycle/outbox-relay.ts) hands the
  *   lifecycle events to their workflows afterwards, per WABA in order, audits each in
  *   `account_events` once handed over (a redelivered event whose key is audited is never handed
  *   over again), then audits the rest (redeliveries collide on `_id`);
- * - for `ACCOUNT_OFFBOARDED` and `PARTNER_REMOVED`, one insert of the WABAs' gate holds
- *   (`gate_holds`): the gate is closed from the ack on, whatever the relay's backlog;
+ * - one insert of the delivery's `forwards` entries, one per target that wants it, each with the
+ *   raw body and Meta's signature (src/relay/forwarder.ts sends them; a status or message webhook
+ *   costs forwarding this insert, the `forwarded` row and the entry's delete);
+ * - for `ACCOUNT_OFFBOARDED` and `PARTNER_REMOVED`, one upsert per WABA of its gate hold
+ *   (`gate_holds`, replacing a hold received earlier for an event Meta sent no later): the gate
+ *   is closed from the ack on, whatever the relay's backlog, until the WABA's workflow has
+ *   handled the event;
  * - one insert-only batch of `messages` statuses into `message_statuses`; a `failed` status whose
  *   error means the account cannot send becomes a `SEND_ACCOUNT_UNUSABLE` outbox event;
  * - per customer and number of its inbound `messages[]`, one `$max` update of the customer's
@@ -173,7 +179,7 @@ export function createWebhookSink(deps: {
   logger: Logger;
   /** The relay of this process; without one the delivery waits for a relay's sweep. */
   outbox?: OutboxNotifier;
-  /** Forward targets (FORWARD_TARGETS): every delivery one of them wants is kept in the outbox for it. */
+  /** Forward targets (FORWARD_TARGETS): every delivery one of them wants gets a `forwards` entry for it. */
   forward?: readonly ForwardTarget[];
   /** Deliveries whose writes may be unsettled at once, counting those already answered 503 after
    *  the webhook's deadline whose writes still run; past it a delivery is refused at once (503,
@@ -239,35 +245,48 @@ export function createWebhookSink(deps: {
       }
       const fields = Object.keys(parsed.changesByField);
       const forward = targets.filter((t) => wants(t, { fields, wabaIds: parsed.entryIds })).map((t) => t.name);
+      const raw = delivery ? delivery.raw.toString('base64') : '';
+      const signature = delivery?.signature;
+      // Only what the lifecycle relay has work for goes to the outbox; forwarding has its own entries.
       const doc: OutboxDoc | undefined =
-        events.length > 0 || auditCount > 0 || forward.length > 0
+        events.length > 0 || auditCount > 0
           ? {
               _id: deliveryId,
               kind: 'meta_delivery',
               receivedAt,
-              raw: delivery ? delivery.raw.toString('base64') : '',
-              ...(delivery?.signature ? { signature: delivery.signature } : {}),
+              raw,
+              ...(signature ? { signature } : {}),
               events,
               // The relay derives the audit from the raw body; kept here only without one.
               ...(delivery ? {} : { audit: JSON.stringify(audit) }),
               auditCount,
               wabaIds: [...new Set(events.map((e) => e.wabaId))],
-              ...(forward.length > 0 ? { forward, fields, entryIds: parsed.entryIds } : {}),
             }
           : undefined;
-      // Closures Meta announced hold their WABA's gate from the ack on (see `gate_holds`).
+      const forwards = pendingEntries(
+        { _id: deliveryId, receivedAt, kind: 'meta_delivery', raw, ...(signature ? { signature } : {}), fields },
+        forward,
+        parsed.entryIds,
+      );
+      // Closures Meta announced hold their WABA's gate from the ack on (see `gate_holds`): the
+      // WABA's last one in the delivery, which the workflow handles after the others.
       const holds = new Map<string, GateHoldDoc>();
       for (const e of events) {
-        if (HOLDING_EVENTS.has(e.type) && !holds.has(e.wabaId))
-          holds.set(e.wabaId, { _id: e.wabaId, eventKey: e.key, type: e.type, receivedAt });
+        if (HOLDING_EVENTS.has(e.type))
+          holds.set(e.wabaId, {
+            _id: e.wabaId,
+            eventKey: e.key,
+            type: e.type,
+            receivedAt,
+            ...(e.metaTime !== undefined ? { metaTime: e.metaTime } : {}),
+          });
       }
       if (unsettled >= maxUnsettled) throw new Error(`store backlog: ${unsettled} deliveries still being written`);
       unsettled++;
       try {
         await allOrFirstError([
-          doc
-            ? recordDelivery(c, doc).then(() => insertForwards(c, pendingEntries(doc, forward, parsed.entryIds)))
-            : Promise.resolve(),
+          doc ? recordDelivery(c, doc) : Promise.resolve(),
+          insertForwards(c, forwards),
           holdGates(c, [...holds.values()]),
           statuses.length > 0
             ? // then settles in-doubt sends the statuses name (biz_opaque_callback_data)

@@ -27,6 +27,7 @@ import type {
   WabaRecord,
   WabaState,
 } from '../contracts';
+import { HOLDING_EVENTS } from '../contracts';
 
 /** The machine's state: the WABA document as the workflow carries it (and `persist` writes it). */
 export type LifecycleState = WabaRecord;
@@ -547,7 +548,11 @@ function then(step: Step, ...commands: Command[]): Step {
  * and nothing drains, a stray drain sends it.
  */
 function applyEvent(state: LifecycleState, e: LifecycleEvent, ctx: StepContext): Step {
-  const step = gateStep(state, e, ctx);
+  // A closing webhook event is handled whatever its outcome: the step's save releases its gate hold.
+  const handled = HOLDING_EVENTS.has(e.type)
+    ? { ...state, closingHandled: { key: e.key, receivedAt: e.receivedAt } }
+    : state;
+  const step = gateStep(handled, e, ctx);
   if (e.type !== 'SEND_ACCOUNT_UNUSABLE' || e.source !== 'status' || !e.sendKey || !e.wamid) return step;
   if (step.state.state === 'partner_removed') return step;
   const requeue: Command = {

@@ -34,13 +34,14 @@ import { auditOfDelivery, type OutboxNotifier } from './ingest';
  * and at most about 50,000 events (the least recently used deliveries' events are read again by
  * `_id` at their next turn). After each hand-over it inserts the event's `account_events` record
  * (`signalled`); a second lane (8 deliveries at a time) then audits the delivery's other events
- * (one `insertMany`, derived from the stored raw body) and deletes the delivery (by `_id` at once
- * when it has no forward target; otherwise it flags it `relayDone` and the last forward retires
- * it); an event whose record exists is skipped, which is how a redelivery, or a delivery another
- * relay finished, is never applied twice. A failed hand-over keeps that WABA's later events for
- * its next turn (order holds) and the relay starts no turn during a back-off (0.5 s doubling to 30
- * s). A delivery all of whose events are handed over is deleted, so `outbox` only holds pending
- * work and the sweep's scan stays small. Relays work on a delivery only while holding its current
+ * (one `insertMany`, derived from the stored raw body) and deletes the delivery by `_id`
+ * (forwarding has its own entries; a delivery an earlier version recorded with forward targets is
+ * flagged `relayDone` instead and its last forward retires it); an event whose record exists is
+ * skipped, which is how a redelivery, or a delivery another relay finished, is never applied
+ * twice. A failed hand-over keeps that WABA's later events for its next turn (order holds) and
+ * the relay starts no turn during a back-off (0.5 s doubling to 30 s). A delivery all of whose
+ * events are handed over is deleted, so `outbox` only holds pending work and the sweep's scan
+ * stays small. Relays work on a delivery only while holding its current
  * lease (`outbox_claims`, an insert of `<delivery id>:<lease n>` per 30 s, which only one relay
  * wins); a WABA whose earlier delivery another relay holds waits until that one is gone. The
  * remaining window: a crash between a signal and its audit insert, or a turn that outlasts a
@@ -107,7 +108,7 @@ interface Held {
   _id: string;
   receivedAtMs: number;
   auditCount: number;
-  /** The delivery's forward targets as recorded (none: it is deleted at once when done). */
+  /** Forward targets an earlier version recorded on it (none, as now: it is deleted at once when done). */
   forward: string[];
   /** WABAs whose events in this delivery are not all handed over (from `wabaIds`, then the events). */
   left: Set<string>;
@@ -153,8 +154,9 @@ interface Held {
  *   relay holds waits until the sweep no longer finds that delivery pending. No read-modify-write:
  *   the only writes are insert-only claims and audits (a duplicate key is the same fact) and
  *   deletes by `_id`. Spent claims are left to the retention round (one statement for all).
- * - Cost per lifecycle event, as before: one read of its audit, one signal-with-start, one delete
- *   of a gate hold (closures only), one audit insert. Per delivery: a claim insert per lease, the
+ * - Cost per lifecycle event: one read of its audit, one signal-with-start, one audit insert (a
+ *   closure's gate hold is not deleted: it stops counting once the workflow has handled the event;
+ *   src/lifecycle/gate-holds.store.ts). Per delivery: a claim insert per lease, the
  *   audit insert and the delete; a read of its events by `_id` when they were not kept in memory.
  */
 export function startOutboxRelay(
@@ -449,15 +451,15 @@ export function startOutboxRelay(
         const event = events[positions[n]!]!;
         try {
           if (await wasHandedOver(c, event.key)) {
-            // A redelivery's sink recorded a new hold: the workflow has this event already.
-            if (HOLDING_EVENTS.has(event.type)) await releaseGateHold(c, wabaId);
+            // A redelivery's sink wrote a new hold that the workflow, having had this event, never
+            // handles again: released here, unless a newer closure's hold has replaced it.
+            if (HOLDING_EVENTS.has(event.type)) await releaseGateHold(c, wabaId, event.key);
             d.handed.set(wabaId, n + 1);
             continue;
           }
           if (!paced(wabaId)) break;
+          // A closure's gate hold stays: it stops counting once the workflow has handled the event.
           await deliverLifecycleEvent(launch, lifecycleEventOf(event), { deadlineMs });
-          // The workflow has the closure now: its state decides the gate from here on.
-          if (HOLDING_EVENTS.has(event.type)) await releaseGateHold(c, wabaId);
           await markHandedOver(c, {
             _id: event.key,
             wabaId,

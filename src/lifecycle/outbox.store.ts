@@ -7,6 +7,7 @@ import {
   type AccountEventDoc,
   type ArchivedDeliveryDoc,
   type Collections,
+  type DeliveryBytes,
   type OutboxDoc,
 } from '../adapters/store/db';
 
@@ -16,7 +17,9 @@ import {
  * in it is handed over. It only ever holds what is pending, so finding pending work reads a small
  * collection (FerretDB scans it). The audit of what was handed over is `account_events`
  * (insert-only), which is also the relay's per-event "done" record: an event whose key is there
- * was handed over, so a redelivery or a second relay never applies it twice.
+ * was handed over, so a redelivery or a second relay never applies it twice. Forwarding does not
+ * use it: forward entries carry their own bytes (src/relay/forwards.store.ts); only deliveries an
+ * earlier version recorded with targets wait here for their forwards (`retireIfDone`).
  */
 
 let lastMs = 0;
@@ -37,11 +40,6 @@ export function nextOutboxId(nowMs: number, suffix: string): string {
 /** Where the sink announces a recorded delivery (the relay in this process hands it over at once). */
 export interface OutboxNotifier {
   notify(doc: OutboxDoc): void;
-}
-
-/** Records deliveries whose `_id`s are deterministic, in one insert (retries collide: the same facts). */
-export function recordDeliveriesOnce(c: Collections, docs: OutboxDoc[]): Promise<void> {
-  return insertFacts(c.outbox, docs);
 }
 
 /**
@@ -101,9 +99,10 @@ export async function deliveryAudit(
 
 /**
  * Deletes a delivery once everything in it is handed over (idempotent; by exact `_id`). `forward`
- * is the delivery's targets as recorded (fixed at its insert): without any, no forwarder will ever
- * look at it, so it is deleted at once (one write instead of a rewrite of the whole document, two
- * reads and the delete).
+ * is the delivery's targets as recorded (fixed at its insert): without any (every delivery since
+ * forward entries carry their own bytes), no forwarder reads it, so it is deleted at once (one
+ * write). A delivery an earlier version recorded with targets (`forward`) is flagged instead and
+ * retired by its last forward (`retireIfDone`), as it was then.
  */
 export async function deliveryHandedOver(c: Collections, id: string, forward?: readonly string[]): Promise<void> {
   if (forward !== undefined && forward.length === 0) {
@@ -117,15 +116,16 @@ export async function deliveryHandedOver(c: Collections, id: string, forward?: r
   await retireIfDone(c, id);
 }
 
-/** After a target's forward: deletes the delivery when the relay is done with it and no target is left. */
+/** After a target's forward of an earlier version's entry (no bytes of its own): deletes the delivery
+ *  when the relay is done with it and no target is left. */
 export async function dropIfForwarded(c: Collections, id: string): Promise<void> {
   await retireIfDone(c, id);
 }
 
 /**
- * The one way a delivery leaves the outbox: once the relay is done and no target has an entry
- * left. A delivery that had targets is archived first (`delivery_archive`, for replay); a repeat
- * (two forwarders finishing together) inserts the same `_id` and deletes nothing more.
+ * How a delivery recorded with targets by an earlier version leaves the outbox: once the relay is
+ * done and no target has an entry left. It is archived first (`delivery_archive`, for replay); a
+ * repeat (two forwarders finishing together) inserts the same `_id` and deletes nothing more.
  */
 async function retireIfDone(c: Collections, id: string): Promise<void> {
   // The flags first: the raw bytes (up to the webhook's body limit) are read only to archive them.
@@ -163,14 +163,14 @@ export interface ReplayFilter {
 }
 
 /**
- * Forwards archived deliveries again (`POST /v1/deliveries/replay`): they go back into the outbox
- * (already done for the relay) with a pending entry per target, so the forwarders send them in
- * arrival order with their original `webhook-id`. Only to `configured` targets (one removed from
- * FORWARD_TARGETS since has no forwarder: its entry would wait forever and pin the delivery in
- * the outbox). The entries wait from now (`pendingSince`), not from the delivery's receipt. Two
- * inserts, deliveries first; a delivery still in the outbox, or an entry still pending, collides
- * harmlessly. A read of `delivery_archive` by `receivedAt` (an index range on MongoDB; a scan on
- * FerretDB: an operator's action, not a hot path).
+ * Forwards delivered deliveries again (`POST /v1/deliveries/replay`): each `forwarded` row with
+ * its bytes (and each `delivery_archive` document of an earlier version) in the range becomes a
+ * pending entry again for its target, so the forwarders send them in arrival order with their
+ * original `webhook-id`. Only to `configured` targets (one removed from FORWARD_TARGETS since has no
+ * forwarder: its entry would wait forever). The entries wait from now (`pendingSince`), not from
+ * the delivery's receipt. One insert; an entry still pending collides harmlessly. Reads `forwarded`
+ * and `delivery_archive` by `receivedAt` (an index range on MongoDB; a scan on FerretDB: an
+ * operator's action, not a hot path).
  */
 export async function replayDeliveries(
   c: Collections,
@@ -180,28 +180,62 @@ export async function replayDeliveries(
 ): Promise<{ deliveries: number; forwards: number }> {
   const q: Record<string, unknown> = { receivedAt: { $gte: f.since, $lt: f.until } };
   if (f.wabaId) q.wabaIds = f.wabaId;
-  if (f.target) q.forward = f.target;
-  const archived = await c.deliveryArchive.find(q).sort({ _id: 1 }).limit(f.limit).toArray();
-  const replays = archived
-    .map((a) => ({ a, targets: a.forward.filter((t) => configured.includes(t) && (!f.target || t === f.target)) }))
-    .filter((r) => r.targets.length > 0);
-  await insertFacts(
-    c.outbox,
-    replays.map(({ a: { storedAt: _storedAt, ...a } }) => ({
-      ...a,
-      entryIds: a.wabaIds,
-      events: [],
-      audit: '[]',
-      auditCount: 0,
-      relayDone: true,
-    })),
-  );
-  const entries = replays.flatMap(({ a, targets }) => pendingEntries(a, targets, a.wabaIds, now));
+  const wanted = configured.filter((t) => !f.target || t === f.target);
+  if (wanted.length === 0) return { deliveries: 0, forwards: 0 };
+  const [rows, archived] = await Promise.all([
+    c.forwarded
+      .find({ ...q, target: { $in: wanted }, raw: { $exists: true } }, { projection: { storedAt: 0 } })
+      .sort({ receivedAt: 1, deliveryId: 1 })
+      .limit(f.limit * wanted.length)
+      .toArray(),
+    c.deliveryArchive
+      .find(f.target ? { ...q, forward: f.target } : q)
+      .sort({ _id: 1 })
+      .limit(f.limit)
+      .toArray(),
+  ]);
+  // Per delivery: its bytes, the WABAs it names and the targets to send it to again.
+  const byDelivery = new Map<
+    string,
+    { delivery: { _id: string; receivedAt: string } & DeliveryBytes; wabaIds: string[]; targets: Set<string> }
+  >();
+  const add = (
+    delivery: { _id: string; receivedAt: string } & DeliveryBytes,
+    wabaIds: string[],
+    targets: readonly string[],
+  ): void => {
+    const r = byDelivery.get(delivery._id) ?? { delivery, wabaIds, targets: new Set<string>() };
+    for (const t of targets) if (wanted.includes(t)) r.targets.add(t);
+    byDelivery.set(delivery._id, r);
+  };
+  for (const a of archived) {
+    const { kind, receivedAt, raw, signature, fields } = a;
+    add(
+      { _id: a._id, kind, receivedAt, raw, ...(signature ? { signature } : {}), ...(fields ? { fields } : {}) },
+      a.wabaIds,
+      a.forward,
+    );
+  }
+  for (const r of rows) {
+    const { kind, raw, signature, fields } = r;
+    const bytes = {
+      kind: kind ?? 'meta_delivery',
+      raw: raw!,
+      ...(signature ? { signature } : {}),
+      ...(fields ? { fields } : {}),
+    };
+    add({ _id: r.deliveryId, receivedAt: r.receivedAt, ...bytes }, r.wabaIds, [r.target]);
+  }
+  const replays = [...byDelivery.values()]
+    .sort((a, b) => (a.delivery._id < b.delivery._id ? -1 : a.delivery._id > b.delivery._id ? 1 : 0))
+    .slice(0, f.limit)
+    .filter((r) => r.targets.size > 0);
+  const entries = replays.flatMap((r) => pendingEntries(r.delivery, [...r.targets], r.wabaIds, now));
   await insertForwards(c, entries);
   return { deliveries: replays.length, forwards: entries.length };
 }
 
-/** The delivery with its raw bytes (forwarding), or null once it is gone. */
+/** The delivery with its raw bytes (an earlier version's forward entry), or null once it is gone. */
 export function readDelivery(c: Collections, id: string): Promise<OutboxDoc | null> {
   return c.outbox.findOne({ _id: id });
 }

@@ -71,13 +71,22 @@ export async function saveWaba(
   }
 }
 
-/** The WABA's state as last written by its lifecycle workflow; undefined for a WABA never seen. */
+/**
+ * The WABA's state as last written by its lifecycle workflow, and the last closing event it handled
+ * (what the gate weighs a hold against); undefined for a WABA never seen.
+ */
 export async function readWabaState(
   c: Collections,
   wabaId: string,
-): Promise<{ state: WabaState; reason?: string } | undefined> {
-  const doc = await c.wabas.findOne({ _id: wabaId }, { projection: { state: 1, reason: 1 } });
-  return doc ? { state: doc.state, ...(doc.reason ? { reason: doc.reason } : {}) } : undefined;
+): Promise<Pick<WabaSnapshot, 'state' | 'reason' | 'closingHandled'> | undefined> {
+  const doc = await c.wabas.findOne({ _id: wabaId }, { projection: { state: 1, reason: 1, closingHandled: 1 } });
+  return doc
+    ? {
+        state: doc.state,
+        ...(doc.reason ? { reason: doc.reason } : {}),
+        ...(doc.closingHandled ? { closingHandled: doc.closingHandled } : {}),
+      }
+    : undefined;
 }
 
 /** The WABA's document as a snapshot, or undefined for a WABA never seen. */

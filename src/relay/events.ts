@@ -1,16 +1,15 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import type { Collections, ForwardDoc, OutboxDoc } from '../adapters/store/db';
+import type { Collections, ForwardDoc } from '../adapters/store/db';
 import { insertForwards, pendingEntries } from './forwards.store';
-import { recordDeliveriesOnce } from '../lifecycle/outbox.store';
 import type { Settlement } from '../sending/queue.store';
 import type { WabaSnapshot } from '../lifecycle/wabas.store';
 import { sendKey } from '../sending/messages.store';
 import { wants, type ForwardTarget } from './targets';
 
 /**
- * Service events: what the service decides, told to the BSP's own systems through the same outbox
- * and forwarders as Meta's deliveries (Standard Webhooks-signed; no Meta signature). Each event
+ * Service events: what the service decides, told to the BSP's own systems through the same forward
+ * entries and forwarders as Meta's deliveries (Standard Webhooks-signed; no Meta signature). Each event
  * has a stable `id` (the same on a retry), so receivers dedupe by it (it is also `webhook-id`).
  * The catalog below is the one definition: its JSON Schemas are served at `GET /v1/events/catalog`
  * and committed as `events.schema.json`.
@@ -225,8 +224,8 @@ export const wantsServiceEvents = (targets: readonly ForwardTarget[]): boolean =
   targets.some((t) => t.fields?.includes(SERVICE_EVENTS_FIELD));
 
 /**
- * Records service events in the outbox for every target that wants them (idempotent per event id:
- * a retry inserts the same `_id`s): one insert of the deliveries and one of the forward entries.
+ * Records service events for every target that wants them (idempotent per event id: a retry
+ * inserts the same `_id`s): one insert of the forward entries, each holding its event's bytes.
  */
 export async function emitServiceEvents(
   c: Collections,
@@ -234,7 +233,6 @@ export async function emitServiceEvents(
   events: readonly ServiceEvent[],
 ): Promise<void> {
   if (events.length === 0 || !wantsServiceEvents(targets)) return;
-  const docs: OutboxDoc[] = [];
   const entries: ForwardDoc[] = [];
   for (const event of events) {
     const forward = targets
@@ -248,22 +246,14 @@ export async function emitServiceEvents(
     if (forward.length === 0) continue;
     const atMs = Date.parse(event.at) || Date.now();
     const digest = createHash('sha256').update(event.id).digest('hex').slice(0, 16);
-    const doc: OutboxDoc = {
+    const delivery = {
       _id: `${atMs.toString(36).padStart(9, '0')}:evt:${digest}`,
-      kind: 'service_event',
+      kind: 'service_event' as const,
       receivedAt: new Date(atMs).toISOString(),
       raw: Buffer.from(JSON.stringify(event)).toString('base64'),
-      events: [],
-      audit: '[]',
-      auditCount: 0,
-      wabaIds: [event.wabaId],
-      forward,
       fields: [SERVICE_EVENTS_FIELD],
     };
-    docs.push(doc);
-    entries.push(...pendingEntries(doc, forward, [event.wabaId]));
+    entries.push(...pendingEntries(delivery, forward, [event.wabaId]));
   }
-  // Deliveries first: a forward entry never names a delivery that is not there.
-  await recordDeliveriesOnce(c, docs);
   await insertForwards(c, entries);
 }

@@ -1,6 +1,13 @@
 import type { Collections, ForwardDoc } from '../adapters/store/db';
 import { SIGNATURE_HEADER } from '../adapters/meta/signature';
-import { forwardDelivered, forwardFailed, oldestPending, pendingAgeMs, pendingForwards } from './forwards.store';
+import {
+  entryBytes,
+  forwardDelivered,
+  forwardFailed,
+  oldestPending,
+  pendingAgeMs,
+  pendingForwards,
+} from './forwards.store';
 import { dropIfForwarded, readDelivery } from '../lifecycle/outbox.store';
 import type { ForwardSettings } from '../config';
 import type { Logger } from '../logger';
@@ -13,16 +20,19 @@ import { forwardBackoffMs, type ForwardTarget } from './targets';
  *
  * The service sits at the URL Meta posts every webhook of the app to, so it passes every delivery
  * on (`FORWARD_TARGETS`): inbound messages, echoes, history, contact syncs, statuses and
- * `account_update`, including changes it cannot parse. The outbox is the one durable record: the
- * sink stores the exact bytes and Meta's signature before the 200, with one `forwards` entry per
- * target that wants the delivery (`src/relay/targets.ts` decides, by change field and WABA). One
+ * `account_update`, including changes it cannot parse. The `forwards` entry is the one durable
+ * record: before the 200 the sink inserts one per target that wants the delivery
+ * (`src/relay/targets.ts` decides, by change field and WABA), each holding the exact bytes and
+ * Meta's signature, and nothing else for forwarding (no outbox record, claim or flag: a delivery
+ * without lifecycle events never meets the outbox relay). One
  * forwarder loop per target (`src/relay/forwarder.ts`, in every server process) sends the bytes as
  * they came, with Meta's `X-Hub-Signature-256` and Standard Webhooks headers
  * (`src/relay/signing.ts`; `webhook-id` is the delivery id, stable across retries), in arrival
  * order per WABA (a failed delivery holds its WABA's later ones back), retrying from 2 s doubling
- * to 1 h, and dead-letters what still fails after `FORWARD_MAX_AGE`. Delivered entries move to the
- * insert-only `forwarded` log; the outbox document goes once neither the lifecycle relay nor any
- * target needs it. Two server processes may both send an entry (at least once); receivers dedupe
+ * to 1 h, and dead-letters what still fails after `FORWARD_MAX_AGE`. A delivered entry moves to
+ * the insert-only `forwarded` log, bytes and all (the archive `POST /v1/deliveries/replay` sends
+ * again), and is deleted: three writes per delivery and target. Two server processes may both send
+ * an entry (at least once); receivers dedupe
  * by `webhook-id`. A target whose oldest pending entry waits past `FORWARD_BACKLOG_ALERT_AGE` is
  * reported by the forwarders that see it (every 30 s per process) to the target's backlog workflow
  * (`src/relay/launch.ts`, signal-with-start of `forward-backlog/<task queue>/<target>`): the
@@ -125,10 +135,21 @@ export function startForwarder(
     );
   }
 
-  async function send(target: ForwardTarget, entry: ForwardDoc): Promise<number> {
-    const delivery = await readDelivery(c, entry.deliveryId);
-    if (!delivery) return 200; // already gone: nothing left to forward
-    const body = Buffer.from(delivery.raw, 'base64');
+  /**
+   * Sends the entry's bytes (read by `_id`; an entry of an earlier version reads its outbox
+   * delivery's). Undefined when there is nothing to send: the entry is gone (another process
+   * delivered it meanwhile).
+   */
+  async function send(
+    target: ForwardTarget,
+    entry: ForwardDoc,
+  ): Promise<{ status: number; entry: ForwardDoc; legacy: boolean } | undefined> {
+    const bytes = await entryBytes(c, entry._id);
+    if (!bytes) return undefined;
+    const legacy = bytes.raw === undefined;
+    const delivery = legacy ? await readDelivery(c, entry.deliveryId) : bytes;
+    if (!delivery) return { status: 200, entry, legacy }; // an earlier version's, already gone: nothing left to forward
+    const body = Buffer.from(delivery.raw ?? '', 'base64');
     const headers: Record<string, string> = {
       'content-type': 'application/json',
       'user-agent': 'coexist-relay-forwarder',
@@ -138,15 +159,17 @@ export function startForwarder(
     const res = await fetch(target.url, { method: 'POST', headers, body, signal: AbortSignal.timeout(timeoutMs) });
     await res.arrayBuffer().catch(() => undefined);
     if (res.status < 200 || res.status >= 300) throw new Error(`HTTP ${res.status}`);
-    return res.status;
+    return { status: res.status, entry: { ...entry, ...bytes }, legacy };
   }
 
   async function attempt(target: ForwardTarget, entry: ForwardDoc): Promise<boolean> {
     const attempts = entry.attempts + 1;
     try {
-      const status = await send(target, entry);
-      await forwardDelivered(c, entry, { attempts, status, at: new Date().toISOString() });
-      await dropIfForwarded(c, entry.deliveryId);
+      const sent = await send(target, entry);
+      if (!sent) return true;
+      await forwardDelivered(c, sent.entry, { attempts, status: sent.status, at: new Date().toISOString() });
+      // An earlier version's entry: its outbox delivery goes (to `delivery_archive`) once no target needs it.
+      if (sent.legacy) await dropIfForwarded(c, entry.deliveryId);
       return true;
     } catch (err) {
       const dead = pendingAgeMs(entry, Date.now()) > maxAgeMs;

@@ -1,24 +1,29 @@
-import type { Collections, ForwardDoc, ForwardedDoc } from '../adapters/store/db';
+import type { Collections, DeliveryBytes, ForwardDoc, ForwardedDoc } from '../adapters/store/db';
 import { insertFacts } from '../adapters/store/db';
 
 /**
  * Forwarding progress (`forwards`: pending and dead-lettered entries, small; `forwarded`: the
- * insert-only log of what was delivered). Keys: `<target>:<delivery id>`; the delivery itself (raw
- * bytes) is the `outbox` document, kept until no target wants it.
+ * insert-only log of what was delivered, with the bytes, which is also the replay archive). Keys:
+ * `<target>:<delivery id>`. An entry carries its delivery's bytes and Meta's signature from its
+ * insert on, so a delivered forward costs the entry's insert, its `forwarded` row and its delete,
+ * and nothing else is written for it. (Entries of earlier versions have no bytes: they read the
+ * `outbox` document, which then retires to `delivery_archive`; see src/lifecycle/outbox.store.ts.)
  */
 
 export const forwardId = (target: string, deliveryId: string): string => `${target}:${deliveryId}`;
 
 /**
- * The pending entries of a delivery, one per target (due at once); `wabaIds` are the WABAs it
- * names. They wait from the delivery's receipt, or from `since` (a replay: now).
+ * The pending entries of a delivery, one per target (due at once), each with the delivery's bytes;
+ * `wabaIds` are the WABAs it names. They wait from the delivery's receipt, or from `since` (a
+ * replay: now).
  */
 export function pendingEntries(
-  delivery: { _id: string; receivedAt: string },
+  delivery: { _id: string; receivedAt: string } & DeliveryBytes,
   targets: readonly string[],
   wabaIds: readonly string[],
   since: number = Date.parse(delivery.receivedAt),
 ): ForwardDoc[] {
+  const bytes = bytesOf(delivery);
   return targets.map((target) => ({
     _id: forwardId(target, delivery._id),
     target,
@@ -29,7 +34,27 @@ export function pendingEntries(
     attempts: 0,
     nextAt: 0,
     pendingSince: since,
+    ...bytes,
   }));
+}
+
+/** Just the bytes part of a record (no empty optional fields). */
+function bytesOf(d: Partial<DeliveryBytes>): Partial<DeliveryBytes> {
+  return {
+    ...(d.kind !== undefined ? { kind: d.kind } : {}),
+    ...(d.raw !== undefined ? { raw: d.raw } : {}),
+    ...(d.signature !== undefined ? { signature: d.signature } : {}),
+    ...(d.fields !== undefined ? { fields: d.fields } : {}),
+  };
+}
+
+/** Projection leaving out an entry's or row's bytes (scans and listings never need them). */
+const NO_BYTES = { raw: 0, signature: 0 } as const;
+
+/** An entry's bytes (a point read by `_id`), or null once it is gone (another forwarder delivered it). */
+export async function entryBytes(c: Collections, id: string): Promise<Partial<DeliveryBytes> | null> {
+  const doc = await c.forwards.findOne({ _id: id }, { projection: { kind: 1, raw: 1, signature: 1, fields: 1 } });
+  return doc ? bytesOf(doc) : null;
 }
 
 /**
@@ -45,9 +70,16 @@ export function insertForwards(c: Collections, docs: ForwardDoc[]): Promise<void
   return insertFacts(c.forwards, docs);
 }
 
-/** A target's pending entries in arrival order, at most `limit` (a scan of the small `forwards` on FerretDB). */
+/**
+ * A target's pending entries in arrival order, at most `limit`, without their bytes (a scan of the
+ * small `forwards` on FerretDB; a forwarder reads an entry's bytes by `_id` when it sends it).
+ */
 export async function pendingForwards(c: Collections, target: string, limit: number): Promise<ForwardDoc[]> {
-  return c.forwards.find({ target, state: 'pending' }).sort({ _id: 1 }).limit(limit).toArray();
+  return c.forwards
+    .find({ target, state: 'pending' }, { projection: NO_BYTES })
+    .sort({ _id: 1 })
+    .limit(limit)
+    .toArray();
 }
 
 /** The entry of `entries` that has waited longest (`pendingAgeMs` at `now`), and that wait (0 without one). */
@@ -90,7 +122,10 @@ export async function forwardFailed(
   );
 }
 
-/** Records a delivered forward (insert-only log) and removes its pending entry. */
+/**
+ * Records a delivered forward (insert-only log, with the entry's bytes when it has them: the
+ * archive a replay reads) and removes its pending entry.
+ */
 export async function forwardDelivered(
   c: Collections,
   entry: ForwardDoc,
@@ -105,6 +140,7 @@ export async function forwardDelivered(
     deliveredAt: result.at,
     attempts: result.attempts,
     status: result.status,
+    ...bytesOf(entry),
     storedAt: new Date(),
   };
   await insertFacts(c.forwarded, [doc]); // another forwarder may have delivered it too (at least once)
@@ -146,24 +182,32 @@ export async function listForwards(c: Collections, f: DeliveryFilter): Promise<(
     f.state === 'delivered'
       ? []
       : await c.forwards
-          .find(f.state ? { ...q, state: f.state } : q)
+          .find(f.state ? { ...q, state: f.state } : q, { projection: NO_BYTES })
           .sort({ _id: -1 })
           .limit(f.limit)
           .toArray();
   const done =
-    f.state && f.state !== 'delivered' ? [] : await c.forwarded.find(q).sort({ _id: -1 }).limit(f.limit).toArray();
+    f.state && f.state !== 'delivered'
+      ? []
+      : await c.forwarded.find(q, { projection: NO_BYTES }).sort({ _id: -1 }).limit(f.limit).toArray();
   return [...open, ...done].sort((a, b) => (a.receivedAt < b.receivedAt ? 1 : -1)).slice(0, f.limit);
 }
 
-/** Puts a delivery's dead-lettered entries (of one target, or all) back to pending; returns how many. */
+/**
+ * Puts a delivery's dead-lettered entries (of one target, or all: found by a scan of the small
+ * `forwards`) back to pending; returns how many.
+ */
 export async function retryDead(
   c: Collections,
   deliveryId: string,
   target: string | undefined,
   now: number,
 ): Promise<number> {
-  const doc = await c.outbox.findOne({ _id: deliveryId }, { projection: { forward: 1 } });
-  const targets = (doc?.forward ?? []).filter((t) => !target || t === target);
+  const targets = target
+    ? [target]
+    : (await c.forwards.find({ deliveryId, state: 'dead' }, { projection: { target: 1 } }).toArray()).map(
+        (e) => e.target,
+      );
   let n = 0;
   for (const t of targets) {
     const r = await c.forwards.updateOne(

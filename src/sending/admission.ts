@@ -11,7 +11,7 @@ import {
   type Settlement,
 } from './queue.store';
 import { readWabaState } from '../lifecycle/wabas.store';
-import { readGateHold } from '../lifecycle/gate-holds.store';
+import { holdCounts, readGateHold } from '../lifecycle/gate-holds.store';
 import { recordStray, type OutboxNotifier } from '../lifecycle/outbox.store';
 import type { Config } from '../config';
 import { tokenPauseFor } from '../lifecycle/credentials';
@@ -33,17 +33,11 @@ import {
  * nothing else reads a WABA's state to decide about a message.
  */
 
-/**
- * A hold older than this is ignored: the relay hands events over in seconds, so an older one is
- * left over (its delete failed) and trusting it would be the silent outage of a wrong "closed".
- */
-export const GATE_HOLD_MAX_MS = 5 * 60_000;
-
 /** What the gate says about a message for a WABA in a given state. */
 export type GateVerdict =
   | { kind: 'send' }
   /**
-   * `held`: closed only by a hold (the workflow has not applied the closing event yet).
+   * `held`: closed only by a hold (the workflow has not handled the closing event yet).
    * `tokenPaused`: Meta refuses the WABA's token (src/lifecycle/credentials.ts); the token's
    * credentials workflow asks the WABA to drain once the token works again.
    */
@@ -131,7 +125,7 @@ export function createAdmission(deps: AdmissionDeps) {
       readGateHold(c, wabaId),
       tokenPauseFor(c, deps.graph, wabaId, launch.lifecycle.probeIntervalMs),
     ]);
-    const held = hold !== null && Date.now() - Date.parse(hold.receivedAt) < GATE_HOLD_MAX_MS;
+    const held = hold !== null && holdCounts(hold, waba?.closingHandled, Date.now());
     return gateVerdict(wabaId, waba?.state, onAbandon, held, tokenPaused !== null);
   };
 

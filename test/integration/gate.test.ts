@@ -144,6 +144,32 @@ describe('send gate: causes, probes, ordering and the way back', () => {
     expect(metrics).toMatch(/^coexist_relay_gate_probes_total\{verdict="usable"\} [1-9][0-9]*$/m);
   });
 
+  it('a gate hold is kept once handled and counts no more: a stale offboarding leaves the gate open; the next closure holds at the ack', async () => {
+    const wabaId = uniqueDigits();
+    const phone = await numberFor(wabaId);
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_RECONNECTED', { time: 2_000_000_000 })).toBe(200);
+    await eventually(async () => (await doc(wabaId))?.lastReconnectedMetaTime === 2_000_000_000);
+    // Older than the reconnection: held at the ack, then handled as stale.
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED', { time: 1_999_999_000 })).toBe(200);
+    const stale = (await stack.rt.c.gateHolds.findOne({ _id: wabaId }))!;
+    await eventually(async () => (await doc(wabaId))?.closingHandled?.key === stale.eventKey);
+    expect((await doc(wabaId))?.events.at(-1)?.outcome).toMatch(/^stale/);
+    expect(await state(wabaId)).toBe('connected');
+    // The hold is still there (nothing deleted it) but no longer counts: the send goes at once.
+    expect(await stack.rt.c.gateHolds.countDocuments({ _id: wabaId })).toBe(1);
+    const sent = (await stack.send(text(phone, 'after a stale offboarding'))).json.id as string;
+    expect((await stack.message(sent))?.status).not.toBe('queued');
+    await eventually(async () => (await stack.message(sent))?.status === 'sent');
+    // A newer closure replaces the handled hold before the 200, so it holds from the ack on.
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED', { time: 2_000_001_000 })).toBe(200);
+    const next = (await stack.rt.c.gateHolds.findOne({ _id: wabaId }))!;
+    expect(next.eventKey).not.toBe(stale.eventKey);
+    expect(next.receivedAt > stale.receivedAt).toBe(true);
+    const queued = (await stack.send(text(phone, 'after a new offboarding'))).json.id as string;
+    expect((await stack.message(queued))?.status).toBe('queued');
+    await eventually(async () => (await state(wabaId)) === 'offboarded');
+  });
+
   it("Meta's example pair: a reconnection whose time is earlier than the offboarding's is applied, not dropped", async () => {
     const wabaId = uniqueDigits();
     const phone = await numberFor(wabaId);
@@ -430,5 +456,54 @@ describe('send gate: causes, probes, ordering and the way back', () => {
     } finally {
       alerts.state.failing = false;
     }
+  });
+});
+
+/**
+ * The window between the relay's hand-over and the workflow's first task (seconds under a burst):
+ * the gate hold counts until the workflow has handled the closing event, so a send in that window
+ * queues. No worker here: the relay hands the offboarding over and no run ever applies it.
+ */
+describe('send gate: held from the ack until the workflow has handled the closure', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ noWorker: true });
+  });
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('a send after the offboarding was handed over, before the workflow applied it, is queued, not sent', async () => {
+    const wabaId = uniqueDigits();
+    const phone = uniqueDigits('2');
+    await stack.register(phone, wabaId, { coexistence: true });
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED')).toBe(200);
+    // Handed over: the signal-with-start was accepted (its audit record says so), but no run has applied it.
+    await eventually(
+      async () => (await stack.rt.c.accountEvents.countDocuments({ wabaId, outcome: 'signalled' })) === 1,
+      30_000,
+    );
+    expect(await stack.rt.c.wabas.findOne({ _id: wabaId })).toBeNull();
+    const r = await stack.send({ phoneNumberId: phone, to: '15550001111', type: 'text', text: { body: 'held' } });
+    expect(r.status).toBe(202);
+    expect((await stack.message(r.json.id as string))?.status).toBe('queued');
+  });
+
+  it("a redelivery of an older closure does not displace a newer closure's hold", async () => {
+    const wabaId = uniqueDigits();
+    const time = Math.floor(Date.now() / 1000);
+    const signalled = async (n: number) =>
+      (await stack.rt.c.accountEvents.countDocuments({ wabaId, outcome: 'signalled' })) === n;
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED', { time })).toBe(200);
+    await eventually(() => signalled(1), 30_000);
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED', { time: time + 60 })).toBe(200);
+    const newer = (await stack.rt.c.gateHolds.findOne({ _id: wabaId }))!;
+    await eventually(() => signalled(2), 30_000);
+    // Meta redelivers the first one (the same bytes): recorded, never handed over again.
+    expect(await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED', { time })).toBe(200);
+    expect((await stack.rt.c.gateHolds.findOne({ _id: wabaId }))?.eventKey).toBe(newer.eventKey);
+    await eventually(async () => (await stack.rt.c.outbox.countDocuments({ wabaIds: wabaId })) === 0, 30_000);
+    expect(await signalled(2)).toBe(true);
+    expect((await stack.rt.c.gateHolds.findOne({ _id: wabaId }))?.eventKey).toBe(newer.eventKey);
   });
 });

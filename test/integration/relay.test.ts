@@ -123,9 +123,9 @@ describe('relay: every Meta delivery forwarded, byte for byte, signed', () => {
     await eventually(async () => (await gauge('coexist_relay_forward_backlog_alerting', 'crm')) === 1, 15_000);
     expect(await gauge('coexist_relay_forward_oldest_pending_age_seconds', 'crm')).toBeGreaterThan(2);
     expect(await gauge('coexist_relay_forward_backlog_alerting', 'inbox')).toBe(0);
-    // Kept only for the CRM now: out of the lifecycle relay's sweep, so they cannot starve newer deliveries.
+    // Kept only for the CRM now, in its own entries: out of the lifecycle relay's sweep, so they cannot starve newer deliveries.
     await eventually(async () => (await stack.rt.c.outbox.countDocuments({ relayDone: { $ne: true } })) === 0, 30_000);
-    expect(await stack.rt.c.outbox.countDocuments({})).toBeGreaterThan(0);
+    expect(await stack.rt.c.forwards.countDocuments({ target: 'crm', wabaIds: wabaId })).toBe(bodies.length);
     crm.state.down = false;
     await eventually(async () => crm.got.length >= bodies.length, 60_000);
     await eventually(async () => (await gauge('coexist_relay_forward_backlog_alerting', 'crm')) === 0, 15_000);
@@ -163,8 +163,11 @@ describe('relay: every Meta delivery forwarded, byte for byte, signed', () => {
       expect((await sendWebhook({ targetUrl: stack.webhookUrl, appSecret: stack.appSecret, body })).status).toBe(200);
     const mine = (ep: typeof inbox) => ep.got.filter((r) => r.raw.toString('utf8').includes(wabaId));
     await eventually(async () => mine(inbox).length >= 3 && mine(crm).length >= 3, 30_000);
-    // Forwarded everywhere: out of the outbox, into the archive.
-    await eventually(async () => (await stack.rt.c.deliveryArchive.countDocuments({ wabaIds: wabaId })) === 3, 30_000);
+    // Forwarded everywhere: into the archive (each target's `forwarded` row, with the bytes it got).
+    await eventually(
+      async () => (await stack.rt.c.forwarded.countDocuments({ wabaIds: wabaId, raw: { $exists: true } })) === 6,
+      30_000,
+    );
     const first = [...new Map(mine(inbox).map((r) => [r.id, r])).values()];
     expect(first.map((r) => r.raw.toString('utf8'))).toEqual(bodies);
 
@@ -175,10 +178,10 @@ describe('relay: every Meta delivery forwarded, byte for byte, signed', () => {
     const again = mine(inbox).slice(first.length);
     expect(again.map((r) => [r.id, r.raw.toString('utf8')])).toEqual(first.map((r) => [r.id, r.raw.toString('utf8')]));
     for (const r of again) expect(() => new Webhook(inboxSecret).verify(r.raw, r.headers)).not.toThrow();
-    // The replayed deliveries leave the outbox again; only the target asked for got them (checked
-    // once nothing of them is left to forward).
-    await eventually(async () => (await stack.rt.c.outbox.countDocuments({ wabaIds: wabaId })) === 0, 30_000);
-    expect(await stack.rt.c.forwards.countDocuments({ wabaIds: wabaId })).toBe(0);
+    // The replayed deliveries leave the forward entries again (never the outbox); only the target
+    // asked for got them (checked once nothing of them is left to forward).
+    await eventually(async () => (await stack.rt.c.forwards.countDocuments({ wabaIds: wabaId })) === 0, 30_000);
+    expect(await stack.rt.c.outbox.countDocuments({ wabaIds: wabaId })).toBe(0);
     expect(mine(crm)).toHaveLength(3);
 
     // An empty range replays nothing; a bad time or an unknown target is refused with a reason.

@@ -134,6 +134,8 @@ describe('lifecycle machine: ACCOUNT_OFFBOARDED and SEND_ACCOUNT_UNUSABLE in eac
           ...before,
           lastOffboardedMetaTime: 50,
           events: [...before.events, { type, metaTime: 50, outcome: 'applied', detail: 'why', at: NOW_ISO }],
+          // A closing webhook event is recorded as handled (its gate hold stops counting once saved).
+          ...(type === 'ACCOUNT_OFFBOARDED' ? { closingHandled: { key: 'k1', receivedAt: NOW_ISO } } : {}),
         });
       },
     );
@@ -239,7 +241,12 @@ describe('lifecycle machine: PARTNER_REMOVED in each state', () => {
         event('PARTNER_REMOVED', { ...FINAL, detail: 'gone', metaTime: 7 }),
         ctx({ drainRunning: true }),
       );
-      expect(s.state).toEqual({ ...before, lastPartnerRemovedMetaTime: 7, disconnectionInfo: FINAL.disconnectionInfo });
+      expect(s.state).toEqual({
+        ...before,
+        lastPartnerRemovedMetaTime: 7,
+        disconnectionInfo: FINAL.disconnectionInfo,
+        closingHandled: { key: 'k1', receivedAt: NOW_ISO },
+      });
       expect(s.commands).toEqual([
         {
           type: 'cancelDrain',

@@ -20,7 +20,7 @@ import type {
  * command of 100 or more statements never returns. So the hot paths insert (cheap at any size)
  * rather than update ever-growing collections, read and delete the queue by exact `_id` only (see
  * src/sending/queue.store.ts), and issue no multi-statement updates. Inserts of facts (`insertFacts`: statuses,
- * gate holds, forwards, events) and the outbox records are grouped per collection (`groupInsert`
+ * forwards, events) and the outbox records are grouped per collection (`groupInsert`
  * in `src/adapters/store/db.ts`): what arrives while one `insertMany` is being written goes out in
  * the next one, so a burst of webhooks costs a commit per group instead of one per delivery
  * (FerretDB writes each `insertMany` in one SQLite transaction); every caller still waits for its
@@ -228,8 +228,10 @@ export interface OutboxEvent extends LifecycleEvent {
 /**
  * `outbox`: one per accepted Meta delivery that carries `account_update` events (or a status that
  * closes the gate), inserted by the webhook sink before the 200 (its only write for them), deleted
- * by the relay once every event is handed over and audited (so it holds only pending work). `_id` sorts in arrival order. The raw body and Meta's signature are kept so the
- * same record can later be forwarded byte for byte (issue #12).
+ * by the relay once every event is handed over and audited (so it holds only pending work). `_id`
+ * sorts in arrival order. The raw body is kept for the relay's audit (`auditOfDelivery`); what is
+ * forwarded is the `forwards` entries' own copy. (`relayDone`, `forward`, `fields`, `entryIds`:
+ * deliveries recorded by earlier versions, whose forward entries read the bytes from here.)
  */
 export interface OutboxDoc {
   _id: string;
@@ -254,23 +256,28 @@ export interface OutboxDoc {
   auditCount: number;
   /** The distinct WABA ids of `events`. */
   wabaIds: string[];
-  /** Set once the relay has handed over and audited everything (the delivery waits only for forwards). */
+  /** Earlier versions only: set once the relay had handed over and audited everything, while forward
+   *  entries still read the bytes from here. */
   relayDone?: boolean;
-  /** Forward targets that still want this delivery (see `forwards`); it stays until they are done. */
+  /** Earlier versions only: forward targets whose entries read the bytes from here (it stayed until
+   *  they were done, then went to `delivery_archive`). */
   forward?: string[];
-  /** The change fields of the delivery (`messages`, `account_update`, …), for the forward filters. */
+  /** Earlier versions only (with `forward`): the change fields, for the archive. */
   fields?: string[];
-  /** Every WABA the delivery names (`entry[].id`), set with `forward`: the archive's filter. */
+  /** Earlier versions only (with `forward`): every WABA the delivery names, for the archive. */
   entryIds?: string[];
 }
 
 /**
  * `forwards`: what is still to be forwarded, one entry per (target, delivery); `_id` is
- * `<target>:<delivery id>`, so a target's entries sort in arrival order. Only pending and
- * dead-lettered entries live here (a small, scanned collection); a delivered one moves to
- * `forwarded`. Written by the forwarders (several processes may try the same entry: at least once).
+ * `<target>:<delivery id>`, so a target's entries sort in arrival order. Inserted by whoever
+ * records the delivery (the webhook sink before the 200, a service event's emitter, a replay),
+ * carrying the delivery's bytes itself, so forwarding needs no other record. Only pending and
+ * dead-lettered entries live here (a small collection every forwarder scans, without the bytes); a
+ * delivered one moves to `forwarded`. Written by the forwarders (several processes may try the
+ * same entry: at least once).
  */
-export interface ForwardDoc {
+export interface ForwardDoc extends Partial<DeliveryBytes> {
   _id: string;
   target: string;
   deliveryId: string;
@@ -289,8 +296,24 @@ export interface ForwardDoc {
   lastError?: string;
 }
 
-/** `forwarded`: insert-only log of delivered forwards (`_id` as in `forwards`; a replay keeps the first). */
-export interface ForwardedDoc {
+/**
+ * What a delivery's forward entries and `forwarded` rows carry of it: the exact bytes (base64),
+ * Meta's `X-Hub-Signature-256` as received (none on a service event), its kind and change fields.
+ * Absent on entries and rows written by earlier versions (their bytes are the `outbox` document's,
+ * then `delivery_archive`'s).
+ */
+export interface DeliveryBytes {
+  kind: OutboxDoc['kind'];
+  raw: string;
+  signature?: string;
+  fields?: string[];
+}
+
+/**
+ * `forwarded`: insert-only log of delivered forwards (`_id` as in `forwards`; a replay keeps the
+ * first), with the bytes that went: the archive `POST /v1/deliveries/replay` sends again, per target.
+ */
+export interface ForwardedDoc extends Partial<DeliveryBytes> {
   _id: string;
   target: string;
   deliveryId: string;
@@ -304,9 +327,10 @@ export interface ForwardedDoc {
 }
 
 /**
- * `delivery_archive`: a forwarded delivery once the outbox lets it go (no target left), raw bytes
- * and all, so `POST /v1/deliveries/replay` can send it again; kept for RETENTION_DELIVERIES.
- * Insert-only; `_id` is the delivery id. Deliveries no target wanted are not archived.
+ * `delivery_archive`: the replay archive of deliveries recorded by earlier versions (whose bytes were
+ * in `outbox`): written once the outbox let such a delivery go (no target left), raw bytes and all,
+ * so `POST /v1/deliveries/replay` can send it again; kept for RETENTION_DELIVERIES. New deliveries
+ * are archived in their `forwarded` rows. Insert-only; `_id` is the delivery id.
  */
 export interface ArchivedDeliveryDoc {
   _id: string;
@@ -442,18 +466,22 @@ export interface SendClaimDoc {
 }
 
 /**
- * `gate_holds`: a closure Meta announced that the lifecycle workflow has not applied yet, `_id` =
- * the WABA id. Inserted by the webhook sink before the 200 for `ACCOUNT_OFFBOARDED` and
- * `PARTNER_REMOVED` (a duplicate key is the same fact), so the gate is closed from the ack on
- * (`gateVerdict`), however long the outbox relay takes to hand the event over; deleted by `_id`
- * by the relay once the event is handed over (the workflow's state then decides). At most one
- * per WABA; a hold older than `GATE_HOLD_MAX_MS` is ignored.
+ * `gate_holds`: the last closure Meta announced for a WABA, `_id` = the WABA id. Written by the
+ * webhook sink before the 200 for `ACCOUNT_OFFBOARDED` and `PARTNER_REMOVED` (an upsert that
+ * replaces only a hold received earlier, for an event Meta sent no later), so the gate is closed from the ack on (`gateVerdict`),
+ * however long the outbox relay takes to hand the event over; it stops counting once the WABA's
+ * workflow has handled its event (the WABA document's `closingHandled`; `holdCounts` in
+ * src/lifecycle/gate-holds.store.ts), so it is not deleted (except by the relay, for a
+ * redelivery of an event handed over already). One per WABA; a hold older than
+ * `GATE_HOLD_MAX_MS` is ignored.
  */
 export interface GateHoldDoc {
   _id: string;
   eventKey: string;
   type: string;
   receivedAt: string;
+  /** Meta's `entry[].time` of the event, when it had one (a redelivery keeps its old time). */
+  metaTime?: number;
 }
 
 /**
