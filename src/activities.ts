@@ -51,7 +51,7 @@ export function createActivities(deps: ActivityDeps) {
     graph: deps.config.graph,
   });
   return {
-    ...createLifecycleActivities(deps.c, deps.config.forward.targets, deps.config.lifecycle),
+    ...createLifecycleActivities(deps.c, deps.config.forward.targets, deps.config.lifecycle, deps.logger),
     ...createProbeActivities(deps),
     ...createCredentialsActivities(deps),
     ...createForwardBacklogActivities(deps),

@@ -96,6 +96,16 @@ async function post(
   return res;
 }
 
+/**
+ * The `log` sink: one line on the worker's log (`warn` for a warning, `error` above). Also called
+ * by the lifecycle's `saveWaba` for the alerts of the step it saves (src/lifecycle/lifecycle.activities.ts).
+ */
+export function logAlert(logger: Logger, alert: AlertInput): void {
+  const { runSinks: _runSinks, ...shown } = alert;
+  const level = alert.severity === 'warning' ? 'warn' : 'error';
+  logger[level]({ alert: true, ...shown }, `ALERT: ${alert.title}`);
+}
+
 export function createAlertActivities(deps: AlertDeps) {
   const timeoutMs = deps.timeoutMs ?? 10_000;
   const { c, alerts } = deps;
@@ -192,8 +202,7 @@ export function createAlertActivities(deps: AlertDeps) {
     async deliverAlert(sink: AlertSink, alert: AlertInput): Promise<void> {
       const { runSinks, ...shown } = alert;
       if (sink !== 'log') return deliver(sink, shown);
-      const level = alert.severity === 'warning' ? 'warn' : 'error';
-      deps.logger[level]({ alert: true, ...shown }, `ALERT: ${alert.title}`);
+      logAlert(deps.logger, alert);
       // Settings of this worker, read now: a sink the run was started without still gets it.
       if (runSinks) {
         const extra = (Object.keys(configured) as Exclude<AlertSink, 'log'>[]).filter(

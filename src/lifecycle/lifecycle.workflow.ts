@@ -15,8 +15,9 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
+import type { QueueCount } from './lifecycle.activities';
 import { ALERT_ACTIVITY_OPTIONS, SETTINGS_ACTIVITY_OPTIONS } from '../activity-options';
-import type { AlertInput, DrainInput, DrainResult } from '../contracts';
+import type { DrainInput, DrainResult } from '../contracts';
 import { alertInBackground } from '../alerts/alerts.workflow';
 import {
   EscalationLevelKey,
@@ -35,7 +36,7 @@ import {
   type ProbeResult,
 } from '../contracts';
 import {
-  alertContent,
+  composeAlert,
   currentDetails,
   describeWakeUp,
   nextWakeUp,
@@ -50,7 +51,7 @@ import {
 } from './machine';
 
 // The store's reads and writes (openWaba, saveWaba, countQueued, requeueLateFailure: a few
-// exact-`_id` operations or a count of the small queue, milliseconds) and the worker's settings
+// exact-`_id` operations, a count of the queue or a look at its head, milliseconds) and the worker's settings
 // are local activities: one marker event each, and several in one workflow task, instead of an
 // activity's scheduled/started/completed plus a workflow task each. They retry until the store
 // answers (a failover delays a step, never fails the run); a local activity retried past its
@@ -70,6 +71,12 @@ const drainer = proxyActivities<Activities>({
 });
 /** The gate's probe of Meta before an escalation level: bounded like alert delivery. */
 const prober = proxyActivities<Pick<Activities, 'probeGate'>>(ALERT_ACTIVITY_OPTIONS);
+
+/** An `alert` command. */
+type AlertCommand = Extract<Command, { type: 'alert' }>;
+
+/** The workflow clock's now, as ISO text. */
+const now = (): string => new Date().toISOString();
 
 const RECENT_KEYS = 200;
 /** Events applied in one workflow task at most before it is closed (see the loop). */
@@ -92,6 +99,11 @@ class LifecycleRun {
   sweptProbe: ProbeResult | undefined;
   /** What the last count of the queue (or `failQueue`) reported: alerts and stray drains read them. */
   queued = 0;
+  /**
+   * `exact`: `queued` is the queue's length; `any`: the last save only asked whether anything
+   * waits, and `queued` is 1 for "one or more" (or 0).
+   */
+  queuedCount: QueueCount = 'exact';
   failed = 0;
   eventsApplied = 0;
   lastProbe: (ProbeResult & { at: string }) | undefined;
@@ -157,7 +169,30 @@ class LifecycleRun {
       drainRunning: this.drainRunning,
     });
     this.waba = next.state;
-    for (const command of next.commands) await this.execute(command);
+    // Every alert carries the queue's length (and some texts show it): a step that raises one has
+    // its save count the queue. The others only need to know whether anything waits (what
+    // `startDrain.onlyIfQueued` asks), which reads the queue up to its first entry, not entry by entry.
+    const count: QueueCount = next.commands.some((c) => c.type === 'alert') ? 'exact' : 'any';
+    const logged = this.alertsLoggedBySaves(next.commands);
+    for (const command of next.commands) await this.execute(command, count, logged);
+  }
+
+  /**
+   * The alerts whose `log` line a save writes (after its count, in its own local activity: no
+   * marker of their own), by save: those that follow a `persist` with nothing between but the
+   * search attributes or other such alerts, so the counts they show are the save's. None when the
+   * `log` sink is not configured.
+   */
+  private alertsLoggedBySaves(commands: readonly Command[]): Map<Command, AlertCommand[]> {
+    const bySave = new Map<Command, AlertCommand[]>();
+    if (!this.settings.alertSinks.includes('log')) return bySave;
+    let save: AlertCommand[] | undefined;
+    for (const command of commands) {
+      if (command.type === 'persist') bySave.set(command, (save = []));
+      else if (command.type === 'alert') save?.push(command);
+      else if (command.type !== 'upsertSearchAttributes') save = undefined;
+    }
+    return bySave;
   }
 
   /** Applies a probe's answer, the sweep's or the one before an escalation level. */
@@ -189,17 +224,31 @@ class LifecycleRun {
     this.settings = await workerSettings.lifecycleSettings();
   }
 
-  /** Carries out one command; each activity is scheduled when its command comes up, in order. */
-  private async execute(command: Command): Promise<void> {
+  /**
+   * Carries out one command; each activity is scheduled when its command comes up, in order.
+   * `count`: how a `persist` reports the queue (see `step`); `logged`: the alerts each save logs
+   * (see `alertsLoggedBySaves`).
+   */
+  private async execute(
+    command: Command,
+    count: QueueCount = 'exact',
+    logged: ReadonlyMap<Command, AlertCommand[]> = new Map(),
+  ): Promise<void> {
     switch (command.type) {
       case 'cancelDrain':
         await this.cancelDrain();
         return this.step({ kind: 'drainStopped', then: command.then });
-      case 'persist':
-        this.queued = await store.saveWaba(command.waba);
+      case 'persist': {
+        const alerts = logged.get(command) ?? [];
+        const log =
+          alerts.length > 0 ? { specs: alerts.map((a) => a.alert), failed: this.failed, at: now() } : undefined;
+        this.queued = await store.saveWaba(command.waba, count, log);
+        this.queuedCount = count;
         return;
+      }
       case 'countQueued':
         this.queued = await store.countQueued(this.wabaId);
+        this.queuedCount = 'exact';
         return;
       case 'upsertSearchAttributes':
         return; // written once the step's commands are done (`flushAttributes`)
@@ -211,10 +260,13 @@ class LifecycleRun {
       case 'failQueue':
         this.flushAttributes();
         this.failed = await drainer.failQueue({ wabaId: this.wabaId, reason: command.reason });
-        if (command.queueEmptied) this.queued = 0;
+        if (command.queueEmptied) [this.queued, this.queuedCount] = [0, 'exact'];
         return;
       case 'alert':
-        this.alert(command.alert);
+        this.alert(
+          command.alert,
+          [...logged.values()].some((alerts) => alerts.includes(command)),
+        );
         return;
       case 'requeueLate':
         await store.requeueLateFailure(command.failure);
@@ -284,24 +336,22 @@ class LifecycleRun {
     this.cancelling = false;
   }
 
-  private alert(spec: AlertSpec): void {
-    const full: AlertInput = {
-      ...alertContent(spec, { queued: this.queued, failed: this.failed }),
-      kind: spec.kind,
-      wabaId: this.wabaId,
-      at: new Date().toISOString(),
-      state: this.waba!.state,
-      queued: this.queued,
-      runSinks: this.settings.alertSinks,
-    };
+  /** Raises an alert on every sink but `log` when its save logged it already (`loggedBySave`). */
+  private alert(spec: AlertSpec, loggedBySave: boolean): void {
+    const full = composeAlert(
+      spec,
+      { queued: this.queued, failed: this.failed },
+      { wabaId: this.wabaId, state: this.waba!.state, at: now(), runSinks: this.settings.alertSinks },
+    );
+    const sinks = loggedBySave ? this.settings.alertSinks.filter((s) => s !== 'log') : this.settings.alertSinks;
     // A failing sink never breaks the workflow: it is logged and the run goes on.
-    this.alerts.push(...alertInBackground(this.settings.alertSinks, full));
+    this.alerts.push(...alertInBackground(sinks, full));
   }
 
   /** Publishes what the run waits for (the `state` query and Temporal UI's details). */
   describe(text: string): void {
     this.nextText = text;
-    setCurrentDetails(currentDetails(this.waba, this.queued, text, this.lastProbe));
+    setCurrentDetails(currentDetails(this.waba, this.queued, text, this.lastProbe, this.queuedCount === 'any'));
   }
 }
 

@@ -99,7 +99,11 @@ export type Command =
    * `{ kind: 'drainStopped', then }` back. Always the last command of its step.
    */
   | { type: 'cancelDrain'; then: AfterDrainStopped }
-  /** `saveWaba(waba)`, which also counts the queue (what later `alert`s and `startDrain.onlyIfQueued` see). */
+  /**
+   * `saveWaba(waba)`, which also reports the queue after the write (what later `alert`s and
+   * `startDrain.onlyIfQueued` see): its length in a step that raises an alert, else only whether
+   * anything waits (the shell's choice: queue counts are the shell's).
+   */
   | { type: 'persist'; waba: LifecycleState }
   /** `countQueued(wabaId)`; the count is what later `alert`s and `startDrain.onlyIfQueued` see. */
   | { type: 'countQueued' }
@@ -341,6 +345,8 @@ export function currentDetails(
   queued: number,
   next: string,
   lastProbe?: ProbeResult & { at: string },
+  /** `queued` only says whether anything waits (the last save did not count the queue). */
+  queuedAtLeast = false,
 ): string {
   if (!state) return 'Loading the WABA document.';
   const lines = [`State: ${state.state} since ${state.since}.`];
@@ -354,7 +360,7 @@ export function currentDetails(
     lines.push(`Gate closed${state.reason ? `: ${state.reason}` : ''}.`);
   }
   if (state.lastReopen) lines.push(`Last reopened at ${state.lastReopen.at} (${state.lastReopen.cause}).`);
-  lines.push(`Queued: ${queued} message(s).`);
+  lines.push(queuedAtLeast && queued > 0 ? 'Queued: one or more message(s).' : `Queued: ${queued} message(s).`);
   if (lastProbe) lines.push(`Last probe at ${lastProbe.at}: ${lastProbe.verdict} (${lastProbe.detail}).`);
   lines.push(`Next: ${next}.`);
   return lines.join('\n');
@@ -380,6 +386,26 @@ export function view(
     ...(state?.disconnectionInfo ? { disconnectionInfo: state.disconnectionInfo } : {}),
     ...(extra.lastProbe ? { lastProbe: extra.lastProbe } : {}),
     next: extra.next ?? '',
+  };
+}
+
+/**
+ * The alert as sinks receive it: its content (`alertContent`) with the queue counts at the time it
+ * is raised, the WABA's state after the step that raised it, and when.
+ */
+export function composeAlert(
+  spec: AlertSpec,
+  counts: QueueCounts,
+  raised: { wabaId: string; state: WabaState; at: string; runSinks?: AlertInput['runSinks'] },
+): AlertInput {
+  return {
+    ...alertContent(spec, counts),
+    kind: spec.kind,
+    wabaId: raised.wabaId,
+    at: raised.at,
+    state: raised.state,
+    queued: counts.queued,
+    ...(raised.runSinks ? { runSinks: raised.runSinks } : {}),
   };
 }
 

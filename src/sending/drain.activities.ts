@@ -15,6 +15,7 @@ import {
   recordSettlements,
   removeEntries,
   type QueueCursor,
+  type QueueMarks,
   type Settlement,
 } from './queue.store';
 import type { LaunchDeps } from '../launch-deps';
@@ -371,14 +372,21 @@ export function createDrainActivities(deps: DrainDeps) {
       let checkedForResume = 0;
       // The next page is read while this one is sent (a point read per entry).
       type Page = Awaited<ReturnType<typeof nextEntries>>;
-      let nextPage: Promise<Page> = nextEntries(c, wabaId, undefined, tuning.pageSize);
+      let nextPage: Promise<Page> | undefined = nextEntries(c, wabaId, undefined, tuning.pageSize);
+      /** The marks the last page read: `advanceHead` starts from them. */
+      let marks: QueueMarks | undefined;
       try {
-        while (!halted()) {
-          const read = await nextPage;
+        while (!halted() && nextPage) {
+          const read: Page = await nextPage;
+          marks = read.marks;
           let page = read.entries;
           if (page.length === 0) break;
-          nextPage = nextEntries(c, wabaId, read.cursor, tuning.pageSize);
-          nextPage.catch(() => undefined); // awaited on the next turn; not left unhandled if we stop
+          // A page that reached the queue's end is the last: reading on (at once, as the next page
+          // is read) would only find entries queued in the moment since. Those, and any queued while
+          // this page is sent, are the lifecycle run's: it looks at the queue after saving the
+          // drain's outcome and drains them as strays (src/lifecycle/machine.ts, `finishDrain`).
+          nextPage = read.end ? undefined : nextEntries(c, wabaId, read.cursor, tuning.pageSize);
+          nextPage?.catch(() => undefined); // awaited on the next turn; not left unhandled if we stop
           if (resumed && checkedForResume < tuning.maxInFlight + tuning.maxUnpersisted) {
             checkedForResume += page.length;
             page = await dropSettled(page);
@@ -423,7 +431,7 @@ export function createDrainActivities(deps: DrainDeps) {
         await flush();
       }
       // Later walks start past what this drain sent (best effort: a failure only costs them reads).
-      await advanceHead(c, wabaId, removed).catch((err: unknown) =>
+      await advanceHead(c, wabaId, removed, marks).catch((err: unknown) =>
         log.warn({ err: String(err) }, 'queue head not advanced'),
       );
       if (signal.aborted) {
@@ -446,11 +454,13 @@ export function createDrainActivities(deps: DrainDeps) {
       const ctx = Context.current();
       let failed = 0;
       let cursor: QueueCursor | undefined;
+      let marks: QueueMarks | undefined;
       const removed = new Set<string>();
       for (;;) {
         const read = await nextEntries(c, input.wabaId, cursor, tuning.pageSize);
         const page = read.entries;
         cursor = read.cursor;
+        marks = read.marks;
         if (page.length === 0) break;
         const at = new Date().toISOString();
         const batch: Settlement[] = page.map((e) => ({
@@ -468,7 +478,7 @@ export function createDrainActivities(deps: DrainDeps) {
         failed += batch.length;
         ctx.heartbeat(failed);
       }
-      await advanceHead(c, input.wabaId, removed);
+      await advanceHead(c, input.wabaId, removed, marks);
       deps.logger.info({ wabaId: input.wabaId, failed, reason: input.reason }, 'queue failed');
       return failed;
     },

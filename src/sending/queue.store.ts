@@ -64,8 +64,11 @@ const LIVE = { tombstone: { $ne: true as const } };
 
 type LaneMarks = { head: number; tail: number };
 
+/** Both lanes' marks as one read found them (see `nextEntries`, `advanceHead`). */
+export type QueueMarks = Record<QueueLane, LaneMarks>;
+
 /** Both lanes' marks: one read by `_id` (the WABA's marks document). */
-async function readMarks(c: Collections, wabaId: string): Promise<Record<QueueLane, LaneMarks>> {
+async function readMarks(c: Collections, wabaId: string): Promise<QueueMarks> {
   const doc = await c.queueMarks.findOne({ _id: wabaId });
   return {
     main: { head: doc?.mainHead ?? 0, tail: doc?.mainTail ?? 0 },
@@ -238,9 +241,11 @@ async function walkLane(
 
 /**
  * The next `limit` entries of a WABA's queue after `after` (from the start without one), in queue
- * order: the front lane (by acceptance time within a page), then the main lane. Returns them and
- * the cursor to continue from. Costs a point read per position walked: the entries, plus those that
- * left since the last `advanceHead`.
+ * order: the front lane (by acceptance time within a page), then the main lane. Returns them, the
+ * cursor to continue from, `end` when the walk reached the main lane's end (no claim past the last
+ * position read: a next page would only find entries queued after this read) and the marks it read
+ * (for `advanceHead`). Costs the marks' read and a point read per position walked: the entries,
+ * those that left since the last `advanceHead`, and at the end one position's claim and entry.
  */
 export async function nextEntries(
   c: Collections,
@@ -248,9 +253,10 @@ export async function nextEntries(
   after: QueueCursor | undefined,
   limit: number,
   projection?: Record<string, 1>,
-): Promise<{ entries: QueueDoc[]; cursor: QueueCursor }> {
+): Promise<{ entries: QueueDoc[]; cursor: QueueCursor; end: boolean; marks: QueueMarks }> {
   const entries: QueueDoc[] = [];
   let cursor: QueueCursor = after ?? { lane: 'front', n: -1 };
+  let end = false;
   const marks = await readMarks(c, wabaId);
   for (const lane of LANES.slice(LANES.indexOf(cursor.lane))) {
     const { head, tail } = marks[lane];
@@ -260,8 +266,9 @@ export async function nextEntries(
     entries.push(...walked.entries);
     cursor = { lane, n: walked.last };
     if (!walked.end) break;
+    end = lane === 'main';
   }
-  return { entries, cursor };
+  return { entries, cursor, end, marks };
 }
 
 /**
@@ -277,8 +284,13 @@ export async function advanceHead(
   wabaId: string,
   /** Entry ids the caller removed itself (settled and deleted): known gone, not read again. */
   removed: ReadonlySet<string> = new Set(),
+  /**
+   * The marks the caller's last `nextEntries` read (no read of them here). Only the WABA's drain
+   * raises a head, so the heads are current; a tail that moved on since only stops this call short.
+   */
+  known?: QueueMarks,
 ): Promise<void> {
-  const marks = await readMarks(c, wabaId);
+  const marks = known ?? (await readMarks(c, wabaId));
   for (const lane of LANES) {
     const { head, tail } = marks[lane];
     let gone = head;
@@ -314,6 +326,23 @@ async function hasLeft(c: Collections, wabaId: string, lane: QueueLane, n: numbe
  */
 export async function wabasWithQueued(c: Collections): Promise<string[]> {
   return (await c.queue.distinct('wabaId', LIVE)) as string[];
+}
+
+/**
+ * Whether any message waits in a WABA's queue: the marks, then the main lane from its head and, only
+ * when that is empty, the front lane, each walked one position at a time up to its first live entry
+ * (see `nextEntries`). A queue whose main lane holds an entry at its head costs two reads; an empty
+ * one five, as `countQueued`. For a decision that only asks "anything to drain?", where a count
+ * would read every entry.
+ */
+export async function anyQueued(c: Collections, wabaId: string): Promise<boolean> {
+  const marks = await readMarks(c, wabaId);
+  for (const lane of ['main', 'front'] as const) {
+    const { head, tail } = marks[lane];
+    const walked = await walkLane(c, wabaId, lane, head + 1, tail, 1, { _id: 1 });
+    if (walked.entries.length > 0) return true;
+  }
+  return false;
 }
 
 /**

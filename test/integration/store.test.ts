@@ -11,6 +11,7 @@ import {
 import {
   ABANDONED_CLAIM_MS,
   advanceHead,
+  anyQueued,
   countQueued,
   enqueue,
   enqueueFront,
@@ -220,6 +221,63 @@ describe('queue store on the real MongoDB-wire server', () => {
     await settle(rest.entries);
     expect(await isQueued(c, `${wabaId}-m1`, main.id)).toBe(false);
     expect(await countQueued(c, wabaId)).toBe(2);
+  });
+
+  /** The `find` commands `fn` sends through a client of its own, by collection. */
+  async function readsOf(fn: (mc: Collections) => Promise<unknown>): Promise<Record<string, number>> {
+    const monitored = new Client(process.env.MONGODB_URI!, { monitorCommands: true });
+    await monitored.connect();
+    const reads: Record<string, number> = {};
+    monitored.on('commandStarted', (e) => {
+      if (e.commandName === 'find') reads[String(e.command.find)] = (reads[String(e.command.find)] ?? 0) + 1;
+    });
+    try {
+      await fn(collections(monitored.db(dbName)));
+      return reads;
+    } finally {
+      await monitored.close();
+    }
+  }
+
+  it('answers whether anything waits by reading up to the first live entry, in either lane', async () => {
+    const wabaId = 'w' + randomBytes(4).toString('hex');
+    expect(await anyQueued(c, wabaId)).toBe(false);
+    // The front lane alone.
+    await enqueueFront(c, { ...entry(wabaId, 0), round: 2, acceptedAt: '2026-01-01T00:00:00.000Z' });
+    expect(await anyQueued(c, wabaId)).toBe(true);
+    await settle((await nextEntries(c, wabaId, undefined, 100)).entries);
+    expect(await anyQueued(c, wabaId)).toBe(false);
+    for (let i = 1; i <= 30; i++) await enqueue(c, entry(wabaId, i));
+    // The marks and the main lane's first entry: 2 reads, where a count reads every entry.
+    expect(await readsOf(async (mc) => expect(await anyQueued(mc, wabaId)).toBe(true))).toEqual({
+      queue_marks: 1,
+      queue: 1,
+    });
+    expect((await readsOf((mc) => countQueued(mc, wabaId))).queue).toBeGreaterThanOrEqual(30);
+    // Past a lagging tail hint too (a claim and its entry beyond it).
+    await settle((await nextEntries(c, wabaId, undefined, 29)).entries);
+    await advanceHead(c, wabaId);
+    await c.queueMarks.updateOne({ _id: wabaId }, { $set: { mainTail: 29 } });
+    expect(await anyQueued(c, wabaId)).toBe(true);
+    await settle((await nextEntries(c, wabaId, undefined, 100)).entries);
+    expect(await anyQueued(c, wabaId)).toBe(false);
+  });
+
+  it("says when a page reached the queue's end, and advances the head from the page's marks without reading them", async () => {
+    const wabaId = 'w' + randomBytes(4).toString('hex');
+    for (let i = 1; i <= 5; i++) await enqueue(c, entry(wabaId, i));
+    const full = await nextEntries(c, wabaId, undefined, 5);
+    expect(full.entries).toHaveLength(5);
+    expect(full.end).toBe(false); // a full page: what follows is unknown
+    const short = await nextEntries(c, wabaId, undefined, 10);
+    expect(short.entries).toHaveLength(5);
+    expect(short.end).toBe(true);
+    expect(short.marks.main).toEqual({ head: 0, tail: 5 });
+    await settle(short.entries);
+    const removed = new Set(short.entries.map((e) => e._id));
+    const reads = await readsOf((mc) => advanceHead(mc, wabaId, removed, short.marks));
+    expect(reads).toEqual({});
+    expect(await mark(wabaId, 'main', 'head')).toBe(5);
   });
 
   it('groups concurrent inserts into one collection into few commands, and fails only the caller whose document failed', async () => {

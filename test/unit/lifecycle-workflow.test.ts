@@ -7,6 +7,8 @@ import type { WabaSnapshot } from '../../src/lifecycle/wabas.store';
 import type { Activities } from '../../src/activities';
 import type { AlertInput, DrainInput } from '../../src/contracts';
 import { wabaLifecycleWorkflow } from '../../src/lifecycle/lifecycle.workflow';
+import type { AlertsToLog } from '../../src/lifecycle/lifecycle.activities';
+import { composeAlert } from '../../src/lifecycle/machine';
 import {
   EscalationLevelKey,
   GateCauseKey,
@@ -47,10 +49,16 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
   function fakes(opts: { drainFinishes?: boolean; queued?: number; deadOnCancel?: boolean } = {}) {
     const calls: string[] = [];
     const alerts: AlertInput[] = [];
+    /** How each save was asked to report the queue (`exact` or `any`), by the state it saved. */
+    const counts: string[] = [];
+    /** Who delivered each alert: `save:<kind>` (its save wrote the log line) or `<sink>:<kind>`. */
+    const loggedBy: string[] = [];
     let doc: WabaSnapshot | undefined;
     let queued = opts.queued ?? 0;
+    let opened: string | undefined;
     const activities: Partial<Activities> = {
       async openWaba(wabaId: string) {
+        opened = wabaId;
         const waba = doc ?? {
           wabaId,
           state: 'connected' as const,
@@ -61,10 +69,17 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
         };
         return { settings: await activities.lifecycleSettings!(), waba, queued };
       },
-      async saveWaba(snapshot: WabaSnapshot) {
+      async saveWaba(snapshot: WabaSnapshot, count?: 'exact' | 'any', log?: AlertsToLog) {
         doc = snapshot;
         calls.push(`save:${snapshot.state}:${snapshot.escalationLevel}`);
-        return queued;
+        counts.push(`${snapshot.state}:${count}`);
+        const reported = count === 'any' ? Math.min(queued, 1) : queued;
+        for (const spec of log?.specs ?? []) {
+          loggedBy.push(`save:${spec.kind}`);
+          const raised = { wabaId: snapshot.wabaId, state: snapshot.state, at: log!.at };
+          alerts.push(composeAlert(spec, { queued: reported, failed: log!.failed }, raised));
+        }
+        return reported;
       },
       async countQueued() {
         return queued;
@@ -94,11 +109,12 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
         calls.push(`failQueue:${input.reason}`);
         return 0;
       },
-      async deliverAlert(_sink, alert: AlertInput) {
+      async deliverAlert(sink, alert: AlertInput) {
+        loggedBy.push(`${sink}:${alert.kind}`);
         alerts.push(alert);
       },
     };
-    return { calls, alerts, activities };
+    return { calls, alerts, counts, loggedBy, activities, wabaId: () => opened! };
   }
 
   /** Waits (up to 30 s) until the fake activities recorded `call`: a fixed delay is too short on a busy machine. */
@@ -224,6 +240,34 @@ describe('wabaLifecycleWorkflow (test environment, in-memory activities)', () =>
     });
     expect(summary.finalState).toBe('connected');
     expect(f.calls.filter((c) => c.startsWith('drain'))).toEqual(['drain:reconnected']);
+  });
+
+  it('counts the queue only at a save whose step raises an alert; the others ask whether anything waits', async () => {
+    const f = fakes({ drainFinishes: true, queued: 4 });
+    const long = { ...settings, escalation: [{ level: 1, afterMs: 3_600_000, severity: 'critical' as const }] };
+    const summary = await run(f.activities, long, async (send) => {
+      await send({ type: 'ACCOUNT_OFFBOARDED', metaTime: 100 });
+      await send({ type: 'ACCOUNT_RECONNECTED', metaTime: 200 });
+    });
+    expect(summary.finalState).toBe('connected');
+    // Offboarded and draining: no alert (the drain starts on "anything?"); connected: the
+    // reconnection's alert carries the count.
+    expect(f.counts).toEqual(['offboarded:any', 'draining:any', 'connected:exact']);
+    expect(f.calls.filter((c) => c.startsWith('drain'))).toEqual(['drain:reconnected']);
+    expect(f.alerts.map((a) => [a.kind, a.queued])).toEqual([['reconnected', 0]]);
+  });
+
+  it("writes the log line of an alert that follows a save in that save's local activity, else the log sink's", async () => {
+    const f = fakes();
+    await run(f.activities, settings, (send) => send({ type: 'ACCOUNT_OFFBOARDED' }));
+    // Levels 1 and 2 come with their save; the last level counts the queue after failing it first,
+    // so its line is the log sink's own.
+    expect(f.loggedBy).toEqual(['save:escalated', 'save:escalated', 'log:abandoned']);
+    const history = await env.client.workflow.getHandle(wabaWorkflowId(f.wabaId())).fetchHistory();
+    const markers = (history.events ?? []).filter((e) => e.markerRecordedEventAttributes).length;
+    // The open, the save of each step (offboarded, levels 1 to 3), the settings before each level,
+    // the last level's count and its log line: 10 (12 with a marker per level's line).
+    expect(markers).toBe(10);
   });
 
   it("a flood of one WABA's events: every one applied, the workflow task closed every 8 steps", async () => {
