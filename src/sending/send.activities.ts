@@ -146,6 +146,8 @@ export function createSendActivities(deps: SendDeps) {
           // Past the attempt's last POST the send is withdrawn: the next attempt makes it.
           depart: async () => (await pacer.depart(slot.reservation)) && Date.now() <= postBy,
           targets: deps.config.forward.targets,
+          // A sent or failed answer is settled below at once: the settlement is its record.
+          answerSettled: true,
         },
       );
       slot.reservation.done(); // used, or not needed (already sent, in doubt)
