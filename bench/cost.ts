@@ -78,15 +78,15 @@ const eventsOf = (cost: Cost, type: string): number =>
   cost.history.runs.filter((r) => r.type === type).reduce((n, r) => n + r.events, 0);
 
 /**
- * Slot claims beyond one cap slot and one pair slot per send: a send that leaves more than
- * LATE_TOLERANCE_MS after its slot claims another (src/sending/pacing.ts), so this part of the
- * write count depends on the machine's load, the rest does not. Slots are not deleted per send
- * (the retention round purges spent ones).
+ * Slot claims beyond one per send (its cap slot and pair slot are one document): a send that
+ * leaves more than LATE_TOLERANCE_MS after its slot claims another (src/sending/pacing.ts), so
+ * this part of the write count depends on the machine's load, the rest does not. Slots are not
+ * deleted per send (the retention round purges spent ones).
  */
 const extraSlots = (cost: Cost, sends: number, baseWrites = 0): string => {
-  const n = (cost.db.byKey['insert send_slots'] ?? 0) - 2 * sends;
+  const n = (cost.db.byKey['insert send_slots'] ?? 0) - sends;
   return (
-    `${n} slot claim${n === 1 ? '' : 's'} beyond one cap + one pair slot per send ` +
+    `${n} slot claim${n === 1 ? '' : 's'} beyond one (cap and pair slot) per send ` +
     `(timing-dependent; without them ${fmt((cost.db.writes - baseWrites - n) / sends, 1)} writes per send)`
   );
 };

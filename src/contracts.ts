@@ -409,6 +409,12 @@ export type SendRequest = {
    * instead of first trying to insert it again (a write that could only fail).
    */
   recorded?: true;
+  /**
+   * With `recorded`: when the send API read the gate open for this message (epoch ms, its clock,
+   * taken before the read). `admit`'s first attempt acts on that verdict while it is fresh
+   * (`GATE_VERDICT_REUSE_MS`, src/sending/admission.ts) instead of reading the gate again.
+   */
+  gateOpenAt?: number;
 } & MessageContent;
 
 /** Meta's error, as recorded on a failed message. */

@@ -33,6 +33,20 @@ import {
  * nothing else reads a WABA's state to decide about a message.
  */
 
+/**
+ * How old the send API's "open" verdict may be for `admit`'s first attempt to act on it instead of
+ * reading the gate (and the message the API just recorded) again: 2 s, the hop from the API's
+ * read through the run's start to its first activity, with room for a loaded machine (tens of ms
+ * idle). Reusing it is safe because a wrong "open" corrects itself: the send fails "account
+ * unusable" (or the token's refusal), which queues the message and closes the gate, as a send
+ * does when the gate closes while it waits for its slot (up to `ADMIT_MAX_WAIT_MS`, 30 s, after
+ * its verdict). A later first attempt (no worker took it in time, a reset of the run) and every
+ * retry read everything again. The age is judged on the later of the worker's clock and
+ * Temporal's (the attempt's scheduling), both against the API's: a verdict stays in use past the
+ * bound only while both of them run behind the API's clock by the difference.
+ */
+export const GATE_VERDICT_REUSE_MS = 2_000;
+
 /** What the gate says about a message for a WABA in a given state. */
 export type GateVerdict =
   | { kind: 'send' }
@@ -44,6 +58,14 @@ export type GateVerdict =
   | { kind: 'queue'; held?: true; tokenPaused?: true }
   /** `reason` is what the message is failed with; `code` and `message` are the API's 409 answer. */
   | { kind: 'refuse'; reason: string; code: string; message: string };
+
+/** Which attempt of `admit` asks, as Temporal says (`Context.current().info`). */
+export interface AdmitAttempt {
+  /** 1 for the first. */
+  attempt: number;
+  /** When Temporal scheduled it (epoch ms, the server's clock). */
+  scheduledAt: number;
+}
 
 /**
  * The refusal policy and the gate, in one table: partner removed → refuse; abandoned with
@@ -129,6 +151,18 @@ export function createAdmission(deps: AdmissionDeps) {
     return gateVerdict(wabaId, waba?.state, onAbandon, held, tokenPaused !== null);
   };
 
+  /**
+   * The verdict for the stray check after queueing, read state first: a WABA whose state refuses
+   * or queues (anything but connected or unknown) gets that verdict whatever its hold and token say
+   * (`gateVerdict` looks at those only for a connected WABA; a refusal comes first), so only a
+   * connected one is read in full. A queued message's gate is usually closed by its state: one
+   * read instead of the whole verdict's.
+   */
+  const verdictAfterQueueing = async (wabaId: string): Promise<GateVerdict> => {
+    const byState = gateVerdict(wabaId, (await readWabaState(c, wabaId))?.state, onAbandon);
+    return byState.kind === 'send' ? verdictFor(wabaId) : byState;
+  };
+
   function messageDoc(req: SendRequest, wabaId: string, status: 'accepted' | 'queued'): MessageDoc {
     return {
       _id: req.messageId,
@@ -199,7 +233,7 @@ export function createAdmission(deps: AdmissionDeps) {
     // stray goes through the outbox (durable, retried by the relay until the workflow has it, and
     // behind a closure already on its way: per-WABA order), never as a bare signal that one
     // transient Temporal error would lose, leaving the entry queued on an open gate.
-    const after = await verdictFor(wabaId);
+    const after = await verdictAfterQueueing(wabaId);
     if (after.kind === 'send' || after.kind === 'refuse' || after.held) {
       const stray = await recordStray(c, {
         key: `stray:${messageId}`,
@@ -242,14 +276,26 @@ export function createAdmission(deps: AdmissionDeps) {
     /**
      * The send workflow's decision for one message: records it (idempotent), returns its outcome
      * when it is already settled or queued, expires or refuses it, queues it while the gate is
-     * closed, or says "send now". Safe to call again for the same message.
+     * closed, or says "send now". Safe to call again for the same message. `from`: the `admit`
+     * attempt asking; the run's first one acts on the API's fresh "open" verdict
+     * (`reusesApiVerdict`) instead of reading the gate and the message again.
      */
-    async admitMessage(req: SendRequest): Promise<Admission> {
+    async admitMessage(req: SendRequest, from?: AdmitAttempt): Promise<Admission> {
       const now = new Date().toISOString();
       const number = await lookup(req.phoneNumberId);
       if (!number) throw new UnknownPhoneNumberError(`phone number ${req.phoneNumberId} is not registered`);
       const wabaId = number.wabaId;
       const done = (outcome: SendOutcome): Admission => ({ kind: 'done', outcome });
+      const expired = (): Promise<SendOutcome> =>
+        settle({ messageId: req.messageId, status: 'expired', reason: REASONS.expired, at: now }, wabaId);
+
+      // The first attempt of a run the API started on an open gate a moment ago: the API's verdict
+      // stands (see `GATE_VERDICT_REUSE_MS`) and the message is as the API recorded it (nothing
+      // else writes a message that is neither queued nor sent yet), so neither is read again.
+      if (from && reusesApiVerdict(req, from)) {
+        if (req.expiresAt && Date.parse(req.expiresAt) <= Date.now()) return done(await expired());
+        return { kind: 'send', wabaId, mps: number.mps, doc: messageDoc(req, wabaId, 'accepted') };
+      }
 
       // A new message (the typed client's first attempt) costs one insert; a known one (the API
       // recorded it, or this is a retry) is read with its settlement. What the API recorded is not
@@ -271,11 +317,7 @@ export function createAdmission(deps: AdmissionDeps) {
         }
       }
 
-      if (req.expiresAt && Date.parse(req.expiresAt) <= Date.now()) {
-        return done(
-          await settle({ messageId: req.messageId, status: 'expired', reason: REASONS.expired, at: now }, wabaId),
-        );
-      }
+      if (req.expiresAt && Date.parse(req.expiresAt) <= Date.now()) return done(await expired());
       const verdict = await verdictFor(wabaId);
       if (verdict.kind === 'refuse') {
         return done(
@@ -298,3 +340,12 @@ export function createAdmission(deps: AdmissionDeps) {
 }
 
 export type AdmissionService = ReturnType<typeof createAdmission>;
+
+/**
+ * Whether `admit`'s attempt may act on the send API's "open" verdict: the run's first attempt, for
+ * a message the API recorded after reading the gate open at most `GATE_VERDICT_REUSE_MS` ago.
+ */
+export function reusesApiVerdict(req: SendRequest, from: AdmitAttempt, now = Date.now()): boolean {
+  if (from.attempt !== 1 || !req.recorded || req.gateOpenAt === undefined) return false;
+  return Math.max(now, from.scheduledAt) - req.gateOpenAt <= GATE_VERDICT_REUSE_MS;
+}

@@ -361,9 +361,13 @@ export function createMessagesRouter(deps: {
     if (!existingAcceptedAt) {
       // Only a new message meets the gate: a replay of an accepted one gets the first answer,
       // whatever the gate says now.
+      const readAt = Date.now();
       const verdict = await admission.verdictFor(number.wabaId);
       if (verdict.kind === 'refuse') throw conflict(verdict.code, verdict.message, { wabaId: number.wabaId });
-      if (await admission.acceptNew(req, number.wabaId, verdict)) req = { ...req, recorded: true };
+      // The run's first `admit` acts on this verdict while it is fresh (`reusesApiVerdict`).
+      if (await admission.acceptNew(req, number.wabaId, verdict)) {
+        req = { ...req, recorded: true, ...(verdict.kind === 'send' ? { gateOpenAt: readAt } : {}) };
+      }
       queued = verdict.kind === 'queue';
     }
     // Idempotent: a replay (or a retry after a failure here) finds the run already started. A

@@ -9,6 +9,7 @@ import {
   updateAttempt,
 } from './attempts.store';
 import { markInDoubt, sendKey } from './messages.store';
+import { findSettlement } from './queue.store';
 import type { GraphClient, SendMessageInput } from '../adapters/graph/client';
 import type { Logger } from '../logger';
 import { emitServiceEvents, messageStepEvent } from '../relay/events';
@@ -34,7 +35,9 @@ import { REASONS, type TemplateBody } from '../contracts';
 /**
  * The per-attempt ledger (`send_attempts`): the one owner of "may this message be POSTed to the
  * Cloud API (again)?". Every sender (admit, the drain) calls `beginSend` right before a POST and
- * `endSend` with its answer. A POST whose answer never got recorded (timeout, lost connection,
+ * records its answer: the drain with `endSend`; the direct send by the message's settlement, which
+ * it writes at once for a definite answer (`answerSettled`; `endSend` only for the answers that
+ * are tried again or queued). A POST whose answer never got recorded (timeout, lost connection,
  * `GraphApiError.mayHaveBeenSent`, a crash) leaves the message **in doubt**: it may have gone out.
  * Sends are tagged with the message id (`biz_opaque_callback_data`), so a status webhook naming it
  * (`confirmFromStatuses`, called by ingest) settles it as sent. Without one within the grace
@@ -191,6 +194,10 @@ export async function confirmFromStatuses(
   );
   await Promise.all(
     confirming.map(async (s) => {
+      // The send key is the settlement's `_id` too (`sendKey`). A settled send needs no
+      // confirmation: read first, it spares the ledger's read for nearly every status (and a
+      // direct send's entry, whose answer is its settlement, shows no wamid).
+      if (await findSettlement(c, s.bizOpaqueCallbackData!)) return;
       const doc = await readAttempt(c, s.bizOpaqueCallbackData!);
       if (!doc || doc.wamid) return;
       await insertConfirmation(c, { _id: doc._id, wamid: s.wamid, status: s.status, at: new Date().toISOString() });
@@ -231,6 +238,14 @@ export async function sendWithLedger(
     depart: () => Promise<boolean>;
     /** Forward targets that may want `message.in_doubt`. */
     targets: readonly ForwardTarget[];
+    /**
+     * The caller writes the message's settlement as soon as this returns `sent` or `failed` (the
+     * direct send): that settlement is then the record of the answer, and the ledger leaves the
+     * entry in flight instead of recording it too (one write statement less). A crash (or a
+     * failed write) before the settlement leaves the send in doubt, as one during the POST does. The
+     * drain, which settles in batches, leaves it unset: its ledger records every answer.
+     */
+    answerSettled?: boolean;
   },
 ): Promise<LedgeredAttempt> {
   const { policy, logger, depart } = opts;
@@ -257,22 +272,29 @@ export async function sendWithLedger(
     content: leaves.content,
     messageId: sendKey(input.messageId, round),
   });
-  const answer =
-    result.kind === 'sent'
-      ? { wamid: result.wamid }
-      : result.kind === 'retry' && result.error.mayHaveBeenSent
-        ? ({ lost: true } as const)
-        : ({ refused: true } as const);
-  try {
-    await endSend(c, input.messageId, answer, onInDoubt, round);
-  } catch (err) {
-    // The settlement still records a sent message; else the next attempt treats the POST as in doubt.
-    logger.warn({ messageId: input.messageId, err: String(err) }, 'recording the send answer failed');
+  // 131047 for the message itself: the window is closed (learnt below); its fallback template goes next.
+  const windowShut =
+    result.kind === 'failed' && result.error.reason === REASONS.serviceWindowClosed && !leaves.fallback;
+  const meaning: LedgeredAttempt =
+    result.kind === 'sent' && leaves.fallback
+      ? { ...result, sentAs: 'fallback_template' }
+      : windowShut && fallbackTemplate
+        ? { kind: 'retry', error: result.error }
+        : result;
+  if (!(opts.answerSettled && (meaning.kind === 'sent' || meaning.kind === 'failed'))) {
+    const answer =
+      result.kind === 'sent'
+        ? { wamid: result.wamid }
+        : result.kind === 'retry' && result.error.mayHaveBeenSent
+          ? ({ lost: true } as const)
+          : ({ refused: true } as const);
+    try {
+      await endSend(c, input.messageId, answer, onInDoubt, round);
+    } catch (err) {
+      // The settlement still records a sent message; else the next attempt treats the POST as in doubt.
+      logger.warn({ messageId: input.messageId, err: String(err) }, 'recording the send answer failed');
+    }
   }
-  if (result.kind === 'sent' && leaves.fallback) return { ...result, sentAs: 'fallback_template' };
-  if (result.kind === 'failed' && result.error.reason === REASONS.serviceWindowClosed && !leaves.fallback) {
-    await learnWindowClosed(c, send);
-    if (fallbackTemplate) return { kind: 'retry', error: result.error };
-  }
-  return result;
+  if (windowShut) await learnWindowClosed(c, send);
+  return meaning;
 }

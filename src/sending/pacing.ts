@@ -1,12 +1,15 @@
 import type { Collections } from '../adapters/store/db';
-import { claimSlot, pausedUntil, recordPause } from './slots.store';
+import { claimSlot, pausedUntil, recordPause, type SlotClaim } from './slots.store';
 
 /**
  * Pacing for Cloud API sends, shared by every worker through the database: the one module that
  * decides when a send may leave. Every send of a phone number, direct (`admit`) or drained, takes
  * a start slot of that number (Meta's throughput cap) and one of its recipient (Meta's pair limit)
- * by inserting the slot's document into `send_slots` (unique `_id`: two workers never hold the same
- * slot, on MongoDB and on FerretDB, where only inserts on unique keys are atomic). A back-off Meta
+ * by inserting one document into `send_slots`: its `_id` is the cap slot, its `pair` the pair slot,
+ * each under a unique index, so one insert (one write statement) claims both or neither, and two
+ * workers never hold the same slot (on MongoDB and on FerretDB, where only inserts on unique keys
+ * are atomic). A refused claim says which slot was taken (read back by `_id` on FerretDB, whose
+ * error does not name the index) and moves on from that one only. A back-off Meta
  * asks for (130429, 131056) is recorded in `send_pauses` and read before every claim, so it holds
  * for every worker.
  *
@@ -22,7 +25,10 @@ import { claimSlot, pausedUntil, recordPause } from './slots.store';
  * on, so any span of time holds at most `burst − 1 + span / intervalMs` sends to one recipient.
  *
  * Costs stay flat with history: claims are point inserts by `_id` (the unique index's check; no
- * read of `send_slots` ever scans it). Spent slots are left where they are: nobody claims a slot
+ * read of `send_slots` ever scans it). Pair slots claimed by a version that kept them as documents
+ * of their own (`_id` the pair slot) are not seen by this one: while both run side by side, a
+ * recipient may get up to a burst more than its limit (Meta answers 131056, which pauses the
+ * recipient and retries). Spent slots are left where they are: nobody claims a slot
  * that has started, so they only take room until the retention round deletes them, one filtered
  * `deleteMany` for all of them (src/adapters/store/retention.ts), instead of a delete statement per
  * slot per send.
@@ -172,19 +178,17 @@ export class SharedPacer {
   close(): void {}
 
   /**
-   * Claims the earliest start this send may have: a pair slot of the recipient, then the first
-   * free cap slot of the number at or after it. Does not wait. Claims made in call order start in
-   * that order (per process; across processes, in claim order).
+   * Claims the earliest start this send may have: a pair slot of the recipient and the first free
+   * cap slot of the number at or after it, in one insert (`claimCapAndPair`). Does not wait.
+   * Claims made in call order start in that order (per process; across processes, in claim order).
    */
   async reserve(req: ReserveRequest): Promise<ReserveResult> {
     const now = this.clock.now();
-    let earliest = Math.max(now, await this.pausedUntil(req.phoneNumberId));
-    if (req.to !== undefined && this.pair.intervalMs > 0) {
-      const pairAt = await this.claimPair(req.phoneNumberId, req.to, earliest, req.maxWaitMs);
-      if (pairAt.kind === 'later') return pairAt;
-      earliest = Math.max(earliest, pairAt.at);
-    }
-    const capAt = await this.claimCap(req.phoneNumberId, req.mps, earliest, req.maxWaitMs);
+    const earliest = Math.max(now, await this.pausedUntil(req.phoneNumberId));
+    const capAt =
+      req.to !== undefined && this.pair.intervalMs > 0
+        ? await this.claimCapAndPair(req.phoneNumberId, req.mps, req.to, earliest, req.maxWaitMs)
+        : await this.claimCap(req.phoneNumberId, req.mps, earliest, req.maxWaitMs);
     if (capAt.kind === 'later') return capAt;
     // The turn: the reservations this process holds with an earlier start, not the ones answered
     // before this one. Concurrent claims (direct sends, two drains' retries) are answered out of
@@ -346,20 +350,22 @@ export class SharedPacer {
       const at = k * width;
       if (maxWaitMs !== undefined && at - now > maxWaitMs) return { kind: 'later', retryAfterMs: at - now };
       this.capHint.set(hintKey, k);
-      const id = `${phoneNumberId}:${k}`;
-      const expiresAt = (k + 1) * width;
-      const claimed = await claimSlot(this.c, id, expiresAt);
-      // How long a claim takes here now (database and event loop): a moving average, from the first
-      // claim's time (from 0, it took a dozen claims to reach a slow database's 120 ms, and each
-      // late send meanwhile aimed at a slot that had passed by the answer).
-      const took = Math.max(0, this.clock.now() - now);
-      this.claimMs = this.claimMs === undefined ? took : this.claimMs + (took - this.claimMs) / 8;
-      if (claimed) return { kind: 'reserved', at };
+      if ((await this.timedClaim(now, `${phoneNumberId}:${k}`, (k + 1) * width)) === 'claimed') {
+        return { kind: 'reserved', at };
+      }
     }
   }
 
-  private async claimPair(
+  /**
+   * A send to a recipient: the lowest free pair slot of the recipient from the current interval on,
+   * and the first free cap slot of the number at or after the moment that pair slot lets it leave,
+   * claimed together by one insert (the cap slot's document names the pair slot: one write
+   * statement, not two). A refused claim says which slot was taken; only that one moves on (the
+   * hint of the other is given back, so a free slot is not skipped).
+   */
+  private async claimCapAndPair(
     phoneNumberId: string,
+    mps: number,
     to: string,
     notBefore: number,
     maxWaitMs?: number,
@@ -368,18 +374,37 @@ export class SharedPacer {
     const ahead = Math.max(1, this.pair.burst - PAIR_BURST_MARGIN) - 1;
     const key = pairKey(phoneNumberId, to);
     const earliest = Math.max(notBefore, await this.pausedUntil(key));
+    const width = capSlotMs(mps);
+    const capHintKey = `${phoneNumberId}@${mps}`;
     for (;;) {
       const now = this.clock.now();
       const base = Math.floor(Math.max(now, earliest) / interval);
       const j = Math.max(base, (this.pairHint.get(key) ?? -1) + 1);
-      const at = Math.max(earliest, (j - ahead) * interval);
+      const pairAt = Math.max(earliest, (j - ahead) * interval);
+      const k = Math.max(Math.ceil(Math.max(now, pairAt) / width), (this.capHint.get(capHintKey) ?? -1) + 1);
+      const at = k * width;
       if (maxWaitMs !== undefined && at - now > maxWaitMs) return { kind: 'later', retryAfterMs: at - now };
       if (this.pairHint.size > 10_000) this.prunePairHints(base);
       this.pairHint.set(key, j);
-      const id = `${key}:${j}`;
-      const expiresAt = (j + 1) * interval;
-      if (await claimSlot(this.c, id, expiresAt)) return { kind: 'reserved', at };
+      this.capHint.set(capHintKey, k);
+      const expiresAt = Math.max((k + 1) * width, (j + 1) * interval);
+      const claim = await this.timedClaim(now, `${phoneNumberId}:${k}`, expiresAt, `${key}:${j}`);
+      if (claim === 'claimed') return { kind: 'reserved', at };
+      // The slot that was free stays this process's next try (unless a later claim moved past it).
+      if (claim === 'cap_taken' && this.pairHint.get(key) === j) this.pairHint.set(key, j - 1);
+      if (claim === 'pair_taken' && this.capHint.get(capHintKey) === k) this.capHint.set(capHintKey, k - 1);
     }
+  }
+
+  /** One claim (src/sending/slots.store.ts), its time kept in the moving average `claimMs`. */
+  private async timedClaim(startedAt: number, id: string, expiresAt: number, pair?: string): Promise<SlotClaim> {
+    const claim = await claimSlot(this.c, id, expiresAt, pair);
+    // How long a claim takes here now (database and event loop): a moving average, from the first
+    // claim's time (from 0, it took a dozen claims to reach a slow database's 120 ms, and each
+    // late send meanwhile aimed at a slot that had passed by the answer).
+    const took = Math.max(0, this.clock.now() - startedAt);
+    this.claimMs = this.claimMs === undefined ? took : this.claimMs + (took - this.claimMs) / 8;
+    return claim;
   }
 
   private prunePairHints(currentSlot: number): void {

@@ -11,7 +11,7 @@ import { sendWithLedger } from './ledger';
 import { pauseForRefusedToken } from '../lifecycle/credentials';
 import type { Config } from '../config';
 import { realClock, type SharedPacer } from './pacing';
-import { outcomeOfSettlement, type Settlement } from './queue.store';
+import { findSettlement, outcomeOfSettlement, type Settlement } from './queue.store';
 import { FAILURE_TYPES, type SendOutcome, type SendRequest } from '../contracts';
 import { decideSendOutcome, type MessageStep } from './outcome';
 import type { AdmitResult } from '../contracts';
@@ -87,7 +87,8 @@ export function createSendActivities(deps: SendDeps) {
     /**
      * Admits one message: records it (idempotent), then sends it now when the WABA's gate is open,
      * or queues it. Retryable Meta errors are thrown as retryable failures (Temporal retries this
-     * activity, re-reading the gate each time); permanent ones fail the message; "account
+     * activity, re-reading the gate each time; the run's first attempt acts on the API's fresh
+     * "open" verdict, `reusesApiVerdict`); permanent ones fail the message; "account
      * unusable" queues it and closes the gate through the lifecycle workflow. Safe to retry: a
      * message already settled or queued is not sent or queued again (except the Cloud API's own
      * ambiguity: a send whose answer was lost may have gone out).
@@ -96,7 +97,8 @@ export function createSendActivities(deps: SendDeps) {
       const postBy = lastPostAt(Date.now(), deps.config.graph.timeoutMs);
       let decided;
       try {
-        decided = await admission.admitMessage(req);
+        const { attempt, currentAttemptScheduledTimestampMs: scheduledAt } = Context.current().info;
+        decided = await admission.admitMessage(req, { attempt, scheduledAt });
       } catch (err) {
         if (!(err instanceof UnknownPhoneNumberError)) throw err;
         throw ApplicationFailure.create({
@@ -144,6 +146,8 @@ export function createSendActivities(deps: SendDeps) {
           // Past the attempt's last POST the send is withdrawn: the next attempt makes it.
           depart: async () => (await pacer.depart(slot.reservation)) && Date.now() <= postBy,
           targets: deps.config.forward.targets,
+          // A sent or failed answer is settled below at once: the settlement is its record.
+          answerSettled: true,
         },
       );
       slot.reservation.done(); // used, or not needed (already sent, in doubt)
@@ -238,8 +242,19 @@ export function createSendActivities(deps: SendDeps) {
       return admission.settle(outcome, known.doc.wabaId);
     },
 
-    /** The message's outcome as recorded (the queued send workflow's safety-net poll). */
-    async getMessageOutcome(messageId: string): Promise<SendOutcome> {
+    /**
+     * The message's outcome as recorded, read once by a run started on a message the API queued
+     * (whoever settled it before the run existed found no run to signal). With `queuedAt` (the API
+     * queued it then, just before starting the run) only its settlement can have changed that: one
+     * read, not the message's two.
+     */
+    async getMessageOutcome(messageId: string, queuedAt?: string): Promise<SendOutcome> {
+      if (queuedAt !== undefined) {
+        const settlement = await findSettlement(c, messageId);
+        return settlement
+          ? outcomeOf(messageId, { doc: null, settlement })
+          : { messageId, status: 'queued', at: queuedAt };
+      }
       const known = await readMessage(c, messageId);
       if (!known) {
         throw ApplicationFailure.create({

@@ -53,7 +53,8 @@ export async function sendMessageWorkflow(req: SendRequest, options: SendOptions
   };
 
   try {
-    unlessSettled(await (options.queued ? reader.getMessageOutcome(req.messageId) : acts.admit(req)));
+    // Queued by the API (at its acceptance): only a settlement can have come since.
+    unlessSettled(await (options.queued ? reader.getMessageOutcome(req.messageId, req.acceptedAt) : acts.admit(req)));
   } catch (err) {
     if (!(err instanceof ActivityFailure)) throw err;
     const cause = err.cause instanceof ApplicationFailure ? err.cause : undefined;

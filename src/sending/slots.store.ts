@@ -1,14 +1,26 @@
 import type { Collection } from 'mongodb';
 import { isDuplicateKey, type Collections, type SendPauseDoc } from '../adapters/store/db';
 
-/** Takes the slot `id`: true if this caller now holds it, false if someone else already did. */
-export async function claimSlot(c: Collections, id: string, expiresAt: number): Promise<boolean> {
+/** What a claim met: both slots are now this caller's, or which one another sender holds. */
+export type SlotClaim = 'claimed' | 'cap_taken' | 'pair_taken';
+
+/**
+ * Takes the cap slot `id` and, with `pair`, the recipient's pair slot, in one insert (one
+ * statement: the unique `_id` and the unique `pair` index are both checked in it). On a refusal,
+ * which slot was taken: MongoDB names the index (`keyPattern`); FerretDB does not, so the cap slot
+ * is then read by `_id` (absent: the pair slot was the taken one). Taken both: `cap_taken`.
+ */
+export async function claimSlot(c: Collections, id: string, expiresAt: number, pair?: string): Promise<SlotClaim> {
   try {
-    await c.sendSlots.insertOne({ _id: id, expiresAt });
-    return true;
+    await c.sendSlots.insertOne(pair === undefined ? { _id: id, expiresAt } : { _id: id, pair, expiresAt });
+    return 'claimed';
   } catch (err) {
-    if (isDuplicateKey(err)) return false;
-    throw err;
+    if (!isDuplicateKey(err)) throw err;
+    if (pair === undefined) return 'cap_taken';
+    const keyPattern = (err as { keyPattern?: Record<string, unknown> }).keyPattern;
+    if (keyPattern && 'pair' in keyPattern) return 'pair_taken';
+    if (keyPattern && '_id' in keyPattern) return 'cap_taken';
+    return (await c.sendSlots.findOne({ _id: id }, { projection: { _id: 1 } })) ? 'cap_taken' : 'pair_taken';
   }
 }
 

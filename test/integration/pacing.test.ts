@@ -295,6 +295,42 @@ describe('shared pacing across processes', () => {
     pacer.close();
   });
 
+  it("claims a send's cap slot and pair slot in one document; a claim refused for one of them moves on from that one only", async () => {
+    const phone = 'p' + randomBytes(4).toString('hex');
+    // A stopped clock: every claim aims at the same slots, so the second worker meets the first's.
+    const t = realClock.now() + 60_000;
+    const stopped: Clock = { now: () => t, sleep: () => Promise.resolve() };
+    const pair = { burst: 45, intervalMs: 6_000 };
+    const [a, b] = conns.map((conn) => new SharedPacer(conn.c, pair, stopped));
+    const at = async (pacer: SharedPacer, to?: string) => {
+      const got = await pacer.reserve({ phoneNumberId: phone, mps: 20, ...(to ? { to } : {}) });
+      if (got.kind !== 'reserved') throw new Error('not reserved');
+      got.reservation.done();
+      return Math.round(got.reservation.at / capSlotMs(20));
+    };
+    const k = await at(a!, 'r1');
+    // b's first try is a's cap slot and a's pair slot of r1: both taken; it moves on cap slot first,
+    // then finds that pair slot taken and takes the next one, on the cap slot it had found free.
+    expect(await at(b!, 'r1')).toBe(k + 1);
+    expect(await at(b!, 'r2')).toBe(k + 2);
+    // Sends without a recipient (and late sends' new slots) hold a cap slot alone: no pair, no clash.
+    expect(await at(a!)).toBe(k + 3);
+    expect(await at(b!)).toBe(k + 4);
+    const docs = await conns[0]!.c.sendSlots.find({ _id: { $regex: `^${phone}` } }).toArray();
+    const j = Math.floor(t / pair.intervalMs);
+    // One document a send (before: a cap slot and a pair slot, two).
+    const byId = Object.fromEntries(docs.map((d) => [d._id, d.pair ?? null]));
+    expect(byId).toEqual({
+      [`${phone}:${k}`]: `${phone}>r1:${j}`,
+      [`${phone}:${k + 1}`]: `${phone}>r1:${j + 1}`,
+      [`${phone}:${k + 2}`]: `${phone}>r2:${j}`,
+      [`${phone}:${k + 3}`]: null,
+      [`${phone}:${k + 4}`]: null,
+    });
+    a!.close();
+    b!.close();
+  });
+
   it('holds the pair limit across workers and a pause seen by one worker stops the other', async () => {
     const phone = 'p' + randomBytes(4).toString('hex');
     const pair = { burst: 5, intervalMs: 1_000 };

@@ -2,11 +2,11 @@ import { MongoClient } from 'mongodb';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities } from '../../src/activities';
 import { insertAttempt, insertConfirmation, readAttempt } from '../../src/sending/attempts.store';
-import type { Collections, SendAttemptDoc } from '../../src/adapters/store/db';
+import { collections, type Collections, type SendAttemptDoc } from '../../src/adapters/store/db';
 import { insertMessage } from '../../src/sending/messages.store';
 import { enqueue } from '../../src/sending/queue.store';
 import { createLogger } from '../../src/logger';
-import { beginSend } from '../../src/sending/ledger';
+import { beginSend, confirmFromStatuses } from '../../src/sending/ledger';
 import { REASONS, type SendRequest } from '../../src/contracts';
 import { startStack, uniqueDigits, type Stack } from '../support/stack';
 
@@ -108,6 +108,75 @@ describe('the send ledger and its senders on the real store', () => {
     });
     expect(await onTime.run(admit, req)).toMatchObject({ status: 'sent' });
     expect(accepted(phone)).toHaveLength(1);
+  });
+
+  /** An `admit` attempt scheduled now, with its one minute. */
+  const attemptInfo = (attempt = 1) => ({
+    startToCloseTimeoutMs: 60_000,
+    currentAttemptScheduledTimestampMs: Date.now(),
+    attempt,
+  });
+
+  it("a direct send's answer is recorded once, by its settlement; lost before the settlement, the send is in doubt and its status settles it as sent without a second POST", async () => {
+    const { phone } = await newNumber();
+    // The writes of one admit, through a client of its own on the same database.
+    const counting = new MongoClient(process.env.MONGODB_URI!, { monitorCommands: true });
+    await counting.connect();
+    const writes: string[] = [];
+    counting.on('commandStarted', (e) => {
+      const n = ((e.command.documents ?? e.command.updates ?? e.command.deletes ?? []) as unknown[]).length;
+      if (['insert', 'update', 'delete'].includes(e.commandName)) {
+        for (let i = 0; i < n; i++) writes.push(`${e.commandName} ${String(e.command[e.commandName])}`);
+      }
+    });
+    try {
+      const counted = collections(counting.db(c.messages.dbName));
+      const { admit } = activities(counted);
+      const env = new MockActivityEnvironment(attemptInfo());
+      const one = request(phone, 'one record');
+      const sent = (await env.run(admit, one)) as { status: string; wamid?: string };
+      expect(sent).toMatchObject({ status: 'sent' });
+      // Before: also `update send_attempts` (the answer in the ledger, then again as the settlement).
+      expect(writes.sort()).toEqual([
+        'insert messages',
+        'insert send_attempts',
+        'insert send_slots',
+        'insert settlements',
+      ]);
+      // Its statuses find it settled: no confirmation is written for an entry left in flight.
+      writes.length = 0;
+      const status = { bizOpaqueCallbackData: one.messageId, wamid: sent.wamid!, status: 'delivered' };
+      await confirmFromStatuses(counted, [status, { ...status, status: 'read' }]);
+      expect(writes).toEqual([]);
+    } finally {
+      await counting.close();
+    }
+
+    // The worker dies between Meta's answer and the settlement: here, the settlement cannot be written.
+    const down = new MongoClient('mongodb://127.0.0.1:1/', { serverSelectionTimeoutMS: 100 });
+    const req = request(phone, 'answer lost with its worker');
+    try {
+      const { admit } = activities({ settlements: down.db('nowhere').collection('settlements') });
+      await expect(new MockActivityEnvironment(attemptInfo()).run(admit, req)).rejects.toThrow();
+    } finally {
+      await down.close();
+    }
+    const posts = () => accepted(phone).filter((m) => m.clientId === req.messageId);
+    expect(posts()).toHaveLength(1);
+    // The next attempt finds the POST in flight with no answer: in doubt, not POSTed again.
+    const { admit } = activities();
+    const retry = () => new MockActivityEnvironment(attemptInfo(2)).run(admit, req);
+    await expect(retry()).rejects.toMatchObject({ type: 'InDoubt' });
+    expect((await stack.message(req.messageId))?.status).toBe('in_doubt');
+    // Meta's status webhook names the send: settled as sent with its wamid, still one POST.
+    await insertConfirmation(c, {
+      _id: req.messageId,
+      wamid: 'wamid.by_status',
+      status: 'sent',
+      at: new Date().toISOString(),
+    });
+    expect(await retry()).toMatchObject({ status: 'sent', wamid: 'wamid.by_status' });
+    expect(posts()).toHaveLength(1);
   });
 
   it('settles as sent, not failed, a message the workflow gave up on whose send Meta accepted', async () => {

@@ -1,6 +1,9 @@
 import { Client } from '@temporalio/client';
+import { MongoClient } from 'mongodb';
 import { sendWorkflowId, type SendRequest } from '../../src/contracts';
-import { createAdmission } from '../../src/sending/admission';
+import { collections } from '../../src/adapters/store/db';
+import { GATE_VERDICT_REUSE_MS, createAdmission } from '../../src/sending/admission';
+import { createSendActivities, type SendDeps } from '../../src/sending/send.activities';
 import { createSenderClient } from '../../src/sending/launch';
 import { statusPayload } from '../../tools/meta-sim/payloads';
 import { SEND_KEY, eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
@@ -32,6 +35,27 @@ describe('sending on the real stack', () => {
   const message = (id: string) => stack.message(id);
   const finalOutcome = (id: string) => stack.rt.temporal.workflow.getHandle(sendWorkflowId(id)).result();
   const acceptedFor = (phone: string) => stack.sim.log.accepted.filter((m) => m.phoneNumberId === phone);
+
+  /** The stack's store through a client of its own that lists the collection of every `find` it sends. */
+  async function countingStore() {
+    const client = new MongoClient(process.env.MONGODB_URI!, { monitorCommands: true });
+    await client.connect();
+    const reads: string[] = [];
+    client.on('commandStarted', (e) => {
+      if (e.commandName === 'find') reads.push(String(e.command.find));
+    });
+    return { c: collections(client.db(stack.rt.db.databaseName)), reads, close: () => client.close() };
+  }
+  const admissionOver = (c: Stack['rt']['c']) =>
+    createAdmission({ c, launch: stack.rt.launch, logger: stack.logger, graph: stack.config.graph });
+  const newRequest = (phone: string, name: string): SendRequest => ({
+    messageId: `msg_${name}_${uniqueDigits()}`,
+    phoneNumberId: phone,
+    to: '15550007779',
+    acceptedAt: new Date().toISOString(),
+    type: 'text',
+    text: { body: name },
+  });
 
   it('sends at once while the gate is open and shows the wamid', async () => {
     const { phone } = await setup();
@@ -260,6 +284,79 @@ describe('sending on the real stack', () => {
     expect((await stack.rt.c.messages.findOne({ _id: req.messageId }))?.queueEntryId).toBeUndefined();
     expect(await admission.admitMessage(req)).toMatchObject({ kind: 'done', outcome: { status: 'queued' } });
     expect(await stack.rt.c.queue.countDocuments({ messageId: req.messageId })).toBe(1);
+  });
+
+  it("admit's first attempt acts on the API's open verdict while it is fresh, reading neither the gate nor the message; a later or retried attempt reads both", async () => {
+    const { wabaId, phone } = await setup();
+    const store = await countingStore();
+    try {
+      const admission = admissionOver(store.c);
+      // The gate closes after the API read it open: the API's verdict is then a wrong "open".
+      await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED');
+      await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded');
+      const recordedOpen = async (name: string, gateOpenAt: number): Promise<SendRequest> => {
+        const req = newRequest(phone, name);
+        expect(await admission.acceptNew(req, wabaId, { kind: 'send' })).toBe(true);
+        return { ...req, recorded: true, gateOpenAt };
+      };
+      const first = { attempt: 1, scheduledAt: Date.now() };
+
+      const fresh = await recordedOpen('fresh', Date.now());
+      store.reads.length = 0;
+      expect(await admission.admitMessage(fresh, first)).toMatchObject({ kind: 'send', wabaId });
+      // Only the number (cached by the admission; read once here) was looked up.
+      expect(store.reads.filter((r) => r !== 'phone_numbers')).toEqual([]);
+
+      // Older than the bound, or a retry: the gate is read again and the message queued.
+      const stale = await recordedOpen('stale', Date.now() - GATE_VERDICT_REUSE_MS - 50);
+      store.reads.length = 0;
+      expect(await admission.admitMessage(stale, first)).toMatchObject({ kind: 'done', outcome: { status: 'queued' } });
+      expect(store.reads).toEqual(expect.arrayContaining(['messages', 'settlements', 'wabas']));
+      const retried = await recordedOpen('retried', Date.now());
+      expect(await admission.admitMessage(retried, { attempt: 2, scheduledAt: Date.now() })).toMatchObject({
+        kind: 'done',
+        outcome: { status: 'queued' },
+      });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('the stray check after queueing on a closed gate reads the WABA state only; a queued run reads only the settlement', async () => {
+    const { wabaId, phone } = await setup();
+    await stack.accountUpdate(wabaId, 'ACCOUNT_OFFBOARDED');
+    await eventually(async () => (await stack.rt.c.wabas.findOne({ _id: wabaId }))?.state === 'offboarded');
+    const store = await countingStore();
+    try {
+      const req = newRequest(phone, 'closed');
+      store.reads.length = 0;
+      expect(await admissionOver(store.c).acceptNew(req, wabaId, { kind: 'queue' })).toBe(true);
+      // Of the gate (state, hold, token pause) the stray check reads the state alone: it closes the gate.
+      const gate = ['wabas', 'gate_holds', 'credential_pauses'];
+      expect(store.reads.filter((r) => gate.includes(r))).toEqual(['wabas']);
+      expect(await stack.rt.c.outbox.countDocuments({ kind: 'stray', wabaIds: wabaId })).toBe(0);
+
+      const acts = createSendActivities({ c: store.c } as unknown as SendDeps);
+      store.reads.length = 0;
+      expect(await acts.getMessageOutcome(req.messageId, req.acceptedAt)).toEqual({
+        messageId: req.messageId,
+        status: 'queued',
+        at: req.acceptedAt,
+      });
+      expect(store.reads).toEqual(['settlements']);
+      await stack.rt.c.settlements.insertOne({
+        _id: req.messageId,
+        status: 'failed',
+        reason: 'cancelled_by_test',
+        at: new Date().toISOString(),
+      });
+      expect(await acts.getMessageOutcome(req.messageId, req.acceptedAt)).toMatchObject({
+        status: 'failed',
+        reason: 'cancelled_by_test',
+      });
+    } finally {
+      await store.close();
+    }
   });
 
   it('a message queued as the gate reopened reaches the lifecycle workflow through the outbox, even when Temporal refuses a signal', async () => {

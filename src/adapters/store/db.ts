@@ -385,16 +385,22 @@ export interface AlertThreadDoc {
 }
 
 /**
- * `send_slots`: start slots of Cloud API sends, shared by every worker. `_id` names the slot
- * (`<phoneNumberId>:<index>` for the number's cap, `<phoneNumberId>>…` for a recipient's pair
- * limit; src/sending/pacing.ts builds them; src/sending/slots.store.ts queries them); a slot is taken by inserting its document, so two
- * workers can never hold the same slot (the insert is atomic on MongoDB and FerretDB alike).
- * Never read: a claim is an insert (the unique index's check). Spent slots stay until the retention
- * round deletes them, a minute after their end (src/adapters/store/retention.ts): the collection
- * holds the slots of the purge interval plus that minute, plus pair slots claimed ahead.
+ * `send_slots`: start slots of Cloud API sends, shared by every worker. `_id` names the number's
+ * cap slot (`<phoneNumberId>:<index>`), `pair` the recipient's pair slot the same send holds
+ * (`<phoneNumberId>><to>:<index>`, under a unique sparse index; absent when no pair limit
+ * applies); src/sending/pacing.ts builds them, src/sending/slots.store.ts writes them. Both are
+ * taken by inserting the one document, so two workers can never hold the same slot (the insert is
+ * atomic on MongoDB and FerretDB alike, each unique index checked in it). Read only to tell which
+ * slot a refused claim met where the store does not say (FerretDB). Spent slots stay until the
+ * retention round deletes them, a minute after their end (src/adapters/store/retention.ts): the
+ * collection holds the slots of the purge interval plus that minute, plus pair slots claimed ahead.
+ * (Documents written before the pair slot moved into the cap slot's document have a pair key as
+ * their `_id` and no `pair`.)
  */
 export interface SendSlotDoc {
   _id: string;
+  /** The recipient's pair slot this send also holds (unique among the documents that have one). */
+  pair?: string;
   /** Epoch ms after which the slot can no longer be claimed (its deletion is then safe). */
   expiresAt: number;
 }
@@ -629,6 +635,9 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     // These also create the send path's collections up front: creating one on FerretDB during the
     // first send of a drain stalls it by tens of milliseconds, enough to miss a pacing slot.
     c.sendSlots.createIndex({ expiresAt: 1 }, { name: 'expiresAt' }),
+    // Sparse: cap slots of sends without a pair limit have none (FerretDB ignores the option and,
+    // like SQLite, lets any number of documents lack the field).
+    c.sendSlots.createIndex({ pair: 1 }, { unique: true, sparse: true, name: 'pair_unique' }),
     c.outboxClaims.createIndex({ expiresAt: 1 }, { name: 'expiresAt' }),
     c.sendPauses.createIndex({ key: 1 }, { name: 'key' }),
     c.sendAttempts.createIndex({ state: 1 }, { name: 'state' }),
