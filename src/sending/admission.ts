@@ -141,26 +141,24 @@ export function createAdmission(deps: AdmissionDeps) {
   const onAbandon = launch.lifecycle.onAbandon;
   const lookup: PhoneNumberLookup = createPhoneNumberLookup(c);
 
+  /**
+   * The gate's verdict, read state first: a WABA whose state refuses or queues (anything but
+   * connected or never seen) gets that verdict whatever its hold and token pause say (`gateVerdict`
+   * looks at those only for a connected WABA; a refusal comes first), so only a connected one has
+   * its hold and token pause read too. One read while the gate is closed (where queued sends come
+   * from), three in two round trips while it is open. The send API, `admit` and the stray check
+   * after queueing all ask here.
+   */
   const verdictFor = async (wabaId: string): Promise<GateVerdict> => {
-    const [waba, hold, tokenPaused] = await Promise.all([
-      readWabaState(c, wabaId),
+    const waba = await readWabaState(c, wabaId);
+    const byState = gateVerdict(wabaId, waba?.state, onAbandon);
+    if (byState.kind !== 'send') return byState;
+    const [hold, tokenPaused] = await Promise.all([
       readGateHold(c, wabaId),
       tokenPauseFor(c, deps.graph, wabaId, launch.lifecycle.probeIntervalMs),
     ]);
     const held = hold !== null && holdCounts(hold, waba?.closingHandled, Date.now());
     return gateVerdict(wabaId, waba?.state, onAbandon, held, tokenPaused !== null);
-  };
-
-  /**
-   * The verdict for the stray check after queueing, read state first: a WABA whose state refuses
-   * or queues (anything but connected or unknown) gets that verdict whatever its hold and token say
-   * (`gateVerdict` looks at those only for a connected WABA; a refusal comes first), so only a
-   * connected one is read in full. A queued message's gate is usually closed by its state: one
-   * read instead of the whole verdict's.
-   */
-  const verdictAfterQueueing = async (wabaId: string): Promise<GateVerdict> => {
-    const byState = gateVerdict(wabaId, (await readWabaState(c, wabaId))?.state, onAbandon);
-    return byState.kind === 'send' ? verdictFor(wabaId) : byState;
   };
 
   function messageDoc(req: SendRequest, wabaId: string, status: 'accepted' | 'queued'): MessageDoc {
@@ -233,7 +231,7 @@ export function createAdmission(deps: AdmissionDeps) {
     // stray goes through the outbox (durable, retried by the relay until the workflow has it, and
     // behind a closure already on its way: per-WABA order), never as a bare signal that one
     // transient Temporal error would lose, leaving the entry queued on an open gate.
-    const after = await verdictAfterQueueing(wabaId);
+    const after = await verdictFor(wabaId);
     if (after.kind === 'send' || after.kind === 'refuse' || after.held) {
       const stray = await recordStray(c, {
         key: `stray:${messageId}`,

@@ -364,11 +364,15 @@ export function createMessagesRouter(deps: {
       const readAt = Date.now();
       const verdict = await admission.verdictFor(number.wabaId);
       if (verdict.kind === 'refuse') throw conflict(verdict.code, verdict.message, { wabaId: number.wabaId });
-      // The run's first `admit` acts on this verdict while it is fresh (`reusesApiVerdict`).
+      // The run's first `admit` acts on this verdict while it is fresh (`reusesApiVerdict`). Only
+      // the request that recorded the message acts on its verdict: a concurrent request with the
+      // same Idempotency-Key that lost the insert may have read the gate on the other side of a
+      // closure, and a run started as `queued` for a message recorded as accepted would wait for
+      // a settlement nobody makes; its run admits the message as recorded instead.
       if (await admission.acceptNew(req, number.wabaId, verdict)) {
         req = { ...req, recorded: true, ...(verdict.kind === 'send' ? { gateOpenAt: readAt } : {}) };
+        queued = verdict.kind === 'queue';
       }
-      queued = verdict.kind === 'queue';
     }
     // Idempotent: a replay (or a retry after a failure here) finds the run already started. A
     // message queued here is not admitted again by its run: it reads the outcome and waits.
