@@ -62,7 +62,6 @@ function targets(c: Collections, r: RetentionSettings): Target[] {
     ['message_statuses', c.messageStatuses as unknown as Collection<Document>, r.statusesMs],
     ['account_events', c.accountEvents as unknown as Collection<Document>, r.accountEventsMs],
     ['idempotency', c.idempotency as unknown as Collection<Document>, r.idempotencyMs],
-    ['delivery_archive', c.deliveryArchive as unknown as Collection<Document>, r.deliveriesMs],
     ['forwarded', c.forwarded as unknown as Collection<Document>, r.deliveriesMs],
   ];
   return all.flatMap(([name, collection, ms]) => (ms ? [{ name, collection, ms }] : []));
