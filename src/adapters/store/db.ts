@@ -87,7 +87,7 @@ export interface MessageDoc {
    * `late_failures`); its second outcome is the settlement of `sendKey(id, 2)`. Absent: round 1.
    */
   round?: number;
-  /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
+  /** When the store wrote it, as a BSON Date: the TTL index's clock. */
   storedAt?: Date;
 }
 
@@ -107,7 +107,7 @@ export interface SettlementDoc {
   /** The service window was closed: the message's fallback template went instead. */
   sentAs?: 'fallback_template';
   at: string;
-  /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
+  /** When the store wrote it, as a BSON Date: the TTL index's clock. */
   storedAt?: Date;
 }
 
@@ -211,7 +211,7 @@ export interface AccountEventDoc {
    *  `refused` (a lifecycle event whose WABA id cannot name a workflow: recorded, never applied). */
   outcome: 'signalled' | 'recorded' | 'refused';
   handedOverAt?: string;
-  /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
+  /** When the store wrote it, as a BSON Date: the TTL index's clock. */
   storedAt?: Date;
   /** The outbox delivery it came from. */
   deliveryId?: string;
@@ -324,7 +324,7 @@ export interface MessageStatusDoc {
   /** Meta's errors, projected to fixed keys (never Meta's own sub-objects, so always storable). */
   errors?: { code: number; title?: string; message?: string; details?: string }[];
   receivedAt: string;
-  /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
+  /** When the store wrote it, as a BSON Date: the TTL index's clock. */
   storedAt?: Date;
 }
 
@@ -334,7 +334,7 @@ export interface IdempotencyDoc {
   messageId: string;
   requestHash: string;
   createdAt: string;
-  /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
+  /** When the store wrote it, as a BSON Date: the TTL index's clock. */
   storedAt?: Date;
 }
 
@@ -386,8 +386,8 @@ export interface SendPauseDoc {
 export interface SendAttemptDoc {
   /** `sendKey(messageId, round)`, also the send's `biz_opaque_callback_data`. */
   _id: string;
-  /** The message (absent on entries written before rounds existed: then `_id`). */
-  messageId?: string;
+  /** The message. */
+  messageId: string;
   /** The send's round (absent: 1). */
   round?: number;
   /** POSTs made so far. */
@@ -403,7 +403,7 @@ export interface SendAttemptDoc {
   resends: number;
   /** Epoch ms when the message was first found in doubt. */
   inDoubtAt?: number;
-  /** The retention clock (RETENTION_MESSAGES; absent on documents written before it existed). */
+  /** The retention clock (RETENTION_MESSAGES), set by the store's insert. */
   storedAt?: Date;
 }
 
@@ -417,7 +417,7 @@ export interface SendConfirmationDoc {
   wamid: string;
   status: string;
   at: string;
-  /** The retention clock (RETENTION_MESSAGES; absent on documents written before it existed). */
+  /** The retention clock (RETENTION_MESSAGES), set by the store's insert. */
   storedAt?: Date;
 }
 

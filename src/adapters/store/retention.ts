@@ -5,7 +5,7 @@ import { deleteByIds, type Collections } from './db';
 
 /**
  * Retention: how long each record collection keeps its documents, counted from `storedAt` (a BSON
- * Date every store writer sets; documents written before it existed have none and are kept).
+ * Date the store sets on insert; a document without one is kept: the queue's live entries).
  *
  * - MongoDB: a TTL index per collection (`storedAt`, `expireAfterSeconds` = the window), created
  *   or, when the window changed, updated with `collMod` by `ensureRetentionIndexes` at worker start.
