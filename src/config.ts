@@ -203,7 +203,7 @@ const envSchema = z.object({
   RETENTION_STATUSES: optionalDuration('30d'),
   RETENTION_ACCOUNT_EVENTS: optionalDuration('90d'),
   RETENTION_IDEMPOTENCY: optionalDuration('24h'),
-  /** The `forwarded` log, with the bytes replay sends again (and `delivery_archive`, earlier versions). */
+  /** The `forwarded` log, with the bytes replay sends again. */
   RETENTION_DELIVERIES: optionalDuration('7d'),
   /** How often the worker purges expired documents on a store without TTL indexes; at least 10 s. */
   RETENTION_PURGE_INTERVAL: durationAtLeast('5m', 10_000),
@@ -300,7 +300,7 @@ export interface RetentionSettings {
   accountEventsMs?: number;
   /** `idempotency`: the window in which a repeated Idempotency-Key replays the first answer. */
   idempotencyMs?: number;
-  /** `forwarded` (the log and replay archive, from delivery) and `delivery_archive` (earlier versions). */
+  /** `forwarded` (the log and replay archive, from delivery). */
   deliveriesMs?: number;
   purgeIntervalMs: number;
   purgeBatch: number;

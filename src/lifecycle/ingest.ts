@@ -134,12 +134,11 @@ export function accountUpdateRecords(
 }
 
 /**
- * The audit documents of a recorded delivery: the ones stored with it (no raw body, or recorded by
- * an earlier version), else derived from its raw body as the sink sorted it.
+ * The audit documents of a recorded delivery: the ones stored with it when it has no raw body,
+ * else derived from its raw body as the sink sorted it.
  */
 export function auditOfDelivery(doc: Pick<OutboxDoc, '_id' | 'raw' | 'audit' | 'receivedAt'>): AccountEventDoc[] {
-  if (doc.audit !== undefined) return JSON.parse(doc.audit || '[]') as AccountEventDoc[];
-  if (!doc.raw) return [];
+  if (!doc.raw) return JSON.parse(doc.audit || '[]') as AccountEventDoc[];
   const parsed = parseWebhookBody(JSON.parse(Buffer.from(doc.raw, 'base64').toString('utf8')));
   return accountUpdateRecords(parsed, doc.receivedAt, doc._id).audit;
 }

@@ -35,8 +35,7 @@ import { auditOfDelivery, type OutboxNotifier } from './ingest';
  * `_id` at their next turn). After each hand-over it inserts the event's `account_events` record
  * (`signalled`); a second lane (8 deliveries at a time) then audits the delivery's other events
  * (one `insertMany`, derived from the stored raw body) and deletes the delivery by `_id`
- * (forwarding has its own entries; a delivery an earlier version recorded with forward targets is
- * flagged `relayDone` instead and its last forward retires it); an event whose record exists is
+ * (forwarding has its own entries); an event whose record exists is
  * skipped, which is how a redelivery, or a delivery another relay finished, is never applied
  * twice. A failed hand-over keeps that WABA's later events for its next turn (order holds) and
  * the relay starts no turn during a back-off (0.5 s doubling to 30 s). A delivery all of whose
@@ -108,8 +107,6 @@ interface Held {
   _id: string;
   receivedAtMs: number;
   auditCount: number;
-  /** Forward targets an earlier version recorded on it (none, as now: it is deleted at once when done). */
-  forward: string[];
   /** WABAs whose events in this delivery are not all handed over (from `wabaIds`, then the events). */
   left: Set<string>;
   /** Per WABA, how many of its events in this delivery are handed over (in body order). */
@@ -307,14 +304,13 @@ export function startOutboxRelay(
   }
 
   function hold(
-    doc: Pick<OutboxDoc, '_id' | 'receivedAt' | 'auditCount' | 'forward' | 'wabaIds'> & { events?: OutboxEvent[] },
+    doc: Pick<OutboxDoc, '_id' | 'receivedAt' | 'auditCount' | 'wabaIds'> & { events?: OutboxEvent[] },
   ): void {
     if (ids.has(doc._id)) return;
     ids.add(doc._id);
     const d: Held = {
       _id: doc._id,
       auditCount: doc.auditCount ?? 0,
-      forward: doc.forward ?? [],
       receivedAtMs: Date.parse(doc.receivedAt),
       left: new Set(),
       handed: new Map(),
@@ -506,7 +502,7 @@ export function startOutboxRelay(
   /** Deletes a delivery whose events are all handed over and audited; false when that failed. */
   async function finish(d: Held): Promise<boolean> {
     try {
-      await deliveryHandedOver(c, d._id, d.forward);
+      await deliveryHandedOver(c, d._id);
       ids.delete(d._id);
       return true;
     } catch (err) {

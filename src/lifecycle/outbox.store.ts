@@ -1,11 +1,10 @@
 import type { LifecycleEvent } from '../contracts';
-import { forwardsLeft, insertForwards, pendingEntries } from '../relay/forwards.store';
+import { insertForwards, pendingEntries } from '../relay/forwards.store';
 import {
   groupInsert,
   insertFacts,
   isDuplicateKey,
   type AccountEventDoc,
-  type ArchivedDeliveryDoc,
   type Collections,
   type DeliveryBytes,
   type OutboxDoc,
@@ -18,8 +17,7 @@ import {
  * collection (FerretDB scans it). The audit of what was handed over is `account_events`
  * (insert-only), which is also the relay's per-event "done" record: an event whose key is there
  * was handed over, so a redelivery or a second relay never applies it twice. Forwarding does not
- * use it: forward entries carry their own bytes (src/relay/forwards.store.ts); only deliveries an
- * earlier version recorded with targets wait here for their forwards (`retireIfDone`).
+ * use it: forward entries carry their own bytes (src/relay/forwards.store.ts).
  */
 
 let lastMs = 0;
@@ -78,7 +76,7 @@ export async function pendingDeliveries(
   limit: number,
 ): Promise<Omit<OutboxDoc, 'raw' | 'audit' | 'events'>[]> {
   return c.outbox
-    .find({ receivedAt: { $lt: olderThan }, relayDone: { $ne: true } }, { projection: { raw: 0, audit: 0, events: 0 } })
+    .find({ receivedAt: { $lt: olderThan } }, { projection: { raw: 0, audit: 0, events: 0 } })
     .sort({ _id: 1 })
     .limit(limit)
     .toArray();
@@ -98,58 +96,11 @@ export async function deliveryAudit(
 }
 
 /**
- * Deletes a delivery once everything in it is handed over (idempotent; by exact `_id`). `forward`
- * is the delivery's targets as recorded (fixed at its insert): without any (every delivery since
- * forward entries carry their own bytes), no forwarder reads it, so it is deleted at once (one
- * write). A delivery an earlier version recorded with targets (`forward`) is flagged instead and
- * retired by its last forward (`retireIfDone`), as it was then.
+ * Deletes a delivery once everything in it is handed over and audited (idempotent; one write by
+ * exact `_id`): no forwarder reads it (forward entries carry their own bytes).
  */
-export async function deliveryHandedOver(c: Collections, id: string, forward?: readonly string[]): Promise<void> {
-  if (forward !== undefined && forward.length === 0) {
-    await c.outbox.deleteOne({ _id: id });
-    return;
-  }
-  // Flag first, then look: a forwarder that finishes the last target after our look sees the flag
-  // and deletes (`dropIfForwarded`), so the delivery is never left behind. A flagged delivery is
-  // out of the relay's sweep, so deliveries kept only for a slow target never starve newer ones.
-  await c.outbox.updateOne({ _id: id }, { $set: { relayDone: true } });
-  await retireIfDone(c, id);
-}
-
-/** After a target's forward of an earlier version's entry (no bytes of its own): deletes the delivery
- *  when the relay is done with it and no target is left. */
-export async function dropIfForwarded(c: Collections, id: string): Promise<void> {
-  await retireIfDone(c, id);
-}
-
-/**
- * How a delivery recorded with targets by an earlier version leaves the outbox: once the relay is
- * done and no target has an entry left. It is archived first (`delivery_archive`, for replay); a
- * repeat (two forwarders finishing together) inserts the same `_id` and deletes nothing more.
- */
-async function retireIfDone(c: Collections, id: string): Promise<void> {
-  // The flags first: the raw bytes (up to the webhook's body limit) are read only to archive them.
-  const head = await c.outbox.findOne({ _id: id }, { projection: { relayDone: 1, forward: 1 } });
-  if (!head?.relayDone || (await forwardsLeft(c, id, head.forward))) return;
-  if (head.forward?.length) {
-    const doc = await c.outbox.findOne({ _id: id }, { projection: { events: 0, audit: 0 } });
-    if (doc) await insertFacts(c.deliveryArchive, [archiveOf(doc, head.forward)]);
-  }
+export async function deliveryHandedOver(c: Collections, id: string): Promise<void> {
   await c.outbox.deleteOne({ _id: id });
-}
-
-function archiveOf(doc: OutboxDoc, forward: string[]): ArchivedDeliveryDoc {
-  return {
-    _id: doc._id,
-    kind: doc.kind,
-    receivedAt: doc.receivedAt,
-    raw: doc.raw,
-    ...(doc.signature ? { signature: doc.signature } : {}),
-    wabaIds: doc.entryIds ?? doc.wabaIds,
-    ...(doc.fields ? { fields: doc.fields } : {}),
-    forward,
-    storedAt: new Date(),
-  };
 }
 
 /** What a replay asks for: deliveries received in [since, until), of one WABA and one target or all. */
@@ -163,14 +114,13 @@ export interface ReplayFilter {
 }
 
 /**
- * Forwards delivered deliveries again (`POST /v1/deliveries/replay`): each `forwarded` row with
- * its bytes (and each `delivery_archive` document of an earlier version) in the range becomes a
- * pending entry again for its target, so the forwarders send them in arrival order with their
- * original `webhook-id`. Only to `configured` targets (one removed from FORWARD_TARGETS since has no
- * forwarder: its entry would wait forever). The entries wait from now (`pendingSince`), not from
- * the delivery's receipt. One insert; an entry still pending collides harmlessly. Reads `forwarded`
- * and `delivery_archive` by `receivedAt` (an index range on MongoDB; a scan on FerretDB: an
- * operator's action, not a hot path).
+ * Forwards delivered deliveries again (`POST /v1/deliveries/replay`): each `forwarded` row (with
+ * its bytes) in the range becomes a pending entry again for its target, so the forwarders send
+ * them in arrival order with their original `webhook-id`. Only to `configured` targets (one
+ * removed from FORWARD_TARGETS since has no forwarder: its entry would wait forever). The entries
+ * wait from now (`pendingSince`), not from the delivery's receipt. One insert; an entry still
+ * pending collides harmlessly. Reads `forwarded` by `receivedAt` (an index range on MongoDB; a
+ * scan on FerretDB: an operator's action, not a hot path).
  */
 export async function replayDeliveries(
   c: Collections,
@@ -182,62 +132,36 @@ export async function replayDeliveries(
   if (f.wabaId) q.wabaIds = f.wabaId;
   const wanted = configured.filter((t) => !f.target || t === f.target);
   if (wanted.length === 0) return { deliveries: 0, forwards: 0 };
-  const [rows, archived] = await Promise.all([
-    c.forwarded
-      .find({ ...q, target: { $in: wanted }, raw: { $exists: true } }, { projection: { storedAt: 0 } })
-      .sort({ receivedAt: 1, deliveryId: 1 })
-      .limit(f.limit * wanted.length)
-      .toArray(),
-    c.deliveryArchive
-      .find(f.target ? { ...q, forward: f.target } : q)
-      .sort({ _id: 1 })
-      .limit(f.limit)
-      .toArray(),
-  ]);
+  const rows = await c.forwarded
+    .find({ ...q, target: { $in: wanted } }, { projection: { storedAt: 0 } })
+    .sort({ receivedAt: 1, deliveryId: 1 })
+    .limit(f.limit * wanted.length)
+    .toArray();
   // Per delivery: its bytes, the WABAs it names and the targets to send it to again.
   const byDelivery = new Map<
     string,
-    { delivery: { _id: string; receivedAt: string } & DeliveryBytes; wabaIds: string[]; targets: Set<string> }
+    { delivery: { _id: string; receivedAt: string } & DeliveryBytes; wabaIds: string[]; targets: string[] }
   >();
-  const add = (
-    delivery: { _id: string; receivedAt: string } & DeliveryBytes,
-    wabaIds: string[],
-    targets: readonly string[],
-  ): void => {
-    const r = byDelivery.get(delivery._id) ?? { delivery, wabaIds, targets: new Set<string>() };
-    for (const t of targets) if (wanted.includes(t)) r.targets.add(t);
-    byDelivery.set(delivery._id, r);
-  };
-  for (const a of archived) {
-    const { kind, receivedAt, raw, signature, fields } = a;
-    add(
-      { _id: a._id, kind, receivedAt, raw, ...(signature ? { signature } : {}), ...(fields ? { fields } : {}) },
-      a.wabaIds,
-      a.forward,
-    );
-  }
   for (const r of rows) {
     const { kind, raw, signature, fields } = r;
-    const bytes = {
-      kind: kind ?? 'meta_delivery',
-      raw: raw!,
+    const delivery = {
+      _id: r.deliveryId,
+      receivedAt: r.receivedAt,
+      kind,
+      raw,
       ...(signature ? { signature } : {}),
       ...(fields ? { fields } : {}),
     };
-    add({ _id: r.deliveryId, receivedAt: r.receivedAt, ...bytes }, r.wabaIds, [r.target]);
+    const d = byDelivery.get(delivery._id) ?? { delivery, wabaIds: r.wabaIds, targets: [] };
+    d.targets.push(r.target);
+    byDelivery.set(delivery._id, d);
   }
   const replays = [...byDelivery.values()]
     .sort((a, b) => (a.delivery._id < b.delivery._id ? -1 : a.delivery._id > b.delivery._id ? 1 : 0))
-    .slice(0, f.limit)
-    .filter((r) => r.targets.size > 0);
-  const entries = replays.flatMap((r) => pendingEntries(r.delivery, [...r.targets], r.wabaIds, now));
+    .slice(0, f.limit);
+  const entries = replays.flatMap((r) => pendingEntries(r.delivery, r.targets, r.wabaIds, now));
   await insertForwards(c, entries);
   return { deliveries: replays.length, forwards: entries.length };
-}
-
-/** The delivery with its raw bytes (an earlier version's forward entry), or null once it is gone. */
-export function readDelivery(c: Collections, id: string): Promise<OutboxDoc | null> {
-  return c.outbox.findOne({ _id: id });
 }
 
 /**

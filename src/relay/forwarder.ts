@@ -7,8 +7,8 @@ import {
   oldestPending,
   pendingAgeMs,
   pendingForwards,
+  type ForwardHead,
 } from './forwards.store';
-import { dropIfForwarded, readDelivery } from '../lifecycle/outbox.store';
 import type { ForwardSettings } from '../config';
 import type { Logger } from '../logger';
 import type { ForwardBacklogReport } from '../contracts';
@@ -104,7 +104,7 @@ export function startForwarder(
   const reportedAt = new Map<string, number>();
 
   /** Raises the backlog alert when a pending entry has waited too long; clears it once none has. */
-  function watchBacklog(target: ForwardTarget, entries: ForwardDoc[]): void {
+  function watchBacklog(target: ForwardTarget, entries: ForwardHead[]): void {
     const now = Date.now();
     const { ageMs, oldest } = oldestPending(entries, now);
     const log = { alert: true, target: target.name, oldestAgeSeconds: Math.round(ageMs / 1000) };
@@ -136,40 +136,34 @@ export function startForwarder(
   }
 
   /**
-   * Sends the entry's bytes (read by `_id`; an entry of an earlier version reads its outbox
-   * delivery's). Undefined when there is nothing to send: the entry is gone (another process
-   * delivered it meanwhile).
+   * Sends the entry's bytes (read by `_id`). Undefined when there is nothing to send: the entry is
+   * gone (another process delivered it meanwhile).
    */
   async function send(
     target: ForwardTarget,
-    entry: ForwardDoc,
-  ): Promise<{ status: number; entry: ForwardDoc; legacy: boolean } | undefined> {
+    entry: ForwardHead,
+  ): Promise<{ status: number; entry: ForwardDoc } | undefined> {
     const bytes = await entryBytes(c, entry._id);
     if (!bytes) return undefined;
-    const legacy = bytes.raw === undefined;
-    const delivery = legacy ? await readDelivery(c, entry.deliveryId) : bytes;
-    if (!delivery) return { status: 200, entry, legacy }; // an earlier version's, already gone: nothing left to forward
-    const body = Buffer.from(delivery.raw ?? '', 'base64');
+    const body = Buffer.from(bytes.raw, 'base64');
     const headers: Record<string, string> = {
       'content-type': 'application/json',
       'user-agent': 'coexist-relay-forwarder',
       ...signRequest(target.secrets, entry.deliveryId, new Date(), body),
-      ...(delivery.signature ? { [SIGNATURE_HEADER]: delivery.signature } : {}),
+      ...(bytes.signature ? { [SIGNATURE_HEADER]: bytes.signature } : {}),
     };
     const res = await fetch(target.url, { method: 'POST', headers, body, signal: AbortSignal.timeout(timeoutMs) });
     await res.arrayBuffer().catch(() => undefined);
     if (res.status < 200 || res.status >= 300) throw new Error(`HTTP ${res.status}`);
-    return { status: res.status, entry: { ...entry, ...bytes }, legacy };
+    return { status: res.status, entry: { ...entry, ...bytes } };
   }
 
-  async function attempt(target: ForwardTarget, entry: ForwardDoc): Promise<boolean> {
+  async function attempt(target: ForwardTarget, entry: ForwardHead): Promise<boolean> {
     const attempts = entry.attempts + 1;
     try {
       const sent = await send(target, entry);
       if (!sent) return true;
       await forwardDelivered(c, sent.entry, { attempts, status: sent.status, at: new Date().toISOString() });
-      // An earlier version's entry: its outbox delivery goes (to `delivery_archive`) once no target needs it.
-      if (sent.legacy) await dropIfForwarded(c, entry.deliveryId);
       return true;
     } catch (err) {
       const dead = pendingAgeMs(entry, Date.now()) > maxAgeMs;

@@ -6,8 +6,7 @@ import { insertFacts } from '../adapters/store/db';
  * insert-only log of what was delivered, with the bytes, which is also the replay archive). Keys:
  * `<target>:<delivery id>`. An entry carries its delivery's bytes and Meta's signature from its
  * insert on, so a delivered forward costs the entry's insert, its `forwarded` row and its delete,
- * and nothing else is written for it. (Entries of earlier versions have no bytes: they read the
- * `outbox` document, which then retires to `delivery_archive`; see src/lifecycle/outbox.store.ts.)
+ * and nothing else is written for it.
  */
 
 export const forwardId = (target: string, deliveryId: string): string => `${target}:${deliveryId}`;
@@ -39,10 +38,10 @@ export function pendingEntries(
 }
 
 /** Just the bytes part of a record (no empty optional fields). */
-function bytesOf(d: Partial<DeliveryBytes>): Partial<DeliveryBytes> {
+function bytesOf(d: DeliveryBytes): DeliveryBytes {
   return {
-    ...(d.kind !== undefined ? { kind: d.kind } : {}),
-    ...(d.raw !== undefined ? { raw: d.raw } : {}),
+    kind: d.kind,
+    raw: d.raw,
     ...(d.signature !== undefined ? { signature: d.signature } : {}),
     ...(d.fields !== undefined ? { fields: d.fields } : {}),
   };
@@ -51,8 +50,14 @@ function bytesOf(d: Partial<DeliveryBytes>): Partial<DeliveryBytes> {
 /** Projection leaving out an entry's or row's bytes (scans and listings never need them). */
 const NO_BYTES = { raw: 0, signature: 0 } as const;
 
+/** A forward entry as scans and listings read it: without its bytes (`NO_BYTES`). */
+export type ForwardHead = Omit<ForwardDoc, keyof typeof NO_BYTES>;
+
+/** A `forwarded` row as listings read it: without its bytes (`NO_BYTES`). */
+export type ForwardedHead = Omit<ForwardedDoc, keyof typeof NO_BYTES>;
+
 /** An entry's bytes (a point read by `_id`), or null once it is gone (another forwarder delivered it). */
-export async function entryBytes(c: Collections, id: string): Promise<Partial<DeliveryBytes> | null> {
+export async function entryBytes(c: Collections, id: string): Promise<DeliveryBytes | null> {
   const doc = await c.forwards.findOne({ _id: id }, { projection: { kind: 1, raw: 1, signature: 1, fields: 1 } });
   return doc ? bytesOf(doc) : null;
 }
@@ -62,8 +67,8 @@ export async function entryBytes(c: Collections, id: string): Promise<Partial<De
  * FORWARD_BACKLOG_ALERT_AGE (the alert) are compared with. Counted from `pendingSince`, so a
  * replayed or retried old delivery gets its full time again instead of dying or alerting at once.
  */
-export const pendingAgeMs = (entry: Pick<ForwardDoc, 'pendingSince' | 'receivedAt'>, now: number): number =>
-  Math.max(0, now - (entry.pendingSince ?? Date.parse(entry.receivedAt)));
+export const pendingAgeMs = (entry: Pick<ForwardDoc, 'pendingSince'>, now: number): number =>
+  Math.max(0, now - entry.pendingSince);
 
 /** Creates the pending entries of a new delivery (one insert command; a redo collides harmlessly). */
 export function insertForwards(c: Collections, docs: ForwardDoc[]): Promise<void> {
@@ -74,7 +79,7 @@ export function insertForwards(c: Collections, docs: ForwardDoc[]): Promise<void
  * A target's pending entries in arrival order, at most `limit`, without their bytes (a scan of the
  * small `forwards` on FerretDB; a forwarder reads an entry's bytes by `_id` when it sends it).
  */
-export async function pendingForwards(c: Collections, target: string, limit: number): Promise<ForwardDoc[]> {
+export async function pendingForwards(c: Collections, target: string, limit: number): Promise<ForwardHead[]> {
   return c.forwards
     .find({ target, state: 'pending' }, { projection: NO_BYTES })
     .sort({ _id: 1 })
@@ -83,8 +88,8 @@ export async function pendingForwards(c: Collections, target: string, limit: num
 }
 
 /** The entry of `entries` that has waited longest (`pendingAgeMs` at `now`), and that wait (0 without one). */
-export function oldestPending(entries: readonly ForwardDoc[], now: number): { ageMs: number; oldest?: ForwardDoc } {
-  let oldest: ForwardDoc | undefined;
+export function oldestPending(entries: readonly ForwardHead[], now: number): { ageMs: number; oldest?: ForwardHead } {
+  let oldest: ForwardHead | undefined;
   for (const e of entries) if (!oldest || pendingAgeMs(e, now) > pendingAgeMs(oldest, now)) oldest = e;
   return oldest ? { ageMs: pendingAgeMs(oldest, now), oldest } : { ageMs: 0 };
 }
@@ -98,7 +103,7 @@ export async function targetBacklog(
   target: string,
   now: number,
   limit = 500,
-): Promise<{ ageMs: number; pending: number; oldest?: ForwardDoc }> {
+): Promise<{ ageMs: number; pending: number; oldest?: ForwardHead }> {
   const entries = await pendingForwards(c, target, limit);
   return { ...oldestPending(entries, now), pending: entries.length };
 }
@@ -106,7 +111,7 @@ export async function targetBacklog(
 /** After a failed attempt: the next one, or the dead letter when the delivery is too old. */
 export async function forwardFailed(
   c: Collections,
-  entry: ForwardDoc,
+  entry: ForwardHead,
   update: { attempts: number; nextAt: number; lastError: string; dead: boolean },
 ): Promise<void> {
   await c.forwards.updateOne(
@@ -123,8 +128,8 @@ export async function forwardFailed(
 }
 
 /**
- * Records a delivered forward (insert-only log, with the entry's bytes when it has them: the
- * archive a replay reads) and removes its pending entry.
+ * Records a delivered forward (insert-only log, with the entry's bytes: the archive a replay
+ * reads) and removes its pending entry.
  */
 export async function forwardDelivered(
   c: Collections,
@@ -147,19 +152,6 @@ export async function forwardDelivered(
   await c.forwards.deleteOne({ _id: entry._id });
 }
 
-/** True while some target (of `forward`, the delivery's targets) still has an entry (pending or dead) for it. */
-export async function forwardsLeft(
-  c: Collections,
-  deliveryId: string,
-  forward: string[] | undefined,
-): Promise<boolean> {
-  if (!forward?.length) return false;
-  const left = await Promise.all(
-    forward.map((t) => c.forwards.findOne({ _id: forwardId(t, deliveryId) }, { projection: { _id: 1 } })),
-  );
-  return left.some((d) => d !== null);
-}
-
 /** Filters of `GET /v1/deliveries`. */
 export interface DeliveryFilter {
   state?: 'pending' | 'dead' | 'delivered';
@@ -172,7 +164,7 @@ export interface DeliveryFilter {
 }
 
 /** Forward entries matching the filter, newest first. */
-export async function listForwards(c: Collections, f: DeliveryFilter): Promise<(ForwardDoc | ForwardedDoc)[]> {
+export async function listForwards(c: Collections, f: DeliveryFilter): Promise<(ForwardHead | ForwardedHead)[]> {
   const q: Record<string, unknown> = {};
   if (f.target) q.target = f.target;
   if (f.wabaId) q.wabaIds = f.wabaId;

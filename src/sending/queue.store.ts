@@ -471,8 +471,9 @@ export function findSettlement(c: Collections, messageId: string, round?: number
 
 /**
  * True while the message has an entry in its WABA's queue. With `entryId` (where the message was
- * queued, `MessageDoc.queueEntryId`) a point read; without it (a message queued by an older
- * version) a scan of the queue on FerretDB.
+ * queued, `MessageDoc.queueEntryId`) a point read; without it (the API's acceptance does not record
+ * it, nor does an attempt interrupted between the entry's insert and that record: admission.ts) a
+ * scan of the queue on FerretDB.
  */
 export async function isQueued(c: Collections, messageId: string, entryId?: string): Promise<boolean> {
   if (entryId) {

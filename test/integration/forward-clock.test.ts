@@ -1,8 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import type { Db, MongoClient } from 'mongodb';
 import { connectMongo, type Collections } from '../../src/adapters/store/db';
-import { forwardStats, pendingAgeMs, retryDead } from '../../src/relay/forwards.store';
-import { deliveryHandedOver, recordDelivery, replayDeliveries } from '../../src/lifecycle/outbox.store';
+import {
+  forwardDelivered,
+  forwardStats,
+  pendingAgeMs,
+  pendingEntries,
+  retryDead,
+} from '../../src/relay/forwards.store';
+import { replayDeliveries } from '../../src/lifecycle/outbox.store';
 import { createLogger } from '../../src/logger';
 import { startForwarder } from '../../src/relay/forwarder';
 import { endpoint } from '../support/receiver';
@@ -31,26 +37,20 @@ describe('the forward clock: replays and retries of old deliveries get their ful
     await client.close();
   });
 
-  /** A delivery received `agoMs` ago, forwarded to `targets` and archived (nothing left pending). */
+  /** A delivery received `agoMs` ago and forwarded to `targets` (in `forwarded`, nothing left pending). */
   async function archived(id: string, agoMs: number, targets: string[]): Promise<void> {
-    await recordDelivery(c, {
+    const delivery = {
       _id: id,
-      kind: 'meta_delivery',
+      kind: 'meta_delivery' as const,
       receivedAt: new Date(Date.now() - agoMs).toISOString(),
       raw: Buffer.from(`{"id":"${id}"}`).toString('base64'),
-      events: [],
-      audit: '[]',
-      auditCount: 0,
-      wabaIds: [],
-      forward: targets,
-      entryIds: ['1001'],
-    });
-    await deliveryHandedOver(c, id);
+    };
+    for (const entry of pendingEntries(delivery, targets, ['1001']))
+      await forwardDelivered(c, entry, { attempts: 1, status: 200, at: new Date().toISOString() });
   }
 
   it('a replay waits from now, and only for the targets still configured', async () => {
     await archived('d-replay', 2 * HOUR, ['t', 'gone']);
-    expect(await c.deliveryArchive.countDocuments({ _id: 'd-replay' })).toBe(1);
     const now = Date.now();
     const since = new Date(now - 3 * HOUR).toISOString();
     const until = new Date(now).toISOString();
@@ -68,34 +68,18 @@ describe('the forward clock: replays and retries of old deliveries get their ful
   });
 
   it('a new entry waits from the receipt; a retried dead letter from the retry', async () => {
-    await recordDelivery(c, {
-      _id: 'd-dead',
-      kind: 'meta_delivery',
-      receivedAt: new Date(Date.now() - 2 * HOUR).toISOString(),
-      raw: '',
-      events: [],
-      audit: '[]',
-      auditCount: 0,
-      wabaIds: [],
-      forward: ['t'],
-    });
-    await c.forwards.insertOne({
-      _id: 't:d-dead',
-      target: 't',
-      deliveryId: 'd-dead',
-      wabaIds: [],
-      receivedAt: new Date(Date.now() - 2 * HOUR).toISOString(),
-      state: 'dead',
-      attempts: 9,
-      nextAt: 0,
-    });
+    const [entry] = pendingEntries(
+      { _id: 'd-dead', kind: 'meta_delivery', receivedAt: new Date(Date.now() - 2 * HOUR).toISOString(), raw: '' },
+      ['t'],
+      [],
+    );
+    await c.forwards.insertOne({ ...entry!, state: 'dead', attempts: 9 });
     const before = (await c.forwards.findOne({ _id: 't:d-dead' }))!;
-    expect(pendingAgeMs(before, Date.now())).toBeGreaterThan(HOUR); // no pendingSince: from the receipt
+    expect(pendingAgeMs(before, Date.now())).toBeGreaterThan(HOUR); // a new entry: from the receipt
     expect(await retryDead(c, 'd-dead', 't', Date.now())).toBe(1);
     const after = (await c.forwards.findOne({ _id: 't:d-dead' }))!;
     expect(pendingAgeMs(after, Date.now())).toBeLessThan(60_000);
     await c.forwards.deleteMany({});
-    await c.outbox.deleteMany({});
   });
 
   it('a forwarder does not dead-letter a replayed delivery older than FORWARD_MAX_AGE on its first failure', async () => {

@@ -8,7 +8,7 @@ import { endpoint } from '../support/receiver';
 import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
 
 /**
- * `kill -9` of the server between the ack to Meta and the forward: the outbox holds the
+ * `kill -9` of the server between the ack to Meta and the forward: the forward entries hold the
  * deliveries, and the next server process forwards every one, in order.
  */
 describe('relay across a kill -9 of the server', () => {

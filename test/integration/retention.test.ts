@@ -125,23 +125,32 @@ describe('retention on the real MongoDB-wire server', () => {
       tombstone: true,
       storedAt: new Date(),
     });
-    // A delivery forwarded to its one target: logged in `forwarded`, archived once the relay is done.
+    // A delivery forwarded to its one target (logged in `forwarded`, bytes and all) and handed over
+    // by the relay (deleted from the outbox at once).
     const d = `d-${tag}`;
+    const raw = Buffer.from(`{"tag":"${tag}"}`).toString('base64');
     await recordDelivery(c, {
       _id: d,
       kind: 'meta_delivery',
       receivedAt: at,
-      raw: Buffer.from(`{"tag":"${tag}"}`).toString('base64'),
+      raw,
       events: [],
       audit: '[]',
       auditCount: 0,
       wabaIds: ['1'],
-      forward: ['t'],
     });
     const entry = { target: 't', deliveryId: d, wabaIds: ['1'], receivedAt: at, state: 'pending' as const };
     await forwardDelivered(
       c,
-      { _id: forwardId('t', d), ...entry, attempts: 0, nextAt: 0 },
+      {
+        _id: forwardId('t', d),
+        ...entry,
+        kind: 'meta_delivery',
+        raw,
+        attempts: 0,
+        nextAt: 0,
+        pendingSince: Date.parse(at),
+      },
       { attempts: 1, status: 200, at },
     );
     await deliveryHandedOver(c, d);
@@ -154,7 +163,6 @@ describe('retention on the real MongoDB-wire server', () => {
     statuses: (await c.messageStatuses.find({}).toArray()).map((d) => d._id).sort(),
     events: (await c.accountEvents.find({}).toArray()).map((d) => d._id).sort(),
     idempotency: (await c.idempotency.find({}).toArray()).map((d) => d._id).sort(),
-    archive: (await c.deliveryArchive.find({}).toArray()).map((d) => d._id).sort(),
     forwarded: (await c.forwarded.find({}).toArray()).map((d) => d._id).sort(),
     outbox: (await c.outbox.find({}).toArray()).map((d) => d._id).sort(),
     claims: (await c.queueClaims.find({}).toArray()).map((d) => d._id).sort(),
@@ -191,7 +199,6 @@ describe('retention on the real MongoDB-wire server', () => {
       message_statuses: n,
       account_events: 0,
       idempotency: n,
-      delivery_archive: n,
       forwarded: n,
       send_slots: 0,
       send_pauses: 0,
@@ -208,9 +215,8 @@ describe('retention on the real MongoDB-wire server', () => {
       // Account events keep 4 s: all five are still there.
       events: ['e-new', 'e-old1', 'e-old2', 'e-old3', 'e-old4'],
       idempotency: ['k:new'],
-      archive: ['d-new'],
       forwarded: ['t:d-new'],
-      outbox: [], // a delivery leaves the outbox once archived
+      outbox: [], // a delivery leaves the outbox once handed over
       claims: ['q-new'],
       // Live entries stay whatever their age; only the recent tombstone is left.
       queue: ['q-new', 'q-old1', 'q-old2', 'q-old3', 'q-old4', 't-new'],
@@ -231,7 +237,6 @@ describe('retention on the real MongoDB-wire server', () => {
       send_claims: 1,
       message_statuses: 1,
       idempotency: 1,
-      delivery_archive: 1,
       forwarded: 1,
       send_slots: 0,
       send_pauses: 0,

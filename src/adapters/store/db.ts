@@ -87,7 +87,7 @@ export interface MessageDoc {
    * `late_failures`); its second outcome is the settlement of `sendKey(id, 2)`. Absent: round 1.
    */
   round?: number;
-  /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
+  /** When the store wrote it, as a BSON Date: the TTL index's clock. */
   storedAt?: Date;
 }
 
@@ -107,7 +107,7 @@ export interface SettlementDoc {
   /** The service window was closed: the message's fallback template went instead. */
   sentAs?: 'fallback_template';
   at: string;
-  /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
+  /** When the store wrote it, as a BSON Date: the TTL index's clock. */
   storedAt?: Date;
 }
 
@@ -211,7 +211,7 @@ export interface AccountEventDoc {
    *  `refused` (a lifecycle event whose WABA id cannot name a workflow: recorded, never applied). */
   outcome: 'signalled' | 'recorded' | 'refused';
   handedOverAt?: string;
-  /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
+  /** When the store wrote it, as a BSON Date: the TTL index's clock. */
   storedAt?: Date;
   /** The outbox delivery it came from. */
   deliveryId?: string;
@@ -230,8 +230,7 @@ export interface OutboxEvent extends LifecycleEvent {
  * closes the gate), inserted by the webhook sink before the 200 (its only write for them), deleted
  * by the relay once every event is handed over and audited (so it holds only pending work). `_id`
  * sorts in arrival order. The raw body is kept for the relay's audit (`auditOfDelivery`); what is
- * forwarded is the `forwards` entries' own copy. (`relayDone`, `forward`, `fields`, `entryIds`:
- * deliveries recorded by earlier versions, whose forward entries read the bytes from here.)
+ * forwarded is the `forwards` entries' own copy.
  */
 export interface OutboxDoc {
   _id: string;
@@ -247,8 +246,7 @@ export interface OutboxDoc {
   events: OutboxEvent[];
   /**
    * The events that need no hand-over (`recorded`, `refused`), for the relay to audit, as their
-   * `account_events` documents in one JSON text. Only when `raw` is empty (and in deliveries
-   * recorded by earlier versions): otherwise the relay derives them from `raw` (`auditOfDelivery`),
+   * `account_events` documents in one JSON text. Only when `raw` is empty: otherwise the relay derives them from `raw` (`auditOfDelivery`),
    * so a large batch is stored once, not twice (FerretDB's cost of every write and read of this
    * document grows with its size).
    */
@@ -256,16 +254,6 @@ export interface OutboxDoc {
   auditCount: number;
   /** The distinct WABA ids of `events`. */
   wabaIds: string[];
-  /** Earlier versions only: set once the relay had handed over and audited everything, while forward
-   *  entries still read the bytes from here. */
-  relayDone?: boolean;
-  /** Earlier versions only: forward targets whose entries read the bytes from here (it stayed until
-   *  they were done, then went to `delivery_archive`). */
-  forward?: string[];
-  /** Earlier versions only (with `forward`): the change fields, for the archive. */
-  fields?: string[];
-  /** Earlier versions only (with `forward`): every WABA the delivery names, for the archive. */
-  entryIds?: string[];
 }
 
 /**
@@ -277,7 +265,7 @@ export interface OutboxDoc {
  * delivered one moves to `forwarded`. Written by the forwarders (several processes may try the
  * same entry: at least once).
  */
-export interface ForwardDoc extends Partial<DeliveryBytes> {
+export interface ForwardDoc extends DeliveryBytes {
   _id: string;
   target: string;
   deliveryId: string;
@@ -290,17 +278,15 @@ export interface ForwardDoc extends Partial<DeliveryBytes> {
   /**
    * Epoch ms since when it has been waiting: the delivery's receipt for a new entry, the moment
    * of a replay or of a retry of a dead letter. The clock of FORWARD_MAX_AGE and of the backlog
-   * alert (see `pendingAgeMs`); absent on entries written before it existed (then `receivedAt`).
+   * alert (see `pendingAgeMs`).
    */
-  pendingSince?: number;
+  pendingSince: number;
   lastError?: string;
 }
 
 /**
  * What a delivery's forward entries and `forwarded` rows carry of it: the exact bytes (base64),
  * Meta's `X-Hub-Signature-256` as received (none on a service event), its kind and change fields.
- * Absent on entries and rows written by earlier versions (their bytes are the `outbox` document's,
- * then `delivery_archive`'s).
  */
 export interface DeliveryBytes {
   kind: OutboxDoc['kind'];
@@ -313,7 +299,7 @@ export interface DeliveryBytes {
  * `forwarded`: insert-only log of delivered forwards (`_id` as in `forwards`; a replay keeps the
  * first), with the bytes that went: the archive `POST /v1/deliveries/replay` sends again, per target.
  */
-export interface ForwardedDoc extends Partial<DeliveryBytes> {
+export interface ForwardedDoc extends DeliveryBytes {
   _id: string;
   target: string;
   deliveryId: string;
@@ -323,26 +309,6 @@ export interface ForwardedDoc extends Partial<DeliveryBytes> {
   attempts: number;
   status: number;
   /** When the store wrote it, as a BSON Date: the retention clock (RETENTION_DELIVERIES). */
-  storedAt?: Date;
-}
-
-/**
- * `delivery_archive`: the replay archive of deliveries recorded by earlier versions (whose bytes were
- * in `outbox`): written once the outbox let such a delivery go (no target left), raw bytes and all,
- * so `POST /v1/deliveries/replay` can send it again; kept for RETENTION_DELIVERIES. New deliveries
- * are archived in their `forwarded` rows. Insert-only; `_id` is the delivery id.
- */
-export interface ArchivedDeliveryDoc {
-  _id: string;
-  kind: OutboxDoc['kind'];
-  receivedAt: string;
-  raw: string;
-  signature?: string;
-  /** Every WABA it names (a Meta delivery's `entry[].id`s, a service event's WABA). */
-  wabaIds: string[];
-  fields?: string[];
-  /** The targets it was forwarded to. */
-  forward: string[];
   storedAt?: Date;
 }
 
@@ -358,7 +324,7 @@ export interface MessageStatusDoc {
   /** Meta's errors, projected to fixed keys (never Meta's own sub-objects, so always storable). */
   errors?: { code: number; title?: string; message?: string; details?: string }[];
   receivedAt: string;
-  /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
+  /** When the store wrote it, as a BSON Date: the TTL index's clock. */
   storedAt?: Date;
 }
 
@@ -368,7 +334,7 @@ export interface IdempotencyDoc {
   messageId: string;
   requestHash: string;
   createdAt: string;
-  /** When the store wrote it, as a BSON Date: the TTL index's clock (absent on documents older than retention). */
+  /** When the store wrote it, as a BSON Date: the TTL index's clock. */
   storedAt?: Date;
 }
 
@@ -426,8 +392,8 @@ export interface SendPauseDoc {
 export interface SendAttemptDoc {
   /** `sendKey(messageId, round)`, also the send's `biz_opaque_callback_data`. */
   _id: string;
-  /** The message (absent on entries written before rounds existed: then `_id`). */
-  messageId?: string;
+  /** The message. */
+  messageId: string;
   /** The send's round (absent: 1). */
   round?: number;
   /** POSTs made so far. */
@@ -443,7 +409,7 @@ export interface SendAttemptDoc {
   resends: number;
   /** Epoch ms when the message was first found in doubt. */
   inDoubtAt?: number;
-  /** The retention clock (RETENTION_MESSAGES; absent on documents written before it existed). */
+  /** The retention clock (RETENTION_MESSAGES), set by the store's insert. */
   storedAt?: Date;
 }
 
@@ -457,7 +423,7 @@ export interface SendConfirmationDoc {
   wamid: string;
   status: string;
   at: string;
-  /** The retention clock (RETENTION_MESSAGES; absent on documents written before it existed). */
+  /** The retention clock (RETENTION_MESSAGES), set by the store's insert. */
   storedAt?: Date;
 }
 
@@ -533,7 +499,6 @@ export interface Collections {
   outboxClaims: Collection<OutboxClaimDoc>;
   forwards: Collection<ForwardDoc>;
   forwarded: Collection<ForwardedDoc>;
-  deliveryArchive: Collection<ArchivedDeliveryDoc>;
   sendSlots: Collection<SendSlotDoc>;
   sendPauses: Collection<SendPauseDoc>;
   sendAttempts: Collection<SendAttemptDoc>;
@@ -599,7 +564,6 @@ export function collections(db: Db): Collections {
     outboxClaims: db.collection<OutboxClaimDoc>('outbox_claims'),
     forwards: db.collection<ForwardDoc>('forwards'),
     forwarded: db.collection<ForwardedDoc>('forwarded'),
-    deliveryArchive: db.collection<ArchivedDeliveryDoc>('delivery_archive'),
     sendSlots: db.collection<SendSlotDoc>('send_slots'),
     sendPauses: db.collection<SendPauseDoc>('send_pauses'),
     sendAttempts: db.collection<SendAttemptDoc>('send_attempts'),
@@ -631,7 +595,6 @@ export async function ensureIndexes(c: Collections): Promise<void> {
     c.outbox.createIndex({ receivedAt: 1 }, { name: 'receivedAt' }),
     c.forwards.createIndex({ target: 1, state: 1 }, { name: 'target_state' }),
     c.forwarded.createIndex({ deliveryId: 1 }, { name: 'deliveryId' }),
-    c.deliveryArchive.createIndex({ receivedAt: 1 }, { name: 'receivedAt' }),
     // These also create the send path's collections up front: creating one on FerretDB during the
     // first send of a drain stalls it by tens of milliseconds, enough to miss a pacing slot.
     c.sendSlots.createIndex({ expiresAt: 1 }, { name: 'expiresAt' }),

@@ -5,7 +5,7 @@ import { deleteByIds, type Collections } from './db';
 
 /**
  * Retention: how long each record collection keeps its documents, counted from `storedAt` (a BSON
- * Date every store writer sets; documents written before it existed have none and are kept).
+ * Date the store sets on insert; a document without one is kept: the queue's live entries).
  *
  * - MongoDB: a TTL index per collection (`storedAt`, `expireAfterSeconds` = the window), created
  *   or, when the window changed, updated with `collMod` by `ensureRetentionIndexes` at worker start.
@@ -62,7 +62,6 @@ function targets(c: Collections, r: RetentionSettings): Target[] {
     ['message_statuses', c.messageStatuses as unknown as Collection<Document>, r.statusesMs],
     ['account_events', c.accountEvents as unknown as Collection<Document>, r.accountEventsMs],
     ['idempotency', c.idempotency as unknown as Collection<Document>, r.idempotencyMs],
-    ['delivery_archive', c.deliveryArchive as unknown as Collection<Document>, r.deliveriesMs],
     ['forwarded', c.forwarded as unknown as Collection<Document>, r.deliveriesMs],
   ];
   return all.flatMap(([name, collection, ms]) => (ms ? [{ name, collection, ms }] : []));
