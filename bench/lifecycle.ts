@@ -110,6 +110,14 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs: num
   return nowMs();
 }
 
+/** The 12 commands with the most total time, on one line. */
+function commandsLine(commands: Record<string, { count: number; p50Ms: number; totalMs: number }>): string {
+  return Object.entries(commands)
+    .slice(0, 12)
+    .map(([k, v]) => `${k} ×${v.count} p50 ${v.p50Ms} ms Σ ${fmt(v.totalMs / 1000)} s`)
+    .join('; ');
+}
+
 /**
  * A check that every WABA of `ids` is in `state`, cheap enough to poll: it reads the WABA documents
  * by `_id` in the order they were offboarded (8 at a time), remembers how far it got, and stops at
@@ -263,12 +271,7 @@ runMain(async () => {
     say(`  all ${nWabas} offboarded ${fmt(toAllOffboarded / 1000)} s after the first ack`);
     const burstCommands = s.dbTrace?.stop() ?? {};
     say(
-      `  the service's MongoDB commands until then (this bench's own reads of wabas included), by total time: ${Object.entries(
-        burstCommands,
-      )
-        .slice(0, 12)
-        .map(([k, v]) => `${k} ×${v.count} p50 ${v.p50Ms} ms Σ ${fmt(v.totalMs / 1000)} s`)
-        .join('; ')}`,
+      `  the service's MongoDB commands until then (this bench's own reads of wabas included), by total time: ${commandsLine(burstCommands)}`,
     );
 
     // Phase 2: queue, then reconnect at once.
@@ -292,6 +295,7 @@ runMain(async () => {
       },
     );
     say(`phase 2: ${nReconnect} reconnections, ${concurrency} at a time`);
+    s.dbTrace?.start();
     for (const [i, phone] of gatePhones) if (i < nReconnect) s.sim.setMode(phone, 'normal');
     const reAcks = await burst(
       s,
@@ -304,6 +308,8 @@ runMain(async () => {
     const lastSend = Math.max(...s.sim.log.accepted.slice(acceptedBefore).map((m) => m.at));
     const reconnectToLastSend = lastSend - reAcks.firstAckAt;
     say(`  last queued send ${fmt(reconnectToLastSend / 1000)} s after the first reconnect ack`);
+    const waveCommands = s.dbTrace?.stop() ?? {};
+    say(`  the service's MongoDB commands in the wave, by total time: ${commandsLine(waveCommands)}`);
 
     // Phase 3: paused WABAs held idle.
     const stillPaused = nWabas - nReconnect;
@@ -435,6 +441,7 @@ runMain(async () => {
           p99: percentile(reAcks.ms, 99),
           non200: reAcks.non200,
           firstAckToLastSendMs: reconnectToLastSend,
+          waveCommands,
         },
         pausedSetup: {
           deliveries: setupAcks.ms.length,
