@@ -286,7 +286,17 @@ export const SWEEP_MAX_PERIOD_MS = 10 * 60_000;
  * probe later, never skipped: a pass probes once for every point since the last.
  */
 export function sweepPeriodAfterRead(periodMs: number, readMs: number): number {
-  return Math.max(periodMs, Math.min(SWEEP_MAX_PERIOD_MS, Math.ceil(readMs / SWEEP_READ_SHARE)));
+  return stretchedPeriod(periodMs, readMs, SWEEP_READ_SHARE, SWEEP_MAX_PERIOD_MS);
+}
+
+/**
+ * The one rule for a loop whose pass scans the store (on FerretDB a scan reads every document,
+ * whatever its filter): wait `periodMs` between passes, but long enough that the last pass's
+ * `tookMs` is at most `share` of the time, and never more than `maxMs`. The gate probe sweep
+ * (`sweepPeriodAfterRead`) and the outbox relay's sweep (src/lifecycle/outbox-relay.ts) use it.
+ */
+export function stretchedPeriod(periodMs: number, tookMs: number, share: number, maxMs: number): number {
+  return Math.max(periodMs, Math.min(maxMs, Math.ceil(tookMs / share)));
 }
 
 /**

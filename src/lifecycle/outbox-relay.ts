@@ -15,6 +15,7 @@ import {
 import { releaseGateHold } from './gate-holds.store';
 import { HOLDING_EVENTS } from '../contracts';
 import { deliverLifecycleEvent } from './launch';
+import { stretchedPeriod } from './machine';
 import type { LaunchDeps } from '../launch-deps';
 import { auditOfDelivery, type OutboxNotifier } from './ingest';
 
@@ -588,8 +589,8 @@ export function startOutboxRelay(
       wake?.();
       // Every `sweepIntervalMs` (within 1 s while a WABA waits for another relay's delivery), but
       // no more often than keeps the read within `SWEEP_DUTY` of the time.
-      const stretched = Math.min(MAX_SWEEP_PERIOD_MS, (Date.now() - started) / SWEEP_DUTY);
-      const period = Math.max(resweep ? Math.min(sweepIntervalMs, 1_000) : sweepIntervalMs, stretched);
+      const base = resweep ? Math.min(sweepIntervalMs, 1_000) : sweepIntervalMs;
+      const period = stretchedPeriod(base, Date.now() - started, SWEEP_DUTY, MAX_SWEEP_PERIOD_MS);
       while (!stopped && Date.now() - started < period)
         await new Promise((r) => setTimeout(r, Math.min(100, sweepIntervalMs)));
       resweep = false;

@@ -8,6 +8,7 @@ import {
   probeDue,
   probePointAfter,
   probeSweepPeriodMs,
+  stretchedPeriod,
   sweepPeriodAfterRead,
   SWEEP_MAX_PERIOD_MS,
   onLoad,
@@ -816,6 +817,14 @@ describe('lifecycle machine: start of a run, wake-ups and the state query', () =
     expect(probeSweepPeriodMs(settings)).toBeUndefined();
   });
 
+  it('stretches a scanning loop so its last pass took at most its share of the time, capped (the outbox relay sweep: 1/20, 60 s)', () => {
+    expect(stretchedPeriod(2_000, 5, 1 / 20, 60_000)).toBe(2_000); // a small outbox: the period
+    expect(stretchedPeriod(2_000, 100, 1 / 20, 60_000)).toBe(2_000);
+    expect(stretchedPeriod(2_000, 101, 1 / 20, 60_000)).toBe(2_020);
+    expect(stretchedPeriod(2_000, 1_500, 1 / 20, 60_000)).toBe(30_000); // 400 pending on FerretDB during a burst
+    expect(stretchedPeriod(2_000, 10_000, 1 / 20, 60_000)).toBe(60_000); // never longer than the cap
+    expect(stretchedPeriod(1_000, 0, 1 / 20, 60_000)).toBe(1_000); // a resweep keeps its 1 s
+  });
   it("the sweep's period stretches so that reading the offboarded WABAs takes at most 1/80 of its time, up to 10 min", () => {
     expect(sweepPeriodAfterRead(30_000, 20)).toBe(30_000); // a few hundred offboarded: the period
     expect(sweepPeriodAfterRead(30_000, 375)).toBe(30_000);
