@@ -110,6 +110,13 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs: num
   return nowMs();
 }
 
+/** The pacer's late departures so far, by remedy (the in-process worker's metrics). */
+async function lateDepartures(s: Service): Promise<{ swap: number; claim: number }> {
+  const values = (await s.metrics.lateDepartures.get()).values;
+  const of = (remedy: string) => values.find((v) => v.labels.remedy === remedy)?.value ?? 0;
+  return { swap: of('swap'), claim: of('claim') };
+}
+
 /** The 12 commands with the most total time, on one line. */
 function commandsLine(commands: Record<string, { count: number; p50Ms: number; totalMs: number }>): string {
   return Object.entries(commands)
@@ -296,6 +303,7 @@ runMain(async () => {
     );
     say(`phase 2: ${nReconnect} reconnections, ${concurrency} at a time`);
     s.dbTrace?.start();
+    const lateBefore = await lateDepartures(s);
     for (const [i, phone] of gatePhones) if (i < nReconnect) s.sim.setMode(phone, 'normal');
     const reAcks = await burst(
       s,
@@ -310,6 +318,11 @@ runMain(async () => {
     say(`  last queued send ${fmt(reconnectToLastSend / 1000)} s after the first reconnect ack`);
     const waveCommands = s.dbTrace?.stop() ?? {};
     say(`  the service's MongoDB commands in the wave, by total time: ${commandsLine(waveCommands)}`);
+    const lateAfter = await lateDepartures(s);
+    const waveLate = { swap: lateAfter.swap - lateBefore.swap, claim: lateAfter.claim - lateBefore.claim };
+    say(
+      `  sends that missed their slot's tolerance: ${waveLate.swap} took the next held slot, ${waveLate.claim} claimed a new one`,
+    );
 
     // Phase 3: paused WABAs held idle.
     const stillPaused = nWabas - nReconnect;
@@ -441,6 +454,7 @@ runMain(async () => {
           p99: percentile(reAcks.ms, 99),
           non200: reAcks.non200,
           firstAckToLastSendMs: reconnectToLastSend,
+          lateDepartures: waveLate,
           waveCommands,
         },
         pausedSetup: {

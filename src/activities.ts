@@ -29,6 +29,8 @@ export interface ActivityDeps {
   onAlertDelivery?: AlertDeps['onDelivery'];
   /** Counts gate probes by verdict (the process's metrics). */
   onGateProbe?: ProbeDeps['onGateProbe'];
+  /** Counts late departures by what took their slot's place (the process's metrics). */
+  onLateDeparture?: (remedy: 'swap' | 'claim') => void;
 }
 
 /**
@@ -42,6 +44,7 @@ export function createActivities(deps: ActivityDeps) {
       deps.c,
       { burst: deps.config.sending.pairLimitBurst, intervalMs: deps.config.sending.pairLimitIntervalMs },
       deps.clock,
+      deps.onLateDeparture,
     );
   const admission = createAdmission({
     c: deps.c,

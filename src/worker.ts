@@ -149,6 +149,7 @@ export async function createWorker(
       ? {
           onAlertDelivery: (sink, outcome) => deps.metrics!.alertDeliveries.inc({ sink, outcome }),
           onGateProbe: (verdict) => deps.metrics!.gateProbes.inc({ verdict }),
+          onLateDeparture: (remedy) => deps.metrics!.lateDepartures.inc({ remedy }),
         }
       : {}),
     ...(clock ? { clock } : {}),

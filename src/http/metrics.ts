@@ -62,6 +62,8 @@ export interface RelayMetrics {
   alertDeliveries: Counter<'sink' | 'outcome'>;
   /** `coexist_relay_gate_probes_total{verdict}`: the send gate's probes of Meta, by what they found. */
   gateProbes: Counter<'verdict'>;
+  /** `coexist_relay_pacer_late_departures_total{remedy}`: sends that missed their slot's tolerance, by what replaced the slot. */
+  lateDepartures: Counter<'remedy'>;
   /** `coexist_relay_offboarded_duration_seconds{to}`: how long ended offboardings lasted. */
   offboardedDuration: Histogram<'to'>;
   /** `coexist_relay_metrics_collect_errors_total`: scrapes in which a store read failed or timed out. */
@@ -135,6 +137,12 @@ export function createRelayMetrics(): RelayMetrics {
       name: 'coexist_relay_gate_probes_total',
       help: "Probes of Meta's phone-number nodes for offboarded WABAs (the sweep's and the escalation levels'), by verdict: usable (reported to the run, which may reopen), unusable, unknown (no answer).",
       labelNames: ['verdict'],
+      registers,
+    }),
+    lateDepartures: new Counter({
+      name: 'coexist_relay_pacer_late_departures_total',
+      help: "Sends that woke later than the pacing tolerance after their cap slot (a busy worker or database) or found a pause, by remedy: swap (took the slot of this worker's next send of the number), claim (claimed a new slot: one more write).",
+      labelNames: ['remedy'],
       registers,
     }),
     offboardedDuration: new Histogram({

@@ -71,7 +71,10 @@ export const CLOCK_ERROR_MS = 4;
  * late; the slot width pays for this tolerance.
  */
 export const LATE_TOLERANCE_MS = 50;
-/** How long a worker trusts its last read of a pause (a pause seen anywhere applies everywhere within this). */
+/**
+ * How long after its answer a worker trusts its last read of a pause (a pause seen anywhere applies
+ * everywhere within this, plus the time a read takes).
+ */
 export const PAUSE_READ_TTL_MS = 100;
 /** Pair slots kept back from Meta's burst (slot rounding and jitter). */
 const PAIR_BURST_MARGIN = 3;
@@ -154,7 +157,7 @@ interface Held {
 export class SharedPacer {
   private readonly capHint = new Map<string, number>();
   private readonly pairHint = new Map<string, number>();
-  private readonly pauseReads = new Map<string, { readAt: number; until: number }>();
+  private readonly pauseReads = new Map<string, { answeredAt: number; until: number }>(); // answeredAt: when the read was answered
   /** Per number, this process's reservations not yet left (nor dropped). */
   private readonly pending = new Map<string, Set<Held>>();
   private readonly heldOf = new WeakMap<Reservation, Held>();
@@ -167,11 +170,17 @@ export class SharedPacer {
   lateClaims = 0;
   /** Recent cap-slot claim latency, ms (moving average; undefined before the first claim). */
   private claimMs: number | undefined;
+  /** Pause reads under way, per key: a caller that needs one as fresh joins it. */
+  private readonly pauseReadsInFlight = new Map<string, { startedAt: number; until: Promise<number> }>();
+  /** Recent pause read latency, ms (moving average; undefined before the first read). */
+  private pauseReadMs: number | undefined;
 
   constructor(
     private readonly c: Collections,
     private readonly pair: PairSettings,
     private readonly clock: Clock = realClock,
+    /** Told of each late (or paused) departure and what took its place: the next held slot, or a new claim (metrics). */
+    private readonly onLate?: (remedy: 'swap' | 'claim') => void,
   ) {}
 
   /** Nothing to stop: the pacer keeps no timer (spent slots are the retention round's, see above). */
@@ -240,16 +249,34 @@ export class SharedPacer {
   async depart(r: Reservation, signal?: AbortSignal): Promise<boolean> {
     const held = this.heldOf.get(r) ?? { order: r.at, at: r.at, departed: Promise.resolve(), gone: false };
     try {
-      // This process's sends of a number leave in the order of their starts, so a late one holds
-      // back those reserved after it instead of being overtaken by them.
-      await r.turn;
+      let turn: Promise<void> | undefined = r.turn;
       for (;;) {
+        // The pause is read shortly before the slot, to be answered half a PAUSE_READ_TTL_MS ahead
+        // of it (so at most PAUSE_READ_TTL_MS old when the send leaves), not after the wake: on a
+        // loaded database that read took longer than the whole tolerance, so every try came out
+        // late and claimed again (about 30 claims a send in a wave of 1,000 reconnections).
+        const freshFrom = held.at - PAUSE_READ_TTL_MS / 2;
+        await this.clock.sleep(freshFrom - (this.pauseReadMs ?? 0) - this.clock.now(), signal);
+        if (signal?.aborted) return false;
+        const reading = this.pausedUntil(r.phoneNumberId, freshFrom);
+        if (turn) {
+          // This process's sends of a number leave in the order of their starts, so a late one
+          // holds back those reserved after it instead of being overtaken by them. (The read is
+          // made meanwhile: waiting for the turn first put a read between each send and the next.)
+          const at = held.at;
+          await turn;
+          turn = undefined;
+          if (held.at !== at) {
+            // A late send before it took its slot: read for the one it holds now.
+            await reading;
+            continue;
+          }
+        }
+        const paused = await reading;
+        // `held.at` is read again after each wait: a late send before this one may have taken its
+        // slot meanwhile.
         await this.clock.sleep(held.at - this.clock.now(), signal);
         if (signal?.aborted) return false;
-        // Judged once the pause is read: the read may go to the database (and take longer than the
-        // tolerance on a loaded one), and the send leaves as soon as this returns. `held.at` is
-        // read again: a late send before this one may have taken its slot meanwhile.
-        const paused = await this.pausedUntil(r.phoneNumberId);
         const now = this.clock.now();
         const at = held.at;
         if (now - at <= LATE_TOLERANCE_MS && paused <= at) return true;
@@ -257,17 +284,25 @@ export class SharedPacer {
         // the number's next sends are the earliest it can have: the next one is taken (a swap, no
         // claim), and that send, late in turn, takes the one after when its turn comes; so a late
         // send costs one slot, not one for every send held behind it. None ahead: the slot that
-        // will be under way when a claim is answered, left in without a timer, else the next one.
+        // will be under way when a claim is answered, left in without a timer, else the next one
+        // (the pause read again beside the claim, so it is fresh when the answer comes).
         // Sleeping to the next slot again would, on a saturated event loop or a slow database,
         // miss it again and again.
         this.lateDepartures++;
         const next = this.nextHeld(r.phoneNumberId, held, Math.max(now - LATE_TOLERANCE_MS / 2, paused));
         if (next) {
+          this.onLate?.('swap');
           [held.at, next.at] = [next.at, at];
           continue;
         }
         this.lateClaims++;
-        const claimed = await this.claimCap(r.phoneNumberId, r.mps, Math.max(now, paused), undefined, true);
+        this.onLate?.('claim');
+        const [claimed] = await Promise.all([
+          this.claimCap(r.phoneNumberId, r.mps, Math.max(now, paused), undefined, {
+            answerInMs: Math.max(this.claimMs ?? 0, this.pauseReadMs ?? 0),
+          }),
+          this.pausedUntil(r.phoneNumberId, Infinity),
+        ]);
         if (claimed.kind === 'reserved') held.at = claimed.at;
       }
     } finally {
@@ -303,7 +338,7 @@ export class SharedPacer {
   /** Meta throttled the number (130429): no worker starts one of its sends for `ms`. */
   async pause(phoneNumberId: string, ms: number): Promise<void> {
     const now = this.clock.now();
-    this.pauseReads.set(phoneNumberId, { readAt: now, until: now + ms });
+    this.pauseReads.set(phoneNumberId, { answeredAt: now, until: now + ms });
     await recordPause(this.c, phoneNumberId, now + ms, now);
   }
 
@@ -311,18 +346,41 @@ export class SharedPacer {
   async penalize(phoneNumberId: string, to: string, ms: number): Promise<void> {
     const now = this.clock.now();
     const key = pairKey(phoneNumberId, to);
-    this.pauseReads.set(key, { readAt: now, until: now + ms });
+    this.pauseReads.set(key, { answeredAt: now, until: now + ms });
     await recordPause(this.c, key, now + ms, now);
   }
 
-  private async pausedUntil(key: string): Promise<number> {
-    const now = this.clock.now();
+  /**
+   * When `key` may send again: from this process's last read if it was answered at `freshFrom` or
+   * later and less than PAUSE_READ_TTL_MS ago, else read again (its time kept in `pauseReadMs`).
+   */
+  private async pausedUntil(key: string, freshFrom = -Infinity): Promise<number> {
+    const startedAt = this.clock.now();
     const read = this.pauseReads.get(key);
-    if (read && now - read.readAt < PAUSE_READ_TTL_MS) return read.until;
-    const until = await pausedUntil(this.c, key, now);
+    if (read && read.answeredAt >= freshFrom && startedAt - read.answeredAt < PAUSE_READ_TTL_MS) return read.until;
+    // A read under way that should be answered from `freshFrom` on is joined, not made again.
+    const inFlight = this.pauseReadsInFlight.get(key);
+    if (inFlight && inFlight.startedAt + (this.pauseReadMs ?? 0) >= freshFrom) return inFlight.until;
+    const until = this.readPause(key, startedAt);
+    this.pauseReadsInFlight.set(key, { startedAt, until });
+    try {
+      return await until;
+    } finally {
+      if (this.pauseReadsInFlight.get(key)?.until === until) this.pauseReadsInFlight.delete(key);
+    }
+  }
+
+  private async readPause(key: string, startedAt: number): Promise<number> {
+    const until = await pausedUntil(this.c, key, startedAt);
+    const now = this.clock.now();
+    const took = now - startedAt;
+    this.pauseReadMs = this.pauseReadMs === undefined ? took : this.pauseReadMs + (took - this.pauseReadMs) / 8;
     if (this.pauseReads.size > 10_000) this.pauseReads.clear();
-    this.pauseReads.set(key, { readAt: now, until: Math.max(until, read && read.until > now ? read.until : 0) });
-    return this.pauseReads.get(key)!.until;
+    // A pause this process recorded meanwhile (`pause`, `penalize`) is kept.
+    const latest = this.pauseReads.get(key);
+    const known = Math.max(until, latest && latest.until > now ? latest.until : 0);
+    this.pauseReads.set(key, { answeredAt: now, until: known });
+    return known;
   }
 
   private async claimCap(
@@ -331,11 +389,10 @@ export class SharedPacer {
     notBefore: number,
     maxWaitMs?: number,
     /**
-     * For a send that leaves as soon as the claim is answered: the slot under way when the answer
-     * is expected (now + the recent claim latency) is taken if at most half the tolerance of it
-     * will have passed by then.
+     * For a send that leaves as soon as the claim is answered, expected in `answerInMs`: the slot
+     * under way then is taken if at most half the tolerance of it will have passed by then.
      */
-    current = false,
+    current?: { answerInMs: number },
   ): Promise<{ kind: 'reserved'; at: number } | { kind: 'later'; retryAfterMs: number }> {
     const width = capSlotMs(mps);
     // The hint is a slot number of this width: after an operator changes the number's cap, a hint
@@ -343,7 +400,7 @@ export class SharedPacer {
     const hintKey = `${phoneNumberId}@${mps}`;
     for (;;) {
       const now = this.clock.now();
-      const t = Math.max(now + (current ? (this.claimMs ?? 0) : 0), notBefore);
+      const t = Math.max(now + (current?.answerInMs ?? 0), notBefore);
       const under = Math.floor(t / width);
       const first = current && t - under * width <= LATE_TOLERANCE_MS / 2 ? under : Math.ceil(t / width);
       const k = Math.max(first, (this.capHint.get(hintKey) ?? -1) + 1);
