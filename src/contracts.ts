@@ -296,13 +296,13 @@ export interface LifecycleSettings {
   alertSinks: AlertSink[];
   /**
    * While the gate is closed, probe Meta's phone-number nodes this often (and at each escalation
-   * level). Absent in runs started before probing existed: those never probe.
+   * level). Absent: probing is off (`GATE_PROBE_INTERVAL=0`).
    */
   probeIntervalMs?: number;
   /**
    * Back-off of the probes: after the first, each probe waits as long as the gate has been closed
    * (a probe each time the closure's age doubles), at least `probeIntervalMs`, at most this.
-   * Absent (runs started before the back-off, or probing off): every `probeIntervalMs`.
+   * Absent: every `probeIntervalMs`.
    */
   probeMaxIntervalMs?: number;
   /** A gate closed by a send error or a failed status reopens when a probe says usable this long after closing. */
@@ -604,10 +604,10 @@ export type GateProbeSweepWorkflow = (carry?: GateProbeSweepCarry) => Promise<ne
 export interface AlertInput {
   wabaId: string;
   /**
-   * What happened (absent in alerts recorded before it existed). Incident sinks open or update the
-   * WABA's incident on every kind but `reconnected`, which resolves it.
+   * What happened. Incident sinks open or update the WABA's incident on every kind but
+   * `reconnected`, which resolves it.
    */
-  kind?: string;
+  kind: string;
   /**
    * The incident the alert belongs to, when it is not the WABA's offboarding: `token/<source>` (a
    * refused token), `forward/<target>` (a forward backlog). One PagerDuty dedup key and one Slack

@@ -66,7 +66,7 @@ export function pagerDutyEvent(a: AlertInput, routingKey: string): Record<string
       severity: a.severity === 'critical' ? 'critical' : a.severity === 'page' ? 'error' : 'warning',
       component: a.incident ?? `waba ${a.wabaId}`,
       group: 'whatsapp-coexistence',
-      class: a.kind ?? 'alert',
+      class: a.kind,
       timestamp: a.at,
       custom_details: {
         wabaId: a.wabaId,
@@ -180,7 +180,7 @@ export function createAlertActivities(deps: AlertDeps) {
     switch (sink) {
       case 'webhook':
         if (!alerts.webhookUrl) return false;
-        await post(alerts.webhookUrl, { kind: 'coexist-relay.alert', ...a }, timeoutMs);
+        await post(alerts.webhookUrl, a, timeoutMs); // the alert as raised: `kind` says what happened
         return true;
       case 'slack':
         if (alerts.slackApi) await slackInOrder(alerts.slackApi, a);

@@ -47,10 +47,10 @@ export type AfterDrainStopped =
       action: 'closeGate';
       type: 'ACCOUNT_OFFBOARDED' | 'SEND_ACCOUNT_UNUSABLE';
       detail?: string;
-      /** Why, with the evidence (absent in commands recorded before causes existed). */
-      closure?: Omit<GateClosure, 'at'>;
+      /** Why, with the evidence. */
+      closure: Omit<GateClosure, 'at'>;
     }
-  | { action: 'removePartner'; metaTime?: number; detail?: string; closure?: Omit<GateClosure, 'at'> };
+  | { action: 'removePartner'; metaTime?: number; detail?: string; closure: Omit<GateClosure, 'at'> };
 
 /** What the machine reacts to. */
 export type MachineInput =
@@ -546,8 +546,8 @@ function reopened(state: LifecycleState, cause: ReopenCause, now: number, detail
 }
 
 /** Records why the gate is closed (a new closure replaces the old one). */
-function closed(state: LifecycleState, closure: Omit<GateClosure, 'at'> | undefined, now: number): LifecycleState {
-  return closure ? { ...state, closure: { ...closure, at: iso(now) } } : state;
+function closed(state: LifecycleState, closure: Omit<GateClosure, 'at'>, now: number): LifecycleState {
+  return { ...state, closure: { ...closure, at: iso(now) } };
 }
 
 /** The closure a closing event stands for, with its evidence. */

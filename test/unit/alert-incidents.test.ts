@@ -3,6 +3,7 @@ import type { AlertInput } from '../../src/contracts';
 
 const base: AlertInput = {
   wabaId: '1001',
+  kind: 'escalated',
   level: 1,
   severity: 'page',
   title: 'T',

@@ -270,7 +270,15 @@ describe('lifecycle machine: PARTNER_REMOVED in each state', () => {
   it('once the cancelled drain has stopped: records the event and removes the partner at that later time', () => {
     const s = step(
       waba('draining'),
-      { kind: 'drainStopped', then: { action: 'removePartner', metaTime: 7, detail: 'gone' } },
+      {
+        kind: 'drainStopped',
+        then: {
+          action: 'removePartner',
+          metaTime: 7,
+          detail: 'gone',
+          closure: { cause: 'partner_removed', metaTime: 7 },
+        },
+      },
       ctx({ now: LATER }),
     );
     expect(s.state).toMatchObject({ state: 'partner_removed', since: LATER_ISO });
@@ -735,9 +743,13 @@ describe('lifecycle machine: drain results', () => {
   it('after a stopped drain, closeGate for ACCOUNT_OFFBOARDED raises no alert', () => {
     const s = step(waba('draining'), {
       kind: 'drainStopped',
-      then: { action: 'closeGate', type: 'ACCOUNT_OFFBOARDED' },
+      then: { action: 'closeGate', type: 'ACCOUNT_OFFBOARDED', closure: { cause: 'offboarded' } },
     });
-    expect(s.state).toMatchObject({ state: 'offboarded', reason: 'ACCOUNT_OFFBOARDED' });
+    expect(s.state).toMatchObject({
+      state: 'offboarded',
+      reason: 'ACCOUNT_OFFBOARDED',
+      closure: { cause: 'offboarded' },
+    });
     expect(types(s)).toEqual(['persist', 'upsertSearchAttributes']);
   });
 });
