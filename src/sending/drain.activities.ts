@@ -67,12 +67,10 @@ const DEFAULT_TUNING: DrainTuning = {
   notifyConcurrency: 8,
 };
 
-/** How far ahead of the clock the dispatch loop reserves start slots. */
+/** How far ahead of the sends' preparation (`SharedPacer.prepare`) the dispatch loop reserves start slots. */
 const LOOKAHEAD_MS = 200;
 /** How long the dispatch loop waits for a recipient's previous message to settle before moving on. */
 const RECIPIENT_WAIT_MS = 500;
-/** The ledger records a POST this long before its slot. */
-const PRE_RECORD_MS = 150;
 
 /** True if `p` settles within `ms`. */
 async function settledWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
@@ -289,7 +287,7 @@ export function createDrainActivities(deps: DrainDeps) {
           reserved = undefined;
           // The ledger records the POST just before the slot (a crash in between may leave an
           // unsent message in doubt); the POST itself then leaves at the slot's start.
-          await pacer.sleepUntil(slot.at - PRE_RECORD_MS, signal);
+          await pacer.prepare(slot, signal);
           if (halted()) return slot.done();
           if (entry.expiresAt && Date.parse(entry.expiresAt) <= Date.now()) {
             slot.done();
@@ -404,9 +402,10 @@ export function createDrainActivities(deps: DrainDeps) {
             let task: Promise<void>;
             if (ready) {
               // Reserve this entry's start slot now, in sequence order, but stay at most
-              // `LOOKAHEAD_MS` ahead of the clock (a stopped drain then wastes little of the cap).
+              // `LOOKAHEAD_MS` ahead of the sends' preparation (a stopped drain then wastes little
+              // of the cap).
               const slot = await reserve(entry);
-              await pacer.sleepUntil(slot.at - LOOKAHEAD_MS, signal);
+              await pacer.sleepUntil(slot.at - pacer.leadMs() - LOOKAHEAD_MS, signal);
               task = (halted() ? Promise.resolve() : sendOne(entry, slot)).catch(sendFailed).finally(markSettled);
             } else {
               task = previous

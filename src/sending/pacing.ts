@@ -76,6 +76,8 @@ export const LATE_TOLERANCE_MS = 50;
  * everywhere within this, plus the time a read takes).
  */
 export const PAUSE_READ_TTL_MS = 100;
+/** The most a sender is woken before its start to prepare it (`SharedPacer.leadMs`). */
+const MAX_LEAD_MS = 1_000;
 /** Pair slots kept back from Meta's burst (slot rounding and jitter). */
 const PAIR_BURST_MARGIN = 3;
 
@@ -148,6 +150,8 @@ interface Held {
   departed: Promise<void>;
   /** Left or dropped: its slot is nobody's to take any more. */
   gone: boolean;
+  /** When the sender woke to prepare it (`prepare`): its preparation's time is measured from here. */
+  preparedAt?: number;
 }
 
 /**
@@ -172,6 +176,8 @@ export class SharedPacer {
   private claimMs: number | undefined;
   /** Pause reads under way, per key: a caller that needs one as fresh joins it. */
   private readonly pauseReadsInFlight = new Map<string, { startedAt: number; until: Promise<number> }>();
+  /** Recent preparation time of a send (from `prepare`'s wake to `depart`), ms (moving average). */
+  private prepareMs: number | undefined;
   /** Recent pause read latency, ms (moving average; undefined before the first read). */
   private pauseReadMs: number | undefined;
 
@@ -193,7 +199,9 @@ export class SharedPacer {
    */
   async reserve(req: ReserveRequest): Promise<ReserveResult> {
     const now = this.clock.now();
-    const earliest = Math.max(now, await this.pausedUntil(req.phoneNumberId));
+    // A start the sender can still make once the claim is answered and it has prepared (`leadMs`).
+    const ready = now + (this.claimMs ?? 0) + this.leadMs();
+    const earliest = Math.max(ready, await this.pausedUntil(req.phoneNumberId));
     const capAt =
       req.to !== undefined && this.pair.intervalMs > 0
         ? await this.claimCapAndPair(req.phoneNumberId, req.mps, req.to, earliest, req.maxWaitMs)
@@ -248,6 +256,10 @@ export class SharedPacer {
    */
   async depart(r: Reservation, signal?: AbortSignal): Promise<boolean> {
     const held = this.heldOf.get(r) ?? { order: r.at, at: r.at, departed: Promise.resolve(), gone: false };
+    if (held.preparedAt !== undefined) {
+      const took = Math.max(0, this.clock.now() - held.preparedAt);
+      this.prepareMs = this.prepareMs === undefined ? took : this.prepareMs + (took - this.prepareMs) / 8;
+    }
     try {
       let turn: Promise<void> | undefined = r.turn;
       for (;;) {
@@ -321,11 +333,34 @@ export class SharedPacer {
   }
 
   /**
-   * Sleeps until `at` on the pacer's clock (a reservation's `at`, less a lead): the callers' waits
-   * before a departure, on the clock the slots are numbered on, not the process's own.
+   * Sleeps until `at` on the pacer's clock: the callers' waits, on the clock the slots are
+   * numbered on, not the process's own.
    */
   sleepUntil(at: number, signal?: AbortSignal): Promise<void> {
     return this.clock.sleep(at - this.clock.now(), signal);
+  }
+
+  /**
+   * Sleeps until the sender should prepare the reservation's send (record the POST in the ledger),
+   * `leadMs` before its start: early enough that `depart` is called in time to read the pause
+   * ahead of the slot, late enough that a crash in between leaves little in doubt.
+   */
+  async prepare(r: Reservation, signal?: AbortSignal): Promise<void> {
+    await this.sleepUntil(r.at - this.leadMs(), signal);
+    const held = this.heldOf.get(r);
+    if (held) held.preparedAt = this.clock.now();
+  }
+
+  /**
+   * How long before a start its sender wakes to prepare (`prepare`): its preparation's recent time
+   * (from the wake to `depart`), the pause read `depart` makes ahead of the slot, and half the
+   * tolerance for timers; at most MAX_LEAD_MS. A worker with an idle database: a few ms; a
+   * saturated one (reads and writes of 50 ms): about 200 ms. Claims aim past it (`reserve`): a
+   * slot claimed nearer would have passed by the time its send could leave.
+   */
+  leadMs(): number {
+    const lead = (this.prepareMs ?? 0) + (this.pauseReadMs ?? 0) + LATE_TOLERANCE_MS / 2;
+    return Math.min(MAX_LEAD_MS, lead);
   }
 
   /** `reserve` then `depart` (on abort it returns early: check the signal before sending). */

@@ -127,7 +127,7 @@ export function createSendActivities(deps: SendDeps) {
         });
       }
       // The ledger records the POST just before its slot, so a crash while waiting leaves nothing in doubt.
-      await pacer.sleepUntil(slot.reservation.at - 150);
+      await pacer.prepare(slot.reservation);
       const attemptedAt = Date.now();
       const attempt = await sendWithLedger(
         c,
