@@ -72,8 +72,9 @@ export const CLOCK_ERROR_MS = 4;
  */
 export const LATE_TOLERANCE_MS = 50;
 /**
- * How long after its answer a worker trusts its last read of a pause (a pause seen anywhere applies
- * everywhere within this, plus the time a read takes).
+ * How long after its answer a worker trusts its last read of a pause, up to a slot's start (a
+ * pause seen anywhere applies everywhere within this, plus the time a read takes and the
+ * tolerance).
  */
 export const PAUSE_READ_TTL_MS = 100;
 /** The most a sender is woken before its start to prepare it (`SharedPacer.leadMs`). */
@@ -263,12 +264,14 @@ export class SharedPacer {
     try {
       let turn: Promise<void> | undefined = r.turn;
       for (;;) {
-        // The pause is read shortly before the slot, to be answered half a PAUSE_READ_TTL_MS ahead
-        // of it (so at most PAUSE_READ_TTL_MS old when the send leaves), not after the wake: on a
-        // loaded database that read took longer than the whole tolerance, so every try came out
-        // late and claimed again (about 30 claims a send in a wave of 1,000 reconnections).
-        const freshFrom = held.at - PAUSE_READ_TTL_MS / 2;
-        await this.clock.sleep(freshFrom - (this.pauseReadMs ?? 0) - this.clock.now(), signal);
+        // The pause is read shortly before the slot (a read answered at most PAUSE_READ_TTL_MS
+        // before the slot's start will do, so one read serves the sends of that span), timed to
+        // be answered half the tolerance ahead of the slot: not after the wake, where on a loaded
+        // database the read took longer than the whole tolerance, so every try came out late and
+        // claimed again (about 30 claims a send in a wave of 1,000 reconnections).
+        const freshFrom = held.at - PAUSE_READ_TTL_MS;
+        const readFrom = held.at - LATE_TOLERANCE_MS / 2 - (this.pauseReadMs ?? 0);
+        await this.clock.sleep(readFrom - this.clock.now(), signal);
         if (signal?.aborted) return false;
         const reading = this.pausedUntil(r.phoneNumberId, freshFrom);
         if (turn) {
