@@ -356,13 +356,14 @@ export class SharedPacer {
 
   /**
    * How long before a start its sender wakes to prepare (`prepare`): its preparation's recent time
-   * (from the wake to `depart`), the pause read `depart` makes ahead of the slot, and half the
-   * tolerance for timers; at most MAX_LEAD_MS. A worker with an idle database: a few ms; a
-   * saturated one (reads and writes of 50 ms): about 200 ms. Claims aim past it (`reserve`): a
-   * slot claimed nearer would have passed by the time its send could leave.
+   * (from the wake to `depart`) and the pause read `depart` makes ahead of the slot; at most
+   * MAX_LEAD_MS. A worker with an idle database: a few ms; a saturated one (reads and writes of
+   * 50 ms): about 150 ms. Nothing more is added: a send that comes a little later than the average
+   * is still within LATE_TOLERANCE_MS. Claims aim past it (`reserve`): a slot claimed nearer would
+   * have passed by the time its send could leave.
    */
   leadMs(): number {
-    const lead = (this.prepareMs ?? 0) + (this.pauseReadMs ?? 0) + LATE_TOLERANCE_MS / 2;
+    const lead = (this.prepareMs ?? 0) + (this.pauseReadMs ?? 0);
     return Math.min(MAX_LEAD_MS, lead);
   }
 
