@@ -274,6 +274,7 @@ export class SharedPacer {
         await this.clock.sleep(readFrom - this.clock.now(), signal);
         if (signal?.aborted) return false;
         const reading = this.pausedUntil(r.phoneNumberId, freshFrom);
+        reading.catch(() => undefined); // awaited below (after the turn): not an unhandled rejection meanwhile
         if (turn) {
           // This process's sends of a number leave in the order of their starts, so a late one
           // holds back those reserved after it instead of being overtaken by them. (The read is
