@@ -24,7 +24,11 @@ export function createPhoneNumberLookup(c: Collections, ttlMs = 5_000) {
 
 export type PhoneNumberLookup = ReturnType<typeof createPhoneNumberLookup>;
 
-/** How many slots of a WABA's membership (`waba_numbers`) are read at once. */
+/**
+ * How many slots of a WABA's membership (`waba_numbers`) are read at once: first 2 (most WABAs have
+ * one number or two: the read that finds the first free slot ends the list), then 8 at a time.
+ */
+const FIRST_SLOTS = 2;
 const SLOTS_AT_ONCE = 8;
 
 /** The slot of a WABA's membership list (`<wabaId>#<n>`). */
@@ -33,13 +37,15 @@ const slotId = (wabaId: string, n: number) => `${wabaId}#${n}`;
 /** The phone ids in a WABA's membership slots, in slot order, and the first free slot (point reads). */
 async function membership(c: Collections, wabaId: string): Promise<{ ids: string[]; free: number }> {
   const ids: string[] = [];
-  for (let from = 0; ; from += SLOTS_AT_ONCE) {
+  for (let from = 0; ;) {
+    const size = from === 0 ? FIRST_SLOTS : SLOTS_AT_ONCE;
     const docs = await Promise.all(
-      Array.from({ length: SLOTS_AT_ONCE }, (_, i) => c.wabaNumbers.findOne({ _id: slotId(wabaId, from + i) })),
+      Array.from({ length: size }, (_, i) => c.wabaNumbers.findOne({ _id: slotId(wabaId, from + i) })),
     );
     const gap = docs.findIndex((d) => d === null);
     for (const d of gap < 0 ? docs : docs.slice(0, gap)) ids.push(d!.phoneNumberId);
     if (gap >= 0) return { ids, free: from + gap };
+    from += size;
   }
 }
 

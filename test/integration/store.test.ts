@@ -348,6 +348,27 @@ describe('phone-number membership on the real MongoDB-wire server', () => {
       await other.client.close();
     }
   });
+
+  it('reads 2 membership slots for a WABA with one number (the gate probe lists it for every paused WABA)', async () => {
+    const waba = 'w' + randomBytes(4).toString('hex');
+    await registerPhoneNumber(c, `${waba}-p0`, fields(waba), now);
+    let reads = 0;
+    const counting = {
+      ...c,
+      wabaNumbers: new Proxy(c.wabaNumbers, {
+        get: (target, prop, receiver) =>
+          prop === 'findOne'
+            ? (...a: Parameters<typeof target.findOne>) => {
+                reads++;
+                return target.findOne(...a);
+              }
+            : Reflect.get(target, prop, receiver),
+      }),
+    } as Collections;
+    expect((await numbersOfWaba(counting, waba)).map((d) => d._id)).toEqual([`${waba}-p0`]);
+    // Slot 0 and slot 1 (free: the list ends). Read 8 at a time, it was 8.
+    expect(reads).toBe(2);
+  });
 });
 
 describe('the WABA document on the real MongoDB-wire server', () => {
