@@ -23,7 +23,7 @@ import type { LedgeredAttempt } from './ledger';
  * | retry 131056 (pair limit)             | retry after 4^n s (≤ 1,024 s), refused        |       |       | pause recipient 4^n s  |
  * | retry, any other                      | retry after B(n), refused                     |       |       |                        |
  * | retry, answer lost (`mayHaveBeenSent`)| retry after max(B(n), grace†), answer_lost    |       |       |                        |
- * | any retry at n ≥ `maxAttempts`        | failed `retries_exhausted`: Meta's error      |       |       | as the retry's row     |
+ * | any retry at n ≥ `maxAttempts`        | failed `retries_exhausted`: Meta's error ‡    |       |       | as the retry's row     |
  * | in_doubt_wait (ms)                    | retry after ms†, in_doubt (not an attempt)    |       |       |                        |
  * | not_sent (withdrawn before its POST)  | retry after 1 s, not_sent (not an attempt)    |       |       |                        |
  *
@@ -35,7 +35,10 @@ import type { LedgeredAttempt } from './ledger';
  * sooner); the direct send waits the whole time (each look costs one of Temporal's attempts of
  * `admit`). That is the only place the two senders differ. Retries exhausted: the drain counts its
  * attempts (`maxAttempts`); for the direct send Temporal's retry policy does, and the send workflow
- * then fails the message `retries_exhausted` through `settleDirect`.
+ * then fails the message `retries_exhausted` through `settleDirect`. ‡ Not an answer lost: that
+ * message may have been delivered, so it is retried as `answer_lost` and the ledger decides (a
+ * status webhook settles it as sent; otherwise `IN_DOUBT_POLICY`: failed `in_doubt`, or one more
+ * POST, whose answer then ends it).
  *
  * The pair limit's back-off (131056), one rule: 4^n s for the message's n-th attempt
  * (`pairLimitBackoffMs`: 4 s, 16 s, 64 s, … capped at 1,024 s); the recipient is paused that long
@@ -178,7 +181,7 @@ function decideRetry(
   }
   const error = err.toMetaErrorInfo();
   const message: MessageStep =
-    ctx.maxAttempts !== undefined && n >= ctx.maxAttempts
+    ctx.maxAttempts !== undefined && n >= ctx.maxAttempts && !err.mayHaveBeenSent
       ? { kind: 'failed', reason: REASONS.retriesExhausted, error, attempts: n }
       : err.mayHaveBeenSent
         ? {

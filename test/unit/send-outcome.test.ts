@@ -265,6 +265,22 @@ describe('send-outcome policy: the drain counts its attempts', () => {
     expect(decideSendOutcome(await meta(131000), drain(2, 3)).message).toMatchObject({ kind: 'retry' });
   });
 
+  it('a lost answer at the last attempt is not failed `retries_exhausted`: the message may have been delivered, the ledger decides', async () => {
+    const lost = await answer(GraphApiError.fromNetworkFailure(new Error('aborted'), true));
+    expect(decideSendOutcome(lost, drain(8, 8)).message).toMatchObject({
+      kind: 'retry',
+      why: 'answer_lost',
+      counted: true,
+    });
+    expect(decideSendOutcome(lost, drain(9, 8)).message).toMatchObject({ kind: 'retry', why: 'answer_lost' });
+    // A refusal (nothing delivered) at the last attempt still ends it.
+    const refused = await answer(GraphApiError.fromNetworkFailure(new Error('ECONNREFUSED'), false));
+    expect(decideSendOutcome(refused, drain(8, 8)).message).toMatchObject({
+      kind: 'failed',
+      reason: 'retries_exhausted',
+    });
+  });
+
   it('waits in doubt and withdrawn sends are not attempts: never exhausted', () => {
     expect(decideSendOutcome({ kind: 'in_doubt_wait', ms: 1_000 }, drain(8, 8)).message.kind).toBe('retry');
     expect(decideSendOutcome({ kind: 'not_sent' }, drain(8, 8)).message.kind).toBe('retry');
