@@ -1,5 +1,5 @@
 import type { Collections } from '../adapters/store/db';
-import { claimSlot, pausedUntil, recordPause, type SlotClaim } from './slots.store';
+import { claimSlot, readPauses, recordPause, type NumberPauses, type SlotClaim } from './slots.store';
 
 /**
  * Pacing for Cloud API sends, shared by every worker through the database: the one module that
@@ -162,7 +162,10 @@ interface Held {
 export class SharedPacer {
   private readonly capHint = new Map<string, number>();
   private readonly pairHint = new Map<string, number>();
-  private readonly pauseReads = new Map<string, { answeredAt: number; until: number }>(); // answeredAt: when the read was answered
+  /** Per number, its last pause read (its own and its recipients'), and when it was answered. */
+  private readonly pauseReads = new Map<string, NumberPauses & { answeredAt: number }>();
+  /** Pauses this process recorded (`pause`, `penalize`), by key: they hold here before any read sees them. */
+  private readonly ownPauses = new Map<string, number>();
   /** Per number, this process's reservations not yet left (nor dropped). */
   private readonly pending = new Map<string, Set<Held>>();
   private readonly heldOf = new WeakMap<Reservation, Held>();
@@ -176,7 +179,7 @@ export class SharedPacer {
   /** Recent cap-slot claim latency, ms (moving average; undefined before the first claim). */
   private claimMs: number | undefined;
   /** Pause reads under way, per key: a caller that needs one as fresh joins it. */
-  private readonly pauseReadsInFlight = new Map<string, { startedAt: number; until: Promise<number> }>();
+  private readonly pauseReadsInFlight = new Map<string, { startedAt: number; read: Promise<NumberPauses> }>();
   /** Recent preparation time of a send (from `prepare`'s wake to `depart`), ms (moving average). */
   private prepareMs: number | undefined;
   /** Recent pause read latency, ms (moving average; undefined before the first read). */
@@ -378,7 +381,7 @@ export class SharedPacer {
   /** Meta throttled the number (130429): no worker starts one of its sends for `ms`. */
   async pause(phoneNumberId: string, ms: number): Promise<void> {
     const now = this.clock.now();
-    this.pauseReads.set(phoneNumberId, { answeredAt: now, until: now + ms });
+    this.recordOwn(phoneNumberId, now + ms, now);
     await recordPause(this.c, phoneNumberId, now + ms, now);
   }
 
@@ -386,41 +389,57 @@ export class SharedPacer {
   async penalize(phoneNumberId: string, to: string, ms: number): Promise<void> {
     const now = this.clock.now();
     const key = pairKey(phoneNumberId, to);
-    this.pauseReads.set(key, { answeredAt: now, until: now + ms });
+    this.recordOwn(key, now + ms, now);
     await recordPause(this.c, key, now + ms, now);
   }
 
+  private recordOwn(key: string, until: number, now: number): void {
+    if (this.ownPauses.size > 10_000) for (const [k, u] of this.ownPauses) if (u <= now) this.ownPauses.delete(k);
+    this.ownPauses.set(key, Math.max(until, this.ownPauses.get(key) ?? 0));
+  }
+
+  /** When the number may send again (see `pausesOf`). */
+  private async pausedUntil(phoneNumberId: string, freshFrom = -Infinity): Promise<number> {
+    const read = await this.pausesOf(phoneNumberId, freshFrom);
+    return Math.max(read.number, this.ownPauses.get(phoneNumberId) ?? 0);
+  }
+
+  /** When `to` may be sent to again from the number (see `pausesOf`). */
+  private async pairPausedUntil(phoneNumberId: string, to: string): Promise<number> {
+    const read = await this.pausesOf(phoneNumberId);
+    return Math.max(read.pairs.get(to) ?? 0, this.ownPauses.get(pairKey(phoneNumberId, to)) ?? 0);
+  }
+
   /**
-   * When `key` may send again: from this process's last read if it was answered at `freshFrom` or
-   * later and less than PAUSE_READ_TTL_MS ago, else read again (its time kept in `pauseReadMs`).
+   * The number's pauses and its recipients', from one read (`readPauses`): this process's last
+   * read if it was answered at `freshFrom` or later and less than PAUSE_READ_TTL_MS ago, else a
+   * read under way that should be answered from `freshFrom` on, else a new read (its time kept in
+   * `pauseReadMs`). One read answers for every recipient: a drain's sends to many recipients cost
+   * a read per 100 ms, not one each.
    */
-  private async pausedUntil(key: string, freshFrom = -Infinity): Promise<number> {
+  private async pausesOf(phoneNumberId: string, freshFrom = -Infinity): Promise<NumberPauses> {
     const startedAt = this.clock.now();
-    const read = this.pauseReads.get(key);
-    if (read && read.answeredAt >= freshFrom && startedAt - read.answeredAt < PAUSE_READ_TTL_MS) return read.until;
-    // A read under way that should be answered from `freshFrom` on is joined, not made again.
-    const inFlight = this.pauseReadsInFlight.get(key);
-    if (inFlight && inFlight.startedAt + (this.pauseReadMs ?? 0) >= freshFrom) return inFlight.until;
-    const until = this.readPause(key, startedAt);
-    this.pauseReadsInFlight.set(key, { startedAt, until });
+    const read = this.pauseReads.get(phoneNumberId);
+    if (read && read.answeredAt >= freshFrom && startedAt - read.answeredAt < PAUSE_READ_TTL_MS) return read;
+    const inFlight = this.pauseReadsInFlight.get(phoneNumberId);
+    if (inFlight && inFlight.startedAt + (this.pauseReadMs ?? 0) >= freshFrom) return inFlight.read;
+    const reading = this.readPauses(phoneNumberId, startedAt);
+    this.pauseReadsInFlight.set(phoneNumberId, { startedAt, read: reading });
     try {
-      return await until;
+      return await reading;
     } finally {
-      if (this.pauseReadsInFlight.get(key)?.until === until) this.pauseReadsInFlight.delete(key);
+      if (this.pauseReadsInFlight.get(phoneNumberId)?.read === reading) this.pauseReadsInFlight.delete(phoneNumberId);
     }
   }
 
-  private async readPause(key: string, startedAt: number): Promise<number> {
-    const until = await pausedUntil(this.c, key, startedAt);
+  private async readPauses(phoneNumberId: string, startedAt: number): Promise<NumberPauses> {
+    const pauses = await readPauses(this.c, phoneNumberId, startedAt);
     const now = this.clock.now();
     const took = now - startedAt;
     this.pauseReadMs = this.pauseReadMs === undefined ? took : this.pauseReadMs + (took - this.pauseReadMs) / 8;
     if (this.pauseReads.size > 10_000) this.pauseReads.clear();
-    // A pause this process recorded meanwhile (`pause`, `penalize`) is kept.
-    const latest = this.pauseReads.get(key);
-    const known = Math.max(until, latest && latest.until > now ? latest.until : 0);
-    this.pauseReads.set(key, { answeredAt: now, until: known });
-    return known;
+    this.pauseReads.set(phoneNumberId, { ...pauses, answeredAt: now });
+    return pauses;
   }
 
   private async claimCap(
@@ -470,26 +489,36 @@ export class SharedPacer {
     const interval = this.pair.intervalMs;
     const ahead = Math.max(1, this.pair.burst - PAIR_BURST_MARGIN) - 1;
     const key = pairKey(phoneNumberId, to);
-    const earliest = Math.max(notBefore, await this.pausedUntil(key));
+    const earliest = Math.max(notBefore, await this.pairPausedUntil(phoneNumberId, to));
     const width = capSlotMs(mps);
     const capHintKey = `${phoneNumberId}@${mps}`;
+    /** The last cap slot this call found taken (a deferred claim moves on from it, not from the hint). */
+    let taken = -1;
     for (;;) {
       const now = this.clock.now();
       const base = Math.floor(Math.max(now, earliest) / interval);
       const j = Math.max(base, (this.pairHint.get(key) ?? -1) + 1);
       const pairAt = Math.max(earliest, (j - ahead) * interval);
-      const k = Math.max(Math.ceil(Math.max(now, pairAt) / width), (this.capHint.get(capHintKey) ?? -1) + 1);
+      const hinted = Math.max(Math.ceil(Math.max(now, notBefore) / width), (this.capHint.get(capHintKey) ?? -1) + 1);
+      const k = Math.max(hinted, Math.ceil(pairAt / width), taken + 1);
+      // Deferred by the recipient (its pause or its pair slots), not by the number: the number's
+      // hint stays where it is, or every later send of the number, to any recipient, would be
+      // claimed after this one (a recipient's 131056 back-off of up to 1,024 s held the whole
+      // number back that long).
+      const deferred = k > hinted;
       const at = k * width;
       if (maxWaitMs !== undefined && at - now > maxWaitMs) return { kind: 'later', retryAfterMs: at - now };
       if (this.pairHint.size > 10_000) this.prunePairHints(base);
       this.pairHint.set(key, j);
-      this.capHint.set(capHintKey, k);
+      if (!deferred) this.capHint.set(capHintKey, k);
       const expiresAt = Math.max((k + 1) * width, (j + 1) * interval);
       const claim = await this.timedClaim(now, `${phoneNumberId}:${k}`, expiresAt, `${key}:${j}`);
       if (claim === 'claimed') return { kind: 'reserved', at };
+      if (claim === 'cap_taken') taken = k;
       // The slot that was free stays this process's next try (unless a later claim moved past it).
       if (claim === 'cap_taken' && this.pairHint.get(key) === j) this.pairHint.set(key, j - 1);
-      if (claim === 'pair_taken' && this.capHint.get(capHintKey) === k) this.capHint.set(capHintKey, k - 1);
+      if (claim === 'pair_taken' && !deferred && this.capHint.get(capHintKey) === k)
+        this.capHint.set(capHintKey, k - 1);
     }
   }
 

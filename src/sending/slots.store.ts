@@ -33,20 +33,38 @@ export async function recordPause(c: Collections, key: string, until: number, no
   }
 }
 
+/** A number's pauses as one read found them: its own (130429) and its recipients' (131056). */
+export interface NumberPauses {
+  /** Until when the number may not send (epoch ms; 0 if no pause is running). */
+  number: number;
+  /** Per recipient, until when nothing may be sent to it (only recipients with a pause). */
+  pairs: Map<string, number>;
+}
+
 /**
- * The latest `until` among `key`'s pauses (0 if none is running). Deletes, by exact `_id`, the
- * pauses of `key` that ended more than `keepMs` ago.
+ * The latest `until` of a number's pauses and of each of its recipients' (`<number>>recipient`),
+ * in one read: the `_id` range of both (pair keys sort just before the number's, `>` before `@`).
+ * Deletes, by exact `_id`, the pauses that ended more than `keepMs` ago.
  */
-export async function pausedUntil(c: Collections, key: string, now: number, keepMs = 60_000): Promise<number> {
+export async function readPauses(
+  c: Collections,
+  phoneNumberId: string,
+  now: number,
+  keepMs = 60_000,
+): Promise<NumberPauses> {
   const col: Collection<SendPauseDoc> = c.sendPauses;
-  const docs = await col.find({ _id: { $gte: `${key}@`, $lt: `${key}@~` } }).toArray();
-  let until = 0;
+  const docs = await col.find({ _id: { $gte: `${phoneNumberId}>`, $lt: `${phoneNumberId}@~` } }).toArray();
+  const pauses: NumberPauses = { number: 0, pairs: new Map() };
+  const pairPrefix = `${phoneNumberId}>`;
   const stale: string[] = [];
   for (const d of docs) {
-    if (d.key !== key) continue;
-    until = Math.max(until, d.until);
+    if (d.key === phoneNumberId) pauses.number = Math.max(pauses.number, d.until);
+    else if (d.key.startsWith(pairPrefix)) {
+      const to = d.key.slice(pairPrefix.length);
+      pauses.pairs.set(to, Math.max(pauses.pairs.get(to) ?? 0, d.until));
+    } else continue; // another number whose id starts with this one's and a character between
     if (d.until < now - keepMs) stale.push(d._id);
   }
   for (const id of stale) await col.deleteOne({ _id: id });
-  return until;
+  return pauses;
 }

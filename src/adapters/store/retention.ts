@@ -37,7 +37,7 @@ import { deleteByIds, type Collections } from './db';
 
 /**
  * How long after its end a slot, a pause or an outbox lease claim is spent (slots and claims:
- * beyond any process's clock skew; pauses: `pausedUntil`'s keep).
+ * beyond any process's clock skew; pauses: `readPauses`'s keep).
  */
 export const SPENT_AFTER_MS = 60_000;
 
