@@ -10,8 +10,11 @@ import { claimSlot, readPauses, recordPause, type NumberPauses, type SlotClaim }
  * workers never hold the same slot (on MongoDB and on FerretDB, where only inserts on unique keys
  * are atomic). A refused claim says which slot was taken (read back by `_id` on FerretDB, whose
  * error does not name the index) and moves on from that one only. A back-off Meta
- * asks for (130429, 131056) is recorded in `send_pauses` and read before every claim, so it holds
- * for every worker.
+ * asks for (130429, 131056) is recorded in `send_pauses` and read before every claim and just
+ * before every departure, so it holds for every worker: one read answers for a number and all its
+ * recipients, and serves this process's sends for PAUSE_READ_TTL_MS. A claim is aimed past the
+ * time its sender needs to prepare the send and read the pause (`leadMs`), so that on a loaded
+ * worker or database the send can still leave within `LATE_TOLERANCE_MS` of its slot.
  *
  * The cap: slot `k` of a number starts at `k × capSlotMs(mps)` on the shared clock (the database
  * server's, as each worker measures it: src/sending/shared-clock.ts; a worker's own clock may be
