@@ -5,6 +5,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { SharedPacer, capSlotMs, realClock, type Clock, type Reservation } from '../../src/sending/pacing';
 import { SharedClock } from '../../src/sending/shared-clock';
 import { spawnMetaSimulator, type MetaSimulatorProcess } from '../../tools/meta-sim/process';
+import { withMethod } from '../support/intercept';
 
 /** The shared limiter against the real MongoDB-wire server: two "workers" are two clients and two pacers. */
 describe('shared pacing across processes', () => {
@@ -238,14 +239,9 @@ describe('shared pacing across processes', () => {
     const base = conns[0]!.c;
     const slow = {
       ...base,
-      sendSlots: new Proxy(base.sendSlots, {
-        get: (target, prop, receiver) =>
-          prop === 'insertOne'
-            ? async (...a: Parameters<typeof target.insertOne>) => {
-                await new Promise((r) => setTimeout(r, 120));
-                return target.insertOne(...a);
-              }
-            : Reflect.get(target, prop, receiver),
+      sendSlots: withMethod(base.sendSlots, 'insertOne', async (insertOne, ...a) => {
+        await new Promise((r) => setTimeout(r, 120));
+        return insertOne(...a);
       }),
     };
     const pacer = new SharedPacer(slow, { burst: 45, intervalMs: 0 }, lateClock);
@@ -287,21 +283,16 @@ describe('shared pacing across processes', () => {
     let pauseReads = 0;
     const slow = {
       ...base,
-      sendPauses: new Proxy(base.sendPauses, {
-        get: (target, prop, receiver) =>
-          prop === 'find'
-            ? (...a: Parameters<typeof target.find>) => {
-                pauseReads++;
-                const cursor = target.find(...a);
-                const toArray = cursor.toArray.bind(cursor);
-                return Object.assign(cursor, {
-                  toArray: async () => {
-                    await new Promise((r) => setTimeout(r, 120));
-                    return toArray();
-                  },
-                });
-              }
-            : Reflect.get(target, prop, receiver),
+      sendPauses: withMethod(base.sendPauses, 'find', (find, ...a) => {
+        pauseReads++;
+        const cursor = find(...a) as ReturnType<typeof base.sendPauses.find>;
+        const toArray = cursor.toArray.bind(cursor);
+        return Object.assign(cursor, {
+          toArray: async () => {
+            await new Promise((r) => setTimeout(r, 120));
+            return toArray();
+          },
+        });
       }),
     };
     const pacer = new SharedPacer(slow, { burst: 45, intervalMs: 0 });
@@ -380,14 +371,9 @@ describe('shared pacing across processes', () => {
     const base = conns[0]!.c;
     const counting = {
       ...base,
-      sendPauses: new Proxy(base.sendPauses, {
-        get: (target, prop, receiver) =>
-          prop === 'find'
-            ? (...a: Parameters<typeof target.find>) => {
-                reads++;
-                return target.find(...a);
-              }
-            : Reflect.get(target, prop, receiver),
+      sendPauses: withMethod(base.sendPauses, 'find', (find, ...a) => {
+        reads++;
+        return find(...a);
       }),
     };
     const pair = { burst: 45, intervalMs: 6_000 };

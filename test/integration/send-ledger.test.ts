@@ -9,6 +9,7 @@ import { createLogger } from '../../src/logger';
 import { beginSend, confirmFromStatuses } from '../../src/sending/ledger';
 import { REASONS, type SendRequest } from '../../src/contracts';
 import { startStack, uniqueDigits, type Stack } from '../support/stack';
+import { withMethod } from '../support/intercept';
 
 /**
  * The send path's own promises, activity by activity against the real store and the simulated
@@ -233,14 +234,10 @@ describe('the send ledger and its senders on the real store', () => {
     }
     // The ledger's insert for A's first message fails once: the store, not Meta.
     let failures = 0;
-    const flaky = new Proxy(c.sendAttempts, {
-      get(target, prop, receiver) {
-        if (prop !== 'insertOne') return Reflect.get(target, prop, receiver) as unknown;
-        return (doc: SendAttemptDoc, ...rest: unknown[]) => {
-          if (doc.messageId === ids[0] && failures++ === 0) return Promise.reject(new Error('store write failed'));
-          return (target.insertOne as (...a: unknown[]) => Promise<unknown>).call(target, doc, ...rest);
-        };
-      },
+    const flaky = withMethod(c.sendAttempts, 'insertOne', (insertOne, doc, ...rest) => {
+      if ((doc as SendAttemptDoc).messageId === ids[0] && failures++ === 0)
+        return Promise.reject(new Error('store write failed'));
+      return insertOne(doc, ...rest);
     });
     const first = new MockActivityEnvironment({ startToCloseTimeoutMs: 600_000, heartbeatTimeoutMs: 60_000 });
     await expect(

@@ -23,6 +23,7 @@ import {
   type NewQueueEntry,
 } from '../../src/sending/queue.store';
 import { findWaba, saveWaba } from '../../src/lifecycle/wabas.store';
+import { withMethod } from '../support/intercept';
 
 /**
  * A database of its own on the test server for one describe block: connected before its tests,
@@ -355,14 +356,9 @@ describe('phone-number membership on the real MongoDB-wire server', () => {
     let reads = 0;
     const counting = {
       ...c,
-      wabaNumbers: new Proxy(c.wabaNumbers, {
-        get: (target, prop, receiver) =>
-          prop === 'findOne'
-            ? (...a: Parameters<typeof target.findOne>) => {
-                reads++;
-                return target.findOne(...a);
-              }
-            : Reflect.get(target, prop, receiver),
+      wabaNumbers: withMethod(c.wabaNumbers, 'findOne', (findOne, ...a) => {
+        reads++;
+        return findOne(...a);
       }),
     } as Collections;
     expect((await numbersOfWaba(counting, waba)).map((d) => d._id)).toEqual([`${waba}-p0`]);
