@@ -44,7 +44,9 @@ export interface NumberPauses {
 /**
  * The latest `until` of a number's pauses and of each of its recipients' (`<number>>recipient`),
  * in one read: the `_id` range of both (pair keys sort just before the number's, `>` before `@`).
- * Deletes, by exact `_id`, the pauses that ended more than `keepMs` ago.
+ * Deletes, by exact `_id`, the pauses that ended more than `keepMs` ago. The read returns the
+ * recipients paused now or in the last `keepMs` (at most one document per recipient and second of
+ * a 131056): a number whose recipients keep hitting their pair limit makes it longer, not history.
  */
 export async function readPauses(
   c: Collections,

@@ -360,8 +360,6 @@ export interface AlertThreadDoc {
  * slot a refused claim met where the store does not say (FerretDB). Spent slots stay until the
  * retention round deletes them, a minute after their end (src/adapters/store/retention.ts): the
  * collection holds the slots of the purge interval plus that minute, plus pair slots claimed ahead.
- * (Documents written before the pair slot moved into the cap slot's document have a pair key as
- * their `_id` and no `pair`.)
  */
 export interface SendSlotDoc {
   _id: string;
