@@ -28,10 +28,7 @@ import { claimSlot, readPauses, recordPause, type NumberPauses, type SlotClaim }
  * on, so any span of time holds at most `burst − 1 + span / intervalMs` sends to one recipient.
  *
  * Costs stay flat with history: claims are point inserts by `_id` (the unique index's check; no
- * read of `send_slots` ever scans it). Pair slots claimed by a version that kept them as documents
- * of their own (`_id` the pair slot) are not seen by this one: while both run side by side, a
- * recipient may get up to a burst more than its limit (Meta answers 131056, which pauses the
- * recipient and retries). Spent slots are left where they are: nobody claims a slot
+ * read of `send_slots` ever scans it). Spent slots are left where they are: nobody claims a slot
  * that has started, so they only take room until the retention round deletes them, one filtered
  * `deleteMany` for all of them (src/adapters/store/retention.ts), instead of a delete statement per
  * slot per send.
@@ -131,6 +128,9 @@ export interface Reservation {
   done: () => void;
 }
 
+/** A claimed start, and the earliest its recipient allows (no recipient: `-Infinity`). */
+type Claimed = { kind: 'reserved'; at: number; notBefore: number } | { kind: 'later'; retryAfterMs: number };
+
 /** A reservation nobody departs with stops holding back the next one this long after its start. */
 const DROPPED_AFTER_MS = 2_000;
 
@@ -156,6 +156,8 @@ interface Held {
   gone: boolean;
   /** When the sender woke to prepare it (`prepare`): its preparation's time is measured from here. */
   preparedAt?: number;
+  /** The earliest its recipient allows (pause, pair slot): a slot before it is never swapped to it. */
+  notBefore: number;
 }
 
 /**
@@ -226,6 +228,7 @@ export class SharedPacer {
     const held: Held = {
       order: capAt.at,
       at: capAt.at,
+      notBefore: capAt.notBefore,
       departed: new Promise<void>((r) => (resolve = r)),
       gone: false,
     };
@@ -262,7 +265,13 @@ export class SharedPacer {
    * without sending on abort.
    */
   async depart(r: Reservation, signal?: AbortSignal): Promise<boolean> {
-    const held = this.heldOf.get(r) ?? { order: r.at, at: r.at, departed: Promise.resolve(), gone: false };
+    const held = this.heldOf.get(r) ?? {
+      order: r.at,
+      at: r.at,
+      notBefore: r.at,
+      departed: Promise.resolve(),
+      gone: false,
+    };
     if (held.preparedAt !== undefined) {
       const took = Math.max(0, this.clock.now() - held.preparedAt);
       this.prepareMs = this.prepareMs === undefined ? took : this.prepareMs + (took - this.prepareMs) / 8;
@@ -320,7 +329,7 @@ export class SharedPacer {
         this.lateClaims++;
         this.onLate?.('claim');
         const [claimed] = await Promise.all([
-          this.claimCap(r.phoneNumberId, r.mps, Math.max(now, paused), undefined, {
+          this.claimCap(r.phoneNumberId, r.mps, Math.max(now, paused, held.notBefore), undefined, {
             answerInMs: Math.max(this.claimMs ?? 0, this.pauseReadMs ?? 0),
           }),
           this.pausedUntil(r.phoneNumberId, Infinity),
@@ -336,7 +345,8 @@ export class SharedPacer {
   private nextHeld(phoneNumberId: string, held: Held, notBefore: number): Held | undefined {
     let best: Held | undefined;
     for (const h of this.pending.get(phoneNumberId) ?? []) {
-      if (h === held || h.gone || h.order <= held.order || h.at < notBefore) continue;
+      // Not one its recipient holds back past the slot it would be given (its pause, its pair slot).
+      if (h === held || h.gone || h.order <= held.order || h.at < notBefore || h.notBefore > held.at) continue;
       if (!best || h.at < best.at) best = h;
     }
     return best;
@@ -455,7 +465,7 @@ export class SharedPacer {
      * under way then is taken if at most half the tolerance of it will have passed by then.
      */
     current?: { answerInMs: number },
-  ): Promise<{ kind: 'reserved'; at: number } | { kind: 'later'; retryAfterMs: number }> {
+  ): Promise<Claimed> {
     const width = capSlotMs(mps);
     // The hint is a slot number of this width: after an operator changes the number's cap, a hint
     // of the old width would point years away (or into the past).
@@ -470,7 +480,7 @@ export class SharedPacer {
       if (maxWaitMs !== undefined && at - now > maxWaitMs) return { kind: 'later', retryAfterMs: at - now };
       this.capHint.set(hintKey, k);
       if ((await this.timedClaim(now, `${phoneNumberId}:${k}`, (k + 1) * width)) === 'claimed') {
-        return { kind: 'reserved', at };
+        return { kind: 'reserved', at, notBefore: -Infinity };
       }
     }
   }
@@ -488,11 +498,12 @@ export class SharedPacer {
     to: string,
     notBefore: number,
     maxWaitMs?: number,
-  ): Promise<{ kind: 'reserved'; at: number } | { kind: 'later'; retryAfterMs: number }> {
+  ): Promise<Claimed> {
     const interval = this.pair.intervalMs;
     const ahead = Math.max(1, this.pair.burst - PAIR_BURST_MARGIN) - 1;
     const key = pairKey(phoneNumberId, to);
-    const earliest = Math.max(notBefore, await this.pairPausedUntil(phoneNumberId, to));
+    const recipientPause = await this.pairPausedUntil(phoneNumberId, to);
+    const earliest = Math.max(notBefore, recipientPause);
     const width = capSlotMs(mps);
     const capHintKey = `${phoneNumberId}@${mps}`;
     /** The last cap slot this call found taken (a deferred claim moves on from it, not from the hint). */
@@ -516,7 +527,10 @@ export class SharedPacer {
       if (!deferred) this.capHint.set(capHintKey, k);
       const expiresAt = Math.max((k + 1) * width, (j + 1) * interval);
       const claim = await this.timedClaim(now, `${phoneNumberId}:${k}`, expiresAt, `${key}:${j}`);
-      if (claim === 'claimed') return { kind: 'reserved', at };
+      if (claim === 'claimed') {
+        const recipientAt = Math.max(recipientPause, (j - ahead) * interval);
+        return { kind: 'reserved', at, notBefore: recipientAt };
+      }
       if (claim === 'cap_taken') taken = k;
       // The slot that was free stays this process's next try (unless a later claim moved past it).
       if (claim === 'cap_taken' && this.pairHint.get(key) === j) this.pairHint.set(key, j - 1);

@@ -301,6 +301,7 @@ describe('shared pacing across processes', () => {
     const started = Date.now();
     // Ten sends reserved ahead, as a drain reserves them (from 3 s on: the claims' own time, a
     // read and an insert each, does not eat into the slots), then sent.
+    const pausedAt = Date.now();
     await pacer.pause(phone, 3_000);
     const held: Reservation[] = [];
     for (let i = 0; i < 10; i++) {
@@ -308,6 +309,8 @@ describe('shared pacing across processes', () => {
       if (got.kind !== 'reserved') throw new Error('no wait limit: always reserved');
       held.push(got.reservation);
     }
+    // The pause this process recorded holds here before any read sees it.
+    expect(held[0]!.at).toBeGreaterThanOrEqual(pausedAt + 3_000);
     const ahead = { claims: pacer.lateClaims, reads: pauseReads };
     expect(await Promise.all(held.map((r) => pacer.depart(r)))).toEqual(held.map(() => true));
     const reserved = { claims: pacer.lateClaims - ahead.claims, reads: pauseReads - ahead.reads };
@@ -409,6 +412,39 @@ describe('shared pacing across processes', () => {
           .map(([, ms]) => ms),
       ),
     ).toBeLessThan(1_000);
+  });
+
+  it("a late send never swaps its passed slot to a send its recipient holds back: that one still leaves after its recipient's pause", async () => {
+    const phone = 'p' + randomBytes(4).toString('hex');
+    const pacer = new SharedPacer(conns[0]!.c, { burst: 45, intervalMs: 6_000 });
+    // r1 is paused for 2 s (131056). Its send is reserved first (deferred to the pause's end), then
+    // one to r0, at once; r0's process is busy past its slot.
+    const pauseEnds = Date.now() + 2_000;
+    await pacer.penalize(phone, 'r1', 2_000);
+    const deferred = await pacer.reserve({ phoneNumberId: phone, mps: 80, to: 'r1' });
+    const soon = await pacer.reserve({ phoneNumberId: phone, mps: 80, to: 'r0' });
+    if (deferred.kind !== 'reserved' || soon.kind !== 'reserved') throw new Error('no wait limit: always reserved');
+    const left: Record<string, number> = {};
+    await Promise.all([
+      (async () => {
+        expect(await pacer.depart(deferred.reservation)).toBe(true);
+        left.r1 = Date.now();
+      })(),
+      (async () => {
+        await new Promise((r) => setTimeout(r, Math.max(0, soon.reservation.at - Date.now()) + 80));
+        expect(await pacer.depart(soon.reservation)).toBe(true);
+        left.r0 = Date.now();
+      })(),
+    ]);
+    pacer.close();
+    console.log(
+      `pacing, a late send beside a recipient held back: r0 left ${left.r0! - soon.reservation.at} ms after its slot, r1 ${left.r1! - pauseEnds} ms after its pause`,
+    );
+    // Before: the late r0 send took r1's slot, 2 s away, and left then (1,979 ms after its own
+    // slot, measured); r1, handed r0's passed slot, claimed again when it woke and still left at
+    // its pause's end. It must (20 ms: the pacer's clock against Date.now).
+    expect(left.r1!).toBeGreaterThanOrEqual(pauseEnds - 20);
+    expect(left.r0! - soon.reservation.at).toBeLessThan(1_000);
   });
 
   it("a number whose cap an operator changes gets its next slot within a slot's width, not years away", async () => {
