@@ -19,8 +19,14 @@ package main
 //     table name never contains `$` (collection names cannot), so no FerretDB name can collide.
 //
 // Access alongside FerretDB's own connections: short-lived connections (open, look, create, close),
-// with the same busy timeout and journal mode FerretDB uses, opened with `mode=rw` so a database
-// FerretDB has just dropped is never re-created as an empty file. A pass opens a database only when
+// with the same busy timeout FerretDB uses, opened with `mode=rw` so a database FerretDB has just
+// dropped is never re-created as an empty file. A database is looked into only once it is in WAL
+// mode (requireWAL), and our connection never sets a journal mode: FerretDB switches a new
+// database to WAL on its first connection, and two connections switching one file at once
+// deadlock, which SQLite answers at once with SQLITE_BUSY (no busy wait) to one of them. When that
+// one was FerretDB's, the command that created the database failed ("database is locked"); CI saw
+// it on a test's first createIndex. A reader of a database still in rollback mode is not in the
+// way (the switch waits for it), but nothing of ours is to be found there before the switch. A pass opens a database only when
 // its files changed since the last pass (or every fullScanEvery), so an idle store costs a few
 // stat calls per tick. Never holding a connection between passes matters: FerretDB drops a
 // database by closing its connections and deleting the file, and a connection of ours still open
@@ -65,18 +71,36 @@ func idIndexName(table string) string { return idIndexPrefix + table }
 // quoteIdent quotes an SQLite identifier.
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
-// openDatabase opens an existing database file (never creates one) the way FerretDB opens its own.
+// openDatabase opens an existing database file (never creates one) with FerretDB's busy timeout,
+// leaving its journal mode as it is.
 func openDatabase(file string) (*sql.DB, error) {
 	q := url.Values{}
 	q.Set("mode", "rw")
 	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "journal_mode(wal)")
 	db, err := sql.Open("sqlite", (&url.URL{Scheme: "file", Opaque: file, RawQuery: q.Encode()}).String())
 	if err != nil {
 		return nil, err
 	}
 	db.SetMaxOpenConns(1)
 	return db, nil
+}
+
+// errNotWAL: the database is still in rollback mode, that is, FerretDB is creating it.
+var errNotWAL = errors.New("not in WAL mode yet")
+
+// requireWAL answers errNotWAL unless the database is in WAL mode. It asks SQLite (a read of the
+// header under a shared lock, which a journal-mode switch waits for) and never opens the file
+// itself: closing a descriptor of a file releases every POSIX lock this process holds on it,
+// FerretDB's connections' included, which corrupts the database.
+func requireWAL(ctx context.Context, db *sql.DB) error {
+	var mode string
+	if err := db.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
+		return err
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return errNotWAL
+	}
+	return nil
 }
 
 // collectionTables returns collection name → table name from a database's metadata table, or an
@@ -158,7 +182,11 @@ func (x *idIndexer) pass(ctx context.Context, full bool) {
 		if old, known := x.seen[file]; known && old == sig && !full {
 			continue
 		}
-		if err := x.ensureDatabase(ctx, file); err != nil && ctx.Err() == nil {
+		err := x.ensureDatabase(ctx, file)
+		if errors.Is(err, errNotWAL) {
+			continue // FerretDB is still creating it: looked at on a later pass
+		}
+		if err != nil && ctx.Err() == nil {
 			// Typically a collection dropped between our look and our CREATE INDEX. Tried again when
 			// the database changes next, or at the next full pass (so a lasting fault warns at most
 			// that often).
@@ -179,6 +207,10 @@ func (x *idIndexer) pass(ctx context.Context, full bool) {
 func openWithTables(ctx context.Context, file string) (*sql.DB, map[string]string, error) {
 	db, err := openDatabase(file)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := requireWAL(ctx, db); err != nil {
+		db.Close()
 		return nil, nil, err
 	}
 	tables, err := collectionTables(ctx, db)

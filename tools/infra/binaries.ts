@@ -69,6 +69,21 @@ export function goCacheDirs(env: Env = process.env, home?: string): { modCache: 
   return { modCache: path.join(go, 'mod'), buildCache: path.join(go, 'build') };
 }
 
+/** The environment our `go` commands run in (builds here, the wrapper's Go tests in the suite). */
+export function goBuildEnv(env: Env = process.env): NodeJS.ProcessEnv {
+  const { modCache, buildCache } = goCacheDirs(env);
+  return {
+    ...env,
+    GOMODCACHE: modCache,
+    GOCACHE: buildCache,
+    // -modcacherw: the module cache stays deletable with a plain `rm -rf`.
+    GOFLAGS: '-buildvcs=false -modcacherw',
+    // Never let go fetch another toolchain behind our back: the version check is the contract.
+    GOTOOLCHAIN: 'local',
+    CGO_ENABLED: '0',
+  };
+}
+
 export function temporalBinary(env: Env = process.env, home?: string): string {
   return path.join(binDir(env, home), `temporal-cli-${TEMPORAL_CLI_VERSION}`);
 }
@@ -190,17 +205,7 @@ export async function ensureBinaries(opts: EnsureOptions = {}): Promise<Binaries
   if (missing.length === 0) return { temporal, ferretdb, built: [], waited: [] };
 
   fs.mkdirSync(bins, { recursive: true });
-  const { modCache, buildCache } = goCacheDirs(env);
-  const goEnv: NodeJS.ProcessEnv = {
-    ...env,
-    GOMODCACHE: modCache,
-    GOCACHE: buildCache,
-    // -modcacherw: the module cache stays deletable with a plain `rm -rf`.
-    GOFLAGS: '-buildvcs=false -modcacherw',
-    // Never let go fetch another toolchain behind our back: the version check below is the contract.
-    GOTOOLCHAIN: 'local',
-    CGO_ENABLED: '0',
-  };
+  const goEnv = goBuildEnv(env);
   const { version: goVersion, text: goVersionText } = await checkGo(goEnv);
   log(`using ${goVersionText}; cache ${cacheDir(env)}`);
   const ctx: BuildContext = { goVersion, goVersionText, goEnv, log };
