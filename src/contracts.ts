@@ -530,6 +530,8 @@ export const FAILURE_TYPES = {
   paced: 'Paced',
   /** A previous attempt's answer was lost: retried once a status webhook may have confirmed it. */
   inDoubt: 'InDoubt',
+  /** This attempt's answer was lost (the message may have gone out): retried, and the ledger decides. */
+  answerLost: 'AnswerLost',
   /** No message with that id is recorded. */
   unknownMessage: 'UnknownMessage',
   /** An operator action that does not apply to the WABA's current state. */

@@ -38,7 +38,9 @@ import type { LedgeredAttempt } from './ledger';
  * then fails the message `retries_exhausted` through `settleDirect`. ‡ Not an answer lost: that
  * message may have been delivered, so it is retried as `answer_lost` and the ledger decides (a
  * status webhook settles it as sent; otherwise `IN_DOUBT_POLICY`: failed `in_doubt`, or one more
- * POST, whose answer then ends it).
+ * POST, whose answer then ends it). The direct send does the same when Temporal's attempts run
+ * out on a lost answer: the send workflow gives the ledger a round of attempts of its own, and a
+ * message still in doubt after that fails `in_doubt`.
  *
  * The pair limit's back-off (131056), one rule: 4^n s for the message's n-th attempt
  * (`pairLimitBackoffMs`: 4 s, 16 s, 64 s, … capped at 1,024 s); the recipient is paused that long

@@ -12,7 +12,7 @@ import { pauseForRefusedToken } from '../lifecycle/credentials';
 import type { Config } from '../config';
 import { realClock, type SharedPacer } from './pacing';
 import { findSettlement, outcomeOfSettlement, type Settlement } from './queue.store';
-import { FAILURE_TYPES, type SendOutcome, type SendRequest } from '../contracts';
+import { FAILURE_TYPES, REASONS, type SendOutcome, type SendRequest } from '../contracts';
 import { decideSendOutcome, type MessageStep } from './outcome';
 import type { AdmitResult } from '../contracts';
 
@@ -56,7 +56,7 @@ function retryFailure(step: Extract<MessageStep, { kind: 'retry' }>, log: Logger
     case 'answer_lost':
       log.info({ code: step.error?.code, reason: step.reason, retryInMs: nextRetryDelay }, 'send failed; will retry');
       return ApplicationFailure.create({
-        type: FAILURE_TYPES.metaRetryable,
+        type: step.why === 'answer_lost' ? FAILURE_TYPES.answerLost : FAILURE_TYPES.metaRetryable,
         message: `${step.reason}: ${step.error?.message}`,
         details: [step.error],
         nextRetryDelay,
@@ -223,7 +223,8 @@ export function createSendActivities(deps: SendDeps) {
     /**
      * Records the final outcome of a message the send workflow gave up on (not queued). A send Meta
      * accepted (its answer, or a status webhook, in the ledger) is settled as sent, whatever the
-     * workflow says.
+     * workflow says; one whose last POST never got its answer recorded may have gone out, and fails
+     * `in_doubt`, never `retries_exhausted` (which tells the sender it did not go).
      */
     async settleDirect(outcome: Omit<Settlement, 'queueId'>): Promise<SendOutcome> {
       const known = await readMessage(c, outcome.messageId);
@@ -239,7 +240,8 @@ export function createSendActivities(deps: SendDeps) {
           known.doc.wabaId,
         );
       }
-      return admission.settle(outcome, known.doc.wabaId);
+      const inDoubt = attempt?.state === 'in_flight' && outcome.status === 'failed';
+      return admission.settle(inDoubt ? { ...outcome, reason: REASONS.inDoubt } : outcome, known.doc.wabaId);
     },
 
     /**

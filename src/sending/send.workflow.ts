@@ -18,6 +18,8 @@ import {
 } from '../contracts';
 
 const TERMINAL = new Set<SendOutcome['status']>(['sent', 'failed', 'expired', 'cancelled']);
+/** `admit` attempts once the message is in doubt and its attempts ran out (see `inDoubtRound`). */
+const IN_DOUBT_ROUND_ATTEMPTS = 4;
 
 /**
  * One run per accepted message (id `send/<messageId>`). When the WABA's send gate is open the
@@ -38,6 +40,33 @@ export async function sendMessageWorkflow(req: SendRequest, options: SendOptions
       nonRetryableErrorTypes: [FAILURE_TYPES.unknownPhoneNumber],
     },
   });
+  /**
+   * The attempts after the last one lost its answer (or still waited for a lost answer's status):
+   * the message may have gone out, so running out of attempts there is no reason to fail it. As in
+   * the drain, the ledger decides in these (src/sending/ledger.ts): a status webhook settles it as
+   * sent; after the grace period `IN_DOUBT_POLICY` resends it once or fails it `in_doubt`. Four
+   * attempts hold that: the wait, the resend, and the wait and give-up of a resend whose answer
+   * was lost too. Only this path ever schedules them (no history otherwise).
+   */
+  const inDoubtRound = proxyActivities<Activities>({
+    startToCloseTimeout: '1 minute',
+    retry: {
+      initialInterval: '1 second',
+      maximumInterval: '1 minute',
+      backoffCoefficient: 2,
+      maximumAttempts: IN_DOUBT_ROUND_ATTEMPTS,
+      nonRetryableErrorTypes: [FAILURE_TYPES.unknownPhoneNumber],
+    },
+  });
+  const admitOrLetLedgerDecide = async (request: SendRequest) => {
+    try {
+      return await acts.admit(request);
+    } catch (err) {
+      const type = err instanceof ActivityFailure && err.cause instanceof ApplicationFailure ? err.cause.type : '';
+      if (type !== FAILURE_TYPES.answerLost && type !== FAILURE_TYPES.inDoubt) throw err;
+      return await inDoubtRound.admit(request);
+    }
+  };
   const poller = proxyActivities<Activities>({ startToCloseTimeout: '30 seconds' });
   // One point read: a local activity (one history marker).
   const reader = proxyLocalActivities<Activities>({ startToCloseTimeout: '30 seconds' });
@@ -54,11 +83,14 @@ export async function sendMessageWorkflow(req: SendRequest, options: SendOptions
 
   try {
     // Queued by the API (at its acceptance): only a settlement can have come since.
-    unlessSettled(await (options.queued ? reader.getMessageOutcome(req.messageId, req.acceptedAt) : acts.admit(req)));
+    unlessSettled(
+      await (options.queued ? reader.getMessageOutcome(req.messageId, req.acceptedAt) : admitOrLetLedgerDecide(req)),
+    );
   } catch (err) {
     if (!(err instanceof ActivityFailure)) throw err;
     const cause = err.cause instanceof ApplicationFailure ? err.cause : undefined;
-    // Retries exhausted (or a non-retryable admission error): the message fails with the reason.
+    // Retries exhausted (or a non-retryable admission error): the message fails with the reason
+    // (`in_doubt` when its last POST may have gone out, see `settleDirect`).
     unlessSettled(
       await poller.settleDirect({
         messageId: req.messageId,

@@ -1,3 +1,4 @@
+import { createSenderClient } from '../../src/sending/launch';
 import { statusFor, statusPayload } from '../../tools/meta-sim/payloads';
 import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
 
@@ -37,6 +38,33 @@ describe('in-doubt sends on the real stack', () => {
     expect((await stack.message(id))?.wamid).toBe(first!.wamid);
     expect(accepted(phone)).toHaveLength(1);
     expect(stack.sim.receiverStats(phone).duplicates).toBe(0);
+  }, 30_000);
+
+  it('a direct send whose last attempt lost its answer is not failed retries_exhausted: the ledger decides, and a status settles it as sent', async () => {
+    const { wabaId, phone } = await slowNumber();
+    // One attempt: the POST whose answer is lost is the send's last.
+    const sender = createSenderClient({
+      client: stack.rt.temporal,
+      taskQueue: stack.config.temporal.taskQueue,
+      options: { maxAttempts: 1 },
+    });
+    const { messageId } = await sender.send({
+      phoneNumberId: phone,
+      to: '15556660000',
+      type: 'text',
+      text: { body: 'last attempt lost' },
+    });
+    await eventually(async () => accepted(phone).length === 1, 20_000, 50);
+    const [first] = accepted(phone);
+    await eventually(async () => (await stack.message(messageId))?.status === 'in_doubt', 20_000, 50);
+    // Its one attempt is spent. Before, the send workflow failed it `retries_exhausted` within a
+    // few hundred ms, though Meta had accepted it; now it waits for a status through the grace
+    // period (3 s here), so half of that later it is still in doubt.
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect((await stack.message(messageId))?.status).toBe('in_doubt');
+    expect(await stack.webhook(statusPayload(wabaId, phone, [statusFor(first!, 'sent')]))).toBe(200);
+    await expect(sender.result(messageId)).resolves.toMatchObject({ status: 'sent', wamid: first!.wamid });
+    expect(accepted(phone)).toHaveLength(1);
   }, 30_000);
 
   it('without a status, resend_after sends it once more after the grace period', async () => {
