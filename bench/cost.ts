@@ -68,9 +68,10 @@ const WHY_MISSED: Record<string, Partial<Record<keyof Budget, string>>> = {
     reads:
       "per webhook the relay's audit check (2); the sink's read of the gate hold (1); the runs' open and stored-rev " +
       'reads (4); "anything queued?" three times, 5 reads each on an empty queue (the marks, each lane\'s end: a ' +
-      'claim and an entry). Would close it: one save for a reconnection that finds the queue empty (16). Reading ' +
-      "a lane's end as its claim alone is unsafe: retention may purge the claim of an entry still waiting beyond a " +
-      'lagging tail hint.',
+      "claim and an entry). A lane's end read as its claim alone would give 16, but is unsafe: retention may purge " +
+      'the claim of an entry still waiting beyond a lagging tail hint. One save for a reconnection that finds the ' +
+      "queue empty saves only that save's stored-rev read (21): the check after the connected save stays, as the " +
+      "other half of the sender's gate read after its enqueue (either sees the other).",
   },
   'send while closed, per message, until queued': {
     writes:
