@@ -54,7 +54,18 @@ const args = flags('lifecycle', {
     default: '1m',
     help: 'GATE_PROBE_INTERVAL (1m as deployed; 1h: no probe falls due in the idle window, which then measures holding alone)',
   },
+  'holding-percent': {
+    type: 'string',
+    default: '',
+    help: 'the idle CPU (% of one core) of a `--probe-interval 1h` run of the same sizes: with it, the probes cost their share above it, and the projection at the cap is holding + probes',
+  },
 });
+
+/** The holding CPU of a probe-less run, when given: what the probes' window spends besides them. */
+const holdingPercent = args['holding-percent'] === '' ? undefined : Number(args['holding-percent']);
+if (holdingPercent !== undefined && !(holdingPercent >= 0)) {
+  throw new Error(`--holding-percent must be a non-negative number, got ${args['holding-percent']}`);
+}
 
 const concurrency = int('concurrency', args.concurrency);
 
@@ -394,11 +405,18 @@ runMain(async () => {
       idle[k] = (((cpu1[k] ?? 0) - (cpu0[k] ?? 0)) / wall) * 100;
       idleTotal += idle[k]!;
     }
-    const cpuPerProbe = probesPerSecond > 0 ? idleTotal / probesPerSecond : undefined;
+    // A probe a second costs the window's CPU above holding, per probe a second. Without the
+    // holding measured apart (`--holding-percent`), the whole window is charged to the probes: an
+    // upper bound per probe, and no projection of the total (holding does not shrink with them).
+    const cpuPerProbe = probesPerSecond > 0 ? (idleTotal - (holdingPercent ?? 0)) / probesPerSecond : undefined;
     const steadyProbesPerSecond = capSeconds > 0 ? (stillPaused + more) / capSeconds : 0;
+    const projected =
+      cpuPerProbe !== undefined && holdingPercent !== undefined
+        ? holdingPercent + cpuPerProbe * steadyProbesPerSecond
+        : undefined;
     say(
       `  idle: ${fmt(idleTotal)}% of one core, ${fmt(probesPerSecond, 1)} probes/s; ` +
-        `at the ${fmt(capSeconds / 60)} min cap: ${fmt(steadyProbesPerSecond, 1)} probes/s ≈ ${cpuPerProbe === undefined ? '?' : fmt(cpuPerProbe * steadyProbesPerSecond, 1)}%`,
+        `at the ${fmt(capSeconds / 60)} min cap: ${fmt(steadyProbesPerSecond, 1)} probes/s ≈ ${projected === undefined ? '? (needs --holding-percent)' : `${fmt(projected, 1)}%`}`,
     );
 
     // Phase 4: the baseline, a bare signal-with-start workflow, same burst size and concurrency.
@@ -470,7 +488,12 @@ runMain(async () => {
           total: idleTotal,
           probesPerSecond,
           cpuPercentPerProbePerSecond: cpuPerProbe,
-          atCap: { probeMaxIntervalSeconds: capSeconds, probesPerSecond: steadyProbesPerSecond },
+          ...(holdingPercent !== undefined ? { holdingPercent } : {}),
+          atCap: {
+            probeMaxIntervalSeconds: capSeconds,
+            probesPerSecond: steadyProbesPerSecond,
+            ...(projected !== undefined ? { projectedPercent: projected } : {}),
+          },
           worker,
           ...(profile ? { profileTop: profile.top } : {}),
         },
@@ -511,10 +534,18 @@ runMain(async () => {
             ],
             [`gate probes during the idle measurement`, `${fmt(probesPerSecond, 1)} /s`],
             [
+              holdingPercent === undefined
+                ? 'CPU per probe a second, at most (the whole window charged to its probes)'
+                : `CPU per probe a second (the window's above the ${fmt(holdingPercent)}% holding)`,
+              cpuPerProbe === undefined ? 'no probe measured' : `${fmt(cpuPerProbe, 2)}% of one core`,
+            ],
+            [
               `idle CPU projected once every WABA's probes reach the ${fmt(capSeconds / 60)} min cap`,
               cpuPerProbe === undefined
                 ? 'no probe measured'
-                : `${fmt(cpuPerProbe * steadyProbesPerSecond, 1)}% (${fmt(steadyProbesPerSecond, 1)} probes/s × ${fmt(cpuPerProbe, 2)}% each)`,
+                : projected === undefined
+                  ? 'needs --holding-percent (the idle CPU of a --probe-interval 1h run)'
+                  : `${fmt(projected, 1)}% (${fmt(holdingPercent!)}% holding + ${fmt(steadyProbesPerSecond, 1)} probes/s × ${fmt(cpuPerProbe, 2)}%)`,
             ],
             [`baseline: ${nWabas} bare signal-with-start workflows`, `${fmt(baselineMs / 1000)} s`],
             ['baseline time ÷ service time to all offboarded', fmt(baselineMs / toAllOffboarded, 2)],
