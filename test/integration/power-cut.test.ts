@@ -71,6 +71,30 @@ describe('a power cut of the whole dev stack mid-drain, then npm run dev on the 
     if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
   }, 60_000);
 
+  /**
+   * Where the busiest 1,000 ms at the receiver was, for the log: its arrivals as ms from its first
+   * (accepted and refused), and its start against the cut and the restart. Evenly spaced arrivals
+   * there point at the pacer's spacing; a tight cluster after a gap, at sends held up after they
+   * left their slot.
+   */
+  function densestSecond(phone: string, cutAt: number, restartedAt: number): string {
+    const arrivals = [...sim.log.accepted, ...sim.log.rejected]
+      .filter((m) => m.phoneNumberId === phone)
+      .map((m) => m.at)
+      .sort((a, b) => a - b);
+    let best = { from: 0, n: 0 };
+    for (let i = 0, j = 0; i < arrivals.length; i++) {
+      while (arrivals[i]! - arrivals[j]! >= 1_000) j++;
+      if (i - j + 1 > best.n) best = { from: j, n: i - j + 1 };
+    }
+    const window = arrivals.slice(best.from, best.from + best.n);
+    const start = window[0] ?? 0;
+    return (
+      `busiest second: ${best.n} arrivals at +${window.map((t) => Math.round(t - start)).join(', +')} ms, ` +
+      `starting ${Math.round(start - cutAt)} ms after the cut (the restarted stack answered ${Math.round(restartedAt - cutAt)} ms after it)`
+    );
+  }
+
   it('loses nothing: the restarted stack finishes the drain in order, within the cap', async () => {
     dev = await startDev();
     const wabaId = uniqueDigits();
@@ -112,7 +136,9 @@ describe('a power cut of the whole dev stack mid-drain, then npm run dev on the 
     // The cut: every process of the stack at once.
     await killGroup(dev, 'SIGKILL');
     const atCut = accepted().length;
+    const cutAt = performance.timeOrigin + performance.now(); // the simulator's arrival clock
     dev = await startDev();
+    const restartedAt = performance.timeOrigin + performance.now();
 
     await eventually(async () => new Set(accepted().map((m) => m.clientId)).size >= QUEUED, 240_000, 500);
     const stats = sim.receiverStats(phone);
@@ -120,7 +146,7 @@ describe('a power cut of the whole dev stack mid-drain, then npm run dev on the 
     console.log(
       `power cut at ${atCut} accepted: unique ${unique.size}, duplicates ${stats.duplicates} ` +
         `(${stats.duplicateIds.join(', ')}), at most ${stats.maxAttemptsPerWindow} sends arrived in any 1,000 ms (cap ${CAP}), ` +
-        `130429 × ${stats.throttled}`,
+        `130429 × ${stats.throttled}; ${densestSecond(phone, cutAt, restartedAt)}`,
     );
     expectDelivered(
       queued,
