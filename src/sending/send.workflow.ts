@@ -1,5 +1,6 @@
 import {
   ActivityFailure,
+  type ActivityOptions,
   ApplicationFailure,
   condition,
   proxyActivities,
@@ -21,6 +22,20 @@ const TERMINAL = new Set<SendOutcome['status']>(['sent', 'failed', 'expired', 'c
 /** `admit` attempts once the message is in doubt and its attempts ran out (see `inDoubtRound`). */
 const IN_DOUBT_ROUND_ATTEMPTS = 4;
 
+/** `admit`'s activity options: Temporal retries it with backoff (Meta's wait, when it names one, wins). */
+function admitOptions(maximumAttempts: number): ActivityOptions {
+  return {
+    startToCloseTimeout: '1 minute',
+    retry: {
+      initialInterval: '1 second',
+      maximumInterval: '1 minute',
+      backoffCoefficient: 2,
+      maximumAttempts,
+      nonRetryableErrorTypes: [FAILURE_TYPES.unknownPhoneNumber],
+    },
+  };
+}
+
 /**
  * One run per accepted message (id `send/<messageId>`). When the WABA's send gate is open the
  * message is sent at once (retryable Meta errors are retried with backoff by Temporal; permanent
@@ -30,16 +45,7 @@ const IN_DOUBT_ROUND_ATTEMPTS = 4;
  * `GET /v1/messages/:id`.
  */
 export async function sendMessageWorkflow(req: SendRequest, options: SendOptions = {}): Promise<SendOutcome> {
-  const acts = proxyActivities<Activities>({
-    startToCloseTimeout: '1 minute',
-    retry: {
-      initialInterval: '1 second',
-      maximumInterval: '1 minute',
-      backoffCoefficient: 2,
-      maximumAttempts: options.maxAttempts ?? 8,
-      nonRetryableErrorTypes: [FAILURE_TYPES.unknownPhoneNumber],
-    },
-  });
+  const acts = proxyActivities<Activities>(admitOptions(options.maxAttempts ?? 8));
   /**
    * The attempts after the last one lost its answer (or still waited for a lost answer's status):
    * the message may have gone out, so running out of attempts there is no reason to fail it. As in
@@ -48,16 +54,7 @@ export async function sendMessageWorkflow(req: SendRequest, options: SendOptions
    * attempts hold that: the wait, the resend, and the wait and give-up of a resend whose answer
    * was lost too. Only this path ever schedules them (no history otherwise).
    */
-  const inDoubtRound = proxyActivities<Activities>({
-    startToCloseTimeout: '1 minute',
-    retry: {
-      initialInterval: '1 second',
-      maximumInterval: '1 minute',
-      backoffCoefficient: 2,
-      maximumAttempts: IN_DOUBT_ROUND_ATTEMPTS,
-      nonRetryableErrorTypes: [FAILURE_TYPES.unknownPhoneNumber],
-    },
-  });
+  const inDoubtRound = proxyActivities<Activities>(admitOptions(IN_DOUBT_ROUND_ATTEMPTS));
   const admitOrLetLedgerDecide = async (request: SendRequest) => {
     try {
       return await acts.admit(request);
