@@ -512,7 +512,9 @@ export class SharedPacer {
       const now = this.clock.now();
       const base = Math.floor(Math.max(now, earliest) / interval);
       const j = Math.max(base, (this.pairHint.get(key) ?? -1) + 1);
-      const pairAt = Math.max(earliest, (j - ahead) * interval);
+      // What the recipient allows (its pause, this pair slot), and with the caller's own bound.
+      const recipientAt = Math.max(recipientPause, (j - ahead) * interval);
+      const pairAt = Math.max(notBefore, recipientAt);
       const hinted = Math.max(Math.ceil(Math.max(now, notBefore) / width), (this.capHint.get(capHintKey) ?? -1) + 1);
       const k = Math.max(hinted, Math.ceil(pairAt / width), taken + 1);
       // Deferred by the recipient (its pause or its pair slots), not by the number: the number's
@@ -527,10 +529,7 @@ export class SharedPacer {
       if (!deferred) this.capHint.set(capHintKey, k);
       const expiresAt = Math.max((k + 1) * width, (j + 1) * interval);
       const claim = await this.timedClaim(now, `${phoneNumberId}:${k}`, expiresAt, `${key}:${j}`);
-      if (claim === 'claimed') {
-        const recipientAt = Math.max(recipientPause, (j - ahead) * interval);
-        return { kind: 'reserved', at, notBefore: recipientAt };
-      }
+      if (claim === 'claimed') return { kind: 'reserved', at, notBefore: recipientAt };
       if (claim === 'cap_taken') taken = k;
       // The slot that was free stays this process's next try (unless a later claim moved past it).
       if (claim === 'cap_taken' && this.pairHint.get(key) === j) this.pairHint.set(key, j - 1);
