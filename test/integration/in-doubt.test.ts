@@ -1,4 +1,8 @@
+import type { SendRequest } from '../../src/contracts';
+import { createAdmission } from '../../src/sending/admission';
+import { beginSend, endSend } from '../../src/sending/ledger';
 import { createSenderClient } from '../../src/sending/launch';
+import { createSendActivities, type SendDeps } from '../../src/sending/send.activities';
 import { statusFor, statusPayload } from '../../tools/meta-sim/payloads';
 import { eventually, startStack, uniqueDigits, type Stack } from '../support/stack';
 
@@ -66,6 +70,41 @@ describe('in-doubt sends on the real stack', () => {
     await expect(sender.result(messageId)).resolves.toMatchObject({ status: 'sent', wamid: first!.wamid });
     expect(accepted(phone)).toHaveLength(1);
   }, 30_000);
+
+  it('a send the workflow gives up on fails in_doubt when its last POST has no recorded answer, retries_exhausted when it was refused', async () => {
+    const { wabaId, phone } = await slowNumber();
+    const admission = createAdmission({
+      c: stack.rt.c,
+      launch: stack.rt.launch,
+      logger: stack.logger,
+      graph: stack.config.graph,
+    });
+    const acts = createSendActivities({ c: stack.rt.c, admission } as unknown as SendDeps);
+    const policy = { policy: 'resend_after' as const, graceMs: 3_000 };
+    const recorded = async (body: string): Promise<string> => {
+      const req: SendRequest = {
+        messageId: `msg_give_up_${uniqueDigits()}`,
+        phoneNumberId: phone,
+        to: '15556660000',
+        acceptedAt: new Date().toISOString(),
+        type: 'text',
+        text: { body },
+      };
+      expect(await admission.acceptNew(req, wabaId, { kind: 'send' })).toBe(true);
+      expect(await beginSend(stack.rt.c, req.messageId, policy)).toEqual({ kind: 'send', resend: false });
+      return req.messageId;
+    };
+    const giveUp = (messageId: string) =>
+      acts.settleDirect({ messageId, status: 'failed', reason: 'retries_exhausted', at: new Date().toISOString() });
+
+    // The POST went out and nothing came back (no answer recorded): it may have been delivered.
+    const lost = await recorded('answer never recorded');
+    await expect(giveUp(lost)).resolves.toMatchObject({ status: 'failed', reason: 'in_doubt' });
+    // Meta refused the last POST (its answer recorded): it did not go, as the reason says.
+    const refused = await recorded('refused');
+    await endSend(stack.rt.c, refused, { refused: true });
+    await expect(giveUp(refused)).resolves.toMatchObject({ status: 'failed', reason: 'retries_exhausted' });
+  });
 
   it('without a status, resend_after sends it once more after the grace period', async () => {
     const { phone } = await slowNumber();
