@@ -163,7 +163,16 @@ describe('Meta simulator: receiver statistics', () => {
     expect(await sendAll(['+1', '+2', '+3'])).toEqual([200, 200, 200]);
     await sleep(1_050);
     expect(await sendAll(['+4', '+5'])).toEqual([200, 200]);
-    expect(sim.receiverStats(PHONE)).toMatchObject({ attempts: 5, maxAttemptsPerWindow: 3 });
+    const stats = sim.receiverStats(PHONE);
+    expect(stats).toMatchObject({ attempts: 5, maxAttemptsPerWindow: 3 });
+    // The busiest window's arrivals are the first three sends' (the later two are a window of 2),
+    // each stamped as it arrived, before its answer was logged.
+    const logged = sim.log.accepted.filter((m) => m.phoneNumberId === PHONE).map((m) => m.at);
+    expect(stats.busiestWindow).toHaveLength(3);
+    stats.busiestWindow.forEach((t, i) => {
+      expect(t).toBeLessThanOrEqual(logged[i]!);
+      expect(logged[i]! - t).toBeLessThan(100);
+    });
   });
 
   it('holds every arrival to a recipient against the pair bucket (maxPairBurst), the refused ones too', async () => {

@@ -362,6 +362,12 @@ export interface ReceiverStats {
    */
   maxAttemptsPerWindow: number;
   /**
+   * The arrival times (epoch ms, sub-ms; stamped on arrival, so a little before the log's `at`) of
+   * the first window that held `maxAttemptsPerWindow` sends: evenly spaced, the sender's spacing;
+   * a cluster after a gap, sends held up on the way.
+   */
+  busiestWindow: number[];
+  /**
    * The most ACCEPTED sends in any window of 1,000 ms. Under a sliding cap this never exceeds the
    * cap (the simulator refuses the rest): it is no evidence that the sender kept the cap; use
    * `maxAttemptsPerWindow` and `throttled`.
@@ -672,6 +678,8 @@ class NumberState {
 /** The most arrival times in any window of `THROUGHPUT_WINDOW_MS`; times must come in order. O(1) amortised. */
 class WindowMax {
   max = 0;
+  /** The arrival times of the first window that held `max` (a copy each time the max grows). */
+  busiest: number[] = [];
   /** Arrival times of the last window, oldest at `head`. */
   private recent: number[] = [];
   private head = 0;
@@ -683,7 +691,10 @@ class WindowMax {
       this.recent = this.recent.slice(this.head);
       this.head = 0;
     }
-    this.max = Math.max(this.max, this.recent.length - this.head);
+    if (this.recent.length - this.head > this.max) {
+      this.max = this.recent.length - this.head;
+      this.busiest = this.recent.slice(this.head);
+    }
   }
 }
 
@@ -746,6 +757,7 @@ class ReceiverTally {
       accepted: this.accepted,
       attempts: this.attempts,
       maxAttemptsPerWindow: this.attemptWindow.max,
+      busiestWindow: this.attemptWindow.busiest.map((t) => performance.timeOrigin + t),
       maxPerWindow: this.acceptedWindow.max,
       throttled: this.throttled,
       pairLimited: this.pairLimited,
